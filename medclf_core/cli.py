@@ -1,0 +1,321 @@
+"""Command-line twin of the app: ``python -m medclf_core {audit,train,evaluate,predict,list}``.
+
+Results go to stdout (with ``--json``, the last line of stdout is one JSON value);
+progress bars and messages go to stderr. Bad input ends with a one-line message
+and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EPILOG_DATA = """dataset layout:
+  DATA/<class>/<images>                 split by medclf (stratified, seeded, duplicates kept together)
+  DATA/{train,val,test}/<class>/<images> your own split (missing val/test are carved from train)
+  or a .zip of either. Images: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM (decoded by content)."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*shuffle.*")
+
+
+def _bar(desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if not enabled:
+            return
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+        state["bar"].n = done
+        state["bar"].refresh()
+        if done >= total:
+            state["bar"].close()
+
+    return update
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, default=str))
+
+
+def cmd_audit(args) -> int:
+    from medclf_core.data import audit_dataset, scan_dataset
+
+    index = scan_dataset(args.data)
+    report = audit_dataset(index, near_duplicate_distance=args.near_duplicate_distance,
+                           progress=_bar("Reading images", not args.no_progress))
+    if args.json:
+        _print_json({"root": index.root, "presplit": index.presplit, **report.to_dict()})
+        return 0
+    print(f"Dataset: {index.root} ({'pre-split' if index.presplit else 'class folders'})")
+    print(f"Classes: {', '.join(index.class_names)}")
+    for split, counts in report.counts.items():
+        print(f"  {split:>5}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    print(f"Imbalance (largest/smallest): {report.imbalance_ratio:.2f}")
+    for f in report.unreadable:
+        print(f"  unreadable: {f['file']}: {f['error']}")
+    for g in report.duplicate_groups:
+        print(f"  duplicates: {' = '.join(g)}")
+    for g in report.near_duplicate_groups:
+        print(f"  near-duplicates: {' ~ '.join(g)}")
+    for w in report.warnings():
+        print(f"Note: {w}")
+    print(f"Fingerprint: {report.fingerprint}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from medclf_core.events import EventLog
+    from medclf_core.training import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, arch=args.arch, name=args.name, task=args.task, epochs=args.epochs,
+                      image_size=args.image_size, channels=args.channels, batch_size=args.batch_size,
+                      learning_rate=args.lr, val_split=args.val_split, test_split=args.test_split, seed=args.seed,
+                      augment=args.augment, class_weights=args.class_weights, patience=args.patience,
+                      threshold_method=args.threshold_method, target_sensitivity=args.target_sensitivity,
+                      init_from=args.init_from, weights=None if args.weights == "none" else args.weights,
+                      fine_tune_epochs=args.fine_tune_epochs, mixed_precision=args.mixed_precision)
+    listeners = [] if args.no_progress else [_TrainPrinter()]
+    log = EventLog(args.events, listeners)
+    run_dir = train(cfg, models_dir=args.models_dir, events=log)
+    card = json.loads((run_dir / "card.json").read_text())
+    summary = {"run_dir": str(run_dir), "name": card["name"], "class_names": card["class_names"],
+               "architecture": card["architecture"], "threshold": card["threshold"], "metrics": card["metrics"],
+               "validation_metrics": card["validation_metrics"]}
+    if args.json:
+        _print_json(summary)
+    else:
+        m = card["metrics"]
+        print(f"Registered {card['name']} in {run_dir}")
+        print(f"{m['split']} accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}"
+              + (f", AUC {m['auc']:.4f}" if m.get("auc") is not None else "")
+              + (f", sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}" if "sensitivity" in m else ""))
+    return 0
+
+
+class _TrainPrinter:
+    """Turns training events into progress bars on stderr."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, ev: dict) -> None:
+        from tqdm import tqdm
+
+        kind = ev["event"]
+        if kind == "audit_progress":
+            return
+        if kind == "epoch_begin":
+            self._close()
+            self.bar = tqdm(total=None, desc=f"Epoch {ev['epoch']}/{ev['epochs']}", unit="batch", file=sys.stderr)
+        elif kind == "batch" and self.bar is not None:
+            self.bar.total = ev["batches"]
+            self.bar.n = ev["batch"]
+            m = ev.get("metrics", {})
+            self.bar.set_postfix(loss=f"{m.get('loss', 0):.3f}", acc=f"{m.get('accuracy', 0):.3f}",
+                                 eta=f"{ev['eta_s']:.0f}s", refresh=True)
+        elif kind == "epoch":
+            m = ev["metrics"]
+            self._close()
+            print(f"Epoch {ev['epoch']}/{ev['epochs']}: loss {m.get('loss', 0):.4f} acc {m.get('accuracy', 0):.4f} "
+                  f"val_loss {m.get('val_loss', 0):.4f} val_acc {m.get('val_accuracy', 0):.4f} "
+                  f"({ev['seconds']:.1f}s, ETA {ev['eta_s']:.0f}s)", file=sys.stderr)
+        elif kind == "audit":
+            print("Audit: " + "; ".join(f"{s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
+                                        for s, v in ev["counts"].items()), file=sys.stderr)
+            for w in ev["warnings"]:
+                print(f"  note: {w}", file=sys.stderr)
+        elif kind == "split":
+            print("Split: " + "; ".join(f"{s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
+                                        for s, v in ev["counts"].items()), file=sys.stderr)
+        elif kind in ("notice", "resumed", "devices", "phase"):
+            text = ev.get("message") or ev.get("description") or (
+                f"resuming at epoch {ev['epoch']}" if kind == "resumed" else f"fine-tuning for {ev.get('epochs')} epochs")
+            print(f"{kind}: {text}", file=sys.stderr)
+        elif kind in ("done", "cancelled", "error"):
+            self._close()
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_evaluate(args) -> int:
+    from medclf_core.inference import Predictor, evaluate_folder
+
+    predictor = Predictor.from_run(args.model, args.models_dir)
+    result = evaluate_folder(predictor, args.data, args.split, bootstrap=args.bootstrap,
+                             progress=_bar("Evaluating", not args.no_progress))
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"Model {result['model']} on {result['dataset']} ({result['split']}, n={result['n']})")
+    print(f"Accuracy {result['accuracy']:.4f}" + (f"  95% CI {result['ci95']['accuracy'][0]:.3f}-{result['ci95']['accuracy'][1]:.3f}"
+                                                 if result.get("ci95") else ""))
+    if result.get("auc") is not None:
+        print(f"ROC-AUC  {result['auc']:.4f}")
+    if "sensitivity" in result:
+        print(f"At threshold {result['threshold']:.3f} on P({result['positive_class']}): "
+              f"sensitivity {result['sensitivity']}, specificity {result['specificity']}")
+    print(f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for c, m in result["per_class"].items():
+        print(f"{c:<16}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")
+    print("Confusion matrix (rows true, columns predicted):")
+    for c, row in zip(result["class_names"], result["confusion_matrix"], strict=True):
+        print(f"  {c:<14}" + " ".join(f"{v:>6}" for v in row))
+    for s in result["skipped"]:
+        print(f"skipped {s['file']}: {s['error']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from medclf_core.inference import Predictor
+
+    predictor = Predictor.from_run(args.model, args.models_dir)
+    results = predictor.predict_files(args.files)
+    if args.cam:
+        from medclf_core.explain import heatmaps, overlay, save_png
+        from medclf_core.images import load_image
+
+        out_dir = Path(args.cam)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ok = [r for r in results if "error" not in r]
+        pixels = [load_image(r["file"]).pixels for r in ok]
+        maps = heatmaps(predictor.model, pixels, cam_layer=predictor.cam_layer) if pixels else []
+        for k, (r, px, hm) in enumerate(zip(ok, pixels, maps, strict=True)):
+            target = out_dir / f"{k:03d}_{Path(r['file']).stem}_cam.png"
+            save_png(target, overlay(px, hm, opacity=args.opacity))
+            r["cam"] = str(target)
+    if args.json:
+        _print_json(results)
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: ERROR {r['error']}")
+            else:
+                probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
+                print(f"{r['file']}: {r['label']} ({probs})" + (f" -> {r['cam']}" if "cam" in r else ""))
+    return 2 if any("error" in r for r in results) else 0
+
+
+def cmd_list(args) -> int:
+    from medclf_core.registry import list_runs
+
+    runs = list_runs(args.models_dir)
+    if args.json:
+        _print_json([{k: r.get(k) for k in ("name", "task", "architecture", "class_names", "metrics", "created",
+                                            "run_dir")} for r in runs])
+        return 0
+    for r in runs:
+        m = r.get("metrics", {})
+        print(f"{r['name']:<32} {r['architecture']:<11} {','.join(r['class_names']):<28} "
+              f"acc {m.get('accuracy') or 0:.3f} auc {m.get('auc') or 0:.3f}  {r.get('created', '')}")
+    if not runs:
+        print("No models registered yet.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medclf_core.architectures import ARCHITECTURES
+    from medclf_core.augment import PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m medclf_core",
+                                description="Train, evaluate and use medical image classifiers (the medclf engine).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, models=True):
+        sp.add_argument("--json", action="store_true", help="print the result as JSON (last line of stdout)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+        if models:
+            sp.add_argument("--models-dir", default=None,
+                            help="model registry folder (default: $MEDCLF_MODELS_DIR or ./models)")
+
+    a = sub.add_parser("audit", help="check a dataset: counts, imbalance, unreadable files, duplicates",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
+    a.add_argument("data", help="dataset folder or .zip")
+    a.add_argument("--near-duplicate-distance", type=int, default=8,
+                   help="dHash bits within which images count as near-duplicates (-1: off; default 8)")
+    common(a, models=False)
+    a.set_defaults(func=cmd_audit)
+
+    archs = "; ".join(f"{n}: {s.description}" for n, s in ARCHITECTURES.items())
+    t = sub.add_parser("train", help="train a model, evaluate it, and register the run",
+                       description=f"Architectures: {archs}", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=EPILOG_DATA + "\n\nA killed run resumes when the same command is run again.")
+    t.add_argument("data", help="dataset folder or .zip")
+    t.add_argument("--arch", default="simple_cnn", choices=list(ARCHITECTURES), help="architecture (default simple_cnn)")
+    t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    t.add_argument("--image-size", type=int, help="input side in pixels (default per architecture, 224)")
+    t.add_argument("--channels", type=int, choices=[1, 3], help="1 = grayscale, 3 = RGB (default 3)")
+    t.add_argument("--batch-size", type=int, help="batch size per device (default 32)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--val-split", type=float, default=0.15, help="validation fraction (default 0.15)")
+    t.add_argument("--test-split", type=float, default=0.15, help="test fraction (default 0.15)")
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--name", help="run name (default: <dataset>-<arch>)")
+    t.add_argument("--task", help="task description stored in the model card (default: dataset name)")
+    t.add_argument("--augment", default="auto", choices=["auto", *PRESETS],
+                   help="augmentation preset; auto = chest_xray (no flips) for chest data, else default")
+    t.add_argument("--class-weights", default="auto", choices=["auto", "on", "off"])
+    t.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
+    t.add_argument("--threshold-method", default="youden", choices=["youden", "sensitivity"],
+                   help="how the binary operating threshold is chosen on validation data")
+    t.add_argument("--target-sensitivity", type=float, default=0.95)
+    t.add_argument("--init-from", help="start from an earlier run (name or folder): fine-tuning")
+    t.add_argument("--weights", default="imagenet",
+                   help="resnet50: 'imagenet' (download, or $MEDCLF_RESNET50_WEIGHTS), a local .h5 file, or 'none'")
+    t.add_argument("--fine-tune-epochs", type=int, help="resnet50 with ImageNet weights: extra epochs with conv4+ unfrozen")
+    t.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off", "float16", "bfloat16"])
+    t.add_argument("--events", help="also write progress events (JSON lines) to this file")
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a registered model on a dataset",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
+    e.add_argument("model", help="run folder, or run name in the models dir")
+    e.add_argument("data", help="dataset folder or .zip")
+    e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
+                   help="auto: the test folder of a pre-split dataset, else all images")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify image files (exit 2 if any file was rejected)")
+    pr.add_argument("model", help="run folder, or run name in the models dir")
+    pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM, ...)")
+    pr.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
+    pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    common(pr)
+    pr.set_defaults(func=cmd_predict)
+
+    ls = sub.add_parser("list", help="list registered models")
+    common(ls)
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medclf_core.errors import MedclfError
+
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MedclfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,459 @@
+"""Datasets: scan a folder or zip, audit it, split it without leaks.
+
+A dataset is a folder of class sub-folders::
+
+    root/<class>/<image files>                 # split for you (stratified, seeded)
+    root/{train,val,test}/<class>/<files>      # split already; any of val/test may be missing
+
+or a ``.zip`` of either. Class names are the folder names, sorted.
+
+The audit decodes every file once (through the same decoder training uses), so
+an unreadable file is found before training, listed, and skipped. Exact
+duplicates (same decoded pixels, MD5) and near-duplicates (256-bit difference
+hash within ``near_duplicate_distance`` bits) are grouped; splits keep each group
+on one side so that validation numbers are not flattered by leaked copies.
+
+Example::
+
+    >>> index = scan_dataset("data/chest_xray")            # doctest: +SKIP
+    >>> report = audit_dataset(index)                      # doctest: +SKIP
+    >>> splits = split_dataset(index, report, val_fraction=0.15, test_fraction=0.15, seed=1337)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from medclf_core.errors import DatasetError, ImageError
+from medclf_core.images import is_image_candidate, load_image
+
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+# Zip safety limits (a dataset zip is user-supplied).
+ZIP_MAX_MEMBERS = 200_000
+ZIP_MAX_TOTAL_BYTES = 8 * 2**30
+ZIP_MAX_RATIO = 200
+
+
+@dataclass
+class Item:
+    path: str          # absolute path
+    rel: str           # path relative to the dataset root (stable across machines)
+    label: int
+    split: str | None  # None when the dataset is not pre-split
+
+
+@dataclass
+class DatasetIndex:
+    root: str
+    class_names: list[str]
+    items: list[Item]
+    presplit: bool
+    skipped: list[dict] = field(default_factory=list)  # files ignored by the scan, with the reason
+
+    @property
+    def name(self) -> str:
+        return Path(self.root).name
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(self.class_names, 0))
+        for it in self.items:
+            out[it.split or "all"][self.class_names[it.label]] += 1
+        return {k: dict(v) for k, v in out.items()}
+
+
+@dataclass
+class AuditReport:
+    """What the audit found; everything is JSON-serialisable via :meth:`to_dict`."""
+
+    class_names: list[str]
+    counts: dict[str, dict[str, int]]              # split (or "all") -> class -> readable images
+    imbalance_ratio: float                         # largest class / smallest class (readable images)
+    unreadable: list[dict]                         # {"file", "error"}
+    duplicate_groups: list[list[str]]              # exact duplicates (same pixels), relative paths
+    near_duplicate_groups: list[list[str]]         # near-identical images (dHash), not exact copies
+    cross_split_duplicates: list[list[str]]        # groups spanning train/val/test in a pre-split dataset
+    conflicting_labels: list[list[str]]            # identical images filed under different classes
+    fingerprint: str                               # sha256 over (relative path, pixel md5) of readable files
+    hashes: dict[str, str] = field(default_factory=dict, repr=False)    # rel -> md5 of decoded pixels
+    dhashes: dict[str, str] = field(default_factory=dict, repr=False)   # rel -> 256-bit dHash (hex)
+    skipped: list[dict] = field(default_factory=list)
+
+    def to_dict(self, include_hashes: bool = False) -> dict:
+        d = asdict(self)
+        if not include_hashes:
+            d.pop("hashes")
+            d.pop("dhashes")
+        return d
+
+    def warnings(self) -> list[str]:
+        """Plain-language findings worth a clinician's attention before training."""
+        out = []
+        if self.unreadable:
+            out.append(f"{len(self.unreadable)} file(s) could not be read and will be skipped.")
+        if self.imbalance_ratio >= 1.5:
+            out.append(f"Classes are imbalanced (largest/smallest = {self.imbalance_ratio:.1f}); "
+                       "class weights will be used by default.")
+        n_dup = sum(len(g) - 1 for g in self.duplicate_groups)
+        if n_dup:
+            out.append(f"{n_dup} exact duplicate image(s) in {len(self.duplicate_groups)} group(s); "
+                       "each group is kept on one side of the split.")
+        if self.near_duplicate_groups:
+            out.append(f"{len(self.near_duplicate_groups)} group(s) of near-identical images; kept together when splitting.")
+        if self.cross_split_duplicates:
+            out.append(f"{len(self.cross_split_duplicates)} duplicate group(s) cross the given train/val/test folders: "
+                       "validation and test numbers will be optimistic.")
+        if self.conflicting_labels:
+            out.append(f"{len(self.conflicting_labels)} identical image(s) are filed under different classes.")
+        for split, per_class in self.counts.items():
+            for cls, n in per_class.items():
+                if n == 0:
+                    out.append(f"Class '{cls}' has no images in '{split}'.")
+        return out
+
+
+# ---------------------------------------------------------------------------- scanning
+
+def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[dict]:
+    """Extract a dataset zip into ``dest``, refusing what could harm the server.
+
+    Skips members with absolute paths, ``..`` components, or symlinks; refuses the
+    archive outright when it has too many members, too many bytes, or a
+    compression ratio typical of zip bombs. Returns the list of skipped members.
+    """
+    skipped = []
+    dest = Path(dest).resolve()
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"The archive cannot be opened as a zip file ({exc}).") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > ZIP_MAX_MEMBERS:
+            raise DatasetError(f"The zip has {len(infos)} entries; the limit is {ZIP_MAX_MEMBERS}.")
+        total = sum(i.file_size for i in infos)
+        packed = sum(i.compress_size for i in infos) or 1
+        if total > ZIP_MAX_TOTAL_BYTES:
+            raise DatasetError(f"The zip would unpack to {total / 2**30:.1f} GB; the limit is {ZIP_MAX_TOTAL_BYTES // 2**30} GB.")
+        if total / packed > ZIP_MAX_RATIO and total > 50 * 2**20:
+            raise DatasetError("The zip's compression ratio is suspiciously high (a possible zip bomb); refused.")
+        for info in infos:
+            name = info.filename
+            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+            parts = Path(name).parts
+            if is_link:
+                skipped.append({"file": name, "reason": "symbolic link"})
+                continue
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                skipped.append({"file": name, "reason": "unsafe path"})
+                continue
+            target = (dest / name).resolve()
+            if not str(target).startswith(str(dest) + os.sep):
+                skipped.append({"file": name, "reason": "unsafe path"})
+                continue
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if "__MACOSX" in parts:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                remaining = info.file_size + 1
+                while chunk := src.read(1 << 20):
+                    remaining -= len(chunk)
+                    if remaining < 0:
+                        raise DatasetError(f"Zip member {name} is larger than its header claims; refused.")
+                    out.write(chunk)
+    return skipped
+
+
+def _single_child_root(root: Path) -> Path:
+    """A zip often wraps the dataset in one top folder; step into it."""
+    while True:
+        children = [c for c in root.iterdir() if not c.name.startswith((".", "__MACOSX"))]
+        dirs = [c for c in children if c.is_dir()]
+        if len(dirs) == 1 and not [c for c in children if c.is_file()]:
+            sub = dirs[0]
+            grandchildren = [c for c in sub.iterdir() if c.is_dir() and not c.name.startswith(".")]
+            if grandchildren and any(g.is_dir() for g in grandchildren):
+                root = sub
+                continue
+        return root
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))),
+                  key=lambda d: d.name)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.rglob("*") if p.is_file() and is_image_candidate(p)), key=lambda p: str(p))
+
+
+def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None = None) -> DatasetIndex:
+    """Index a dataset folder or zip. Does not decode images (see :func:`audit_dataset`)."""
+    path = Path(source).expanduser()
+    skipped: list[dict] = []
+    if path.is_file() and zipfile.is_zipfile(path):
+        dest = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="medclf-zip-"))
+        skipped += safe_extract_zip(path, dest)
+        path = _single_child_root(dest)
+    if not path.is_dir():
+        raise DatasetError(f"Dataset not found: {source} is not a folder or a zip file.")
+    path = path.resolve()
+    top = _class_dirs(path)
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_ALIASES}
+    items: list[Item] = []
+    if split_dirs and len(split_dirs) == len(top):
+        class_names = sorted({c.name for d in split_dirs.values() for c in _class_dirs(d)})
+        if not class_names:
+            raise DatasetError(f"{path} has train/val/test folders but no class folders inside them.")
+        for split, d in sorted(split_dirs.items()):
+            for cdir in _class_dirs(d):
+                label = class_names.index(cdir.name)
+                items += [Item(str(f), f.relative_to(path).as_posix(), label, split) for f in _files_under(cdir)]
+        presplit = True
+        if "train" not in split_dirs:
+            raise DatasetError(f"{path} has {', '.join(sorted(split_dirs))} folders but no 'train' folder.")
+    else:
+        class_names = [d.name for d in top]
+        for label, cdir in enumerate(top):
+            items += [Item(str(f), f.relative_to(path).as_posix(), label, None) for f in _files_under(cdir)]
+        presplit = False
+        for f in path.iterdir():
+            if f.is_file() and is_image_candidate(f):
+                skipped.append({"file": f.name, "reason": "image outside any class folder"})
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"{path} must contain at least two class folders (found {len(class_names)}: "
+            f"{', '.join(class_names) or 'none'}). Layout: root/<class>/<images> or root/train/<class>/<images>."
+        )
+    if not items:
+        raise DatasetError(f"No image files found under {path}.")
+    return DatasetIndex(str(path), class_names, items, presplit, skipped)
+
+
+# ---------------------------------------------------------------------------- audit
+
+def dhash(pixels: np.ndarray, side: int = 16) -> str:
+    """Difference hash (``side*side`` bits, hex): robust to re-encoding and rescaling.
+
+    256 bits rather than the classic 64: at 8x8 many chest films look alike.
+    """
+    gray = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, (side + 1, side), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return np.packbits((small[:, 1:] > small[:, :-1]).flatten()).tobytes().hex()
+
+
+def _inspect(item: Item) -> tuple[str | None, str | None, str | None]:
+    try:
+        img = load_image(item.path)
+    except ImageError as exc:
+        return None, None, str(exc)
+    except Exception as exc:  # a decoder bug must not stop the audit
+        return None, None, f"{type(exc).__name__}: {exc}"
+    digest = hashlib.md5(img.pixels.tobytes() + str(img.pixels.shape).encode()).hexdigest()
+    return digest, dhash(img.pixels), None
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _near_pairs(codes: list[str], max_distance: int) -> list[tuple[int, int]]:
+    """All index pairs whose hex hash codes differ in at most ``max_distance`` bits."""
+    pairs = []
+    if max_distance < 0 or len(codes) < 2:
+        return pairs
+    as_bytes = np.frombuffer(b"".join(bytes.fromhex(c) for c in codes), dtype=np.uint8).reshape(len(codes), -1)
+    bits = np.unpackbits(as_bytes, axis=1).astype(np.int32)  # (n, n_bits)
+    block = 1024
+    for start in range(0, len(codes), block):
+        chunk = bits[start:start + block]
+        # Hamming distance via dot products: d = a.(1-b) + (1-a).b
+        dist = chunk @ (1 - bits).T + (1 - chunk) @ bits.T
+        ii, jj = np.nonzero(dist <= max_distance)
+        for i, j in zip(ii + start, jj, strict=True):
+            if i < j:
+                pairs.append((int(i), int(j)))
+    return pairs
+
+
+def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, workers: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> AuditReport:
+    """Decode every image once, find unreadable files and duplicates, count classes.
+
+    ``near_duplicate_distance`` is the dHash Hamming radius for near-duplicates
+    (0 keeps only identical hashes; -1 turns the check off).
+    ``progress(done, total)`` is called as files are decoded.
+    """
+    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    results: list[tuple[str | None, int | None, str | None]] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for n, res in enumerate(pool.map(_inspect, index.items), 1):
+            results.append(res)
+            if progress:
+                progress(n, len(index.items))
+
+    unreadable, readable_idx = [], []
+    hashes: dict[str, str] = {}
+    dhashes: dict[str, str] = {}
+    for i, (digest, dh, err) in enumerate(results):
+        it = index.items[i]
+        if err:
+            unreadable.append({"file": it.rel, "error": err})
+        else:
+            readable_idx.append(i)
+            hashes[it.rel] = digest
+            dhashes[it.rel] = dh
+
+    items = [index.items[i] for i in readable_idx]
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for k, it in enumerate(items):
+        by_hash[hashes[it.rel]].append(k)
+    duplicate_groups = [[items[k].rel for k in ks] for ks in by_hash.values() if len(ks) > 1]
+    conflicting = [g for g, ks in ((g, by_hash[hashes[g[0]]]) for g in duplicate_groups)
+                   if len({items[k].label for k in ks}) > 1]
+
+    uf = _UnionFind(len(items))
+    for ks in by_hash.values():
+        for k in ks[1:]:
+            uf.union(ks[0], k)
+    for a, b in _near_pairs([dhashes[it.rel] for it in items], near_duplicate_distance):
+        uf.union(a, b)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for k in range(len(items)):
+        groups[uf.find(k)].append(k)
+    near_groups = [[items[k].rel for k in ks] for ks in groups.values()
+                   if len(ks) > 1 and len({hashes[items[k].rel] for k in ks}) > 1]
+    cross = []
+    if index.presplit:
+        cross = [[items[k].rel for k in ks] for ks in groups.values() if len({items[k].split for k in ks}) > 1]
+
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(index.class_names, 0))
+    for it in items:
+        counts[it.split or "all"][index.class_names[it.label]] += 1
+    totals = Counter(it.label for it in items)
+    sizes = [totals.get(c, 0) for c in range(len(index.class_names))]
+    imbalance = (max(sizes) / min(sizes)) if min(sizes) > 0 else float("inf")
+    fingerprint = hashlib.sha256("\n".join(f"{it.rel}\t{hashes[it.rel]}" for it in sorted(items, key=lambda x: x.rel))
+                                 .encode()).hexdigest()
+    return AuditReport(index.class_names, {k: dict(v) for k, v in counts.items()}, round(imbalance, 3), unreadable,
+                       duplicate_groups, near_groups, cross, conflicting, fingerprint, hashes, dhashes,
+                       list(index.skipped))
+
+
+# ---------------------------------------------------------------------------- splitting
+
+def duplicate_components(items: list[Item], report: AuditReport) -> list[list[int]]:
+    """Groups of item indices that must stay together: exact and near duplicates."""
+    position = {it.rel: k for k, it in enumerate(items)}
+    uf = _UnionFind(len(items))
+    for group in report.duplicate_groups + report.near_duplicate_groups:
+        present = [position[r] for r in group if r in position]
+        for k in present[1:]:
+            uf.union(present[0], k)
+    comps: dict[int, list[int]] = defaultdict(list)
+    for k in range(len(items)):
+        comps[uf.find(k)].append(k)
+    return list(comps.values())
+
+
+def stratified_group_split(labels: list[int], groups: list[list[int]], fractions: dict[str, float],
+                           seed: int) -> dict[str, list[int]]:
+    """Assign whole groups to splits so each class gets about ``fractions`` of its items.
+
+    Greedy and deterministic for a given seed: groups are shuffled, then each goes
+    to the split whose per-class quota is most unfilled.
+    """
+    rng = np.random.default_rng(seed)
+    n_classes = max(labels) + 1 if labels else 0
+    class_totals = np.bincount(labels, minlength=n_classes).astype(float)
+    names = list(fractions)
+    targets = {s: class_totals * fractions[s] for s in names}
+    filled = {s: np.zeros(n_classes) for s in names}
+    out: dict[str, list[int]] = {s: [] for s in names}
+    order = rng.permutation(len(groups))
+    # Large groups first so they do not overshoot a small split at the end.
+    order = sorted(order, key=lambda g: -len(groups[g]))
+    for g in order:
+        members = groups[g]
+        cls = Counter(labels[k] for k in members).most_common(1)[0][0]
+        deficits = {s: (targets[s][cls] - filled[s][cls]) / max(targets[s][cls], 1e-9) for s in names}
+        best = max(names, key=lambda s: (deficits[s], fractions[s]))
+        out[best].extend(members)
+        for k in members:
+            filled[best][labels[k]] += 1
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def split_dataset(index: DatasetIndex, report: AuditReport, *, val_fraction: float = 0.15,
+                  test_fraction: float = 0.15, seed: int = 1337) -> dict[str, list[Item]]:
+    """Train/val/test lists of readable items, stratified, seeded, duplicate groups kept whole.
+
+    A pre-split dataset keeps its folders; a missing val (or test) split is carved
+    out of train with the same rules.
+    """
+    readable = [it for it in index.items if it.rel in report.hashes]
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DatasetError("Validation and test fractions must each be in [0, 1) and add up to less than 1.")
+    if index.presplit:
+        splits = {s: [it for it in readable if it.split == s] for s in SPLIT_NAMES}
+        carve = {}
+        if not splits["val"]:
+            carve["val"] = val_fraction
+        if not splits["test"] and test_fraction > 0:
+            carve["test"] = test_fraction
+        if carve:
+            pool = splits["train"]
+            carved = _split_items(pool, report, {"train": 1 - sum(carve.values()), **carve}, seed)
+            splits["train"] = carved["train"]
+            for s in carve:
+                splits[s] = carved[s]
+    else:
+        fr = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+        splits = _split_items(readable, report, {k: v for k, v in fr.items() if v > 0}, seed)
+        splits.setdefault("test", [])
+        splits.setdefault("val", [])
+    if not splits["train"]:
+        raise DatasetError("The training split is empty.")
+    present = {it.label for it in splits["train"]}
+    missing = [index.class_names[c] for c in range(len(index.class_names)) if c not in present]
+    if missing:
+        raise DatasetError(f"Class(es) {', '.join(missing)} have no readable training images.")
+    return splits
+
+
+def _split_items(items: list[Item], report: AuditReport, fractions: dict[str, float], seed: int) -> dict[str, list[Item]]:
+    groups = duplicate_components(items, report)
+    idx = stratified_group_split([it.label for it in items], groups, fractions, seed)
+    return {s: [items[k] for k in ks] for s, ks in idx.items()}
+
+
+def split_counts(splits: dict[str, list[Item]], class_names: list[str]) -> dict[str, dict[str, int]]:
+    return {s: {c: sum(1 for it in its if class_names[it.label] == c) for c in class_names} for s, its in splits.items()}

@@ -1,0 +1,162 @@
+"""Prediction for one or many images with a registered model.
+
+:class:`Predictor` holds a loaded model and its card and applies the model's
+operating threshold: for binary tasks the positive class is predicted when its
+probability reaches the threshold chosen on validation data; otherwise argmax.
+Images go through :func:`medclf_core.images.to_model_input`, the same path as
+training.
+
+Example::
+
+    >>> p = Predictor.from_run("chest_xray")                  # doctest: +SKIP
+    >>> p.predict_files(["a.png", "b.dcm"])[0]["label"]       # doctest: +SKIP
+    'PNEUMONIA'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medclf_core.errors import ImageError, MedclfError, ModelError
+from medclf_core.evaluation import decide, positive_class_index
+from medclf_core.images import DecodedImage, load_image, to_model_input
+from medclf_core.registry import load_run
+
+
+class Predictor:
+    def __init__(self, model, card: dict):
+        self.model = model
+        self.card = card
+        shape = tuple(model.input_shape[1:])
+        if len(shape) != 3 or shape[0] is None or shape[2] not in (1, 3):
+            raise ModelError(f"This model expects input of shape {shape}; medclf needs (size, size, 1 or 3) images.")
+        self.image_size, self.channels = int(shape[0]), int(shape[2])
+        self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(model.output_shape[-1])])
+        if len(self.class_names) != model.output_shape[-1]:
+            raise ModelError("The model card's classes do not match the model's outputs.")
+        self.threshold: float | None = card.get("threshold")
+        pos = card.get("positive_class")
+        self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Predictor:
+        model, card = load_run(run, models_dir)
+        return cls(model, card)
+
+    @property
+    def cam_layer(self) -> str | None:
+        return self.card.get("cam_layer")
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return to_model_input(pixels, self.image_size, self.channels)
+
+    def predict_batch(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C)."""
+        out = []
+        for start in range(0, len(batch), batch_size):
+            chunk = np.asarray(batch[start:start + batch_size], dtype=np.float32)
+            out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+
+    def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
+        arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
+        return self.predict_batch(np.stack([self.prepare(a) for a in arrays]), batch_size) if arrays else \
+            np.zeros((0, len(self.class_names)))
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return decide(probs, self.threshold, self.positive)
+
+    def describe(self, probs_row: np.ndarray) -> dict:
+        """Label, probabilities and the thresholded decision for one image."""
+        label = self.class_names[int(self.decide(probs_row[None])[0])]
+        out = {"label": label, "probabilities": {c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)}}
+        if self.threshold is not None and self.positive is not None:
+            out["threshold"] = self.threshold
+            out["positive_class"] = self.class_names[self.positive]
+        return out
+
+    def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict]:
+        """One result per file, in order: ``{"file", "label", "probabilities", ...}`` or ``{"file", "error"}``.
+
+        A file that cannot be decoded gets an ``error`` and never stops the others.
+        """
+        results: list[dict] = []
+        good: list[tuple[int, np.ndarray]] = []
+        for f in files:
+            entry = {"file": str(f)}
+            try:
+                img = load_image(f)
+                good.append((len(results), self.prepare(img.pixels)))
+                if img.notes:
+                    entry["notes"] = img.notes
+            except ImageError as exc:
+                entry["error"] = str(exc)
+            except MedclfError as exc:
+                entry["error"] = str(exc)
+            results.append(entry)
+        if good:
+            probs = self.predict_batch(np.stack([a for _, a in good]), batch_size)
+            for (i, _), row in zip(good, probs, strict=True):
+                results[i].update(self.describe(row))
+        return results
+
+
+def display_name(path: str | os.PathLike) -> str:
+    return Path(path).name
+
+
+def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
+                    progress=None) -> dict:
+    """Evaluate a model on a dataset folder or zip laid out as for training.
+
+    ``split``: ``auto`` uses the ``test`` folder of a pre-split dataset, else every
+    image; ``all``, ``train``, ``val`` or ``test`` choose explicitly. Dataset class
+    folders are matched to the model's classes by name (case-insensitive); a
+    dataset may hold a subset of them. Unreadable files are skipped and listed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medclf_core.data import scan_dataset
+    from medclf_core.errors import DatasetError
+    from medclf_core.evaluation import evaluate_probabilities
+
+    index = scan_dataset(data)
+    lower = {c.lower(): i for i, c in enumerate(predictor.class_names)}
+    unknown = [c for c in index.class_names if c.lower() not in lower]
+    if unknown:
+        raise DatasetError(f"The dataset has class folder(s) {', '.join(unknown)} that the model does not know "
+                           f"(model classes: {', '.join(predictor.class_names)}).")
+    if split == "auto":
+        split = "test" if index.presplit and any(it.split == "test" for it in index.items) else "all"
+    items = [it for it in index.items if split == "all" or it.split == split]
+    if not items:
+        raise DatasetError(f"No images in split '{split}' of {data}.")
+
+    def prep(item):
+        try:
+            return predictor.prepare(load_image(item.path).pixels), None
+        except ImageError as exc:
+            return None, str(exc)
+
+    arrays, labels, skipped = [], [], []
+    with ThreadPoolExecutor(4) as pool:
+        for n, (item, (arr, err)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
+            if err:
+                skipped.append({"file": item.rel, "error": err})
+            else:
+                arrays.append(arr)
+                labels.append(lower[index.class_names[item.label].lower()])
+            if progress:
+                progress(n, len(items))
+    if not arrays:
+        raise DatasetError("None of the images could be read.")
+    probs = predictor.predict_batch(np.stack(arrays))
+    result = evaluate_probabilities(labels, probs, predictor.class_names, threshold=predictor.threshold,
+                                    positive=predictor.positive, bootstrap=bootstrap)
+    result.update({"split": split, "dataset": str(data), "skipped": skipped,
+                   "model": predictor.card.get("name")})
+    return result

@@ -1,0 +1,196 @@
+"""The model registry: one folder per run under ``models/``.
+
+::
+
+    models/<run name>/
+        model.keras        the trained model (raw uint8-range images in, softmax out)
+        card.json          machine-readable model card (see CARD_KEYS)
+        history.json       per-epoch training metrics
+        evaluation.json    metrics on the run's test (or validation) split
+
+A run folder appears all at once: it is written into a hidden temporary folder
+beside its final place and then renamed, so a crash or a cancel never leaves a
+half-written model where :func:`list_runs` would find it. Folders starting with a
+dot (work areas, temporaries) are never listed.
+
+Example::
+
+    >>> runs = list_runs("models")                       # doctest: +SKIP
+    >>> model, card = load_run("chest_xray", "models")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from medclf_core.errors import ModelError
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+HISTORY_FILE = "history.json"
+EVALUATION_FILE = "evaluation.json"
+CARD_KEYS = ("name", "task", "class_names", "architecture", "input_shape", "config", "dataset", "metrics",
+             "threshold", "versions", "created")
+MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def default_models_dir() -> Path:
+    """``$MEDCLF_MODELS_DIR``, else ``models/`` at the repository root."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def check_run_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise ModelError(f"'{name}' is not a valid run name: use letters, digits, '.', '_' and '-' "
+                         "(at most 100, starting with a letter or digit).")
+    return name
+
+
+def unique_run_name(base: str, models_dir: str | os.PathLike) -> str:
+    """``base`` if free, else ``base-2``, ``base-3``, ..."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._") or "run"
+    models_dir = Path(models_dir)
+    name, k = base, 2
+    while (models_dir / name).exists():
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def write_run_atomically(models_dir: str | os.PathLike, name: str, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_folder)`` and then move the folder to ``models_dir/name`` in one rename.
+
+    If ``write`` raises, the temporary folder is removed and nothing is registered.
+    """
+    check_run_name(name)
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / name
+    if final.exists():
+        raise ModelError(f"A run named '{name}' already exists in {models_dir}.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=models_dir))
+    try:
+        write(tmp)
+        missing = [f for f in (MODEL_FILE, CARD_FILE) if not (tmp / f).is_file()]
+        if missing:
+            raise ModelError(f"Run '{name}' is incomplete (missing {', '.join(missing)}); not registered.")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        os.rename(tmp, final)  # atomic on one filesystem; fails if final appeared meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def resolve_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
+    """A run folder from a path, or from a run name in ``models_dir``."""
+    p = Path(model)
+    if p.is_dir() and (p / CARD_FILE).is_file():
+        return p
+    if p.is_file() and p.name == MODEL_FILE and (p.parent / CARD_FILE).is_file():
+        return p.parent
+    base = Path(models_dir) if models_dir else default_models_dir()
+    q = base / str(model)
+    if q.is_dir() and (q / CARD_FILE).is_file() and not q.name.startswith("."):
+        return q
+    known = ", ".join(r["name"] for r in list_runs(base)) or "none"
+    raise ModelError(f"No model run '{model}' (looked for a run folder, and in {base}; available: {known}).")
+
+
+def read_card(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / CARD_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{run_dir} has no {CARD_FILE}; it is not a model run.") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"The model card {path} is damaged ({exc}).") from None
+
+
+def read_json(run_dir: str | os.PathLike, filename: str, default=None):
+    path = Path(run_dir) / filename
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return default
+
+
+def list_runs(models_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Cards of every complete run, newest first, each with ``run_dir`` added."""
+    base = Path(models_dir) if models_dir else default_models_dir()
+    if not base.is_dir():
+        return []
+    runs = []
+    for d in base.iterdir():
+        if d.name.startswith(".") or not d.is_dir() or not (d / CARD_FILE).is_file() or not (d / MODEL_FILE).is_file():
+            continue
+        try:
+            card = read_card(d)
+        except ModelError:
+            continue
+        card["run_dir"] = str(d)
+        runs.append(card)
+    return sorted(runs, key=lambda c: c.get("created", ""), reverse=True)
+
+
+def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
+    """Load a ``.keras`` file in Keras safe mode (no arbitrary code from the file)."""
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise ModelError("This model contains custom Python code (a Lambda layer) and was refused: "
+                             "loading it could run arbitrary code.") from None
+        raise ModelError(f"The model file cannot be loaded ({exc}).") from None
+    except (OSError, KeyError, TypeError) as exc:
+        raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}: {exc}).") from None
+
+
+def load_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None):
+    """``(keras_model, card)`` for a run folder or run name."""
+    run_dir = resolve_run(model, models_dir)
+    card = read_card(run_dir)
+    card["run_dir"] = str(run_dir)
+    return load_model_file(run_dir / MODEL_FILE), card
+
+
+def delete_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
+    """Remove a run folder. It is first renamed to a hidden name so a reader never sees half of it."""
+    run_dir = resolve_run(model, models_dir)
+    trash = run_dir.with_name(f".deleted-{run_dir.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(run_dir, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return run_dir

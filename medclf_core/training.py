@@ -1,0 +1,467 @@
+"""Train, evaluate and register one run: the engine behind ``medclf_core train`` and the Train page.
+
+:func:`train` does, in order: scan and audit the dataset, split it without leaks,
+build the model (or start from an earlier run), fit with Adam and cross-entropy
+(class weights when classes are imbalanced), choose the operating threshold on the
+validation split, evaluate on the test split, and write the run into the registry
+atomically.
+
+Training state lives in a work folder ``models/.work/<key>/`` whose key hashes the
+configuration and the dataset fingerprint. If the process is killed, running the
+same command again resumes from the last completed epoch (Keras
+``BackupAndRestore``). A cancel (``cancel()`` returning True, checked after every
+batch) stops within one batch, removes the work folder, and registers nothing.
+
+Example::
+
+    >>> cfg = TrainConfig(data="samples/datasets/chest_xray", arch="simple_cnn", epochs=2, image_size=64)
+    >>> run_dir = train(cfg, models_dir="models")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from medclf_core import __version__
+from medclf_core.architectures import build_model, get_architecture, set_trainable_from
+from medclf_core.augment import AugmentConfig
+from medclf_core.data import audit_dataset, scan_dataset, split_counts, split_dataset
+from medclf_core.devices import plan_devices, precision_policy
+from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
+from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.events import EventLog
+from medclf_core.pipeline import make_dataset
+from medclf_core.registry import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, check_run_name,
+                                  default_models_dir, load_run, unique_run_name, write_json, write_run_atomically)
+
+CHEST_HINTS = ("chest", "xray", "x-ray", "cxr", "pneumonia")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``None`` means "the architecture's default"."""
+
+    data: str
+    arch: str = "simple_cnn"
+    name: str | None = None
+    task: str | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    val_split: float = 0.15
+    test_split: float = 0.15
+    seed: int = 1337
+    augment: str | dict = "auto"          # preset name ("auto", "default", "chest_xray", "brain_mri", "none") or dict
+    class_weights: str = "auto"           # auto (when imbalanced) | on | off
+    patience: int = 8                     # early-stopping patience (epochs without val-loss improvement)
+    lr_patience: int = 3                  # ReduceLROnPlateau patience
+    threshold_method: str = "youden"      # youden | sensitivity
+    target_sensitivity: float = 0.95
+    init_from: str | None = None          # an earlier run to start from (fine-tuning)
+    weights: str | None = "imagenet"      # resnet50 only: "imagenet", a local .h5 path, or None
+    fine_tune_epochs: int | None = None   # resnet50 only: extra epochs with more layers unfrozen
+    mixed_precision: str = "auto"         # auto (GPU only) | on | off | float16 | bfloat16
+    near_duplicate_distance: int = 8
+    cache: bool = True
+    model_options: dict = field(default_factory=dict)  # extra factory options (dense_units, dropout, ...)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with architecture defaults filled in."""
+        spec = get_architecture(self.arch)
+        d = asdict(self)
+        for key in ("epochs", "image_size", "channels", "batch_size", "learning_rate"):
+            if d[key] is None:
+                d[key] = spec.defaults[key]
+        if self.arch == "resnet50" and d["fine_tune_epochs"] is None:
+            d["fine_tune_epochs"] = spec.defaults.get("fine_tune_epochs", 0)
+        return TrainConfig(**d)
+
+    def augment_config(self, class_names: list[str], dataset_name: str) -> AugmentConfig:
+        if isinstance(self.augment, dict):
+            return AugmentConfig.from_dict(self.augment)
+        preset = self.augment
+        if preset == "auto":
+            text = " ".join([dataset_name, *class_names, self.task or ""]).lower()
+            preset = "chest_xray" if any(h in text for h in CHEST_HINTS) else "default"
+        return AugmentConfig.preset(preset)
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+def _keras_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class _Progress(_keras_callback_base()):
+    """Emits batch/epoch events with ETA, keeps history across resumes, honours cancel."""
+
+    def __init__(self, log: EventLog, epochs: int, steps: int, history_path: Path,
+                 cancel: Callable[[], bool] | None, phase: str, batch_interval_s: float = 0.5):
+        super().__init__()
+        self.log, self.epochs, self.steps = log, epochs, steps
+        self.history_path, self.cancel, self.phase = history_path, cancel, phase
+        self.batch_interval_s = batch_interval_s
+        self.history: list[dict] = json.loads(history_path.read_text()) if history_path.is_file() else []
+        self._first_epoch: int | None = None
+        self._epoch_times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            self.history = [h for h in self.history if h["epoch"] < epoch]
+            if epoch > 0 and self.phase == "train":
+                self.log.emit("resumed", epoch=epoch + 1, epochs=self.epochs)
+        self._epoch, self._t0, self._last = epoch, time.time(), 0.0
+        self.log.emit("epoch_begin", epoch=epoch + 1, epochs=self.epochs, phase=self.phase)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.cancel is not None and self.cancel():
+            raise TrainingCancelled("Training was cancelled.")
+        now = time.time()
+        if now - self._last >= self.batch_interval_s or batch + 1 == self.steps:
+            self._last = now
+            per_batch = (now - self._t0) / (batch + 1)
+            remaining_epochs = self.epochs - self._epoch - 1
+            epoch_s = np.median(self._epoch_times) if self._epoch_times else per_batch * self.steps
+            eta = per_batch * (self.steps - batch - 1) + remaining_epochs * epoch_s
+            self.log.emit("batch", epoch=self._epoch + 1, epochs=self.epochs, batch=batch + 1, batches=self.steps,
+                          metrics=_clean(logs), eta_s=round(float(eta), 1), phase=self.phase)
+
+    def on_epoch_end(self, epoch, logs=None):
+        took = time.time() - self._t0
+        self._epoch_times.append(took)
+        lr = self.model.optimizer.learning_rate
+        record = {"epoch": epoch, **_clean(logs), "learning_rate": float(np.asarray(lr)), "seconds": round(took, 2),
+                  "phase": self.phase}
+        self.history.append(record)
+        write_json(self.history_path, self.history)
+        eta = (self.epochs - epoch - 1) * float(np.median(self._epoch_times))
+        self.log.emit("epoch", epoch=epoch + 1, epochs=self.epochs, metrics=_clean(logs), seconds=round(took, 2),
+                      eta_s=round(eta, 1), phase=self.phase)
+
+
+class _BestCheckpoint(_keras_callback_base()):
+    """Saves weights when val_loss improves; remembers the best across resumes (unlike ModelCheckpoint)."""
+
+    def __init__(self, work: Path):
+        super().__init__()
+        self.weights_path = work / "best.weights.h5"
+        self.state_path = work / "best.json"
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.best = state.get("val_loss", np.inf)
+        self.best_epoch = state.get("epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        val = (logs or {}).get("val_loss")
+        if val is not None and np.isfinite(val) and val < self.best:
+            self.best, self.best_epoch = float(val), epoch
+            tmp = self.weights_path.with_name(".tmp.best.weights.h5")
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.weights_path)
+            write_json(self.state_path, {"val_loss": self.best, "epoch": epoch})
+
+
+def _clean(logs) -> dict:
+    return {k: round(float(v), 6) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"medclf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def class_weight_for(labels: list[int], n_classes: int, mode: str) -> dict[int, float] | None:
+    """Balanced class weights (n / (k * count)) when ``mode`` is on, or auto and imbalanced (>= 1.5:1)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    if mode == "off" or counts.min() == 0:
+        return None
+    if mode == "auto" and counts.max() / counts.min() < 1.5:
+        return None
+    weights = counts.sum() / (n_classes * counts)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def work_key(cfg: TrainConfig, fingerprint: str) -> str:
+    d = asdict(cfg)
+    d.pop("name", None)
+    d["data"] = str(Path(cfg.data).resolve())
+    return hashlib.sha256(json.dumps([d, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def predict_probabilities(model, ds) -> np.ndarray:
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def _labels_of(items) -> np.ndarray:
+    return np.array([it.label for it in items], dtype=int)
+
+
+def _replace_head(model, num_classes: int):
+    """Keep everything up to the classifier, put a fresh ``predictions`` layer on top."""
+    import keras
+
+    features = model.get_layer("predictions").input
+    out = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+# ---------------------------------------------------------------------------- train
+
+def train(cfg: TrainConfig, *, models_dir: str | os.PathLike | None = None, events: EventLog | None = None,
+          cancel: Callable[[], bool] | None = None) -> Path:
+    """Run one training job end to end and return its registry folder.
+
+    Raises :class:`TrainingCancelled` when cancelled, :class:`MedclfError` with a
+    plain message for bad input (no images in a class, unknown architecture, ...).
+    Events are emitted on ``events`` (see :mod:`medclf_core.events`), ending with
+    ``done``, ``cancelled`` or ``error``.
+    """
+    log = events or EventLog()
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    try:
+        return _train(cfg, models_dir, log, cancel)
+    except TrainingCancelled:
+        log.emit("cancelled", message="Training was cancelled; no model was saved.")
+        raise
+    except MedclfError as exc:
+        log.emit("error", message=str(exc))
+        raise
+    except MemoryError:
+        msg = "Training ran out of memory. Try a smaller batch size or image size."
+        log.emit("error", message=msg)
+        raise MedclfError(msg) from None
+    except Exception as exc:
+        text = str(exc)
+        if "OOM" in text or "ResourceExhausted" in type(exc).__name__:
+            msg = "Training ran out of (GPU) memory. Try a smaller batch size or image size."
+            log.emit("error", message=msg)
+            raise MedclfError(msg) from exc
+        log.emit("error", message=f"Training failed: {type(exc).__name__}: {text[:500]}")
+        raise
+
+
+def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
+    started = time.time()
+    if cfg.name:
+        check_run_name(cfg.name)
+        if (models_dir / cfg.name).exists():
+            raise MedclfError(f"A run named '{cfg.name}' already exists; choose another name.")
+    init_card = None
+    init_model = None
+    if cfg.init_from:
+        init_model, init_card = load_run(cfg.init_from, models_dir)
+        shape = init_card["input_shape"]
+        cfg = TrainConfig(**{**asdict(cfg), "arch": init_card["architecture"], "image_size": shape[0],
+                             "channels": shape[2]})
+    cfg = cfg.resolved()
+    spec = get_architecture(cfg.arch)
+    log.emit("start", config=asdict(cfg))
+
+    # --- data
+    index = scan_dataset(cfg.data)
+    report = audit_dataset(index, near_duplicate_distance=cfg.near_duplicate_distance,
+                           progress=lambda i, t: log.emit("audit_progress", done=i, total=t) if i % 200 == 0 or i == t else None)
+    log.emit("audit", counts=report.counts, warnings=report.warnings(), unreadable=len(report.unreadable),
+             duplicate_groups=len(report.duplicate_groups), near_duplicate_groups=len(report.near_duplicate_groups))
+    splits = split_dataset(index, report, val_fraction=cfg.val_split, test_fraction=cfg.test_split, seed=cfg.seed)
+    if not splits["val"]:
+        raise DatasetError("The validation split is empty: use a larger dataset or a larger --val-split.")
+    counts = split_counts(splits, index.class_names)
+    log.emit("split", counts=counts)
+
+    # --- work folder (resume state)
+    key = work_key(cfg, report.fingerprint)
+    work = models_dir / ".work" / key
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "config.json", asdict(cfg))
+
+    try:
+        return _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts,
+                                      work, init_model, init_card, started)
+    except TrainingCancelled:
+        _remove_work(work)
+        raise
+
+
+def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts, work,
+                           init_model, init_card, started) -> Path:
+    import keras
+
+    class_names = index.class_names
+    n_classes = len(class_names)
+    keras.utils.set_random_seed(cfg.seed)
+    plan = plan_devices(cfg.mixed_precision)
+    global_batch = cfg.batch_size * plan.replicas
+    lr = cfg.learning_rate * plan.replicas
+    log.emit("devices", description=plan.describe(), replicas=plan.replicas, gpus=plan.gpus,
+             mixed_precision=plan.mixed_precision, global_batch_size=global_batch, learning_rate=lr)
+
+    augment = cfg.augment_config(class_names, index.name)
+    common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=global_batch, seed=cfg.seed)
+    train_ds = make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]), training=True,
+                            augment=augment, cache=cfg.cache, **common)
+    val_ds = make_dataset([it.path for it in splits["val"]], _labels_of(splits["val"]), training=False,
+                          cache=cfg.cache, **common)
+    steps = int(np.ceil(len(splits["train"]) / global_batch))
+
+    pretrained = False
+    with precision_policy(plan.mixed_precision), plan.strategy.scope():
+        if init_model is not None:
+            model = init_model
+            if init_card["class_names"] != class_names:
+                model = _replace_head(model, n_classes)
+        else:
+            options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
+                       if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
+            if cfg.arch == "resnet50":
+                options["weights"] = cfg.weights
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = build_model(cfg.arch, n_classes, cfg.image_size, cfg.channels, **options)
+            for w in caught:
+                log.emit("notice", message=str(w.message))
+            pretrained = bool(getattr(model, "pretrained", False))
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+
+    class_weight = class_weight_for(_labels_of(splits["train"]).tolist(), n_classes, cfg.class_weights)
+    if class_weight:
+        log.emit("notice", message="Class weights: " + ", ".join(f"{class_names[k]} {v:.2f}" for k, v in class_weight.items()))
+
+    history_path = work / "history.json"
+    best = _BestCheckpoint(work)
+
+    def callbacks(phase: str, epochs: int, backup: str):
+        return [
+            keras.callbacks.BackupAndRestore(str(work / backup)),
+            _Progress(log, epochs, steps, history_path, cancel, phase),
+            best,
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                              min_lr=1e-6, verbose=0),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
+        ]
+
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
+              callbacks=callbacks("train", cfg.epochs, "backup"), shuffle=False, verbose=0)
+
+    fine_tune_epochs = cfg.fine_tune_epochs or 0
+    if cfg.arch == "resnet50" and pretrained and fine_tune_epochs > 0:
+        if best.weights_path.is_file():
+            model.load_weights(best.weights_path)
+        set_trainable_from(model, spec.defaults["fine_tune_from"])
+        ft_lr = spec.defaults["fine_tune_learning_rate"] * plan.replicas
+        with plan.strategy.scope():
+            model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+        log.emit("phase", phase="fine_tune", epochs=fine_tune_epochs, learning_rate=ft_lr)
+        model._initial_epoch = None
+        total = cfg.epochs + fine_tune_epochs
+        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=cfg.epochs,
+                  class_weight=class_weight, callbacks=callbacks("fine_tune", total, "backup_ft"), shuffle=False, verbose=0)
+
+    if best.weights_path.is_file():
+        model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
+    if cancel is not None and cancel():
+        raise TrainingCancelled("Training was cancelled.")
+
+    # --- threshold on validation, metrics on test (or validation when there is no test split)
+    log.emit("evaluate", split="val")
+    positive = positive_class_index(class_names)
+    val_probs = predict_probabilities(model, val_ds)
+    threshold = None
+    if n_classes == 2:
+        threshold = choose_threshold(_labels_of(splits["val"]), val_probs, positive, cfg.threshold_method,
+                                     cfg.target_sensitivity)
+    val_metrics = evaluate_probabilities(_labels_of(splits["val"]), val_probs, class_names, threshold=threshold,
+                                         positive=positive, seed=cfg.seed)
+    eval_split = "test" if splits["test"] else "val"
+    if splits["test"]:
+        log.emit("evaluate", split="test")
+        test_ds = make_dataset([it.path for it in splits["test"]], _labels_of(splits["test"]), training=False,
+                               cache=False, **common)
+        test_probs = predict_probabilities(model, test_ds)
+        test_metrics = evaluate_probabilities(_labels_of(splits["test"]), test_probs, class_names,
+                                              threshold=threshold, positive=positive, seed=cfg.seed)
+        predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
+                       for it, p in zip(splits["test"], test_probs, strict=True)]
+    else:
+        test_metrics = val_metrics
+        predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
+                       for it, p in zip(splits["val"], val_probs, strict=True)]
+
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    name = cfg.name or unique_run_name(f"{index.name}-{cfg.arch}", models_dir)
+    card = {
+        "name": name,
+        "task": cfg.task or index.name,
+        "class_names": class_names,
+        "positive_class": class_names[positive] if positive is not None else None,
+        "architecture": cfg.arch,
+        "input_shape": [cfg.image_size, cfg.image_size, cfg.channels],
+        "input_spec": {"dtype": "float32", "value_range": [0, 255],
+                       "preprocessing": "decode by content, 8-bit, squash-resize to input_shape "
+                                        "(OpenCV INTER_AREA down / INTER_LINEAR up); rescaling is inside the model",
+                       "channels": "grayscale" if cfg.channels == 1 else "RGB"},
+        "cam_layer": spec.cam_layer,
+        "config": {**asdict(cfg), "augment_resolved": augment.to_dict(), "class_weight": class_weight,
+                   "pretrained_weights": pretrained, "init_from": init_card["name"] if init_card else None},
+        "dataset": {"source": str(cfg.data), "name": index.name, "fingerprint": report.fingerprint,
+                    "layout": "presplit" if index.presplit else "class folders (split by medclf)",
+                    "counts": counts, "split_seed": cfg.seed, "audit_warnings": report.warnings(),
+                    "unreadable": len(report.unreadable)},
+        "metrics": _summary(test_metrics, eval_split),
+        "validation_metrics": _summary(val_metrics, "val"),
+        "threshold": threshold,
+        "threshold_method": cfg.threshold_method if threshold is not None else None,
+        "training": {"epochs_run": len(history), "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
+                     "best_val_loss": best.best if np.isfinite(best.best) else None,
+                     "seconds": round(time.time() - started, 1), "devices": plan.describe(),
+                     "global_batch_size": global_batch},
+        "versions": _versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+    def write(folder: Path) -> None:
+        model.save(folder / MODEL_FILE)
+        write_json(folder / CARD_FILE, card)
+        write_json(folder / HISTORY_FILE, history)
+        write_json(folder / EVALUATION_FILE, {"split": eval_split, "test": test_metrics, "val": val_metrics,
+                                              "predictions": predictions})
+
+    run_dir = write_run_atomically(models_dir, name, write)
+    _remove_work(work)
+    log.emit("done", run_dir=str(run_dir), name=name, metrics=card["metrics"])
+    return run_dir
+
+
+def _remove_work(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # only if no other run is in progress
+
+
+def _summary(m: dict, split: str) -> dict:
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "ci95")
+    return {"split": split, **{k: m.get(k) for k in keys if k in m}}
