@@ -1,0 +1,88 @@
+"""medclf_core.cli: the commands' JSON shape, exit codes and plain error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, TINY
+
+from medclf_core.cli import main
+
+
+def _json_out(capsys) -> object:
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def test_help_runs_as_a_module():
+    res = subprocess.run([sys.executable, "-m", "medclf_core", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0
+    for word in ("audit", "train", "evaluate", "predict", "dataset layout"):
+        assert word in res.stdout
+
+
+def test_audit_json(chest_sample, capsys):
+    assert main(["audit", str(chest_sample), "--json", "--no-progress"]) == 0
+    out = _json_out(capsys)
+    assert out["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert out["counts"]["all"] == {"NORMAL": 40, "PNEUMONIA": 40}
+    for key in ("imbalance_ratio", "unreadable", "duplicate_groups", "near_duplicate_groups", "fingerprint"):
+        assert key in out
+
+
+@pytest.mark.slow
+def test_train_json_then_evaluate_and_predict(chest_sample, sample_images, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert main(["train", str(chest_sample), "--arch", "simple_cnn", "--epochs", "1", "--image-size", str(TINY),
+                 "--channels", "1", "--batch-size", "16", "--name", "cli-run", "--models-dir", str(models),
+                 "--json", "--no-progress"]) == 0
+    out = _json_out(capsys)
+    assert {"run_dir", "class_names", "metrics"} <= set(out)
+    assert out["run_dir"] == str(models / "cli-run")
+
+    assert main(["evaluate", "cli-run", str(chest_sample), "--models-dir", str(models), "--json", "--no-progress",
+                 "--bootstrap", "50"]) == 0
+    ev = _json_out(capsys)
+    for key in ("n", "class_names", "accuracy", "per_class", "macro_f1", "auc", "confusion_matrix", "threshold",
+                "sensitivity", "specificity"):
+        assert key in ev, key
+    assert ev["n"] == 80 and sum(map(sum, ev["confusion_matrix"])) == 80
+    assert set(ev["per_class"]["NORMAL"]) == {"precision", "recall", "f1", "support"}
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    files = [str(p) for p in sample_images[:2]] + [str(bad)]
+    cams = tmp_path / "cams"
+    assert main(["predict", str(models / "cli-run"), *files, "--json", "--cam", str(cams)]) == 2
+    res = _json_out(capsys)
+    assert [r["file"] for r in res] == files
+    assert set(res[0]) >= {"file", "label", "probabilities"} and res[0]["label"] in ("NORMAL", "PNEUMONIA")
+    assert sum(res[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(res[2]) == {"file", "error"} and "not an image" in res[2]["error"]
+    assert len(list(cams.glob("*.png"))) == 2
+
+    assert main(["predict", str(models / "cli-run"), files[0], "--json"]) == 0
+    capsys.readouterr()
+    assert main(["list", "--models-dir", str(models), "--json"]) == 0
+    assert [r["name"] for r in _json_out(capsys)] == ["cli-run"]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["audit", "/no/such/folder"], "Dataset not found"),
+    (["evaluate", "no-such-run", "."], "No model run"),
+    (["predict", "no-such-run", "x.png"], "No model run"),
+])
+def test_errors_are_one_line_messages(argv, fragment, capsys, tmp_path):
+    assert main([*argv, *(["--models-dir", str(tmp_path)] if argv[0] != "audit" else [])]) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "x", "--arch", "nope"])
+    assert info.value.code == 2

@@ -1,0 +1,145 @@
+"""medclf_core.training: end-to-end runs, cards, cancel, resume, fine-tuning, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, TINY, make_pattern_dataset
+
+from medclf_core.architectures import ARCHITECTURES
+from medclf_core.errors import DatasetError, TrainingCancelled
+from medclf_core.events import EventLog, read_events
+from medclf_core.inference import Predictor
+from medclf_core.registry import CARD_KEYS, list_runs, read_json
+from medclf_core.training import TrainConfig, class_weight_for, train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_train_registers_a_complete_run(arch, chest_sample, tmp_path):
+    events = tmp_path / "events.jsonl"
+    run = train(TrainConfig(data=str(chest_sample), arch=arch, epochs=1, image_size=TINY, channels=1, batch_size=16,
+                            weights=None), models_dir=tmp_path / "models", events=EventLog(events))
+    card = json.loads((run / "card.json").read_text())
+    assert set(CARD_KEYS) <= set(card)
+    assert card["architecture"] == arch and card["input_shape"] == [TINY, TINY, 1]
+    assert card["class_names"] == ["NORMAL", "PNEUMONIA"] and card["positive_class"] == "PNEUMONIA"
+    assert 0.0 <= card["threshold"] <= 1.0
+    assert sum(card["dataset"]["counts"]["test"].values()) == card["metrics"]["n"] > 0
+    assert card["cam_layer"] == ARCHITECTURES[arch].cam_layer
+    assert len(read_json(run, "history.json")) == 1
+    kinds = [e["event"] for e in read_events(events)]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "epoch" in kinds and "batch" in kinds
+    assert not (tmp_path / "models" / ".work").exists()
+
+    # The registry model, fed through the Predict path (decode -> to_model_input), reproduces the
+    # probabilities the tf.data evaluation path recorded: one preprocessing path for both.
+    evaluation = read_json(run, "evaluation.json")
+    predictor = Predictor.from_run(run)
+    files = [str(chest_sample / p["file"]) for p in evaluation["predictions"]]
+    got = predictor.predict_files(files)
+    for rec, res in zip(evaluation["predictions"], got, strict=True):
+        np.testing.assert_allclose(list(res["probabilities"].values()), rec["probabilities"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_training_learns_a_learnable_task(tmp_path):
+    data = make_pattern_dataset(tmp_path / "p", n_per_class=40, size=32)
+    run = train(TrainConfig(data=str(data), arch="simple_cnn", epochs=12, image_size=32, channels=1, batch_size=16,
+                            augment="none", learning_rate=2e-3), models_dir=tmp_path / "m")
+    card = json.loads((run / "card.json").read_text())
+    assert card["validation_metrics"]["accuracy"] >= 0.9, card["validation_metrics"]
+
+
+def test_cancel_stops_within_a_batch_and_registers_nothing(chest_sample, tmp_path):
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    events = tmp_path / "ev.jsonl"
+    with pytest.raises(TrainingCancelled):
+        train(TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=5, image_size=TINY, channels=1,
+                          batch_size=8), models_dir=tmp_path / "models", events=EventLog(events), cancel=cancel)
+    assert calls["n"] == 3  # checked once per batch; stopped at the third
+    assert list_runs(tmp_path / "models") == []
+    assert [p.name for p in (tmp_path / "models").iterdir()] == []
+    kinds = [e["event"] for e in read_events(events)]
+    assert kinds[-1] == "cancelled" and "epoch" not in kinds
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_backup(chest_sample, tmp_path):
+    models = tmp_path / "models"
+    events = tmp_path / "events.jsonl"
+    cmd = [sys.executable, "-m", "medclf_core", "train", str(chest_sample), "--epochs", "4", "--image-size", "96",
+           "--channels", "1", "--batch-size", "8", "--models-dir", str(models), "--events", str(events),
+           "--name", "resumable", "--no-progress", "--json"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(e["event"] == "epoch" and e["epoch"] >= 2 for e in read_events(events)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert list_runs(models) == []  # nothing half-written is registered
+    assert (models / ".work").is_dir()
+
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    resumed = [e for e in read_events(events) if e["event"] == "resumed"]
+    assert resumed and resumed[0]["epoch"] >= 3  # continued after the last finished epoch, not from 1
+    history = read_json(models / "resumable", "history.json")
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert not (models / ".work").exists()
+
+
+@pytest.mark.slow
+def test_fine_tune_from_earlier_run_with_new_classes(trained_run, tmp_path):
+    data = make_pattern_dataset(tmp_path / "p", n_per_class=10, size=TINY, classes=("blob", "box"))
+    run = train(TrainConfig(data=str(data), init_from=str(trained_run), epochs=1, batch_size=8),
+                models_dir=tmp_path / "m")
+    card = json.loads((run / "card.json").read_text())
+    assert card["config"]["init_from"] == "tiny-chest"
+    assert card["class_names"] == ["blob", "box"] and card["input_shape"] == [TINY, TINY, 1]
+
+
+def test_a_class_without_readable_images_is_a_clear_error(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+    make_pattern_dataset(tmp_path / "tmp", n_per_class=6)
+    for f in (tmp_path / "tmp" / "circle").iterdir():
+        f.rename(tmp_path / "d" / "a" / f.name)
+    (tmp_path / "d" / "b" / "x.png").write_bytes(b"broken")
+    events = tmp_path / "ev.jsonl"
+    with pytest.raises(DatasetError, match="no readable training images"):
+        train(TrainConfig(data=str(tmp_path / "d"), epochs=1, image_size=TINY), models_dir=tmp_path / "m",
+              events=EventLog(events))
+    assert read_events(events)[-1]["event"] == "error"
+
+
+def test_class_weights():
+    assert class_weight_for([0, 1, 0, 1], 2, "auto") is None
+    w = class_weight_for([0] * 10 + [1] * 30, 2, "auto")
+    assert w[0] == pytest.approx(2.0) and w[1] == pytest.approx(40 / 60)
+    assert class_weight_for([0] * 10 + [1] * 30, 2, "off") is None
+    assert class_weight_for([0, 1], 2, "on") == {0: 1.0, 1: 1.0}
+
+
+def test_augmentation_preset_follows_the_data():
+    cfg = TrainConfig(data="x")
+    assert cfg.augment_config(["NORMAL", "PNEUMONIA"], "chest_xray").horizontal_flip is False
+    assert cfg.augment_config(["no", "yes"], "brain_tumor_mri").horizontal_flip is True
+    assert TrainConfig(data="x", augment="none").augment_config(["a", "b"], "d").enabled is False
