@@ -74,17 +74,54 @@ def cmd_audit(args) -> int:
     return 0
 
 
+TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
+    "data": "data", "arch": "arch", "name": "name", "task": "task", "epochs": "epochs", "image_size": "image_size",
+    "channels": "channels", "batch_size": "batch_size", "lr": "learning_rate", "val_split": "val_split",
+    "test_split": "test_split", "seed": "seed", "augment": "augment", "class_weights": "class_weights",
+    "patience": "patience", "threshold_method": "threshold_method", "target_sensitivity": "target_sensitivity",
+    "init_from": "init_from", "weights": "weights", "fine_tune_epochs": "fine_tune_epochs",
+    "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
+    "near_duplicate_distance": "near_duplicate_distance",
+}
+
+
+def train_config_from_args(args):
+    """A TrainConfig from ``--config FILE`` (JSON of TrainConfig fields) overridden by explicit flags.
+
+    Relative ``data`` paths in a config file are taken relative to the current directory.
+    """
+    from dataclasses import fields
+
+    from medclf_core.errors import MedclfError
+    from medclf_core.training import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MedclfError(f"Cannot read the config file {args.config}: {exc}") from None
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(values) - known - {"comment", "description"})
+        if unknown:
+            raise MedclfError(f"Unknown key(s) in {args.config}: {', '.join(unknown)}.")
+        values = {k: v for k, v in values.items() if k in known}
+    for attr, field_name in TRAIN_FLAGS.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            values[field_name] = v
+    if values.get("weights") == "none":
+        values["weights"] = None
+    if not values.get("data"):
+        raise MedclfError("No dataset given: pass DATA or a --config file with a 'data' entry.")
+    return TrainConfig(**values)
+
+
 def cmd_train(args) -> int:
     from medclf_core.events import EventLog
-    from medclf_core.training import TrainConfig, train
+    from medclf_core.training import train
 
-    cfg = TrainConfig(data=args.data, arch=args.arch, name=args.name, task=args.task, epochs=args.epochs,
-                      image_size=args.image_size, channels=args.channels, batch_size=args.batch_size,
-                      learning_rate=args.lr, val_split=args.val_split, test_split=args.test_split, seed=args.seed,
-                      augment=args.augment, class_weights=args.class_weights, patience=args.patience,
-                      threshold_method=args.threshold_method, target_sensitivity=args.target_sensitivity,
-                      init_from=args.init_from, weights=None if args.weights == "none" else args.weights,
-                      fine_tune_epochs=args.fine_tune_epochs, mixed_precision=args.mixed_precision)
+    cfg = train_config_from_args(args)
     listeners = [] if args.no_progress else [_TrainPrinter()]
     log = EventLog(args.events, listeners)
     run_dir = train(cfg, models_dir=args.models_dir, events=log)
@@ -254,30 +291,33 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model, evaluate it, and register the run",
                        description=f"Architectures: {archs}", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=EPILOG_DATA + "\n\nA killed run resumes when the same command is run again.")
-    t.add_argument("data", help="dataset folder or .zip")
-    t.add_argument("--arch", default="simple_cnn", choices=list(ARCHITECTURES), help="architecture (default simple_cnn)")
+    t.add_argument("data", nargs="?", help="dataset folder or .zip (or give it in --config)")
+    t.add_argument("--config", help="JSON file of training settings (TrainConfig fields); flags override it")
+    t.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default simple_cnn)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     t.add_argument("--image-size", type=int, help="input side in pixels (default per architecture, 224)")
     t.add_argument("--channels", type=int, choices=[1, 3], help="1 = grayscale, 3 = RGB (default 3)")
     t.add_argument("--batch-size", type=int, help="batch size per device (default 32)")
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--val-split", type=float, default=0.15, help="validation fraction (default 0.15)")
-    t.add_argument("--test-split", type=float, default=0.15, help="test fraction (default 0.15)")
-    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--val-split", type=float, help="validation fraction (default 0.15)")
+    t.add_argument("--test-split", type=float, help="test fraction (default 0.15)")
+    t.add_argument("--seed", type=int, help="random seed for split, initialisation and augmentation (default 1337)")
     t.add_argument("--name", help="run name (default: <dataset>-<arch>)")
     t.add_argument("--task", help="task description stored in the model card (default: dataset name)")
-    t.add_argument("--augment", default="auto", choices=["auto", *PRESETS],
+    t.add_argument("--augment", choices=["auto", *PRESETS],
                    help="augmentation preset; auto = chest_xray (no flips) for chest data, else default")
-    t.add_argument("--class-weights", default="auto", choices=["auto", "on", "off"])
-    t.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
-    t.add_argument("--threshold-method", default="youden", choices=["youden", "sensitivity"],
+    t.add_argument("--class-weights", choices=["auto", "on", "off"], help="default auto: on when imbalanced")
+    t.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 8)")
+    t.add_argument("--threshold-method", choices=["youden", "sensitivity"],
                    help="how the binary operating threshold is chosen on validation data")
-    t.add_argument("--target-sensitivity", type=float, default=0.95)
+    t.add_argument("--target-sensitivity", type=float, help="for --threshold-method sensitivity (default 0.95)")
     t.add_argument("--init-from", help="start from an earlier run (name or folder): fine-tuning")
-    t.add_argument("--weights", default="imagenet",
+    t.add_argument("--weights",
                    help="resnet50: 'imagenet' (download, or $MEDCLF_RESNET50_WEIGHTS), a local .h5 file, or 'none'")
     t.add_argument("--fine-tune-epochs", type=int, help="resnet50 with ImageNet weights: extra epochs with conv4+ unfrozen")
-    t.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off", "float16", "bfloat16"])
+    t.add_argument("--mixed-precision", choices=["auto", "on", "off", "float16", "bfloat16"], help="default auto: on GPUs only")
+    t.add_argument("--group-pattern", help="regex on file names giving a patient id; a patient's images stay in one split")
+    t.add_argument("--near-duplicate-distance", type=int, help="dHash bits for near-duplicates (default 8; -1 off)")
     t.add_argument("--events", help="also write progress events (JSON lines) to this file")
     common(t)
     t.set_defaults(func=cmd_train)

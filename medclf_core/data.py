@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import zipfile
 from collections import Counter, defaultdict
@@ -370,14 +371,33 @@ def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, work
 
 # ---------------------------------------------------------------------------- splitting
 
-def duplicate_components(items: list[Item], report: AuditReport) -> list[list[int]]:
-    """Groups of item indices that must stay together: exact and near duplicates."""
+def group_key(rel: str, pattern: str | None) -> str | None:
+    """The patient (or study) id in a file name, from the first group of ``pattern`` (or the whole match).
+
+    Example: ``group_key("PNEUMONIA/person12_virus_40.jpeg", r"person\\d+")`` is ``"person12"``.
+    """
+    if not pattern:
+        return None
+    m = re.search(pattern, Path(rel).name)
+    if not m:
+        return None
+    return m.group(1) if m.groups() else m.group(0)
+
+
+def duplicate_components(items: list[Item], report: AuditReport, group_pattern: str | None = None) -> list[list[int]]:
+    """Groups of item indices that must stay together: exact and near duplicates, and the
+    images of one patient when ``group_pattern`` extracts a patient id from file names."""
     position = {it.rel: k for k, it in enumerate(items)}
     uf = _UnionFind(len(items))
     for group in report.duplicate_groups + report.near_duplicate_groups:
         present = [position[r] for r in group if r in position]
         for k in present[1:]:
             uf.union(present[0], k)
+    first_of: dict[str, int] = {}
+    for k, it in enumerate(items):
+        key = group_key(it.rel, group_pattern)
+        if key is not None:
+            uf.union(first_of.setdefault(key, k), k)
     comps: dict[int, list[int]] = defaultdict(list)
     for k in range(len(items)):
         comps[uf.find(k)].append(k)
@@ -413,8 +433,11 @@ def stratified_group_split(labels: list[int], groups: list[list[int]], fractions
 
 
 def split_dataset(index: DatasetIndex, report: AuditReport, *, val_fraction: float = 0.15,
-                  test_fraction: float = 0.15, seed: int = 1337) -> dict[str, list[Item]]:
+                  test_fraction: float = 0.15, seed: int = 1337, group_pattern: str | None = None) -> dict[str, list[Item]]:
     """Train/val/test lists of readable items, stratified, seeded, duplicate groups kept whole.
+
+    ``group_pattern`` (a regular expression on the file name) keeps each patient's images on one
+    side, e.g. ``r"^(person\\d+|IM-\\d+|NORMAL2-IM-\\d+)"`` for the Kermany chest X-rays.
 
     A pre-split dataset keeps its folders; a missing val (or test) split is carved
     out of train with the same rules.
@@ -431,13 +454,13 @@ def split_dataset(index: DatasetIndex, report: AuditReport, *, val_fraction: flo
             carve["test"] = test_fraction
         if carve:
             pool = splits["train"]
-            carved = _split_items(pool, report, {"train": 1 - sum(carve.values()), **carve}, seed)
+            carved = _split_items(pool, report, {"train": 1 - sum(carve.values()), **carve}, seed, group_pattern)
             splits["train"] = carved["train"]
             for s in carve:
                 splits[s] = carved[s]
     else:
         fr = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
-        splits = _split_items(readable, report, {k: v for k, v in fr.items() if v > 0}, seed)
+        splits = _split_items(readable, report, {k: v for k, v in fr.items() if v > 0}, seed, group_pattern)
         splits.setdefault("test", [])
         splits.setdefault("val", [])
     if not splits["train"]:
@@ -449,8 +472,9 @@ def split_dataset(index: DatasetIndex, report: AuditReport, *, val_fraction: flo
     return splits
 
 
-def _split_items(items: list[Item], report: AuditReport, fractions: dict[str, float], seed: int) -> dict[str, list[Item]]:
-    groups = duplicate_components(items, report)
+def _split_items(items: list[Item], report: AuditReport, fractions: dict[str, float], seed: int,
+                 group_pattern: str | None = None) -> dict[str, list[Item]]:
+    groups = duplicate_components(items, report, group_pattern)
     idx = stratified_group_split([it.label for it in items], groups, fractions, seed)
     return {s: [items[k] for k in ks] for s, ks in idx.items()}
 

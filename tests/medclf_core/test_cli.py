@@ -86,3 +86,27 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "x", "--arch", "nope"])
     assert info.value.code == 2
+
+
+def test_train_config_file_with_flag_overrides(tmp_path, chest_sample):
+    from medclf_core.cli import build_parser, train_config_from_args
+
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"data": str(chest_sample), "arch": "bn_cnn", "epochs": 30, "image_size": 96,
+                                    "model_options": {"filters": [8, 16]}, "description": "x"}))
+    args = build_parser().parse_args(["train", "--config", str(cfg_file), "--epochs", "2"])
+    cfg = train_config_from_args(args)
+    assert cfg.arch == "bn_cnn" and cfg.epochs == 2 and cfg.image_size == 96 and cfg.model_options == {"filters": [8, 16]}
+    assert cfg.val_split == 0.15  # TrainConfig default when neither file nor flag sets it
+    cfg_file.write_text(json.dumps({"data": "x", "epoch": 3}))
+    assert main(["train", "--config", str(cfg_file)]) == 1
+
+
+def test_bundled_training_configs_are_valid():
+    from medclf_core.cli import build_parser, train_config_from_args
+
+    configs = sorted((REPO / "configs").glob("*.json"))
+    assert len(configs) >= 3
+    for c in configs:
+        cfg = train_config_from_args(build_parser().parse_args(["train", "--config", str(c)])).resolved()
+        assert cfg.name == c.stem and cfg.arch in ("simple_cnn", "bn_cnn", "resnet50")

@@ -159,3 +159,28 @@ def test_stratified_group_split_never_breaks_a_group():
     assert sorted(assigned) == list(range(20))
     for g in groups:
         assert len({assigned[k] for k in g}) == 1
+
+
+def test_group_pattern_keeps_a_patients_images_together(tmp_path):
+    from medclf_core.data import group_key
+
+    assert group_key("PNEUMONIA/person12_virus_40.jpeg", r"(person\d+|NORMAL2-IM-\d+|IM-\d+)") == "person12"
+    assert group_key("XRAY/normal_NORMAL2-IM-0589-0001.jpeg", r"(person\d+|NORMAL2-IM-\d+|IM-\d+)") == "NORMAL2-IM-0589"
+    rng = np.random.default_rng(0)
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / cls).mkdir()
+    for patient in range(12):
+        cls = "NORMAL" if patient % 2 else "PNEUMONIA"
+        for view in range(3):
+            img = rng.integers(0, 255, (24, 24), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / cls / f"person{patient}_img{view}.png")
+    index = scan_dataset(tmp_path)
+    report = audit_dataset(index, near_duplicate_distance=-1)
+    for seed in range(4):
+        splits = split_dataset(index, report, val_fraction=0.25, test_fraction=0.25, seed=seed,
+                               group_pattern=r"person\d+")
+        side = {}
+        for s, items in splits.items():
+            for it in items:
+                pid = it.rel.split("/")[1].split("_")[0]
+                assert side.setdefault(pid, s) == s, f"{pid} is in two splits"
