@@ -131,54 +131,102 @@ class AuditReport:
 def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[dict]:
     """Extract a dataset zip into ``dest``, refusing what could harm the server.
 
-    Skips members with absolute paths, ``..`` components, or symlinks; refuses the
-    archive outright when it has too many members, too many bytes, or a
-    compression ratio typical of zip bombs. Returns the list of skipped members.
+    The archive is refused outright (:class:`DatasetError`) when it has too many
+    members, would unpack to too many bytes, or has a compression ratio typical of
+    zip bombs; a member that inflates past its declared size also stops it.
+    Single members are skipped, and listed as ``{"file", "reason"}`` in the
+    returned report, when they would escape ``dest`` (absolute paths, ``..``,
+    drive letters, backslash paths), are links or special files, are encrypted,
+    use an unsupported compression, or are damaged.
     """
-    skipped = []
+    skipped: list[dict] = []
     dest = Path(dest).resolve()
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"The archive cannot be opened as a zip file ({exc}).") from None
     with zf:
         infos = zf.infolist()
-        if len(infos) > ZIP_MAX_MEMBERS:
-            raise DatasetError(f"The zip has {len(infos)} entries; the limit is {ZIP_MAX_MEMBERS}.")
-        total = sum(i.file_size for i in infos)
-        packed = sum(i.compress_size for i in infos) or 1
-        if total > ZIP_MAX_TOTAL_BYTES:
-            raise DatasetError(f"The zip would unpack to {total / 2**30:.1f} GB; the limit is {ZIP_MAX_TOTAL_BYTES // 2**30} GB.")
-        if total / packed > ZIP_MAX_RATIO and total > 50 * 2**20:
-            raise DatasetError("The zip's compression ratio is suspiciously high (a possible zip bomb); refused.")
+        _check_zip_limits(infos)
         for info in infos:
-            name = info.filename
-            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-            parts = Path(name).parts
-            if is_link:
-                skipped.append({"file": name, "reason": "symbolic link"})
+            reason = _unsafe_member_reason(info, dest)
+            if reason:
+                skipped.append({"file": info.filename, "reason": reason})
                 continue
-            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                skipped.append({"file": name, "reason": "unsafe path"})
-                continue
-            target = (dest / name).resolve()
-            if not str(target).startswith(str(dest) + os.sep):
-                skipped.append({"file": name, "reason": "unsafe path"})
-                continue
+            if "__MACOSX" in Path(info.filename).parts:
+                continue  # macOS resource forks: never images
+            target = (dest / info.filename).resolve()
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            if "__MACOSX" in parts:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                remaining = info.file_size + 1
-                while chunk := src.read(1 << 20):
-                    remaining -= len(chunk)
-                    if remaining < 0:
-                        raise DatasetError(f"Zip member {name} is larger than its header claims; refused.")
-                    out.write(chunk)
+            reason = _extract_member(zf, info, target)
+            if reason:
+                skipped.append({"file": info.filename, "reason": reason})
     return skipped
+
+
+def _check_zip_limits(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse archives over the member-count, total-size or compression-ratio limits."""
+    if len(infos) > ZIP_MAX_MEMBERS:
+        raise DatasetError(f"The zip has {len(infos)} entries; the limit is {ZIP_MAX_MEMBERS}.")
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos) or 1
+    if total > ZIP_MAX_TOTAL_BYTES:
+        raise DatasetError(f"The zip would unpack to {total / 2**30:.1f} GB; the limit is {ZIP_MAX_TOTAL_BYTES // 2**30} GB.")
+    if total / packed > ZIP_MAX_RATIO and total > 50 * 2**20:
+        raise DatasetError("The zip's compression ratio is suspiciously high (a possible zip bomb); refused.")
+
+
+def _unsafe_member_reason(info: zipfile.ZipInfo, dest: Path) -> str | None:
+    """Why a member must not be extracted (path escape, link, special file), or None."""
+    name = info.filename
+    file_type = (info.external_attr >> 16) & 0o170000
+    if file_type == 0o120000:
+        return "symbolic link"
+    if file_type not in (0, 0o100000, 0o040000):
+        return "special file (device, pipe or socket)"
+    parts = Path(name).parts
+    if (name.startswith(("/", "\\")) or ".." in parts or "\\" in name or "\0" in name
+            or (parts and ":" in parts[0])):
+        return "unsafe path"
+    target = (dest / name).resolve()
+    if not str(target).startswith(str(dest) + os.sep):
+        return "unsafe path"
+    if info.flag_bits & 0x1:
+        return "encrypted"
+    return None
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
+    """Stream one member to ``target``, never past its declared size.
+
+    Returns a reason when the member is skipped (damaged, unsupported compression);
+    raises :class:`DatasetError` when it inflates beyond its header (a zip bomb).
+    """
+    import zlib
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as out:
+            remaining = info.file_size + 1
+            while chunk := src.read(1 << 20):
+                remaining -= len(chunk)
+                if remaining < 0:
+                    raise DatasetError(f"Zip member {info.filename} is larger than its header claims; refused.")
+                out.write(chunk)
+    except DatasetError:
+        target.unlink(missing_ok=True)
+        raise
+    except NotImplementedError:
+        target.unlink(missing_ok=True)
+        return "unsupported compression method"
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError) as exc:
+        target.unlink(missing_ok=True)
+        return f"damaged ({type(exc).__name__})"
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        return f"cannot be written ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def _single_child_root(root: Path) -> Path:

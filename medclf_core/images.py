@@ -22,7 +22,9 @@ Bad input raises :class:`ImageError` with a sentence a clinician can read.
 from __future__ import annotations
 
 import io
+import math
 import os
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +36,19 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from medclf_core.errors import ImageError
 
 # Images larger than this many pixels are refused as likely decompression bombs
-# (a 16k x 16k scan is still accepted).
+# (a 16k x 16k grayscale scan is still accepted; MAX_DECODED_BYTES bounds colour).
 MAX_PIXELS = 16384 * 16384
 # Decoded images whose longer side exceeds this are downscaled on load; no model
 # here needs more and it bounds memory per upload.
 MAX_SIDE = 4096
 # Uploads bigger than this are refused before decoding.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+# Refuse images whose decoded pixels (at the size they will be decoded) would need
+# more memory than this: one upload must not be able to exhaust the server.
+MAX_DECODED_BYTES = 1024 * 1024 * 1024
+# Deflate cannot compress better than about 1032:1, so a PNG whose header claims far
+# more pixel bytes than that is lying (a crafted header or a truncated file).
+PNG_MAX_INFLATE_RATIO = 1100
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -65,118 +73,302 @@ class DecodedImage:
         return self.pixels.ndim == 2
 
 
+def check_upload_size(n_bytes: int, limit: int | None = None) -> None:
+    """Raise :class:`ImageError` when an upload of ``n_bytes`` is empty or over ``limit``
+    (default :data:`MAX_FILE_BYTES`).
+
+    Call it before reading an upload into memory (the app knows the size first).
+    """
+    limit = MAX_FILE_BYTES if limit is None else limit
+    if n_bytes <= 0:
+        raise ImageError("The file is empty (0 bytes).")
+    if n_bytes > limit:
+        raise ImageError(f"The file is too large ({n_bytes / 2**20:.0f} MB); the limit is {limit // 2**20} MB.")
+
+
 def _read_bytes(source: str | os.PathLike | bytes | io.IOBase) -> bytes:
+    """The raw bytes of a path, bytes object or file-like object, never more than the limit.
+
+    A seekable file-like object (Streamlit's ``UploadedFile``) is read from its start,
+    so the same upload can be decoded more than once.
+    """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, io.IOBase) or hasattr(source, "read"):
-        data = source.read()
+        try:
+            if getattr(source, "seekable", lambda: False)():
+                source.seek(0)
+            data = source.read(MAX_FILE_BYTES + 1)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"The upload could not be read ({type(exc).__name__}).") from None
+        if isinstance(data, str):
+            raise ImageError("The upload is text, not an image.")
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{path.name} is a folder, not an image file.")
         if not path.is_file():
             raise ImageError(f"File not found: {path.name}")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"File is too large ({size / 2**20:.0f} MB); the limit is {MAX_FILE_BYTES // 2**20} MB.")
-        data = path.read_bytes()
-    if len(data) == 0:
-        raise ImageError("The file is empty (0 bytes).")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"File is too large; the limit is {MAX_FILE_BYTES // 2**20} MB.")
-    return data
+        try:
+            check_upload_size(path.stat().st_size)
+            data = path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ImageError(f"The file {path.name} could not be read ({reason}).") from None
+    check_upload_size(len(data))
+    return bytes(data)
+
+
+_DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
+              b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
+              b"UR", b"US", b"UT", b"UV"}
 
 
 def looks_like_dicom(data: bytes) -> bool:
     """True for DICOM Part 10 files (``DICM`` at byte 128) and for preamble-less
-    data sets that start with a group-0x0008 or 0x0002 tag."""
+    data sets that start with a group-0x0002 (file meta) or 0x0008 element: a
+    little-endian tag followed by an explicit VR, or by a length that fits the file."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return True
-    return len(data) >= 8 and data[:2] in (b"\x08\x00", b"\x02\x00") and data[2:4] in (
-        b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00", b"\x01\x00", b"\x02\x00", b"\x10\x00", b"\x12\x00",
-    )
+    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x02\x00"):
+        return False
+    if data[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00", b"\x01\x00", b"\x02\x00", b"\x10\x00",
+                     b"\x12\x00"):
+        return True
+    if data[4:6] in _DICOM_VRS:
+        return True
+    implicit_length = int.from_bytes(data[4:8], "little")
+    return data[3] < 0x10 and 0 < implicit_length <= len(data) - 8
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale any numeric array to uint8 by its own range (min -> 0, max -> 255).
 
-    A constant image maps to zeros rather than dividing by zero.
+    A constant image maps to zeros rather than dividing by zero; NaN and infinite
+    values (damaged float images) count as the minimum.
     """
     if array.dtype == np.uint8:
         return array
-    a = np.asarray(array, dtype=np.float64)
-    finite = np.isfinite(a)
-    if not finite.all():
-        a = np.where(finite, a, np.nan)
-    lo, hi = np.nanmin(a), np.nanmax(a)
-    if not np.isfinite(lo) or hi <= lo:
-        return np.zeros(a.shape, dtype=np.uint8)
-    out = (np.nan_to_num(a, nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = np.asarray(array, dtype=np.float64)
+        finite = np.isfinite(a)
+        if not finite.all():
+            a = np.where(finite, a, np.nan)
+        if not finite.any():
+            return np.zeros(a.shape, dtype=np.uint8)
+        lo, hi = np.nanmin(a), np.nanmax(a)
+        if not np.isfinite(hi - lo) or hi <= lo:
+            return np.zeros(a.shape, dtype=np.uint8)
+        out = (np.nan_to_num(a, nan=lo) - lo) * (255.0 / (hi - lo))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _limit_size(pixels: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Downscale so the longer side is at most :data:`MAX_SIDE` (area averaging)."""
     h, w = pixels.shape[:2]
     if max(h, w) <= MAX_SIDE:
         return pixels
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        pixels = pixels.astype(np.float32)  # OpenCV cannot resize int32 or big-endian arrays
+    pixels = np.ascontiguousarray(pixels)
     scale = MAX_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     notes.append(f"large image ({w}x{h}) downscaled to {size[0]}x{size[1]} on load")
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _decoded_bytes(img: Image.Image) -> int:
+    """Memory Pillow will allocate to decode ``img`` (one frame, after any draft).
+
+    Pillow keeps 8-bit single-band modes in one byte per pixel, 16-bit modes in two,
+    and everything else (RGB included) in four.
+    """
+    if img.mode in _SIXTEEN_BIT_MODES:
+        per_pixel = 2
+    elif img.mode in ("1", "L", "P"):
+        per_pixel = 1
+    else:
+        per_pixel = 4
+    return img.width * img.height * per_pixel
+
+
+def _refuse_implausible_size(img: Image.Image, data: bytes) -> None:
+    """Refuse, before any pixel memory is allocated, images too big to hold or whose
+    header claims more pixels than the file could possibly contain."""
+    needed = _decoded_bytes(img)
+    if needed > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"The image is too large to open safely ({img.width}x{img.height} pixels, "
+            f"{needed / 2**20:.0f} MB decoded; the limit is {MAX_DECODED_BYTES // 2**20} MB)."
+        )
+    if img.format == "PNG" and _png_raw_bytes(data) > PNG_MAX_INFLATE_RATIO * len(data) + 2**20:
+        raise ImageError("The PNG file is damaged or truncated: its header claims far more pixels than the file holds.")
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+
+
+def _png_raw_bytes(data: bytes) -> int:
+    """Size of the filtered scanlines a PNG header promises (what its zlib stream inflates to)."""
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    row_bits = width * _PNG_CHANNELS.get(colour_type, 4) * bit_depth
+    return height * (1 + (row_bits + 7) // 8)
+
+
+def _draft_large_jpeg(img: Image.Image, notes: list[str]) -> None:
+    """Let libjpeg decode a huge JPEG at 1/2, 1/4 or 1/8 scale: far less memory."""
+    if img.format != "JPEG" or max(img.size) <= MAX_SIDE:
+        return
+    scale = MAX_SIDE / max(img.size)
+    before = img.size
+    img.draft(img.mode, (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+    if img.size != before:
+        notes.append(f"large JPEG ({before[0]}x{before[1]}) decoded at reduced scale {img.size[0]}x{img.size[1]}")
+
+
+def _shrink_early(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Box-reduce a huge image by an integer factor in Pillow, before mode conversions
+    multiply its memory. :func:`_limit_size` then fits it exactly."""
+    longest = max(img.size)
+    factor = math.ceil(longest / MAX_SIDE)
+    if factor < 2 or img.mode in _SIXTEEN_BIT_MODES:
+        return img  # 16-bit is shrunk as an array, keeping its full range
+    notes.append(f"large image ({img.width}x{img.height}) reduced {factor}x on load")
+    if img.mode == "1":
+        img = img.convert("L")  # same memory (Pillow keeps "1" at a byte per pixel)
+    if img.mode == "P":
+        # Palette indices cannot be averaged: pick pixels, then convert the small image.
+        size = (max(1, img.width // factor), max(1, img.height // factor))
+        return img.resize(size, Image.Resampling.NEAREST)
+    return img.reduce(factor)
+
+
+def _rgb_or_first_band(img: Image.Image, notes: list[str]) -> Image.Image:
+    """``img`` as RGB; a colour space Pillow cannot convert keeps its first band (lightness)."""
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        notes.append(f"{img.mode} colour space cannot be converted; its first band is shown as grayscale")
+        return img.getchannel(0)
+
+
 def _pil_to_array(img: Image.Image, notes: list[str]) -> np.ndarray:
+    """uint8 pixels (H, W) or (H, W, 3) of a decoded Pillow image of any mode."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        notes.append(f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} image scaled to 8 bits by its own range")
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        arr = _limit_size(np.asarray(img), notes)
+        kind = "16-bit" if mode.startswith("I;16") else f"{mode}-mode"
+        notes.append(f"{kind} image scaled to 8 bits by its own range")
         return to_uint8(arr)
-    if mode == "1":
+    if mode in ("1", "L", "LA"):
         return np.asarray(img.convert("L"))
-    if mode in ("L", "LA"):
-        return np.asarray(img.convert("L"))
+    if mode == "La":
+        return np.asarray(img.getchannel(0))
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
-    if mode in ("RGBA", "PA", "LA", "La", "RGBa"):
+    if mode in ("RGBA", "PA", "RGBa"):
         # Composite on black: medical images are shown on black and transparent
         # padding should not look like bright tissue.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, rgba).convert("RGB")
     elif mode != "RGB":
-        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+        img = _rgb_or_first_band(img, notes)  # CMYK, YCbCr, LAB, HSV, RGBX
     arr = np.asarray(img)
     if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
         return np.ascontiguousarray(arr[..., 0])  # colour container, grayscale content
     return arr
 
 
+def _exif_upright(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Apply the EXIF orientation of a photo; a damaged EXIF block is ignored, not fatal."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data"
+            return ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - Pillow raises many types for malformed EXIF
+        notes.append("EXIF orientation could not be read; the image is shown as stored")
+        return img
+
+
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF",
+               b"MM\x00*": "TIFF"}
+
+
+def _unidentified_message(data: bytes) -> str:
+    """Say what a non-image upload looks like, without echoing its content."""
+    for signature, name in _SIGNATURES.items():
+        if data.startswith(signature):
+            return f"The file looks like a {name} image but its header is damaged; it cannot be decoded."
+    head = data[:8].lstrip()
+    if head.startswith(b"%PDF"):
+        kind = "a PDF document"
+    elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        kind = "a zip archive (upload a dataset zip on the dataset page)"
+    elif head[:1] in (b"<", b"{", b"[") or _mostly_text(data[:512]):
+        kind = "a text file, not an image"
+    else:
+        kind = "not an image Pillow or pydicom can read"
+    return f"This file is {kind}. Supported: PNG, JPEG, BMP, TIFF, GIF, WebP and DICOM."
+
+
+def _mostly_text(head: bytes) -> bool:
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    return bool(head) and printable / len(head) > 0.95
+
+
+def _open_first_frame(data: bytes, notes: list[str]) -> tuple[Image.Image, str]:
+    """Open, check sizes, and load the first frame. Raises Pillow's own errors."""
+    img = Image.open(io.BytesIO(data))
+    fmt = img.format or "image"
+    _draft_large_jpeg(img, notes)
+    _refuse_implausible_size(img, data)
+    if getattr(img, "is_animated", False):
+        # is_animated looks for a second frame only; counting them all (n_frames)
+        # would walk every frame of a hostile file with millions.
+        notes.append(f"multi-frame {fmt}: first frame used")
+        img.seek(0)
+    img.load()
+    return img, fmt
+
+
 def _decode_pillow(data: bytes) -> DecodedImage:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's remarks on malformed metadata
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or "image"
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                notes.append(f"multi-frame {fmt} ({frames} frames): first frame used")
-                img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
+            img, fmt = _open_first_frame(data, notes)
+            if img.width == 0 or img.height == 0:
+                raise ImageError("The image has no pixels (zero width or height).")
+            img = _shrink_early(img, notes)
+            img = _exif_upright(img, notes)
+            pixels = _pil_to_array(img, notes)
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
-            f"The image is too large to open safely (over {MAX_PIXELS / 1e6:.0f} megapixels)."
+            f"The image is too large to open safely (over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)."
         ) from None
     except UnidentifiedImageError:
-        head = data[:5]
-        kind = "a PDF document" if head.startswith(b"%PDF") else "not an image Pillow or pydicom can read"
-        raise ImageError(f"This file is {kind}. Supported: PNG, JPEG, BMP, TIFF, GIF, WebP and DICOM.") from None
+        raise ImageError(_unidentified_message(data)) from None
+    except MemoryError:
+        raise ImageError("The image is too large to decode with the memory available.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({exc}).") from None
-    if img.width == 0 or img.height == 0:
-        raise ImageError("The image has no pixels (zero width or height).")
-    pixels = _pil_to_array(img, notes)
+        raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({_short(exc)}).") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
+        raise ImageError(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).") from None
     return DecodedImage(_limit_size(pixels, notes), fmt, notes)
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message, cut to one short line for a user-facing sentence."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_image(source: str | os.PathLike | bytes | io.IOBase, *, frame: int | None = None) -> DecodedImage:

@@ -31,13 +31,12 @@ class Predictor:
     def __init__(self, model, card: dict):
         self.model = model
         self.card = card
-        shape = tuple(model.input_shape[1:])
-        if len(shape) != 3 or shape[0] is None or shape[2] not in (1, 3):
-            raise ModelError(f"This model expects input of shape {shape}; medclf needs (size, size, 1 or 3) images.")
-        self.image_size, self.channels = int(shape[0]), int(shape[2])
-        self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(model.output_shape[-1])])
-        if len(self.class_names) != model.output_shape[-1]:
-            raise ModelError("The model card's classes do not match the model's outputs.")
+        self.image_size, self.channels = _image_input(model)
+        n_outputs = _class_output(model)
+        self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(n_outputs)])
+        if len(self.class_names) != n_outputs:
+            raise ModelError(f"The model card lists {len(self.class_names)} classes but the model has {n_outputs} "
+                             "outputs; they do not belong together.")
         self.threshold: float | None = card.get("threshold")
         pos = card.get("positive_class")
         self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
@@ -93,16 +92,47 @@ class Predictor:
                 good.append((len(results), self.prepare(img.pixels)))
                 if img.notes:
                     entry["notes"] = img.notes
-            except ImageError as exc:
-                entry["error"] = str(exc)
             except MedclfError as exc:
                 entry["error"] = str(exc)
+            except MemoryError:
+                entry["error"] = "The image is too large to process with the memory available."
+            except Exception as exc:  # noqa: BLE001 - one hostile file must never stop the others
+                entry["error"] = f"The file could not be processed ({type(exc).__name__})."
             results.append(entry)
         if good:
             probs = self.predict_batch(np.stack([a for _, a in good]), batch_size)
             for (i, _), row in zip(good, probs, strict=True):
                 results[i].update(self.describe(row))
         return results
+
+
+def _image_input(model) -> tuple[int, int]:
+    """``(side, channels)`` of a model taking one square image, else a plain :class:`ModelError`."""
+    shapes = model.input_shape
+    if isinstance(shapes, list):
+        if len(shapes) != 1:
+            raise ModelError(f"This model takes {len(shapes)} inputs; medclf models take one image.")
+        shapes = shapes[0]
+    shape = tuple(shapes[1:])
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise ModelError(f"This model expects input of shape {shape}; medclf needs images of shape "
+                         "(size, size, 1) for grayscale or (size, size, 3) for colour.")
+    if shape[0] is None or shape[1] is None or shape[0] != shape[1]:
+        raise ModelError(f"This model expects {shape[0]}x{shape[1]} images; medclf needs a fixed square size.")
+    return int(shape[0]), int(shape[2])
+
+
+def _class_output(model) -> int:
+    """Number of classes of a model with one (N, K) probability output, else :class:`ModelError`."""
+    shape = model.output_shape
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ModelError(f"This model has {len(shape)} outputs; medclf needs one output of class probabilities.")
+        shape = shape[0]
+    if len(shape) != 2 or not shape[1] or shape[1] < 2:
+        raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
+                         "(at least two classes).")
+    return int(shape[1])
 
 
 def display_name(path: str | os.PathLike) -> str:
@@ -141,6 +171,8 @@ def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = 
             return predictor.prepare(load_image(item.path).pixels), None
         except ImageError as exc:
             return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
+            return None, f"The file could not be processed ({type(exc).__name__})."
 
     arrays, labels, skipped = [], [], []
     with ThreadPoolExecutor(4) as pool:

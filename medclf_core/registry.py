@@ -39,6 +39,9 @@ EVALUATION_FILE = "evaluation.json"
 CARD_KEYS = ("name", "task", "class_names", "architecture", "input_shape", "config", "dataset", "metrics",
              "threshold", "versions", "created")
 MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"
+# A .keras file is a zip: bound what a user-supplied one may unpack to (ResNet50 is ~100 MB).
+MODEL_MAX_UNPACKED_BYTES = 2 * 2**30
+MODEL_MAX_RATIO = 100  # weights barely compress; a far higher ratio is a zip bomb
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -165,9 +168,14 @@ def list_runs(models_dir: str | os.PathLike | None = None) -> list[dict]:
 
 
 def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
-    """Load a ``.keras`` file in Keras safe mode (no arbitrary code from the file)."""
+    """Load a ``.keras`` file in Keras safe mode (no arbitrary code from the file).
+
+    A missing file, a file that is not a Keras archive, or a model with a Lambda
+    layer (Python code) gives a plain :class:`ModelError`, never a traceback.
+    """
     import keras
 
+    _check_keras_archive(Path(path))
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
     except ValueError as exc:
@@ -177,6 +185,31 @@ def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
         raise ModelError(f"The model file cannot be loaded ({exc}).") from None
     except (OSError, KeyError, TypeError) as exc:
         raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile, h5py and Keras raise many types on hostile files
+        raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}).") from None
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse, with a message a person can act on, what Keras would misreport."""
+    import zipfile
+
+    if not path.is_file():
+        raise ModelError(f"The model file {path.name} does not exist.")
+    if path.suffix.lower() != ".keras":
+        return  # legacy formats (.h5) are left to Keras
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise ModelError(f"The model file {path.name} is damaged or not a Keras model (not a .keras archive).") \
+            from None
+    if "config.json" not in {i.filename for i in infos}:
+        raise ModelError(f"The model file {path.name} is damaged or not a Keras model (no config.json inside).")
+    unpacked = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos) or 1
+    if unpacked > MODEL_MAX_UNPACKED_BYTES or (unpacked > 50 * 2**20 and unpacked / packed > MODEL_MAX_RATIO):
+        raise ModelError(f"The model file {path.name} would unpack to {unpacked / 2**20:.0f} MB "
+                         f"(limit {MODEL_MAX_UNPACKED_BYTES // 2**20} MB, or a suspicious compression ratio); refused.")
 
 
 def load_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None):

@@ -1,0 +1,282 @@
+"""Patient identifiers in DICOM headers: know them, keep them out of sight.
+
+medclf never logs, writes or shows a DICOM header value that could identify a
+patient unless the user explicitly asks to see the header. This module holds
+the rules:
+
+- :data:`IDENTIFYING_KEYWORDS` / :data:`IDENTIFYING_TAGS`: the attributes of the
+  DICOM PS3.15 Annex E *Basic Application Level Confidentiality Profile*
+  (names, IDs, dates and times, addresses, institutions, physicians, device
+  serial numbers, instance UIDs, free-text comments, ...). Any person-name (PN)
+  value and any private (odd-group) element counts as identifying too.
+- :func:`identifying_values` lists the identifying strings present in a file, so
+  that :func:`redact` can scrub them from any text (a message, a file name).
+- :func:`safe_metadata` returns only the non-identifying fields the app shows by
+  default (modality, body part, photometric interpretation, size, frames, ...).
+- :func:`header_rows` is the "show header" view: identifiers left out unless the
+  user asked for them.
+- :func:`deidentify` returns a copy of a dataset without the identifying elements.
+
+Example::
+
+    >>> ds = read_header("scan.dcm")                            # doctest: +SKIP
+    >>> safe_metadata(ds)                                       # doctest: +SKIP
+    {'Modality': 'CR', 'BodyPartExamined': 'CHEST', 'Rows': 1955, 'Columns': 1841, ...}
+    >>> redact("failed on DOE^JANE", identifying_values(ds))    # doctest: +SKIP
+    'failed on [redacted]'
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+REDACTED = "[redacted]"
+
+# DICOM PS3.15 Annex E, Table E.1-1, Basic Profile (attributes to remove, blank or replace).
+IDENTIFYING_KEYWORDS = frozenset("""
+AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
+AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime ActualHumanPerformersSequence
+AdditionalPatientHistory AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
+AdmittingTime AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID
+ConfidentialityConstraintOnPatientDataDescription ConsultingPhysicianName ContentCreatorIdentificationCodeSequence
+ContentCreatorName ContentDate ContentSequence ContentTime ContrastBolusAgent ContributionDescription
+CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DataSetTrailingPadding
+DateOfLastCalibration DateOfSecondaryCapture DerivationDescription DetectorID DeviceSerialNumber DeviceUID
+DigitalSignaturesSequence DischargeDiagnosisDescription DistributionAddress DistributionName EthnicGroup
+FrameComments FrameOfReferenceUID GantryID GeneratorID GraphicAnnotationSequence HumanPerformerName
+HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments ImagePresentationComments
+ImagingServiceRequestComments Impressions InstanceCreationDate InstanceCreationTime InstanceCreatorUID
+InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
+InstitutionalDepartmentTypeCodeSequence InsurancePlanIdentification
+IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence InterpretationAuthor
+InterpretationDiagnosisDescription InterpretationIDIssuer InterpretationRecorder InterpretationText
+InterpretationTranscriber IrradiationEventUID IssuerOfAdmissionID IssuerOfPatientID IssuerOfServiceEpisodeID
+LastMenstrualDate MAC MediaStorageSOPInstanceUID MedicalAlerts MedicalRecordLocator MilitaryRank
+ModifiedAttributesSequence ModifiedImageDescription ModifyingDeviceID NameOfPhysiciansReadingStudy
+NamesOfIntendedRecipientsOfResults Occupation OperatorIdentificationSequence OperatorsName
+OrderCallbackPhoneNumber OrderEnteredBy OrderEntererLocation OriginalAttributesSequence OtherPatientIDs
+OtherPatientIDsSequence OtherPatientNames OverlayDate OverlayTime ParticipantSequence PatientAddress PatientAge
+PatientBirthDate PatientBirthName PatientBirthTime PatientComments PatientID PatientInstitutionResidence
+PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName PatientPrimaryLanguageCodeSequence
+PatientPrimaryLanguageModifierCodeSequence PatientReligiousPreference PatientSex PatientSexNeutered PatientSize
+PatientState PatientTelephoneNumbers PatientTransportArrangements PatientWeight PerformedLocation
+PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
+PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
+PerformedStationGeographicLocationCodeSequence PerformedStationName PerformedStationNameCodeSequence
+PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress PersonIdentificationCodeSequence
+PersonName PersonTelephoneNumbers PhysicianApprovingInterpretation PhysiciansOfRecord
+PhysiciansOfRecordIdentificationSequence PhysiciansReadingStudyIdentificationSequence
+PlacerOrderNumberImagingServiceRequest PreMedication PregnancyStatus ProtocolName ReasonForStudy
+ReasonForTheImagingServiceRequest ReferencedDigitalSignatureSequence ReferencedFrameOfReferenceUID
+ReferencedImageSequence ReferencedPatientAliasSequence ReferencedPatientSequence
+ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceMACSequence ReferencedSOPInstanceUID
+ReferencedStudySequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence ReferringPhysicianName
+ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID RequestAttributesSequence
+RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription RequestedProcedureID
+RequestedProcedureLocation RequestedSOPInstanceUID RequestingPhysician RequestingService ResponsibleOrganization
+ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName
+ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
+ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName ScheduledProcedureStepDescription
+ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime ScheduledProcedureStepLocation
+ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime ScheduledStationAETitle
+ScheduledStationGeographicLocationCodeSequence ScheduledStationName ScheduledStationNameCodeSequence
+ScheduledStudyLocation ScheduledStudyLocationAETitle SeriesDate SeriesDescription SeriesInstanceUID SeriesTime
+ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SOPInstanceUID SourceImageSequence SpecialNeeds
+StationName StorageMediaFileSetUID StudyComments StudyDate StudyDescription StudyID StudyIDIssuer
+StudyInstanceUID StudyTime SynchronizationFrameOfReferenceUID TextComments TextString TimezoneOffsetFromUTC
+TopicAuthor TopicKeywords TopicSubject TopicTitle TransactionUID UID VerifyingObserverIdentificationCodeSequence
+VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComments
+""".split())
+
+# Shown by default: describe the image, never the patient, the place or the time.
+SAFE_DISPLAY_KEYWORDS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
+                         "PhotometricInterpretation", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+                         "BitsStored", "PixelSpacing", "SliceThickness", "Manufacturer", "SOPClassUID")
+
+_MIN_REDACT_LENGTH = 3  # shorter fragments ("M", "02") would scrub ordinary words and numbers
+
+
+def _tags_for(keywords: Iterable[str]) -> frozenset[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return frozenset(t for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+
+
+IDENTIFYING_TAGS = _tags_for(IDENTIFYING_KEYWORDS)
+
+
+def read_header(source):
+    """A pydicom Dataset without pixel data, from a path, bytes or file-like upload.
+
+    Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
+    """
+    from medclf_core.dicom import read_dataset
+    from medclf_core.images import _read_bytes
+
+    return read_dataset(_read_bytes(source), stop_before_pixels=True)
+
+
+def is_identifying(elem) -> bool:
+    """True for Annex E attributes, any person name (VR PN), and any private element."""
+    return int(elem.tag) in IDENTIFYING_TAGS or elem.VR == "PN" or elem.tag.is_private
+
+
+def identifying_values(ds) -> list[str]:
+    """Every identifying string in ``ds`` (its file meta and nested sequences included),
+    with person names also split into their parts, longest first and without duplicates."""
+    found: set[str] = set()
+    for elem in _walk(ds):
+        if is_identifying(elem):
+            found.update(_strings(elem))
+    return sorted((v for v in found if len(v) >= _MIN_REDACT_LENGTH), key=lambda v: (-len(v), v))
+
+
+def _walk(ds):
+    """All elements of a dataset, recursively; an identifying sequence yields its items' elements as identifying."""
+    meta = getattr(ds, "file_meta", None)
+    datasets = [meta, ds] if meta is not None else [ds]
+    for d in datasets:
+        yield from _walk_one(d)
+
+
+def _walk_one(ds, inherited: bool = False):
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                for inner in _walk_one(item, inherited or is_identifying(elem)):
+                    yield inner
+        elif inherited:
+            yield _Marked(elem)
+        else:
+            yield elem
+
+
+class _Marked:
+    """An element inside an identifying sequence: identifying whatever its own tag."""
+
+    def __init__(self, elem):
+        self.tag, self.VR, self.value = elem.tag, "PN", elem.value
+
+
+def _strings(elem) -> set[str]:
+    value = elem.value
+    if value is None or isinstance(value, bytes | bytearray):
+        return set()
+    values = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else [value]
+    out: set[str] = set()
+    for v in values:
+        text = str(v).strip()
+        if not text:
+            continue
+        out.add(text)
+        if elem.VR == "PN" or "^" in text:
+            parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
+            out.update(parts)
+            out.add(" ".join(parts))
+            if len(parts) >= 2:
+                out.add(f"{parts[1]} {parts[0]}")  # "Jane Doe" for "Doe^Jane"
+    return out
+
+
+def redact(text: str, values: Iterable[str]) -> str:
+    """``text`` with every identifying value (case-insensitive) replaced by ``[redacted]``.
+
+    ``values`` is typically :func:`identifying_values` of the file the text is about.
+    """
+    out = str(text)
+    for value in sorted(set(values), key=len, reverse=True):
+        if len(value) >= _MIN_REDACT_LENGTH:
+            out = re.sub(re.escape(value), REDACTED, out, flags=re.IGNORECASE)
+    return out
+
+
+def safe_metadata(source) -> dict:
+    """Non-identifying fields for display: modality, body part, photometric
+    interpretation, size, frames, transfer syntax, ... (absent fields left out).
+
+    ``source`` is a pydicom Dataset, or a path / bytes / upload of a DICOM file.
+    """
+    ds = source if _is_dataset(source) else read_header(source)
+    out: dict = {}
+    for keyword in SAFE_DISPLAY_KEYWORDS:
+        if keyword in ds:
+            out[keyword] = _plain(ds[keyword].value)
+    out.setdefault("NumberOfFrames", 1)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax:
+        out["TransferSyntax"] = str(getattr(syntax, "name", "") or syntax)
+    if "SOPClassUID" in out:
+        out["SOPClass"] = str(getattr(ds.SOPClassUID, "name", "") or out["SOPClassUID"])
+        del out["SOPClassUID"]
+    return out
+
+
+def header_rows(ds, *, include_identifiers: bool = False, max_value_chars: int = 200) -> list[dict]:
+    """The header as rows ``{"tag", "keyword", "value"}`` for a "show header" view.
+
+    Identifying elements are left out unless ``include_identifiers`` (the user asked);
+    binary values (pixel data, overlays) and sequences are summarised, not dumped.
+    """
+    rows = []
+    for elem in _walk(ds):
+        if isinstance(elem, _Marked) and not include_identifiers:
+            continue
+        if not include_identifiers and is_identifying(elem):
+            continue
+        value = elem.value
+        if isinstance(value, bytes | bytearray):
+            shown = f"<{len(value)} bytes>"
+        else:
+            shown = str(_plain(value))
+            shown = shown if len(shown) <= max_value_chars else shown[: max_value_chars - 3] + "..."
+        rows.append({"tag": f"({elem.tag.group:04X},{elem.tag.element:04X})",
+                     "keyword": getattr(elem, "keyword", "") or "", "value": shown})
+    return rows
+
+
+def deidentify(ds):
+    """A deep copy of ``ds`` with every identifying element removed (also in sequences
+    and the file meta), and private elements dropped. The original is unchanged."""
+    clean = copy.deepcopy(ds)
+    _strip(clean)
+    meta = getattr(clean, "file_meta", None)
+    if meta is not None:
+        _strip(meta)
+    return clean
+
+
+def _strip(ds) -> None:
+    for elem in list(ds):
+        if is_identifying(elem):
+            del ds[elem.tag]
+        elif elem.VR == "SQ":
+            for item in elem.value or []:
+                _strip(item)
+
+
+def safe_file_label(path: str | os.PathLike, values: Iterable[str] = ()) -> str:
+    """The base name of an uploaded file (no folders), with any identifying value scrubbed."""
+    return redact(Path(str(path)).name, values)
+
+
+def _is_dataset(obj) -> bool:
+    from pydicom.dataset import Dataset
+
+    return isinstance(obj, Dataset)
+
+
+def _plain(value):
+    """JSON-friendly form of a pydicom value (numbers stay numbers, multi-values become lists)."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [_plain(v) for v in value]
+    if type(value).__name__ in ("DSfloat", "DSdecimal"):
+        return float(value)
+    if type(value).__name__ == "IS":
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return str(value)

@@ -1,0 +1,103 @@
+"""medclf_core.deid: the identifier list, finding and redacting identifiers, safe display fields."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from bad_inputs import PATIENT, PATIENT_STRINGS, dicom_bytes, gradient
+
+from medclf_core.deid import (IDENTIFYING_KEYWORDS, IDENTIFYING_TAGS, REDACTED, deidentify, header_rows,
+                              identifying_values, redact, safe_file_label, safe_metadata)
+from medclf_core.dicom import read_dataset
+from medclf_core.errors import ImageError
+
+
+@pytest.fixture
+def ds():
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    data = dicom_bytes(gradient(16, 16), Modality="CR", BodyPartExamined="CHEST", ViewPosition="PA",
+                       StudyDate="20240102", PatientSex="F")
+    header = read_dataset(data)  # pixel data included, as the app has it after decoding
+    item = Dataset()
+    item.PerformingPhysicianName = "Nestorova^Ilse"  # a PN nested in a non-identifying sequence
+    header.ProcedureCodeSequence = Sequence([item])
+    header.add_new(0x00091010, "LO", "private vendor note Kwazimodo")
+    return header
+
+
+def test_annex_e_basic_profile_core_attributes_are_listed():
+    must = {"PatientName", "PatientID", "PatientBirthDate", "PatientAddress", "OtherPatientIDs", "AccessionNumber",
+            "InstitutionName", "ReferringPhysicianName", "StudyDate", "StudyInstanceUID", "SOPInstanceUID",
+            "DeviceSerialNumber", "StationName", "OperatorsName", "PatientTelephoneNumbers", "ImageComments"}
+    assert must <= IDENTIFYING_KEYWORDS
+    assert len(IDENTIFYING_TAGS) == len(IDENTIFYING_KEYWORDS) > 200  # every keyword is a real DICOM attribute
+
+
+def test_identifying_values_finds_names_ids_dates_nested_and_private(ds):
+    values = identifying_values(ds)
+    for s in ("Zzyzxqa^Quintessa^Marigold", "Zzyzxqa", "Quintessa", "MRN-9988776655", "19230405", "20240102",
+              "Saint Obscurus Infirmary", "Vexleroux^Ottoline", "Nestorova^Ilse", "private vendor note Kwazimodo",
+              "Quintessa Zzyzxqa"):
+        assert s in values, s
+    assert "CHEST" not in values and "CR" not in values
+    assert values == sorted(values, key=lambda v: (-len(v), v))
+
+
+def test_redact_scrubs_every_form_of_a_name(ds):
+    text = "Failed for ZZYZXQA^Quintessa^Marigold (Quintessa Zzyzxqa, MRN-9988776655) at Saint Obscurus Infirmary"
+    out = redact(text, identifying_values(ds))
+    assert not any(s.lower() in out.lower() for s in PATIENT_STRINGS)
+    assert out.startswith("Failed for ") and REDACTED in out
+
+
+def test_redact_leaves_short_fragments_alone():
+    assert redact("CT of the chest", ["F", "CT"]) == "CT of the chest"
+
+
+def test_safe_metadata_shows_the_image_not_the_patient(ds):
+    meta = safe_metadata(ds)
+    assert meta["Modality"] == "CR" and meta["BodyPartExamined"] == "CHEST" and meta["ViewPosition"] == "PA"
+    assert meta["Rows"] == 16 and meta["Columns"] == 16 and meta["NumberOfFrames"] == 1
+    assert meta["PhotometricInterpretation"] == "MONOCHROME2"
+    assert meta["TransferSyntax"] == "Explicit VR Little Endian"
+    flat = repr(meta)
+    assert not any(s in flat for s in PATIENT_STRINGS) and "20240102" not in flat
+
+
+def test_safe_metadata_reads_bytes_paths_and_uploads(tmp_path):
+    data = dicom_bytes(np.stack([gradient(8, 8)] * 3))
+    path = tmp_path / "x.dcm"
+    path.write_bytes(data)
+    for source in (data, path, io.BytesIO(data)):
+        assert safe_metadata(source)["NumberOfFrames"] == 3
+
+
+def test_safe_metadata_of_a_non_dicom_is_an_image_error():
+    with pytest.raises(ImageError):
+        safe_metadata(b"")
+
+
+def test_header_rows_hide_identifiers_unless_asked(ds):
+    hidden = repr(header_rows(ds))
+    assert not any(s in hidden for s in PATIENT_STRINGS) and "Nestorova" not in hidden and "Kwazimodo" not in hidden
+    assert "CHEST" in hidden and "<256 bytes>" in hidden  # pixel data summarised, not dumped
+    shown = repr(header_rows(ds, include_identifiers=True))
+    assert PATIENT["PatientName"] in shown and "Nestorova" in shown
+
+
+def test_deidentify_removes_identifiers_and_keeps_the_image(ds):
+    clean = deidentify(ds)
+    assert identifying_values(clean) == []
+    assert "PatientName" not in clean and "PatientName" in ds  # the original is untouched
+    assert clean.Modality == "CR" and clean.Rows == 16
+    assert "MediaStorageSOPInstanceUID" not in clean.file_meta
+
+
+def test_safe_file_label_drops_folders_and_scrubs_names(ds):
+    label = safe_file_label("/uploads/ward 3/Zzyzxqa_Quintessa.dcm", identifying_values(ds))
+    assert label == f"{REDACTED}_{REDACTED}.dcm"
+    assert safe_file_label("C:/exports/scan_001.png") == "scan_001.png"
