@@ -3,5 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh requirements-dev.txt
+# The browser test (tests/e2e) drives Debian's Chromium with Playwright (which cannot download browsers
+# here). Install it when missing and we are root; otherwise that test is skipped and says why.
+if [ ! -x /usr/bin/chromium ] && [ -z "${MEDCLF_CHROMIUM:-}" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  echo "Installing chromium for the browser test ..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "Could not install chromium; the browser test will be skipped." >&2
+fi
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,198 @@
+"""Predict: upload images (or click a sample), see the class, the decision, and a heat map."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import app_ui
+from medclf_core import explain, plots
+from medclf_core.errors import MedclfError
+from medclf_core.images import load_image
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom", "gif", "webp"]
+SAMPLE_FILES = sorted((app_ui.SAMPLES / "images" / "chest_xray").glob("*.jpeg")) + sorted(
+    (app_ui.SAMPLES / "dicom").glob("*.dcm"))
+CAM_METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+MAX_CACHE = 64
+
+st.title("Predict")
+card = app_ui.require_card()
+predictor, lock = app_ui.load_predictor(card)
+model_key = f"{card['run_dir']}|{card.get('created')}"
+
+st.markdown(f"Model **{card['name']}** ({card.get('task', '')}): classes "
+            f"{', '.join(predictor.class_names)}. Images are resized to {predictor.image_size} px "
+            f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
+
+uploads = st.file_uploader("Upload one or more images (PNG, JPEG, BMP, TIFF or DICOM)", type=UPLOAD_TYPES,
+                           accept_multiple_files=True, key="predict_upload")
+
+with st.expander("... or try a bundled sample image", expanded=not uploads):
+    cols = st.columns(5)
+    for i, path in enumerate(SAMPLE_FILES):
+        if cols[i % 5].button(path.name, key=f"sample-{path.name}", width="stretch"):
+            st.session_state["predict_samples"] = [str(path)]
+    c1, c2 = st.columns(2)
+    if c1.button("All sample images", key="sample-all"):
+        st.session_state["predict_samples"] = [str(p) for p in SAMPLE_FILES]
+    if st.session_state.get("predict_samples") and c2.button("Clear samples", key="sample-clear"):
+        st.session_state["predict_samples"] = []
+
+
+def _cache(name: str) -> dict:
+    d = st.session_state.setdefault(name, {})
+    while len(d) > MAX_CACHE:
+        d.pop(next(iter(d)))
+    return d
+
+
+def decode(name: str, data: bytes) -> dict:
+    """One entry per file: {name, sha, pixels, format, notes} or {name, sha, error}."""
+    sha = hashlib.sha1(data).hexdigest()
+    cache = _cache("_decoded")
+    if sha not in cache:
+        try:
+            img = load_image(data)
+            cache[sha] = {"pixels": img.pixels, "format": img.source_format, "notes": list(img.notes)}
+        except MedclfError as exc:
+            cache[sha] = {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the page down
+            cache[sha] = {"error": f"This file could not be read ({type(exc).__name__})."}
+    return {"name": name, "sha": sha, **cache[sha]}
+
+
+entries = []
+for f in uploads or []:
+    entries.append(decode(f.name, f.getvalue()))
+for p in st.session_state.get("predict_samples") or []:
+    try:
+        entries.append(decode(Path(p).name, Path(p).read_bytes()))
+    except OSError:
+        entries.append({"name": Path(p).name, "sha": p, "error": "The sample file is missing."})
+
+if not entries:
+    st.info("Upload an image or click a sample above to see a prediction.")
+    st.stop()
+
+bad = [e for e in entries if "error" in e]
+good = [e for e in entries if "error" not in e]
+for e in bad:
+    st.warning(f"**{e['name']}** could not be used: {e['error']}")
+if not good:
+    st.stop()
+
+preds = _cache("_predictions")
+todo = [e for e in good if (model_key, e["sha"]) not in preds]
+if todo:
+    with st.spinner(f"Classifying {len(todo)} image(s) ..."), lock:
+        try:
+            probs = predictor.predict_images([e["pixels"] for e in todo])
+        except MedclfError as exc:
+            st.error(f"Prediction failed: {exc}")
+            st.stop()
+    for e, row in zip(todo, probs, strict=True):
+        preds[(model_key, e["sha"])] = predictor.describe(row)
+for e in good:
+    e["result"] = preds[(model_key, e["sha"])]
+
+
+def decision_text(result: dict) -> str:
+    probs = result["probabilities"]
+    label = result["label"]
+    if "threshold" in result:
+        pos = result["positive_class"]
+        p, t = probs[pos], result["threshold"]
+        sign = "at or above" if p >= t else "below"
+        return (f"Decision at the model's operating threshold: **{label}** "
+                f"(P({pos}) = {p:.1%}, {sign} the threshold {t:.1%}).")
+    return f"Decision: **{label}** (the most probable class; this model has no tuned threshold)."
+
+
+def heatmap_for(sha: str, pixels: np.ndarray, method: str, class_index: int):
+    cache = _cache("_heatmaps")
+    key = (model_key, sha, method, class_index)
+    if key not in cache:
+        with lock:
+            cache[key] = explain.heatmaps(predictor.model, [pixels], method=method, class_index=class_index,
+                                          cam_layer=predictor.cam_layer)[0]
+    return cache[key]
+
+
+@st.fragment
+def cam_panel(entry: dict) -> None:
+    """The heat-map view; its controls rerun only this panel."""
+    names = predictor.class_names
+    sha = entry["sha"]
+    c1, c2, c3 = st.columns(3)
+    method = c1.selectbox("Method", list(CAM_METHODS), format_func=CAM_METHODS.get, key=f"cam-method-{sha}")
+    target = c2.selectbox("Target class", names, index=names.index(entry["result"]["label"]), key=f"cam-class-{sha}")
+    opacity = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=f"cam-opacity-{sha}")
+    try:
+        with st.spinner(f"Computing {CAM_METHODS[method]} ..."):
+            heat = heatmap_for(sha, entry["pixels"], method, names.index(target))
+    except ValueError:
+        st.info(f"{CAM_METHODS[method]} is not available in this version; choose another method.")
+        return
+    except MedclfError as exc:
+        st.info(f"No heat map for this model: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001
+        st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
+        return
+    st.image(explain.overlay(entry["pixels"], heat, opacity), width="stretch",
+             caption=f"{CAM_METHODS[method]} for {target}: red = regions that raised this class's score")
+
+
+def show_detail(entry: dict) -> None:
+    result = entry["result"]
+    label = result["label"]
+    st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
+    st.markdown(decision_text(result))
+    left, right = st.columns(2)
+    with left:
+        st.image(entry["pixels"], width="stretch",
+                 caption=f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})")
+        for note in entry.get("notes") or []:
+            st.caption(note)
+    with right:
+        cam_panel(entry)
+    st.plotly_chart(plots.probability_bars(result["probabilities"], label=label, threshold=result.get("threshold"),
+                                           positive=result.get("positive_class")),
+                    key=f"probs-{entry['sha']}", config={"displayModeBar": False})
+
+
+if len(good) == 1 and not bad:
+    show_detail(good[0])
+    st.stop()
+
+# ---- many images: table, CSV, gallery, then details of one
+rows = []
+for e in entries:
+    if "error" in e:
+        rows.append({"file": e["name"], "class": None, "probability": None, "decision": "not read: " + e["error"]})
+        continue
+    r = e["result"]
+    top = max(r["probabilities"], key=r["probabilities"].get)
+    row = {"file": e["name"], "class": top, "probability": round(r["probabilities"][top], 4), "decision": r["label"]}
+    row.update({f"P({c})": round(p, 4) for c, p in r["probabilities"].items()})
+    rows.append(row)
+table = pd.DataFrame(rows)
+st.subheader(f"Results for {len(entries)} files")
+st.dataframe(table, hide_index=True, width="stretch")
+st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), file_name="medclf_predictions.csv",
+                   mime="text/csv", key="predict-csv")
+
+st.subheader("Gallery")
+cols = st.columns(4)
+for i, e in enumerate(good):
+    r = e["result"]
+    cols[i % 4].image(e["pixels"], width="stretch", caption=f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})")
+
+st.divider()
+names = [e["name"] for e in good]
+choice = st.selectbox("Show the details and heat map of", range(len(good)), format_func=lambda i: names[i],
+                      key="predict-detail")
+show_detail(good[choice if choice is not None and choice < len(good) else 0])

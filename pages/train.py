@@ -1,0 +1,234 @@
+"""Train: choose a dataset, see its audit, launch a background training run and watch it."""
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import app_ui
+from medclf_core import jobs, plots
+from medclf_core.architectures import get_architecture, list_architectures
+from medclf_core.augment import AugmentConfig
+from medclf_core.errors import MedclfError
+from medclf_core.registry import read_json
+
+SAMPLE_DATASET = app_ui.SAMPLES / "datasets" / "chest_xray"
+SOURCES = {"sample": "Bundled sample (80 chest X-rays)", "folder": "A folder on the server", "zip": "Upload a zip"}
+POLL_S = 1.0
+AUG_SWITCHES = {"rotation": ("Rotation", 0.05), "shift": ("Shift", 0.1), "zoom": ("Zoom", 0.1),
+                "shear": ("Shear", 0.1), "horizontal_flip": ("Horizontal flip", True),
+                "vertical_flip": ("Vertical flip", True), "brightness": ("Brightness", 0.1),
+                "contrast": ("Contrast", 0.1)}
+
+st.title("Train")
+root = jobs.jobs_dir(app_ui.models_dir())
+
+
+# ---------------------------------------------------------------------------- the job monitor
+
+def _cm_for(run_dir: str | None):
+    ev = read_json(run_dir, "evaluation.json") if run_dir else None
+    m = (ev or {}).get("test") or {}
+    return m.get("confusion_matrix"), m.get("class_names")
+
+
+def _open_model(name: str) -> None:
+    st.session_state["model_name"] = name
+    st.session_state["models_selected"] = name
+
+
+def monitor(job_id: str, polling: bool) -> None:
+    try:
+        p = jobs.job_progress(job_id, root)
+    except MedclfError as exc:
+        st.warning(str(exc))
+        return
+    title = p["name"] or f"job {job_id}"
+    state = p["state"]
+    if polling and state in jobs.FINAL_STATES:
+        st.rerun()  # the whole page: show the outcome and stop polling
+    st.subheader(f"Training job: {title}")
+    st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {p['config'].get('data')}")
+    if state in ("queued", "running"):
+        epoch, epochs = p["epoch"], p["epochs"] or "?"
+        text = (f"{p['phase'].capitalize()}: epoch {epoch}/{epochs}"
+                + (f", batch {p['batch']}/{p['batches']}" if p["batches"] else "")
+                + f" · ETA {jobs.format_eta(p['eta_s'])}" if epoch else f"{p['phase'].capitalize()} ...")
+        st.progress(p["fraction"], text=text)
+        if p["cancel_requested"]:
+            st.info("Cancelling: training stops after the current batch.")
+        elif st.button("Cancel training", key=f"cancel-{job_id}", type="secondary"):
+            jobs.cancel_job(job_id, root)
+            st.info("Cancelling: training stops after the current batch.")
+    elif state == "done":
+        st.success(p["message"] or "Training finished.")
+    elif state == "cancelled":
+        st.info(p["message"] or "Training was cancelled; no model was saved.")
+    else:
+        st.error(f"Training failed: {p['message'] or 'unknown reason'}")
+    if p["history"]:
+        st.plotly_chart(plots.training_curves(p["history"]), key=f"curves-{job_id}", config={"displayModeBar": False})
+    if state == "done":
+        metrics = p["metrics"] or {}
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**Final metrics** ({metrics.get('split', 'test')} split)")
+            st.dataframe(pd.DataFrame(plots.metrics_table(metrics)), hide_index=True, width="stretch")
+        cm, names = _cm_for(p["run_dir"])
+        if cm and names:
+            right.plotly_chart(plots.confusion_matrix_figure(cm, names, title="Confusion matrix (test)"),
+                               key=f"cm-{job_id}", config={"displayModeBar": False})
+        name = p["name"]
+        try:
+            st.page_link("pages/models.py", label=f"Open the model card of '{name}'", icon=":material/inventory_2:")
+        except Exception:  # noqa: BLE001 - the page runs outside the navigation (tests)
+            st.markdown(f"The model is registered as **{name}** (see the Models page).")
+        st.button(f"Use '{name}' for prediction", key=f"use-{job_id}", on_click=_open_model, args=(name,))
+    if p["notices"] or p["audit"]:
+        with st.expander("Details"):
+            for n in p["notices"]:
+                st.write(n)
+            if p["devices"]:
+                st.write(f"Devices: {p['devices']}")
+            if p["split"]:
+                st.write("Images per split:")
+                st.dataframe(pd.DataFrame(p["split"]), width="stretch")
+
+
+shown = jobs.running_job(root) or st.session_state.get("train_job") or jobs.latest_job(root)
+if shown:
+    try:
+        is_running = jobs.job_progress(shown, root)["state"] in ("queued", "running")
+    except MedclfError:
+        is_running = False
+    st.fragment(monitor, run_every=POLL_S if is_running else None)(shown, is_running)
+    st.divider()
+
+
+# ---------------------------------------------------------------------------- dataset
+
+st.subheader("1. Dataset")
+kind = st.radio("Dataset source", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="train_source")
+source: str | None = None
+extract_to: str | None = None
+if kind == "sample":
+    source = str(SAMPLE_DATASET)
+    st.caption(f"`{SAMPLE_DATASET.relative_to(app_ui.REPO)}`: 40 NORMAL and 40 PNEUMONIA chest X-rays "
+               "(CC BY 4.0, Kermany et al. 2018).")
+elif kind == "folder":
+    typed = st.text_input("Folder on the server", key="train_folder",
+                          placeholder="/data/chest_xray  (root/<class>/<images> or root/train|val|test/<class>/...)")
+    source = typed.strip() or None
+else:
+    up = st.file_uploader("Dataset zip", type=["zip"], key="train_zip",
+                          help="root/<class>/<images> or root/train|val|test/<class>/<images> inside a zip.")
+    if up is not None:
+        data = up.getvalue()
+        digest = hashlib.sha1(data).hexdigest()[:16]
+        folder = root / "uploads" / digest
+        zpath = folder / Path(up.name).name
+        if not zpath.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            zpath.write_bytes(data)
+        source, extract_to = str(zpath), str(folder / "data")
+
+
+@st.cache_data(ttl=120, show_spinner="Checking the dataset (every image is decoded once) ...")
+def audit(path: str, extract: str | None) -> dict:
+    return jobs.audit_source(path, extract_to=extract)
+
+
+report = None
+if source:
+    try:
+        report = audit(source, extract_to)
+    except MedclfError as exc:
+        st.error(f"This dataset cannot be used: {exc}")
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"This dataset cannot be read ({type(exc).__name__}: {exc}).")
+else:
+    st.info("Choose a dataset to see its audit.")
+
+if report:
+    counts = pd.DataFrame(report["counts"]).fillna(0).astype(int)
+    counts.index.name = "class"
+    c1, c2, c3, c4, c5 = st.columns(5)
+    c1.metric("Images", report["n_images"])
+    c2.metric("Classes", len(report["class_names"]))
+    c3.metric("Imbalance", f"{report['imbalance_ratio']:.2f} : 1" if report["imbalance_ratio"] else "a class is empty")
+    c4.metric("Unreadable", len(report["unreadable"]))
+    c5.metric("Duplicate groups", len(report["duplicate_groups"]) + len(report["near_duplicate_groups"]))
+    st.markdown("**Images per class and split**" + ("" if report["presplit"] else
+                                                     " (not pre-split: medclf splits 70/15/15, stratified)"))
+    st.dataframe(counts, width="stretch")
+    for w in report["warnings"]:
+        st.warning(w)
+    if not report["warnings"]:
+        st.success("No problems found: every image is readable, no duplicates, classes balanced.")
+    if report["unreadable"]:
+        with st.expander(f"Unreadable files ({len(report['unreadable'])})"):
+            st.dataframe(pd.DataFrame(report["unreadable"]), hide_index=True, width="stretch")
+    groups = report["duplicate_groups"] + report["near_duplicate_groups"]
+    if groups:
+        with st.expander(f"Duplicate and near-duplicate groups ({len(groups)})"):
+            for g in groups:
+                st.write(", ".join(g))
+    if st.button("Check again", key="train-recheck"):
+        audit.clear()
+        st.rerun()
+
+
+# ---------------------------------------------------------------------------- the form
+
+st.subheader("2. Settings")
+is_sample = kind == "sample"
+archs = list_architectures()
+with st.form("train_form"):
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox("Architecture", archs, index=archs.index("simple_cnn") if "simple_cnn" in archs else 0,
+                        format_func=lambda a: f"{a}: {get_architecture(a).description}")
+    epochs = c2.number_input("Epochs", 1, 500, 5 if is_sample else 10)
+    batch_size = c3.number_input("Batch size", 1, 512, 16 if is_sample else 32)
+    c1, c2, c3 = st.columns(3)
+    lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", step=1e-4)
+    image_size = c2.select_slider("Image size (px)", [32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 320],
+                                  value=64 if is_sample else 224)
+    colour = c3.radio("Input", ["grayscale", "colour (RGB)"], index=0 if is_sample else 1, horizontal=True,
+                      help="ResNet-50's ImageNet weights need colour input.")
+    st.markdown("**Augmentation** (training images only)")
+    preset = AugmentConfig.preset("chest_xray" if (is_sample or (report and any(
+        h in " ".join([report["name"], *report["class_names"]]).lower() for h in ("chest", "xray", "x-ray", "pneumonia"))))
+        else "default").to_dict()
+    cols = st.columns(4)
+    switches = {}
+    for i, (key, (label, _)) in enumerate(AUG_SWITCHES.items()):
+        switches[key] = cols[i % 4].checkbox(label, value=bool(preset.get(key)), key=f"aug-{key}")
+    st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
+    c1, c2, c3 = st.columns(3)
+    class_weights = c1.radio("Class weights", ["auto", "on", "off"], horizontal=True,
+                             help="auto: used when the largest class is 1.5x the smallest or more.")
+    patience = c2.number_input("Early-stopping patience (epochs)", 1, 100, 8)
+    run_name = c3.text_input("Run name (optional)", placeholder="e.g. chest-64px-try1")
+    submitted = st.form_submit_button("Launch training", type="primary")
+
+if submitted:
+    if not source or report is None:
+        st.error("Choose a dataset that passes the audit first.")
+    else:
+        augment = {k: ((preset.get(k) or AUG_SWITCHES[k][1]) if on else (False if isinstance(AUG_SWITCHES[k][1], bool) else 0.0))
+                   for k, on in switches.items()}
+        cfg = {"data": report["root"], "arch": arch, "epochs": int(epochs), "batch_size": int(batch_size),
+               "learning_rate": float(lr), "image_size": int(image_size),
+               "channels": 1 if colour == "grayscale" else 3, "augment": augment, "class_weights": class_weights,
+               "patience": int(patience), "name": run_name.strip() or None,
+               "task": report["name"]}
+        try:
+            job_id = jobs.start_job(cfg, models_dir=app_ui.models_dir(), root=root)
+        except jobs.JobBusy as exc:
+            st.error(str(exc))
+        except MedclfError as exc:
+            st.error(f"Training cannot start: {exc}")
+        else:
+            st.session_state["train_job"] = job_id
+            st.rerun()

@@ -1,0 +1,210 @@
+"""End to end in a real browser: `streamlit run app.py` driven by Playwright and Debian's headless Chromium.
+
+Uploads an image and waits for the prediction and the Grad-CAM overlay; launches a tiny training
+run and waits for it to finish; visits every page. Screenshots of each page go to
+``$MEDCLF_SCREENSHOTS_DIR`` (``scripts/screenshots.sh`` sets it to docs/screenshots), else to a
+temporary folder.
+
+Skipped, with the reason, when Playwright or Chromium is missing, unless ``MEDCLF_REQUIRE_BROWSER=1``
+(CI sets it), in which case it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, SAMPLES
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-dev-shm-usage"]
+JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
+
+pytestmark = pytest.mark.slow
+
+
+def _missing(reason: str):
+    if os.environ.get("MEDCLF_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser test required but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -r requirements-dev.txt)")
+    path = os.environ.get("MEDCLF_CHROMIUM") or next((p for p in CHROMIUM_CANDIDATES if Path(p).is_file()), None)
+    if not path:
+        _missing("Chromium is not installed (apt-get install -y chromium; scripts/test.sh does this as root)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, trained_run, chromium):
+    """`streamlit run app.py` on a free local port, with its own models folder (one tiny run) and jobs folder."""
+    base = tmp_path_factory.mktemp("app")
+    models = base / "models"
+    shutil.copytree(trained_run, models / Path(trained_run).name)
+    port = _free_port()
+    env = {**os.environ, "MEDCLF_MODELS_DIR": str(models), "MEDCLF_JOBS_DIR": str(base / "jobs"),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    env.pop("MEDCLF_DEFAULT_MODEL", None)
+    log = open(base / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (base / "streamlit.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield {"url": url, "models": models, "log": base / "streamlit.log"}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(server, chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("MEDCLF_SCREENSHOTS_DIR") or tmp_path_factory.mktemp("screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _wait_idle(page, timeout=120_000):
+    """Wait until Streamlit has finished running the script (no 'running' status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=timeout)
+
+
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it first."""
+    height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll('[data-testid=\"stMain\"], "
+                           "[data-testid=\"stAppViewContainer\"], section')).map(e => e.scrollHeight), 1000)")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+def _go(page, server, path: str):
+    page.goto(f"{server['url']}/{path}")
+    page.wait_for_selector("[data-testid='stSidebar']")
+    _wait_idle(page)
+
+
+def test_upload_shows_prediction_and_overlay(browser_page, server, shots):
+    page = browser_page
+    _go(page, server, "")
+    page.get_by_text("Research demo, not for clinical use").first.wait_for()
+    assert page.locator("[data-testid='stSidebar']").get_by_text("Model").first.is_visible()
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(JPEG))
+    page.get_by_text("Decision at the model's operating threshold").wait_for(timeout=120_000)
+    page.get_by_text("Grad-CAM for").wait_for(timeout=120_000)
+    _wait_idle(page)
+    images = page.locator("[data-testid='stImage'] img")
+    assert images.count() >= 2  # the original and the overlay
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=60_000)  # the probability bars
+    assert "Traceback" not in page.content()
+    _screenshot(page, shots / "predict.png")
+
+
+def test_bad_upload_shows_a_message(browser_page, server, tmp_path):
+    page = browser_page
+    _go(page, server, "")
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"definitely not a PNG")
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(bad))
+    page.get_by_text("could not be used").wait_for(timeout=60_000)
+    assert "Traceback" not in page.content()
+
+
+def test_train_a_tiny_run_to_completion(browser_page, server, shots):
+    page = browser_page
+    _go(page, server, "train")
+    page.get_by_text("No problems found").wait_for(timeout=120_000)
+    page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_label("Epochs", exact=True).press("Tab")
+    slider = page.get_by_role("slider").first  # image size: 64 -> 48 -> 32 px
+    slider.focus()
+    slider.press("ArrowLeft")
+    slider.press("ArrowLeft")
+    page.get_by_label("Run name (optional)").fill("browser-run")
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text("Training job: browser-run").wait_for(timeout=60_000)
+    page.get_by_text("Training finished").wait_for(timeout=240_000)
+    _wait_idle(page)
+    page.get_by_text("Final metrics").wait_for()
+    assert (server["models"] / "browser-run" / "model.keras").is_file()
+    card = json.loads((server["models"] / "browser-run" / "card.json").read_text())
+    assert card["config"]["epochs"] == 2
+    assert "Traceback" not in page.content()
+    _screenshot(page, shots / "train.png")
+
+
+def test_evaluate_and_models_pages(browser_page, server, shots):
+    page = browser_page
+    _go(page, server, "evaluate")
+    page.get_by_text("Confusion matrix (counts)").first.wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.locator("[data-testid='stPlotlyChart']").nth(3).wait_for(timeout=60_000)  # 2 matrices, threshold, ROC
+    page.get_by_text("Misclassified images").wait_for()
+    page.wait_for_timeout(2000)
+    _screenshot(page, shots / "evaluate.png")
+    _go(page, server, "models")
+    page.get_by_text("The full model card").wait_for()
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=60_000)  # training curves
+    page.wait_for_timeout(3000)
+    assert "Traceback" not in page.content()
+    _screenshot(page, shots / "models.png")

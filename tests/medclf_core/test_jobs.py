@@ -1,0 +1,207 @@
+"""Background training jobs: launch, progress, one-at-a-time, cancel, failure, stale locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from helpers import CHEST_SAMPLE, TINY
+from medclf_core import jobs
+from medclf_core.errors import DatasetError, MedclfError
+from medclf_core.registry import list_runs
+
+
+def _wait(pred, timeout=120.0, poll=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_job_runs_refuses_a_second_and_cancels_then_a_new_one_completes(tmp_path, pattern_dataset):
+    models, root = tmp_path / "models", tmp_path / "jobs"
+    long_cfg = {"data": str(pattern_dataset), "epochs": 300, "image_size": TINY, "channels": 1, "batch_size": 2,
+                "name": "long-run", "augment": "none"}
+    job = jobs.start_job(long_cfg, models_dir=models, root=root)
+    assert jobs.running_job(root) == job
+
+    with pytest.raises(jobs.JobBusy, match="long-run"):
+        jobs.start_job({**long_cfg, "name": "second"}, models_dir=models, root=root)
+
+    p = _wait(lambda: (q := jobs.job_progress(job, root))["batch"] > 0 and q, timeout=150)
+    assert p["state"] == "running" and p["epochs"] == 300 and 0 <= p["fraction"] < 1
+    assert p["audit"]["counts"] and p["split"]
+
+    jobs.cancel_job(job, root)
+    p = jobs.wait_for_job(job, root, timeout=60)
+    assert p["state"] == "cancelled", p
+    assert "no model was saved" in p["message"]
+    assert list_runs(models) == []
+    assert not (models / ".work").exists() or not any((models / ".work").iterdir())
+    assert jobs.running_job(root) is None
+
+    short = jobs.start_job({"data": str(pattern_dataset), "epochs": 2, "image_size": TINY, "channels": 1,
+                            "batch_size": 8, "name": "short-run"}, models_dir=models, root=root)
+    p = jobs.wait_for_job(short, root, timeout=180)
+    assert p["state"] == "done", p
+    assert p["fraction"] == 1.0 and len(p["history"]) == 2
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(p["history"][0])
+    assert [r["name"] for r in list_runs(models)] == ["short-run"]
+    assert p["run_dir"].endswith("short-run") and p["metrics"]["accuracy"] is not None
+    assert jobs.list_jobs(root) == [short, job]
+    assert jobs.latest_job(root) == short
+
+
+def test_a_failing_job_reports_a_plain_reason(tmp_path, pattern_dataset):
+    """The worker's body, run in this process: a class folder without images fails with a plain message."""
+    import signal
+
+    (pattern_dataset / "empty-class").mkdir()
+    for f in (pattern_dataset / "square").iterdir():
+        f.unlink()
+    (pattern_dataset / "square").rmdir()
+    root = tmp_path / "jobs"
+    d = root / "j-fail"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"job_id": "j-fail", "models_dir": str(tmp_path / "m"),
+                                               "config": {"data": str(pattern_dataset), "epochs": 1,
+                                                          "image_size": TINY}}))
+    (root / jobs.LOCK_FILE).write_text(json.dumps({"job_id": "j-fail", "pid": os.getpid(), "time": time.time()}))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert jobs.run_worker(d) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    p = jobs.job_progress("j-fail", root)
+    assert p["state"] == "failed", p
+    assert "empty-class" in p["message"] and "Traceback" not in p["message"]
+    assert jobs.running_job(root) is None  # the worker released the lock
+
+
+def test_bad_configs_are_refused_before_launch(tmp_path):
+    root = tmp_path / "jobs"
+    with pytest.raises(DatasetError):
+        jobs.start_job({"data": ""}, models_dir=tmp_path, root=root)
+    with pytest.raises(DatasetError, match="not found"):
+        jobs.start_job({"data": str(tmp_path / "missing")}, models_dir=tmp_path, root=root)
+    with pytest.raises(MedclfError, match="Unknown training option"):
+        jobs.start_job({"data": str(tmp_path), "colour": 1}, models_dir=tmp_path, root=root)
+    with pytest.raises(MedclfError, match="not a valid run name"):
+        jobs.start_job({"data": str(tmp_path), "name": "../evil"}, models_dir=tmp_path, root=root)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(MedclfError, match="already exists"):
+        jobs.start_job({"data": str(tmp_path), "name": "taken"}, models_dir=tmp_path, root=root)
+    assert not (root / jobs.LOCK_FILE).exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_lock_is_taken_over(tmp_path):
+    root = tmp_path / "jobs"
+    root.mkdir()
+    (root / jobs.LOCK_FILE).write_text(json.dumps({"job_id": "old", "pid": _dead_pid(), "time": 0}))
+    assert jobs.running_job(root) is None
+    assert not (root / jobs.LOCK_FILE).exists()
+    (root / jobs.LOCK_FILE).write_text(json.dumps({"job_id": "me", "pid": os.getpid(), "time": time.time()}))
+    assert jobs.running_job(root) == "me"
+    with pytest.raises(jobs.JobBusy, match="job me"):
+        jobs._take_lock(root, "other")
+
+
+def test_a_worker_that_died_is_reported_as_failed(tmp_path):
+    root = tmp_path / "jobs"
+    d = root / "j1"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"job_id": "j1", "config": {"data": "x", "epochs": 3, "name": "n"}}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
+    (d / "pid").write_text(str(_dead_pid()))
+    with open(d / "events.jsonl", "w") as f:
+        f.write(json.dumps({"event": "epoch_begin", "epoch": 1, "epochs": 3}) + "\n")
+        f.write(json.dumps({"event": "batch", "epoch": 1, "epochs": 3, "batch": 2, "batches": 4, "eta_s": 9}) + "\n")
+        f.write('{"event": "batch", "epo')  # a line being written
+    p = jobs.job_progress("j1", root)
+    assert p["state"] == "failed" and "stopped unexpectedly" in p["message"]
+    assert p["epoch"] == 1 and p["batch"] == 2 and p["batches"] == 4
+
+
+def test_progress_fraction_and_history_from_events(tmp_path):
+    root = tmp_path / "jobs"
+    d = root / "j2"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"job_id": "j2", "config": {"data": "x", "epochs": 4}}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
+    (d / "pid").write_text(str(os.getpid()))
+    events = [{"event": "start", "config": {"epochs": 4}}, {"event": "epoch_begin", "epoch": 1, "epochs": 4},
+              {"event": "epoch", "epoch": 1, "epochs": 4, "eta_s": 30,
+               "metrics": {"loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}},
+              {"event": "epoch_begin", "epoch": 2, "epochs": 4},
+              {"event": "batch", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "eta_s": 25}]
+    (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    p = jobs.job_progress("j2", root)
+    assert p["state"] == "running" and p["phase"] == "training"
+    assert p["fraction"] == pytest.approx(1.5 / 4)
+    assert p["history"] == [{"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}]
+    assert p["eta_s"] == 25
+    with pytest.raises(MedclfError):
+        jobs.job_dir("../x", root)
+
+
+def test_format_eta():
+    assert jobs.format_eta(None) == "estimating..."
+    assert jobs.format_eta(42.4) == "42 s"
+    assert jobs.format_eta(125) == "2 min 05 s"
+    assert jobs.format_eta(3 * 3600 + 60) == "3 h 01 min"
+
+
+def test_jobs_dir_env(tmp_path, monkeypatch):
+    monkeypatch.delenv(jobs.JOBS_DIR_ENV, raising=False)
+    assert jobs.jobs_dir(tmp_path) == tmp_path / ".jobs"
+    monkeypatch.setenv(jobs.JOBS_DIR_ENV, str(tmp_path / "j"))
+    assert jobs.jobs_dir(tmp_path) == tmp_path / "j"
+
+
+def test_audit_source_sample_and_zip(tmp_path, pattern_dataset):
+    report = jobs.audit_source(CHEST_SAMPLE)
+    assert report["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert report["n_images"] == 80 and report["counts"]["all"] == {"NORMAL": 40, "PNEUMONIA": 40}
+    assert report["imbalance_ratio"] == 1.0 and report["unreadable"] == []
+    import shutil
+
+    (pattern_dataset / "square" / "broken.png").write_bytes(b"not an image")
+    archive = shutil.make_archive(str(tmp_path / "ds"), "zip", root_dir=tmp_path, base_dir="patterns")
+    report = jobs.audit_source(archive, extract_to=tmp_path / "extracted")
+    assert report["root"].startswith(str((tmp_path / "extracted").resolve()))
+    assert [u["file"] for u in report["unreadable"]] == ["square/broken.png"]
+    assert any("could not be read" in w for w in report["warnings"])
+    with pytest.raises(DatasetError):
+        jobs.audit_source(tmp_path / "nope")
+
+
+def test_predict_dataset_and_stored_predictions(trained_run, chest_sample):
+    from medclf_core.inference import Predictor
+    from medclf_core.registry import read_card, read_json
+
+    predictor = Predictor.from_run(trained_run)
+    data = jobs.predict_dataset(predictor, chest_sample, "all")
+    assert data["probs"].shape == (80, 2) and len(data["files"]) == 80 and data["split"] == "all"
+    assert np.allclose(data["probs"].sum(axis=1), 1, atol=1e-4)
+    assert set(data["y_true"].tolist()) == {0, 1}
+    stored = jobs.run_test_predictions(read_card(trained_run), read_json(trained_run, "evaluation.json"))
+    assert stored["probs"].shape[1] == 2 and len(stored["y_true"]) == len(stored["files"]) > 0
+    assert all(os.path.isfile(f) for f in stored["files"])
+    assert jobs.run_test_predictions({"class_names": ["a", "b"]}, None) is None

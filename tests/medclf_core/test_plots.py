@@ -1,0 +1,63 @@
+"""Plotly figures for the app."""
+
+import numpy as np
+import pytest
+
+from medclf_core import plots
+
+
+def test_probability_bars_highlight_and_threshold():
+    fig = plots.probability_bars({"NORMAL": 0.3, "PNEUMONIA": 0.7}, threshold=0.42, positive="PNEUMONIA")
+    bar = fig.data[0]
+    assert list(bar.y) == ["NORMAL", "PNEUMONIA"] and list(bar.x) == pytest.approx([30, 70])
+    assert bar.marker.color[1] == plots.HIGHLIGHT and bar.marker.color[0] == plots.MUTED
+    assert fig.layout.shapes[0].x0 == pytest.approx(42)
+    fig = plots.probability_bars({"a": 0.2, "b": 0.5, "c": 0.3}, label="c")
+    assert fig.data[0].marker.color[2] == plots.HIGHLIGHT and not fig.layout.shapes
+
+
+def test_training_curves_single_and_overlaid():
+    h = [{"epoch": 0, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55},
+         {"epoch": 1, "loss": 0.6, "accuracy": 0.7, "val_loss": float("nan"), "val_accuracy": 0.6}]
+    fig = plots.training_curves(h)
+    assert {t.name for t in fig.data} == {"train", "val"} and len(fig.data) == 4
+    loss_val = [t for t in fig.data if t.name == "val" and t.yaxis == "y2"][0]
+    assert list(loss_val.x) == [1]  # NaN dropped, epochs shown from 1
+    fig = plots.training_curves({"a": h, "b": h[:1]})
+    assert {t.name for t in fig.data} == {"a train", "a val", "b train", "b val"}
+    assert len(plots.training_curves([]).data) == 0
+
+
+def test_confusion_matrix_counts_and_normalised():
+    cm = [[3, 1], [0, 0]]
+    fig = plots.confusion_matrix_figure(cm, ["x", "y"])
+    assert np.array(fig.data[0].z).tolist() == cm
+    fig = plots.confusion_matrix_figure(cm, ["x", "y"], normalised=True)
+    assert np.array(fig.data[0].z).tolist() == [[0.75, 0.25], [0.0, 0.0]]
+    assert "75%" in fig.data[0].text[0][0]
+
+
+def test_roc_figure_with_operating_point():
+    roc = {"PNEUMONIA": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1], "thresholds": [1, 0.5, 0]}}
+    fig = plots.roc_figure(roc, auc=0.8, operating_point=(0.5, 0.8))
+    assert "AUC 0.800" in fig.layout.title.text
+    assert [t.name for t in fig.data] == ["chance", "PNEUMONIA (AUC 0.800)", "threshold"]
+
+
+def test_threshold_metrics_moves_with_threshold():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    probs = np.stack([1 - p1, p1], axis=1)
+    at_half = plots.threshold_metrics(y, probs, 0.5, 1)
+    assert at_half["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert at_half["sensitivity"] == 0.5 and at_half["specificity"] == 0.5
+    low = plots.threshold_metrics(y, probs, 0.3, 1)
+    assert low["sensitivity"] == 1.0 and low["specificity"] == 0.5
+    multi = plots.threshold_metrics([0, 1, 2], np.eye(3), None, None)
+    assert multi["accuracy"] == 1.0 and multi["sensitivity"] is None
+
+
+def test_metrics_table_rows():
+    rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 10, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
+    assert rows[0] == {"metric": "Accuracy", "value": "0.800", "95% interval": "0.700 - 0.900"}
+    assert rows[1]["95% interval"] == "" and rows[-1]["value"] == "10"

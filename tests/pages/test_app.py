@@ -1,0 +1,49 @@
+"""app.py: navigation over every page, the shared model picker, the notice, and no models at all."""
+
+from __future__ import annotations
+
+from helpers import REPO
+
+PAGES = ["pages/predict.py", "pages/train.py", "pages/evaluate.py", "pages/models.py"]
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+
+
+def test_every_page_renders_with_picker_and_notice(own_models):
+    at = _app()
+    at.run()
+    assert not at.exception
+    assert any("not for clinical use" in c.value for c in at.caption)
+    picker = at.sidebar.selectbox(key="model_name")
+    assert picker.value == "tiny-b" or picker.value == "tiny-a"
+    picker.set_value("tiny-a")
+    for path, title in zip(PAGES, ["Predict", "Train", "Evaluate", "Models"], strict=True):
+        at.switch_page(path)
+        at.run()
+        assert not at.exception, path
+        assert at.title[0].value == title
+        # AppTest's switch_page runs the page without app.py's sidebar; the browser test checks the picker there.
+
+
+def test_default_model_from_env(own_models, monkeypatch):
+    monkeypatch.setenv("MEDCLF_DEFAULT_MODEL", "tiny-b")
+    at = _app()
+    at.run()
+    assert at.sidebar.selectbox(key="model_name").value == "tiny-b"
+
+
+def test_no_models_is_a_friendly_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
+    at = _app()
+    for path in PAGES:
+        at.switch_page(path)
+        at.run()
+        assert not at.exception, path
+    at.switch_page(PAGES[0])
+    at.run()
+    assert any("No model" in i.value for i in at.info)

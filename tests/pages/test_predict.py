@@ -1,0 +1,68 @@
+"""Predict page: upload, samples, heat map, bad files, many files."""
+
+from __future__ import annotations
+
+from helpers import SAMPLES
+
+JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
+
+
+def _upload(at, files):
+    at.file_uploader(key="predict_upload").set_value(files)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_upload_shows_prediction_decision_chart_and_overlay(app_env, page):
+    at = page("predict")
+    at.run()
+    assert not at.exception
+    assert "Upload an image" in at.info[0].value
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    assert at.subheader[0].value.startswith(f"{JPEG.name}: ")
+    assert any("Decision at the model's operating threshold" in m.value for m in at.markdown)
+    assert len(at.image) == 2  # the original and the Grad-CAM overlay
+    assert len(at.get("plotly_chart")) == 1
+
+    # the heat-map controls rerun the fragment only and keep the page intact
+    for method in ("gradcam++", "scorecam"):
+        at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0]).set_value(method)
+        at.run()
+        assert not at.exception
+        assert len(at.image) == 2 or any("not available" in i.value for i in at.info)
+    at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0]).set_value(0.8)
+    at.run()
+    assert not at.exception and len(at.image) >= 1
+
+
+def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env, page):
+    at = page("predict")
+    at.run()
+    _upload(at, ("broken.png", b"this is not an image", "image/png"))
+    assert "broken.png" in at.warning[0].value and "could not be used" in at.warning[0].value
+    assert not at.error and not at.subheader
+    _upload(at, [(JPEG.name, JPEG.read_bytes(), "image/jpeg"), ("broken.png", b"junk", "image/png")])
+    assert len(at.warning) == 1
+    table = at.dataframe[0].value
+    assert list(table["file"]) == [JPEG.name, "broken.png"]
+    assert table["decision"][1].startswith("not read")
+    assert table["class"][0] in ("NORMAL", "PNEUMONIA")
+
+
+def test_sample_buttons_and_many_images(app_env, page):
+    at = page("predict")
+    at.run()
+    at.button(key=f"sample-{JPEG.name}").click()
+    at.run()
+    assert not at.exception and at.subheader[0].value.startswith(JPEG.name)
+    dicom = sorted((SAMPLES / "dicom").glob("*.dcm"))[0]
+    at.button(key=f"sample-{dicom.name}").click()
+    at.run()
+    assert not at.exception and at.subheader[0].value.startswith(dicom.name)
+    at.button(key="sample-all").click()
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 10 and {"P(NORMAL)", "P(PNEUMONIA)", "decision"} <= set(table.columns)
+    assert at.get("download_button")
+    assert len(at.image) >= 10 + 2  # gallery + details of one
