@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import explain, plots
+from medclf_core import deid, explain, plots
 from medclf_core.errors import MedclfError
+from medclf_core.export import predictions_csv
 from medclf_core.images import load_image
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom", "gif", "webp"]
@@ -49,14 +50,25 @@ def _cache(name: str) -> dict:
     return d
 
 
+def _dicom_facts(data: bytes) -> dict:
+    """Display fields without patient identifiers, and the identifying values (kept only to scrub exports)."""
+    try:
+        header = deid.read_header(data)
+        return {"dicom": deid.safe_metadata(header), "identifying": deid.identifying_values(header)}
+    except Exception:  # noqa: BLE001 - the pixels decoded; a header we cannot summarise is not worth an error
+        return {}
+
+
 def decode(name: str, data: bytes) -> dict:
-    """One entry per file: {name, sha, pixels, format, notes} or {name, sha, error}."""
+    """One entry per file: {name, sha, pixels, format, notes[, dicom, identifying]} or {name, sha, error}."""
     sha = hashlib.sha1(data).hexdigest()
     cache = _cache("_decoded")
     if sha not in cache:
         try:
             img = load_image(data)
             cache[sha] = {"pixels": img.pixels, "format": img.source_format, "notes": list(img.notes)}
+            if img.source_format == "DICOM":
+                cache[sha].update(_dicom_facts(data))
         except MedclfError as exc:
             cache[sha] = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the page down
@@ -157,6 +169,11 @@ def show_detail(entry: dict) -> None:
                  caption=f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})")
         for note in entry.get("notes") or []:
             st.caption(note)
+        if entry.get("dicom"):
+            facts = entry["dicom"]
+            st.caption(" · ".join(f"{k} {v}" for k, v in facts.items()
+                                  if k in ("Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows",
+                                           "Columns", "NumberOfFrames", "TransferSyntax")))
     with right:
         cam_panel(entry)
     st.plotly_chart(plots.probability_bars(result["probabilities"], label=label, threshold=result.get("threshold"),
@@ -182,8 +199,13 @@ for e in entries:
 table = pd.DataFrame(rows)
 st.subheader(f"Results for {len(entries)} files")
 st.dataframe(table, hide_index=True, width="stretch")
-st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), file_name="medclf_predictions.csv",
-                   mime="text/csv", key="predict-csv")
+# The export holds base file names and model outputs only; DICOM identifiers are scrubbed from file names too.
+export_rows = [{"file": e["name"], "error": e["error"]} if "error" in e
+               else {"file": e["name"], **e["result"], "notes": e.get("notes")} for e in entries]
+identifying = [v for e in entries for v in e.get("identifying") or []]
+st.session_state["predict_csv"] = predictions_csv(export_rows, identifying=identifying)
+st.download_button("Download results (CSV, without patient identifiers)", st.session_state["predict_csv"].encode(),
+                   file_name="medclf_predictions.csv", mime="text/csv", key="predict-csv")
 
 st.subheader("Gallery")
 cols = st.columns(4)
