@@ -82,6 +82,7 @@ TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
     "init_from": "init_from", "weights": "weights", "fine_tune_epochs": "fine_tune_epochs",
     "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
     "near_duplicate_distance": "near_duplicate_distance",
+    "xla": "xla", "memory_growth": "memory_growth", "distribute": "distribute", "devices": "logical_devices",
 }
 
 
@@ -110,6 +111,8 @@ def train_config_from_args(args):
         v = getattr(args, attr, None)
         if v is not None:
             values[field_name] = v
+    if isinstance(values.get("memory_growth"), str):
+        values["memory_growth"] = values["memory_growth"] == "on"
     if values.get("weights") == "none":
         values["weights"] = None
     if not values.get("data"):
@@ -125,6 +128,12 @@ def cmd_train(args) -> int:
     listeners = [] if args.no_progress else [_TrainPrinter()]
     log = EventLog(args.events, listeners)
     run_dir = train(cfg, models_dir=args.models_dir, events=log)
+    if not (run_dir / "card.json").is_file():  # a non-chief worker of a multi-worker run: the chief registers
+        if args.json:
+            _print_json({"run_dir": str(run_dir), "name": run_dir.name, "registered": False})
+        else:
+            print(f"Worker finished; the chief registers {run_dir.name}.")
+        return 0
     card = json.loads((run_dir / "card.json").read_text())
     summary = {"run_dir": str(run_dir), "name": card["name"], "class_names": card["class_names"],
                "architecture": card["architecture"], "threshold": card["threshold"], "metrics": card["metrics"],
@@ -229,7 +238,8 @@ def cmd_predict(args) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         ok = [r for r in results if "error" not in r]
         pixels = [load_image(r["file"]).pixels for r in ok]
-        maps = heatmaps(predictor.model, pixels, cam_layer=predictor.cam_layer) if pixels else []
+        maps = heatmaps(predictor.model, pixels, method=getattr(args, "cam_method", "gradcam"),
+                        cam_layer=predictor.cam_layer) if pixels else []
         for k, (r, px, hm) in enumerate(zip(ok, pixels, maps, strict=True)):
             target = out_dir / f"{k:03d}_{Path(r['file']).stem}_cam.png"
             save_png(target, overlay(px, hm, opacity=args.opacity))
@@ -316,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resnet50: 'imagenet' (download, or $MEDCLF_RESNET50_WEIGHTS), a local .h5 file, or 'none'")
     t.add_argument("--fine-tune-epochs", type=int, help="resnet50 with ImageNet weights: extra epochs with conv4+ unfrozen")
     t.add_argument("--mixed-precision", choices=["auto", "on", "off", "float16", "bfloat16"], help="default auto: on GPUs only")
+    t.add_argument("--xla", choices=["auto", "on", "off"],
+                   help="XLA compilation; default auto: on a single GPU when every layer supports it")
+    t.add_argument("--memory-growth", choices=["on", "off"], help="GPU memory allocated as needed (default on)")
+    t.add_argument("--distribute", choices=["auto", "off"],
+                   help="auto (default): all local GPUs (MirroredStrategy), or the cluster in $TF_CONFIG "
+                        "(MultiWorkerMirroredStrategy: run the same command on each machine); off: one device")
+    t.add_argument("--devices", type=int, metavar="N",
+                   help="split the CPU into N logical devices and mirror over them (tests, benchmarks)")
     t.add_argument("--group-pattern", help="regex on file names giving a patient id; a patient's images stay in one split")
     t.add_argument("--near-duplicate-distance", type=int, help="dHash bits for near-duplicates (default 8; -1 off)")
     t.add_argument("--events", help="also write progress events (JSON lines) to this file")
@@ -337,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM, ...)")
     pr.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    pr.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"],
+                    help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
     common(pr)
     pr.set_defaults(func=cmd_predict)
 

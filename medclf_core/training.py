@@ -39,7 +39,7 @@ from medclf_core import __version__
 from medclf_core.architectures import build_model, get_architecture, set_trainable_from
 from medclf_core.augment import AugmentConfig
 from medclf_core.data import audit_dataset, scan_dataset, split_counts, split_dataset
-from medclf_core.devices import plan_devices, precision_policy
+from medclf_core.devices import DevicePlan, gather_min, plan_devices, precision_policy
 from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
 from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
 from medclf_core.events import EventLog
@@ -76,6 +76,10 @@ class TrainConfig:
     weights: str | None = "imagenet"      # resnet50 only: "imagenet", a local .h5 path, or None
     fine_tune_epochs: int | None = None   # resnet50 only: extra epochs with more layers unfrozen
     mixed_precision: str = "auto"         # auto (GPU only) | on | off | float16 | bfloat16
+    xla: str = "auto"                     # auto (Keras: one GPU, all layers XLA-able) | on | off
+    memory_growth: bool = True            # GPU memory allocated as needed, not all up front
+    distribute: str = "auto"              # auto: all local GPUs (Mirrored), TF_CONFIG cluster (MultiWorker) | off
+    logical_devices: int | None = None    # split the CPU into N devices and mirror over them (tests, bench)
     near_duplicate_distance: int = 8
     group_pattern: str | None = None      # regex on file names: one patient's images stay in one split
     cache: bool = True
@@ -114,9 +118,10 @@ class _Progress(_keras_callback_base()):
     """Emits batch/epoch events with ETA, keeps history across resumes, honours cancel."""
 
     def __init__(self, log: EventLog, epochs: int, steps: int, history_path: Path,
-                 cancel: Callable[[], bool] | None, phase: str, batch_interval_s: float = 0.5):
+                 cancel: Callable[[], bool] | None, phase: str, batch_interval_s: float = 0.5,
+                 n_train: int = 0):
         super().__init__()
-        self.log, self.epochs, self.steps = log, epochs, steps
+        self.log, self.epochs, self.steps, self.n_train = log, epochs, steps, n_train
         self.history_path, self.cancel, self.phase = history_path, cancel, phase
         self.batch_interval_s = batch_interval_s
         self.history: list[dict] = json.loads(history_path.read_text()) if history_path.is_file() else []
@@ -130,12 +135,14 @@ class _Progress(_keras_callback_base()):
             if epoch > 0 and self.phase == "train":
                 self.log.emit("resumed", epoch=epoch + 1, epochs=self.epochs)
         self._epoch, self._t0, self._last = epoch, time.time(), 0.0
+        self._t_train_end = None
         self.log.emit("epoch_begin", epoch=epoch + 1, epochs=self.epochs, phase=self.phase)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.cancel is not None and self.cancel():
             raise TrainingCancelled("Training was cancelled.")
         now = time.time()
+        self._t_train_end = now
         if now - self._last >= self.batch_interval_s or batch + 1 == self.steps:
             self._last = now
             per_batch = (now - self._t0) / (batch + 1)
@@ -148,14 +155,17 @@ class _Progress(_keras_callback_base()):
     def on_epoch_end(self, epoch, logs=None):
         took = time.time() - self._t0
         self._epoch_times.append(took)
+        # training throughput: images of the whole train split (all workers) over the fit part of the epoch
+        fit_s = (self._t_train_end or time.time()) - self._t0
+        ips = round(self.n_train / fit_s, 1) if self.n_train and fit_s > 0 else None
         lr = self.model.optimizer.learning_rate
         record = {"epoch": epoch, **_clean(logs), "learning_rate": float(np.asarray(lr)), "seconds": round(took, 2),
-                  "phase": self.phase}
+                  "phase": self.phase, "images_per_s": ips}
         self.history.append(record)
         write_json(self.history_path, self.history)
         eta = (self.epochs - epoch - 1) * float(np.median(self._epoch_times))
         self.log.emit("epoch", epoch=epoch + 1, epochs=self.epochs, metrics=_clean(logs), seconds=round(took, 2),
-                      eta_s=round(eta, 1), phase=self.phase)
+                      eta_s=round(eta, 1), phase=self.phase, images_per_s=ips)
 
 
 class _BestCheckpoint(_keras_callback_base()):
@@ -177,6 +187,52 @@ class _BestCheckpoint(_keras_callback_base()):
             self.model.save_weights(tmp)
             os.replace(tmp, self.weights_path)
             write_json(self.state_path, {"val_loss": self.best, "epoch": epoch})
+
+
+def _synced_backup(backup_dir: Path, multi_worker: bool):
+    """Keras ``BackupAndRestore``; with several workers, all of them resume from the same epoch.
+
+    Every worker backs up into its own folder (Keras 3 writes from every worker). A
+    worker killed between the end of an epoch and its backup write can be one epoch
+    behind the others, so with several workers the previous state is kept too, and
+    at restore time the workers agree on the oldest epoch any of them holds (a
+    collective all-gather) and roll back to it. Weights are identical on every
+    worker at the end of an epoch (synchronous training), so this is exact.
+    """
+    import keras
+
+    class SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _load_model(self):
+            if multi_worker:
+                self._agree_on_epoch()
+            super()._load_model()
+
+        def _agree_on_epoch(self):
+            local = _backup_epoch(self._training_metadata_path, self._weights_path)
+            agreed = gather_min(self.model.distribute_strategy, local)
+            if agreed == local:
+                return
+            prev = _backup_epoch(self._prev_training_metadata_path, self._prev_weights_path)
+            if agreed > 0 and prev == agreed:
+                shutil.copyfile(self._prev_weights_path, self._weights_path)
+                shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+            else:  # nothing common: every worker starts over
+                for f in (self._weights_path, self._training_metadata_path, self._prev_weights_path,
+                          self._prev_training_metadata_path):
+                    with contextlib.suppress(OSError):
+                        os.remove(f)
+
+    return SyncedBackupAndRestore(str(backup_dir), double_checkpoint=multi_worker)
+
+
+def _backup_epoch(metadata_path, weights_path) -> int:
+    try:
+        if not os.path.isfile(weights_path):
+            return 0
+        with open(metadata_path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _clean(logs) -> dict:
@@ -265,6 +321,12 @@ def train(cfg: TrainConfig, *, models_dir: str | os.PathLike | None = None, even
 
 def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
     started = time.time()
+    # Devices first: a MultiWorkerMirroredStrategy and logical CPU devices must exist before TF runs anything.
+    try:
+        plan = plan_devices(cfg.mixed_precision, xla=cfg.xla, memory_growth=cfg.memory_growth,
+                            distribute=cfg.distribute, logical_devices=cfg.logical_devices)
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
     if cfg.name:
         check_run_name(cfg.name)
         if (models_dir / cfg.name).exists():
@@ -295,43 +357,47 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
 
     # --- work folder (resume state)
     key = work_key(cfg, report.fingerprint)
+    if plan.cluster is not None:  # workers may share a file system: one work folder each
+        key = f"{key}-{plan.cluster.task_id}"
     work = models_dir / ".work" / key
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", asdict(cfg))
 
     try:
         return _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts,
-                                      work, init_model, init_card, started)
+                                      work, init_model, init_card, started, plan)
     except TrainingCancelled:
         _remove_work(work)
         raise
 
 
 def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts, work,
-                           init_model, init_card, started) -> Path:
+                           init_model, init_card, started, plan: DevicePlan) -> Path:
     import keras
 
     class_names = index.class_names
     n_classes = len(class_names)
     keras.utils.set_random_seed(cfg.seed)
-    plan = plan_devices(cfg.mixed_precision)
+    # global batch = per-device batch x replicas (all workers); learning rate scaled linearly (Goyal et al.)
     global_batch = cfg.batch_size * plan.replicas
     lr = cfg.learning_rate * plan.replicas
-    log.emit("devices", description=plan.describe(), replicas=plan.replicas, gpus=plan.gpus,
-             mixed_precision=plan.mixed_precision, global_batch_size=global_batch, learning_rate=lr)
+    log.emit("devices", **plan.info(), global_batch_size=global_batch, learning_rate=lr)
 
     augment = cfg.augment_config(class_names, index.name)
     common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=global_batch, seed=cfg.seed)
-    train_ds = make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]), training=True,
-                            augment=augment, cache=cfg.cache, **common)
-    val_ds = make_dataset([it.path for it in splits["val"]], _labels_of(splits["val"]), training=False,
-                          cache=cfg.cache, **common)
+    train_ds = _for_strategy(make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]),
+                                          training=True, augment=augment, cache=cfg.cache, **common), plan)
+    val_ds = _for_strategy(make_dataset([it.path for it in splits["val"]], _labels_of(splits["val"]),
+                                        training=False, cache=cfg.cache, **common), plan)
     steps = int(np.ceil(len(splits["train"]) / global_batch))
 
     pretrained = False
     with precision_policy(plan.mixed_precision), plan.strategy.scope():
         if init_model is not None:
             model = init_model
+            if plan.distributed:  # the variables must be created under the strategy
+                model = keras.models.clone_model(init_model)
+                model.set_weights(init_model.get_weights())
             if init_card["class_names"] != class_names:
                 model = _replace_head(model, n_classes)
         else:
@@ -346,7 +412,10 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                 log.emit("notice", message=str(w.message))
             pretrained = bool(getattr(model, "pretrained", False))
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=["accuracy"], jit_compile=plan.xla)
+        if plan.kind == "multi_worker":
+            _fix_symbolic_build_for_multi_worker(model)
+    xla_used = bool(model.jit_compile)  # what Keras resolved "auto" to (or fell back to: a layer without XLA)
 
     class_weight = class_weight_for(_labels_of(splits["train"]).tolist(), n_classes, cfg.class_weights)
     if class_weight:
@@ -357,8 +426,8 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
 
     def callbacks(phase: str, epochs: int, backup: str):
         return [
-            keras.callbacks.BackupAndRestore(str(work / backup)),
-            _Progress(log, epochs, steps, history_path, cancel, phase),
+            _synced_backup(work / backup, plan.kind == "multi_worker"),
+            _Progress(log, epochs, steps, history_path, cancel, phase, n_train=len(splits["train"])),
             best,
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                               min_lr=1e-6, verbose=0),
@@ -376,13 +445,17 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         ft_lr = spec.defaults["fine_tune_learning_rate"] * plan.replicas
         with plan.strategy.scope():
             model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+                          metrics=["accuracy"], jit_compile=plan.xla)
         log.emit("phase", phase="fine_tune", epochs=fine_tune_epochs, learning_rate=ft_lr)
         model._initial_epoch = None
         total = cfg.epochs + fine_tune_epochs
         model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=cfg.epochs,
                   class_weight=class_weight, callbacks=callbacks("fine_tune", total, "backup_ft"), shuffle=False, verbose=0)
 
+    if plan.distributed:
+        # Evaluate and save an ordinary single-device copy: every worker predicts the same full splits
+        # (no cross-worker gathers), and nothing after this point is a collective op.
+        model = _plain_copy(model)
     if best.weights_path.is_file():
         model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
     if cancel is not None and cancel():
@@ -440,7 +513,9 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         "training": {"epochs_run": len(history), "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
                      "best_val_loss": best.best if np.isfinite(best.best) else None,
                      "seconds": round(time.time() - started, 1), "devices": plan.describe(),
-                     "global_batch_size": global_batch},
+                     "global_batch_size": global_batch, "learning_rate": lr, "replicas": plan.replicas,
+                     "workers": plan.num_workers, "strategy": plan.kind, "mixed_precision": plan.mixed_precision,
+                     "xla": xla_used, "images_per_s": _typical_images_per_s(history)},
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -453,10 +528,99 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         write_json(folder / EVALUATION_FILE, {"split": eval_split, "test": test_metrics, "val": val_metrics,
                                               "predictions": predictions})
 
+    if not plan.is_chief:  # only the chief registers; the others took part in training
+        _remove_work(work)
+        log.emit("done", run_dir=str(models_dir / name), name=name, metrics=card["metrics"], registered=False,
+                 message=f"{plan.cluster.task_id} finished; the chief registers the run.")
+        return models_dir / name
     run_dir = write_run_atomically(models_dir, name, write)
     _remove_work(work)
     log.emit("done", run_dir=str(run_dir), name=name, metrics=card["metrics"])
     return run_dir
+
+
+def _for_strategy(ds, plan: DevicePlan):
+    """Datasets built from file-path tensors cannot be sharded by file: shard by element (DATA) instead."""
+    if not plan.distributed:
+        return ds
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _fix_symbolic_build_for_multi_worker(model) -> None:
+    """Work around Keras 3.15 + MultiWorkerMirroredStrategy: ``fit`` fails at its first step.
+
+    ``TensorFlowTrainer._maybe_symbolic_build`` averages one sample batch with
+    ``strategy.reduce("MEAN", (x, y, ...), axis=None)``; MultiWorkerMirroredStrategy's
+    reduce accepts one value, not a tuple, and raises "Attempt to convert a value
+    (PerReplica...) to a Tensor". The batch is only used for its shapes and dtypes, so
+    this worker's own first replica batch does the same job without a cross-worker op.
+    """
+    import types
+
+    import tensorflow as tf
+    from keras.src import tree
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)
+    _fix_reduce_per_replica_for_multi_worker()
+
+
+def _fix_reduce_per_replica_for_multi_worker() -> None:
+    """Work around Keras 3.15 + MultiWorkerMirroredStrategy: the train step fails to trace.
+
+    ``reduce_per_replica(..., reduction="auto")`` averages the step's outputs (scalar loss
+    and metrics) with ``strategy.reduce("MEAN", v, axis=0)``, which is invalid for a
+    0-d tensor ("Invalid reduction dimension 0 for input with 0 dimensions"). Averaging
+    across replicas (``axis=None``) is the intended result. Patched only in processes
+    that train with MultiWorkerMirroredStrategy; every other strategy keeps Keras' code.
+    """
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_medclf_fixed", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._medclf_fixed = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _plain_copy(model):
+    """The same layers and weights as an ordinary model, built outside any distribution strategy."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _typical_images_per_s(history: list[dict]) -> float | None:
+    """Median training throughput over the epochs, leaving out the first (tracing, cache fill) when possible."""
+    values = [h.get("images_per_s") for h in history if h.get("images_per_s")]
+    if len(values) > 1:
+        values = values[1:]
+    return round(float(np.median(values)), 1) if values else None
 
 
 def _remove_work(work: Path) -> None:
