@@ -139,20 +139,20 @@ def display_name(path: str | os.PathLike) -> str:
     return Path(path).name
 
 
-def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
-                    progress=None) -> dict:
-    """Evaluate a model on a dataset folder or zip laid out as for training.
+def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, progress=None) -> dict:
+    """Probabilities for every image of a dataset folder or zip laid out as for training.
 
     ``split``: ``auto`` uses the ``test`` folder of a pre-split dataset, else every
     image; ``all``, ``train``, ``val`` or ``test`` choose explicitly. Dataset class
     folders are matched to the model's classes by name (case-insensitive); a
     dataset may hold a subset of them. Unreadable files are skipped and listed.
+    Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
+    "split", "class_names", "dataset"}``: what a threshold slider or a metrics report needs.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from medclf_core.data import scan_dataset
     from medclf_core.errors import DatasetError
-    from medclf_core.evaluation import evaluate_probabilities
 
     index = scan_dataset(data)
     lower = {c.lower(): i for i, c in enumerate(predictor.class_names)}
@@ -174,7 +174,7 @@ def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = 
         except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
             return None, f"The file could not be processed ({type(exc).__name__})."
 
-    arrays, labels, skipped = [], [], []
+    arrays, labels, files, rel, skipped = [], [], [], [], []
     with ThreadPoolExecutor(4) as pool:
         for n, (item, (arr, err)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
             if err:
@@ -182,13 +182,27 @@ def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = 
             else:
                 arrays.append(arr)
                 labels.append(lower[index.class_names[item.label].lower()])
+                files.append(item.path)
+                rel.append(item.rel)
             if progress:
                 progress(n, len(items))
     if not arrays:
         raise DatasetError("None of the images could be read.")
-    probs = predictor.predict_batch(np.stack(arrays))
-    result = evaluate_probabilities(labels, probs, predictor.class_names, threshold=predictor.threshold,
+    return {"files": files, "rel": rel, "y_true": np.asarray(labels, dtype=int),
+            "probs": predictor.predict_batch(np.stack(arrays)), "skipped": skipped, "split": split,
+            "class_names": list(predictor.class_names), "dataset": str(data)}
+
+
+def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
+                    progress=None) -> dict:
+    """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split``):
+    :func:`medclf_core.evaluation.evaluate_probabilities` at the model's threshold, plus
+    ``split``, ``dataset``, ``skipped`` (unreadable files) and ``model``."""
+    from medclf_core.evaluation import evaluate_probabilities
+
+    p = predict_folder(predictor, data, split, progress=progress)
+    result = evaluate_probabilities(p["y_true"], p["probs"], predictor.class_names, threshold=predictor.threshold,
                                     positive=predictor.positive, bootstrap=bootstrap)
-    result.update({"split": split, "dataset": str(data), "skipped": skipped,
+    result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
                    "model": predictor.card.get("name")})
     return result

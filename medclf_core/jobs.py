@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.errors import DatasetError, ImageError, MedclfError
+from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.events import read_events
 from medclf_core.registry import default_models_dir
 
@@ -378,46 +378,8 @@ def audit_source(source: str | os.PathLike, extract_to: str | os.PathLike | None
             "warnings": report.warnings(), "n_images": sum(sum(v.values()) for v in d["counts"].values())}
 
 
-def predict_dataset(predictor, data: str | os.PathLike, split: str = "auto") -> dict:
-    """Per-image probabilities of a dataset folder or zip, for the Evaluate page.
-
-    Like :func:`medclf_core.inference.evaluate_folder`, but keeps what a threshold
-    slider needs: ``{"files" (absolute paths), "rel", "y_true", "probs" (N, K), "skipped",
-    "split", "class_names"}``.
-    """
-    from medclf_core.data import scan_dataset
-    from medclf_core.images import load_image
-
-    index = scan_dataset(data)
-    lower = {c.lower(): i for i, c in enumerate(predictor.class_names)}
-    unknown = [c for c in index.class_names if c.lower() not in lower]
-    if unknown:
-        raise DatasetError(f"The dataset has class folder(s) {', '.join(unknown)} that the model does not know "
-                           f"(model classes: {', '.join(predictor.class_names)}).")
-    if split == "auto":
-        split = "test" if index.presplit and any(it.split == "test" for it in index.items) else "all"
-    items = [it for it in index.items if split == "all" or it.split == split]
-    if not items:
-        raise DatasetError(f"No images in split '{split}' of {data}.")
-    arrays, y, files, rel, skipped = [], [], [], [], []
-    for it in items:
-        try:
-            arrays.append(predictor.prepare(load_image(it.path).pixels))
-        except (ImageError, MedclfError) as exc:
-            skipped.append({"file": it.rel, "error": str(exc)})
-            continue
-        y.append(lower[index.class_names[it.label].lower()])
-        files.append(it.path)
-        rel.append(it.rel)
-    if not arrays:
-        raise DatasetError("None of the images could be read.")
-    probs = predictor.predict_batch(np.stack(arrays))
-    return {"files": files, "rel": rel, "y_true": np.asarray(y, dtype=int), "probs": probs, "skipped": skipped,
-            "split": split, "class_names": list(predictor.class_names), "dataset": str(data)}
-
-
 def run_test_predictions(card: dict, evaluation: dict | None) -> dict | None:
-    """The stored test-split predictions of a run (evaluation.json) in :func:`predict_dataset`'s shape."""
+    """The stored test-split predictions of a run (evaluation.json) in :func:`medclf_core.inference.predict_folder`'s shape."""
     preds = (evaluation or {}).get("predictions") or []
     names = list(card.get("class_names") or [])
     if not preds or not names:

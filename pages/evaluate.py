@@ -11,6 +11,7 @@ from medclf_core import explain, jobs, plots
 from medclf_core.errors import MedclfError
 from medclf_core.evaluation import evaluate_probabilities
 from medclf_core.images import load_image
+from medclf_core.inference import predict_folder
 from medclf_core.registry import read_json
 
 MAX_MISTAKES = 12
@@ -54,7 +55,7 @@ else:
         try:
             with st.spinner("Reading and classifying the images ..."), lock:
                 store.clear()
-                store[key] = jobs.predict_dataset(predictor, folder.strip(), split)
+                store[key] = predict_folder(predictor, folder.strip(), split)
         except MedclfError as exc:
             st.error(f"This dataset cannot be evaluated: {exc}")
         except Exception as exc:  # noqa: BLE001

@@ -192,12 +192,12 @@ def test_audit_source_sample_and_zip(tmp_path, pattern_dataset):
         jobs.audit_source(tmp_path / "nope")
 
 
-def test_predict_dataset_and_stored_predictions(trained_run, chest_sample):
-    from medclf_core.inference import Predictor
+def test_predict_folder_and_stored_predictions(trained_run, chest_sample):
+    from medclf_core.inference import Predictor, predict_folder
     from medclf_core.registry import read_card, read_json
 
     predictor = Predictor.from_run(trained_run)
-    data = jobs.predict_dataset(predictor, chest_sample, "all")
+    data = predict_folder(predictor, chest_sample, "all")
     assert data["probs"].shape == (80, 2) and len(data["files"]) == 80 and data["split"] == "all"
     assert np.allclose(data["probs"].sum(axis=1), 1, atol=1e-4)
     assert set(data["y_true"].tolist()) == {0, 1}
