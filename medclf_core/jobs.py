@@ -276,7 +276,7 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
            "phase": "starting", "epoch": 0, "epochs": (cfg.get("config") or {}).get("epochs"), "batch": 0,
            "batches": None, "eta_s": None, "history": [], "audit": None, "split": None, "notices": [],
            "run_dir": status.get("run_dir"), "metrics": status.get("metrics"),
-           "cancel_requested": (d / "cancel").exists(), "devices": None}
+           "cancel_requested": (d / "cancel").exists(), "devices": None, "images_per_s": None}
     for ev in events:
         kind = ev.get("event")
         if kind == "start":
@@ -302,6 +302,7 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
             out["history"] = [h for h in out["history"] if h["epoch"] < ev.get("epoch", 0)]
             out["history"].append({"epoch": ev.get("epoch"), **(ev.get("metrics") or {})})
             out["eta_s"] = ev.get("eta_s")
+            out["images_per_s"] = ev.get("images_per_s") or out["images_per_s"]
             if out["batches"]:
                 out["batch"] = out["batches"]
         elif kind == "evaluate":

@@ -49,7 +49,9 @@ def monitor(job_id: str, polling: bool) -> None:
     if polling and state in jobs.FINAL_STATES:
         st.rerun()  # the whole page: show the outcome and stop polling
     st.subheader(f"Training job: {title}")
-    st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {p['config'].get('data')}")
+    speed = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
+    st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {p['config'].get('data')}"
+               + (f" · on {p['devices']}" if p.get("devices") else "") + speed)
     if state in ("queued", "running"):
         epoch, epochs = p["epoch"], p["epochs"] or "?"
         text = (f"{p['phase'].capitalize()}: epoch {epoch}/{epochs}"

@@ -146,8 +146,10 @@ def test_progress_fraction_and_history_from_events(tmp_path):
     (d / "config.json").write_text(json.dumps({"job_id": "j2", "config": {"data": "x", "epochs": 4}}))
     (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
     (d / "pid").write_text(str(os.getpid()))
-    events = [{"event": "start", "config": {"epochs": 4}}, {"event": "epoch_begin", "epoch": 1, "epochs": 4},
-              {"event": "epoch", "epoch": 1, "epochs": 4, "eta_s": 30,
+    events = [{"event": "start", "config": {"epochs": 4}},
+              {"event": "devices", "description": "2 GPU(s): GPU:0, GPU:1"},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 4},
+              {"event": "epoch", "epoch": 1, "epochs": 4, "eta_s": 30, "images_per_s": 812.5,
                "metrics": {"loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}},
               {"event": "epoch_begin", "epoch": 2, "epochs": 4},
               {"event": "batch", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "eta_s": 25}]
@@ -157,6 +159,7 @@ def test_progress_fraction_and_history_from_events(tmp_path):
     assert p["fraction"] == pytest.approx(1.5 / 4)
     assert p["history"] == [{"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}]
     assert p["eta_s"] == 25
+    assert p["devices"] == "2 GPU(s): GPU:0, GPU:1" and p["images_per_s"] == 812.5
     with pytest.raises(MedclfError):
         jobs.job_dir("../x", root)
 
