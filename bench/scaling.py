@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+
+from medclf_core.devices import free_local_ports  # noqa: E402
 
 
 def forward_flops(arch: str, image_size: int = 224, channels: int = 3, num_classes: int = 2) -> int:
@@ -57,17 +58,6 @@ def forward_flops(arch: str, image_size: int = 224, channels: int = 3, num_class
     info = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
                                          options=opts)
     return int(info.total_float_ops), int(model.count_params())
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _train_cmd(data: Path, models: Path, args, extra: list[str]) -> list[str]:
@@ -101,7 +91,7 @@ def run_workers(data: Path, n: int, args, tmp: Path) -> dict:
     if n == 1:
         res = run_devices(data, 1, args, tmp / "w1")
         return {**res, "mode": "one worker"}
-    ports = _free_ports(n)
+    ports = free_local_ports(n)
     procs = []
     t0 = time.time()
     try:

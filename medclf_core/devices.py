@@ -259,3 +259,17 @@ def precision_policy(policy: str | None):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def free_local_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1, for a local ``TF_CONFIG`` cluster (tests, benchmarks)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

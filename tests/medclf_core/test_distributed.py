@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, TINY, make_pattern_dataset
 
+from medclf_core.devices import free_local_ports
 from medclf_core.events import read_events
 from medclf_core.registry import list_runs, read_json
 
@@ -30,17 +30,6 @@ def _train_cmd(data: Path, models: Path, events: Path, *extra: str) -> list[str]
             "--events", str(events), "--no-progress", "--json", *extra]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Workers:
     """Start the same train command as N workers of one TF_CONFIG cluster on loopback; always stopped."""
 
@@ -48,7 +37,7 @@ class Workers:
         self.tmp, self.n, self.procs = tmp, n, []
 
     def start(self, data: Path, models: Path, *extra: str, tag: str = "a") -> list[Path]:
-        ports = _free_ports(self.n)
+        ports = free_local_ports(self.n)
         events = []
         for i in range(self.n):
             tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
