@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,16 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: tracing
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from explain_latency import median_seconds  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def measure(name: str, predictor, sample: Path, n: int, repeats: int) -> str:
@@ -44,9 +33,9 @@ def measure(name: str, predictor, sample: Path, n: int, repeats: int) -> str:
         predictor.predict_images([load_image(sample).pixels])
 
     batch = np.stack([predictor.prepare(load_image(sample).pixels)] * n)
-    latency = median_time(one, repeats)
-    t_batch = median_time(lambda: predictor.predict_batch(batch, batch_size=n), repeats)
-    t_loop = median_time(lambda: [predictor.predict_batch(batch[i:i + 1]) for i in range(n)], max(1, repeats // 2))
+    latency = median_seconds(one, repeats)
+    t_batch = median_seconds(lambda: predictor.predict_batch(batch, batch_size=n), repeats)
+    t_loop = median_seconds(lambda: [predictor.predict_batch(batch[i:i + 1]) for i in range(n)], max(1, repeats // 2))
     return (f"| {name} | {predictor.image_size}x{predictor.image_size}x{predictor.channels} | {latency * 1000:.0f} ms | "
             f"{n / t_batch:.0f} | {n / t_loop:.0f} | {t_loop / t_batch:.1f}x |")
 
