@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -133,10 +132,6 @@ def _class_output(model) -> int:
         raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
                          "(at least two classes).")
     return int(shape[1])
-
-
-def display_name(path: str | os.PathLike) -> str:
-    return Path(path).name
 
 
 def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, progress=None) -> dict:

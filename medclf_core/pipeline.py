@@ -20,14 +20,6 @@ from medclf_core.augment import AugmentConfig, build_augmenter
 from medclf_core.images import load_for_model
 
 
-def decode_batchless(paths: Sequence[str], image_size: int, channels: int) -> np.ndarray:
-    """Decode a list of files to a uint8 array (N, S, S, C); used for evaluation on small sets."""
-    out = np.zeros((len(paths), image_size, image_size, channels), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        out[i] = load_for_model(p, image_size, channels)
-    return out
-
-
 def make_dataset(paths: Sequence[str], labels: Sequence[int], *, image_size: int, channels: int,
                  batch_size: int, training: bool, augment: AugmentConfig | None = None, seed: int = 1337,
                  cache: str | bool = True, shuffle_buffer: int = 4096):
