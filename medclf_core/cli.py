@@ -83,6 +83,7 @@ TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
     "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
     "near_duplicate_distance": "near_duplicate_distance",
     "xla": "xla", "memory_growth": "memory_growth", "distribute": "distribute", "devices": "logical_devices",
+    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm",
 }
 
 
@@ -197,10 +198,17 @@ class _TrainPrinter:
             self.bar = None
 
 
+def _tta_arg(value: str | None) -> list[str] | None:
+    """``--tta``: None (the model card's views), ``none``, or comma-separated view names."""
+    if value is None:
+        return None
+    return [] if value == "none" else [v.strip() for v in value.split(",") if v.strip()]
+
+
 def cmd_evaluate(args) -> int:
     from medclf_core.inference import Predictor, evaluate_folder
 
-    predictor = Predictor.from_run(args.model, args.models_dir)
+    predictor = Predictor.from_run(args.model, args.models_dir, tta=_tta_arg(args.tta))
     result = evaluate_folder(predictor, args.data, args.split, bootstrap=args.bootstrap,
                              progress=_bar("Evaluating", not args.no_progress))
     if args.json:
@@ -228,7 +236,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from medclf_core.inference import Predictor
 
-    predictor = Predictor.from_run(args.model, args.models_dir)
+    predictor = Predictor.from_run(args.model, args.models_dir, tta=_tta_arg(args.tta))
     results = predictor.predict_files(args.files)
     if args.cam:
         from medclf_core.explain import heatmaps, overlay, save_png
@@ -336,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split the CPU into N logical devices and mirror over them (tests, benchmarks)")
     t.add_argument("--group-pattern", help="regex on file names giving a patient id; a patient's images stay in one split")
     t.add_argument("--near-duplicate-distance", type=int, help="dHash bits for near-duplicates (default 8; -1 off)")
+    t.add_argument("--freeze-batchnorm", action="store_const", const=True,
+                   help="with --init-from: BatchNorm layers keep the earlier run's statistics (small datasets)")
+    t.add_argument("--tta", type=lambda v: [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"],
+                   help="test-time views averaged for validation, threshold and prediction, e.g. 'hflip' "
+                        "(needs flip augmentation); default none")
     t.add_argument("--events", help="also write progress events (JSON lines) to this file")
     common(t)
     t.set_defaults(func=cmd_train)
@@ -347,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
                    help="auto: the test folder of a pre-split dataset, else all images")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
+    e.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -357,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
     pr.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"],
                     help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
+    pr.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")
     common(pr)
     pr.set_defaults(func=cmd_predict)
 

@@ -24,10 +24,13 @@ from medclf_core.errors import ImageError, MedclfError, ModelError
 from medclf_core.evaluation import decide, positive_class_index
 from medclf_core.images import DecodedImage, load_image, to_model_input
 from medclf_core.registry import load_run
+from medclf_core.tta import average_views, check_views
 
 
 class Predictor:
-    def __init__(self, model, card: dict):
+    """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none)."""
+
+    def __init__(self, model, card: dict, tta: Sequence[str] | None = None):
         self.model = model
         self.card = card
         self.image_size, self.channels = _image_input(model)
@@ -37,13 +40,18 @@ class Predictor:
             raise ModelError(f"The model card lists {len(self.class_names)} classes but the model has {n_outputs} "
                              "outputs; they do not belong together.")
         self.threshold: float | None = card.get("threshold")
+        try:
+            self.tta = check_views(card.get("tta") if tta is None else tta)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
         pos = card.get("positive_class")
         self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Predictor:
+    def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
+                 tta: Sequence[str] | None = None) -> Predictor:
         model, card = load_run(run, models_dir)
-        return cls(model, card)
+        return cls(model, card, tta)
 
     @property
     def cam_layer(self) -> str | None:
@@ -53,11 +61,11 @@ class Predictor:
         return to_model_input(pixels, self.image_size, self.channels)
 
     def predict_batch(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C)."""
+        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C), averaged over the test-time views."""
         out = []
         for start in range(0, len(batch), batch_size):
             chunk = np.asarray(batch[start:start + batch_size], dtype=np.float32)
-            out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float64))
+            out.append(average_views(self.model.predict_on_batch, chunk, self.tta))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
@@ -75,6 +83,8 @@ class Predictor:
         if self.threshold is not None and self.positive is not None:
             out["threshold"] = self.threshold
             out["positive_class"] = self.class_names[self.positive]
+        if self.tta:
+            out["tta"] = list(self.tta)
         return out
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict]:

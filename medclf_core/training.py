@@ -44,6 +44,7 @@ from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
 from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
 from medclf_core.events import EventLog
 from medclf_core.pipeline import make_dataset
+from medclf_core.tta import check_views, tf_view
 from medclf_core.registry import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, check_run_name,
                                   default_models_dir, load_run, unique_run_name, write_json, write_run_atomically)
 
@@ -84,6 +85,8 @@ class TrainConfig:
     group_pattern: str | None = None      # regex on file names: one patient's images stay in one split
     cache: bool = True
     model_options: dict = field(default_factory=dict)  # extra factory options (dense_units, dropout, ...)
+    freeze_batchnorm: bool = False        # BatchNorm in inference mode: keep init_from's statistics (small data)
+    tta: list = field(default_factory=list)  # test-time views averaged at validation and prediction ("hflip")
 
     def resolved(self) -> TrainConfig:
         """A copy with architecture defaults filled in."""
@@ -267,8 +270,13 @@ def work_key(cfg: TrainConfig, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps([d, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def predict_probabilities(model, ds) -> np.ndarray:
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+def predict_probabilities(model, ds, views: tuple[str, ...] = ()) -> np.ndarray:
+    """Class probabilities for a batched ``(x, y)`` dataset, averaged over the test-time ``views``."""
+    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    for name in views:
+        flipped = ds.map(lambda x, y, name=name: (tf_view(name, x), y))
+        probs = probs + np.asarray(model.predict(flipped, verbose=0), dtype=np.float64)
+    return probs / (1 + len(views))
 
 
 def _labels_of(items) -> np.ndarray:
@@ -340,6 +348,13 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
                              "channels": shape[2]})
     cfg = cfg.resolved()
     spec = get_architecture(cfg.arch)
+    try:
+        check_views(cfg.tta)
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
+    if cfg.freeze_batchnorm and not cfg.init_from and cfg.arch != "resnet50":
+        raise MedclfError("freeze_batchnorm keeps the BatchNorm statistics of a trained model: use it with "
+                          "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
     log.emit("start", config=asdict(cfg))
 
     # --- data
@@ -384,6 +399,10 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
     log.emit("devices", **plan.info(), global_batch_size=global_batch, learning_rate=lr)
 
     augment = cfg.augment_config(class_names, index.name)
+    try:
+        tta = check_views(cfg.tta, horizontal_flip_trained=augment.horizontal_flip)
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
     common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=global_batch, seed=cfg.seed)
     train_ds = _for_strategy(make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]),
                                           training=True, augment=augment, cache=cfg.cache, **common), plan)
@@ -400,6 +419,13 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                 model.set_weights(init_model.get_weights())
             if init_card["class_names"] != class_names:
                 model = _replace_head(model, n_classes)
+        if cfg.freeze_batchnorm:
+            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
+            # statistics stay those of the larger dataset the model came from instead of following
+            # small, augmented batches, which makes validation swing between epochs.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         else:
             options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
                        if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
@@ -464,7 +490,7 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
     # --- threshold on validation, metrics on test (or validation when there is no test split)
     log.emit("evaluate", split="val")
     positive = positive_class_index(class_names)
-    val_probs = predict_probabilities(model, val_ds)
+    val_probs = predict_probabilities(model, val_ds, tta)
     threshold = None
     if n_classes == 2:
         threshold = choose_threshold(_labels_of(splits["val"]), val_probs, positive, cfg.threshold_method,
@@ -476,7 +502,7 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         log.emit("evaluate", split="test")
         test_ds = make_dataset([it.path for it in splits["test"]], _labels_of(splits["test"]), training=False,
                                cache=False, **common)
-        test_probs = predict_probabilities(model, test_ds)
+        test_probs = predict_probabilities(model, test_ds, tta)
         test_metrics = evaluate_probabilities(_labels_of(splits["test"]), test_probs, class_names,
                                               threshold=threshold, positive=positive, seed=cfg.seed)
         predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
@@ -500,6 +526,7 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                                         "(OpenCV INTER_AREA down / INTER_LINEAR up); rescaling is inside the model",
                        "channels": "grayscale" if cfg.channels == 1 else "RGB"},
         "cam_layer": spec.cam_layer,
+        "tta": list(tta),
         "config": {**asdict(cfg), "augment_resolved": augment.to_dict(), "class_weight": class_weight,
                    "pretrained_weights": pretrained, "init_from": init_card["name"] if init_card else None},
         "dataset": {"source": str(cfg.data), "name": index.name, "fingerprint": report.fingerprint,

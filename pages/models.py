@@ -53,6 +53,7 @@ with tab_card:
         "Positive class": card.get("positive_class"),
         "Operating threshold": (f"{card['threshold']:.3f} on P({card.get('positive_class')}) "
                                 f"({card.get('threshold_method')})" if card.get("threshold") is not None else "argmax"),
+        "Test-time augmentation": ", ".join(card.get("tta") or []) or "none",
         "Architecture": card.get("architecture"), "Input": " x ".join(str(v) for v in card.get("input_shape") or []),
         "Dataset": f"{ds.get('name')} ({ds.get('layout')})", "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
                                      for split, per in (ds.get("counts") or {}).items()),

@@ -163,6 +163,9 @@ def show_detail(entry: dict) -> None:
     label = result["label"]
     st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
     st.markdown(decision_text(result))
+    if result.get("tta"):
+        st.caption("The probabilities are the mean over the image and its mirror image (test-time augmentation); "
+                   "the heat map explains the image as shown.")
     left, right = st.columns(2)
     with left:
         st.image(entry["pixels"], width="stretch",

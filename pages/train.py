@@ -207,6 +207,9 @@ with st.form("train_form"):
     for i, (key, (label, _)) in enumerate(AUG_SWITCHES.items()):
         switches[key] = cols[i % 4].checkbox(label, value=bool(preset.get(key)), key=f"aug-{key}")
     st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
+    tta_flip = st.checkbox("Test-time flip averaging", value=False, key="train_tta",
+                           help="Average each prediction with that of the mirrored image (validation, threshold and "
+                                "every later prediction). Needs horizontal flips in training.")
     c1, c2, c3 = st.columns(3)
     class_weights = c1.radio("Class weights", ["auto", "on", "off"], horizontal=True,
                              help="auto: used when the largest class is 1.5x the smallest or more.")
@@ -217,13 +220,15 @@ with st.form("train_form"):
 if submitted:
     if not source or report is None:
         st.error("Choose a dataset that passes the audit first.")
+    elif tta_flip and not switches.get("horizontal_flip"):
+        st.error("Test-time flip averaging needs horizontal flips in training: switch both on, or neither.")
     else:
         augment = {k: ((preset.get(k) or AUG_SWITCHES[k][1]) if on else (False if isinstance(AUG_SWITCHES[k][1], bool) else 0.0))
                    for k, on in switches.items()}
         cfg = {"data": report["root"], "arch": arch, "epochs": int(epochs), "batch_size": int(batch_size),
                "learning_rate": float(lr), "image_size": int(image_size),
                "channels": 1 if colour == "grayscale" else 3, "augment": augment, "class_weights": class_weights,
-               "patience": int(patience), "name": run_name.strip() or None,
+               "patience": int(patience), "name": run_name.strip() or None, "tta": ["hflip"] if tta_flip else [],
                "task": report["name"]}
         try:
             job_id = jobs.start_job(cfg, models_dir=app_ui.models_dir(), root=root)

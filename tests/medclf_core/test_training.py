@@ -115,6 +115,37 @@ def test_fine_tune_from_earlier_run_with_new_classes(trained_run, tmp_path):
     assert card["class_names"] == ["blob", "box"] and card["input_shape"] == [TINY, TINY, 1]
 
 
+@pytest.mark.slow
+def test_freeze_batchnorm_keeps_the_earlier_statistics(tmp_path):
+    import keras
+
+    from medclf_core.errors import MedclfError
+    from medclf_core.registry import load_run
+
+    data = make_pattern_dataset(tmp_path / "p", n_per_class=10, size=TINY)
+    common = dict(data=str(data), epochs=1, image_size=TINY, channels=1, batch_size=8)
+    base = train(TrainConfig(arch="bn_cnn", model_options={"filters": [4, 8], "dense_units": 8}, **common),
+                 models_dir=tmp_path / "m")
+
+    def bn_and_conv(run):
+        model, _ = load_run(run)
+        bn = [w for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) for w in layer.get_weights()]
+        conv = [w for layer in model.layers if isinstance(layer, keras.layers.Conv2D) for w in layer.get_weights()]
+        return bn, conv
+
+    bn0, conv0 = bn_and_conv(base)
+    frozen = train(TrainConfig(init_from=str(base), freeze_batchnorm=True, learning_rate=1e-2, **common),
+                   models_dir=tmp_path / "m")
+    bn1, conv1 = bn_and_conv(frozen)
+    assert all(np.array_equal(a, b) for a, b in zip(bn0, bn1, strict=True))  # statistics, gamma, beta untouched
+    assert not all(np.array_equal(a, b) for a, b in zip(conv0, conv1, strict=True))  # the convolutions learnt
+    free = train(TrainConfig(init_from=str(base), learning_rate=1e-2, **common), models_dir=tmp_path / "m")
+    assert not all(np.array_equal(a, b) for a, b in zip(bn0, bn_and_conv(free)[0], strict=True))
+
+    with pytest.raises(MedclfError, match="freeze_batchnorm"):
+        train(TrainConfig(arch="bn_cnn", freeze_batchnorm=True, **common), models_dir=tmp_path / "m")
+
+
 def test_a_class_without_readable_images_is_a_clear_error(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / "d" / cls).mkdir(parents=True)

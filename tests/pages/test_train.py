@@ -52,6 +52,18 @@ def test_missing_folder_and_no_dataset_show_plain_messages(app_env, page):
     assert "cannot be used" in at.error[0].value and "not found" in at.error[0].value
 
 
+def test_test_time_flips_need_training_flips(app_env, page):
+    at = page("train")
+    at.run()
+    assert at.checkbox(key="aug-horizontal_flip").value is False  # chest sample: no flips (laterality)
+    at.checkbox(key="train_tta").check()
+    at.button(key=LAUNCH).click()
+    at.run()
+    assert not at.exception
+    assert "needs horizontal flips" in at.error[0].value
+    assert not any(s.value.startswith("Training job") for s in at.subheader)
+
+
 @pytest.mark.slow
 def test_launch_progress_refuse_second_and_cancel(app_env, page):
     at = page("train")

@@ -1,0 +1,77 @@
+"""The models shipped in ``models/``: complete cards, small files, and a working Predict path.
+
+These check the artifacts a newcomer gets, not the models' accuracy (that is measured on held-out
+data in ``docs/BENCHMARKS.md``): each loads, predicts every input kind, explains with Grad-CAM,
+and gives the obvious answer on the committed sample images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import REPO
+
+from medclf_core.explain import heatmaps
+from medclf_core.images import load_image
+from medclf_core.inference import Predictor
+from medclf_core.registry import CARD_KEYS, list_runs
+
+MODELS = REPO / "models"
+BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "card.json").is_file())
+
+
+def test_one_model_per_demo_task_and_chest_is_the_app_default():
+    assert BUNDLED == ["brain-mri-tumour", "chest-xray-pneumonia", "imaging-modality"]
+    assert sorted(r["name"] for r in list_runs(MODELS)) == BUNDLED
+    import app_ui
+
+    assert app_ui.PREFERRED_DEFAULT == "chest-xray-pneumonia"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_is_small_complete_and_reproducible(name):
+    run = MODELS / name
+    size = sum(f.stat().st_size for f in run.iterdir())
+    assert size < 20 * 2**20, f"{name} is {size / 2**20:.1f} MB"
+    card = json.loads((run / "card.json").read_text())
+    assert set(CARD_KEYS) <= set(card)
+    assert card["name"] == name
+    config = json.loads((REPO / "configs" / f"{name}.json").read_text())
+    for key in ("image_size", "channels", "learning_rate", "seed", "group_pattern", "tta"):
+        if key in config:  # the card records the committed config it was trained from
+            assert card["config"][key] == config[key], key
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert len(evaluation["predictions"]) == card["metrics"]["n"] > 0
+    assert json.loads((run / "history.json").read_text())
+
+
+@pytest.fixture(scope="module", params=BUNDLED)
+def bundled(request):
+    return Predictor.from_run(MODELS / request.param)
+
+
+def test_bundled_model_predicts_and_explains_every_input_kind(bundled, sample_images, dicom_samples):
+    files = [*sample_images[:2], *dicom_samples]
+    results = bundled.predict_files(files)
+    for r in results:
+        assert "error" not in r, r
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    pixels = [load_image(f).pixels for f in files]
+    maps = heatmaps(bundled.model, pixels, cam_layer=bundled.cam_layer)
+    for px, hm in zip(pixels, maps, strict=True):
+        assert hm.shape == px.shape[:2] and np.isfinite(hm).all() and hm.max() <= 1.0
+
+
+def test_chest_model_on_its_try_a_sample_images(sample_images):
+    predictor = Predictor.from_run(MODELS / "chest-xray-pneumonia")
+    results = predictor.predict_files(sample_images)
+    truth = ["NORMAL" if f.name.startswith("normal") else "PNEUMONIA" for f in sample_images]
+    assert sum(r["label"] == t for r, t in zip(results, truth, strict=True)) >= len(truth) - 1, results
+
+
+def test_modality_model_calls_chest_films_xray(sample_images, dicom_samples):
+    predictor = Predictor.from_run(MODELS / "imaging-modality")
+    films = [*sample_images, *[f for f in dicom_samples if f.name.startswith("CR_")]]
+    assert [r["label"] for r in predictor.predict_files(films)] == ["XRAY"] * len(films)
