@@ -66,3 +66,16 @@ def test_sample_buttons_and_many_images(app_env, page):
     assert len(table) == 10 and {"P(NORMAL)", "P(PNEUMONIA)", "decision"} <= set(table.columns)
     assert at.get("download_button")
     assert len(at.image) >= 10 + 2  # gallery + details of one
+
+
+def test_a_model_with_test_time_flips_says_so(page, monkeypatch, tmp_path):
+    from helpers import REPO
+
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(REPO / "models"))
+    monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
+    for model, expected in (("brain-mri-tumour", True), ("chest-xray-pneumonia", False)):
+        monkeypatch.setenv("MEDCLF_DEFAULT_MODEL", model)
+        at = page("predict")
+        at.run()
+        _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+        assert any("mirror image (test-time augmentation)" in c.value for c in at.caption) is expected, model
