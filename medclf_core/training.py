@@ -419,13 +419,6 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                 model.set_weights(init_model.get_weights())
             if init_card["class_names"] != class_names:
                 model = _replace_head(model, n_classes)
-        if cfg.freeze_batchnorm:
-            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
-            # statistics stay those of the larger dataset the model came from instead of following
-            # small, augmented batches, which makes validation swing between epochs.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
         else:
             options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
                        if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
@@ -437,6 +430,13 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
             for w in caught:
                 log.emit("notice", message=str(w.message))
             pretrained = bool(getattr(model, "pretrained", False))
+        if cfg.freeze_batchnorm:
+            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
+            # statistics stay those of the larger dataset the model came from instead of following
+            # small, augmented batches, which makes validation swing between epochs.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=plan.xla)
         if plan.kind == "multi_worker":

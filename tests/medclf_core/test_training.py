@@ -141,6 +141,10 @@ def test_freeze_batchnorm_keeps_the_earlier_statistics(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(conv0, conv1, strict=True))  # the convolutions learnt
     free = train(TrainConfig(init_from=str(base), learning_rate=1e-2, **common), models_dir=tmp_path / "m")
     assert not all(np.array_equal(a, b) for a, b in zip(bn0, bn_and_conv(free)[0], strict=True))
+    # without freezing, fine-tuning still starts from the earlier weights (not a fresh model)
+    still = train(TrainConfig(init_from=str(base), learning_rate=1e-9, **common), models_dir=tmp_path / "m")
+    for a, b in zip(conv0, bn_and_conv(still)[1], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
     with pytest.raises(MedclfError, match="freeze_batchnorm"):
         train(TrainConfig(arch="bn_cnn", freeze_batchnorm=True, **common), models_dir=tmp_path / "m")
