@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     import numpy as np
 
-    from medclf_core.evaluation import evaluate_probabilities
+    from medclf_core.evaluation import decide, evaluate_probabilities
     from medclf_core.registry import read_json
     from medclf_core.training import TrainConfig, train
 
@@ -64,11 +64,8 @@ def main() -> int:
         probs = np.array([p["probabilities"] for p in ev["predictions"]])
         pooled_y.append(y)
         pooled_p.append(probs)
-        if card.get("threshold") is not None:
-            pos = classes.index(card["positive_class"])
-            pooled_hit.append((probs[:, pos] >= card["threshold"]).astype(int) == (y == pos))
-        else:
-            pooled_hit.append(probs.argmax(1) == y)
+        positive = classes.index(card["positive_class"]) if card.get("positive_class") else None
+        pooled_hit.append(decide(probs, card.get("threshold"), positive) == y)
         print(json.dumps(rows[-1]), flush=True)
 
     def stat(key):

@@ -165,6 +165,20 @@ def new_job_id(name: str | None = None) -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def _check_test_time_views(config: dict) -> None:
+    """Refuse test-time views the augmentation does not support now, not in the worker."""
+    from medclf_core.augment import AugmentConfig
+    from medclf_core.tta import check_views
+
+    augment = config.get("augment", "auto")
+    try:
+        flips = (AugmentConfig.from_dict(augment) if isinstance(augment, dict)
+                 else None if augment == "auto" else AugmentConfig.preset(augment))
+        check_views(config.get("tta"), horizontal_flip_trained=flips.horizontal_flip if flips else None)
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
+
+
 def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
               python: str | None = None) -> str:
     """Launch training in a background process and return the job id.
@@ -186,6 +200,7 @@ def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.P
     if not data_path.exists():
         raise DatasetError(f"Dataset not found: {config['data']} is not a folder or a zip file.")
     config["data"] = str(data_path.resolve())  # the worker runs from the repository root
+    _check_test_time_views(config)
     models_dir = Path(models_dir or default_models_dir()).resolve()
     if config.get("name"):
         from medclf_core.registry import check_run_name

@@ -220,8 +220,6 @@ with st.form("train_form"):
 if submitted:
     if not source or report is None:
         st.error("Choose a dataset that passes the audit first.")
-    elif tta_flip and not switches.get("horizontal_flip"):
-        st.error("Test-time flip averaging needs horizontal flips in training: switch both on, or neither.")
     else:
         augment = {k: ((preset.get(k) or AUG_SWITCHES[k][1]) if on else (False if isinstance(AUG_SWITCHES[k][1], bool) else 0.0))
                    for k, on in switches.items()}

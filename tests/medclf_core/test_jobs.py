@@ -96,6 +96,10 @@ def test_bad_configs_are_refused_before_launch(tmp_path):
         jobs.start_job({"data": str(tmp_path), "colour": 1}, models_dir=tmp_path, root=root)
     with pytest.raises(MedclfError, match="not a valid run name"):
         jobs.start_job({"data": str(tmp_path), "name": "../evil"}, models_dir=tmp_path, root=root)
+    with pytest.raises(MedclfError, match="laterality"):
+        jobs.start_job({"data": str(tmp_path), "augment": "chest_xray", "tta": ["hflip"]}, models_dir=tmp_path, root=root)
+    with pytest.raises(MedclfError, match="Unknown test-time augmentation"):
+        jobs.start_job({"data": str(tmp_path), "tta": ["spin"]}, models_dir=tmp_path, root=root)
     (tmp_path / "taken").mkdir()
     with pytest.raises(MedclfError, match="already exists"):
         jobs.start_job({"data": str(tmp_path), "name": "taken"}, models_dir=tmp_path, root=root)

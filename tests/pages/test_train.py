@@ -60,7 +60,7 @@ def test_test_time_flips_need_training_flips(app_env, page):
     at.button(key=LAUNCH).click()
     at.run()
     assert not at.exception
-    assert "needs horizontal flips" in at.error[0].value
+    assert "needs a model trained with horizontal flips" in at.error[0].value
     assert not any(s.value.startswith("Training job") for s in at.subheader)
 
 
