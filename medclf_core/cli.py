@@ -83,7 +83,7 @@ TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
     "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
     "near_duplicate_distance": "near_duplicate_distance",
     "xla": "xla", "memory_growth": "memory_growth", "distribute": "distribute", "devices": "logical_devices",
-    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm",
+    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm", "ensemble": "ensemble",
 }
 
 
@@ -185,6 +185,9 @@ class _TrainPrinter:
         elif kind == "split":
             print("Split: " + "; ".join(f"{s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
                                         for s, v in ev["counts"].items()), file=sys.stderr)
+        elif kind == "member":
+            self._close()
+            print(f"Model {ev['member']} of {ev['members']} (seed {ev['seed']})", file=sys.stderr)
         elif kind in ("notice", "resumed", "devices", "phase"):
             text = ev.get("message") or ev.get("description") or (
                 f"resuming at epoch {ev['epoch']}" if kind == "resumed" else f"fine-tuning for {ev.get('epochs')} epochs")
@@ -349,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tta", type=lambda v: [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"],
                    help="test-time views averaged for validation, threshold and prediction, e.g. 'hflip' "
                         "(needs flip augmentation); default none")
+    t.add_argument("--ensemble", type=int, metavar="N",
+                   help="train N models (seeds seed, seed+1, ...) on the same split and ship them merged as one "
+                        "model that averages their logits; default 1")
     t.add_argument("--events", help="also write progress events (JSON lines) to this file")
     common(t)
     t.set_defaults(func=cmd_train)

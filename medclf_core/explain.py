@@ -252,6 +252,30 @@ def logits_view(model, cam_layer: str | None = None):
     return entry["logits"][layer], layer
 
 
+def cam_view(model, cam_layer: str | Sequence[str] | None = None):
+    """``(logits view, [layer names])`` for :func:`heatmaps`.
+
+    ``cam_layer`` is a layer name, ``None`` (see :func:`find_cam_layer`), or a list of
+    names: an ensemble's card lists each member's copy of the layer, and the map is
+    the sum of the members' maps, which is Grad-CAM of the ensemble's mean logit.
+
+    Example: ``cam_view(ensemble, ["m1_block4_relu", "m2_block4_relu"])[1]`` -> both names.
+    """
+    names = [cam_layer] if cam_layer is None or isinstance(cam_layer, str) else list(cam_layer)
+    if not names:
+        names = [None]
+    view, first = logits_view(model, names[0])
+    layers = [first]
+    for name in names[1:]:
+        layer = find_cam_layer(view, name)
+        if layer not in layers:
+            layers.append(layer)
+    if len({_spatial(view, layer) for layer in layers}) > 1:
+        raise ModelError("The heat-map layers (" + ", ".join(layers) + ") have different sizes, so their maps "
+                         "cannot be combined.")
+    return view, layers
+
+
 # ----------------------------------------------------------------------------- maps
 
 def model_batch(model, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -312,8 +336,11 @@ class _QuietPredict:
                                for i in range(0, len(x), batch_size)])
 
 
-def _compiled_cam_function(view, layer: str, method: str):
+def _compiled_cam_function(view, layers: tuple[str, ...], method: str):
     """A cached ``tf.function(x, indices) -> raw CAMs`` for Grad-CAM or Grad-CAM++.
+
+    With several ``layers`` (the members of an ensemble) the maps are summed: one
+    backward pass gives every member's gradients of the shared (mean) logit.
 
     Same formulas as tf-keras-vis 0.8.7 (``Gradcam._calculate_cam`` and
     ``GradcamPlusPlus.__call__``), traced once: the forward pass runs as a graph like
@@ -330,29 +357,31 @@ def _compiled_cam_function(view, layer: str, method: str):
         cache = {}
         if _is_weakref_key(view):
             _COMPILED[view] = cache
-    key = (layer, method)
+    key = (layers, method)
     if key in cache:
         return cache[key]
-    both = keras.Model(view.inputs, [view.get_layer(layer).output, view.output])
+    both = keras.Model(view.inputs, [[view.get_layer(layer).output for layer in layers], view.output])
 
     @tf.function(reduce_retracing=True, autograph=False)  # plain Python branching on `method` only
     def run(x, indices):
         with tf.GradientTape() as tape:
-            acts, logits = both(x, training=False)
+            all_acts, logits = both(x, training=False)
             predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
             score = tf.gather(logits, tf.where(indices < 0, predicted, indices), axis=1, batch_dims=1)
-        grads = tape.gradient(score, acts)
-        if method == "gradcam":
-            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        else:
-            second, third = grads ** 2, grads ** 3
-            global_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
-            denominator = 2.0 * second + third * global_sum
-            alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
-            alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
-            alphas = alphas / (alpha_sum + tf.cast(alpha_sum == 0.0, alpha_sum.dtype))
-            weights = tf.reduce_sum(tf.nn.relu(grads) * alphas, axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1))
+        cams = []
+        for acts, grads in zip(all_acts, tape.gradient(score, all_acts), strict=True):
+            if method == "gradcam":
+                weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            else:
+                second, third = grads ** 2, grads ** 3
+                global_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
+                denominator = 2.0 * second + third * global_sum
+                alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
+                alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+                alphas = alphas / (alpha_sum + tf.cast(alpha_sum == 0.0, alpha_sum.dtype))
+                weights = tf.reduce_sum(tf.nn.relu(grads) * alphas, axis=(1, 2), keepdims=True)
+            cams.append(tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)))
+        return tf.add_n(cams)
 
     cache[key] = run
     return run
@@ -367,17 +396,22 @@ def _is_weakref_key(obj) -> bool:
         return False
 
 
-def _raw_cams(view, layer: str, x: np.ndarray, method: str, indices, max_channels: int,
+def _raw_cams(view, layers: Sequence[str], x: np.ndarray, method: str, indices, max_channels: int,
               engine: str = "compiled") -> np.ndarray:
-    """CAMs at the layer's resolution (N, h, w), ReLU applied, not scaled."""
+    """CAMs at the layers' resolution (N, h, w), ReLU applied, not scaled; summed over ``layers``."""
+    if method != "scorecam" and engine == "compiled":
+        chosen = np.full(len(x), -1, np.int32) if indices is None else np.asarray(indices, np.int32)
+        return _compiled_cam_function(view, tuple(layers), method)(x, chosen).numpy()
+    return sum(_raw_cams_one(view, layer, x, method, indices, max_channels) for layer in layers)
+
+
+def _raw_cams_one(view, layer: str, x: np.ndarray, method: str, indices, max_channels: int) -> np.ndarray:
+    """tf-keras-vis CAMs on one layer (Score-CAM, or the ``tf-keras-vis`` engine)."""
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
     from tf_keras_vis.scorecam import Scorecam
     from tf_keras_vis.utils.scores import CategoricalScore
 
-    if method != "scorecam" and engine == "compiled":
-        chosen = np.full(len(x), -1, np.int32) if indices is None else np.asarray(indices, np.int32)
-        return _compiled_cam_function(view, layer, method)(x, chosen).numpy()
     common = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False,
               "expand_cam": False, "normalize_cam": False}
     if method == "gradcam":
@@ -516,15 +550,15 @@ def heatmaps(model, images: Sequence[np.ndarray], method: str = "gradcam", class
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine '{engine}'; choose from {', '.join(ENGINES)}.")
     keras_model, card_layer = resolve_model(model)
-    view, layer = logits_view(keras_model, cam_layer or card_layer)
+    view, layers = cam_view(keras_model, cam_layer or card_layer)
     indices = _class_indices(class_index, len(images))
     _check_class_range(indices, int(view.output_shape[-1]))
-    geometry, size = cam_geometry(view, layer), int(view.input_shape[1])
+    geometry, size = cam_geometry(view, layers[0]), int(view.input_shape[1])
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         chunk_indices = None if indices is None else indices[start:start + batch_size]
-        cams = _raw_cams(view, layer, model_batch(view, chunk), method, chunk_indices, max_channels, engine)
+        cams = _raw_cams(view, layers, model_batch(view, chunk), method, chunk_indices, max_channels, engine)
         out.extend(to_image_heatmap(cam, im, geometry, size) for im, cam in zip(chunk, cams, strict=True))
     return out
 
@@ -541,18 +575,20 @@ def gradcam_tape(model, images: Sequence[np.ndarray], class_index=None, cam_laye
     import tensorflow as tf
 
     keras_model, card_layer = resolve_model(model)
-    view, layer = logits_view(keras_model, cam_layer or card_layer)
+    view, layers = cam_view(keras_model, cam_layer or card_layer)
     indices = _class_indices(class_index, len(images))
-    both = keras.Model(view.inputs, [view.get_layer(layer).output, view.output])
-    x = tf.convert_to_tensor(model_batch(view, images))
-    with tf.GradientTape() as tape:
-        acts, logits = both(x, training=False)
-        idx = tf.argmax(logits, axis=1) if indices is None else tf.constant(indices)
-        score = tf.gather(logits, tf.cast(idx, tf.int32), axis=1, batch_dims=1)
-    grads = tape.gradient(score, acts)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)).numpy()
-    geometry, size = cam_geometry(view, layer), int(view.input_shape[1])
+    cams = 0.0
+    for layer in layers:  # an ensemble: the members' maps of the shared logit, summed
+        both = keras.Model(view.inputs, [view.get_layer(layer).output, view.output])
+        x = tf.convert_to_tensor(model_batch(view, images))
+        with tf.GradientTape() as tape:
+            acts, logits = both(x, training=False)
+            idx = tf.argmax(logits, axis=1) if indices is None else tf.constant(indices)
+            score = tf.gather(logits, tf.cast(idx, tf.int32), axis=1, batch_dims=1)
+        grads = tape.gradient(score, acts)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cams = cams + tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)).numpy()
+    geometry, size = cam_geometry(view, layers[0]), int(view.input_shape[1])
     return [to_image_heatmap(cam, im, geometry, size) for im, cam in zip(images, cams, strict=True)]
 
 

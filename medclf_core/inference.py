@@ -85,6 +85,9 @@ class Predictor:
             out["positive_class"] = self.class_names[self.positive]
         if self.tta:
             out["tta"] = list(self.tta)
+        members = (self.card.get("ensemble") or {}).get("members")
+        if members:
+            out["ensemble"] = int(members)
         return out
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict]:

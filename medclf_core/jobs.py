@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medclf_core.ensemble import check_members
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.events import read_events
 from medclf_core.registry import default_models_dir
@@ -201,6 +202,10 @@ def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.P
         raise DatasetError(f"Dataset not found: {config['data']} is not a folder or a zip file.")
     config["data"] = str(data_path.resolve())  # the worker runs from the repository root
     _check_test_time_views(config)
+    try:
+        check_members(config.get("ensemble", 1))
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
     models_dir = Path(models_dir or default_models_dir()).resolve()
     if config.get("name"):
         from medclf_core.registry import check_run_name
@@ -309,13 +314,17 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
             out["notices"].append(ev.get("message"))
         elif kind == "epoch_begin":
             out["phase"] = "training" if ev.get("phase", "train") == "train" else "fine-tuning"
+            if ev.get("members"):
+                out["phase"] += f" model {ev['member']} of {ev['members']}"
             out["epoch"], out["epochs"], out["batch"] = ev.get("epoch", 0), ev.get("epochs", out["epochs"]), 0
         elif kind == "batch":
             out["epoch"], out["epochs"] = ev.get("epoch", out["epoch"]), ev.get("epochs", out["epochs"])
             out["batch"], out["batches"], out["eta_s"] = ev.get("batch", 0), ev.get("batches"), ev.get("eta_s")
         elif kind == "epoch":
-            out["history"] = [h for h in out["history"] if h["epoch"] < ev.get("epoch", 0)]
-            out["history"].append({"epoch": ev.get("epoch"), **(ev.get("metrics") or {})})
+            member = ev.get("member")  # ensembles: one curve per member; a resumed epoch replaces its record
+            out["history"] = [h for h in out["history"] if h.get("member") != member or h["epoch"] < ev.get("epoch", 0)]
+            out["history"].append({"epoch": ev.get("epoch"), **(ev.get("metrics") or {}),
+                                   **({"member": member} if member else {})})
             out["eta_s"] = ev.get("eta_s")
             out["images_per_s"] = ev.get("images_per_s") or out["images_per_s"]
             if out["batches"]:

@@ -72,6 +72,14 @@ def _epoch_base(history: Sequence[Mapping]) -> int:
     return 1 if epochs and min(epochs) == 0 else 0
 
 
+def _by_member(run: str, history: Sequence[Mapping]) -> dict[str, list]:
+    """A seed ensemble's history (records tagged ``member``) as one history per member."""
+    members = sorted({h["member"] for h in history if h.get("member") is not None})
+    if not members:
+        return {run: list(history)}
+    return {f"{run} model {m}".strip(): [h for h in history if h.get("member") == m] for m in members}
+
+
 def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *, height: int = 340) -> go.Figure:
     """Accuracy (left) and loss (right) per epoch; solid train, dashed val.
 
@@ -80,6 +88,7 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mappin
     """
     if not isinstance(histories, Mapping):
         histories = {"": histories}
+    histories = {name: h for run, history in histories.items() for name, h in _by_member(run, history).items()}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
     for k, (run, history) in enumerate(histories.items()):
         colour = PALETTE[k % len(PALETTE)]

@@ -40,6 +40,8 @@ from medclf_core.architectures import build_model, get_architecture, set_trainab
 from medclf_core.augment import AugmentConfig
 from medclf_core.data import audit_dataset, scan_dataset, split_counts, split_dataset
 from medclf_core.devices import DevicePlan, gather_min, plan_devices, precision_policy
+from medclf_core.ensemble import (check_members, count_members, member_layer_names, member_prefix, merge_members,
+                                  split_member)
 from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
 from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
 from medclf_core.events import EventLog
@@ -87,6 +89,7 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # extra factory options (dense_units, dropout, ...)
     freeze_batchnorm: bool = False        # BatchNorm in inference mode: keep init_from's statistics (small data)
     tta: list = field(default_factory=list)  # test-time views averaged at validation and prediction ("hflip")
+    ensemble: int = 1                     # models trained with seeds seed, seed+1, ... on one split, merged into one
 
     def resolved(self) -> TrainConfig:
         """A copy with architecture defaults filled in."""
@@ -122,9 +125,12 @@ class _Progress(_keras_callback_base()):
 
     def __init__(self, log: EventLog, epochs: int, steps: int, history_path: Path,
                  cancel: Callable[[], bool] | None, phase: str, batch_interval_s: float = 0.5,
-                 n_train: int = 0):
+                 n_train: int = 0, member: int = 1, members: int = 1):
         super().__init__()
         self.log, self.epochs, self.steps, self.n_train = log, epochs, steps, n_train
+        # ensemble members train one after the other: events say which, ETAs include the members to come
+        self.member_info = {"member": member, "members": members} if members > 1 else {}
+        self.later_members = members - member
         self.history_path, self.cancel, self.phase = history_path, cancel, phase
         self.batch_interval_s = batch_interval_s
         self.history: list[dict] = json.loads(history_path.read_text()) if history_path.is_file() else []
@@ -139,7 +145,7 @@ class _Progress(_keras_callback_base()):
                 self.log.emit("resumed", epoch=epoch + 1, epochs=self.epochs)
         self._epoch, self._t0, self._last = epoch, time.time(), 0.0
         self._t_train_end = None
-        self.log.emit("epoch_begin", epoch=epoch + 1, epochs=self.epochs, phase=self.phase)
+        self.log.emit("epoch_begin", epoch=epoch + 1, epochs=self.epochs, phase=self.phase, **self.member_info)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.cancel is not None and self.cancel():
@@ -151,9 +157,9 @@ class _Progress(_keras_callback_base()):
             per_batch = (now - self._t0) / (batch + 1)
             remaining_epochs = self.epochs - self._epoch - 1
             epoch_s = np.median(self._epoch_times) if self._epoch_times else per_batch * self.steps
-            eta = per_batch * (self.steps - batch - 1) + remaining_epochs * epoch_s
+            eta = per_batch * (self.steps - batch - 1) + (remaining_epochs + self.later_members * self.epochs) * epoch_s
             self.log.emit("batch", epoch=self._epoch + 1, epochs=self.epochs, batch=batch + 1, batches=self.steps,
-                          metrics=_clean(logs), eta_s=round(float(eta), 1), phase=self.phase)
+                          metrics=_clean(logs), eta_s=round(float(eta), 1), phase=self.phase, **self.member_info)
 
     def on_epoch_end(self, epoch, logs=None):
         took = time.time() - self._t0
@@ -166,9 +172,9 @@ class _Progress(_keras_callback_base()):
                   "phase": self.phase, "images_per_s": ips}
         self.history.append(record)
         write_json(self.history_path, self.history)
-        eta = (self.epochs - epoch - 1) * float(np.median(self._epoch_times))
+        eta = (self.epochs - epoch - 1 + self.later_members * self.epochs) * float(np.median(self._epoch_times))
         self.log.emit("epoch", epoch=epoch + 1, epochs=self.epochs, metrics=_clean(logs), seconds=round(took, 2),
-                      eta_s=round(eta, 1), phase=self.phase, images_per_s=ips)
+                      eta_s=round(eta, 1), phase=self.phase, images_per_s=ips, **self.member_info)
 
 
 class _BestCheckpoint(_keras_callback_base()):
@@ -352,6 +358,10 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
         check_views(cfg.tta)
     except ValueError as exc:
         raise MedclfError(str(exc)) from None
+    try:
+        check_members(cfg.ensemble)
+    except ValueError as exc:
+        raise MedclfError(str(exc)) from None
     if cfg.freeze_batchnorm and not cfg.init_from and cfg.arch != "resnet50":
         raise MedclfError("freeze_batchnorm keeps the BatchNorm statistics of a trained model: use it with "
                           "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
@@ -392,7 +402,6 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
 
     class_names = index.class_names
     n_classes = len(class_names)
-    keras.utils.set_random_seed(cfg.seed)
     # global batch = per-device batch x replicas (all workers); learning rate scaled linearly (Goyal et al.)
     global_batch = cfg.batch_size * plan.replicas
     lr = cfg.learning_rate * plan.replicas
@@ -404,88 +413,46 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
     except ValueError as exc:
         raise MedclfError(str(exc)) from None
     common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=global_batch, seed=cfg.seed)
-    train_ds = _for_strategy(make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]),
-                                          training=True, augment=augment, cache=cfg.cache, **common), plan)
     val_ds = _for_strategy(make_dataset([it.path for it in splits["val"]], _labels_of(splits["val"]),
                                         training=False, cache=cfg.cache, **common), plan)
-    steps = int(np.ceil(len(splits["train"]) / global_batch))
-
-    pretrained = False
-    with precision_policy(plan.mixed_precision), plan.strategy.scope():
-        if init_model is not None:
-            model = init_model
-            if plan.distributed:  # the variables must be created under the strategy
-                model = keras.models.clone_model(init_model)
-                model.set_weights(init_model.get_weights())
-            if init_card["class_names"] != class_names:
-                model = _replace_head(model, n_classes)
-        else:
-            options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
-                       if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
-            if cfg.arch == "resnet50":
-                options["weights"] = cfg.weights
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = build_model(cfg.arch, n_classes, cfg.image_size, cfg.channels, **options)
-            for w in caught:
-                log.emit("notice", message=str(w.message))
-            pretrained = bool(getattr(model, "pretrained", False))
-        if cfg.freeze_batchnorm:
-            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
-            # statistics stay those of the larger dataset the model came from instead of following
-            # small, augmented batches, which makes validation swing between epochs.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=plan.xla)
-        if plan.kind == "multi_worker":
-            _fix_symbolic_build_for_multi_worker(model)
-    xla_used = bool(model.jit_compile)  # what Keras resolved "auto" to (or fell back to: a layer without XLA)
-
     class_weight = class_weight_for(_labels_of(splits["train"]).tolist(), n_classes, cfg.class_weights)
     if class_weight:
         log.emit("notice", message="Class weights: " + ", ".join(f"{class_names[k]} {v:.2f}" for k, v in class_weight.items()))
 
-    history_path = work / "history.json"
-    best = _BestCheckpoint(work)
-
-    def callbacks(phase: str, epochs: int, backup: str):
-        return [
-            _synced_backup(work / backup, plan.kind == "multi_worker"),
-            _Progress(log, epochs, steps, history_path, cancel, phase, n_train=len(splits["train"])),
-            best,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                              min_lr=1e-6, verbose=0),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
-        ]
-
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
-              callbacks=callbacks("train", cfg.epochs, "backup"), shuffle=False, verbose=0)
-
-    fine_tune_epochs = cfg.fine_tune_epochs or 0
-    if cfg.arch == "resnet50" and pretrained and fine_tune_epochs > 0:
-        if best.weights_path.is_file():
-            model.load_weights(best.weights_path)
-        set_trainable_from(model, spec.defaults["fine_tune_from"])
-        ft_lr = spec.defaults["fine_tune_learning_rate"] * plan.replicas
-        with plan.strategy.scope():
-            model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"], jit_compile=plan.xla)
-        log.emit("phase", phase="fine_tune", epochs=fine_tune_epochs, learning_rate=ft_lr)
-        model._initial_epoch = None
-        total = cfg.epochs + fine_tune_epochs
-        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=cfg.epochs,
-                  class_weight=class_weight, callbacks=callbacks("fine_tune", total, "backup_ft"), shuffle=False, verbose=0)
-
-    if plan.distributed:
-        # Evaluate and save an ordinary single-device copy: every worker predicts the same full splits
-        # (no cross-worker gathers), and nothing after this point is a collective op.
-        model = _plain_copy(model)
-    if best.weights_path.is_file():
-        model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
+    members = cfg.ensemble
+    # Fine-tuning an ensemble of as many members: member k starts from the earlier run's member k.
+    # Otherwise every member starts from the whole earlier run: keep its weights before member 1 trains it.
+    split_init = init_model is not None and members > 1 and count_members(init_model) == members
+    init_weights = init_model.get_weights() if init_model is not None and members > 1 and not split_init else None
+    trained = []
+    for k in range(members):
+        if members > 1:
+            log.emit("member", member=k + 1, members=members, seed=cfg.seed + k)
+        member_work = work if members == 1 else work / f"member-{k + 1}"
+        member_work.mkdir(parents=True, exist_ok=True)
+        trained.append(_fit_member(cfg, spec, plan, log, cancel, splits, class_names, augment, val_ds,
+                                   class_weight, member_work, init_model, init_card, init_weights,
+                                   seed=cfg.seed + k, member=k + 1, members=members, split_init=split_init))
     if cancel is not None and cancel():
         raise TrainingCancelled("Training was cancelled.")
+    pretrained, xla_used = trained[0].pretrained, trained[0].xla_used
+    if members == 1:
+        model = trained[0].model
+        history = trained[0].history
+    else:
+        log.emit("notice", message=f"Merging {members} members into one model (mean of their logits).")
+        model = merge_members([t.model for t in trained], name=f"{cfg.arch}_ensemble{members}")
+        history = [{**h, "member": t.member} for t in trained for h in t.history]
+    member_validation = None
+    if members > 1:
+        member_validation = []
+        for t in trained:
+            probs = predict_probabilities(t.model, val_ds, tta)
+            m = evaluate_probabilities(_labels_of(splits["val"]), probs, class_names, threshold=None,
+                                       positive=positive_class_index(class_names), seed=cfg.seed, bootstrap=0)
+            member_validation.append({"member": t.member, "seed": t.seed, "accuracy": m.get("accuracy"),
+                                      "auc": m.get("auc"), "epochs_run": len(t.history),
+                                      "best_epoch": t.best_epoch, "best_val_loss": t.best_val_loss})
 
     # --- threshold on validation, metrics on test (or validation when there is no test split)
     log.emit("evaluate", split="val")
@@ -512,7 +479,6 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
                        for it, p in zip(splits["val"], val_probs, strict=True)]
 
-    history = json.loads(history_path.read_text()) if history_path.is_file() else []
     name = cfg.name or unique_run_name(f"{index.name}-{cfg.arch}", models_dir)
     card = {
         "name": name,
@@ -525,8 +491,10 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                        "preprocessing": "decode by content, 8-bit, squash-resize to input_shape "
                                         "(OpenCV INTER_AREA down / INTER_LINEAR up); rescaling is inside the model",
                        "channels": "grayscale" if cfg.channels == 1 else "RGB"},
-        "cam_layer": spec.cam_layer,
+        "cam_layer": _cam_layer(trained[0].model, _base_cam_layer(init_card, spec, split_init), members),
         "tta": list(tta),
+        "ensemble": ({"members": members, "seeds": [t.seed for t in trained], "combination": "mean of logits",
+                      "member_validation": member_validation} if members > 1 else None),
         "config": {**asdict(cfg), "augment_resolved": augment.to_dict(), "class_weight": class_weight,
                    "pretrained_weights": pretrained, "init_from": init_card["name"] if init_card else None},
         "dataset": {"source": str(cfg.data), "name": index.name, "fingerprint": report.fingerprint,
@@ -537,8 +505,9 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         "validation_metrics": _summary(val_metrics, "val"),
         "threshold": threshold,
         "threshold_method": cfg.threshold_method if threshold is not None else None,
-        "training": {"epochs_run": len(history), "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
-                     "best_val_loss": best.best if np.isfinite(best.best) else None,
+        "training": {"epochs_run": _per_member([len(t.history) for t in trained]),
+                     "best_epoch": _per_member([t.best_epoch for t in trained]),
+                     "best_val_loss": _per_member([t.best_val_loss for t in trained]),
                      "seconds": round(time.time() - started, 1), "devices": plan.describe(),
                      "global_batch_size": global_batch, "learning_rate": lr, "replicas": plan.replicas,
                      "workers": plan.num_workers, "strategy": plan.kind, "mixed_precision": plan.mixed_precision,
@@ -564,6 +533,134 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
     _remove_work(work)
     log.emit("done", run_dir=str(run_dir), name=name, metrics=card["metrics"])
     return run_dir
+
+
+@dataclass
+class _Member:
+    model: object
+    history: list
+    member: int
+    seed: int
+    best_epoch: int | None
+    best_val_loss: float | None
+    pretrained: bool
+    xla_used: bool
+
+
+def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, augment, val_ds, class_weight,
+                work: Path, init_model, init_card, init_weights, *, seed: int, member: int, members: int,
+                split_init: bool = False) -> _Member:
+    """Build (or take over ``init_model``), fit and restore the best epoch of one model.
+
+    Member ``k`` of an ensemble uses ``seed = cfg.seed + k - 1`` for its initialisation,
+    shuffling and augmentation; the split is the same for every member. A finished
+    member's weights stay in its work folder, so a resumed run does not retrain it.
+    """
+    import keras
+
+    n_classes = len(class_names)
+    keras.utils.set_random_seed(seed)
+    global_batch = cfg.batch_size * plan.replicas
+    lr = cfg.learning_rate * plan.replicas
+    train_ds = _for_strategy(make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]),
+                                          training=True, augment=augment, cache=cfg.cache, image_size=cfg.image_size,
+                                          channels=cfg.channels, batch_size=global_batch, seed=seed), plan)
+    steps = int(np.ceil(len(splits["train"]) / global_batch))
+
+    pretrained = False
+    with precision_policy(plan.mixed_precision), plan.strategy.scope():
+        if init_model is not None and split_init:
+            model = split_member(init_model, member, name=init_card["architecture"])
+            if init_card["class_names"] != class_names:
+                model = _replace_head(model, n_classes)
+        elif init_model is not None:
+            model = init_model
+            if plan.distributed or member > 1:  # own variables: under the strategy, or one copy per member
+                model = keras.models.clone_model(init_model)
+                model.set_weights(init_weights if init_weights is not None else init_model.get_weights())
+            if init_card["class_names"] != class_names:
+                model = _replace_head(model, n_classes)
+        else:
+            options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
+                       if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
+            if cfg.arch == "resnet50":
+                options["weights"] = cfg.weights
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = build_model(cfg.arch, n_classes, cfg.image_size, cfg.channels, **options)
+            if member == 1:
+                for w in caught:
+                    log.emit("notice", message=str(w.message))
+            pretrained = bool(getattr(model, "pretrained", False))
+        if cfg.freeze_batchnorm:
+            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
+            # statistics stay those of the larger dataset the model came from instead of following
+            # small, augmented batches, which makes validation swing between epochs.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=plan.xla)
+        if plan.kind == "multi_worker":
+            _fix_symbolic_build_for_multi_worker(model)
+    xla_used = bool(model.jit_compile)  # what Keras resolved "auto" to (or fell back to: a layer without XLA)
+
+    history_path = work / "history.json"
+    best = _BestCheckpoint(work)
+    finished = work / "member.done"
+    if finished.is_file() and best.weights_path.is_file():
+        log.emit("notice", message=f"Member {member} of {members} was already trained; resuming after it.")
+    else:
+        _fit_phases(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path,
+                    best, work, pretrained, len(splits["train"]), member, members)
+        if members > 1:
+            finished.write_text("done\n")
+
+    if plan.distributed:
+        # Evaluate and save an ordinary single-device copy: every worker predicts the same full splits
+        # (no cross-worker gathers), and nothing after this point is a collective op.
+        model = _plain_copy(model)
+    if best.weights_path.is_file():
+        model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    return _Member(model, history, member, seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
+                   best.best if np.isfinite(best.best) else None, pretrained, xla_used)
+
+
+def _fit_phases(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path, best,
+                work, pretrained, n_train, member, members) -> None:
+    """``model.fit`` with progress, checkpoints and early stopping; ResNet-50's fine-tuning phase after it."""
+    import keras
+
+    def callbacks(phase: str, epochs: int, backup: str):
+        return [
+            _synced_backup(work / backup, plan.kind == "multi_worker"),
+            _Progress(log, epochs, steps, history_path, cancel, phase, n_train=n_train, member=member,
+                      members=members),
+            best,
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                              min_lr=1e-6, verbose=0),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
+        ]
+
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
+              callbacks=callbacks("train", cfg.epochs, "backup"), shuffle=False, verbose=0)
+
+    fine_tune_epochs = cfg.fine_tune_epochs or 0
+    if cfg.arch == "resnet50" and pretrained and fine_tune_epochs > 0:
+        if best.weights_path.is_file():
+            model.load_weights(best.weights_path)
+        set_trainable_from(model, spec.defaults["fine_tune_from"])
+        ft_lr = spec.defaults["fine_tune_learning_rate"] * plan.replicas
+        with plan.strategy.scope():
+            model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"], jit_compile=plan.xla)
+        log.emit("phase", phase="fine_tune", epochs=fine_tune_epochs, learning_rate=ft_lr)
+        model._initial_epoch = None
+        total = cfg.epochs + fine_tune_epochs
+        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=cfg.epochs,
+                  class_weight=class_weight, callbacks=callbacks("fine_tune", total, "backup_ft"), shuffle=False,
+                  verbose=0)
 
 
 def _for_strategy(ds, plan: DevicePlan):
@@ -648,6 +745,31 @@ def _typical_images_per_s(history: list[dict]) -> float | None:
     if len(values) > 1:
         values = values[1:]
     return round(float(np.median(values)), 1) if values else None
+
+
+def _per_member(values: list):
+    """One value for a single model, the list for an ensemble (one per member)."""
+    return values[0] if len(values) == 1 else values
+
+
+def _base_cam_layer(init_card: dict | None, spec, split_init: bool) -> str | list[str]:
+    """The heat-map layer of one member: the architecture's, the earlier run's, or its member 1's."""
+    if init_card is None:
+        return spec.cam_layer
+    layer = init_card["cam_layer"]
+    if split_init and isinstance(layer, list):
+        return layer[0].removeprefix(member_prefix(1))
+    return layer
+
+
+def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
+    """The card's ``cam_layer``: the architecture's layer, or each member's copy of it in an ensemble."""
+    from medclf_core.explain import find_cam_layer
+
+    layers = [find_cam_layer(model, layer)] if isinstance(layer, str) else list(layer)
+    if members > 1:
+        layers = [name for base in layers for name in member_layer_names(base, members)]
+    return layers[0] if len(layers) == 1 else layers
 
 
 def _remove_work(work: Path) -> None:

@@ -22,6 +22,20 @@ def _num(m: dict | None, key: str):
     return round(v, 3) if isinstance(v, float) else v
 
 
+def _per_member(value) -> str:
+    """An ensemble's cards hold one value per member: '33 / 30 / 28'."""
+    return " / ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _ensemble_text(ens: dict | None) -> str:
+    if not ens:
+        return "no (one model)"
+    members = ens.get("member_validation") or []
+    scores = ", ".join(f"{_num(m, 'accuracy')}" for m in members)
+    return (f"{ens.get('members')} models (seeds {', '.join(str(s) for s in ens.get('seeds') or [])}), "
+            f"{ens.get('combination')}" + (f"; members' validation accuracy {scores}" if scores else ""))
+
+
 table = pd.DataFrame([{
     "name": r["name"], "task": r.get("task"), "architecture": r.get("architecture"),
     "classes": ", ".join(r.get("class_names") or []), "accuracy": _num(r.get("metrics"), "accuracy"),
@@ -54,11 +68,13 @@ with tab_card:
         "Operating threshold": (f"{card['threshold']:.3f} on P({card.get('positive_class')}) "
                                 f"({card.get('threshold_method')})" if card.get("threshold") is not None else "argmax"),
         "Test-time augmentation": ", ".join(card.get("tta") or []) or "none",
+        "Seed ensemble": _ensemble_text(card.get("ensemble")),
         "Architecture": card.get("architecture"), "Input": " x ".join(str(v) for v in card.get("input_shape") or []),
         "Dataset": f"{ds.get('name')} ({ds.get('layout')})", "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
                                      for split, per in (ds.get("counts") or {}).items()),
         "Audit warnings": "; ".join(ds.get("audit_warnings") or []) or "none",
-        "Epochs": f"{tr.get('epochs_run')} run, best {tr.get('best_epoch')} (of {cfg.get('epochs')})",
+        "Epochs": f"{_per_member(tr.get('epochs_run'))} run, best {_per_member(tr.get('best_epoch'))} "
+                  f"(of {cfg.get('epochs')})",
         "Batch size / learning rate": f"{cfg.get('batch_size')} / {cfg.get('learning_rate')}",
         "Training time": f"{tr.get('seconds')} s on {tr.get('devices')}",
         "Versions": ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()),
@@ -120,7 +136,7 @@ with tab_compare:
             m = r.get("metrics") or {}
             rows[n] = {"task": r.get("task"), "architecture": r.get("architecture"),
                        "input": " x ".join(str(v) for v in r.get("input_shape") or []),
-                       "epochs run": (r.get("training") or {}).get("epochs_run"),
+                       "epochs run": _per_member((r.get("training") or {}).get("epochs_run")),
                        "accuracy": _num(m, "accuracy"), "balanced accuracy": _num(m, "balanced_accuracy"),
                        "AUC": _num(m, "auc"), "macro F1": _num(m, "macro_f1"), "sensitivity": _num(m, "sensitivity"),
                        "specificity": _num(m, "specificity"), "threshold": _num(r, "threshold"),

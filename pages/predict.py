@@ -163,6 +163,9 @@ def show_detail(entry: dict) -> None:
     label = result["label"]
     st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
     st.markdown(decision_text(result))
+    if result.get("ensemble"):
+        st.caption(f"This model averages {result['ensemble']} networks trained from different random seeds "
+                   "(a seed ensemble); the heat map combines where each of them looked.")
     if result.get("tta"):
         st.caption("The probabilities are the mean over the image and its mirror image (test-time augmentation); "
                    "the heat map explains the image as shown.")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import CHEST_SAMPLE, TINY
-from medclf_core import jobs
+from medclf_core import jobs, plots
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry import list_runs
 
@@ -98,6 +98,8 @@ def test_bad_configs_are_refused_before_launch(tmp_path):
         jobs.start_job({"data": str(tmp_path), "name": "../evil"}, models_dir=tmp_path, root=root)
     with pytest.raises(MedclfError, match="laterality"):
         jobs.start_job({"data": str(tmp_path), "augment": "chest_xray", "tta": ["hflip"]}, models_dir=tmp_path, root=root)
+    with pytest.raises(MedclfError, match="number of models to average"):
+        jobs.start_job({"data": str(tmp_path), "ensemble": 0}, models_dir=tmp_path, root=root)
     with pytest.raises(MedclfError, match="Unknown test-time augmentation"):
         jobs.start_job({"data": str(tmp_path), "tta": ["spin"]}, models_dir=tmp_path, root=root)
     (tmp_path / "taken").mkdir()
@@ -166,6 +168,30 @@ def test_progress_fraction_and_history_from_events(tmp_path):
     assert p["devices"] == "2 GPU(s): GPU:0, GPU:1" and p["images_per_s"] == 812.5
     with pytest.raises(MedclfError):
         jobs.job_dir("../x", root)
+
+
+def test_progress_of_a_seed_ensemble_keeps_one_curve_per_model(tmp_path):
+    root = tmp_path / "jobs"
+    d = root / "j3"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"job_id": "j3", "config": {"data": "x", "epochs": 2, "ensemble": 2}}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
+    (d / "pid").write_text(str(os.getpid()))
+    m = {"loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}
+    events = [{"event": "member", "member": 1, "members": 2, "seed": 1},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 2, "member": 1, "members": 2},
+              {"event": "epoch", "epoch": 1, "epochs": 2, "eta_s": 30, "metrics": m, "member": 1, "members": 2},
+              {"event": "epoch", "epoch": 2, "epochs": 2, "eta_s": 20, "metrics": m, "member": 1, "members": 2},
+              {"event": "member", "member": 2, "members": 2, "seed": 2},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 2, "member": 2, "members": 2},
+              {"event": "epoch", "epoch": 1, "epochs": 2, "eta_s": 10, "metrics": m, "member": 2, "members": 2},
+              {"event": "epoch_begin", "epoch": 2, "epochs": 2, "member": 2, "members": 2}]
+    (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    p = jobs.job_progress("j3", root)
+    assert p["phase"] == "training model 2 of 2"
+    assert [(h["member"], h["epoch"]) for h in p["history"]] == [(1, 1), (1, 2), (2, 1)]
+    assert {t.name for t in plots.training_curves(p["history"]).data} == {
+        "model 1 train", "model 1 val", "model 2 train", "model 2 val"}
 
 
 def test_format_eta():

@@ -177,3 +177,59 @@ def test_augmentation_preset_follows_the_data():
     assert cfg.augment_config(["NORMAL", "PNEUMONIA"], "chest_xray").horizontal_flip is False
     assert cfg.augment_config(["no", "yes"], "brain_tumor_mri").horizontal_flip is True
     assert TrainConfig(data="x", augment="none").augment_config(["a", "b"], "d").enabled is False
+
+
+def test_seed_ensemble_trains_members_and_registers_one_model(tmp_path):
+    from medclf_core.architectures import build_model
+    from medclf_core.ensemble import member_layer_names
+    from medclf_core.errors import MedclfError
+    from medclf_core.explain import find_cam_layer, heatmaps
+    from medclf_core.registry import load_run
+
+    data = make_pattern_dataset(tmp_path / "p", n_per_class=10, size=TINY)
+    events = tmp_path / "events.jsonl"
+    common = dict(data=str(data), arch="bn_cnn", epochs=1, image_size=TINY, channels=1, batch_size=8,
+                  model_options={"filters": [4, 8], "dense_units": 8})
+    run = train(TrainConfig(ensemble=2, **common), models_dir=tmp_path / "m", events=EventLog(events))
+    card = read_json(run, "card.json")
+    assert card["ensemble"]["members"] == 2 and card["ensemble"]["seeds"] == [1337, 1338]
+    assert [m["member"] for m in card["ensemble"]["member_validation"]] == [1, 2]
+    base = build_model("bn_cnn", 2, TINY, 1, filters=[4, 8], dense_units=8)
+    assert card["cam_layer"] == member_layer_names(find_cam_layer(base, ARCHITECTURES["bn_cnn"].cam_layer), 2)
+    assert card["training"]["epochs_run"] == [1, 1]
+    assert [h["member"] for h in read_json(run, "history.json")] == [1, 2]
+    member_events = [e for e in read_events(events) if e["event"] == "member"]
+    assert [(e["member"], e["members"]) for e in member_events] == [(1, 2), (2, 2)]
+    assert {e.get("member") for e in read_events(events) if e["event"] == "epoch"} == {1, 2}
+    assert not (tmp_path / "m" / ".work").exists()
+
+    # one registry model: predicted and explained like any other, its test metrics from the merged model
+    model, _ = load_run(run)
+    assert model.count_params() > 0 and len([la for la in model.layers if la.name.startswith("m2_")]) > 5
+    evaluation = read_json(run, "evaluation.json")
+    files = [str(data / p["file"]) for p in evaluation["predictions"]]
+    got = Predictor.from_run(run).predict_files(files)
+    for rec, res in zip(evaluation["predictions"], got, strict=True):
+        np.testing.assert_allclose(list(res["probabilities"].values()), rec["probabilities"], atol=1e-4)
+    image = np.zeros((TINY, TINY), np.uint8)
+    image[8:20, 8:20] = 255
+    assert heatmaps(run, [image])[0].shape == (TINY, TINY)
+
+    # fine-tuning starts from the whole ensemble (one wide network) and keeps every member's heat-map layer
+    tuned = train(TrainConfig(init_from=str(run), **{k: v for k, v in common.items() if k != "model_options"}),
+                  models_dir=tmp_path / "m")
+    assert read_json(tuned, "card.json")["cam_layer"] == card["cam_layer"]
+    assert heatmaps(tuned, [image])[0].max() <= 1.0
+    # an ensemble of as many members fine-tunes member k from member k
+    paired = train(TrainConfig(init_from=str(run), ensemble=2, learning_rate=1e-9,
+                               **{k: v for k, v in common.items() if k not in ("model_options", "arch")}),
+                   models_dir=tmp_path / "m")
+    assert read_json(paired, "card.json")["cam_layer"] == card["cam_layer"]
+    before, after = model, load_run(paired)[0]
+    for k in (1, 2):
+        np.testing.assert_allclose(after.get_layer(f"m{k}_block1_conv1").get_weights()[0],
+                                   before.get_layer(f"m{k}_block1_conv1").get_weights()[0], atol=1e-5)
+
+    for bad in (0, 11, 1.5):
+        with pytest.raises(MedclfError, match="ensemble"):
+            train(TrainConfig(ensemble=bad, **common), models_dir=tmp_path / "m")

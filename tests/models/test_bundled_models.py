@@ -39,9 +39,11 @@ def test_bundled_model_is_small_complete_and_reproducible(name):
     assert set(CARD_KEYS) <= set(card)
     assert card["name"] == name
     config = json.loads((REPO / "configs" / f"{name}.json").read_text())
-    for key in ("image_size", "channels", "learning_rate", "seed", "group_pattern", "tta"):
+    for key in ("image_size", "channels", "learning_rate", "seed", "group_pattern", "tta", "ensemble",
+                "freeze_batchnorm", "init_from", "epochs"):
         if key in config:  # the card records the committed config it was trained from
             assert card["config"][key] == config[key], key
+    assert (card.get("ensemble") or {}).get("members", 1) == config.get("ensemble", 1)
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert len(evaluation["predictions"]) == card["metrics"]["n"] > 0
     assert json.loads((run / "history.json").read_text())

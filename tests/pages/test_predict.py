@@ -79,3 +79,22 @@ def test_a_model_with_test_time_flips_says_so(page, monkeypatch, tmp_path):
         at.run()
         _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
         assert any("mirror image (test-time augmentation)" in c.value for c in at.caption) is expected, model
+
+
+def test_a_seed_ensemble_says_so(page, monkeypatch, tmp_path):
+    from helpers import REPO
+
+    from medclf_core.registry import read_json
+
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(REPO / "models"))
+    monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
+    members = {m: (read_json(REPO / "models" / m, "card.json").get("ensemble") or {}).get("members")
+               for m in ("imaging-modality", "chest-xray-pneumonia")}
+    assert members["imaging-modality"] == 3 and members["chest-xray-pneumonia"] is None
+    for model, n in members.items():
+        monkeypatch.setenv("MEDCLF_DEFAULT_MODEL", model)
+        at = page("predict")
+        at.run()
+        _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+        assert not at.exception
+        assert any(f"averages {n} networks" in c.value for c in at.caption) is bool(n), model

@@ -69,6 +69,7 @@ def test_launch_progress_refuse_second_and_cancel(app_env, page):
     at = page("train")
     at.run()
     at.number_input[0].set_value(300)  # epochs: long enough to cancel mid-run
+    at.number_input(key="train_ensemble").set_value(2)  # a seed ensemble: progress names the model
     at.select_slider[0].set_value(32)
     at.text_input[0].set_value("cancel-me")
     at.button(key=LAUNCH).click()
@@ -77,7 +78,7 @@ def test_launch_progress_refuse_second_and_cancel(app_env, page):
     assert at.subheader[0].value == "Training job: cancel-me"
 
     _poll(at, lambda a: _progress(a) > 0)  # epochs and batches are moving
-    assert "epoch" in at.get("progress")[0].proto.text
+    assert "Training model 1 of 2: epoch" in at.get("progress")[0].proto.text
 
     # another tab (a new session) sees the same job and cannot launch a second one
     other = page("train")
