@@ -54,6 +54,21 @@ def member_layer_names(layer: str, members: int) -> list[str]:
     return [member_prefix(k) + layer for k in range(1, members + 1)]
 
 
+def _replay(trunk, inputs, rename, copies: list):
+    """Run ``inputs`` through fresh, renamed copies of ``trunk``'s layers (a flat graph, no nesting).
+
+    ``(original, copy)`` pairs are appended to ``copies``: set the weights once the new model is built.
+    """
+    from keras import tree
+
+    def fresh_copy(layer):
+        fresh = layer.__class__.from_config({**layer.get_config(), "name": rename(layer.name)})
+        copies.append((layer, fresh))
+        return fresh
+
+    return trunk._run_through_graph(tree.pack_sequence_as(trunk._inputs_struct, [inputs]), operation_fn=fresh_copy)
+
+
 def merge_members(members: Sequence, name: str | None = None):
     """One flat functional model whose logits are the mean of the ``members``' logits.
 
@@ -62,7 +77,6 @@ def merge_members(members: Sequence, name: str | None = None):
     does). The members are not modified.
     """
     import keras
-    from keras import tree
 
     if not members:
         raise ValueError("An ensemble needs at least one member.")
@@ -74,16 +88,9 @@ def merge_members(members: Sequence, name: str | None = None):
 
     inputs = keras.Input(shapes.pop(), name="image")
     copies: list = []
-    features = []
-    for k, member in enumerate(members, 1):
-        def renamed(layer, k=k):
-            fresh = layer.__class__.from_config({**layer.get_config(), "name": member_prefix(k) + layer.name})
-            copies.append((layer, fresh))
-            return fresh
-
-        trunk = keras.Model(member.inputs, member.get_layer(HEAD).input)
-        features.append(trunk._run_through_graph(tree.pack_sequence_as(trunk._inputs_struct, [inputs]),
-                                                 operation_fn=renamed))
+    features = [_replay(keras.Model(member.inputs, member.get_layer(HEAD).input), inputs,
+                        lambda name, k=k: member_prefix(k) + name, copies)
+                for k, member in enumerate(members, 1)]
     joined = keras.layers.Concatenate(name=FEATURES)(features) if len(features) > 1 else features[0]
     head = keras.layers.Dense(units.pop(), activation="softmax", dtype="float32", name=HEAD)
     merged = keras.Model(inputs, head(joined), name=name or f"{members[0].name}_x{len(members)}")
@@ -112,23 +119,15 @@ def split_member(merged, k: int, name: str | None = None):
     biases: the members' own biases are not kept by :func:`merge_members`.
     """
     import keras
-    from keras import tree
 
     n = count_members(merged)
     if n < 2 or not 1 <= k <= n:
         raise ValueError(f"This model holds {n} member(s); member {k} does not exist.")
     features = list(merged.get_layer(FEATURES).input)
     prefix = member_prefix(k)
-    trunk = keras.Model(merged.inputs, features[k - 1])
     copies: list = []
-
-    def stripped(layer):
-        fresh = layer.__class__.from_config({**layer.get_config(), "name": layer.name.removeprefix(prefix)})
-        copies.append((layer, fresh))
-        return fresh
-
     inputs = keras.Input(tuple(merged.input_shape[1:]), name="image")
-    x = trunk._run_through_graph(tree.pack_sequence_as(trunk._inputs_struct, [inputs]), operation_fn=stripped)
+    x = _replay(keras.Model(merged.inputs, features[k - 1]), inputs, lambda name: name.removeprefix(prefix), copies)
     head = merged.get_layer(HEAD)
     dense = keras.layers.Dense(head.units, activation="softmax", dtype="float32", name=HEAD)
     model = keras.Model(inputs, dense(x), name=name or merged.name)
