@@ -316,6 +316,7 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
             out["phase"] = "training" if ev.get("phase", "train") == "train" else "fine-tuning"
             if ev.get("members"):
                 out["phase"] += f" model {ev['member']} of {ev['members']}"
+                out["member"], out["members"] = ev["member"], ev["members"]
             out["epoch"], out["epochs"], out["batch"] = ev.get("epoch", 0), ev.get("epochs", out["epochs"]), 0
         elif kind == "batch":
             out["epoch"], out["epochs"] = ev.get("epoch", out["epoch"]), ev.get("epochs", out["epochs"])
@@ -355,7 +356,9 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
         out["fraction"] = 1.0
     elif epochs:
         within = (out["batch"] / out["batches"]) if out["batches"] else 0.0
-        out["fraction"] = float(np.clip(((max(out["epoch"], 1) - 1) + within) / epochs, 0.0, 1.0)) if out["epoch"] else 0.0
+        member, members = out.get("member", 1), out.get("members", 1)  # ensembles: models train one after another
+        done = ((max(out["epoch"], 1) - 1) + within) / epochs if out["epoch"] else 0.0
+        out["fraction"] = float(np.clip((member - 1 + done) / members, 0.0, 1.0))
     else:
         out["fraction"] = 0.0
     return out

@@ -352,6 +352,11 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
         shape = init_card["input_shape"]
         cfg = TrainConfig(**{**asdict(cfg), "arch": init_card["architecture"], "image_size": shape[0],
                              "channels": shape[2]})
+        init_members = count_members(init_model)
+        if init_members > 1 and cfg.ensemble != init_members:
+            # One model per earlier member keeps the card, the heat-map layers and the cost honest.
+            raise MedclfError(f"'{init_card['name']}' is an ensemble of {init_members} models: fine-tune it with "
+                              f"ensemble {init_members} (each new model starts from the matching one).")
     cfg = cfg.resolved()
     spec = get_architecture(cfg.arch)
     try:
@@ -420,9 +425,9 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         log.emit("notice", message="Class weights: " + ", ".join(f"{class_names[k]} {v:.2f}" for k, v in class_weight.items()))
 
     members = cfg.ensemble
-    # Fine-tuning an ensemble of as many members: member k starts from the earlier run's member k.
-    # Otherwise every member starts from the whole earlier run: keep its weights before member 1 trains it.
-    split_init = init_model is not None and members > 1 and count_members(init_model) == members
+    # Fine-tuning an ensemble (always with as many members): member k starts from the earlier run's member k.
+    # Otherwise every member starts from the earlier single model: keep its weights before member 1 trains it.
+    split_init = init_model is not None and count_members(init_model) > 1
     init_weights = init_model.get_weights() if init_model is not None and members > 1 and not split_init else None
     trained = []
     for k in range(members):

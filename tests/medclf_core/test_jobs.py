@@ -189,6 +189,7 @@ def test_progress_of_a_seed_ensemble_keeps_one_curve_per_model(tmp_path):
     (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     p = jobs.job_progress("j3", root)
     assert p["phase"] == "training model 2 of 2"
+    assert p["fraction"] == pytest.approx((1 + 0.5) / 2)  # model 2 of 2, epoch 2 of 2 just begun
     assert [(h["member"], h["epoch"]) for h in p["history"]] == [(1, 1), (1, 2), (2, 1)]
     assert {t.name for t in plots.training_curves(p["history"]).data} == {
         "model 1 train", "model 1 val", "model 2 train", "model 2 val"}

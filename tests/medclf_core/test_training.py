@@ -215,20 +215,21 @@ def test_seed_ensemble_trains_members_and_registers_one_model(tmp_path):
     image[8:20, 8:20] = 255
     assert heatmaps(run, [image])[0].shape == (TINY, TINY)
 
-    # fine-tuning starts from the whole ensemble (one wide network) and keeps every member's heat-map layer
-    tuned = train(TrainConfig(init_from=str(run), **{k: v for k, v in common.items() if k != "model_options"}),
-                  models_dir=tmp_path / "m")
-    assert read_json(tuned, "card.json")["cam_layer"] == card["cam_layer"]
-    assert heatmaps(tuned, [image])[0].max() <= 1.0
-    # an ensemble of as many members fine-tunes member k from member k
+    # fine-tuning an ensemble takes as many members, and member k starts from member k
     paired = train(TrainConfig(init_from=str(run), ensemble=2, learning_rate=1e-9,
                                **{k: v for k, v in common.items() if k not in ("model_options", "arch")}),
                    models_dir=tmp_path / "m")
     assert read_json(paired, "card.json")["cam_layer"] == card["cam_layer"]
+    assert heatmaps(paired, [image])[0].max() <= 1.0
     before, after = model, load_run(paired)[0]
     for k in (1, 2):
         np.testing.assert_allclose(after.get_layer(f"m{k}_block1_conv1").get_weights()[0],
                                    before.get_layer(f"m{k}_block1_conv1").get_weights()[0], atol=1e-5)
+
+    for other in (1, 3):  # one model per earlier member, or the card would misdescribe the model
+        with pytest.raises(MedclfError, match="ensemble of 2 models"):
+            train(TrainConfig(init_from=str(run), ensemble=other, **{k: v for k, v in common.items() if k != "arch"}),
+                  models_dir=tmp_path / "m")
 
     for bad in (0, 11, 1.5):
         with pytest.raises(MedclfError, match="ensemble"):
