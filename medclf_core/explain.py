@@ -577,15 +577,14 @@ def gradcam_tape(model, images: Sequence[np.ndarray], class_index=None, cam_laye
     keras_model, card_layer = resolve_model(model)
     view, layers = cam_view(keras_model, cam_layer or card_layer)
     indices = _class_indices(class_index, len(images))
-    cams = 0.0
-    for layer in layers:  # an ensemble: the members' maps of the shared logit, summed
-        both = keras.Model(view.inputs, [view.get_layer(layer).output, view.output])
-        x = tf.convert_to_tensor(model_batch(view, images))
-        with tf.GradientTape() as tape:
-            acts, logits = both(x, training=False)
-            idx = tf.argmax(logits, axis=1) if indices is None else tf.constant(indices)
-            score = tf.gather(logits, tf.cast(idx, tf.int32), axis=1, batch_dims=1)
-        grads = tape.gradient(score, acts)
+    both = keras.Model(view.inputs, [[view.get_layer(layer).output for layer in layers], view.output])
+    x = tf.convert_to_tensor(model_batch(view, images))
+    with tf.GradientTape() as tape:
+        all_acts, logits = both(x, training=False)
+        idx = tf.argmax(logits, axis=1) if indices is None else tf.constant(indices)
+        score = tf.gather(logits, tf.cast(idx, tf.int32), axis=1, batch_dims=1)
+    cams = 0.0  # an ensemble: the members' maps of the shared logit, summed
+    for acts, grads in zip(all_acts, tape.gradient(score, all_acts), strict=True):
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cams = cams + tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)).numpy()
     geometry, size = cam_geometry(view, layers[0]), int(view.input_shape[1])

@@ -448,20 +448,20 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         log.emit("notice", message=f"Merging {members} members into one model (mean of their logits).")
         model = merge_members([t.model for t in trained], name=f"{cfg.arch}_ensemble{members}")
         history = [{**h, "member": t.member} for t in trained for h in t.history]
+    positive = positive_class_index(class_names)
     member_validation = None
     if members > 1:
         member_validation = []
         for t in trained:
             probs = predict_probabilities(t.model, val_ds, tta)
             m = evaluate_probabilities(_labels_of(splits["val"]), probs, class_names, threshold=None,
-                                       positive=positive_class_index(class_names), seed=cfg.seed, bootstrap=0)
+                                       positive=positive, seed=cfg.seed, bootstrap=0)
             member_validation.append({"member": t.member, "seed": t.seed, "accuracy": m.get("accuracy"),
                                       "auc": m.get("auc"), "epochs_run": len(t.history),
                                       "best_epoch": t.best_epoch, "best_val_loss": t.best_val_loss})
 
     # --- threshold on validation, metrics on test (or validation when there is no test split)
     log.emit("evaluate", split="val")
-    positive = positive_class_index(class_names)
     val_probs = predict_probabilities(model, val_ds, tta)
     threshold = None
     if n_classes == 2:
@@ -574,15 +574,14 @@ def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, a
 
     pretrained = False
     with precision_policy(plan.mixed_precision), plan.strategy.scope():
-        if init_model is not None and split_init:
-            model = split_member(init_model, member, name=init_card["architecture"])
-            if init_card["class_names"] != class_names:
-                model = _replace_head(model, n_classes)
-        elif init_model is not None:
-            model = init_model
-            if plan.distributed or member > 1:  # own variables: under the strategy, or one copy per member
+        if init_model is not None:
+            if split_init:
+                model = split_member(init_model, member, name=init_card["architecture"])
+            elif plan.distributed or member > 1:  # own variables: under the strategy, or one copy per member
                 model = keras.models.clone_model(init_model)
                 model.set_weights(init_weights if init_weights is not None else init_model.get_weights())
+            else:
+                model = init_model
             if init_card["class_names"] != class_names:
                 model = _replace_head(model, n_classes)
         else:
