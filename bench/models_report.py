@@ -9,10 +9,16 @@ With ``--external`` it also checks the modality model on images from sources it 
 assembled from ``../shared/data``: the brain MRI set (web-collected JPEG/PNG slices, all MRI) and the
 NEMA/pydicom DICOM samples (CT, MR, CR), and prints the confusion matrix.
 
+With ``--overlays`` it probes a shortcut the modality data invites: every CT and MRI image comes from
+MedPix and carries its "MedPix(R)" mark and an uploader caption, the X-rays carry none. The modality
+model's own test split is predicted three times: as is, with the mark's corner and the caption strip
+blacked out, and with a MedPix-style mark and caption drawn on every image.
+
 Usage::
 
     .venv/bin/python bench/models_report.py [--models-dir models] [--evaluate chest-xray-pneumonia=/path/to/test]
     .venv/bin/python bench/models_report.py --external      # needs ../shared/data
+    .venv/bin/python bench/models_report.py --overlays      # needs ../shared/data
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ def main() -> int:
                    help="also evaluate model NAME on dataset folder DATA")
     p.add_argument("--external", action="store_true",
                    help="check imaging-modality on other-source images from ../shared/data (brain MRI, DICOM samples)")
+    p.add_argument("--overlays", action="store_true",
+                   help="imaging-modality's test split with burned-in text removed or added (needs ../shared/data)")
     p.add_argument("--shared-data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     args = p.parse_args()
 
@@ -74,6 +82,8 @@ def main() -> int:
               f"sensitivity {fmt(r, 'sensitivity')}, specificity {fmt(r, 'specificity')}")
     if args.external:
         external_modality_check(args.models_dir, Path(args.shared_data))
+    if args.overlays:
+        overlay_probe(args.models_dir, Path(args.shared_data))
     return 0
 
 
@@ -105,6 +115,57 @@ def external_modality_check(models_dir: str, shared: Path, name: str = "imaging-
               f"{'/'.join(r['class_names'])}, columns predicted): {r['confusion_matrix']}")
         print("  recall per class: " + ", ".join(f"{c} {m['recall']:.3f} (n={m['support']})"
                                                  for c, m in r["per_class"].items() if m["support"]))
+
+
+def _mask_text_areas(pixels):
+    """Black out where MedPix puts its mark (top-right) and the uploader caption (bottom strip)."""
+    h, w = pixels.shape[:2]
+    out = pixels.copy()
+    out[: int(0.10 * h), int(0.60 * w):] = 0
+    out[int(0.90 * h):] = 0
+    return out
+
+
+def _stamp_text(pixels):
+    """Draw a MedPix-style mark and caption, scaled to the image."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(pixels)
+    w, h = img.size
+    fill = 255 if pixels.ndim == 2 else (255,) * pixels.shape[2]
+    draw = ImageDraw.Draw(img)
+    draw.text((int(0.68 * w), 4), "MedPix\u00ae", fill=fill, font=ImageFont.load_default(size=max(10, h // 12)))
+    draw.text((4, h - max(8, h // 20) - 4), "6f-7dfb-465d-918c, Uploader: A. Author, Source: B. Author, 10-14-2004",
+              fill=fill, font=ImageFont.load_default(size=max(8, h // 20)))
+    return np.asarray(img)
+
+
+def overlay_probe(models_dir: str, shared: Path, name: str = "imaging-modality") -> None:
+    """Accuracy of ``name`` on its recorded test predictions' images, as is, text masked, text added."""
+    import numpy as np
+
+    from medclf_core.images import load_image
+    from medclf_core.inference import Predictor
+    from medclf_core.registry import EVALUATION_FILE, read_json, resolve_run
+
+    rows = (read_json(resolve_run(name, models_dir), EVALUATION_FILE, {}) or {}).get("predictions") or []
+    root = shared / "modality"
+    if not rows or not root.is_dir():
+        print(f"\n(overlay probe skipped: no recorded predictions for {name}, or {root} missing)")
+        return
+    predictor = Predictor.from_run(name, models_dir)
+    pixels = [load_image(root / r["file"]).pixels for r in rows]
+    truth = np.array([r["label"] for r in rows])
+    names = predictor.class_names
+    print(f"\n{name} on its test split (n={len(rows)}) with burned-in text removed or added:")
+    for label, change in [("as is", None), ("mark and caption blacked out", _mask_text_areas),
+                          ("MedPix-style mark and caption added", _stamp_text)]:
+        probs = predictor.predict_images([change(p) if change else p for p in pixels])
+        pred = np.array(names)[predictor.decide(probs)]
+        confusion = [[int(np.sum((truth == t) & (pred == q))) for q in names] for t in names]
+        recall = ", ".join(f"{t} {np.mean(pred[truth == t] == t):.3f}" for t in names if np.any(truth == t))
+        print(f"- {label}: accuracy {np.mean(pred == truth):.3f}; recall {recall}; confusion {confusion}")
 
 
 if __name__ == "__main__":

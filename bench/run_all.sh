@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL=3
 echo "# medclf benchmarks, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB"
 $PY -c "import tensorflow as tf, keras; print('tensorflow', tf.__version__, 'keras', keras.__version__, 'GPUs', len(tf.config.list_physical_devices('GPU')))"
-echo; echo "## Bundled models"; $PY bench/models_report.py --external
+echo; echo "## Bundled models"; $PY bench/models_report.py --external --overlays
 echo; echo "## Prediction latency and batch throughput"; $PY bench/predict_throughput.py
 echo; echo "## App in the browser"; $PY bench/app_latency.py
 echo; echo "## Explainability latency"; $PY bench/explain_latency.py
