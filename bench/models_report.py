@@ -143,30 +143,27 @@ def _stamp_text(pixels):
 
 def overlay_probe(models_dir: str, shared: Path, name: str = "imaging-modality") -> None:
     """Accuracy of ``name`` on its recorded test predictions' images, as is, text masked, text added."""
-    import numpy as np
-
+    from medclf_core.evaluation import evaluate_probabilities
     from medclf_core.images import load_image
     from medclf_core.inference import Predictor
     from medclf_core.registry import EVALUATION_FILE, read_json, resolve_run
 
-    rows = (read_json(resolve_run(name, models_dir), EVALUATION_FILE, {}) or {}).get("predictions") or []
+    rows = read_json(resolve_run(name, models_dir), EVALUATION_FILE, {}).get("predictions") or []
     root = shared / "modality"
     if not rows or not root.is_dir():
         print(f"\n(overlay probe skipped: no recorded predictions for {name}, or {root} missing)")
         return
     predictor = Predictor.from_run(name, models_dir)
     pixels = [load_image(root / r["file"]).pixels for r in rows]
-    truth = np.array([r["label"] for r in rows])
-    names = predictor.class_names
+    truth = [predictor.class_names.index(r["label"]) for r in rows]
     print(f"\n{name} on its test split (n={len(rows)}) with burned-in text removed or added:")
     for label, change in [("as is", None), ("mark and caption blacked out", _mask_text_areas),
                           ("MedPix-style mark and caption added", _stamp_text)]:
         probs = predictor.predict_images([change(p) if change else p for p in pixels])
-        pred = np.array(names)[predictor.decide(probs)]
-        confusion = [[int(np.sum((truth == t) & (pred == q))) for q in names] for t in names]
-        recall = ", ".join(f"{t} {np.mean(pred[truth == t] == t):.3f}" for t in names if np.any(truth == t))
-        print(f"- {label}: accuracy {np.mean(pred == truth):.3f}; recall {recall}; confusion {confusion}")
-
+        r = evaluate_probabilities(truth, probs, predictor.class_names, threshold=predictor.threshold,
+                                   positive=predictor.positive, bootstrap=0)
+        recall = ", ".join(f"{c} {m['recall']:.3f}" for c, m in r["per_class"].items() if m["support"])
+        print(f"- {label}: accuracy {r['accuracy']:.3f}; recall {recall}; confusion {r['confusion_matrix']}")
 
 if __name__ == "__main__":
     sys.exit(main())
