@@ -6,13 +6,14 @@ UI only: everything that computes is in medclf_core.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
 import streamlit as st
 
 from medclf_core.errors import MedclfError
-from medclf_core.registry import MODEL_FILE, default_models_dir, list_runs
+from medclf_core.registry import MODEL_FILE, default_models_dir, scan_registry
 
 REPO = Path(__file__).resolve().parent
 SAMPLES = REPO / "samples"
@@ -25,12 +26,31 @@ def models_dir() -> Path:
     return default_models_dir()
 
 
-def runs() -> list[dict]:
-    """Every registered run (newest first); never raises."""
+def registry() -> tuple[list, list[dict]]:
+    """``(runs, unreadable)``: the usable runs (validated cards, newest first) and the run folders that
+    cannot be used, each with its ``reason``. Never raises: one bad card never takes the app down."""
     try:
-        return list_runs(models_dir())
-    except OSError:
-        return []
+        return scan_registry(models_dir())
+    except Exception:  # noqa: BLE001 - the picker is on every page; it must always draw
+        return [], []
+
+
+def runs() -> list:
+    """Every usable registered run (newest first); never raises."""
+    return registry()[0]
+
+
+def unreadable_runs() -> list[dict]:
+    """Run folders whose card is damaged or not valid (``name``, ``run_dir``, ``reason``); never raises."""
+    return registry()[1]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_escape(text) -> str:
+    """``text`` with every Markdown character escaped, for names and reasons shown through st.markdown/caption."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 def default_model_name(all_runs: list[dict]) -> str | None:
@@ -49,8 +69,11 @@ def research_notice() -> None:
 
 def sidebar_model_picker() -> str | None:
     """The shared model picker (drawn by app.py on every page); the choice lives in session_state."""
-    all_runs = runs()
+    all_runs, unreadable = registry()
     with st.sidebar:
+        if unreadable:
+            st.warning(f"{len(unreadable)} model folder(s) cannot be used (a damaged or invalid model card); "
+                       "the **Models** page lists them with the reason.")
         if not all_runs:
             st.info("No models are registered yet. Train one on the **Train** page.")
             return None
@@ -62,7 +85,7 @@ def sidebar_model_picker() -> str | None:
                      format_func=lambda n: f"{n}  ·  {by_name[n].get('task', '')}",
                      help="The model used by the Predict and Evaluate pages.")
         card = by_name[st.session_state["model_name"]]
-        st.caption(f"{card.get('architecture')} · classes: {', '.join(card.get('class_names') or [])}")
+        st.caption(md_escape(f"{card.architecture or '?'} · classes: {', '.join(card.class_names)}"))
         st.divider()
         st.caption(NOTICE)
     return st.session_state["model_name"]
@@ -90,10 +113,14 @@ def require_card() -> dict:
 
 
 def _stamp(run_dir: str) -> str:
-    try:
-        return str((Path(run_dir) / MODEL_FILE).stat().st_mtime_ns)
-    except OSError:
-        return "missing"
+    """Changes whenever what the Predictor loads changes: the model, its card (calibration) or its gate."""
+    stamps = []
+    for name in (MODEL_FILE, "card.json", "ood.npz"):
+        try:
+            stamps.append(str((Path(run_dir) / name).stat().st_mtime_ns))
+        except OSError:
+            stamps.append("missing")
+    return "-".join(stamps)
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=6)

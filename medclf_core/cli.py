@@ -1,4 +1,4 @@
-"""Command-line twin of the app: ``python -m medclf_core {audit,train,evaluate,predict,list}``.
+"""Command-line twin of the app: ``python -m medclf_core {audit,train,evaluate,predict,list,refit-trust,export}``.
 
 Results go to stdout (with ``--json``, the last line of stdout is one JSON value);
 progress bars and messages go to stderr. Bad input ends with a one-line message
@@ -83,7 +83,8 @@ TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
     "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
     "near_duplicate_distance": "near_duplicate_distance",
     "xla": "xla", "memory_growth": "memory_growth", "distribute": "distribute", "devices": "logical_devices",
-    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm", "ensemble": "ensemble",
+    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm", "ensemble": "ensemble", "recipe": "recipe",
+    "feature_views": "feature_views", "fine_tune_lr": "fine_tune_learning_rate",
 }
 
 
@@ -231,8 +232,39 @@ def cmd_evaluate(args) -> int:
     print("Confusion matrix (rows true, columns predicted):")
     for c, row in zip(result["class_names"], result["confusion_matrix"], strict=True):
         print(f"  {c:<14}" + " ".join(f"{v:>6}" for v in row))
+    if result.get("ece") is not None:
+        print(f"Expected calibration error {result['ece']:.4f}"
+              + (f" (temperature {result['temperature']:.3g})" if result.get("temperature") else " (uncalibrated)"))
+    ood = result.get("ood") or {}
+    if ood.get("checked"):
+        print(f"Out of distribution: {ood['n_flagged']} of {ood['n']} images flagged ({ood['fraction_flagged']:.1%})")
+        rest = ood.get("metrics_without_flagged")
+        if rest:
+            print(f"  without them (n={rest['n']}): accuracy {rest['accuracy']:.4f}"
+                  + (f", ROC-AUC {rest['auc']:.4f}" if rest.get("auc") is not None else "")
+                  + (f", sensitivity {rest['sensitivity']}, specificity {rest['specificity']}"
+                     if "sensitivity" in rest else ""))
+    else:
+        print("Out of distribution: not checked (the model has no ood.npz; run refit-trust)")
     for s in result["skipped"]:
         print(f"skipped {s['file']}: {s['error']}")
+    return 0
+
+
+def cmd_refit_trust(args) -> int:
+    from medclf_core.trust import refit_trust
+
+    res = refit_trust(args.model, args.data, models_dir=args.models_dir, percentile=args.percentile,
+                      progress=_bar("Reading images", not args.no_progress))
+    if args.json:
+        _print_json(res)
+        return 0
+    o, c = res["ood"], res["calibration"]
+    print(f"Refitted {res['run_dir']}: OOD gate on {o['n_train']} training images, threshold {o['threshold']:.4g} "
+          f"({o['rule']}; flags {o['val_fraction_flagged']:.1%} of {o['n_val']} validation images)")
+    print(f"Temperature {c['temperature']:.4g}: validation ECE {c['val_ece'][0]:.4f} -> {c['val_ece'][1]:.4f}"
+          + (f"; threshold {c['threshold_uncalibrated']:.4g} -> {res['threshold']:.4g} (same decisions)"
+             if res.get("threshold") is not None else ""))
     return 0
 
 
@@ -263,30 +295,61 @@ def cmd_predict(args) -> int:
                 print(f"{r['file']}: ERROR {r['error']}")
             else:
                 probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
+                if r.get("ood"):
+                    print(f"{r['file']}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
+                          f"Model output {r['label']} ({probs})" + (f" -> {r['cam']}" if "cam" in r else ""))
+                    continue
                 print(f"{r['file']}: {r['label']} ({probs})" + (f" -> {r['cam']}" if "cam" in r else ""))
     return 2 if any("error" in r for r in results) else 0
 
 
-def cmd_list(args) -> int:
-    from medclf_core.registry import list_runs
+def cmd_export(args) -> int:
+    """Export a run as a TensorFlow SavedModel folder or a .tflite file, with its card (medclf_core.model_export)."""
+    from medclf_core.model_export import export_model
 
-    runs = list_runs(args.models_dir)
+    out = export_model(args.model, args.format, args.output, models_dir=args.models_dir, overwrite=args.overwrite)
     if args.json:
-        _print_json([{k: r.get(k) for k in ("name", "task", "architecture", "class_names", "metrics", "created",
-                                            "run_dir")} for r in runs])
+        _print_json({"model": args.model, "format": args.format, "output": str(out)})
+    else:
+        print(f"Exported {args.model} as {args.format} to {out} (card and EXPORT.md "
+              + ("in its assets/ folder)" if args.format == "savedmodel" else "beside it)"))
+    return 0
+
+
+def cmd_list(args) -> int:
+    """Every run; a run whose card is damaged or not valid is listed as unreadable, with the reason."""
+    from medclf_core.card import MIN_RELIABLE_N
+    from medclf_core.registry import scan_registry
+
+    runs, unreadable = scan_registry(args.models_dir)
+    if args.json:
+        _print_json([{**{k: r[k] for k in ("name", "task", "architecture", "class_names", "metrics", "created",
+                                           "run_dir", "schema_version")},
+                      "n": r.test_n, "bundled": r.is_bundled, "unreadable": False} for r in runs]
+                    + [{"name": u["name"], "run_dir": u["run_dir"], "unreadable": True, "reason": u["reason"]}
+                       for u in unreadable])
         return 0
+
+    def num(v) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
     for r in runs:
-        m = r.get("metrics", {})
-        print(f"{r['name']:<32} {r['architecture']:<11} {','.join(r['class_names']):<28} "
-              f"acc {m.get('accuracy') or 0:.3f} auc {m.get('auc') or 0:.3f}  {r.get('created', '')}")
-    if not runs:
+        m, n = r.metrics, r.test_n
+        toy = f"  (n < {MIN_RELIABLE_N}: too few test images)" if r.is_toy else ""
+        print(f"{r.name:<32} {r.architecture or '?':<11} {','.join(r.class_names):<28} "
+              f"acc {num(m.get('accuracy'))} auc {num(m.get('auc'))} n {n if n is not None else '?'}  "
+              f"{r.created or ''}{toy}")
+    for u in unreadable:
+        print(f"{u['name']:<32} UNREADABLE: {u['reason']}")
+    if not runs and not unreadable:
         print("No models registered yet.")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medclf_core.architectures import ARCHITECTURES
+    from medclf_core.architectures import ARCHITECTURES, RECIPES
     from medclf_core.augment import PRESETS
+    from medclf_core.evaluation import THRESHOLD_METHODS
 
     p = argparse.ArgumentParser(prog="python -m medclf_core",
                                 description="Train, evaluate and use medical image classifiers (the medclf engine).",
@@ -329,13 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentation preset; auto = chest_xray (no flips) for chest data, else default")
     t.add_argument("--class-weights", choices=["auto", "on", "off"], help="default auto: on when imbalanced")
     t.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 8)")
-    t.add_argument("--threshold-method", choices=["youden", "sensitivity"],
+    t.add_argument("--recipe", choices=list(RECIPES),
+                   help="auto (default): transfer for a pretrained backbone (a head on cached features), else "
+                        "scratch (fit on images)")
+    t.add_argument("--feature-views", type=int,
+                   help="transfer: random augmented views of each training image to cache (default 2)")
+    t.add_argument("--fine-tune-lr", type=float, help="learning rate of --fine-tune-epochs (default: the architecture's)")
+    t.add_argument("--threshold-method", choices=list(THRESHOLD_METHODS),
                    help="how the binary operating threshold is chosen on validation data")
     t.add_argument("--target-sensitivity", type=float, help="for --threshold-method sensitivity (default 0.95)")
     t.add_argument("--init-from", help="start from an earlier run (name or folder): fine-tuning")
     t.add_argument("--weights",
-                   help="resnet50: 'imagenet' (download, or $MEDCLF_RESNET50_WEIGHTS), a local .h5 file, or 'none'")
-    t.add_argument("--fine-tune-epochs", type=int, help="resnet50 with ImageNet weights: extra epochs with conv4+ unfrozen")
+                   help="pretrained architectures: 'imagenet' (efficientnet_lite0: the pinned package, offline; "
+                        "resnet50: download or $MEDCLF_RESNET50_WEIGHTS), a local weights file, or 'none'")
+    t.add_argument("--fine-tune-epochs", type=int,
+                   help="pretrained architectures: epochs on images after the head, top blocks unfrozen, BatchNorm "
+                        "frozen (default 0)")
     t.add_argument("--mixed-precision", choices=["auto", "on", "off", "float16", "bfloat16"], help="default auto: on GPUs only")
     t.add_argument("--xla", choices=["auto", "on", "off"],
                    help="XLA compilation; default auto: on a single GPU when every layer supports it")
@@ -380,6 +452,32 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")
     common(pr)
     pr.set_defaults(func=cmd_predict)
+
+    rt = sub.add_parser("refit-trust", help="fit a run's out-of-distribution gate and temperature (no retraining)",
+                        description="Recreates the run's train/val split exactly as training did, fits the "
+                                    "out-of-distribution gate on the training features and the temperature on the "
+                                    "validation probabilities, maps a binary threshold through it (same decisions), "
+                                    "and writes ood.npz and the card's 'ood' and 'calibration' entries.")
+    rt.add_argument("model", help="run folder, or run name in the models dir")
+    rt.add_argument("data", nargs="?", help="the dataset the run was trained on (default: the card's source)")
+    rt.add_argument("--percentile", type=float, default=99.0,
+                    help="gate threshold: this percentile of the validation scores (default 99)")
+    common(rt)
+    rt.set_defaults(func=cmd_refit_trust)
+
+    ex = sub.add_parser("export", help="export a model as a TensorFlow SavedModel or TensorFlow Lite file",
+                        description="Writes the raw model (pixels 0-255 in, softmax out) with its model card and "
+                                    "EXPORT.md (savedmodel: in OUTPUT/assets/; tflite: <stem>.card.json and "
+                                    "<stem>.EXPORT.md beside the .tflite) and ood.npz when the run has one. The "
+                                    "card's calibration temperature is not inside the exported model: EXPORT.md says "
+                                    "how to apply it.")
+    ex.add_argument("model", help="run folder, or run name in the models dir")
+    ex.add_argument("--format", required=True, choices=["savedmodel", "tflite"], help="export format")
+    ex.add_argument("--output", required=True, metavar="PATH",
+                    help="savedmodel: the folder to create; tflite: the .tflite file to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common(ex)
+    ex.set_defaults(func=cmd_export)
 
     ls = sub.add_parser("list", help="list registered models")
     common(ls)

@@ -22,13 +22,18 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import threading
+import time
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +52,10 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 ZIP_MAX_MEMBERS = 200_000
 ZIP_MAX_TOTAL_BYTES = 8 * 2**30
 ZIP_MAX_RATIO = 200
+# Audit limits, per dataset or upload: files scanned, decoded pixels in all, and wall time.
+DATASET_MAX_FILES = 200_000
+AUDIT_MAX_TOTAL_PIXELS = 200 * 10**9
+AUDIT_MAX_SECONDS = 3600.0
 
 
 @dataclass
@@ -64,6 +73,7 @@ class DatasetIndex:
     items: list[Item]
     presplit: bool
     skipped: list[dict] = field(default_factory=list)  # files ignored by the scan, with the reason
+    extracted_to: str | None = None  # the temporary folder a zip was extracted into (removed by release_dataset)
 
     @property
     def name(self) -> str:
@@ -92,6 +102,7 @@ class AuditReport:
     hashes: dict[str, str] = field(default_factory=dict, repr=False)    # rel -> md5 of decoded pixels
     dhashes: dict[str, str] = field(default_factory=dict, repr=False)   # rel -> 256-bit dHash (hex)
     skipped: list[dict] = field(default_factory=list)
+    damaged: list[dict] = field(default_factory=list)  # {"file", "warning"}: decoded, but the data is damaged
 
     def to_dict(self, include_hashes: bool = False) -> dict:
         d = asdict(self)
@@ -105,6 +116,9 @@ class AuditReport:
         out = []
         if self.unreadable:
             out.append(f"{len(self.unreadable)} file(s) could not be read and will be skipped.")
+        if self.damaged:
+            out.append(f"{len({d['file'] for d in self.damaged})} file(s) have damaged image data (parts may be "
+                       "grey or garbled); check them before training.")
         if self.imbalance_ratio >= 1.5:
             out.append(f"Classes are imbalanced (largest/smallest = {self.imbalance_ratio:.1f}); "
                        "class weights will be used by default.")
@@ -144,7 +158,9 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"The archive cannot be opened as a zip file ({exc}).") from None
+        why = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+               else str(exc)[:120] if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__)
+        raise DatasetError(f"The archive cannot be opened as a zip file ({why}).") from None
     with zf:
         infos = zf.infolist()
         _check_zip_limits(infos)
@@ -155,11 +171,8 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
                 continue
             if "__MACOSX" in Path(info.filename).parts:
                 continue  # macOS resource forks: never images
-            target = (dest / info.filename).resolve()
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            reason = _extract_member(zf, info, target)
+            target = dest / info.filename
+            reason = _make_dir(target) if info.is_dir() else _extract_member(zf, info, target)
             if reason:
                 skipped.append({"file": info.filename, "reason": reason})
     return skipped
@@ -200,32 +213,75 @@ def _unsafe_member_reason(info: zipfile.ZipInfo, dest: Path) -> str | None:
 def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
     """Stream one member to ``target``, never past its declared size.
 
-    Returns a reason when the member is skipped (damaged, unsupported compression);
-    raises :class:`DatasetError` when it inflates beyond its header (a zip bomb).
+    Returns a reason when the member is skipped (damaged, unsupported compression, a name the
+    file system refuses, a path already taken by a folder or a file); raises :class:`DatasetError`
+    when it inflates beyond its header (a zip bomb). A partly written file is removed; removing
+    it never raises (the member is skipped either way).
     """
     import zlib
 
+    created = False
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(info) as src, open(target, "wb") as out:
-            remaining = info.file_size + 1
-            while chunk := src.read(1 << 20):
-                remaining -= len(chunk)
-                if remaining < 0:
-                    raise DatasetError(f"Zip member {info.filename} is larger than its header claims; refused.")
-                out.write(chunk)
+        if target.is_dir():
+            return "a folder of the same name was already extracted"
+        with zf.open(info) as src:
+            with open(target, "wb") as out:
+                created = True
+                remaining = info.file_size + 1
+                while chunk := src.read(1 << 20):
+                    remaining -= len(chunk)
+                    if remaining < 0:
+                        raise DatasetError(f"Zip member {info.filename} is larger than its header claims; refused.")
+                    out.write(chunk)
     except DatasetError:
-        target.unlink(missing_ok=True)
+        _discard(target, created)
         raise
     except NotImplementedError:
-        target.unlink(missing_ok=True)
+        _discard(target, created)
         return "unsupported compression method"
     except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError) as exc:
-        target.unlink(missing_ok=True)
+        _discard(target, created)
         return f"damaged ({type(exc).__name__})"
+    except FileExistsError:
+        return "its folder clashes with a file of the same name"
     except OSError as exc:
+        _discard(target, created)
+        return _os_reason(exc)
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a member cannot be written, without the server path in ``str(exc)``."""
+    import errno
+
+    if exc.errno == errno.ENAMETOOLONG:
+        return "name too long for the file system"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "its folder clashes with a file of the same name"
+    if exc.errno == errno.EISDIR:
+        return "a folder of the same name was already extracted"
+    return f"cannot be written ({exc.strerror or type(exc).__name__})"
+
+
+def _discard(target: Path, created: bool) -> None:
+    """Remove a partly written member; never raises (the caller is already handling an error)."""
+    if not created:
+        return
+    try:
         target.unlink(missing_ok=True)
-        return f"cannot be written ({exc.strerror or type(exc).__name__})"
+    except OSError:
+        pass
+
+
+def _make_dir(target: Path) -> str | None:
+    """Create a folder member; the reason it cannot be created, or None."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "a file of the same name was already extracted"
+    except OSError as exc:
+        return _os_reason(exc)
     return None
 
 
@@ -253,30 +309,48 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None = None) -> DatasetIndex:
-    """Index a dataset folder or zip. Does not decode images (see :func:`audit_dataset`)."""
+    """Index a dataset folder or zip. Does not decode images (see :func:`audit_dataset`).
+
+    A zip is extracted into ``extract_to``, else into a new temporary folder that
+    :func:`release_dataset` (or leaving :func:`open_dataset`) removes; any left at exit are
+    removed then, and those of a killed process by :func:`remove_stale_extractions`.
+    """
     path = Path(source).expanduser()
-    skipped: list[dict] = []
+    temp: Path | None = None
     if path.is_file() and zipfile.is_zipfile(path):
-        dest = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="medclf-zip-"))
-        skipped += safe_extract_zip(path, dest)
-        path = _single_child_root(dest)
+        dest = Path(extract_to) if extract_to else (temp := _new_extraction_dir())
+        try:
+            skipped = safe_extract_zip(path, dest)
+            # Messages name the zip, never the server's extraction folder.
+            index = _scan_folder(_single_child_root(dest), source, skipped, shown=Path(source).name)
+        except BaseException:
+            if temp is not None:
+                _remove_extraction(temp)
+            raise
+        index.extracted_to = str(temp) if temp is not None else None
+        return index
+    return _scan_folder(path, source, [])
+
+
+def _scan_folder(path: Path, source, skipped: list[dict], shown: str | None = None) -> DatasetIndex:
     if not path.is_dir():
         raise DatasetError(f"Dataset not found: {source} is not a folder or a zip file.")
     path = path.resolve()
+    shown = shown or str(path)
     top = _class_dirs(path)
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_ALIASES}
     items: list[Item] = []
     if split_dirs and len(split_dirs) == len(top):
         class_names = sorted({c.name for d in split_dirs.values() for c in _class_dirs(d)})
         if not class_names:
-            raise DatasetError(f"{path} has train/val/test folders but no class folders inside them.")
+            raise DatasetError(f"{shown} has train/val/test folders but no class folders inside them.")
         for split, d in sorted(split_dirs.items()):
             for cdir in _class_dirs(d):
                 label = class_names.index(cdir.name)
                 items += [Item(str(f), f.relative_to(path).as_posix(), label, split) for f in _files_under(cdir)]
         presplit = True
         if "train" not in split_dirs:
-            raise DatasetError(f"{path} has {', '.join(sorted(split_dirs))} folders but no 'train' folder.")
+            raise DatasetError(f"{shown} has {', '.join(sorted(split_dirs))} folders but no 'train' folder.")
     else:
         class_names = [d.name for d in top]
         for label, cdir in enumerate(top):
@@ -287,12 +361,111 @@ def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None
                 skipped.append({"file": f.name, "reason": "image outside any class folder"})
     if len(class_names) < 2:
         raise DatasetError(
-            f"{path} must contain at least two class folders (found {len(class_names)}: "
+            f"{shown} must contain at least two class folders (found {len(class_names)}: "
             f"{', '.join(class_names) or 'none'}). Layout: root/<class>/<images> or root/train/<class>/<images>."
         )
     if not items:
-        raise DatasetError(f"No image files found under {path}.")
+        raise DatasetError(f"No image files found under {shown}.")
+    if len(items) > DATASET_MAX_FILES:
+        raise DatasetError(f"The dataset has {len(items)} image files; the limit is {DATASET_MAX_FILES}.")
     return DatasetIndex(str(path), class_names, items, presplit, skipped)
+
+
+# ---------------------------------------------------------------------------- temporary extractions
+
+EXTRACTION_PREFIX = "medclf-zip-"
+_extractions: dict[str, int] = {}  # temporary extraction folder -> pid of the process that made it
+_extractions_lock = threading.Lock()
+
+
+def _new_extraction_dir() -> Path:
+    """A new private temporary folder for one zip, named after this process; first removes what killed
+    processes left behind (see :func:`remove_stale_extractions`)."""
+    remove_stale_extractions()
+    folder = Path(tempfile.mkdtemp(prefix=f"{EXTRACTION_PREFIX}{os.getpid()}-"))
+    with _extractions_lock:
+        _extractions[str(folder)] = os.getpid()
+    return folder
+
+
+def _remove_extraction(folder: str | os.PathLike) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    with _extractions_lock:
+        _extractions.pop(str(folder), None)
+
+
+def release_dataset(index: DatasetIndex) -> None:
+    """Remove the temporary folder :func:`scan_dataset` extracted a zip into (nothing for a folder,
+    or for a zip extracted into a folder the caller chose). The index's files are gone afterwards."""
+    if index.extracted_to:
+        _remove_extraction(index.extracted_to)
+        index.extracted_to = None
+
+
+@contextmanager
+def open_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None = None) -> Iterator[DatasetIndex]:
+    """:func:`scan_dataset` as a context manager: a zip's temporary extraction is removed on leaving.
+
+    Example::
+
+        with open_dataset("data.zip") as index:     # doctest: +SKIP
+            report = audit_dataset(index)
+    """
+    index = scan_dataset(source, extract_to)
+    try:
+        yield index
+    finally:
+        release_dataset(index)
+
+
+@atexit.register
+def _remove_own_extractions() -> None:
+    """At exit, remove this process's temporary extractions (never a parent's, after a fork)."""
+    with _extractions_lock:
+        mine = [f for f, pid in _extractions.items() if pid == os.getpid()]
+    for folder in mine:
+        _remove_extraction(folder)
+
+
+def remove_stale_extractions(temp_dir: str | os.PathLike | None = None, *, max_age_s: float = 86400.0) -> list[str]:
+    """Remove ``medclf-zip-<pid>-*`` folders in the temp folder whose process is gone (killed before it
+    could clean up), and ``medclf-zip-*`` folders of earlier versions (no pid in the name) untouched
+    for ``max_age_s`` (default a day). Returns their names.
+
+    Safe to call at any start (app, CLI): a live process's extraction is never touched.
+    """
+    base = Path(temp_dir or tempfile.gettempdir())
+    removed = []
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith(EXTRACTION_PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    now = time.time()
+    for folder in candidates:
+        pid_text = folder.name[len(EXTRACTION_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and "-" in folder.name[len(EXTRACTION_PREFIX):]:
+            stale = not _pid_alive(int(pid_text))
+        else:
+            try:
+                stale = now - folder.stat().st_mtime > max_age_s
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
 
 
 # ---------------------------------------------------------------------------- audit
@@ -307,15 +480,18 @@ def dhash(pixels: np.ndarray, side: int = 16) -> str:
     return np.packbits((small[:, 1:] > small[:, :-1]).flatten()).tobytes().hex()
 
 
-def _inspect(item: Item) -> tuple[str | None, str | None, str | None]:
+def _inspect(item: Item) -> tuple[str | None, str | None, str | None, int, list[str]]:
+    """(pixel md5, dHash, error, decoded pixel count, decoder warnings) of one file."""
     try:
         img = load_image(item.path)
     except ImageError as exc:
-        return None, None, str(exc)
+        return None, None, str(exc), 0, []
+    except MemoryError:
+        return None, None, "The image is too large to decode with the memory available.", 0, []
     except Exception as exc:  # a decoder bug must not stop the audit
-        return None, None, f"{type(exc).__name__}: {exc}"
+        return None, None, f"The file could not be decoded ({type(exc).__name__}).", 0, []
     digest = hashlib.md5(img.pixels.tobytes() + str(img.pixels.shape).encode()).hexdigest()
-    return digest, dhash(img.pixels), None
+    return digest, dhash(img.pixels), None, int(img.pixels.shape[0] * img.pixels.shape[1]), list(img.warnings)
 
 
 class _UnionFind:
@@ -334,49 +510,196 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _near_pairs(codes: list[str], max_distance: int) -> list[tuple[int, int]]:
-    """All index pairs whose hex hash codes differ in at most ``max_distance`` bits."""
-    pairs = []
-    if max_distance < 0 or len(codes) < 2:
-        return pairs
-    as_bytes = np.frombuffer(b"".join(bytes.fromhex(c) for c in codes), dtype=np.uint8).reshape(len(codes), -1)
-    bits = np.unpackbits(as_bytes, axis=1).astype(np.int32)  # (n, n_bits)
-    block = 1024
-    for start in range(0, len(codes), block):
-        chunk = bits[start:start + block]
-        # Hamming distance via dot products: d = a.(1-b) + (1-a).b
-        dist = chunk @ (1 - bits).T + (1 - chunk) @ bits.T
-        ii, jj = np.nonzero(dist <= max_distance)
-        for i, j in zip(ii + start, jj, strict=True):
-            if i < j:
-                pairs.append((int(i), int(j)))
-    return pairs
+_NEAR_BUDGET = 1 << 21  # (rows x candidates) compared at once: about 64 MB of XORed hash words
+
+
+def _as_words(codes: list[str]) -> np.ndarray:
+    """Hex hash codes as an (n, words) uint64 array (zero-padded to whole 64-bit words)."""
+    raw = [bytes.fromhex(c) for c in codes]
+    width = max((len(r) for r in raw), default=0)
+    width = -(-width // 8) * 8 or 8
+    buf = b"".join(r.ljust(width, b"\0") for r in raw)
+    return np.frombuffer(buf, dtype=np.uint64).reshape(len(codes), width // 8)
+
+
+def _within(rows: np.ndarray, cands: np.ndarray, max_distance: int) -> np.ndarray:
+    """Boolean (len(rows), len(cands)): Hamming distance <= ``max_distance``, in bounded-size chunks."""
+    out = np.zeros((len(rows), len(cands)), dtype=bool)
+    step = max(1, _NEAR_BUDGET // max(len(rows), 1))
+    for start in range(0, len(cands), step):
+        block = cands[start:start + step]
+        dist = np.bitwise_count(rows[:, None, :] ^ block[None, :, :]).sum(axis=2, dtype=np.int32)
+        out[:, start:start + step] = dist <= max_distance
+    return out
+
+
+def _isolated(words: np.ndarray, max_distance: int) -> np.ndarray:
+    """Codes that cannot be within ``max_distance`` bits of any other (boolean mask), found in linear time.
+
+    Pigeonhole: split the bits into ``max_distance + 1`` disjoint bands; two codes differing in at
+    most ``max_distance`` bits agree exactly on at least one band. A code whose value in every band
+    is unique among all codes therefore has no near neighbour.
+    """
+    bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=1)
+    n_bands = max_distance + 1
+    if n_bands > bits.shape[1] // 2:
+        return np.zeros(len(words), dtype=bool)  # bands too thin to separate anything
+    alone = np.ones(len(words), dtype=bool)
+    for band in np.array_split(np.arange(bits.shape[1]), n_bands):
+        keys = np.packbits(bits[:, band], axis=1)
+        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        alone &= counts[inverse.reshape(-1)] == 1
+    return alone
+
+
+def _near_pairs(codes: list[str], max_distance: int, *, deadline: float | None = None) -> list[tuple[int, int]]:
+    """Pairs linking every code to the first code of its near-duplicate component (Hamming distance
+    at most ``max_distance`` bits, transitively), never more than ``len(codes) - 1`` pairs.
+
+    The components are exactly those of the graph of all pairs within ``max_distance``, but that
+    graph is never built: identical codes are merged first, codes that share no band of bits with any
+    other (see :func:`_isolated`) are set aside without a comparison, then a breadth-first search walks
+    the rest, comparing each frontier only with the codes not yet reached, in chunks of bounded size.
+    Memory is O(n); time is linear for unrelated images and at most O(n^2) word comparisons (numpy)
+    for thousands of mutually similar ones.
+    ``deadline`` (a :func:`time.monotonic` value) stops a search that would take too long with a
+    :class:`DatasetError`.
+    """
+    n = len(codes)
+    if max_distance < 0 or n < 2:
+        return []
+    words = _as_words(codes)
+    uniq, first, inverse = np.unique(words, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    m = len(uniq)
+    comp = np.full(m, -1, dtype=np.int64)  # component seed (an index into uniq) of each distinct code
+    unvisited = np.ones(m, dtype=bool)
+    # Codes with no possible neighbour are their own component, without a single comparison.
+    alone = _isolated(uniq, max_distance)
+    comp[alone] = np.flatnonzero(alone)
+    unvisited[alone] = False
+    # Walk the other distinct codes in the order of their first appearance (deterministic, input order).
+    order = np.argsort(first, kind="stable")
+    order = order[~alone[order]]
+    m = len(order)
+
+    def check_time() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise DatasetError("The near-duplicate search took too long for this many images; "
+                               "audit fewer images at a time or turn the near-duplicate check off "
+                               "(near-duplicate distance -1).")
+
+    pos = 0
+    while pos < m:
+        check_time()
+        left = np.flatnonzero(unvisited)
+        if not left.size:
+            break
+        batch_size = max(1, min(1024, _NEAR_BUDGET // len(left)))
+        seeds = order[pos:pos + batch_size]
+        pos += len(seeds)
+        seeds = seeds[unvisited[seeds]]
+        if not seeds.size:
+            continue
+        near = _within(uniq[seeds], uniq[left], max_distance)
+        self_hit = left[None, :] == seeds[:, None]
+        lonely = ~(near & ~self_hit).any(axis=1)
+        comp[seeds[lonely]] = seeds[lonely]
+        unvisited[seeds[lonely]] = False
+        for seed in seeds[~lonely]:
+            if not unvisited[seed]:
+                continue  # reached from an earlier seed of this batch
+            unvisited[seed] = False
+            comp[seed] = seed
+            frontier = np.array([seed])
+            while frontier.size:
+                check_time()
+                cands = np.flatnonzero(unvisited)
+                if not cands.size:
+                    break
+                reached = np.zeros(len(cands), dtype=bool)
+                step = max(1, _NEAR_BUDGET // len(cands))
+                for start in range(0, len(frontier), step):
+                    reached |= _within(uniq[frontier[start:start + step]], uniq[cands], max_distance).any(axis=0)
+                frontier = cands[reached]
+                unvisited[frontier] = False
+                comp[frontier] = seed
+    # Map back to input indices: each code joins the first input index of its component's seed.
+    root_of_uniq = first[comp]
+    roots = root_of_uniq[inverse]
+    return [(int(r), i) for i, r in enumerate(roots.tolist()) if r != i]
+
+
+def _audit_seconds() -> float:
+    """The audit's time limit: ``MEDCLF_AUDIT_MAX_SECONDS`` when set (0: none), else :data:`AUDIT_MAX_SECONDS`."""
+    try:
+        return float(os.environ.get("MEDCLF_AUDIT_MAX_SECONDS", AUDIT_MAX_SECONDS))
+    except ValueError:
+        return AUDIT_MAX_SECONDS
+
+
+def _too_slow(limit_s: float) -> DatasetError:
+    limit = f"{limit_s / 60:.0f} minutes" if limit_s >= 120 else f"{limit_s:.0f} seconds"
+    return DatasetError(f"Auditing this dataset took longer than the limit of {limit} and was stopped; "
+                        "audit fewer images at a time (the limit is set by MEDCLF_AUDIT_MAX_SECONDS).")
+
+
+def _decode_all(items: list[Item], workers: int, deadline: float | None, limit_s: float,
+                progress: Callable[[int, int], None] | None) -> list[tuple]:
+    """:func:`_inspect` every item on a thread pool, stopping (with :class:`DatasetError`) past the
+    deadline or once the decoded pixels exceed :data:`AUDIT_MAX_TOTAL_PIXELS`."""
+    results = []
+    total_pixels = 0
+    pool = ThreadPoolExecutor(workers)
+    window = 256 * workers  # submitted at a time: bounded bookkeeping for any number of files
+    try:
+        for start in range(0, len(items), window):
+            for res in pool.map(_inspect, items[start:start + window]):
+                results.append(res)
+                total_pixels += res[3]
+                if total_pixels > AUDIT_MAX_TOTAL_PIXELS:
+                    raise DatasetError(f"The dataset's images hold more than {AUDIT_MAX_TOTAL_PIXELS / 1e9:g} "
+                                       "gigapixels in all, more than one audit may decode; use fewer or smaller "
+                                       "images.")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _too_slow(limit_s)
+                if progress:
+                    progress(len(results), len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> AuditReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  max_seconds: float | None = None) -> AuditReport:
     """Decode every image once, find unreadable files and duplicates, count classes.
 
     ``near_duplicate_distance`` is the dHash Hamming radius for near-duplicates
     (0 keeps only identical hashes; -1 turns the check off).
     ``progress(done, total)`` is called as files are decoded.
+
+    Bounded for any input: exact duplicates are grouped by pixel hash first (one image per group
+    enters the near-duplicate search), the near-duplicate search never builds the list of all
+    close pairs, and the audit stops with a :class:`DatasetError` past ``max_seconds`` (default
+    :data:`AUDIT_MAX_SECONDS`, or ``MEDCLF_AUDIT_MAX_SECONDS``; 0 for none) or past
+    :data:`AUDIT_MAX_TOTAL_PIXELS` decoded pixels.
     """
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    results: list[tuple[str | None, int | None, str | None]] = []
-    with ThreadPoolExecutor(workers) as pool:
-        for n, res in enumerate(pool.map(_inspect, index.items), 1):
-            results.append(res)
-            if progress:
-                progress(n, len(index.items))
+    limit_s = _audit_seconds() if max_seconds is None else max_seconds
+    deadline = time.monotonic() + limit_s if limit_s and limit_s > 0 else None
+    results = _decode_all(index.items, workers, deadline, limit_s, progress)
 
     unreadable, readable_idx = [], []
     hashes: dict[str, str] = {}
     dhashes: dict[str, str] = {}
-    for i, (digest, dh, err) in enumerate(results):
+    damaged = []
+    for i, (digest, dh, err, _, warns) in enumerate(results):
         it = index.items[i]
         if err:
             unreadable.append({"file": it.rel, "error": err})
         else:
+            damaged += [{"file": it.rel, "warning": w} for w in warns]
             readable_idx.append(i)
             hashes[it.rel] = digest
             dhashes[it.rel] = dh
@@ -393,8 +716,10 @@ def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, work
     for ks in by_hash.values():
         for k in ks[1:]:
             uf.union(ks[0], k)
-    for a, b in _near_pairs([dhashes[it.rel] for it in items], near_duplicate_distance):
-        uf.union(a, b)
+    # One representative per exact-duplicate group enters the near-duplicate search (same pixels, same dHash).
+    reps = [ks[0] for ks in by_hash.values()]
+    for a, b in _near_pairs([dhashes[items[k].rel] for k in reps], near_duplicate_distance, deadline=deadline):
+        uf.union(reps[a], reps[b])
     groups: dict[int, list[int]] = defaultdict(list)
     for k in range(len(items)):
         groups[uf.find(k)].append(k)
@@ -414,7 +739,7 @@ def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, work
                                  .encode()).hexdigest()
     return AuditReport(index.class_names, {k: dict(v) for k, v in counts.items()}, round(imbalance, 3), unreadable,
                        duplicate_groups, near_groups, cross, conflicting, fingerprint, hashes, dhashes,
-                       list(index.skipped))
+                       list(index.skipped), damaged)
 
 
 # ---------------------------------------------------------------------------- splitting

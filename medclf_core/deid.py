@@ -143,13 +143,20 @@ def _walk(ds):
         yield from _walk_one(d)
 
 
+# The parts of a coded entry that are standard vocabulary, never a patient's data: the scheme ("DCM",
+# "SCT"), the code ("121320") and its version. Inside an identifying sequence they stay unmarked, or
+# "DCM" would be scrubbed from every ".dcm" and "dcm_" in a file name.
+_CODE_KEYWORDS = frozenset({"CodingSchemeDesignator", "CodingSchemeVersion", "CodeValue", "LongCodeValue",
+                            "URNCodeValue", "ContextIdentifier", "MappingResource", "ContextGroupVersion"})
+
+
 def _walk_one(ds, inherited: bool = False):
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value or []:
                 for inner in _walk_one(item, inherited or is_identifying(elem)):
                     yield inner
-        elif inherited:
+        elif inherited and getattr(elem, "keyword", "") not in _CODE_KEYWORDS:
             yield _Marked(elem)
         else:
             yield elem
@@ -258,9 +265,46 @@ def _strip(ds) -> None:
                 _strip(item)
 
 
+# MRN-like tokens in a file name, whatever the header says: "MRN-9988776655", "mrn_12345", "PatientID 0042"
+# (an ID word and at least three digits), and any run of 7 or more digits (record numbers, phone numbers, dates such as 19230405).
+_ID_WORDS = r"(?:mrn|pid|patid|patient[-_ ]?id|acc(?:ession)?(?:[-_ ]?(?:no|nr|num(?:ber)?))?)"
+_MRN_TOKEN = re.compile(rf"(?i)(?<![a-z0-9]){_ID_WORDS}[-_ #:.=]*[a-z]*\d{{3,}}[a-z0-9]*(?![a-z0-9])")
+_LONG_DIGITS = re.compile(r"(?<!\d)\d{7,}(?!\d)")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+# Header values shorter than this are not searched for in file names when they hold a digit: short
+# codes such as "RG1", "CT2" or "V01" name files everywhere and would scrub ordinary names.
+_MIN_CODE_LENGTH = 4
+
+
 def safe_file_label(path: str | os.PathLike, values: Iterable[str] = ()) -> str:
-    """The base name of an uploaded file (no folders), with any identifying value scrubbed."""
-    return redact(Path(str(path)).name, values)
+    """The one rule for showing or exporting a file name: its base name (no folders, ``/`` or ``\\``),
+    with identifiers replaced by ``[redacted]`` and nothing else changed.
+
+    Identifiers are (1) the header's identifying ``values`` (see :func:`identifying_values`), found
+    as whole words (between separators such as ``_ - . space``, case-insensitive; a multi-word value
+    with any separators), and (2) MRN-like tokens: ``MRN``/``PID``/``PatientID``/accession-number
+    prefixes followed by a number, and runs of 7 or more digits. The extension is never touched, nor
+    is a value inside a longer word ("RG" in "RG1_J2KI"), nor a short code with a digit ("RG1").
+
+    Example: ``safe_file_label("/up/Zzyzxqa_Quintessa_MRN-9988776655.dcm", ["Zzyzxqa", "Quintessa"])``
+    is ``"[redacted]_[redacted]_[redacted].dcm"``; ``safe_file_label("RG1_J2KI.dcm", ["RG1", "DCM"])``
+    is ``"RG1_J2KI.dcm"``.
+    """
+    name = re.split(r"[\\/]", str(path))[-1]
+    ext_match = _EXTENSION.search(name)
+    stem, ext = (name[:ext_match.start()], ext_match.group()) if ext_match and ext_match.start() > 0 else (name, "")
+    for value in sorted({str(v).strip() for v in values}, key=len, reverse=True):
+        words = [w for w in re.split(r"[^0-9A-Za-z]+", value) if w]
+        if not words:
+            continue
+        joined = "".join(words)
+        if len(joined) < _MIN_REDACT_LENGTH or (len(joined) < _MIN_CODE_LENGTH and any(c.isdigit() for c in joined)):
+            continue
+        pattern = r"[^0-9A-Za-z]+".join(re.escape(w) for w in words)
+        stem = re.sub(rf"(?i)(?<![0-9A-Za-z]){pattern}(?![0-9A-Za-z])", REDACTED, stem)
+    stem = _MRN_TOKEN.sub(REDACTED, stem)
+    stem = _LONG_DIGITS.sub(REDACTED, stem)
+    return stem + ext
 
 
 def _is_dataset(obj) -> bool:

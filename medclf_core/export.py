@@ -27,17 +27,21 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = ()) -> str:
     """CSV text: one row per result, columns ``file, label, p_<class>..., threshold,
-    positive_class, error, notes``.
+    positive_class, ood, ood_score, ood_reason, error, notes``.
 
     ``results`` are dicts with ``file`` and either ``label``/``probabilities``
-    (optionally ``threshold``, ``positive_class``, ``notes``) or ``error``.
+    (optionally ``threshold``, ``positive_class``, ``ood``, ``ood_score``, ``ood_reason``,
+    ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
+    (the model has no out-of-distribution gate); empty for a file that could not be read.
+    A row with ``ood`` true is not a finding: its ``label`` is only what the model said.
     ``identifying`` are strings to scrub from file names (for example every
     :func:`~medclf_core.deid.identifying_values` of the uploaded DICOM files).
     Any other key in a result (a DICOM header, a path to a heat map) is ignored.
     """
     identifying = list(identifying)
     classes = _class_names(results)
-    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "error", "notes"]
+    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "ood", "ood_score",
+               "ood_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
@@ -45,7 +49,8 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
         probs = r.get("probabilities") or {}
         row = [safe_file_label(r.get("file", ""), identifying), r.get("label", ""),
                *(_probability(probs.get(c)) for c in classes),
-               _number(r.get("threshold")), r.get("positive_class", ""),
+               _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
+               _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", identifying),
                _scrub(r.get("error", ""), identifying), _scrub("; ".join(r.get("notes") or []), identifying)]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
@@ -59,6 +64,13 @@ def _class_names(results: Sequence[Mapping]) -> list[str]:
             if c not in names:
                 names.append(str(c))
     return names
+
+
+def _ood(r: Mapping) -> str:
+    if "probabilities" not in r:
+        return ""
+    v = r.get("ood")
+    return "not checked" if v is None else ("true" if v else "false")
 
 
 def _probability(p) -> str:

@@ -49,6 +49,11 @@ MAX_DECODED_BYTES = 1024 * 1024 * 1024
 # Deflate cannot compress better than about 1032:1, so a PNG whose header claims far
 # more pixel bytes than that is lying (a crafted header or a truncated file).
 PNG_MAX_INFLATE_RATIO = 1100
+# A Huffman-coded JPEG needs at least about two bits per 8x8 block of its full-size component;
+# a header claiming more pixels than width*height/JPEG_MIN_BYTES_DIVISOR bytes can hold is lying.
+JPEG_MIN_BYTES_DIVISOR = 1024
+# Images whose shorter side is below this, once decoded, are refused: nothing to classify.
+MIN_SIDE = 8
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -62,11 +67,14 @@ class DecodedImage:
 
     ``pixels`` is uint8, (H, W) for grayscale or (H, W, 3) for colour.
     ``notes`` are plain-language remarks on how it was decoded.
+    ``warnings`` say the data is damaged although it decoded (the decoder's corrupt-data
+    warnings): the picture may be partly grey or garbled, and a prediction on it is suspect.
     """
 
     pixels: np.ndarray
     source_format: str
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def is_grayscale(self) -> bool:
@@ -208,6 +216,50 @@ def _refuse_implausible_size(img: Image.Image, data: bytes) -> None:
         raise ImageError("The PNG file is damaged or truncated: its header claims far more pixels than the file holds.")
 
 
+_ARITHMETIC_SOF = tuple(bytes([0xFF, m]) for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _refuse_lying_jpeg(img: Image.Image, data: bytes) -> None:
+    """Refuse a JPEG whose header claims far more pixels than its data can hold (a 64-pixel
+    file claiming 16000x16000 would otherwise decode as a grey picture and be classified)."""
+    if img.format != "JPEG" or img.width * img.height < 4 * 2**20:
+        return
+    if any(marker in data for marker in _ARITHMETIC_SOF):
+        return  # arithmetic coding can code a flat picture in almost nothing
+    if len(data) * JPEG_MIN_BYTES_DIVISOR < img.width * img.height:
+        raise ImageError(f"The JPEG file is damaged or truncated: its header claims {img.width}x{img.height} "
+                         "pixels, far more than the file holds.")
+
+
+_JPEG_DAMAGED = ("the JPEG data is damaged: the decoder ran out of image data before the last blocks and "
+                 "filled them in, so parts of the picture may be grey or garbled")
+# Appended in place of the end-of-image marker: enough bits for the decoder's look-ahead, too few
+# to finish a scan that ran out of data. A sound JPEG then decodes; a damaged one asks for more.
+_JPEG_PROBE_PAD = b"\xff\x00" * 32
+
+
+def _jpeg_runs_out(data: bytes) -> bool:
+    """True when the JPEG's entropy-coded data ends before its last block: libjpeg's "Corrupt JPEG
+    data: premature end of data segment", which Pillow silences (it fills the rest with grey).
+
+    Decoded again without the end-of-image marker (at 1/8 scale: the same entropy decoding, less
+    work): libjpeg then cannot fill in the missing blocks and Pillow reports the file as truncated.
+    Not for progressive JPEGs: their decoder needs the end marker to finish at all.
+    """
+    end = data.rfind(b"\xff\xd9")
+    if end < 0:
+        return False
+    try:
+        with Image.open(io.BytesIO(data[:end] + _JPEG_PROBE_PAD)) as probe:
+            probe.draft(probe.mode, (max(1, probe.width // 8), max(1, probe.height // 8)))
+            probe.load()
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return True
+    except Exception:  # noqa: BLE001 - the probe must never refuse an image the real decode accepted
+        return False
+    return False
+
+
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
 
 
@@ -260,6 +312,8 @@ def _pil_to_array(img: Image.Image, notes: list[str]) -> np.ndarray:
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
         arr = _limit_size(np.asarray(img), notes)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).any():
+            raise ImageError("The image holds no valid pixel values (every pixel is NaN or infinite).")
         kind = "16-bit" if mode.startswith("I;16") else f"{mode}-mode"
         notes.append(f"{kind} image scaled to 8 bits by its own range")
         return to_uint8(arr)
@@ -325,6 +379,7 @@ def _open_first_frame(data: bytes, notes: list[str]) -> tuple[Image.Image, str]:
     """Open, check sizes, and load the first frame. Raises Pillow's own errors."""
     img = Image.open(io.BytesIO(data))
     fmt = img.format or "image"
+    _refuse_lying_jpeg(img, data)
     _draft_large_jpeg(img, notes)
     _refuse_implausible_size(img, data)
     if getattr(img, "is_animated", False):
@@ -343,11 +398,13 @@ def _decode_pillow(data: bytes) -> DecodedImage:
             warnings.simplefilter("ignore", UserWarning)  # Pillow's remarks on malformed metadata
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img, fmt = _open_first_frame(data, notes)
+            progressive = bool(img.info.get("progressive") or img.info.get("progression"))
             if img.width == 0 or img.height == 0:
                 raise ImageError("The image has no pixels (zero width or height).")
             img = _shrink_early(img, notes)
             img = _exif_upright(img, notes)
             pixels = _pil_to_array(img, notes)
+            damaged = fmt == "JPEG" and not progressive and _jpeg_runs_out(data)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -362,7 +419,23 @@ def _decode_pillow(data: bytes) -> DecodedImage:
         raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({_short(exc)}).") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
         raise ImageError(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).") from None
-    return DecodedImage(_limit_size(pixels, notes), fmt, notes)
+    damage = [_JPEG_DAMAGED] if damaged else []
+    return DecodedImage(_limit_size(pixels, notes), fmt, notes, damage)
+
+
+def refuse_degenerate(img: DecodedImage) -> DecodedImage:
+    """``img`` unchanged, or :class:`ImageError` when there is nothing to classify: a side under
+    :data:`MIN_SIDE` pixels (a 1x1 image, a one-pixel line) or a blank picture (every pixel the same
+    value: solid black, white or grey)."""
+    pixels = img.pixels
+    h, w = pixels.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"The image is too small to classify ({w}x{h} pixels once decoded; at least "
+                         f"{MIN_SIDE} pixels on each side are needed).")
+    lo, hi = pixels.min(axis=(0, 1)), pixels.max(axis=(0, 1))
+    if np.array_equal(lo, hi):
+        raise ImageError("The image is blank (every pixel has the same value): there is nothing to classify.")
+    return img
 
 
 def _short(exc: BaseException, limit: int = 120) -> str:
@@ -377,14 +450,15 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, *, frame: int | No
     The format is sniffed from the bytes. DICOM goes through :mod:`medclf_core.dicom`
     (``frame`` picks one frame of a multi-frame series; default the middle one).
     Raises :class:`ImageError` with a readable message for anything that is not a
-    decodable image.
+    decodable image, and for one with nothing to classify (see :func:`refuse_degenerate`).
+    Data the decoder found damaged but could still show is listed in ``warnings``.
     """
     data = _read_bytes(source)
     if looks_like_dicom(data):
         from medclf_core.dicom import decode_dicom
 
-        return decode_dicom(data, frame=frame)
-    return _decode_pillow(data)
+        return refuse_degenerate(decode_dicom(data, frame=frame))
+    return refuse_degenerate(_decode_pillow(data))
 
 
 def to_model_input(pixels: np.ndarray, image_size: int | tuple[int, int], channels: int) -> np.ndarray:

@@ -6,6 +6,23 @@ probability reaches the threshold chosen on validation data; otherwise argmax.
 Images go through :func:`medclf_core.images.to_model_input`, the same path as
 training.
 
+The trust layer (issue 14):
+
+- **Calibration**: when the card has ``"calibration": {"temperature": T, ...}``, every
+  probability the Predictor returns (``predict_batch``, ``predict_images``,
+  ``predict_files``, ``analyse_images``, and so ``describe`` of their rows) is
+  temperature-scaled (:mod:`medclf_core.calibration`); the card's threshold is on
+  those calibrated probabilities. Older cards without it are used as they are.
+- **Out-of-distribution gate**: when the run folder has ``ood.npz``
+  (:mod:`medclf_core.ood`), the penultimate features come out of the same forward
+  pass as the probabilities and are scored. Every result of ``predict_files`` /
+  ``analyse_images`` carries ``"ood"``, ``"ood_score"``, ``"ood_reason"`` and
+  ``"ood_checks"`` (see :func:`medclf_core.trust.verdict`): ``"ood": None`` means
+  *not checked* (the model has no gate and no DICOM header contradicted the card's
+  ``intended_use``), never "in distribution". A DICOM whose Modality or
+  BodyPartExamined contradicts the card's ``intended_use`` is flagged with or
+  without a gate.
+
 Example::
 
     >>> p = Predictor.from_run("chest_xray")                  # doctest: +SKIP
@@ -24,7 +41,7 @@ from medclf_core.errors import ImageError, MedclfError, ModelError
 from medclf_core.evaluation import decide, positive_class_index
 from medclf_core.images import DecodedImage, load_image, to_model_input
 from medclf_core.registry import load_run
-from medclf_core.tta import average_views, check_views
+from medclf_core.tta import VIEWS, average_views, check_views
 
 
 class Predictor:
@@ -46,6 +63,21 @@ class Predictor:
             raise ModelError(str(exc)) from None
         pos = card.get("positive_class")
         self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
+        from medclf_core.ood import load_gate
+        from medclf_core.trust import temperature_of
+
+        self.temperature: float | None = temperature_of(card)
+        self.intended_use: dict | None = card.get("intended_use") if isinstance(card.get("intended_use"), dict) else None
+        self.gate = load_gate(card["run_dir"]) if card.get("run_dir") else None
+        self._feature_model = None
+        if self.gate is not None:
+            from medclf_core.trust import feature_model
+
+            self._feature_model = feature_model(model)
+            n_feat = int(np.prod(self._feature_model.outputs[1].shape[1:]))
+            if n_feat != self.gate.dim:
+                raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
+                                 f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
@@ -61,25 +93,85 @@ class Predictor:
         return to_model_input(pixels, self.image_size, self.channels)
 
     def predict_batch(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C), averaged over the test-time views."""
-        out = []
+        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C), averaged over the test-time views
+        and temperature-scaled when the card is calibrated."""
+        return self.predict_batch_with_features(batch, batch_size)[0]
+
+    def predict_batch_with_features(self, batch: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray,
+                                                                                          np.ndarray | None]:
+        """``(probabilities (N, K), features (N, D) or None)`` in one forward pass per view.
+
+        The features (input of the ``predictions`` layer, unflipped view) are computed only
+        when the model has an OOD gate; otherwise None and the plain model runs.
+        """
+        probs, feats = [], []
         for start in range(0, len(batch), batch_size):
             chunk = np.asarray(batch[start:start + batch_size], dtype=np.float32)
-            out.append(average_views(self.model.predict_on_batch, chunk, self.tta))
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+            if self._feature_model is None:
+                probs.append(average_views(self.model.predict_on_batch, chunk, self.tta))
+                continue
+            p, f = self._feature_model.predict_on_batch(chunk)
+            p = np.asarray(p, dtype=np.float64)
+            for name in self.tta:
+                p = p + np.asarray(self.model.predict_on_batch(np.ascontiguousarray(VIEWS[name](chunk))),
+                                   dtype=np.float64)
+            probs.append(p / (1 + len(self.tta)))
+            feats.append(np.asarray(f, dtype=np.float32).reshape(len(chunk), -1))
+        out = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)))
+        if self.temperature is not None and len(out):
+            from medclf_core.calibration import apply_temperature
+
+            out = apply_temperature(out, self.temperature, positive=self.positive)
+        if self._feature_model is None:
+            return out, None
+        return out, (np.concatenate(feats) if feats else np.zeros((0, self.gate.dim), dtype=np.float32))
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
         arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
         return self.predict_batch(np.stack([self.prepare(a) for a in arrays]), batch_size) if arrays else \
             np.zeros((0, len(self.class_names)))
 
+    def verdicts(self, features: np.ndarray | None, dicom: Sequence[dict | None] | None = None,
+                 n: int | None = None) -> list[dict]:
+        """The OOD fields (:func:`medclf_core.trust.verdict`) of ``n`` results, from their features (or None
+        without a gate) and their DICOM header facts (``Modality``, ``BodyPartExamined``; None for non-DICOM)."""
+        from medclf_core.trust import verdict
+
+        n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
+        dicom = list(dicom) if dicom is not None else [None] * n
+        scores = self.gate.score(features) if self.gate is not None and features is not None else None
+        return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
+                        score=None if scores is None else scores[i]) for i in range(n)]
+
+    def analyse_images(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
+                       batch_size: int = 32) -> list[dict]:
+        """:meth:`describe` of each image plus its OOD fields, from one forward pass.
+
+        ``dicom`` gives each image's DICOM header facts (e.g. :func:`medclf_core.deid.safe_metadata`,
+        which the app already reads for display), or None for a non-DICOM image.
+        """
+        arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
+        if not arrays:
+            return []
+        probs, feats = self.predict_batch_with_features(np.stack([self.prepare(a) for a in arrays]), batch_size)
+        return [self.describe(row, v) for row, v in zip(probs, self.verdicts(feats, dicom, len(arrays)), strict=True)]
+
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return decide(probs, self.threshold, self.positive)
 
-    def describe(self, probs_row: np.ndarray) -> dict:
-        """Label, probabilities and the thresholded decision for one image."""
+    def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> dict:
+        """Label, probabilities and the thresholded decision for one image.
+
+        ``probs_row`` is a row of :meth:`predict_batch` (already calibrated); ``ood`` its
+        OOD fields (:meth:`verdicts`), else the result says "not checked" (``"ood": None``).
+        """
+        from medclf_core.trust import NOT_CHECKED
+
         label = self.class_names[int(self.decide(probs_row[None])[0])]
         out = {"label": label, "probabilities": {c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)}}
+        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
         if self.threshold is not None and self.positive is not None:
             out["threshold"] = self.threshold
             out["positive_class"] = self.class_names[self.positive]
@@ -91,19 +183,24 @@ class Predictor:
         return out
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict]:
-        """One result per file, in order: ``{"file", "label", "probabilities", ...}`` or ``{"file", "error"}``.
+        """One result per file, in order: ``{"file", "label", "probabilities", "ood", "ood_score",
+        "ood_reason", "ood_checks", ...}`` or ``{"file", "error"}``.
 
         A file that cannot be decoded gets an ``error`` and never stops the others.
         """
         results: list[dict] = []
         good: list[tuple[int, np.ndarray]] = []
+        headers: list[dict | None] = []
         for f in files:
             entry = {"file": str(f)}
             try:
                 img = load_image(f)
                 good.append((len(results), self.prepare(img.pixels)))
+                headers.append(self._dicom_facts(f) if img.source_format == "DICOM" else None)
                 if img.notes:
                     entry["notes"] = img.notes
+                if img.warnings:
+                    entry["warnings"] = img.warnings
             except MedclfError as exc:
                 entry["error"] = str(exc)
             except MemoryError:
@@ -112,10 +209,23 @@ class Predictor:
                 entry["error"] = f"The file could not be processed ({type(exc).__name__})."
             results.append(entry)
         if good:
-            probs = self.predict_batch(np.stack([a for _, a in good]), batch_size)
-            for (i, _), row in zip(good, probs, strict=True):
-                results[i].update(self.describe(row))
+            probs, feats = self.predict_batch_with_features(np.stack([a for _, a in good]), batch_size)
+            for (i, _), row, v in zip(good, probs, self.verdicts(feats, headers, len(good)), strict=True):
+                results[i].update(self.describe(row, v))
         return results
+
+    def _dicom_facts(self, source) -> dict | None:
+        """Modality and BodyPartExamined of a DICOM file, read (header only) when the card declares an
+        intended use to check them against; None otherwise or when the header cannot be summarised."""
+        if not self.intended_use:
+            return None
+        from medclf_core.deid import safe_metadata
+
+        try:
+            facts = safe_metadata(source)
+        except Exception:  # noqa: BLE001 - the pixels decoded; a header we cannot summarise never flags
+            return None
+        return {k: facts[k] for k in ("Modality", "BodyPartExamined") if k in facts}
 
 
 def _image_input(model) -> tuple[int, int]:
@@ -155,7 +265,9 @@ def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "
     folders are matched to the model's classes by name (case-insensitive); a
     dataset may hold a subset of them. Unreadable files are skipped and listed.
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
-    "split", "class_names", "dataset"}``: what a threshold slider or a metrics report needs.
+    "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
+    "ood_score" (N, None without a gate), "ood_reason" (N)}``: what a threshold slider or a
+    metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -176,19 +288,22 @@ def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "
 
     def prep(item):
         try:
-            return predictor.prepare(load_image(item.path).pixels), None
+            img = load_image(item.path)
+            facts = predictor._dicom_facts(item.path) if img.source_format == "DICOM" else None
+            return predictor.prepare(img.pixels), None, facts
         except ImageError as exc:
-            return None, str(exc)
+            return None, str(exc), None
         except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
-            return None, f"The file could not be processed ({type(exc).__name__})."
+            return None, f"The file could not be processed ({type(exc).__name__}).", None
 
-    arrays, labels, files, rel, skipped = [], [], [], [], []
+    arrays, labels, files, rel, skipped, headers = [], [], [], [], [], []
     with ThreadPoolExecutor(4) as pool:
-        for n, (item, (arr, err)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
+        for n, (item, (arr, err, facts)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
             if err:
                 skipped.append({"file": item.rel, "error": err})
             else:
                 arrays.append(arr)
+                headers.append(facts)
                 labels.append(lower[index.class_names[item.label].lower()])
                 files.append(item.path)
                 rel.append(item.rel)
@@ -196,21 +311,32 @@ def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "
                 progress(n, len(items))
     if not arrays:
         raise DatasetError("None of the images could be read.")
+    probs, feats = predictor.predict_batch_with_features(np.stack(arrays))
+    verdicts = predictor.verdicts(feats, headers, len(arrays))
     return {"files": files, "rel": rel, "y_true": np.asarray(labels, dtype=int),
-            "probs": predictor.predict_batch(np.stack(arrays)), "skipped": skipped, "split": split,
-            "class_names": list(predictor.class_names), "dataset": str(data)}
+            "probs": probs, "skipped": skipped, "split": split,
+            "class_names": list(predictor.class_names), "dataset": str(data),
+            "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
+            "ood_reason": [v["ood_reason"] for v in verdicts]}
 
 
 def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
                     progress=None) -> dict:
     """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split``):
     :func:`medclf_core.evaluation.evaluate_probabilities` at the model's threshold, plus
-    ``split``, ``dataset``, ``skipped`` (unreadable files) and ``model``."""
+    ``split``, ``dataset``, ``skipped`` (unreadable files), ``model``, ``temperature`` (None when
+    uncalibrated) and ``ood`` (:func:`medclf_core.trust.ood_block`: how many images were flagged
+    and the metrics without them; the top-level metrics stay over every image)."""
     from medclf_core.evaluation import evaluate_probabilities
+    from medclf_core.trust import ood_block
 
     p = predict_folder(predictor, data, split, progress=progress)
     result = evaluate_probabilities(p["y_true"], p["probs"], predictor.class_names, threshold=predictor.threshold,
                                     positive=predictor.positive, bootstrap=bootstrap)
     result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
-                   "model": predictor.card.get("name")})
+                   "model": predictor.card.get("name"), "temperature": predictor.temperature,
+                   "ood": ood_block(p["y_true"], p["probs"], p["ood"], predictor.class_names,
+                                    threshold=predictor.threshold, positive=predictor.positive,
+                                    bootstrap=bootstrap)})
+    result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
     return result

@@ -50,6 +50,7 @@ LOCK_FILE = "lock"
 FINAL_STATES = ("done", "cancelled", "failed")
 # A lock without a live pid is still honoured this long (the worker is being started).
 LAUNCH_GRACE_S = 20.0
+PHASE_NAMES = {"train": "training", "fine_tune": "fine-tuning", "features": "computing backbone features"}
 
 
 class JobBusy(MedclfError):
@@ -313,7 +314,7 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
         elif kind == "notice":
             out["notices"].append(ev.get("message"))
         elif kind == "epoch_begin":
-            out["phase"] = "training" if ev.get("phase", "train") == "train" else "fine-tuning"
+            out["phase"] = PHASE_NAMES.get(ev.get("phase", "train"), "training")
             if ev.get("members"):
                 out["phase"] += f" model {ev['member']} of {ev['members']}"
                 out["member"], out["members"] = ev["member"], ev["members"]

@@ -7,6 +7,7 @@
 - :func:`roc_figure`: ROC curves with AUC and the operating point.
 - :func:`threshold_metrics`: sensitivity, specificity and confusion matrix at a threshold
   (what the Evaluate page's slider shows).
+- :func:`reliability_figure`: the reliability diagram (accuracy against confidence per bin) with the ECE.
 
 Example::
 
@@ -153,6 +154,39 @@ def roc_figure(roc: Mapping[str, Mapping], *, auc: float | None = None,
     fig.update_yaxes(title_text="sensitivity (true positive rate)", range=[0, 1.02])
     fig.update_layout(legend=dict(x=0.55, y=0.05))
     return _layout(fig, height, title)
+
+
+def reliability_figure(y_true, probs, *, n_bins: int = 15, height: int = 380, title: str | None = None) -> go.Figure:
+    """Reliability diagram: per equal-width confidence bin, the accuracy of the top class (bars) against
+    the mean confidence (the diagonal is perfect calibration), and the share of images per bin; the
+    expected calibration error is in the title."""
+    from medclf_core.calibration import expected_calibration_error, reliability_bins
+
+    bins = reliability_bins(y_true, probs, n_bins)
+    edges = np.asarray(bins["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    total = max(1, sum(bins["count"]))
+    filled = [i for i, n in enumerate(bins["count"]) if n]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbbbbb", dash="dot"),
+                             name="perfect calibration", hoverinfo="skip"))
+    fig.add_trace(go.Bar(x=[centres[i] for i in filled], y=[bins["accuracy"][i] for i in filled],
+                         width=(edges[1] - edges[0]) * 0.9, name="accuracy", marker_color=PALETTE[0],
+                         customdata=[[bins["confidence"][i], bins["count"][i]] for i in filled],
+                         hovertemplate="confidence %{customdata[0]:.2f}<br>accuracy %{y:.2f}<br>"
+                                       "%{customdata[1]} images<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[bins["confidence"][i] for i in filled], y=[bins["confidence"][i] for i in filled],
+                             mode="markers", name="mean confidence", marker=dict(color="black", symbol="line-ew-open",
+                                                                                 size=14)))
+    fig.add_trace(go.Bar(x=[centres[i] for i in filled], y=[bins["count"][i] / total for i in filled],
+                         width=(edges[1] - edges[0]) * 0.9, name="share of images", marker_color=MUTED,
+                         opacity=0.5, hovertemplate="%{y:.0%} of the images<extra></extra>"))
+    ece = expected_calibration_error(y_true, probs, n_bins)
+    fig.update_xaxes(title_text="confidence (probability of the predicted class)", range=[0, 1])
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
+    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.25))
+    label = title or "Reliability"
+    return _layout(fig, height, f"{label} (ECE {ece:.3f})" if ece is not None else label)
 
 
 def threshold_metrics(y_true, probs, threshold: float | None, positive: int | None) -> dict:

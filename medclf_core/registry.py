@@ -4,14 +4,17 @@
 
     models/<run name>/
         model.keras        the trained model (raw uint8-range images in, softmax out)
-        card.json          machine-readable model card (see CARD_KEYS)
+        card.json          machine-readable model card (medclf_core.card.ModelCard)
         history.json       per-epoch training metrics
         evaluation.json    metrics on the run's test (or validation) split
+        evaluations/       recorded evaluations on other data (medclf_core.card.record_evaluation)
 
 A run folder appears all at once: it is written into a hidden temporary folder
 beside its final place and then renamed, so a crash or a cancel never leaves a
 half-written model where :func:`list_runs` would find it. Folders starting with a
-dot (work areas, temporaries) are never listed.
+dot (work areas, temporaries) are never listed. A run whose card is damaged or not
+valid is never listed as a model and never stops the others from being listed:
+:func:`list_unreadable_runs` (or :func:`scan_registry`) names it with the reason.
 
 Example::
 
@@ -30,14 +33,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+# CARD_KEYS, CardError and ModelCard are re-exported here: the card type itself lives in medclf_core.card.
+from medclf_core.card import CARD_KEYS, MAX_CARD_BYTES, CardError, ModelCard, parse_card_text  # noqa: F401
 from medclf_core.errors import ModelError
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
-CARD_KEYS = ("name", "task", "class_names", "architecture", "input_shape", "config", "dataset", "metrics",
-             "threshold", "versions", "created")
 MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"
 # A .keras file is a zip: bound what a user-supplied one may unpack to (ResNet50 is ~100 MB).
 MODEL_MAX_UNPACKED_BYTES = 2 * 2**30
@@ -129,14 +132,23 @@ def resolve_run(model: str | os.PathLike, models_dir: str | os.PathLike | None =
     raise ModelError(f"No model run '{model}' (looked for a run folder, and in {base}; available: {known}).")
 
 
-def read_card(run_dir: str | os.PathLike) -> dict:
+def read_card(run_dir: str | os.PathLike) -> ModelCard:
+    """The validated card of a run folder (a :class:`ModelCard`, a dict with every known key).
+
+    No card: :class:`ModelError`. A card that is damaged, not valid, too large or
+    unreadable: :class:`CardError` (a ``ModelError``) whose ``reason`` says why.
+    """
     path = Path(run_dir) / CARD_FILE
+    label = f"of run '{Path(run_dir).name}'"
     try:
-        return json.loads(path.read_text())
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CARD_BYTES + 1)
     except FileNotFoundError:
         raise ModelError(f"{run_dir} has no {CARD_FILE}; it is not a model run.") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"The model card {path} is damaged ({exc}).") from None
+    except OSError as exc:
+        reason = f"it cannot be read ({exc.strerror or type(exc).__name__})"
+        raise CardError(f"The model card {label} cannot be used: {reason}.", reason) from None
+    return parse_card_text(data, source=label)
 
 
 def read_json(run_dir: str | os.PathLike, filename: str, default=None):
@@ -145,26 +157,68 @@ def read_json(run_dir: str | os.PathLike, filename: str, default=None):
         return default
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (OSError, ValueError, RecursionError):  # damaged, not UTF-8, unreadable: as if absent
         return default
 
 
-def list_runs(models_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Cards of every complete run, newest first, each with ``run_dir`` added."""
+def scan_registry(models_dir: str | os.PathLike | None = None) -> tuple[list[ModelCard], list[dict]]:
+    """``(runs, unreadable)`` of a models folder, in one pass; never raises for one bad run.
+
+    ``runs``: the validated cards of every complete run, newest first, each with ``run_dir``.
+    ``unreadable``: ``{"name" (the folder's), "run_dir", "reason", "unreadable": True}`` for each
+    folder that looks like a run (it has a card or a model file) but cannot be used: a damaged
+    or invalid card, or a missing card or model file. Sorted by name.
+    """
     base = Path(models_dir) if models_dir else default_models_dir()
-    if not base.is_dir():
-        return []
-    runs = []
-    for d in base.iterdir():
-        if d.name.startswith(".") or not d.is_dir() or not (d / CARD_FILE).is_file() or not (d / MODEL_FILE).is_file():
-            continue
+    runs: list[ModelCard] = []
+    unreadable: list[dict] = []
+    try:
+        entries = list(base.iterdir()) if base.is_dir() else []
+    except OSError:
+        return [], []
+    for d in entries:
         try:
-            card = read_card(d)
-        except ModelError:
+            if d.name.startswith(".") or not d.is_dir():
+                continue
+            has_card, has_model = (d / CARD_FILE).is_file(), (d / MODEL_FILE).is_file()
+        except OSError:
+            continue
+        if not has_card and not has_model:
+            continue  # not a run folder at all
+        reason = None
+        if not has_card:
+            reason = f"it has a {MODEL_FILE} but no {CARD_FILE}"
+        else:
+            try:
+                card = read_card(d)
+            except CardError as exc:
+                reason = f"its {CARD_FILE} is not usable: {exc.reason}"
+            except ModelError as exc:
+                reason = str(exc)
+            else:
+                if not has_model:
+                    reason = f"its {MODEL_FILE} is missing"
+        if reason:
+            unreadable.append({"name": d.name, "run_dir": str(d), "reason": reason, "unreadable": True})
             continue
         card["run_dir"] = str(d)
         runs.append(card)
-    return sorted(runs, key=lambda c: c.get("created", ""), reverse=True)
+    runs.sort(key=lambda c: c["created"] or "", reverse=True)
+    unreadable.sort(key=lambda u: u["name"])
+    return runs, unreadable
+
+
+def list_runs(models_dir: str | os.PathLike | None = None) -> list[ModelCard]:
+    """Validated cards of every complete run, newest first, each with ``run_dir`` added.
+
+    A run whose card is damaged or not valid is left out (see :func:`list_unreadable_runs`).
+    """
+    return scan_registry(models_dir)[0]
+
+
+def list_unreadable_runs(models_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Run folders that cannot be used, each ``{"name", "run_dir", "reason", "unreadable": True}``."""
+    return scan_registry(models_dir)[1]
 
 
 def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):

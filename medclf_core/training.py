@@ -36,14 +36,18 @@ from pathlib import Path
 import numpy as np
 
 from medclf_core import __version__
-from medclf_core.architectures import build_model, get_architecture, set_trainable_from
+from medclf_core.architectures import RECIPES, build_model, get_architecture, set_trainable_from
 from medclf_core.augment import AugmentConfig
+from medclf_core.card import CARD_SCHEMA_VERSION, ModelCard
 from medclf_core.data import audit_dataset, scan_dataset, split_counts, split_dataset
 from medclf_core.devices import DevicePlan, gather_min, plan_devices, precision_policy
 from medclf_core.ensemble import (check_members, count_members, member_layer_names, member_prefix, merge_members,
                                   split_member)
 from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
-from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.calibration import apply_temperature, fit_temperature
+from medclf_core.evaluation import THRESHOLD_RULES, choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.ood import fit_gate
+from medclf_core.trust import calibration_entry, features_and_probabilities
 from medclf_core.events import EventLog
 from medclf_core.pipeline import make_dataset
 from medclf_core.tta import check_views, tf_view
@@ -73,11 +77,14 @@ class TrainConfig:
     class_weights: str = "auto"           # auto (when imbalanced) | on | off
     patience: int = 8                     # early-stopping patience (epochs without val-loss improvement)
     lr_patience: int = 3                  # ReduceLROnPlateau patience
-    threshold_method: str = "youden"      # youden | sensitivity
+    threshold_method: str = "balanced"    # balanced (bootstrap-median Youden) | youden | sensitivity
     target_sensitivity: float = 0.95
     init_from: str | None = None          # an earlier run to start from (fine-tuning)
-    weights: str | None = "imagenet"      # resnet50 only: "imagenet", a local .h5 path, or None
-    fine_tune_epochs: int | None = None   # resnet50 only: extra epochs with more layers unfrozen
+    weights: str | None = "imagenet"      # pretrained architectures: "imagenet", a local weights file, or None
+    recipe: str = "auto"                  # auto (transfer when the backbone is pretrained) | transfer | scratch
+    feature_views: int = 2                # transfer: random augmented views of each training image, cached
+    fine_tune_epochs: int | None = None   # pretrained: epochs on images with the top blocks unfrozen (BN frozen)
+    fine_tune_learning_rate: float | None = None
     mixed_precision: str = "auto"         # auto (GPU only) | on | off | float16 | bfloat16
     xla: str = "auto"                     # auto (Keras: one GPU, all layers XLA-able) | on | off
     memory_growth: bool = True            # GPU memory allocated as needed, not all up front
@@ -90,6 +97,8 @@ class TrainConfig:
     freeze_batchnorm: bool = False        # BatchNorm in inference mode: keep init_from's statistics (small data)
     tta: list = field(default_factory=list)  # test-time views averaged at validation and prediction ("hflip")
     ensemble: int = 1                     # models trained with seeds seed, seed+1, ... on one split, merged into one
+    intended_use: dict | None = None      # the card's intended use: summary, DICOM modalities, body parts, ...
+    training_data: str | None = None      # the card's description of where the training images come from
 
     def resolved(self) -> TrainConfig:
         """A copy with architecture defaults filled in."""
@@ -98,8 +107,9 @@ class TrainConfig:
         for key in ("epochs", "image_size", "channels", "batch_size", "learning_rate"):
             if d[key] is None:
                 d[key] = spec.defaults[key]
-        if self.arch == "resnet50" and d["fine_tune_epochs"] is None:
-            d["fine_tune_epochs"] = spec.defaults.get("fine_tune_epochs", 0)
+        for key in ("fine_tune_epochs", "fine_tune_learning_rate"):
+            if d[key] is None:
+                d[key] = spec.defaults.get(key, 0 if key == "fine_tune_epochs" else None)
         return TrainConfig(**d)
 
     def augment_config(self, class_names: list[str], dataset_name: str) -> AugmentConfig:
@@ -191,11 +201,15 @@ class _BestCheckpoint(_keras_callback_base()):
     def on_epoch_end(self, epoch, logs=None):
         val = (logs or {}).get("val_loss")
         if val is not None and np.isfinite(val) and val < self.best:
-            self.best, self.best_epoch = float(val), epoch
-            tmp = self.weights_path.with_name(".tmp.best.weights.h5")
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.weights_path)
-            write_json(self.state_path, {"val_loss": self.best, "epoch": epoch})
+            self.record(self.model, val, epoch)
+
+    def record(self, model, val_loss: float | None, epoch: int) -> None:
+        """Save ``model``'s weights as the best so far (the transfer recipe calls this after its head)."""
+        self.best, self.best_epoch = (float(val_loss) if val_loss is not None else np.inf), epoch
+        tmp = self.weights_path.with_name(".tmp.best.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, self.weights_path)
+        write_json(self.state_path, {"val_loss": val_loss, "epoch": epoch})
 
 
 def _synced_backup(backup_dir: Path, multi_worker: bool):
@@ -285,6 +299,19 @@ def predict_probabilities(model, ds, views: tuple[str, ...] = ()) -> np.ndarray:
     return probs / (1 + len(views))
 
 
+def _train_features(model, trained: list, members: int, splits, common: dict, log) -> np.ndarray:
+    """Penultimate features of the train split (unaugmented) for the gate: the transfer recipe's cache, or a pass."""
+    from medclf_core.transfer import head_options
+
+    # the cache holds the feature layer's output, which is the classifier's input unless a dense layer sits between
+    if members == 1 and trained[0].train_features is not None and not head_options(model)["dense_units"]:
+        return trained[0].train_features
+    log.emit("notice", message="Computing training-image features for the out-of-distribution gate.")
+    ds = make_dataset([it.path for it in splits["train"]], _labels_of(splits["train"]), training=False, cache=False,
+                      **common)
+    return features_and_probabilities(model, ds)[0]
+
+
 def _labels_of(items) -> np.ndarray:
     return np.array([it.label for it in items], dtype=int)
 
@@ -367,7 +394,14 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
         check_members(cfg.ensemble)
     except ValueError as exc:
         raise MedclfError(str(exc)) from None
-    if cfg.freeze_batchnorm and not cfg.init_from and cfg.arch != "resnet50":
+    if cfg.recipe not in RECIPES:
+        raise MedclfError(f"Unknown recipe '{cfg.recipe}'; choose from {', '.join(RECIPES)}.")
+    transfer = cfg.recipe == "transfer" or (cfg.recipe == "auto" and spec.is_pretrained and not cfg.init_from
+                                            and cfg.weights not in (None, "", "none"))
+    if transfer and cfg.ensemble > 1:
+        raise MedclfError("The transfer recipe trains one head on one frozen backbone; an ensemble of identical "
+                          "backbones adds nothing. Use ensemble 1.")
+    if cfg.freeze_batchnorm and not cfg.init_from and not spec.is_pretrained:
         raise MedclfError("freeze_batchnorm keeps the BatchNorm statistics of a trained model: use it with "
                           "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
     log.emit("start", config=asdict(cfg))
@@ -462,11 +496,20 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
 
     # --- threshold on validation, metrics on test (or validation when there is no test split)
     log.emit("evaluate", split="val")
-    val_probs = predict_probabilities(model, val_ds, tta)
+    y_val = _labels_of(splits["val"])
+    # One forward pass gives the validation probabilities and the features the out-of-distribution gate needs.
+    val_features, raw_val_probs = features_and_probabilities(model, val_ds, tta)
+    gate = fit_gate(_train_features(model, trained, members, splits, common, log), _labels_of(splits["train"]),
+                    val_features)
+    log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
+                               f"{gate.val_fraction_flagged:.1%} of the validation images.")
+    # Temperature scaling on validation; the threshold and every reported figure use calibrated probabilities.
+    temperature = fit_temperature(y_val, raw_val_probs)
+    val_probs = apply_temperature(raw_val_probs, temperature, positive=positive)
     threshold = None
     if n_classes == 2:
-        threshold = choose_threshold(_labels_of(splits["val"]), val_probs, positive, cfg.threshold_method,
-                                     cfg.target_sensitivity)
+        threshold = choose_threshold(y_val, val_probs, positive, cfg.threshold_method, cfg.target_sensitivity,
+                                     seed=cfg.seed)
     val_metrics = evaluate_probabilities(_labels_of(splits["val"]), val_probs, class_names, threshold=threshold,
                                          positive=positive, seed=cfg.seed)
     eval_split = "test" if splits["test"] else "val"
@@ -474,7 +517,7 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         log.emit("evaluate", split="test")
         test_ds = make_dataset([it.path for it in splits["test"]], _labels_of(splits["test"]), training=False,
                                cache=False, **common)
-        test_probs = predict_probabilities(model, test_ds, tta)
+        test_probs = apply_temperature(predict_probabilities(model, test_ds, tta), temperature, positive=positive)
         test_metrics = evaluate_probabilities(_labels_of(splits["test"]), test_probs, class_names,
                                               threshold=threshold, positive=positive, seed=cfg.seed)
         predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
@@ -486,7 +529,10 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
 
     name = cfg.name or unique_run_name(f"{index.name}-{cfg.arch}", models_dir)
     card = {
+        "schema_version": CARD_SCHEMA_VERSION,
         "name": name,
+        "intended_use": cfg.intended_use,
+        "training_data": cfg.training_data,
         "task": cfg.task or index.name,
         "class_names": class_names,
         "positive_class": class_names[positive] if positive is not None else None,
@@ -498,6 +544,11 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
                        "channels": "grayscale" if cfg.channels == 1 else "RGB"},
         "cam_layer": _cam_layer(trained[0].model, _base_cam_layer(init_card, spec, split_init), members),
         "tta": list(tta),
+        "recipe": {"name": trained[0].recipe, "views": trained[0].views,
+                   "fine_tune_epochs": cfg.fine_tune_epochs if pretrained else 0,
+                   "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None},
+        "pretrained": ({"weights": "imagenet" if cfg.weights == "imagenet" else "file", "source": spec.pretrained,
+                        "file": os.path.basename(trained[0].pretrained_source)} if pretrained else None),
         "ensemble": ({"members": members, "seeds": [t.seed for t in trained], "combination": "mean of logits",
                       "member_validation": member_validation} if members > 1 else None),
         "config": {**asdict(cfg), "augment_resolved": augment.to_dict(), "class_weight": class_weight,
@@ -510,6 +561,14 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         "validation_metrics": _summary(val_metrics, "val"),
         "threshold": threshold,
         "threshold_method": cfg.threshold_method if threshold is not None else None,
+        "threshold_rule": ({"method": cfg.threshold_method, "chosen_for": THRESHOLD_RULES[cfg.threshold_method],
+                            "on": "validation split, calibrated probabilities",
+                            "validation_sensitivity": val_metrics.get("sensitivity"),
+                            "validation_specificity": val_metrics.get("specificity")}
+                           if threshold is not None else None),
+        "calibration": calibration_entry(temperature, y_val, raw_val_probs, threshold=threshold,
+                                         stored_predictions="calibrated"),
+        "ood": gate.summary(),
         "training": {"epochs_run": _per_member([len(t.history) for t in trained]),
                      "best_epoch": _per_member([t.best_epoch for t in trained]),
                      "best_val_loss": _per_member([t.best_val_loss for t in trained]),
@@ -520,11 +579,13 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    card = ModelCard.from_dict(card).to_dict()  # the one card type: a card that would not read back fails here
 
     def write(folder: Path) -> None:
         # An uncompiled view of the same layers: the file holds no optimizer state (3x smaller).
         keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
         write_json(folder / CARD_FILE, card)
+        gate.save(folder)
         write_json(folder / HISTORY_FILE, history)
         write_json(folder / EVALUATION_FILE, {"split": eval_split, "test": test_metrics, "val": val_metrics,
                                               "predictions": predictions})
@@ -550,6 +611,10 @@ class _Member:
     best_val_loss: float | None
     pretrained: bool
     xla_used: bool
+    train_features: np.ndarray | None = None  # penultimate features of the train split, when still valid
+    recipe: str = "scratch"
+    views: list | None = None                 # transfer: the training views whose features were cached
+    pretrained_source: str | None = None
 
 
 def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, augment, val_ds, class_weight,
@@ -572,7 +637,7 @@ def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, a
                                           channels=cfg.channels, batch_size=global_batch, seed=seed), plan)
     steps = int(np.ceil(len(splits["train"]) / global_batch))
 
-    pretrained = False
+    pretrained, pretrained_source = False, None
     with precision_policy(plan.mixed_precision), plan.strategy.scope():
         if init_model is not None:
             if split_init:
@@ -587,15 +652,15 @@ def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, a
         else:
             options = {k: v for k, v in {**spec.defaults, **cfg.model_options}.items()
                        if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
-            if cfg.arch == "resnet50":
-                options["weights"] = cfg.weights
+            options["weights"] = cfg.weights  # build_model passes it only to factories that take weights
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 model = build_model(cfg.arch, n_classes, cfg.image_size, cfg.channels, **options)
             if member == 1:
                 for w in caught:
                     log.emit("notice", message=str(w.message))
-            pretrained = bool(getattr(model, "pretrained", False))
+            pretrained_source = getattr(model, "pretrained", None)
+            pretrained = bool(pretrained_source)
         if cfg.freeze_batchnorm:
             # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
             # statistics stay those of the larger dataset the model came from instead of following
@@ -612,11 +677,21 @@ def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, a
     history_path = work / "history.json"
     best = _BestCheckpoint(work)
     finished = work / "member.done"
+    train_features, views = None, None
+    recipe = _recipe(cfg, pretrained)
     if finished.is_file() and best.weights_path.is_file():
         log.emit("notice", message=f"Member {member} of {members} was already trained; resuming after it.")
     else:
-        _fit_phases(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path,
-                    best, work, pretrained, len(splits["train"]), member, members)
+        if recipe == "transfer":
+            train_features, views = _fit_transfer_head(model, cfg, spec, log, cancel, splits, augment, class_weight,
+                                                       history_path, best, seed)
+        else:
+            _fit_images(model, cfg, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path, best,
+                        work, len(splits["train"]), member, members)
+        if pretrained and cfg.fine_tune_epochs:
+            _fine_tune(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path,
+                       best, work, len(splits["train"]), member, members)
+            train_features = None  # the backbone changed: cached features no longer describe it
         if members > 1:
             finished.write_text("done\n")
 
@@ -628,43 +703,113 @@ def _fit_member(cfg, spec, plan: DevicePlan, log, cancel, splits, class_names, a
         model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
     history = json.loads(history_path.read_text()) if history_path.is_file() else []
     return _Member(model, history, member, seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
-                   best.best if np.isfinite(best.best) else None, pretrained, xla_used)
+                   best.best if np.isfinite(best.best) else None, pretrained, xla_used, train_features, recipe, views,
+                   str(pretrained_source) if pretrained else None)
 
 
-def _fit_phases(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path, best,
-                work, pretrained, n_train, member, members) -> None:
-    """``model.fit`` with progress, checkpoints and early stopping; ResNet-50's fine-tuning phase after it."""
+def _recipe(cfg, pretrained: bool) -> str:
+    """``transfer`` (head on cached features) or ``scratch`` (fit on images), resolving ``auto``."""
+    if cfg.recipe == "transfer" and not pretrained:
+        raise MedclfError("The transfer recipe needs a pretrained backbone (an architecture with ImageNet weights, "
+                          "weights not 'none').")
+    if cfg.recipe == "auto":
+        return "transfer" if pretrained and not cfg.init_from else "scratch"
+    return cfg.recipe
+
+
+def _callbacks(cfg, plan, log, cancel, phase: str, epochs: int, steps: int, history_path, best, work, backup: str,
+               n_train: int, member: int, members: int) -> list:
     import keras
 
-    def callbacks(phase: str, epochs: int, backup: str):
-        return [
-            _synced_backup(work / backup, plan.kind == "multi_worker"),
-            _Progress(log, epochs, steps, history_path, cancel, phase, n_train=n_train, member=member,
-                      members=members),
-            best,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                              min_lr=1e-6, verbose=0),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
-        ]
+    return [
+        _synced_backup(work / backup, plan.kind == "multi_worker"),
+        _Progress(log, epochs, steps, history_path, cancel, phase, n_train=n_train, member=member, members=members),
+        best,
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                          min_lr=1e-6, verbose=0),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
+    ]
 
+
+def _fit_images(model, cfg, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path, best, work,
+                n_train, member, members) -> None:
+    """``model.fit`` on images with progress, checkpoints, learning-rate decay and early stopping."""
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
-              callbacks=callbacks("train", cfg.epochs, "backup"), shuffle=False, verbose=0)
+              callbacks=_callbacks(cfg, plan, log, cancel, "train", cfg.epochs, steps, history_path, best, work,
+                                   "backup", n_train, member, members), shuffle=False, verbose=0)
 
-    fine_tune_epochs = cfg.fine_tune_epochs or 0
-    if cfg.arch == "resnet50" and pretrained and fine_tune_epochs > 0:
-        if best.weights_path.is_file():
-            model.load_weights(best.weights_path)
-        set_trainable_from(model, spec.defaults["fine_tune_from"])
-        ft_lr = spec.defaults["fine_tune_learning_rate"] * plan.replicas
-        with plan.strategy.scope():
-            model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"], jit_compile=plan.xla)
-        log.emit("phase", phase="fine_tune", epochs=fine_tune_epochs, learning_rate=ft_lr)
-        model._initial_epoch = None
-        total = cfg.epochs + fine_tune_epochs
-        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=cfg.epochs,
-                  class_weight=class_weight, callbacks=callbacks("fine_tune", total, "backup_ft"), shuffle=False,
-                  verbose=0)
+
+def _fit_transfer_head(model, cfg, spec, log, cancel, splits, augment, class_weight, history_path, best,
+                       seed: int) -> tuple[np.ndarray, list[str]]:
+    """The transfer recipe's first phase: backbone features cached once, the head fitted on them.
+
+    Returns the train split's features (unaugmented view), which the out-of-distribution gate
+    reuses, and the names of the cached views.
+    """
+    from medclf_core.transfer import (cache_features, copy_head, feature_extractor, fit_head, head_options,
+                                      view_names)
+
+    extractor = feature_extractor(model, spec.feature_layer)
+    views = view_names(cfg.feature_views if augment.enabled else 0, augment.horizontal_flip)
+    train_paths = [it.path for it in splits["train"]]
+    val_paths = [it.path for it in splits["val"]]
+    total_images = len(train_paths) * len(views) + len(val_paths)
+    log.emit("epoch_begin", epoch=1, epochs=1, phase="features")
+    log.emit("notice", message=f"Computing backbone features once: {len(train_paths)} training images x "
+                               f"{len(views)} views ({', '.join(views)}) and {len(val_paths)} validation images.")
+    started = time.time()
+    batch = int(cfg.batch_size)
+    train_batches = int(np.ceil(len(train_paths) / batch)) * len(views)
+    batches = train_batches + int(np.ceil(len(val_paths) / batch))
+
+    def progress(offset: int):
+        def report(done: int, _total: int) -> None:
+            done += offset
+            eta = (time.time() - started) / done * (batches - done)
+            log.emit("batch", epoch=1, epochs=1, batch=done, batches=batches, eta_s=round(eta, 1), phase="features")
+        return report
+
+    common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=batch, cancel=cancel)
+    train_f = cache_features(extractor, train_paths, views=views, augment=augment, seed=seed, progress=progress(0),
+                             **common)
+    val_f = cache_features(extractor, val_paths, progress=progress(train_batches), **common)[0]
+    took = time.time() - started
+    log.emit("notice", message=f"Backbone features: {total_images} images in {took:.0f} s "
+                               f"({total_images / max(took, 1e-6):.0f} images/s).")
+    y_train = np.tile(_labels_of(splits["train"]), len(views))
+    x_train = train_f.reshape(-1, train_f.shape[-1])
+    steps = int(np.ceil(len(x_train) / 64))
+    head = fit_head(x_train, y_train, val_f, _labels_of(splits["val"]), num_classes=model.output_shape[-1],
+                    epochs=cfg.epochs, learning_rate=cfg.learning_rate, **head_options(model),
+                    class_weight=class_weight, patience=cfg.patience, seed=seed,
+                    callbacks=[_Progress(log, cfg.epochs, steps, history_path, cancel, "train", n_train=len(x_train))])
+    copy_head(head, model)
+    best.record(model, head.best_val_loss, head.best_epoch - 1)
+    return train_f[0], views
+
+
+def _fine_tune(model, cfg, spec, plan, log, cancel, train_ds, val_ds, class_weight, steps, history_path, best, work,
+               n_train, member, members) -> None:
+    """Pretrained models: more epochs on images, the top blocks unfrozen, BatchNorm statistics frozen."""
+    import keras
+
+    if best.weights_path.is_file():
+        model.load_weights(best.weights_path)
+    set_trainable_from(model, spec.fine_tune_from)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # inference mode: ImageNet statistics, not those of small augmented batches
+    ft_lr = cfg.fine_tune_learning_rate * plan.replicas
+    with plan.strategy.scope():
+        model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=plan.xla)
+    log.emit("phase", phase="fine_tune", epochs=cfg.fine_tune_epochs, learning_rate=ft_lr)
+    model._initial_epoch = None
+    start = len(json.loads(history_path.read_text())) if history_path.is_file() else cfg.epochs
+    total = start + cfg.fine_tune_epochs
+    model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=start, class_weight=class_weight,
+              callbacks=_callbacks(cfg, plan, log, cancel, "fine_tune", total, steps, history_path, best, work,
+                                   "backup_ft", n_train, member, members), shuffle=False, verbose=0)
 
 
 def _for_strategy(ds, plan: DevicePlan):

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import explain, jobs, plots
+from medclf_core import explain, jobs, plots, trust
 from medclf_core.errors import MedclfError
 from medclf_core.evaluation import evaluate_probabilities
 from medclf_core.images import load_image
@@ -39,6 +39,7 @@ if kind == "own":
     if data is None:
         st.info("This model has no stored test-split predictions; evaluate it on a dataset folder instead.")
         st.stop()
+    data = {**data, "probs": trust.stored_probabilities(card, data["probs"])}  # calibrated like every prediction
     st.caption(f"{len(data['y_true'])} images of the {data['split']} split that training held out "
                f"(dataset `{data['dataset']}`).")
 else:
@@ -93,6 +94,47 @@ with left:
 with right:
     st.markdown("**Per class**")
     st.dataframe(pd.DataFrame(m["per_class"]).T.round(3), width="stretch")
+
+
+@st.cache_data(show_spinner="Computing the metrics without the flagged images ...", max_entries=16)
+def ood_for(y, p, flags, names, thr, pos):
+    return trust.ood_block(np.asarray(y), np.asarray(p), list(flags), list(names), threshold=thr, positive=pos,
+                           bootstrap=1000)
+
+
+st.subheader("Out-of-distribution check")
+flags = data.get("ood")
+if flags is None:
+    st.info("The stored test-split predictions carry no out-of-distribution flags: evaluate the model on a "
+            "dataset folder to see how many images its gate flags.")
+else:
+    ob = ood_for(tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(flags), tuple(class_names),
+                 threshold, positive)
+    if not ob["checked"]:
+        st.info("Not checked: this model has no out-of-distribution gate (ood.npz). "
+                "`python -m medclf_core refit-trust` adds one.")
+    else:
+        st.markdown(f"**{ob['n_flagged']} of {ob['n']} images** ({ob['fraction_flagged']:.1%}) do not look like "
+                    "the images this model was trained on; the metrics above are over every image.")
+        rest = ob["metrics_without_flagged"]
+        if rest is None:
+            st.warning("Every image was flagged: there are no metrics without them.")
+        else:
+            both = pd.DataFrame(plots.metrics_table(m)).set_index("metric")
+            wo = pd.DataFrame(plots.metrics_table(rest)).set_index("metric")
+            side = pd.DataFrame({"all images": both["value"], "all: 95% interval": both["95% interval"],
+                                 "without the flagged": wo["value"].reindex(both.index),
+                                 "without: 95% interval": wo["95% interval"].reindex(both.index)})
+            st.dataframe(side.reset_index(), hide_index=True, width="stretch", key="ood-metrics")
+
+st.subheader("Calibration")
+ece = m.get("ece")
+temperature = trust.temperature_of(card)
+st.caption(f"Expected calibration error {app_ui.fmt(ece)} (top class, 15 bins): how far the model's confidence "
+           "is from its accuracy. "
+           + (f"The probabilities are temperature-scaled (T = {temperature:.2f}, fitted on the validation split)."
+              if temperature else "This model's probabilities are not calibrated (no temperature in its card)."))
+st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(plots.confusion_matrix_figure(m["confusion_matrix"], class_names, title="Confusion matrix (counts)"),

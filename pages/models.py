@@ -1,4 +1,10 @@
-"""Models: the registry, model cards, training curves, comparisons, download and delete."""
+"""Models: the registry, model cards, training curves, comparisons, download and delete.
+
+Every figure is shown with its n (:func:`medclf_core.card.format_metric`); same-source figures (the
+run's own test split) sit beside the evaluations recorded on other data. Runs whose figures rest on
+fewer than 30 test images are marked and listed after the others. A run whose card cannot be read is
+listed with the reason and never breaks the page.
+"""
 
 from pathlib import Path
 
@@ -7,13 +13,27 @@ import streamlit as st
 
 import app_ui
 from medclf_core import plots
+from medclf_core.card import MIN_RELIABLE_N, format_metric, list_evaluations
 from medclf_core.errors import MedclfError
+from medclf_core.model_export import FORMATS as EXPORT_FORMATS, export_archive
 from medclf_core.registry import MODEL_FILE, delete_run, read_json
 
 st.title("Models")
-all_runs = app_ui.runs()
+all_runs, unreadable = app_ui.registry()
+
+
+def _show_unreadable() -> None:
+    if not unreadable:
+        return
+    st.warning(f"{len(unreadable)} model folder(s) cannot be used: their model card is damaged or not valid. "
+               "They are not offered for prediction or evaluation.")
+    st.dataframe(pd.DataFrame([{"folder": u["name"], "reason": u["reason"], "path": u["run_dir"]}
+                               for u in unreadable]), hide_index=True, width="stretch")
+
+
 if not all_runs:
     st.info(f"No models are registered in `{app_ui.models_dir()}` yet. Train one on the **Train** page.")
+    _show_unreadable()
     st.stop()
 
 
@@ -36,14 +56,49 @@ def _ensemble_text(ens: dict | None) -> str:
             f"{ens.get('combination')}" + (f"; members' validation accuracy {scores}" if scores else ""))
 
 
-table = pd.DataFrame([{
-    "name": r["name"], "task": r.get("task"), "architecture": r.get("architecture"),
-    "classes": ", ".join(r.get("class_names") or []), "accuracy": _num(r.get("metrics"), "accuracy"),
-    "AUC": _num(r.get("metrics"), "auc"), "created": (r.get("created") or "").replace("T", " ")[:19],
-} for r in all_runs])
-st.dataframe(table, hide_index=True, width="stretch")
+def _evaluations(card) -> list[dict]:
+    try:
+        return list_evaluations(card.run_dir)
+    except Exception:  # noqa: BLE001 - a bad record never breaks the page
+        return []
 
-by_name = {r["name"]: r for r in all_runs}
+
+def _other_source(evals: list[dict], key: str) -> str:
+    """Each recorded other-source figure with its n: '0.640 (95% CI 0.57-0.70, n = 200) on hospital-b'."""
+    shown = [f"{format_metric(e['metrics'].get(key), e['ci95'].get(key), e['n'])} on {e['dataset']}"
+             for e in evals if e["metrics"].get(key) is not None]
+    return "; ".join(shown) or "none recorded"
+
+
+def _note(card) -> str:
+    notes = []
+    if card.is_toy:
+        notes.append(f"toy run: {card.test_n if card.test_n is not None else 'unknown number of'} test images "
+                     f"(< {MIN_RELIABLE_N}), figures not reliable")
+    if card.is_bundled:
+        notes.append("bundled")
+    return "; ".join(notes)
+
+
+# Real models first, toy runs (n < 30) after them, so a toy run's 1.000 never sits above a real model.
+ordered = sorted(all_runs, key=lambda r: r.is_toy)
+evaluations = {r.name: _evaluations(r) for r in ordered}
+table = pd.DataFrame([{
+    "name": r.name, "task": r.task, "architecture": r.architecture, "classes": ", ".join(r.class_names),
+    "n": r.test_n, "accuracy": r.format_metric("accuracy"), "AUC": r.format_metric("auc"),
+    "other-source accuracy": _other_source(evaluations[r.name], "accuracy"),
+    "other-source AUC": _other_source(evaluations[r.name], "auc"),
+    "note": _note(r), "created": (r.created or "").replace("T", " ")[:19],
+} for r in ordered])
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"n": st.column_config.NumberColumn("n", help="test images behind the same-source "
+                                                                         "figures (the run's own held-out split)")})
+st.caption(f"accuracy and AUC: the run's own held-out test split (same source as its training data), with n. "
+           f"Other-source: evaluations recorded on other data. Runs with fewer than {MIN_RELIABLE_N} test images "
+           "are listed last.")
+_show_unreadable()
+
+by_name = {r.name: r for r in ordered}
 names = list(by_name)
 tab_card, tab_compare = st.tabs(["Model card", "Compare runs"])
 
@@ -51,70 +106,133 @@ with tab_card:
     wanted = st.session_state.get("models_selected") or (app_ui.current_card() or {}).get("name")
     name = st.selectbox("Model", names, index=names.index(wanted) if wanted in names else 0, key="models_pick")
     card = by_name[name]
-    metrics = card.get("metrics") or {}
+    metrics = card.metrics
     st.subheader(name)
     c = st.columns(5)
     c[0].metric("Accuracy", app_ui.fmt(metrics.get("accuracy"), pct=True))
     c[1].metric("ROC-AUC", app_ui.fmt(metrics.get("auc")))
     c[2].metric("Sensitivity", app_ui.fmt(metrics.get("sensitivity"), pct=True))
     c[3].metric("Specificity", app_ui.fmt(metrics.get("specificity"), pct=True))
-    c[4].metric("Test images", metrics.get("n", "n/a"))
-    ds = card.get("dataset") or {}
-    tr = card.get("training") or {}
-    cfg = card.get("config") or {}
+    c[4].metric("Test images", card.test_n if card.test_n is not None else "n/a")
+    if card.is_toy:
+        st.caption(f":warning: These figures rest on "
+                   f"{card.test_n if card.test_n is not None else 'an unknown number of'} test images "
+                   f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")
+    st.caption("Same source: the run's own held-out split of its training data. Expect lower figures on images "
+               "from other hospitals (see the evaluations on other data below).")
+    ds, tr, cfg = card.dataset, card.training, card.config
+    use = card.intended_use or {}
     facts = {
-        "Task": card.get("task"), "Classes": ", ".join(card.get("class_names") or []),
-        "Positive class": card.get("positive_class"),
-        "Operating threshold": (f"{card['threshold']:.3f} on P({card.get('positive_class')}) "
-                                f"({card.get('threshold_method')})" if card.get("threshold") is not None else "argmax"),
-        "Test-time augmentation": ", ".join(card.get("tta") or []) or "none",
-        "Seed ensemble": _ensemble_text(card.get("ensemble")),
-        "Architecture": card.get("architecture"), "Input": " x ".join(str(v) for v in card.get("input_shape") or []),
-        "Dataset": f"{ds.get('name')} ({ds.get('layout')})", "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
-                                     for split, per in (ds.get("counts") or {}).items()),
-        "Audit warnings": "; ".join(ds.get("audit_warnings") or []) or "none",
+        "Task": card.task, "Classes": ", ".join(card.class_names),
+        "Positive class": card.positive_class,
+        "Operating threshold": (f"{card.threshold:.3f} on P({card.positive_class}) ({card.threshold_method})"
+                                if card.threshold is not None else "argmax"),
+        "Accuracy (same source)": card.format_metric("accuracy"),
+        "ROC-AUC (same source)": card.format_metric("auc"),
+        "Sensitivity (same source)": card.format_metric("sensitivity"),
+        "Specificity (same source)": card.format_metric("specificity"),
+        "Test-time augmentation": ", ".join(card.tta) or "none",
+        "Seed ensemble": _ensemble_text(card.ensemble),
+        "Architecture": card.architecture, "Input": " x ".join(str(v) for v in card.input_shape or []),
+        "Intended use": use.get("summary") or "not stated",
+        "Modalities / body parts": (", ".join(use.get("modalities") or []) or "any") + " / "
+                                   + (", ".join(use.get("body_parts") or []) or "any"),
+        "Not for": ", ".join(use.get("not_for") or []) or "not stated",
+        "Training data": card.training_data or f"{ds.get('name')} ({ds.get('layout')})",
+        "Pretrained weights": (card.pretrained if isinstance(card.pretrained, str)
+                               else ", ".join(f"{k} {v}" for k, v in card.pretrained.items()) if card.pretrained
+                               else "none recorded"),
+        "Dataset": f"{ds.get('name')} ({ds.get('layout')})",
+        "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
+                                      for split, per in (ds.get("counts") or {}).items()),
+        "Audit warnings": "; ".join(str(w) for w in ds.get("audit_warnings") or []) or "none",
         "Epochs": f"{_per_member(tr.get('epochs_run'))} run, best {_per_member(tr.get('best_epoch'))} "
                   f"(of {cfg.get('epochs')})",
         "Batch size / learning rate": f"{cfg.get('batch_size')} / {cfg.get('learning_rate')}",
         "Training time": f"{tr.get('seconds')} s on {tr.get('devices')}",
-        "Versions": ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()),
-        "Created": card.get("created"), "Folder": card.get("run_dir"),
+        "Versions": ", ".join(f"{k} {v}" for k, v in card.versions.items()),
+        "Card schema": f"version {card.schema_version}",
+        "Created": card.created, "Folder": card.run_dir,
     }
     st.dataframe(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}), hide_index=True,
                  width="stretch", height=35 * (len(facts) + 1) + 3)
-    ci = metrics.get("ci95") or {}
-    if ci:
-        st.caption("95% intervals: " + "; ".join(f"{k} {v[0]:.3f}-{v[1]:.3f}" for k, v in ci.items() if v))
-    history = read_json(card["run_dir"], "history.json", default=[]) or []
-    if history:
-        st.plotly_chart(plots.training_curves(history), key=f"models-curves-{name}", config={"displayModeBar": False})
-    with st.expander("The full model card (card.json)"):
-        st.json(card)
 
-    model_path = Path(card["run_dir"]) / MODEL_FILE
+    st.markdown("**Evaluations on other data**")
+    evals = evaluations[name]
+    if evals:
+        st.dataframe(pd.DataFrame([{
+            "dataset": e["dataset"], "date": str(e["date"])[:10], "n": e["n"],
+            **{label: format_metric(e["metrics"].get(key), e["ci95"].get(key), e["n"])
+               for label, key in (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
+                                  ("specificity", "specificity"), ("ECE", "ece"))},
+            "fingerprint": str(e.get("fingerprint") or "")[:12],
+        } for e in evals]), hide_index=True, width="stretch")
+    else:
+        st.caption("None recorded yet: `python -m medclf_core evaluate MODEL DATA --record` records one here.")
+
+    history = read_json(card.run_dir, "history.json", default=[]) or []
+    if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
+        try:
+            st.plotly_chart(plots.training_curves(history), key=f"models-curves-{name}",
+                            config={"displayModeBar": False})
+        except Exception:  # noqa: BLE001 - a damaged history must not break the card
+            st.caption("The training history of this run cannot be drawn.")
+    with st.expander("The full model card (card.json)"):
+        st.json(card.to_dict())
+
+    model_path = Path(card.run_dir) / MODEL_FILE
     c1, c2 = st.columns(2)
     if model_path.is_file():
         size_mb = model_path.stat().st_size / 2**20
         c1.download_button(f"Download {MODEL_FILE} ({size_mb:.1f} MB)", data=lambda p=model_path: p.read_bytes(),
                            file_name=f"{name}.keras", mime="application/octet-stream", key=f"download-{name}")
+    with st.expander("Export for use outside medclf (TensorFlow SavedModel or TensorFlow Lite)"):
+        export_fmt = st.radio("Format", list(EXPORT_FORMATS), horizontal=True, key=f"export-format-{name}",
+                              format_func={"savedmodel": "TensorFlow SavedModel (folder, zipped)",
+                                           "tflite": "TensorFlow Lite (.tflite)"}.get)
+        if st.button("Export", key=f"export-{name}"):
+            with st.spinner(f"Exporting {name} as {export_fmt} ..."):
+                try:
+                    st.session_state["models_export"] = (name, export_fmt, *export_archive(card.run_dir, export_fmt))
+                except (MedclfError, OSError) as exc:
+                    st.session_state.pop("models_export", None)
+                    st.error(f"The model could not be exported: {exc}")
+        done = st.session_state.get("models_export")
+        if done and done[:2] == (name, export_fmt):
+            st.download_button(f"Download {done[3]} ({len(done[2]) / 2**20:.1f} MB)", data=done[2],
+                               file_name=done[3], mime="application/zip", key=f"export-download-{name}")
+        st.caption("The zip holds the raw model (pixels 0-255 in, softmax out) with its model card and EXPORT.md "
+                   "(and ood.npz when the model has an out-of-distribution gate). The card's calibration "
+                   "temperature, test-time views and threshold are not inside the exported model: EXPORT.md says "
+                   "how to apply them.")
     if st.session_state.get("confirm_delete") != name:
         if c2.button("Delete this model ...", key=f"delete-{name}"):
             st.session_state["confirm_delete"] = name
             st.rerun()
     else:
-        st.warning(f"Delete the model **{name}** and its card, history and evaluation? This cannot be undone.")
+        typed_ok = True
+        if card.is_bundled:
+            st.warning(f"**{name}** is a model bundled with medclf. Delete it and its card, history and "
+                       "evaluation? This cannot be undone: it comes back only with a fresh copy of the repository.")
+            typed = st.text_input(f"Type the model's name ({name}) to confirm", key=f"confirm-name-{name}")
+            typed_ok = typed.strip() == name
+        else:
+            st.warning(f"Delete the model **{name}** and its card, history and evaluation? This cannot be undone.")
         d1, d2, _ = st.columns([1, 1, 4])
-        if d1.button("Yes, delete it", type="primary", key=f"confirm-delete-{name}"):
-            try:
-                delete_run(card["run_dir"])
-            except (MedclfError, OSError) as exc:
-                st.error(f"The model could not be deleted: {exc}")
+        if d1.button("Yes, delete it", type="primary", key=f"confirm-delete-{name}", disabled=not typed_ok):
+            if not typed_ok:  # the button is disabled, but a stale click must not get through either
+                st.error(f"Type the model's name ({name}) to delete it.")
             else:
-                app_ui.forget_models()
-                st.session_state.pop("confirm_delete", None)
-                st.session_state.pop("models_selected", None)
-                st.session_state["models_deleted"] = name
-                st.rerun()
+                try:
+                    delete_run(card.run_dir)
+                except (MedclfError, OSError) as exc:
+                    st.error(f"The model could not be deleted: {exc}")
+                else:
+                    app_ui.forget_models()
+                    st.session_state.pop("confirm_delete", None)
+                    st.session_state.pop("models_selected", None)
+                    st.session_state["models_deleted"] = name
+                    st.rerun()
         if d2.button("Keep it", key=f"keep-{name}"):
             st.session_state.pop("confirm_delete", None)
             st.rerun()
@@ -127,18 +245,21 @@ with tab_compare:
     if len(chosen) < 2:
         st.info("Choose at least two runs.")
     else:
-        histories = {n: read_json(by_name[n]["run_dir"], "history.json", default=[]) or [] for n in chosen}
+        histories = {n: h if isinstance(h := read_json(by_name[n].run_dir, "history.json", default=[]), list) else []
+                     for n in chosen}
         st.plotly_chart(plots.training_curves(histories, height=400), key="compare-curves",
                         config={"displayModeBar": False})
         rows = {}
         for n in chosen:
             r = by_name[n]
-            m = r.get("metrics") or {}
-            rows[n] = {"task": r.get("task"), "architecture": r.get("architecture"),
-                       "input": " x ".join(str(v) for v in r.get("input_shape") or []),
-                       "epochs run": _per_member((r.get("training") or {}).get("epochs_run")),
+            m = r.metrics
+            rows[n] = {"task": r.task, "architecture": r.architecture,
+                       "input": " x ".join(str(v) for v in r.input_shape or []),
+                       "epochs run": _per_member(r.training.get("epochs_run")),
                        "accuracy": _num(m, "accuracy"), "balanced accuracy": _num(m, "balanced_accuracy"),
                        "AUC": _num(m, "auc"), "macro F1": _num(m, "macro_f1"), "sensitivity": _num(m, "sensitivity"),
                        "specificity": _num(m, "specificity"), "threshold": _num(r, "threshold"),
-                       "test images": m.get("n"), "created": (r.get("created") or "")[:19]}
+                       "test images": r.test_n, "reliable (n >= 30)": "no" if r.is_toy else "yes",
+                       "other-source accuracy": _other_source(evaluations[n], "accuracy"),
+                       "created": (r.created or "")[:19]}
         st.dataframe(pd.DataFrame(rows).astype(str), width="stretch")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import deid, explain, plots
+from medclf_core import deid, explain, plots, trust
 from medclf_core.errors import MedclfError
 from medclf_core.export import predictions_csv
 from medclf_core.images import load_image
@@ -22,7 +22,8 @@ MAX_CACHE = 64
 st.title("Predict")
 card = app_ui.require_card()
 predictor, lock = app_ui.load_predictor(card)
-model_key = f"{card['run_dir']}|{card.get('created')}"
+model_key = (f"{card['run_dir']}|{card.get('created')}|{(card.get('ood') or {}).get('threshold')}|"
+             f"{predictor.temperature}")
 
 st.markdown(f"Model **{card['name']}** ({card.get('task', '')}): classes "
             f"{', '.join(predictor.class_names)}. Images are resized to {predictor.image_size} px "
@@ -101,12 +102,14 @@ todo = [e for e in good if (model_key, e["sha"]) not in preds]
 if todo:
     with st.spinner(f"Classifying {len(todo)} image(s) ..."), lock:
         try:
-            probs = predictor.predict_images([e["pixels"] for e in todo])
+            # one forward pass: probabilities (calibrated) and the out-of-distribution check; the DICOM facts
+            # read above for display are the ones checked against the card's intended use
+            described = predictor.analyse_images([e["pixels"] for e in todo], dicom=[e.get("dicom") for e in todo])
         except MedclfError as exc:
             st.error(f"Prediction failed: {exc}")
             st.stop()
-    for e, row in zip(todo, probs, strict=True):
-        preds[(model_key, e["sha"])] = predictor.describe(row)
+    for e, result in zip(todo, described, strict=True):
+        preds[(model_key, e["sha"])] = result
 for e in good:
     e["result"] = preds[(model_key, e["sha"])]
 
@@ -158,28 +161,66 @@ def cam_panel(entry: dict) -> None:
              caption=f"{CAM_METHODS[method]} for {target}: red = regions that raised this class's score")
 
 
-def show_detail(entry: dict) -> None:
+def show_out_of_distribution(entry: dict) -> None:
+    """A flagged image: the warning, the image, and the model's output de-emphasised (not a finding)."""
     result = entry["result"]
-    label = result["label"]
-    st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
-    st.markdown(decision_text(result))
+    st.subheader(f"{entry['name']}: not an image this model knows")
+    st.warning(trust.ood_message(result))
+    left, right = st.columns(2)
+    with left:
+        image_panel(entry)
+    with right:
+        with st.expander("What the model output anyway (not a finding)"):
+            st.caption("These probabilities come from a model that was not trained on images like this one; "
+                       "they say nothing about this image.")
+            model_notes(result)
+            st.plotly_chart(plots.probability_bars(result["probabilities"], label=result["label"]),
+                            key=f"probs-{entry['sha']}", config={"displayModeBar": False})
+            if result.get("ood_score") is not None and predictor.gate is not None:
+                st.caption(f"Out-of-distribution score {result['ood_score']:.3g} "
+                           f"(threshold {predictor.gate.threshold:.3g}, {predictor.gate.rule}).")
+
+
+def model_notes(result: dict) -> None:
+    """How the probabilities were made: calibration, seed ensemble, test-time views."""
+    if result.get("temperature"):
+        st.caption(f"The probabilities are calibrated on the model's validation images (temperature scaling, "
+                   f"T = {result['temperature']:.2f}).")
     if result.get("ensemble"):
         st.caption(f"This model averages {result['ensemble']} networks trained from different random seeds "
                    "(a seed ensemble); the heat map combines where each of them looked.")
     if result.get("tta"):
         st.caption("The probabilities are the mean over the image and its mirror image (test-time augmentation); "
                    "the heat map explains the image as shown.")
+
+
+def image_panel(entry: dict) -> None:
+    st.image(entry["pixels"], width="stretch",
+             caption=f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})")
+    for note in entry.get("notes") or []:
+        st.caption(note)
+    if entry.get("dicom"):
+        facts = entry["dicom"]
+        st.caption(" · ".join(f"{k} {v}" for k, v in facts.items()
+                              if k in ("Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows",
+                                       "Columns", "NumberOfFrames", "TransferSyntax")))
+
+
+def show_detail(entry: dict) -> None:
+    result = entry["result"]
+    if result.get("ood"):
+        show_out_of_distribution(entry)
+        return
+    label = result["label"]
+    st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
+    st.markdown(decision_text(result))
+    if result.get("ood") is None:
+        st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "
+                   "`python -m medclf_core refit-trust` adds one.")
+    model_notes(result)
     left, right = st.columns(2)
     with left:
-        st.image(entry["pixels"], width="stretch",
-                 caption=f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})")
-        for note in entry.get("notes") or []:
-            st.caption(note)
-        if entry.get("dicom"):
-            facts = entry["dicom"]
-            st.caption(" · ".join(f"{k} {v}" for k, v in facts.items()
-                                  if k in ("Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows",
-                                           "Columns", "NumberOfFrames", "TransferSyntax")))
+        image_panel(entry)
     with right:
         cam_panel(entry)
     st.plotly_chart(plots.probability_bars(result["probabilities"], label=label, threshold=result.get("threshold"),
@@ -199,7 +240,13 @@ for e in entries:
         continue
     r = e["result"]
     top = max(r["probabilities"], key=r["probabilities"].get)
-    row = {"file": e["name"], "class": top, "probability": round(r["probabilities"][top], 4), "decision": r["label"]}
+    if r.get("ood"):  # not presented as a finding
+        row = {"file": e["name"], "class": None, "probability": None,
+               "decision": "out of distribution: not a finding (" + (r.get("ood_reason") or "") + ")"}
+    else:
+        row = {"file": e["name"], "class": top, "probability": round(r["probabilities"][top], 4),
+               "decision": r["label"]}
+    row["out of distribution"] = {True: "yes", False: "no", None: "not checked"}[r.get("ood")]
     row.update({f"P({c})": round(p, 4) for c, p in r["probabilities"].items()})
     rows.append(row)
 table = pd.DataFrame(rows)
@@ -217,7 +264,9 @@ st.subheader("Gallery")
 cols = st.columns(4)
 for i, e in enumerate(good):
     r = e["result"]
-    cols[i % 4].image(e["pixels"], width="stretch", caption=f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})")
+    cols[i % 4].image(e["pixels"], width="stretch",
+                      caption=f"{e['name']}: out of distribution" if r.get("ood")
+                      else f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})")
 
 st.divider()
 names = [e["name"] for e in good]

@@ -80,17 +80,42 @@ def _palette_transparent() -> bytes:
 
 
 def _exif_rotated() -> bytes:
-    im = Image.fromarray(np.zeros((20, 40), np.uint8)).convert("RGB")
+    im = Image.fromarray(gradient(20, 40)).convert("RGB")
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     return encode(im, "JPEG", exif=exif.tobytes())
 
 
 def _multiframe(fmt: str) -> bytes:
-    frames = [Image.fromarray(np.full((12, 16), v, np.uint8)) for v in (10, 120, 240)]
+    frames = [Image.fromarray(_textured(12, 16, v)) for v in (10, 120, 240)]
     buf = io.BytesIO()
     frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
     return buf.getvalue()
+
+
+def _textured(h: int, w: int, value: int) -> np.ndarray:
+    """About ``value`` everywhere, with a faint checker so that the image is not blank (blank ones are refused)."""
+    arr = np.full((h, w), value, np.uint8)
+    arr[::2, ::2] += 1
+    return arr
+
+
+def _jpeg_with_zeroed_middle(n: int = 2000) -> bytes:
+    """A real-looking JPEG with ``n`` bytes of its entropy-coded data zeroed: libjpeg warns
+    "Corrupt JPEG data: premature end of data segment" and fills the rest with grey."""
+    rng = np.random.default_rng(3)
+    g = np.clip(np.add.outer(np.arange(256), np.arange(320)) // 2 + rng.integers(0, 40, (256, 320)), 0, 255)
+    data = encode(Image.fromarray(g.astype(np.uint8)), "JPEG", quality=75)
+    mid = len(data) // 2
+    return data[:mid] + b"\0" * n + data[mid + n:]
+
+
+def _jpeg_lying_header(width: int = 16000, height: int = 16000) -> bytes:
+    """An 8x8 JPEG (a few hundred bytes) whose frame header claims ``width`` x ``height``."""
+    data = bytearray(encode(Image.fromarray(gradient(8, 8)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def _float_tiff() -> bytes:
@@ -168,6 +193,18 @@ IMAGE_CASES = [
     Case("png_zero_width", lambda: png_with_header(0, 10), error="looks like a PNG"),
     Case("png_bomb_header", lambda: png_with_header(100_000, 100_000), error="too large"),
     Case("png_lying_header", lambda: png_with_header(12_000, 12_000), error="claims far more pixels"),
+    Case("jpeg_lying_header", _jpeg_lying_header, ".jpg", error="far more than the file holds"),
+    Case("black_png", lambda: encode(Image.new("L", (64, 48)), "PNG"), error="blank"),
+    Case("white_jpeg", lambda: encode(Image.new("RGB", (64, 48), "white"), "JPEG"), ".jpg", error="blank"),
+    Case("one_pixel_png", lambda: encode(Image.new("L", (1, 1), 77), "PNG"), error="too small"),
+    Case("one_row_png", lambda: encode(Image.fromarray(gradient(1, 4000)), "PNG"), error="too small"),
+    Case("all_nan_float_tiff", lambda: encode(Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F"),
+                                             "TIFF"), ".tif", error="no valid pixel values"),
+]
+
+# Decode, but with a warning that the data is damaged (DecodedImage.warnings; "warnings" in a prediction).
+WARNING_CASES = [
+    Case("jpeg_zeroed_middle", _jpeg_with_zeroed_middle, ".jpg", note="JPEG data is damaged", ndim=2),
 ]
 
 
@@ -285,7 +322,7 @@ DICOM_CASES = [
          ".dcm", note="window", ndim=2),
     Case("dicom_monochrome1", lambda: dicom_bytes(gradient(32, 32), photometric="MONOCHROME1"), ".dcm",
          note="MONOCHROME1", ndim=2),
-    Case("dicom_multiframe", lambda: dicom_bytes(np.stack([np.full((16, 16), v, np.uint8) for v in range(0, 250, 50)])),
+    Case("dicom_multiframe", lambda: dicom_bytes(np.stack([_textured(16, 16, v) for v in range(0, 250, 50)])),
          ".dcm", note="frame 3 used", ndim=2),
     Case("dicom_rgb", lambda: dicom_bytes(np.asarray(_rgb()), photometric="RGB"), ".dcm", note="colour", ndim=3),
     Case("dicom_palette", _palette_dicom, ".dcm", note="palette", ndim=3),

@@ -31,3 +31,33 @@ def make_pattern_dataset(root: Path, n_per_class: int = 12, size: int = 40, clas
                 cv2.rectangle(img, (int(cx) - 6, int(cy) - 6), (int(cx) + 6, int(cy) + 6), 255, -1)
             Image.fromarray(img).save(d / f"{cls}_{i:03d}.png")
     return root
+
+
+def as_older_run(src: Path, dst: Path, name: str | None = None) -> Path:
+    """A copy of the run ``src`` as a run written before the trust layer: no ``ood.npz``, no ``calibration``
+    or ``ood`` in the card, the threshold and the stored test predictions on the model's raw probabilities."""
+    import json
+    import shutil
+
+    from medclf_core.calibration import apply_temperature, map_threshold
+
+    shutil.copytree(src, dst)
+    (dst / "ood.npz").unlink(missing_ok=True)
+    card = json.loads((dst / "card.json").read_text())
+    cal = card.pop("calibration", None) or {}
+    card.pop("ood", None)
+    t = cal.get("temperature")
+    if name:
+        card["name"] = name
+    if t:
+        card["threshold"] = map_threshold(card.get("threshold"), 1.0 / t)
+        if cal.get("stored_predictions") == "calibrated":
+            names = card["class_names"]
+            pos = names.index(card["positive_class"]) if card.get("positive_class") in names else None
+            ev = json.loads((dst / "evaluation.json").read_text())
+            for p in ev.get("predictions") or []:
+                p["probabilities"] = apply_temperature(np.array([p["probabilities"]]), 1.0 / t,
+                                                       positive=pos)[0].tolist()
+            (dst / "evaluation.json").write_text(json.dumps(ev))
+    (dst / "card.json").write_text(json.dumps(card))
+    return dst

@@ -103,10 +103,51 @@ def test_train_config_file_with_flag_overrides(tmp_path, chest_sample):
 
 
 def test_bundled_training_configs_are_valid():
+    from medclf_core.architectures import ARCHITECTURES
+    from medclf_core.card import ModelCard
     from medclf_core.cli import build_parser, train_config_from_args
 
     configs = sorted((REPO / "configs").glob("*.json"))
     assert len(configs) >= 3
     for c in configs:
         cfg = train_config_from_args(build_parser().parse_args(["train", "--config", str(c)])).resolved()
-        assert cfg.name == c.stem and cfg.arch in ("simple_cnn", "bn_cnn", "resnet50")
+        assert cfg.name == c.stem and cfg.arch in ARCHITECTURES
+        # what the config declares for the card must read back as a valid card
+        ModelCard.from_dict({"name": cfg.name, "class_names": ["a", "b"], "intended_use": cfg.intended_use,
+                             "training_data": cfg.training_data})
+
+
+def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, chest_sample, sample_images, tmp_path,
+                                                                  capsys):
+    from helpers import as_older_run
+
+    models = tmp_path / "models"
+    run = as_older_run(trained_run, models / "tiny-chest")  # a run from before the trust layer
+    # before the refit: not checked, but the keys are there
+    assert main(["predict", str(run), str(sample_images[0]), "--json"]) == 0
+    (res,) = _json_out(capsys)
+    assert res["ood"] is None and res["ood_score"] is None and res["ood_reason"] is None
+
+    assert main(["refit-trust", "tiny-chest", str(chest_sample), "--models-dir", str(models), "--json",
+                 "--no-progress"]) == 0
+    out = _json_out(capsys)
+    assert (run / "ood.npz").is_file() and out["ood"]["rule"].startswith("99th percentile")
+    card = json.loads((run / "card.json").read_text())
+    assert card["calibration"]["temperature"] == out["calibration"]["temperature"]
+    assert card["ood"]["threshold"] == out["ood"]["threshold"] and card["threshold"] == out["threshold"]
+
+    assert main(["predict", str(run), *map(str, sample_images[:2]), "--json"]) == 0
+    res = _json_out(capsys)
+    assert all(isinstance(r["ood"], bool) and isinstance(r["ood_score"], float) and "ood_reason" in r for r in res)
+
+    assert main(["evaluate", str(run), str(chest_sample), "--json", "--no-progress", "--bootstrap", "0"]) == 0
+    ev = _json_out(capsys)
+    assert 0 <= ev["ece"] <= 1 and ev["n"] == 80
+    o = ev["ood"]
+    assert o["checked"] and o["n"] == 80 and 0 <= o["fraction_flagged"] <= 1 and "metrics_without_flagged" in o
+    # text output mentions both
+    assert main(["evaluate", str(run), str(chest_sample), "--no-progress", "--bootstrap", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "Expected calibration error" in text and "Out of distribution:" in text
+    assert main(["refit-trust", "tiny-chest", "--models-dir", str(models), "--no-progress"]) == 0  # DATA from card
+    assert "Temperature" in capsys.readouterr().out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +186,258 @@ def test_group_pattern_keeps_a_patients_images_together(tmp_path):
             for it in items:
                 pid = it.rel.split("/")[1].split("_")[0]
                 assert side.setdefault(pid, s) == s, f"{pid} is in two splits"
+
+
+# ---------------------------------------------------------------------------- bounded duplicate search (issue 17)
+
+def _brute_components(codes: list[str], max_distance: int) -> set[frozenset[int]]:
+    """Components of the all-pairs graph, the obvious quadratic way (small inputs only)."""
+    from medclf_core.data import _UnionFind
+
+    ints = [int(c, 16) for c in codes]
+    uf = _UnionFind(len(codes))
+    for i in range(len(codes)):
+        for j in range(i + 1, len(codes)):
+            if bin(ints[i] ^ ints[j]).count("1") <= max_distance:
+                uf.union(i, j)
+    comps: dict[int, set[int]] = {}
+    for i in range(len(codes)):
+        comps.setdefault(uf.find(i), set()).add(i)
+    return {frozenset(c) for c in comps.values()}
+
+
+def _components(pairs, n: int) -> set[frozenset[int]]:
+    from medclf_core.data import _UnionFind
+
+    uf = _UnionFind(n)
+    for a, b in pairs:
+        uf.union(a, b)
+    comps: dict[int, set[int]] = {}
+    for i in range(n):
+        comps.setdefault(uf.find(i), set()).add(i)
+    return {frozenset(c) for c in comps.values()}
+
+
+def _flip(code: int, rng, n_bits: int, width: int = 256) -> int:
+    for b in rng.choice(width, n_bits, replace=False):
+        code ^= 1 << int(b)
+    return code
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_distance", [0, 3, 8])
+def test_near_pairs_finds_the_same_components_as_all_pairs(seed, max_distance):
+    from medclf_core.data import _near_pairs
+
+    rng = np.random.default_rng(seed)
+    codes = []
+    for _ in range(12):  # clusters: chains of small steps, exact repeats, and loners
+        base = int.from_bytes(rng.bytes(32), "big")
+        for _ in range(int(rng.integers(1, 8))):
+            base = _flip(base, rng, int(rng.integers(0, 6)))
+            codes.append(base)
+    codes += codes[:5]
+    order = rng.permutation(len(codes))
+    hexes = [f"{codes[i]:064x}" for i in order]
+    pairs = _near_pairs(hexes, max_distance)
+    assert len(pairs) <= len(hexes) - 1
+    assert _components(pairs, len(hexes)) == _brute_components(hexes, max_distance)
+
+
+def test_near_pairs_of_thousands_of_close_codes_stays_linear():
+    """3,000 codes all within a few bits of each other: the old search kept ~4.5 million pairs."""
+    from medclf_core.data import _near_pairs
+
+    rng = np.random.default_rng(0)
+    base = int.from_bytes(rng.bytes(32), "big")
+    codes = [f"{_flip(base, rng, 3):064x}" for _ in range(1500)] + [f"{base:064x}"] * 1500
+    pairs = _near_pairs(codes, 8)
+    assert len(pairs) == len(codes) - 1
+    assert _components(pairs, len(codes)) == {frozenset(range(len(codes)))}
+
+
+def test_near_pair_search_stops_past_its_deadline():
+    import time
+
+    from medclf_core.data import _near_pairs
+
+    codes = [f"{i:064x}" for i in range(50)]
+    with pytest.raises(DatasetError, match="took too long"):
+        _near_pairs(codes, 8, deadline=time.monotonic() - 1)
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 240, 30, dtype=np.uint8), (8, 1))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_audit_of_10000_identical_images_in_a_zip_is_bounded(tmp_path, monkeypatch):
+    """Issue 17: 10,000 identical tiny PNGs took 64 s and 6.9 GB. Exact duplicates are grouped by hash
+    first, so the near-duplicate search sees one representative per group."""
+    import medclf_core.data as data_module
+
+    png = _tiny_png()
+    archive = tmp_path / "same.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(10_000):
+            zf.writestr(f"{'AB'[i % 2]}/{i:05d}.png", png)
+    seen = []
+    real = data_module._near_pairs
+
+    def spy(codes, max_distance, **kw):
+        seen.append(len(codes))
+        pairs = real(codes, max_distance, **kw)
+        seen.append(len(pairs))
+        return pairs
+
+    monkeypatch.setattr(data_module, "_near_pairs", spy)
+    with data_module.open_dataset(archive) as index:
+        report = audit_dataset(index, workers=2)
+    assert seen == [1, 0]
+    assert [len(g) for g in report.duplicate_groups] == [10_000]
+    assert len(report.conflicting_labels) == 1 and report.near_duplicate_groups == []
+    assert report.counts["all"] == {"A": 5000, "B": 5000}
+
+
+def test_audit_stops_past_its_time_or_pixel_limit(tmp_path, chest_sample, monkeypatch):
+    import medclf_core.data as data_module
+
+    index = scan_dataset(chest_sample)
+    with pytest.raises(DatasetError, match="took longer than the limit"):
+        audit_dataset(index, max_seconds=1e-9)
+    monkeypatch.setenv("MEDCLF_AUDIT_MAX_SECONDS", "0.000001")
+    with pytest.raises(DatasetError, match="MEDCLF_AUDIT_MAX_SECONDS"):
+        audit_dataset(index)
+    monkeypatch.delenv("MEDCLF_AUDIT_MAX_SECONDS")
+    monkeypatch.setattr(data_module, "AUDIT_MAX_TOTAL_PIXELS", 10_000)
+    with pytest.raises(DatasetError, match="gigapixels"):
+        audit_dataset(index)
+
+
+def test_scan_refuses_too_many_files(tmp_path, monkeypatch):
+    import medclf_core.data as data_module
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            (tmp_path / cls / f"{i}.png").write_bytes(_tiny_png())
+    monkeypatch.setattr(data_module, "DATASET_MAX_FILES", 5)
+    with pytest.raises(DatasetError, match="6 image files; the limit is 5"):
+        scan_dataset(tmp_path)
+
+
+# ---------------------------------------------------------------------------- temporary extractions (issue 17)
+
+def _class_zip(path, classes=("A", "B")):
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls in classes:
+            zf.writestr(f"wrap/{cls}/one.png", _tiny_png())
+    return path
+
+
+def test_zip_extraction_is_removed_when_the_dataset_is_released(tmp_path, monkeypatch):
+    import tempfile
+
+    from medclf_core.data import open_dataset, release_dataset
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    archive = _class_zip(tmp_path / "d.zip")
+    with open_dataset(archive) as index:
+        extracted = Path(index.extracted_to)
+        assert extracted.is_dir() and Path(index.root).is_relative_to(extracted)
+        assert extracted.name.startswith(f"medclf-zip-{os.getpid()}-")
+    assert not extracted.exists()
+    index = scan_dataset(archive)
+    release_dataset(index)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with pytest.raises(DatasetError, match="at least two class folders") as info:
+        scan_dataset(_class_zip(tmp_path / "one.zip", classes=("A",)))
+    assert str(info.value).startswith("one.zip must") and "medclf-zip" not in str(info.value)  # no server path
+    assert list((tmp_path / "tmp").iterdir()) == []  # a refused zip leaves nothing either
+    own = tmp_path / "mine"
+    with open_dataset(archive, extract_to=own) as index:
+        assert index.extracted_to is None
+    assert own.is_dir()  # a folder the caller chose is the caller's
+
+
+def test_cli_audit_of_a_zip_leaves_no_temporary_folder(tmp_path):
+    import subprocess
+    import sys
+
+    archive = _class_zip(tmp_path / "d.zip")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from medclf_core.cli import main; "
+                           f"sys.exit(main(['audit', {str(archive)!r}, '--json', '--no-progress']))"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("medclf-zip-")] == []
+
+
+def test_stale_extractions_of_dead_processes_are_removed(tmp_path):
+    import time
+
+    from medclf_core.data import remove_stale_extractions
+
+    dead = tmp_path / "medclf-zip-999999999-abc"
+    alive = tmp_path / f"medclf-zip-{os.getpid()}-def"
+    old_legacy, new_legacy, other = tmp_path / "medclf-zip-xyz", tmp_path / "medclf-zip-new", tmp_path / "keep-me"
+    for d in (dead, alive, old_legacy, new_legacy, other):
+        (d / "A").mkdir(parents=True)
+    past = time.time() - 2 * 86400
+    os.utime(old_legacy, (past, past))
+    assert sorted(remove_stale_extractions(tmp_path)) == ["medclf-zip-999999999-abc", "medclf-zip-xyz"]
+    assert alive.is_dir() and new_legacy.is_dir() and other.is_dir()
+
+
+def test_the_next_extraction_removes_a_killed_processs_leftovers(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    dead = tmp_path / "tmp" / "medclf-zip-999999999-abc"
+    (dead / "A").mkdir(parents=True)
+    with data_open(_class_zip(tmp_path / "d.zip")):
+        assert not dead.exists()
+
+
+def data_open(path):
+    from medclf_core.data import open_dataset
+
+    return open_dataset(path)
+
+
+def test_audit_lists_damaged_and_blank_files(tmp_path):
+    """Damaged-but-decodable JPEGs are listed with the decoder's warning; blank ones are refused (unreadable)."""
+    from bad_inputs import _jpeg_with_zeroed_middle
+
+    for cls in ("A", "B"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "ok.png").write_bytes(_tiny_png())
+    (tmp_path / "A" / "damaged.jpg").write_bytes(_jpeg_with_zeroed_middle())
+    Image.new("L", (32, 32), 255).save(tmp_path / "B" / "white.png")
+    report = audit_dataset(scan_dataset(tmp_path))
+    assert [d["file"] for d in report.damaged] == ["A/damaged.jpg"]
+    assert [u["file"] for u in report.unreadable] == ["B/white.png"] and "blank" in report.unreadable[0]["error"]
+    assert any("damaged image data" in w for w in report.warnings())
+    assert report.counts["all"] == {"A": 2, "B": 1}
+
+
+def test_unrelated_codes_need_no_comparison(monkeypatch):
+    """Pigeonhole bands set aside codes with no possible neighbour: 20,000 unrelated images, no all-pairs scan."""
+    import medclf_core.data as data_module
+
+    rng = np.random.default_rng(5)
+    codes = [rng.bytes(32).hex() for _ in range(20_000)]
+    close = int(codes[0], 16) ^ 0b1011  # one near pair among them
+    codes.append(f"{close:064x}")
+    compared = []
+    real = data_module._within
+    monkeypatch.setattr(data_module, "_within", lambda rows, cands, d: compared.append(len(rows) * len(cands))
+                        or real(rows, cands, d))
+    assert data_module._near_pairs(codes, 8) == [(0, 20_000)]
+    assert sum(compared) < 10 * len(codes)

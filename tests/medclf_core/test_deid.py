@@ -101,3 +101,59 @@ def test_safe_file_label_drops_folders_and_scrubs_names(ds):
     label = safe_file_label("/uploads/ward 3/Zzyzxqa_Quintessa.dcm", identifying_values(ds))
     assert label == f"{REDACTED}_{REDACTED}.dcm"
     assert safe_file_label("C:/exports/scan_001.png") == "scan_001.png"
+
+
+# ---------------------------------------------------------------------------- one file-name rule (issue 17 item 12)
+
+def _rg1_like_header():
+    """Like pydicom's RG1_J2KI.dcm: the patient is "CompressedSamples^RG1" and a derivation code's
+    scheme designator, nested in an identifying sequence, is "DCM"."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    header = read_dataset(dicom_bytes(gradient(16, 16), Modality="CR"))
+    header.PatientName, header.PatientID = "CompressedSamples^RG1", "9RG1"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "121320", "DCM", "Uncompressed predecessor"
+    source = Dataset()
+    source.PurposeOfReferenceCodeSequence = Sequence([code])
+    header.SourceImageSequence = Sequence([source])
+    return header
+
+
+def test_ordinary_file_names_are_left_alone():
+    values = identifying_values(_rg1_like_header())
+    assert {"RG1", "9RG1"} <= set(values) and "DCM" not in values  # a code scheme is no identifier
+    for name in ("RG1_J2KI.dcm", "RG3_J2KR.DCM", "person1000_bacteria_2931.jpeg", "NORMAL2-IM-1427-0001.jpeg",
+                 "IM-0115-0001.jpeg", "scan.final.png", "dcm_export_3.png", "noext", "record_1.png"):
+        assert safe_file_label(name, values) == name  # ...but not out of ordinary file names
+
+
+def test_file_names_lose_header_identifiers_and_mrn_like_tokens(ds):
+    values = identifying_values(ds)
+    cases = {
+        "/uploads/ward 3/Zzyzxqa_Quintessa_MRN-9988776655.dcm": f"{REDACTED}_{REDACTED}_{REDACTED}.dcm",
+        "C:\\exports\\zzyzxqa-quintessa-marigold chest.png": f"{REDACTED} chest.png",  # the whole name at once
+        "Zzyzxqa^Quintessa.dcm": f"{REDACTED}^{REDACTED}.dcm",
+        "chest_mrn12345_pa.png": f"chest_{REDACTED}_pa.png",
+        "PatientID 0042.png": f"{REDACTED}.png",
+        "study 19230405 chest.jpg": f"study {REDACTED} chest.jpg",
+        "00000001_000.png": f"{REDACTED}_000.png",  # a run of 7+ digits is taken as a record number
+        "ACC7731902.dcm": f"{REDACTED}.dcm",
+        "QuintessaXray.png": "QuintessaXray.png",  # inside a longer word: not the value
+    }
+    for name, expected in cases.items():
+        assert safe_file_label(name, values) == expected, name
+    assert safe_file_label("Zzyzxqa_Quintessa_MRN-9988776655.dcm") == f"Zzyzxqa_Quintessa_{REDACTED}.dcm"
+
+
+def test_the_predictions_csv_uses_the_same_rule():
+    from medclf_core.export import predictions_csv
+
+    values = identifying_values(_rg1_like_header()) + ["Zzyzxqa", "Quintessa"]
+    probs = {"NORMAL": 0.4, "PNEUMONIA": 0.6}
+    text = predictions_csv([{"file": "/srv/up/RG1_J2KI.dcm", "label": "PNEUMONIA", "probabilities": probs},
+                            {"file": "Zzyzxqa_Quintessa_MRN-9988776655.dcm", "label": "NORMAL",
+                             "probabilities": probs}], identifying=values)
+    assert "RG1_J2KI.dcm" in text and f"{REDACTED}_{REDACTED}_{REDACTED}.dcm" in text
+    assert not any(s in text for s in PATIENT_STRINGS)

@@ -165,6 +165,7 @@ def test_single_frame_refuses_other_frames():
 def test_colour_dicom_keeps_its_colours():
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 50, 10
+    rgb[7, 7] = 0  # not blank (blank images are refused)
     img = load_image(dicom_bytes(rgb, photometric="RGB"))
     assert img.pixels.shape == (8, 8, 3) and tuple(img.pixels[0, 0]) == (200, 50, 10)
 

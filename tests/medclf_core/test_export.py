@@ -26,8 +26,8 @@ def _rows(text: str) -> list[dict]:
 
 def test_columns_and_values():
     rows = _rows(predictions_csv(RESULTS))
-    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "error",
-                             "notes"]
+    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "ood",
+                             "ood_score", "ood_reason", "error", "notes"]
     assert rows[0]["file"] == "chest_001.dcm" and rows[0]["label"] == "PNEUMONIA"
     assert float(rows[0]["p_PNEUMONIA"]) == 0.8 and float(rows[0]["threshold"]) == 0.35
     assert rows[0]["notes"] == "MONOCHROME1 inverted for display"
@@ -52,4 +52,20 @@ def test_formula_cells_are_neutralised():
 
 
 def test_empty_results():
-    assert predictions_csv([]).strip() == "file,label,threshold,positive_class,error,notes"
+    assert predictions_csv([]).strip() == "file,label,threshold,positive_class,ood,ood_score,ood_reason,error,notes"
+
+
+def test_out_of_distribution_columns():
+    results = [
+        {"file": "a.dcm", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": True,
+         "ood_score": 41.5, "ood_reason": "the DICOM header says modality MR; this model is for modality CR or DX"},
+        {"file": "b.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}, "ood": False,
+         "ood_score": 3.25, "ood_reason": None},
+        {"file": "c.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}, "ood": None,
+         "ood_score": None},
+        {"file": "d.png", "error": "not an image"},
+    ]
+    rows = _rows(predictions_csv(results))
+    assert [r["ood"] for r in rows] == ["true", "false", "not checked", ""]
+    assert float(rows[0]["ood_score"]) == 41.5 and rows[2]["ood_score"] == "" and rows[1]["ood_reason"] == ""
+    assert "modality MR" in rows[0]["ood_reason"]

@@ -61,7 +61,7 @@ def test_16bit_keeps_contrast():
 
 
 def test_exif_rotation_is_applied():
-    im = Image.fromarray(np.zeros((20, 40), np.uint8))
+    im = Image.fromarray(np.tile(np.arange(0, 240, 6, dtype=np.uint8), (20, 1)))
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 degrees
     img = load_image(_encode(im.convert("RGB"), "JPEG", exif=exif.tobytes()))
@@ -70,6 +70,8 @@ def test_exif_rotation_is_applied():
 
 def test_multiframe_tiff_uses_first_frame_and_says_so():
     frames = [Image.fromarray(np.full((10, 10), v, np.uint8)) for v in (10, 200)]
+    for f in frames:
+        f.putpixel((0, 0), 30)  # not blank (blank images are refused)
     buf = io.BytesIO()
     frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
     img = load_image(buf.getvalue())

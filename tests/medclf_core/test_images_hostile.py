@@ -16,14 +16,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from bad_inputs import IMAGE_CASES, encode, gradient, png_with_header
+from bad_inputs import IMAGE_CASES, WARNING_CASES, encode, gradient, png_with_header
 from helpers import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from medclf_core.errors import ImageError
-from medclf_core.images import check_upload_size, load_image
+from medclf_core.images import MIN_SIDE, check_upload_size, load_image
 
 # Deterministic in CI; MEDCLF_FUZZ_EXAMPLES=5000 explores fresh random examples locally.
 _EXAMPLES = int(os.environ.get("MEDCLF_FUZZ_EXAMPLES", "0"))
@@ -39,7 +39,8 @@ def _check_outcome(case, source) -> None:
         if case.ndim:
             assert img.pixels.ndim == case.ndim
         if case.note:
-            assert any(case.note in n for n in img.notes), img.notes
+            assert any(case.note in n for n in img.notes + img.warnings), (img.notes, img.warnings)
+        assert bool(img.warnings) == (case in WARNING_CASES), img.warnings
     else:
         with pytest.raises(ImageError) as info:
             load_image(source)
@@ -66,6 +67,30 @@ def test_corpus_from_file_like_upload():
     upload = io.BytesIO(case.make())
     assert load_image(upload).pixels.shape == (48, 64, 3)
     assert load_image(upload).pixels.shape == (48, 64, 3)  # a second decode of the same upload works
+
+
+@pytest.mark.parametrize("case", WARNING_CASES, ids=[c.name for c in WARNING_CASES])
+def test_damaged_data_that_still_decodes_is_reported(case):
+    """Issue 17: a JPEG with 2000 bytes zeroed decoded silently (libjpeg's warning was dropped)."""
+    _check_outcome(case, case.make())
+    img = load_image(case.make())
+    assert img.notes == [] and len(img.warnings) == 1 and "damaged" in img.warnings[0]
+
+
+def test_sound_jpegs_are_not_reported_as_damaged(sample_images):
+    """The damage probe must not cry wolf: every sample JPEG, baseline and progressive, decodes clean."""
+    progressive = encode(Image.open(sample_images[0]), "JPEG", progressive=True)
+    for data in [p.read_bytes() for p in sample_images] + [progressive]:
+        assert load_image(data).warnings == []
+
+
+def test_constant_images_are_refused_in_any_colour():
+    for colour in ((0, 0, 0), (255, 255, 255), (200, 50, 10)):
+        with pytest.raises(ImageError, match="blank"):
+            load_image(encode(Image.new("RGB", (32, 32), colour), "PNG"))
+    almost = np.zeros((32, 32), np.uint8)
+    almost[5, 5] = 1
+    assert load_image(encode(Image.fromarray(almost), "PNG")).pixels.max() == 1  # not blank: decoded
 
 
 def test_exif_orientation_is_applied():
@@ -224,12 +249,19 @@ def test_fuzz_random_valid_images(mode, fmt, width, height, seed):
         data = encode(img, fmt)
     except (OSError, ValueError, KeyError, TypeError):
         return  # this mode cannot be written in this format: nothing to decode
+    if min(width, height) < MIN_SIDE:
+        with pytest.raises(ImageError, match="too small to classify"):
+            load_image(data)
+        return
     try:
         out = load_image(data)
     except ImageError as exc:
+        if "blank" in str(exc):  # random content that decodes to one value (e.g. 1-bit in a lossy format)
+            return
         pytest.fail(f"valid {mode} {fmt} {width}x{height} refused: {exc}")
     assert out.pixels.dtype == np.uint8 and out.pixels.shape[:2] == (height, width)
     assert out.pixels.ndim == 2 or out.pixels.shape[2] == 3
+    assert out.warnings == [], out.warnings  # a sound file is never reported as damaged
 
 
 def test_lying_png_header_is_cheap():
@@ -240,3 +272,22 @@ def test_lying_png_header_is_cheap():
     with pytest.raises(ImageError):
         load_image(png_with_header(12_000, 12_000))
     assert time.perf_counter() - start < 1.0
+
+
+def test_predict_results_carry_the_decoders_warnings(tmp_path):
+    """The warning reaches the prediction (``"warnings"``), next to its label; a sound file has none."""
+    import keras
+
+    from medclf_core.inference import Predictor
+
+    inp = keras.Input((16, 16, 1))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp))
+    predictor = Predictor(keras.Model(inp, out), {"class_names": ["NORMAL", "PNEUMONIA"]})
+    damaged, sound, blank = tmp_path / "damaged.jpg", tmp_path / "sound.png", tmp_path / "blank.png"
+    damaged.write_bytes(WARNING_CASES[0].make())
+    sound.write_bytes(encode(Image.fromarray(gradient()), "PNG"))
+    blank.write_bytes(encode(Image.new("L", (64, 64), 255), "PNG"))
+    results = predictor.predict_files([damaged, sound, blank])
+    assert "damaged" in results[0]["warnings"][0] and results[0]["label"] in ("NORMAL", "PNEUMONIA")
+    assert "warnings" not in results[1] and "label" in results[1]
+    assert set(results[2]) == {"file", "error"} and "blank" in results[2]["error"]

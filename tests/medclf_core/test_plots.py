@@ -61,3 +61,14 @@ def test_metrics_table_rows():
     rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 10, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
     assert rows[0] == {"metric": "Accuracy", "value": "0.800", "95% interval": "0.700 - 0.900"}
     assert rows[1]["95% interval"] == "" and rows[-1]["value"] == "10"
+
+
+def test_reliability_figure_bins_and_ece_in_title():
+    p = np.array([[0.9, 0.1]] * 10 + [[0.4, 0.6]] * 10)
+    y = np.array([0] * 5 + [1] * 5 + [1] * 10)
+    fig = plots.reliability_figure(y, p, n_bins=10)
+    acc = [t for t in fig.data if t.name == "accuracy"][0]
+    assert list(acc.y) == pytest.approx([1.0, 0.5])  # the 0.6 bin: all right; the 0.9 bin: half
+    share = [t for t in fig.data if t.name == "share of images"][0]
+    assert sum(share.y) == pytest.approx(1.0)
+    assert "ECE 0.400" in fig.layout.title.text  # both bins are 0.4 off the diagonal

@@ -94,3 +94,112 @@ def test_damaged_model_file(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(ModelError):
         load_model_file(path)
+
+
+# ---------------------------------------------------------------------------- bad cards (issue 17 item 2)
+
+BAD_CARDS = {
+    "is-a-list": ("[]", "it must be a JSON object, not a list"),
+    "created-number": (json.dumps({"name": "x", "class_names": ["a", "b"], "created": 12345}), "'created' must be"),
+    "no-name": (json.dumps({"class_names": ["a", "b"]}), "it has no 'name'"),
+    "int-classes": (json.dumps({"name": "x", "class_names": [0, 1]}), "'class_names' must be a list"),
+    "text-threshold": (json.dumps({"name": "x", "class_names": ["a", "b"], "threshold": "0.5"}), "'threshold' must be"),
+    "not-json": ('{"name": "x", ', "not valid JSON"),
+    "not-utf8": (b"\xff\xfe\x00", "not valid JSON"),
+}
+
+
+def _registry_with_bad_cards(tmp_path):
+    write_run_atomically(tmp_path, "good", _write)
+    model = tmp_path / "good" / "model.keras"
+    for folder, (text, _) in BAD_CARDS.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model.keras").write_bytes(model.read_bytes())
+        card = tmp_path / folder / "card.json"
+        card.write_bytes(text) if isinstance(text, bytes) else card.write_text(text)
+    (tmp_path / "model-only").mkdir()
+    (tmp_path / "model-only" / "model.keras").write_bytes(model.read_bytes())
+    (tmp_path / "card-only").mkdir()
+    (tmp_path / "card-only" / "card.json").write_text(json.dumps({"name": "c", "class_names": ["a", "b"]}))
+    (tmp_path / "unrelated").mkdir()
+    (tmp_path / ".tmp-half").mkdir()
+    (tmp_path / ".tmp-half" / "card.json").write_text("[]")
+
+
+def test_one_bad_card_never_breaks_the_list(tmp_path):
+    from medclf_core.registry import ModelCard, list_unreadable_runs, scan_registry
+
+    _registry_with_bad_cards(tmp_path)
+    runs, unreadable = scan_registry(tmp_path)
+    assert [r["name"] for r in runs] == ["r"] and isinstance(runs[0], ModelCard)
+    assert runs[0]["tta"] == [] and runs[0]["run_dir"] == str(tmp_path / "good")
+    assert [r["name"] for r in list_runs(tmp_path)] == ["r"]
+    reasons = {u["name"]: u["reason"] for u in unreadable}
+    assert sorted(reasons) == sorted([*BAD_CARDS, "model-only", "card-only"])  # not .tmp-half, not unrelated
+    for folder, (_, fragment) in BAD_CARDS.items():
+        assert fragment in reasons[folder], (folder, reasons[folder])
+    assert "no card.json" in reasons["model-only"] and "model.keras is missing" in reasons["card-only"]
+    assert all(u["unreadable"] is True and u["run_dir"] == str(tmp_path / u["name"]) for u in unreadable)
+    assert list_unreadable_runs(tmp_path) == unreadable
+
+
+@pytest.mark.parametrize("folder", sorted(BAD_CARDS))
+def test_a_bad_card_is_a_plain_error_when_loaded(tmp_path, folder):
+    from medclf_core.registry import CardError, read_card
+
+    _registry_with_bad_cards(tmp_path)
+    with pytest.raises(CardError, match=f"The model card of run '{folder}' is"):
+        read_card(tmp_path / folder)
+    with pytest.raises(CardError, match=BAD_CARDS[folder][1].replace("(", r"\(").replace("[", r"\[")):
+        load_run(folder, tmp_path)
+
+
+def test_read_card_returns_a_validated_card(tmp_path):
+    from medclf_core.registry import read_card
+
+    write_run_atomically(tmp_path, "good", _write)
+    card = read_card(tmp_path / "good")
+    assert card.name == "r" and card.schema_version == 1 and card["threshold"] is None and card["metrics"] == {}
+    with pytest.raises(ModelError, match="no card.json"):
+        read_card(tmp_path)
+
+
+def test_card_keys_are_what_every_trained_and_bundled_card_carries():
+    from helpers import REPO
+
+    from medclf_core.card import CARD_KEYS as card_keys
+    from medclf_core.registry import CARD_KEYS
+
+    assert CARD_KEYS == card_keys and {"name", "class_names", "threshold", "created", "metrics"} <= set(CARD_KEYS)
+    for card in (REPO / "models").glob("*/card.json"):
+        assert set(CARD_KEYS) <= set(json.loads(card.read_text())), card
+
+
+def test_cli_list_shows_unreadable_runs_without_a_traceback(tmp_path, capsys):
+    from medclf_core.cli import main
+
+    _registry_with_bad_cards(tmp_path)
+    assert main(["list", "--models-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    lines = out.out.splitlines()
+    assert lines[0].startswith("r ") and "n ?" in lines[0] and "too few test images" in lines[0]
+    assert any(line.startswith("created-number") and "UNREADABLE" in line and "'created' must be" in line
+               for line in lines)
+    assert sum("UNREADABLE" in line for line in lines) == len(BAD_CARDS) + 2
+
+    assert main(["list", "--models-dir", str(tmp_path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    good = [r for r in listed if not r["unreadable"]]
+    bad = {r["name"]: r for r in listed if r["unreadable"]}
+    assert [r["name"] for r in good] == ["r"] and good[0]["schema_version"] == 1 and good[0]["n"] is None
+    assert "it has no 'name'" in bad["no-name"]["reason"] and len(bad) == len(BAD_CARDS) + 2
+
+
+def test_damaged_side_files_read_as_absent(tmp_path):
+    from medclf_core.registry import read_json
+
+    (tmp_path / "history.json").write_bytes(b"\xff\xfe")
+    (tmp_path / "evaluation.json").write_text("{")
+    assert read_json(tmp_path, "history.json", default=[]) == []
+    assert read_json(tmp_path, "evaluation.json") is None

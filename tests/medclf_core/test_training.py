@@ -234,3 +234,101 @@ def test_seed_ensemble_trains_members_and_registers_one_model(tmp_path):
     for bad in (0, 11, 1.5):
         with pytest.raises(MedclfError, match="ensemble"):
             train(TrainConfig(ensemble=bad, **common), models_dir=tmp_path / "m")
+
+
+# ---------------------------------------------------------------------------- the transfer recipe
+
+
+def test_transfer_recipe_fits_a_head_on_cached_features_and_keeps_the_backbone(chest_sample, tmp_path):
+    """Pretrained backbone: features cached once per image and view, only the head changes, one flat model."""
+    from medclf_core.architectures import build_model
+
+    events = tmp_path / "events.jsonl"
+    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=64, epochs=20,
+                            feature_views=1), models_dir=tmp_path / "models", events=EventLog(events))
+    card = json.loads((run / "card.json").read_text())
+    assert card["recipe"]["name"] == "transfer" and card["recipe"]["views"] == ["original", "augment1"]
+    assert card["pretrained"]["weights"] == "imagenet" and "efficientnet-lite0" in card["pretrained"]["source"]
+    log = read_events(events)
+    phases = {e.get("phase") for e in log if e["event"] == "batch"}
+    assert "features" in phases  # the backbone pass is reported as progress
+    n_train = sum(card["dataset"]["counts"]["train"].values())
+    feature_batches = max(e["batch"] for e in log if e["event"] == "batch" and e.get("phase") == "features")
+    assert feature_batches == -(-n_train // 32) * 2 + -(-sum(card["dataset"]["counts"]["val"].values()) // 32)
+
+    model, _ = Predictor.from_run(run).model, None
+    imagenet = build_model("efficientnet_lite0", 2, 64, 1)
+    for name in ("stem_conv", "block7_dw_conv", "top_bn"):  # frozen: still the ImageNet weights
+        for a, b in zip(model.get_layer(name).get_weights(), imagenet.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(model.get_layer("predictions").get_weights()[0],
+                           imagenet.get_layer("predictions").get_weights()[0])
+    # what the card reports is what the saved model does on the test images
+    evaluation = read_json(run, "evaluation.json")
+    got = Predictor.from_run(run).predict_files([str(chest_sample / p["file"]) for p in evaluation["predictions"]])
+    for rec, res in zip(evaluation["predictions"], got, strict=True):
+        np.testing.assert_allclose(list(res["probabilities"].values()), rec["probabilities"], atol=1e-4)
+
+
+def test_transfer_recipe_cancel_during_features_registers_nothing(chest_sample, tmp_path):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(TrainingCancelled):
+        train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=2),
+              models_dir=tmp_path / "models", cancel=cancel)
+    assert list_runs(tmp_path / "models") == [] and not (tmp_path / "models" / ".work").exists()
+
+
+def test_transfer_recipe_needs_pretrained_weights_and_one_model(chest_sample, tmp_path):
+    from medclf_core.errors import MedclfError
+
+    with pytest.raises(MedclfError, match="pretrained backbone"):
+        train(TrainConfig(data=str(chest_sample), arch="bn_cnn", recipe="transfer", image_size=TINY, epochs=1),
+              models_dir=tmp_path / "models")
+    with pytest.raises(MedclfError, match="ensemble 1"):
+        train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=TINY, ensemble=2),
+              models_dir=tmp_path / "models")
+
+
+@pytest.mark.slow
+def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_path):
+    from medclf_core.architectures import build_model
+
+    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=3,
+                            fine_tune_epochs=1, batch_size=16), models_dir=tmp_path / "models")
+    model = Predictor.from_run(run).model
+    imagenet = build_model("efficientnet_lite0", 2, 32, 1)
+    np.testing.assert_array_equal(model.get_layer("block10_dw_conv").get_weights()[0],
+                                  imagenet.get_layer("block10_dw_conv").get_weights()[0])
+    assert not np.allclose(model.get_layer("top_conv").get_weights()[0], imagenet.get_layer("top_conv").get_weights()[0])
+    for a, b in zip(model.get_layer("top_bn").get_weights(), imagenet.get_layer("top_bn").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # BatchNorm frozen while fine-tuning
+    history = read_json(run, "history.json")
+    assert history[-1]["phase"] == "fine_tune"
+
+
+def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, tmp_path):
+    """The Train page's defaults on the 80-image sample give a real model, judged on chest X-rays it never saw."""
+    from pathlib import Path
+
+    from medclf_core.inference import evaluate_folder
+
+    outside = tmp_path / "outside"
+    sources = [REPO / "samples" / "images" / "chest_xray"]
+    demo = REPO.parent / "shared" / "data" / "demo_samples" / "chest_xray"  # 30 more, where ../shared is present
+    for c in ("NORMAL", "PNEUMONIA"):
+        (outside / c).mkdir(parents=True)
+        for f in sources[0].glob(f"{c.lower()}_*"):
+            os.symlink(f, outside / c / f.name)
+        if demo.is_dir():
+            for f in (demo / c).iterdir():
+                os.symlink(f, outside / c / f"demo_{f.name}")
+    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", channels=1),  # the page's defaults
+                models_dir=tmp_path / "models")
+    result = evaluate_folder(Predictor.from_run(run), outside, bootstrap=0)
+    assert result["n"] == len(list(Path(outside).rglob("*.jp*g")))
+    assert result["accuracy"] >= 0.85, result["confusion_matrix"]

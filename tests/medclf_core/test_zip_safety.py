@@ -132,3 +132,38 @@ def test_scan_reports_skipped_members(tmp_path):
     index = scan_dataset(archive, extract_to=tmp_path / "x")
     assert index.class_names == ["A", "B"]
     assert any(s.get("file") == "../../escape.png" for s in getattr(index, "skipped", []))
+
+
+def test_long_names_and_file_folder_clashes_skip_one_member_not_the_extraction(tmp_path):
+    """Issue 17 item 7: the cleanup in the except clause raised too, aborting everything."""
+    long_name = "x" * 300 + ".png"
+    archive = tmp_path / "clash.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("c/first.png", PNG)
+        zf.writestr(f"c/{long_name}", PNG)  # a name component over 255 characters
+        zf.writestr(f"c/{'y' * 300}/inner.png", PNG)  # a folder component over 255 characters
+        zf.writestr("c/sub/a.png", PNG)
+        zf.writestr("c/sub", PNG)  # a file named like an extracted folder
+        zf.writestr("c/flat.png", PNG)
+        zf.writestr("c/flat.png/b.png", PNG)  # a folder named like an extracted file
+        zf.writestr(zipfile.ZipInfo("c/first.png/"), b"")  # a folder entry named like a file
+        zf.writestr("c/last.png", PNG)
+    dest = tmp_path / "out"
+    skipped = safe_extract_zip(archive, dest)
+    reasons = {s["file"]: s["reason"] for s in skipped}
+    assert reasons == {f"c/{long_name}": "name too long for the file system",
+                       f"c/{'y' * 300}/inner.png": "name too long for the file system",
+                       "c/sub": "a folder of the same name was already extracted",
+                       "c/flat.png/b.png": "its folder clashes with a file of the same name",
+                       "c/first.png/": "a file of the same name was already extracted"}
+    assert all(str(tmp_path) not in r and "Errno" not in r for r in reasons.values())
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == \
+        ["c/first.png", "c/flat.png", "c/last.png", "c/sub/a.png"]
+    assert (dest / "c" / "first.png").read_bytes() == PNG
+
+
+def test_unopenable_archive_message_has_no_server_path(tmp_path):
+    missing = tmp_path / "secret-server-folder" / "gone.zip"
+    with pytest.raises(DatasetError) as info:
+        safe_extract_zip(missing, tmp_path / "out")
+    assert "secret-server-folder" not in str(info.value)

@@ -44,3 +44,34 @@ def page():
         return AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=180)
 
     return make
+
+
+@pytest.fixture
+def refitted_env(tmp_path, monkeypatch, trained_run):
+    """A private models folder with the tiny run refitted (OOD gate + temperature) and an intended use
+    (chest radiographs) in its card."""
+    from helpers import CHEST_SAMPLE, as_older_run
+
+    from medclf_core.trust import refit_trust
+
+    run = as_older_run(trained_run, tmp_path / "models" / "tiny-chest")
+    refit_trust(run, CHEST_SAMPLE)
+    card = json.loads((run / "card.json").read_text())
+    card["intended_use"] = {"modalities": ["CR", "DX"], "body_parts": ["CHEST"]}
+    (run / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.delenv("MEDCLF_DEFAULT_MODEL", raising=False)
+    return run
+
+
+@pytest.fixture
+def older_env(tmp_path, monkeypatch, trained_run):
+    """A private models folder with the tiny run as written before the trust layer (no gate, no calibration)."""
+    from helpers import as_older_run
+
+    run = as_older_run(trained_run, tmp_path / "models" / "tiny-chest")
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.delenv("MEDCLF_DEFAULT_MODEL", raising=False)
+    return run

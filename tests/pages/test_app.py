@@ -47,3 +47,23 @@ def test_no_models_is_a_friendly_message(tmp_path, monkeypatch):
     at.switch_page(PAGES[0])
     at.run()
     assert any("No model" in i.value for i in at.info)
+
+
+def test_a_bad_card_never_breaks_the_app(own_models):
+    import shutil
+
+    for folder, text in {"broken-list": "[]", "broken-threshold": '{"name": "broken-threshold", '
+                                                                   '"class_names": ["a", "b"], "threshold": "0.5"}',
+                         "broken-classes": '{"name": "broken-classes", "class_names": [0, 1]}'}.items():
+        shutil.copytree(own_models / "tiny-a", own_models / folder)
+        (own_models / folder / "card.json").write_text(text)
+    at = _app()
+    at.run()
+    assert not at.exception
+    picker = at.sidebar.selectbox(key="model_name")
+    assert sorted(o.split()[0] for o in picker.options) == ["tiny-a", "tiny-b"]
+    assert any("3 model folder(s) cannot be used" in w.value for w in at.sidebar.warning)
+    for path in PAGES:
+        at.switch_page(path)
+        at.run()
+        assert not at.exception, path

@@ -16,7 +16,9 @@ def test_own_test_split_shows_confusion_matrix_roc_and_threshold(app_env, page):
     assert at.subheader[0].value.startswith("tiny-chest on ")
     metrics = at.dataframe[0].value
     assert "Accuracy" in list(metrics["metric"]) and metrics["95% interval"][0]
-    assert _charts(at) == 4  # counts, normalised, at the threshold, ROC
+    assert _charts(at) == 5  # counts, normalised, at the threshold, ROC, reliability
+    assert any("stored test-split predictions carry no out-of-distribution flags" in i.value for i in at.info)
+    assert any("Expected calibration error" in c.value for c in at.caption)
     sens = [m.value for m in at.metric]
     at.slider[0].set_value(0.0)
     at.run()
@@ -40,5 +42,40 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     at.run()
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 80 images"
-    assert _charts(at) == 4
+    assert _charts(at) == 5
+    assert "Out-of-distribution check" in [h.value for h in at.subheader]
     assert at.subheader[-1].value == "Misclassified images"
+
+
+def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("folder")
+    at.run()
+    at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("of 80 images" in m.value and "do not look like the images" in m.value for m in at.markdown)
+    side = [d.value for d in at.dataframe if "without the flagged" in d.value.columns]
+    assert side and {"all images", "without the flagged"} <= set(side[0].columns)
+    assert any("temperature-scaled (T = " in c.value for c in at.caption)
+    assert _charts(at) == 5
+    # the own test split: calibrated stored predictions, no flags stored
+    at.radio(key="eval_source").set_value("own")
+    at.run()
+    assert not at.exception
+    assert any("carry no out-of-distribution flags" in i.value for i in at.info)
+
+
+def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("folder")
+    at.run()
+    at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("no out-of-distribution gate" in i.value for i in at.info)
+    assert any("not calibrated" in c.value for c in at.caption)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_registry_card_and_compare(own_models, page):
     at = page("models")
@@ -53,3 +55,164 @@ def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path):
     assert facts["Epochs"].count(" / ") == 4  # one figure per model, for epochs run and best epoch
     curves = at.get("plotly_chart")[0].proto.spec
     assert "model 3 val" in curves
+
+
+def _edit_card(run, **changes):
+    import json
+
+    path = run / "card.json"
+    card = json.loads(path.read_text())
+    card.update(changes)
+    path.write_text(json.dumps(card))
+    return card
+
+
+def _add_broken_runs(models):
+    import shutil
+
+    for folder, text in {"broken-list": "[]", "broken-created": '{"name": "broken-created", "class_names": ["a", "b"], '
+                                                                 '"created": 12345}',
+                         "broken-json": '{"name": '}.items():
+        shutil.copytree(models / "tiny-a", models / folder)
+        (models / folder / "card.json").write_text(text)
+
+
+def test_a_bad_card_is_listed_as_unreadable_and_breaks_nothing(own_models, page):
+    _add_broken_runs(own_models)
+    at = page("models")
+    at.run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["name"]) == ["tiny-a", "tiny-b"]
+    assert "3 model folder(s) cannot be used" in at.warning[0].value
+    bad = at.dataframe[1].value
+    reasons = dict(zip(bad["folder"], bad["reason"], strict=True))
+    assert sorted(reasons) == ["broken-created", "broken-json", "broken-list"]
+    assert "'created' must be an ISO date" in reasons["broken-created"]
+    assert "not valid JSON" in reasons["broken-json"] and "must be a JSON object" in reasons["broken-list"]
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    assert not at.exception and at.subheader[0].value == "tiny-b"
+
+
+def test_only_bad_cards_still_render(own_models, page):
+    import shutil
+
+    _add_broken_runs(own_models)
+    for name in ("tiny-a", "tiny-b"):
+        shutil.rmtree(own_models / name)
+    at = page("models")
+    at.run()
+    assert not at.exception
+    assert any("No models are registered" in i.value for i in at.info)
+    assert sorted(at.dataframe[0].value["folder"]) == ["broken-created", "broken-json", "broken-list"]
+
+
+def test_toy_runs_are_marked_and_listed_after_real_models(own_models, page):
+    real = _edit_card(own_models / "tiny-a", created="2020-01-01T00:00:00+00:00",
+                      metrics={"split": "test", "n": 500, "accuracy": 0.9, "auc": 0.95,
+                               "ci95": {"accuracy": [0.87, 0.93], "auc": [0.93, 0.97]}})
+    _edit_card(own_models / "tiny-b", metrics={"split": "test", "n": 12, "accuracy": 1.0, "auc": 1.0,
+                                               "ci95": {"accuracy": [1.0, 1.0], "auc": [1.0, 1.0]}})
+    at = page("models")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["tiny-a", "tiny-b"]  # the newer toy run does not sit above the real model
+    rows = {r["name"]: r for r in table.to_dict("records")}
+    assert rows["tiny-a"]["n"] == 500 and rows["tiny-b"]["n"] == 12
+    assert rows["tiny-a"]["accuracy"] == "0.900 (95% CI 0.870-0.930, n = 500)" and rows["tiny-a"]["note"] == ""
+    assert rows["tiny-b"]["accuracy"] == "1.000 (n = 12, too few images for a reliable figure)"
+    assert "toy run" in rows["tiny-b"]["note"]
+    cells = " ".join(str(v) for v in table.to_numpy().ravel())
+    assert "1.000-1.000" not in cells
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    facts = dict(zip(at.dataframe[1].value[""], at.dataframe[1].value["value"], strict=True))
+    assert facts["Accuracy (same source)"] == "1.000 (n = 12, too few images for a reliable figure)"
+    assert any("too few for a reliable figure" in c.value for c in at.caption)
+    assert real["name"] == "tiny-a"
+
+
+def test_other_source_evaluations_sit_beside_same_source_figures(own_models, page):
+    from medclf_core.card import record_evaluation
+
+    result = {"n": 200, "accuracy": 0.7, "auc": 0.81, "sensitivity": 0.95, "specificity": 0.64, "ece": 0.04,
+              "ci95": {"accuracy": [0.64, 0.76], "auc": [0.75, 0.86]}, "threshold": 0.5, "split": "all"}
+    record_evaluation(own_models / "tiny-a", result, dataset="hospital-b", fingerprint="ab" * 32)
+    (own_models / "tiny-a" / "evaluations" / "2026-01-01-damaged.json").write_text("{")
+    at = page("models")
+    at.run()
+    assert not at.exception
+    rows = {r["name"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows["tiny-a"]["other-source accuracy"] == "0.700 (95% CI 0.640-0.760, n = 200) on hospital-b"
+    assert rows["tiny-a"]["other-source AUC"] == "0.810 (95% CI 0.750-0.860, n = 200) on hospital-b"
+    assert rows["tiny-b"]["other-source accuracy"] == "none recorded"
+    at.selectbox(key="models_pick").set_value("tiny-a")
+    at.run()
+    evals = at.dataframe[2].value
+    assert list(evals["dataset"]) == ["hospital-b"] and list(evals["n"]) == [200]
+    assert list(evals["ECE"]) == ["0.040 (n = 200)"] and list(evals["fingerprint"]) == ["ab" * 6]
+
+
+def _bundled(own_models, how):
+    if how == "flag":
+        _edit_card(own_models / "tiny-b", bundled=True)
+        return "tiny-b"
+    (own_models / "tiny-b").rename(own_models / "imaging-modality")
+    _edit_card(own_models / "imaging-modality", name="imaging-modality")
+    return "imaging-modality"
+
+
+@pytest.mark.parametrize("how", ["flag", "name"])
+def test_deleting_a_bundled_model_needs_its_name_typed(own_models, page, how):
+    name = _bundled(own_models, how)
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value(name)
+    at.run()
+    at.button(key=f"delete-{name}").click()
+    at.run()
+    assert "bundled with medclf" in at.warning[0].value
+    assert at.button(key=f"confirm-delete-{name}").disabled
+    at.text_input(key=f"confirm-name-{name}").input("tiny")
+    at.run()
+    assert at.button(key=f"confirm-delete-{name}").disabled
+    assert (own_models / name).is_dir() and not at.exception
+    at.text_input(key=f"confirm-name-{name}").input(name)
+    at.run()
+    assert not at.button(key=f"confirm-delete-{name}").disabled
+    at.button(key=f"confirm-delete-{name}").click()
+    at.run()
+    assert not at.exception
+    assert not (own_models / name).exists()
+    assert f"Deleted the model '{name}'" in at.success[0].value
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+def test_export_button_offers_a_zip_of_the_export_with_its_card(own_models, page, fmt):
+    import io
+    import json
+    import zipfile
+
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    assert not [b for b in at.get("download_button") if b.proto.id.endswith("export-download-tiny-b")]
+    at.radio(key="export-format-tiny-b").set_value(fmt)
+    at.run()
+    at.button(key="export-tiny-b").click()
+    at.run()
+    assert not at.exception and not at.error
+    name, chosen, data, file_name = at.session_state["models_export"]
+    assert (name, chosen, file_name) == ("tiny-b", fmt, f"tiny-b-{fmt}.zip")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any(label.startswith(f"Download tiny-b-{fmt}.zip") for label in labels)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    card_name = "tiny-b-savedmodel/assets/card.json" if fmt == "savedmodel" else "tiny-b.card.json"
+    card = json.loads(zf.read(card_name))
+    assert card["name"] == "tiny-b" and card["export"]["format"] == fmt
+    assert ("tiny-b-savedmodel/saved_model.pb" if fmt == "savedmodel" else "tiny-b.tflite") in zf.namelist()
+    at.radio(key="export-format-tiny-b").set_value("tflite" if fmt == "savedmodel" else "savedmodel")
+    at.run()  # another format: the old zip is not offered as if it were this one
+    assert not any(b.proto.label.startswith(f"Download tiny-b-{fmt}.zip") for b in at.get("download_button"))

@@ -98,3 +98,34 @@ def test_a_seed_ensemble_says_so(page, monkeypatch, tmp_path):
         _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
         assert not at.exception
         assert any(f"averages {n} networks" in c.value for c in at.caption) is bool(n), model
+
+
+def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env, page):
+    mr = SAMPLES / "dicom" / "MR_emri_small.dcm"
+    at = page("predict")
+    at.run()
+    _upload(at, (mr.name, mr.read_bytes(), "application/dicom"))
+    warning = at.warning[0].value
+    assert warning.startswith("This image does not look like the images this model was trained on: ")
+    assert "modality MR" in warning and warning.endswith("The model's answer is not shown as a finding.")
+    assert at.subheader[0].value == f"{mr.name}: not an image this model knows"
+    assert not any("Decision" in m.value for m in at.markdown)
+    assert at.expander and any("not a finding" in e.label for e in at.expander)
+
+    # with a chest X-ray beside it: the table does not present the MR's class either
+    _upload(at, [(JPEG.name, JPEG.read_bytes(), "image/jpeg"), (mr.name, mr.read_bytes(), "application/dicom")])
+    table = at.dataframe[0].value
+    row = table[table["file"] == mr.name].iloc[0]
+    assert row["out of distribution"] == "yes" and row["decision"].startswith("out of distribution: not a finding")
+    assert row["class"] is None or row["class"] != row["class"]  # None or NaN
+    assert set(table["out of distribution"]) <= {"yes", "no"}
+    csv_text = at.session_state["predict_csv"]
+    assert "ood,ood_score,ood_reason" in csv_text.splitlines()[0]
+
+
+def test_a_model_without_a_gate_says_not_checked(older_env, page):
+    at = page("predict")
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    assert any("Not checked for out-of-distribution images" in c.value for c in at.caption)
+    assert not at.warning

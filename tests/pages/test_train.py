@@ -20,6 +20,10 @@ def _poll(at, done, timeout=150.0):
     raise AssertionError("timed out waiting for the Train page")
 
 
+def _arch(at):
+    return next(s for s in at.selectbox if s.label == "Architecture")
+
+
 def _progress(at) -> int:
     bars = at.get("progress")
     return bars[0].proto.value if bars else -1
@@ -34,7 +38,8 @@ def test_audit_shows_before_launch(app_env, page):
     assert "No problems found" in at.success[0].value
     counts = at.dataframe[0].value
     assert counts.to_dict() == {"all": {"NORMAL": 40, "PNEUMONIA": 40}}
-    assert at.select_slider[0].value == 64  # a default that trains in about a minute on CPU
+    # the default is the transfer recipe on the pretrained backbone at its native size
+    assert _arch(at).value == "efficientnet_lite0" and at.select_slider[0].value == 224
 
 
 def test_missing_folder_and_no_dataset_show_plain_messages(app_env, page):
@@ -68,6 +73,7 @@ def test_test_time_flips_need_training_flips(app_env, page):
 def test_launch_progress_refuse_second_and_cancel(app_env, page):
     at = page("train")
     at.run()
+    _arch(at).set_value("simple_cnn")  # a model trained on images, epoch by epoch
     at.number_input[0].set_value(300)  # epochs: long enough to cancel mid-run
     at.number_input(key="train_ensemble").set_value(2)  # a seed ensemble: progress names the model
     at.select_slider[0].set_value(32)
