@@ -566,3 +566,32 @@ def _index_fingerprint(index, split: str) -> str:
             digest = "unreadable"
         lines.append(f"{it.rel}\t{index.class_names[it.label]}\t{digest}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+PERFORMANCE_METRICS = (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
+                       ("specificity", "specificity"), ("ECE", "ece"))
+
+
+def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> list[dict]:
+    """Same-source and other-source figures side by side, each with its n: one row per evaluation.
+
+    The first row is the run's own held-out split; the others are the evaluations recorded with
+    ``evaluate --record`` (:func:`list_evaluations`). Every figure goes through
+    :func:`format_metric`, so a figure on fewer than 30 images says so.
+
+    Example::
+
+        >>> card = ModelCard.from_dict({"name": "m", "class_names": ["a", "b"],
+        ...                             "metrics": {"n": 12, "accuracy": 1.0, "ci95": {"accuracy": [1.0, 1.0]}}})
+        >>> performance_rows(card, [])[0]["accuracy"]
+        '1.000 (n = 12, too few images for a reliable figure)'
+    """
+    rows = [{"data": f"own test split ({(card.dataset or {}).get('name') or 'training source'}, same source)",
+             "n": card.test_n,
+             **{label: card.format_metric(key) for label, key in PERFORMANCE_METRICS}}]
+    for e in evaluations if evaluations is not None else list_evaluations(card.run_dir) if card.run_dir else []:
+        ci = e.get("ci95") or {}
+        rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]})", "n": e.get("n"),
+                     **{label: format_metric((e.get("metrics") or {}).get(key), ci.get(key), e.get("n"))
+                        for label, key in PERFORMANCE_METRICS}})
+    return rows

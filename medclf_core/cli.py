@@ -215,6 +215,8 @@ def cmd_evaluate(args) -> int:
     predictor = Predictor.from_run(args.model, args.models_dir, tta=_tta_arg(args.tta))
     result = evaluate_folder(predictor, args.data, args.split, bootstrap=args.bootstrap,
                              progress=_bar("Evaluating", not args.no_progress))
+    if args.record:
+        result["recorded"] = str(_record(predictor, result, args.data))
     if args.json:
         _print_json(result)
         return 0
@@ -248,7 +250,20 @@ def cmd_evaluate(args) -> int:
         print("Out of distribution: not checked (the model has no ood.npz; run refit-trust)")
     for s in result["skipped"]:
         print(f"skipped {s['file']}: {s['error']}")
+    if result.get("recorded"):
+        print(f"Recorded in {result['recorded']}")
     return 0
+
+
+def _record(predictor, result: dict, data) -> Path:
+    """Keep this evaluation beside the model (``evaluations/``): the card and the app show it as other-source data."""
+    from medclf_core.card import dataset_fingerprint, record_evaluation
+
+    ood = result.get("ood") or {}
+    return record_evaluation(predictor.card["run_dir"], result, dataset=Path(data).name or str(data),
+                             fingerprint=dataset_fingerprint(data, split=result["split"]),
+                             extra={"ood": {k: ood.get(k) for k in ("checked", "n_flagged", "fraction_flagged")},
+                                    "data_path": str(data)})
 
 
 def cmd_refit_trust(args) -> int:
@@ -268,25 +283,44 @@ def cmd_refit_trust(args) -> int:
     return 0
 
 
+def _cam_text(r: dict) -> str:
+    """`` -> map.png (faithfulness 0.42)`` for a result with a heat map, else ''."""
+    if "cam" not in r:
+        return ""
+    f = r.get("faithfulness")
+    return f" -> {r['cam']} (faithfulness " + ("n/a" if f is None else f"{f:.2f}") + ")"
+
+
 def cmd_predict(args) -> int:
     from medclf_core.inference import Predictor
 
     predictor = Predictor.from_run(args.model, args.models_dir, tta=_tta_arg(args.tta))
     results = predictor.predict_files(args.files)
     if args.cam:
-        from medclf_core.explain import heatmaps, overlay, save_png
+        from medclf_core.explain import overlay, save_png
         from medclf_core.images import load_image
 
         out_dir = Path(args.cam)
         out_dir.mkdir(parents=True, exist_ok=True)
         ok = [r for r in results if "error" not in r]
         pixels = [load_image(r["file"]).pixels for r in ok]
-        maps = heatmaps(predictor.model, pixels, method=getattr(args, "cam_method", "gradcam"),
-                        cam_layer=predictor.cam_layer) if pixels else []
-        for k, (r, px, hm) in enumerate(zip(ok, pixels, maps, strict=True)):
+        # the map of the class each result names, scored by a deletion curve (Predictor.explain)
+        explained = predictor.explain(pixels, getattr(args, "cam_method", "gradcam"), [r["label"] for r in ok],
+                                      faithfulness=True) if pixels else []
+        for k, (r, px, ex) in enumerate(zip(ok, pixels, explained, strict=True)):
             target = out_dir / f"{k:03d}_{Path(r['file']).stem}_cam.png"
-            save_png(target, overlay(px, hm, opacity=args.opacity))
+            save_png(target, overlay(px, ex.heatmap, opacity=args.opacity))
             r["cam"] = str(target)
+            r["cam_method"] = ex.method
+            r["faithfulness"] = ex.faithfulness
+            if ex.faithfulness is None and ex.deletion and ex.deletion.get("note"):
+                r["faithfulness_note"] = ex.deletion["note"]
+    if getattr(args, "report", None):  # --report DIR: one PDF per readable image (medclf_core.report)
+        from medclf_core.report import write_reports
+
+        written = write_reports(predictor, results, args.report, method=getattr(args, "cam_method", "gradcam"),
+                                opacity=args.opacity)
+        print(f"Wrote {len(written)} PDF report(s) to {args.report}", file=sys.stderr)
     if args.json:
         _print_json(results)
     else:
@@ -295,11 +329,12 @@ def cmd_predict(args) -> int:
                 print(f"{r['file']}: ERROR {r['error']}")
             else:
                 probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
+                cam = _cam_text(r)
                 if r.get("ood"):
                     print(f"{r['file']}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
-                          f"Model output {r['label']} ({probs})" + (f" -> {r['cam']}" if "cam" in r else ""))
+                          f"Model output {r['label']} ({probs})" + cam)
                     continue
-                print(f"{r['file']}: {r['label']} ({probs})" + (f" -> {r['cam']}" if "cam" in r else ""))
+                print(f"{r['file']}: {r['label']} ({probs})" + cam)
     return 2 if any("error" in r for r in results) else 0
 
 
@@ -439,14 +474,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the test folder of a pre-split dataset, else all images")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
     e.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")
+    e.add_argument("--record", action="store_true",
+                   help="keep the result beside the model (evaluations/: dataset fingerprint, n, metrics, date); "
+                        "the Models and Predict pages show it next to the model's own test figures")
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify image files (exit 2 if any file was rejected)")
     pr.add_argument("model", help="run folder, or run name in the models dir")
     pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM, ...)")
-    pr.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
+    pr.add_argument("--cam", metavar="DIR", help="write a heat-map overlay PNG per image into DIR, for the predicted "
+                                                 "class, with its faithfulness score (deletion curve against random "
+                                                 "order: 0 = no better than random, 1 = best; ~38 forward passes)")
     pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    pr.add_argument("--report", metavar="DIR", help="write a printable PDF report per image into DIR (image, heat "
+                                                    "map, probabilities, decision, model card; no patient identifiers)")
     pr.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"],
                     help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
     pr.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")

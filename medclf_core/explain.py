@@ -18,13 +18,23 @@ and returns each map at its image's size, scaled to [0, 1]. All methods run on a
 - each CAM cell is placed on the image where its receptive field is centred
   (:func:`cam_geometry`): unpadded convolutions shift the grid inwards.
 
-Engines: Score-CAM (Faster-Score-CAM, channel cap) always runs through
-tf-keras-vis 0.8.7. Grad-CAM and Grad-CAM++ run by default as one traced graph
-with tf-keras-vis's formulas (``engine="compiled"``, about the cost of a
+Engines: Grad-CAM and Grad-CAM++ run by default as one traced graph with
+tf-keras-vis 0.8.7's formulas (``engine="compiled"``, about the cost of a
 prediction); ``engine="tf-keras-vis"`` runs the library itself, eagerly, 3-15x
-slower, and gives the same maps (tested). :func:`gradcam_tape` is a plain
-``tf.GradientTape`` Grad-CAM kept as a reference: the tests check tf-keras-vis
-against it. :func:`overlay` blends a map on the original with an OpenCV colour map.
+slower, and gives the same maps (tested). Score-CAM (Faster-Score-CAM, channel
+cap) is medclf's own (:func:`_scorecam_raw`): tf-keras-vis's weights each mask by
+the post-softmax score with no baseline, which made it blind to the target class
+(the chest model's NORMAL and PNEUMONIA maps differed by 4/255 on average). Each
+mask is weighted by the rise of the target's logit over a blank baseline, as in
+the paper. :func:`gradcam_tape` is a plain ``tf.GradientTape`` Grad-CAM kept as a
+reference: the tests check tf-keras-vis against it. :func:`overlay` blends a map
+on the original with an OpenCV colour map.
+
+Faithfulness: :func:`deletion_faithfulness` scores a map by a deletion curve
+(Petsiuk et al. 2018) against random order: how much faster the class score falls
+when the map's hottest regions are blanked first than when random regions are.
+:meth:`medclf_core.inference.Predictor.explain` is the way from a prediction to a
+map (and its score) for the app and the CLI.
 
 Example::
 
@@ -37,6 +47,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -317,25 +328,6 @@ def _check_class_range(indices: np.ndarray | None, num_classes: int) -> None:
         raise ValueError(f"class_index must be in 0..{num_classes - 1}.")
 
 
-class _QuietPredict:
-    """Proxy handing tf-keras-vis a model whose ``predict`` is a silent ``predict_on_batch`` loop.
-
-    Score-CAM calls ``model.predict``, which prints a progress bar and builds a
-    dataset per call; this keeps stdout clean and is faster for small batches.
-    """
-
-    def __init__(self, model):
-        self._model = model
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def predict(self, x, batch_size=32, **_):
-        x = x[0] if isinstance(x, list) else x
-        return np.concatenate([np.asarray(self._model.predict_on_batch(x[i:i + batch_size]))
-                               for i in range(0, len(x), batch_size)])
-
-
 def _compiled_cam_function(view, layers: tuple[str, ...], method: str):
     """A cached ``tf.function(x, indices) -> raw CAMs`` for Grad-CAM or Grad-CAM++.
 
@@ -399,35 +391,96 @@ def _is_weakref_key(obj) -> bool:
 def _raw_cams(view, layers: Sequence[str], x: np.ndarray, method: str, indices, max_channels: int,
               engine: str = "compiled") -> np.ndarray:
     """CAMs at the layers' resolution (N, h, w), ReLU applied, not scaled; summed over ``layers``."""
-    if method != "scorecam" and engine == "compiled":
+    if method == "scorecam":
+        return sum(_scorecam_raw(view, layer, x, indices, max_channels) for layer in layers)
+    if engine == "compiled":
         chosen = np.full(len(x), -1, np.int32) if indices is None else np.asarray(indices, np.int32)
         return _compiled_cam_function(view, tuple(layers), method)(x, chosen).numpy()
-    return sum(_raw_cams_one(view, layer, x, method, indices, max_channels) for layer in layers)
+    return sum(_raw_cams_one(view, layer, x, method, indices) for layer in layers)
 
 
-def _raw_cams_one(view, layer: str, x: np.ndarray, method: str, indices, max_channels: int) -> np.ndarray:
-    """tf-keras-vis CAMs on one layer (Score-CAM, or the ``tf-keras-vis`` engine)."""
+def _raw_cams_one(view, layer: str, x: np.ndarray, method: str, indices) -> np.ndarray:
+    """tf-keras-vis Grad-CAM / Grad-CAM++ on one layer (the ``tf-keras-vis`` engine)."""
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-    from tf_keras_vis.scorecam import Scorecam
-    from tf_keras_vis.utils.scores import CategoricalScore
 
     common = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False,
               "expand_cam": False, "normalize_cam": False}
     if method == "gradcam":
         return np.asarray(Gradcam(view, clone=False)(_score(indices), x, **common))
-    if method == "gradcam++":
-        return np.asarray(GradcamPlusPlus(view, clone=False)(_score(indices, unit_value=True), x, **common))
-    # Score-CAM, one image at a time: Faster-Score-CAM picks its channels from the
-    # whole batch, so batching images would make each map depend on its neighbours.
-    if indices is None:
-        indices = np.argmax(np.asarray(view.predict_on_batch(x)), axis=1)
-    channels = int(view.get_layer(layer).output.shape[-1])
+    return np.asarray(GradcamPlusPlus(view, clone=False)(_score(indices, unit_value=True), x, **common))
+
+
+def _acts_and_logits(view, layer: str):
+    """A cached model ``x -> (activations of layer, logits)`` on the view's own layers."""
+    import keras
+
+    cache = _COMPILED.get(view) if _is_weakref_key(view) else None
+    if cache is None:
+        cache = {}
+        if _is_weakref_key(view):
+            _COMPILED[view] = cache
+    key = ((layer,), "acts+logits")
+    if key not in cache:
+        cache[key] = keras.Model(view.inputs, [view.get_layer(layer).output, view.output])
+    return cache[key]
+
+
+def _scorecam_raw(view, layer: str, x: np.ndarray, indices, max_channels: int,
+                  predict_batch: int = 64) -> np.ndarray:
+    """Score-CAM (Faster-Score-CAM) on one layer: ``relu(sum_k w_k A_k)`` with ``w_k`` the *increase
+    of the target logit* when the input is masked by channel ``k``'s upsampled activation.
+
+    As in the paper (Wang et al. 2020, eq. 5-8): each of the ``max_channels`` channels with
+    the largest spatial spread (Faster-Score-CAM) is placed on the input grid (as the map
+    is, :func:`cam_geometry`), min-max scaled to a [0, 1] mask ``H_k``, and
+    ``w_k = Y_c(b + (x - b) * H_k) - Y_c(b)``: the "increase of confidence" when the
+    region ``H_k`` of the image is shown on the baseline ``b``. ``Y_c`` is the target's
+    *centred logit*, the class score Grad-CAM uses too. The baseline ``b`` is the image's
+    own mean value (per channel), the blank of :func:`deletion_faithfulness`, not black:
+    the chest model reads dark, mostly-black inputs as PNEUMONIA, so with ``x * H_k`` every
+    mask lowered NORMAL and its maps were empty.
+
+    Why not tf-keras-vis's ``Scorecam``: it weights each mask by the post-softmax target
+    probability with no baseline, so every weight is positive; on a saturated softmax
+    (p near 0 or 1 for every mask) the weights are nearly equal and the map is close to the
+    plain sum of the channels, *whatever the class*; and for two classes the weights are
+    ``p_k`` and ``1 - p_k``, two positive mixtures of the same channels. That gave the
+    chest model's NORMAL and PNEUMONIA maps 4/255 of mean difference. With the baseline
+    and the logit, a two-class model's maps are ``relu(S)`` and ``relu(-S)``: the evidence
+    for one class is the evidence against the other.
+
+    One image's channels are chosen from that image alone, so a map never depends on the
+    batch; every masked input of the batch goes through the model in ``predict_batch`` chunks.
+    """
+    acts_model = _acts_and_logits(view, layer)
+    acts, logits = (np.asarray(a, np.float32) for a in acts_model.predict_on_batch(x))
+    targets = np.argmax(logits, axis=1) if indices is None else np.asarray(indices, np.int64)
+    n, h, w, channels = acts.shape
     cap = min(max_channels, channels) if max_channels and max_channels > 0 else channels
-    scorecam = Scorecam(_QuietPredict(view), clone=False)
-    return np.concatenate([np.asarray(scorecam(CategoricalScore([int(indices[i])]), x[i:i + 1], max_N=cap,
-                                               batch_size=cap, **common)).reshape(1, *_spatial(view, layer))
-                           for i in range(len(x))])
+    size_y, size_x = int(x.shape[1]), int(x.shape[2])
+    geometry = cam_geometry(view, layer)
+    chosen, masked, blanks = [], [], []
+    for i in range(n):
+        spread = acts[i].reshape(-1, channels).std(axis=0)
+        top = np.argsort(-spread, kind="stable")[:cap]
+        chosen.append(top)
+        blank = np.broadcast_to(x[i].reshape(-1, x.shape[-1]).mean(axis=0), x.shape[1:]).astype(np.float32)
+        blanks.append(blank)
+        for k in top:
+            mask = _place_on_grid(acts[i, :, :, k], size_y, size_x, geometry, size_y, cv2.BORDER_REPLICATE)
+            low, high = float(mask.min()), float(mask.max())
+            mask = (mask - low) / (high - low) if high - low > 1e-12 else np.zeros_like(mask)
+            masked.append(blank + (x[i] - blank) * mask[..., None])
+    batch = np.concatenate([np.asarray(blanks), np.asarray(masked, np.float32).reshape(-1, *x.shape[1:])])
+    scores = np.concatenate([np.asarray(view.predict_on_batch(batch[s:s + predict_batch]), np.float32)
+                             for s in range(0, len(batch), predict_batch)])
+    base, scores = scores[:n], scores[n:].reshape(n, cap, -1)
+    cams = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        weights = scores[i, :, targets[i]] - base[i, targets[i]]
+        cams[i] = np.maximum(np.tensordot(acts[i][..., chosen[i]], weights, axes=([2], [0])), 0.0)
+    return cams
 
 
 def _spatial(view, layer: str) -> tuple[int, int]:
@@ -512,21 +565,30 @@ def to_image_heatmap(cam: np.ndarray, image: np.ndarray, geometry=None, input_si
     h, w = image.shape[:2]
     if np.ptp(image) == 0:
         return np.zeros((h, w), np.float32)
+    return _normalise(_place_on_grid(cam, h, w, geometry, input_size))
+
+
+def _place_on_grid(cam: np.ndarray, h: int, w: int, geometry=None, input_size: int | None = None,
+                   border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """A layer-resolution map placed on an (h, w) grid (see :func:`to_image_heatmap`), not scaled.
+
+    ``border``: what lies outside the grid's reach: 0 (``BORDER_CONSTANT``, for a heat map)
+    or the nearest cell (``BORDER_REPLICATE``, for a Score-CAM mask).
+    """
     cam = np.nan_to_num(np.asarray(cam, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if geometry is None or not input_size:
-        return _normalise(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR))
+        return cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
     (stride_y, stride_x), (offset_y, offset_x) = geometry
     scale_y, scale_x = h / input_size, w / input_size  # model input pixel -> image pixel (centres)
     to_image = np.float32([[scale_x * stride_x, 0, scale_x * (offset_x + 0.5) - 0.5],
                            [0, scale_y * stride_y, scale_y * (offset_y + 0.5) - 0.5]])
-    placed = cv2.warpAffine(cam, to_image, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=0.0)
-    return _normalise(placed)
+    return cv2.warpAffine(cam, to_image, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0.0)
 
 
 def heatmaps(model, images: Sequence[np.ndarray], method: str = "gradcam", class_index=None,
              cam_layer: str | None = None, batch_size: int = 16,
-             max_channels: int = SCORECAM_MAX_CHANNELS, engine: str = "compiled") -> list[np.ndarray]:
+             max_channels: int = SCORECAM_MAX_CHANNELS, engine: str = "compiled",
+             inputs: np.ndarray | None = None) -> list[np.ndarray]:
     """Heat maps in [0, 1], one float32 (H, W) array per image, each at its image's size.
 
     ``model``: a loaded Keras model, or a run folder / run name (its card's
@@ -537,7 +599,11 @@ def heatmaps(model, images: Sequence[np.ndarray], method: str = "gradcam", class
     int, or one int per image. Images are processed ``batch_size`` at a time; a map
     does not depend on the batch it was computed in. ``engine``: ``"compiled"``
     (default; Grad-CAM and Grad-CAM++ as one traced graph, about the cost of a
-    prediction) or ``"tf-keras-vis"`` (the library run eagerly; same maps, slower).
+    prediction) or ``"tf-keras-vis"`` (the library run eagerly; same maps, slower); Score-CAM
+    always runs medclf's own implementation (:func:`_scorecam_raw`: tf-keras-vis's is class-blind
+    on a saturated softmax). ``inputs``: the images already prepared for the model (N, S, S, C),
+    as :meth:`medclf_core.inference.Predictor.prepare` gives them, so they are not prepared a
+    second time; ``images`` then only give each map's size.
 
     Example::
 
@@ -554,11 +620,17 @@ def heatmaps(model, images: Sequence[np.ndarray], method: str = "gradcam", class
     indices = _class_indices(class_index, len(images))
     _check_class_range(indices, int(view.output_shape[-1]))
     geometry, size = cam_geometry(view, layers[0]), int(view.input_shape[1])
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        expected = (len(images), *(int(d) for d in view.input_shape[1:]))
+        if inputs.shape != expected:
+            raise ValueError(f"inputs must be the prepared images, shape {expected}, not {inputs.shape}.")
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         chunk_indices = None if indices is None else indices[start:start + batch_size]
-        cams = _raw_cams(view, layers, model_batch(view, chunk), method, chunk_indices, max_channels, engine)
+        x = model_batch(view, chunk) if inputs is None else inputs[start:start + batch_size].astype("float32")
+        cams = _raw_cams(view, layers, x, method, chunk_indices, max_channels, engine)
         out.extend(to_image_heatmap(cam, im, geometry, size) for im, cam in zip(chunk, cams, strict=True))
     return out
 
@@ -596,6 +668,157 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     cam = np.maximum(np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0), 0)
     peak = cam.max() if cam.size else 0.0
     return (cam / peak).astype(np.float32) if peak > 1e-12 else np.zeros_like(cam, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One heat map and what it explains (:meth:`medclf_core.inference.Predictor.explain`).
+
+    ``heatmap``: float32 (H, W) in [0, 1] at the image's size. ``faithfulness``: see
+    :func:`deletion_faithfulness` (None when not computed or undefined); ``deletion``:
+    its curves, or None.
+    """
+
+    heatmap: np.ndarray
+    method: str
+    class_index: int
+    class_name: str
+    faithfulness: float | None = None
+    deletion: dict | None = None
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+DELETION_STEPS = 10          # blank 10%, 20%, ... 100% of the pixels
+DELETION_RANDOM_ORDERS = 3   # random orders averaged for the reference curve
+DELETION_GRID = 16           # pixels are deleted by cells of a 16 x 16 grid on the model input
+
+
+def deletion_faithfulness(predict, inputs: np.ndarray, maps: Sequence[np.ndarray], class_index, *,
+                          steps: int = DELETION_STEPS, random_orders: int = DELETION_RANDOM_ORDERS,
+                          seed: int = 0, grid: int = DELETION_GRID, images_per_call: int = 16) -> list[dict]:
+    """How well each heat map ranks the pixels its class depends on: a deletion curve against random order.
+
+    The deletion metric of Petsiuk et al. 2018 (RISE), normalised by a random baseline.
+    For each image, its model input's pixels are *blanked* in ``steps`` equal steps
+    (10%, 20%, ... 100%) in the map's order, hottest first, and the target class's score
+    is read after each step; the area under that curve (fraction blanked 0..1,
+    trapezoids, measured above the score of the fully blank image, where every curve
+    ends) is ``auc_map``. The same with ``random_orders`` random orders (seeded, curves
+    averaged) gives ``auc_random``. Then::
+
+        faithfulness = (auc_random - auc_map) / auc_random
+
+    Higher is better: 1 means the score fell to the blank image's at the first step, 0
+    means the map is no better than a random order, below 0 means worse than random
+    (the map points away from what the model uses). With a blank scoring 0 for the
+    class this is exactly Petsiuk's deletion AUC, normalised by random order's.
+    ``None`` (with a ``note``) when the test cannot tell: the blank image scores the
+    class at least as high as the image (e.g. a flat grey chest film reads PNEUMONIA
+    to the chest model, so no deletion can lower that score), or random deletion does
+    not lower the score at all.
+
+    - *Blank* means the pixel takes the image's own mean value (per channel) of the
+      model input: a flat grey carrying no structure. Not black, which on a radiograph
+      is itself a strong signal (background), and not a blurred copy, which keeps the
+      coarse shapes a model can still read.
+    - Pixels are deleted by cells of a ``grid`` x ``grid`` partition of the model input
+      (16 x 16: 7 px cells at 112 px), ranked by their mean heat; each map is resized to
+      the model input first, as the image is (:func:`medclf_core.images.to_model_input`).
+      Random orders delete the same cells, so both curves delete the same kind of region.
+      Equal heat values (the zeros left by the ReLU) are ordered randomly (seeded).
+    - The score is whatever ``predict`` returns for the class (probabilities, for the
+      Predictor: the model's own output).
+
+    ``predict``: callable, float32 (M, S, S, C) -> scores (M, K). ``inputs``: the
+    prepared model inputs (N, S, S, C). ``maps``: N heat maps of any size. ``class_index``:
+    one int or one per image. All the blanked inputs of up to ``images_per_call`` images
+    (``2 + (steps - 1) * (1 + random_orders)`` each: 38 by default) go to ``predict`` in
+    one call.
+
+    Returns one dict per image: ``faithfulness``, ``auc_map``, ``auc_random``, ``score``
+    (the image's), ``blank_score``, ``fractions`` (steps + 1 values, 0..1), ``curve_map``,
+    ``curve_random`` (scores at those fractions), ``blank`` (``"image mean"``) and ``note``
+    (why ``faithfulness`` is None, else None).
+
+    Example: ``deletion_faithfulness(model.predict_on_batch, x, maps, 1)[0]["faithfulness"]`` -> 0.62.
+    """
+    inputs = np.asarray(inputs, np.float32)
+    if inputs.ndim != 4 or len(inputs) != len(maps):
+        raise ValueError("inputs must be (N, S, S, C) with one heat map per input.")
+    if steps < 1 or random_orders < 1:
+        raise ValueError("steps and random_orders must be at least 1.")
+    indices = _class_indices(class_index, len(inputs))
+    if indices is None:
+        raise ValueError("class_index is required: the class whose score is deleted.")
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    out: list[dict] = []
+    for start in range(0, len(inputs), images_per_call):
+        batch, layout = [], []
+        for i in range(start, min(start + images_per_call, len(inputs))):
+            variants = _deletion_inputs(inputs[i], maps[i], steps, random_orders, seed, grid)
+            layout.append((len(batch), len(variants)))
+            batch.extend(variants)
+        scores = np.asarray(predict(np.stack(batch).astype(np.float32)), np.float64)
+        for i, (first, count) in zip(range(start, start + len(layout)), layout, strict=True):
+            s = scores[first:first + count, int(indices[i])]
+            out.append(_deletion_summary(s, steps, random_orders, fractions))
+    return out
+
+
+def _deletion_inputs(x: np.ndarray, heatmap: np.ndarray, steps: int, random_orders: int, seed: int,
+                     grid: int) -> list:
+    """``[x, fully blank, map step 1..steps-1, random order 1 step 1..steps-1, ...]`` for one image.
+
+    Pixels are deleted by cells of a ``grid`` x ``grid`` partition of the model input, ranked by
+    their mean heat (ties in random order): the map's order and the random orders then delete
+    the same kind of region. Single pixels scattered at random would add a salt-and-pepper
+    texture that moves the score by itself and make any map look better or worse than random.
+    """
+    size_y, size_x, channels = x.shape
+    heat = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0)
+    if heat.shape != (size_y, size_x):
+        interp = cv2.INTER_AREA if heat.size > size_y * size_x else cv2.INTER_LINEAR
+        heat = cv2.resize(heat, (size_x, size_y), interpolation=interp)
+    rows = np.minimum(np.arange(size_y) * grid // size_y, grid - 1)
+    cols = np.minimum(np.arange(size_x) * grid // size_x, grid - 1)
+    cell_of = (rows[:, None] * grid + cols[None, :]).ravel()          # cell of each pixel
+    cell_heat = np.bincount(cell_of, heat.ravel(), grid * grid) / np.maximum(np.bincount(cell_of, None, grid * grid), 1)
+    rng = np.random.default_rng(seed)
+    orders = [np.lexsort((rng.random(grid * grid), -cell_heat))]
+    orders += [rng.permutation(grid * grid) for _ in range(random_orders)]
+    blank = x.reshape(-1, channels).mean(axis=0)
+    counts = [int(round(grid * grid * j / steps)) for j in range(1, steps)]
+    variants = [x, np.broadcast_to(blank, x.shape).astype(np.float32)]
+    for order in orders:
+        rank = np.empty(grid * grid, np.int64)
+        rank[order] = np.arange(grid * grid)
+        pixel_rank = rank[cell_of]
+        for n in counts:
+            v = x.reshape(-1, channels).copy()
+            v[pixel_rank < n] = blank
+            variants.append(v.reshape(x.shape))
+    return variants
+
+
+def _deletion_summary(s: np.ndarray, steps: int, random_orders: int, fractions: np.ndarray) -> dict:
+    inner = s[2:].reshape(1 + random_orders, steps - 1)
+    curves = np.concatenate([np.full((1 + random_orders, 1), s[0]), inner,
+                             np.full((1 + random_orders, 1), s[1])], axis=1)
+    curve_map, curve_random = curves[0], curves[1:].mean(axis=0)
+    floor = float(s[1])  # the score of the fully blank image, where both curves end
+    auc_map = float(np.trapezoid(curve_map - floor, fractions))
+    auc_random = float(np.trapezoid(curve_random - floor, fractions))
+    note = None
+    if float(s[0]) <= floor + 1e-6:
+        note = "the blank image scores this class as high as the image itself: deletion cannot test this map"
+    elif auc_random <= 1e-6:
+        note = "the class score does not fall when pixels are blanked at random: nothing to compare with"
+    faith = None if note else (auc_random - auc_map) / auc_random
+    return {"faithfulness": None if faith is None else float(faith), "auc_map": auc_map, "auc_random": auc_random,
+            "score": float(s[0]), "blank_score": floor, "fractions": [float(f) for f in fractions],
+            "curve_map": [float(v) for v in curve_map], "curve_random": [float(v) for v in curve_random],
+            "blank": "image mean", "note": note}
 
 
 # ----------------------------------------------------------------------------- display

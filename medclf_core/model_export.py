@@ -74,7 +74,8 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
     output.parent.mkdir(parents=True, exist_ok=True)
     exported_card = _exported_card(card, model, fmt)
     note = _export_note(exported_card, fmt, output.name)
-    gate = run_dir / _gate_file()
+    gate_path = run_dir / _gate_file()
+    gate = gate_path.read_bytes() if gate_path.is_file() else None  # read with the model, not minutes later
 
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
     try:
@@ -85,8 +86,8 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
             assets.mkdir(exist_ok=True)
             (assets / "card.json").write_text(json.dumps(exported_card, indent=2, default=_json_default))
             (assets / EXPORT_NOTE).write_text(note)
-            if gate.is_file():
-                shutil.copy2(gate, assets / gate.name)
+            if gate is not None:
+                (assets / gate_path.name).write_bytes(gate)
             _replace_folder(saved, output)
         else:
             stem = output.stem if output.suffix else output.name
@@ -94,10 +95,13 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
             sidecars = {output.with_name(f"{stem}.card.json"):
                         json.dumps(exported_card, indent=2, default=_json_default).encode(),
                         output.with_name(f"{stem}.{EXPORT_NOTE}"): note.encode()}
-            if gate.is_file():
-                sidecars[output.with_name(f"{stem}.{gate.name}")] = gate.read_bytes()
+            gate_side = output.with_name(f"{stem}.{gate_path.name}")
+            if gate is not None:
+                sidecars[gate_side] = gate
             for path, blob in sidecars.items():  # the card first: a .tflite never appears without it
                 _write_bytes_atomically(path, blob)
+            if gate is None:
+                gate_side.unlink(missing_ok=True)  # an overwritten export's gate belongs to another model
             _write_bytes_atomically(output, data)
     finally:
         shutil.rmtree(work, ignore_errors=True)

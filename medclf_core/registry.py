@@ -79,6 +79,9 @@ def write_run_atomically(models_dir: str | os.PathLike, name: str, write: Callab
     check_run_name(name)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    from medclf_core.housekeeping import remove_stale_registrations
+
+    remove_stale_registrations(models_dir)  # left by registrations killed mid-write
     final = models_dir / name
     if final.exists():
         raise ModelError(f"A run named '{name}' already exists in {models_dir}.")

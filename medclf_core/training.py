@@ -39,7 +39,7 @@ from medclf_core import __version__
 from medclf_core.architectures import RECIPES, build_model, get_architecture, set_trainable_from
 from medclf_core.augment import AugmentConfig
 from medclf_core.card import CARD_SCHEMA_VERSION, ModelCard
-from medclf_core.data import audit_dataset, scan_dataset, split_counts, split_dataset
+from medclf_core.data import audit_dataset, release_dataset, scan_dataset, split_counts, split_dataset
 from medclf_core.devices import DevicePlan, gather_min, plan_devices, precision_policy
 from medclf_core.ensemble import (check_members, count_members, member_layer_names, member_prefix, merge_members,
                                   split_member)
@@ -284,8 +284,8 @@ def class_weight_for(labels: list[int], n_classes: int, mode: str) -> dict[int, 
 
 
 def work_key(cfg: TrainConfig, fingerprint: str) -> str:
+    """The work folder of a run: its settings (name included: two named runs never share one) and its data."""
     d = asdict(cfg)
-    d.pop("name", None)
     d["data"] = str(Path(cfg.data).resolve())
     return hashlib.sha256(json.dumps([d, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -408,6 +408,14 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
 
     # --- data
     index = scan_dataset(cfg.data)
+    try:
+        return _train_on(cfg, spec, models_dir, log, cancel, index, started, plan, init_model, init_card)
+    finally:
+        release_dataset(index)  # a zip's temporary extraction
+
+
+def _train_on(cfg, spec, models_dir: Path, log: EventLog, cancel, index, started: float, plan, init_model,
+              init_card) -> Path:
     report = audit_dataset(index, near_duplicate_distance=cfg.near_duplicate_distance,
                            progress=lambda i, t: log.emit("audit_progress", done=i, total=t) if i % 200 == 0 or i == t else None)
     log.emit("audit", counts=report.counts, warnings=report.warnings(), unreadable=len(report.unreadable),
@@ -425,14 +433,40 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
         key = f"{key}-{plan.cluster.task_id}"
     work = models_dir / ".work" / key
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "config.json", asdict(cfg))
+    with _work_lock(work):
+        write_json(work / "config.json", asdict(cfg))
+        try:
+            return _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts,
+                                          work, init_model, init_card, started, plan)
+        except TrainingCancelled:
+            _remove_work(work)
+            raise
 
+
+@contextlib.contextmanager
+def _work_lock(work: Path):
+    """One process per work folder: the same command started twice is refused while the first runs.
+
+    An OS file lock (released by the kernel when its process dies, so a killed run never
+    blocks the resume).
+    """
+    import fcntl
+
+    fh = open(work.parent / f"{work.name}.lock", "a+")  # beside the folder: removing the folder keeps the lock
     try:
-        return _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts,
-                                      work, init_model, init_card, started, plan)
-    except TrainingCancelled:
-        _remove_work(work)
-        raise
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise MedclfError("This run is already being trained by another process (the same settings on the same "
+                          "data); wait for it to finish, or give this run another name.") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+        with contextlib.suppress(OSError):
+            os.remove(fh.name)
+            work.parent.rmdir()  # only if no other run is in progress
 
 
 def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts, work,

@@ -194,24 +194,36 @@ else:
             missing.append(data["rel"][i])
     if missing:
         st.info(f"{len(missing)} image(s) are no longer at their recorded place and are listed without a picture.")
-    cache = st.session_state.setdefault("_eval_cams", {})
+    cache = st.session_state.setdefault("_eval_explained", {})
     cam_key = (card["run_dir"], card.get("created"), data["dataset"], tuple(int(i) for i in shown))
     if cam_key not in cache and any(p is not None for p in pixels):
         predictor, lock = app_ui.load_predictor(card)
         try:
-            with st.spinner("Computing heat maps ..."), lock:
-                ok = [p for p in pixels if p is not None]
-                maps = iter(explain.heatmaps(predictor.model, ok, method="gradcam", cam_layer=predictor.cam_layer))
+            with st.spinner("Computing heat maps and their faithfulness ..."), lock:
+                ok = [k for k, p in enumerate(pixels) if p is not None]
+                # the map of the predicted (wrong) class, with its deletion-curve score
+                explained = iter(predictor.explain([pixels[k] for k in ok], "gradcam",
+                                                   [int(y_pred[shown[k]]) for k in ok], faithfulness=True))
                 cache.clear()
-                cache[cam_key] = [next(maps) if p is not None else None for p in pixels]
+                cache[cam_key] = [next(explained) if p is not None else None for p in pixels]
         except Exception as exc:  # noqa: BLE001
             st.info(f"Heat maps are not available for this model ({type(exc).__name__}).")
             cache[cam_key] = [None] * len(pixels)
-    heat = cache.get(cam_key, [None] * len(pixels))
+    explanations = cache.get(cam_key, [None] * len(pixels))
+    heat = [None if e is None else e.heatmap for e in explanations]
+    scores = [e.faithfulness for e in explanations if e is not None and e.faithfulness is not None]
+    if scores:
+        st.caption(f"Mean faithfulness of these {len(scores)} map(s): {np.mean(scores):.2f} "
+                   f"({sum(e is not None for e in explanations) - len(scores)} not testable).",
+                   help="Deletion test: the most highlighted regions are blanked 10% at a time and the model re-run; "
+                        "the faster the predicted class's probability falls compared with random regions, the "
+                        "higher. 1 = falls at once, 0 = no better than random regions, below 0 = worse than random.")
     cols = st.columns(4)
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
         caption = f"{Path(data['rel'][i]).name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
+        if explanations[k] is not None and explanations[k].faithfulness is not None:
+            caption += f"; faithfulness {explanations[k].faithfulness:.2f}"
         col = cols[k % 4]
         if pixels[k] is None:
             col.markdown(caption)

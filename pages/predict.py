@@ -9,6 +9,7 @@ import streamlit as st
 
 import app_ui
 from medclf_core import deid, explain, plots, trust
+from medclf_core.card import performance_rows
 from medclf_core.errors import MedclfError
 from medclf_core.export import predictions_csv
 from medclf_core.images import load_image
@@ -25,9 +26,20 @@ predictor, lock = app_ui.load_predictor(card)
 model_key = (f"{card['run_dir']}|{card.get('created')}|{(card.get('ood') or {}).get('threshold')}|"
              f"{predictor.temperature}")
 
-st.markdown(f"Model **{card['name']}** ({card.get('task', '')}): classes "
-            f"{', '.join(predictor.class_names)}. Images are resized to {predictor.image_size} px "
+esc = app_ui.md_escape
+st.markdown(f"Model **{esc(card['name'])}** ({esc(card.get('task', ''))}): classes "
+            f"{esc(', '.join(predictor.class_names))}. Images are resized to {predictor.image_size} px "
             f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
+with st.expander("What this model is for, and how well it did"):
+    use = card.get("intended_use") or {}
+    st.text(f"Intended use: {use.get('summary') or 'not stated on the model card'}")
+    if use.get("not_for"):
+        st.text("Not for: " + "; ".join(use["not_for"]))
+    if card.get("training_data"):
+        st.text(f"Trained on: {card['training_data']}")
+    st.table(pd.DataFrame(performance_rows(card)).set_index("data"))
+    st.caption("Same source: the model's own held-out split of its training data. Other data: evaluations "
+               "recorded with `evaluate --record`. Expect lower figures on images from other hospitals.")
 
 uploads = st.file_uploader("Upload one or more images (PNG, JPEG, BMP, TIFF or DICOM)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="predict_upload")
@@ -126,14 +138,42 @@ def decision_text(result: dict) -> str:
     return f"Decision: **{label}** (the most probable class; this model has no tuned threshold)."
 
 
+FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
+                     "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
+                     "faster this class's probability falls compared with blanking random regions, the higher the "
+                     "score. 1: the probability falls at once; 0: no better than random regions (the map does not "
+                     "show what the model used); below 0: worse than random. 'n/a': the blank image itself reads "
+                     "as this class, so blanking cannot test the map.")
+
+
 def heatmap_for(sha: str, pixels: np.ndarray, method: str, class_index: int):
+    """The heat map (Predictor.explain), cached per model, image, method and class."""
     cache = _cache("_heatmaps")
     key = (model_key, sha, method, class_index)
     if key not in cache:
         with lock:
-            cache[key] = explain.heatmaps(predictor.model, [pixels], method=method, class_index=class_index,
-                                          cam_layer=predictor.cam_layer)[0]
+            cache[key] = predictor.explain([pixels], method, class_index)[0].heatmap
     return cache[key]
+
+
+def faithfulness_for(sha: str, pixels: np.ndarray, method: str, class_index: int, heat: np.ndarray) -> dict:
+    """The shown map's deletion-curve score (~38 forward passes), cached like the map."""
+    cache = _cache("_faithfulness")
+    key = (model_key, sha, method, class_index)
+    if key not in cache:
+        with lock:
+            cache[key] = predictor.faithfulness([pixels], [heat], class_index)[0]
+    return cache[key]
+
+
+def faithfulness_caption(score: dict) -> str:
+    f = score.get("faithfulness")
+    if f is None:
+        return "Faithfulness: n/a (" + (score.get("note") or "not computed") + ")."
+    verdict = ("the model relies on the highlighted regions" if f >= 0.3 else
+               "somewhat better than random regions" if f > 0.1 else
+               "no better than random regions: do not read much into this map")
+    return f"Faithfulness {f:.2f} ({verdict})."
 
 
 @st.fragment
@@ -159,6 +199,13 @@ def cam_panel(entry: dict) -> None:
         return
     st.image(explain.overlay(entry["pixels"], heat, opacity), width="stretch",
              caption=f"{CAM_METHODS[method]} for {target}: red = regions that raised this class's score")
+    try:
+        with st.spinner("Checking the map (deletion test) ..."):
+            score = faithfulness_for(sha, entry["pixels"], method, names.index(target), heat)
+    except Exception as exc:  # noqa: BLE001 - the map is shown; a failed check must not hide it
+        st.caption(f"Faithfulness: could not be computed ({type(exc).__name__}).")
+        return
+    st.caption(faithfulness_caption(score), help=FAITHFULNESS_HELP)
 
 
 def show_out_of_distribution(entry: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import REPO, TINY
@@ -151,3 +152,22 @@ def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, ch
     assert "Expected calibration error" in text and "Out of distribution:" in text
     assert main(["refit-trust", "tiny-chest", "--models-dir", str(models), "--no-progress"]) == 0  # DATA from card
     assert "Temperature" in capsys.readouterr().out
+
+
+def test_evaluate_record_keeps_the_result_beside_the_model(trained_run, chest_sample, tmp_path, capsys):
+    import shutil
+
+    from medclf_core.card import list_evaluations
+
+    run = tmp_path / "models" / "tiny"
+    shutil.copytree(trained_run, run)
+    assert main(["evaluate", str(run), str(chest_sample), "--json", "--bootstrap", "0", "--no-progress"]) == 0
+    assert "recorded" not in _json_out(capsys) and not list_evaluations(run)  # only when asked
+    assert main(["evaluate", str(run), str(chest_sample), "--json", "--bootstrap", "0", "--no-progress",
+                 "--record"]) == 0
+    result = _json_out(capsys)
+    (record,) = list_evaluations(run)
+    assert record["file"] == Path(result["recorded"]).name
+    assert record["dataset"] == chest_sample.name and record["n"] == result["n"] == 80
+    assert record["metrics"]["accuracy"] == pytest.approx(result["accuracy"])
+    assert record["fingerprint"] and record["ood"]["checked"] is (result["ood"]["checked"])

@@ -60,3 +60,54 @@ def test_evaluate_folder(predictor, chest_sample):
 def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):
     with pytest.raises(DatasetError, match="does not know"):
         evaluate_folder(predictor, pattern_dataset)
+
+
+# ----------------------------------------------------------------------------- Predictor.explain
+
+def test_explain_is_the_one_way_to_a_heat_map(predictor, sample_images, monkeypatch):
+    """Maps of the class each prediction names, at each image's size, the input prepared once."""
+    from medclf_core import explain
+
+    imgs = [load_image(p).pixels for p in sample_images[:3]]
+    labels = [r["label"] for r in predictor.analyse_images(imgs)]
+    prepared = np.stack([predictor.prepare(a) for a in imgs])
+    calls = []
+    real_prepare = predictor.prepare
+    monkeypatch.setattr(predictor, "prepare", lambda a: calls.append(1) or real_prepare(a))
+    out = predictor.explain(imgs, "gradcam++", faithfulness=True)
+    assert len(calls) == len(imgs)          # once per image, for the map and the deletion test
+    calls.clear()
+    again = predictor.explain(imgs, "gradcam++", prepared=prepared)
+    assert not calls                        # the caller's prepared batch is reused
+    reference = explain.heatmaps(predictor.model, imgs, method="gradcam++",
+                                 class_index=[predictor.class_names.index(lb) for lb in labels],
+                                 cam_layer=predictor.cam_layer)
+    for im, e, e2, ref, label in zip(imgs, out, again, reference, labels, strict=True):
+        assert isinstance(e, explain.Explanation) and e.method == "gradcam++" and e.class_name == label
+        assert e.heatmap.shape == im.shape[:2] and 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+        np.testing.assert_allclose(e.heatmap, ref, atol=1e-5)
+        np.testing.assert_allclose(e2.heatmap, ref, atol=1e-5)
+        assert e2.faithfulness is None and e2.deletion is None      # only when asked
+        assert e.deletion is not None and len(e.deletion["curve_map"]) == 11
+        assert e.faithfulness is None or -10 < e.faithfulness <= 1.0
+        assert e.faithfulness == e.deletion["faithfulness"]
+
+
+def test_explain_target_by_name_or_index_and_bad_targets(predictor, sample_images):
+    imgs = [load_image(p).pixels for p in sample_images[:2]]
+    by_name = predictor.explain(imgs, "gradcam", "PNEUMONIA")
+    by_index = predictor.explain(imgs, "gradcam", [1, 1])
+    for a, b in zip(by_name, by_index, strict=True):
+        assert a.class_index == b.class_index == 1
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    scored = predictor.faithfulness(imgs, [e.heatmap for e in by_name], "PNEUMONIA")
+    assert len(scored) == 2 and all("faithfulness" in d for d in scored)
+    assert predictor.explain([], "gradcam") == []
+    with pytest.raises(ValueError, match="Unknown class"):
+        predictor.explain(imgs, "gradcam", "CAT")
+    with pytest.raises(ValueError, match="class_index"):
+        predictor.explain(imgs, "gradcam", 5)
+    with pytest.raises(ValueError, match="prepared"):
+        predictor.explain(imgs, "gradcam", prepared=np.zeros((1, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="Unknown method"):
+        predictor.explain(imgs, "lime")

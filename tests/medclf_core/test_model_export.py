@@ -160,3 +160,26 @@ def test_export_archive_zips_the_export(trained_run, exports):
         else:
             assert {"tiny-chest.tflite", "tiny-chest.card.json", "tiny-chest.EXPORT.md"} <= set(names)
         assert len(names) == len(export_files(exports[fmt], fmt))
+
+
+def test_an_uncalibrated_run_without_gate(trained_run, tmp_path, batch):
+    """An older run (no temperature, no ood.npz): the note says so, and a stale gate beside an
+    overwritten export is removed (it belonged to another model)."""
+    from helpers import as_older_run
+
+    from medclf_core.registry import load_run
+
+    run = as_older_run(trained_run, tmp_path / "models" / "old-run", name="old-run")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.ood.npz").write_bytes(b"stale")
+    (out / "old.tflite").write_bytes(b"stale")
+    path = export_model(run, "tflite", out / "old.tflite", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.EXPORT.md", "old.card.json", "old.tflite"]
+    card = json.loads((out / "old.card.json").read_text())
+    assert card["export"]["calibration_temperature"] is None
+    assert "No calibration temperature" in (out / "old.EXPORT.md").read_text()
+    model, _ = load_run(run)
+    np.testing.assert_allclose(run_tflite(path, batch), np.asarray(model.predict_on_batch(batch)), atol=1e-4, rtol=0)
+    sm = export_model(run, "savedmodel", out / "old-sm")
+    assert not (sm / "assets" / "ood.npz").exists() and (sm / "assets" / "card.json").is_file()

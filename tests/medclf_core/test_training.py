@@ -332,3 +332,25 @@ def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, 
     result = evaluate_folder(Predictor.from_run(run), outside, bootstrap=0)
     assert result["n"] == len(list(Path(outside).rglob("*.jp*g")))
     assert result["accuracy"] >= 0.85, result["confusion_matrix"]
+
+
+def test_the_same_run_twice_at_once_is_refused_and_named_runs_never_share_a_work_folder(chest_sample, tmp_path):
+    """One lock per work folder; the run name is part of the work key."""
+    import fcntl
+
+    from medclf_core.errors import MedclfError
+    from medclf_core.training import work_key
+
+    cfg = TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=1, image_size=TINY, channels=1)
+    assert work_key(cfg, "fp") != work_key(TrainConfig(**{**cfg.__dict__, "name": "other"}), "fp")
+    # another process holds the lock of this run's work folder: a second start is refused plainly
+    from medclf_core.data import audit_dataset, scan_dataset
+
+    key = work_key(cfg.resolved(), audit_dataset(scan_dataset(cfg.data)).fingerprint)
+    work_parent = tmp_path / "models" / ".work"
+    work_parent.mkdir(parents=True)
+    with open(work_parent / f"{key}.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(MedclfError, match="already being trained"):
+            train(cfg, models_dir=tmp_path / "models")
+    assert list_runs(tmp_path / "models") == []

@@ -34,7 +34,7 @@ def test_one_model_per_demo_task_and_chest_is_the_app_default():
 def test_bundled_model_is_small_complete_and_reproducible(name):
     run = MODELS / name
     size = sum(f.stat().st_size for f in run.iterdir())
-    assert size < 20 * 2**20, f"{name} is {size / 2**20:.1f} MB"
+    assert size < 25 * 2**20, f"{name} is {size / 2**20:.1f} MB"  # issue 13: each model under 25 MB
     card = json.loads((run / "card.json").read_text())
     assert set(CARD_KEYS) <= set(card)
     assert card["name"] == name
@@ -77,3 +77,58 @@ def test_modality_model_calls_chest_films_xray(sample_images, dicom_samples):
     predictor = Predictor.from_run(MODELS / "imaging-modality")
     films = [*sample_images, *[f for f in dicom_samples if f.name.startswith("CR_")]]
     assert [r["label"] for r in predictor.predict_files(films)] == ["XRAY"] * len(films)
+
+
+# ---------------------------------------------------------------------------- trust: what the shipped models say
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_card_is_schema_2_pretrained_calibrated_and_gated(name):
+    from medclf_core.registry import read_card
+
+    card = read_card(MODELS / name)
+    assert card["schema_version"] == 2
+    assert card["architecture"] == "efficientnet_lite0" and card["pretrained"]["weights"] == "imagenet"
+    assert card["recipe"]["name"] == "transfer"
+    assert card["intended_use"]["modalities"] and card["intended_use"]["summary"] and card["training_data"]
+    assert 0.05 < card["calibration"]["temperature"] < 20
+    assert (MODELS / name / "ood.npz").is_file() and card["ood"]["val_fraction_flagged"] <= 0.05
+    if len(card["class_names"]) == 2:
+        assert card["threshold_rule"]["method"] == "balanced"
+
+
+def test_chest_model_refuses_brain_and_body_part_images_it_does_not_know(dicom_samples, tmp_path):
+    """The committed MR DICOMs, a tibia-free set of fixtures: none of them may come back as a finding."""
+    from PIL import Image
+    from skimage import data
+
+    predictor = Predictor.from_run(MODELS / "chest-xray-pneumonia")
+    photos = []
+    for name in ("astronaut", "coffee", "chelsea", "camera"):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(getattr(data, name)()).save(path)
+        photos.append(path)
+    mr = [f for f in dicom_samples if f.name.startswith(("MR_", "CT_"))]
+    results = predictor.predict_files([*mr, *photos])
+    assert all(r["ood"] is True for r in results), [(r["file"], r.get("ood"), r.get("ood_reason")) for r in results]
+
+
+def test_chest_model_accepts_its_own_kind_of_image(sample_images):
+    predictor = Predictor.from_run(MODELS / "chest-xray-pneumonia")
+    results = predictor.predict_files(sample_images)
+    assert sum(r["ood"] is False for r in results) >= len(results) - 1, [r.get("ood_score") for r in results]
+
+
+def test_brain_and_modality_models_flag_chest_films_and_photos(sample_images, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    photos = []
+    for name in ("astronaut", "coffee", "rocket"):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(getattr(data, name)()).save(path)
+        photos.append(path)
+    brain = Predictor.from_run(MODELS / "brain-mri-tumour").predict_files([*sample_images, *photos])
+    assert all(r["ood"] is True for r in brain), [(r["file"], r.get("ood_score")) for r in brain]
+    modality = Predictor.from_run(MODELS / "imaging-modality").predict_files(photos)
+    assert all(r["ood"] is True for r in modality), [(r["file"], r.get("ood_score")) for r in modality]

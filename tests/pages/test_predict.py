@@ -68,12 +68,23 @@ def test_sample_buttons_and_many_images(app_env, page):
     assert len(at.image) >= 10 + 2  # gallery + details of one
 
 
-def test_a_model_with_test_time_flips_says_so(page, monkeypatch, tmp_path):
-    from helpers import REPO
+def _runs_with_cards(trained_run, models, **variants) -> None:
+    """Copies of the tiny trained run whose cards differ only by the given entries."""
+    import json
+    import shutil
 
-    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(REPO / "models"))
+    for name, changes in variants.items():
+        shutil.copytree(trained_run, models / name)
+        card = json.loads((models / name / "card.json").read_text())
+        card.update(name=name, **changes)
+        (models / name / "card.json").write_text(json.dumps(card))
+
+
+def test_a_model_with_test_time_flips_says_so(page, monkeypatch, tmp_path, trained_run):
+    _runs_with_cards(trained_run, tmp_path / "models", flips={"tta": ["hflip"]}, plain={"tta": []})
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    for model, expected in (("brain-mri-tumour", True), ("chest-xray-pneumonia", False)):
+    for model, expected in (("flips", True), ("plain", False)):
         monkeypatch.setenv("MEDCLF_DEFAULT_MODEL", model)
         at = page("predict")
         at.run()
@@ -81,17 +92,12 @@ def test_a_model_with_test_time_flips_says_so(page, monkeypatch, tmp_path):
         assert any("mirror image (test-time augmentation)" in c.value for c in at.caption) is expected, model
 
 
-def test_a_seed_ensemble_says_so(page, monkeypatch, tmp_path):
-    from helpers import REPO
-
-    from medclf_core.registry import read_json
-
-    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(REPO / "models"))
+def test_a_seed_ensemble_says_so(page, monkeypatch, tmp_path, trained_run):
+    _runs_with_cards(trained_run, tmp_path / "models", three={"ensemble": {"members": 3, "seeds": [1, 2, 3]}},
+                     single={"ensemble": None})
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    members = {m: (read_json(REPO / "models" / m, "card.json").get("ensemble") or {}).get("members")
-               for m in ("imaging-modality", "chest-xray-pneumonia")}
-    assert members["imaging-modality"] == 3 and members["chest-xray-pneumonia"] is None
-    for model, n in members.items():
+    for model, n in (("three", 3), ("single", None)):
         monkeypatch.setenv("MEDCLF_DEFAULT_MODEL", model)
         at = page("predict")
         at.run()
@@ -129,3 +135,14 @@ def test_a_model_without_a_gate_says_not_checked(older_env, page):
     _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
     assert any("Not checked for out-of-distribution images" in c.value for c in at.caption)
     assert not at.warning
+
+
+def test_the_model_says_what_it_is_for_and_how_it_did_same_source_and_elsewhere(app_env, page):
+    """Intended use and the figures with their n: the own test split beside recorded other-source evaluations."""
+    at = page("predict")
+    at.run()
+    assert not at.exception
+    (table,) = at.table
+    rows = table.value
+    assert rows.index[0].startswith("own test split")
+    assert "n =" in str(rows.iloc[0]["accuracy"])  # every figure with its n
