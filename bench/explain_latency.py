@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     from medclf_core.explain import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", default=["simple_cnn", "bn_cnn", "resnet50"])
+    parser.add_argument("--archs", nargs="+", default=["simple_cnn", "bn_cnn", "resnet50", "efficientnet_lite0"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--size", type=int, default=224)

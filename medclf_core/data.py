@@ -333,6 +333,9 @@ def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None
 
 
 def _scan_folder(path: Path, source, skipped: list[dict], shown: str | None = None) -> DatasetIndex:
+    if path.is_file():
+        raise DatasetError(f"{Path(source).name} is a single file. A dataset is a folder (or a .zip) with one "
+                           "subfolder per class, e.g. NORMAL/ and PNEUMONIA/; to classify one image, use Predict.")
     if not path.is_dir():
         raise DatasetError(f"Dataset not found: {source} is not a folder or a zip file.")
     path = path.resolve()
@@ -348,9 +351,7 @@ def _scan_folder(path: Path, source, skipped: list[dict], shown: str | None = No
             for cdir in _class_dirs(d):
                 label = class_names.index(cdir.name)
                 items += [Item(str(f), f.relative_to(path).as_posix(), label, split) for f in _files_under(cdir)]
-        presplit = True
-        if "train" not in split_dirs:
-            raise DatasetError(f"{shown} has {', '.join(sorted(split_dirs))} folders but no 'train' folder.")
+        presplit = True  # a test-only folder is a valid evaluation set; split_dataset asks for 'train'
     else:
         class_names = [d.name for d in top]
         for label, cdir in enumerate(top):
@@ -819,6 +820,10 @@ def split_dataset(index: DatasetIndex, report: AuditReport, *, val_fraction: flo
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("Validation and test fractions must each be in [0, 1) and add up to less than 1.")
     if index.presplit:
+        if not any(it.split == "train" for it in index.items):
+            present = sorted({it.split for it in index.items if it.split})
+            raise DatasetError(f"{index.name} has {', '.join(present) or 'split'} folders but no 'train' folder: "
+                               "training needs one (evaluating on it works as it is).")
         splits = {s: [it for it in readable if it.split == s] for s in SPLIT_NAMES}
         carve = {}
         if not splits["val"]:

@@ -25,8 +25,8 @@ slower, and gives the same maps (tested). Score-CAM (Faster-Score-CAM, channel
 cap) is medclf's own (:func:`_scorecam_raw`): tf-keras-vis's weights each mask by
 the post-softmax score with no baseline, which made it blind to the target class
 (the chest model's NORMAL and PNEUMONIA maps differed by 4/255 on average). Each
-mask is weighted by the rise of the target's logit over a blank baseline, as in
-the paper. :func:`gradcam_tape` is a plain ``tf.GradientTape`` Grad-CAM kept as a
+mask is weighted by the rise of the target's probability over a blank baseline
+(the paper's "increase of confidence"). :func:`gradcam_tape` is a plain ``tf.GradientTape`` Grad-CAM kept as a
 reference: the tests check tf-keras-vis against it. :func:`overlay` blends a map
 on the original with an OpenCV colour map.
 
@@ -429,26 +429,30 @@ def _acts_and_logits(view, layer: str):
 def _scorecam_raw(view, layer: str, x: np.ndarray, indices, max_channels: int,
                   predict_batch: int = 64) -> np.ndarray:
     """Score-CAM (Faster-Score-CAM) on one layer: ``relu(sum_k w_k A_k)`` with ``w_k`` the *increase
-    of the target logit* when the input is masked by channel ``k``'s upsampled activation.
+    of the target's probability* when only channel ``k``'s region of the image is shown.
 
     As in the paper (Wang et al. 2020, eq. 5-8): each of the ``max_channels`` channels with
     the largest spatial spread (Faster-Score-CAM) is placed on the input grid (as the map
     is, :func:`cam_geometry`), min-max scaled to a [0, 1] mask ``H_k``, and
-    ``w_k = Y_c(b + (x - b) * H_k) - Y_c(b)``: the "increase of confidence" when the
-    region ``H_k`` of the image is shown on the baseline ``b``. ``Y_c`` is the target's
-    *centred logit*, the class score Grad-CAM uses too. The baseline ``b`` is the image's
-    own mean value (per channel), the blank of :func:`deletion_faithfulness`, not black:
-    the chest model reads dark, mostly-black inputs as PNEUMONIA, so with ``x * H_k`` every
-    mask lowered NORMAL and its maps were empty.
+    ``w_k = P_c(b + (x - b) * H_k) - P_c(b)``: the "increase of confidence" (post-softmax
+    probability of the target) when the region ``H_k`` of the image is shown on the
+    baseline ``b``. The baseline ``b`` is the image's own mean value (per channel), the
+    blank of :func:`deletion_faithfulness`, not black: the chest model reads dark,
+    mostly-black inputs as PNEUMONIA, so with ``x * H_k`` every mask lowered NORMAL.
 
-    Why not tf-keras-vis's ``Scorecam``: it weights each mask by the post-softmax target
-    probability with no baseline, so every weight is positive; on a saturated softmax
-    (p near 0 or 1 for every mask) the weights are nearly equal and the map is close to the
-    plain sum of the channels, *whatever the class*; and for two classes the weights are
-    ``p_k`` and ``1 - p_k``, two positive mixtures of the same channels. That gave the
-    chest model's NORMAL and PNEUMONIA maps 4/255 of mean difference. With the baseline
-    and the logit, a two-class model's maps are ``relu(S)`` and ``relu(-S)``: the evidence
-    for one class is the evidence against the other.
+    Why not tf-keras-vis's ``Scorecam``: it weights each mask ``x * H_k`` by the target's
+    probability with *no baseline*, so every weight is positive; when the probability is
+    near 0 or 1 for every mask (saturated) the weights are nearly equal and the map is
+    close to the plain sum of the channels, *whatever the class*; and for two classes the
+    weights are ``p_k`` and ``1 - p_k``, two positive mixtures of the same channels. That
+    gave the chest model's NORMAL and PNEUMONIA maps 4/255 of mean difference. Subtracting
+    the baseline's probability makes the weights signed and class-specific: for two
+    classes ``w_k(NORMAL) = -w_k(PNEUMONIA)``, so the maps are ``relu(S)`` and ``relu(-S)``
+    (the evidence for one class is the evidence against the other). On the blank the
+    probability is far from saturated (the chest model: P(NORMAL) of a flat grey is 0),
+    so the masks' probabilities spread out. (The centred logit instead of the probability
+    also follows the class on the chest model, but ranks the pattern test's classes less
+    apart.)
 
     One image's channels are chosen from that image alone, so a map never depends on the
     batch; every masked input of the batch goes through the model in ``predict_batch`` chunks.
@@ -475,12 +479,19 @@ def _scorecam_raw(view, layer: str, x: np.ndarray, indices, max_channels: int,
     batch = np.concatenate([np.asarray(blanks), np.asarray(masked, np.float32).reshape(-1, *x.shape[1:])])
     scores = np.concatenate([np.asarray(view.predict_on_batch(batch[s:s + predict_batch]), np.float32)
                              for s in range(0, len(batch), predict_batch)])
-    base, scores = scores[:n], scores[n:].reshape(n, cap, -1)
+    probs = _softmax(scores)
+    base, probs = probs[:n], probs[n:].reshape(n, cap, -1)
     cams = np.zeros((n, h, w), np.float32)
     for i in range(n):
-        weights = scores[i, :, targets[i]] - base[i, targets[i]]
+        weights = probs[i, :, targets[i]] - base[i, targets[i]]
         cams[i] = np.maximum(np.tensordot(acts[i][..., chosen[i]], weights, axes=([2], [0])), 0.0)
     return cams
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _spatial(view, layer: str) -> tuple[int, int]:
@@ -704,7 +715,7 @@ def deletion_faithfulness(predict, inputs: np.ndarray, maps: Sequence[np.ndarray
     (10%, 20%, ... 100%) in the map's order, hottest first, and the target class's score
     is read after each step; the area under that curve (fraction blanked 0..1,
     trapezoids, measured above the score of the fully blank image, where every curve
-    ends) is ``auc_map``. The same with ``random_orders`` random orders (seeded, curves
+    ends; a score below it counts as 0) is ``auc_map``. The same with ``random_orders`` random orders (seeded, curves
     averaged) gives ``auc_random``. Then::
 
         faithfulness = (auc_random - auc_map) / auc_random
@@ -807,8 +818,9 @@ def _deletion_summary(s: np.ndarray, steps: int, random_orders: int, fractions: 
                              np.full((1 + random_orders, 1), s[1])], axis=1)
     curve_map, curve_random = curves[0], curves[1:].mean(axis=0)
     floor = float(s[1])  # the score of the fully blank image, where both curves end
-    auc_map = float(np.trapezoid(curve_map - floor, fractions))
-    auc_random = float(np.trapezoid(curve_random - floor, fractions))
+    # a score below the blank image's counts as fully deleted, so faithfulness stays <= 1
+    auc_map = float(np.trapezoid(np.maximum(curve_map - floor, 0.0), fractions))
+    auc_random = float(np.trapezoid(np.maximum(curve_random - floor, 0.0), fractions))
     note = None
     if float(s[0]) <= floor + 1e-6:
         note = "the blank image scores this class as high as the image itself: deletion cannot test this map"

@@ -441,3 +441,27 @@ def test_unrelated_codes_need_no_comparison(monkeypatch):
                         or real(rows, cands, d))
     assert data_module._near_pairs(codes, 8) == [(0, 20_000)]
     assert sum(compared) < 10 * len(codes)
+
+
+def test_a_test_only_folder_is_an_evaluation_set_but_not_a_training_set(tmp_path):
+    """Issue 16: ``DATA/test/<class>/...`` is accepted for evaluation; training still asks for 'train'."""
+    from helpers import make_pattern_dataset
+
+    from medclf_core.data import audit_dataset, scan_dataset, split_dataset
+    from medclf_core.errors import DatasetError
+
+    make_pattern_dataset(tmp_path / "d" / "test", n_per_class=3)
+    index = scan_dataset(tmp_path / "d")
+    assert index.presplit and {it.split for it in index.items} == {"test"} and len(index.items) == 6
+    with pytest.raises(DatasetError, match="no 'train' folder"):
+        split_dataset(index, audit_dataset(index))
+
+
+def test_an_image_file_given_as_a_dataset_says_what_a_dataset_is(tmp_path):
+    from medclf_core.data import scan_dataset
+    from medclf_core.errors import DatasetError
+
+    f = tmp_path / "x.png"
+    f.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DatasetError, match="single file.*one subfolder per class"):
+        scan_dataset(f)

@@ -215,7 +215,7 @@ def test_scorecam_follows_the_target_class_on_the_pattern_model(localisation):
 
 
 def test_scorecam_on_a_two_class_model_gives_complementary_maps(localisation):
-    """With the logit (not the softmax) and a baseline, a 2-class model's maps are relu(S) and relu(-S)."""
+    """With the baseline subtracted, a 2-class model's weights are opposite: its maps are relu(S) and relu(-S)."""
     from medclf_core.explain import _scorecam_raw, cam_view
 
     model = build_model("bn_cnn", 2, 32, 1)
