@@ -372,6 +372,7 @@ def _train(cfg: TrainConfig, models_dir: Path, log: EventLog, cancel) -> Path:
         check_run_name(cfg.name)
         if (models_dir / cfg.name).exists():
             raise MedclfError(f"A run named '{cfg.name}' already exists; choose another name.")
+    _check_writable(models_dir)  # before the training, not after it
     init_card = None
     init_model = None
     if cfg.init_from:
@@ -624,6 +625,8 @@ def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, sp
         write_json(folder / EVALUATION_FILE, {"split": eval_split, "test": test_metrics, "val": val_metrics,
                                               "predictions": predictions})
 
+    if cancel is not None and cancel():  # a cancel during the final evaluation still registers nothing
+        raise TrainingCancelled("Training was cancelled.")
     if not plan.is_chief:  # only the chief registers; the others took part in training
         _remove_work(work)
         log.emit("done", run_dir=str(models_dir / name), name=name, metrics=card["metrics"], registered=False,
@@ -953,6 +956,19 @@ def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
     if members > 1:
         layers = [name for base in layers for name in member_layer_names(base, members)]
     return layers[0] if len(layers) == 1 else layers
+
+
+def _check_writable(models_dir: Path) -> None:
+    """A models folder the run could not be registered in is refused at the start, with a plain message."""
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        probe = models_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        raise MedclfError(f"The models folder {models_dir.name or models_dir} cannot be written to, so a trained "
+                          "model could not be saved there: choose another folder (--models-dir or "
+                          "MEDCLF_MODELS_DIR).") from None
 
 
 def _remove_work(work: Path) -> None:

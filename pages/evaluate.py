@@ -58,9 +58,9 @@ else:
                 store.clear()
                 store[key] = predict_folder(predictor, folder.strip(), split)
         except MedclfError as exc:
-            st.error(f"This dataset cannot be evaluated: {exc}")
+            st.error(f"This dataset cannot be evaluated: {app_ui.md_escape(exc)}")
         except Exception as exc:  # noqa: BLE001
-            st.error(f"This dataset cannot be evaluated ({type(exc).__name__}: {exc}).")
+            st.error(f"This dataset cannot be evaluated ({type(exc).__name__}).")
     elif go:
         st.warning("Type the path of a dataset folder or zip first.")
     data = store.get(key)

@@ -50,7 +50,7 @@ def monitor(job_id: str, polling: bool) -> None:
         st.rerun()  # the whole page: show the outcome and stop polling
     st.subheader(f"Training job: {title}")
     speed = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
-    st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {p['config'].get('data')}"
+    st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {app_ui.md_escape(p['config'].get('data'))}"
                + (f" · on {p['devices']}" if p.get("devices") else "") + speed)
     if state in ("queued", "running"):
         epoch, epochs = p["epoch"], p["epochs"] or "?"
@@ -68,7 +68,7 @@ def monitor(job_id: str, polling: bool) -> None:
     elif state == "cancelled":
         st.info(p["message"] or "Training was cancelled; no model was saved.")
     else:
-        st.error(f"Training failed: {p['message'] or 'unknown reason'}")
+        st.error(f"Training failed: {app_ui.md_escape(p['message'] or 'unknown reason')}")
     if p["history"]:
         st.plotly_chart(plots.training_curves(p["history"]), key=f"curves-{job_id}", config={"displayModeBar": False})
     if state == "done":
@@ -146,9 +146,9 @@ if source:
     try:
         report = audit(source, extract_to)
     except MedclfError as exc:
-        st.error(f"This dataset cannot be used: {exc}")
+        st.error(f"This dataset cannot be used: {app_ui.md_escape(exc)}")
     except Exception as exc:  # noqa: BLE001
-        st.error(f"This dataset cannot be read ({type(exc).__name__}: {exc}).")
+        st.error(f"This dataset cannot be read ({type(exc).__name__}).")
 else:
     st.info("Choose a dataset to see its audit.")
 
@@ -249,7 +249,7 @@ if submitted:
         except jobs.JobBusy as exc:
             st.error(str(exc))
         except MedclfError as exc:
-            st.error(f"Training cannot start: {exc}")
+            st.error(f"Training cannot start: {app_ui.md_escape(exc)}")
         else:
             st.session_state["train_job"] = job_id
             st.rerun()

@@ -354,3 +354,38 @@ def test_the_same_run_twice_at_once_is_refused_and_named_runs_never_share_a_work
         with pytest.raises(MedclfError, match="already being trained"):
             train(cfg, models_dir=tmp_path / "models")
     assert list_runs(tmp_path / "models") == []
+
+
+def test_a_read_only_models_folder_is_refused_before_training(chest_sample, tmp_path):
+    from medclf_core.errors import MedclfError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o555)
+    try:
+        if os.access(models, os.W_OK):  # root ignores permission bits: make writing fail another way
+            models.chmod(0o755)
+            models.rmdir()
+            models.write_text("not a folder")
+        events = []
+        with pytest.raises(MedclfError, match="cannot be written to"):
+            train(TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=1, image_size=TINY),
+                  models_dir=models, events=EventLog(listeners=[events.append]))
+        assert not any(e["event"] == "epoch" for e in events)  # refused before any training
+    finally:
+        if models.is_dir():
+            models.chmod(0o755)
+
+
+def test_cancel_during_the_final_evaluation_registers_nothing(chest_sample, tmp_path):
+    state = {"evaluating": False}
+
+    def listener(ev):
+        if ev["event"] == "evaluate":
+            state["evaluating"] = True
+
+    with pytest.raises(TrainingCancelled):
+        train(TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=1, image_size=TINY),
+              models_dir=tmp_path / "models", events=EventLog(listeners=[listener]),
+              cancel=lambda: state["evaluating"])
+    assert list_runs(tmp_path / "models") == []

@@ -79,3 +79,22 @@ def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
     assert not at.exception and not at.error
     assert any("no out-of-distribution gate" in i.value for i in at.info)
     assert any("not calibrated" in c.value for c in at.caption)
+
+
+def test_a_class_folder_named_like_markdown_is_shown_as_text(app_env, page, tmp_path):
+    """Issue 17: a folder name must never become a link or an image in every visitor's browser."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(CHEST_SAMPLE / "NORMAL", data / "NORMAL")
+    shutil.copytree(CHEST_SAMPLE / "PNEUMONIA", data / "![p](https:example.com)")
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("folder")
+    at.run()
+    at.text_input(key="eval_folder").set_value(str(data))
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception
+    shown = at.error[0].value
+    assert "example" in shown and "](" not in shown and "![" not in shown  # escaped: no Markdown image

@@ -146,3 +146,19 @@ def test_the_model_says_what_it_is_for_and_how_it_did_same_source_and_elsewhere(
     rows = table.value
     assert rows.index[0].startswith("own test split")
     assert "n =" in str(rows.iloc[0]["accuracy"])  # every figure with its n
+
+
+def test_the_heat_map_comes_with_its_faithfulness_score(app_env, page):
+    """Beside the map: its deletion-test score (or why there is none), with a help text saying what it means."""
+    at = page("predict")
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    scores = [c for c in at.caption if c.value.startswith("Faithfulness")]
+    assert len(scores) == 1, [c.value for c in at.caption]
+    assert "random" in scores[0].proto.help and "blanked" in scores[0].proto.help
+    # another method: its own score, computed for the shown map only
+    at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0]).set_value("gradcam++")
+    at.run()
+    assert not at.exception
+    assert len([c for c in at.caption if c.value.startswith("Faithfulness")]) == 1
+    assert len(at.session_state["_faithfulness"]) == 2
