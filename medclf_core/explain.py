@@ -713,7 +713,9 @@ def deletion_faithfulness(predict, inputs: np.ndarray, maps: Sequence[np.ndarray
     The deletion metric of Petsiuk et al. 2018 (RISE), normalised by a random baseline.
     For each image, its model input's pixels are *blanked* in ``steps`` equal steps
     (10%, 20%, ... 100%) in the map's order, hottest first, and the target class's score
-    is read after each step; the area under that curve (fraction blanked 0..1,
+    is read after each step, kept as a running minimum (a score that rises again once the
+    evidence is gone measures the blanking, not the map: grey cells forming new shapes,
+    an image gone mostly grey); the area under that curve (fraction blanked 0..1,
     trapezoids, measured above the score of the fully blank image, where every curve
     ends; a score below it counts as 0) is ``auc_map``. The same with ``random_orders`` random orders (seeded, curves
     averaged) gives ``auc_random``. Then::
@@ -816,6 +818,9 @@ def _deletion_summary(s: np.ndarray, steps: int, random_orders: int, fractions: 
     inner = s[2:].reshape(1 + random_orders, steps - 1)
     curves = np.concatenate([np.full((1 + random_orders, 1), s[0]), inner,
                              np.full((1 + random_orders, 1), s[1])], axis=1)
+    # running minimum: once the score has fallen, a later rise (the grey cells themselves forming
+    # new shapes) is credited to neither order
+    curves = np.minimum.accumulate(curves, axis=1)
     curve_map, curve_random = curves[0], curves[1:].mean(axis=0)
     floor = float(s[1])  # the score of the fully blank image, where both curves end
     # a score below the blank image's counts as fully deleted, so faithfulness stays <= 1

@@ -453,7 +453,7 @@ def _work_lock(work: Path):
     """
     import fcntl
 
-    fh = open(work.parent / f"{work.name}.lock", "a+")  # beside the folder: removing the folder keeps the lock
+    fh = open(work / ".lock", "a+")  # held on the open file: removing the finished work folder keeps it valid
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -465,9 +465,6 @@ def _work_lock(work: Path):
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
-        with contextlib.suppress(OSError):
-            os.remove(fh.name)
-            work.parent.rmdir()  # only if no other run is in progress
 
 
 def _fit_evaluate_register(cfg, spec, models_dir, log, cancel, index, report, splits, counts, work,

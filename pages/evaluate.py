@@ -199,11 +199,11 @@ else:
     if cam_key not in cache and any(p is not None for p in pixels):
         predictor, lock = app_ui.load_predictor(card)
         try:
-            with st.spinner("Computing heat maps and their faithfulness ..."), lock:
+            with st.spinner("Computing heat maps ..."), lock:
                 ok = [k for k, p in enumerate(pixels) if p is not None]
-                # the map of the predicted (wrong) class, with its deletion-curve score
+                # the map of the predicted (wrong) class
                 explained = iter(predictor.explain([pixels[k] for k in ok], "gradcam",
-                                                   [int(y_pred[shown[k]]) for k in ok], faithfulness=True))
+                                                   [int(y_pred[shown[k]]) for k in ok]))
                 cache.clear()
                 cache[cam_key] = [next(explained) if p is not None else None for p in pixels]
         except Exception as exc:  # noqa: BLE001
@@ -211,19 +211,35 @@ else:
             cache[cam_key] = [None] * len(pixels)
     explanations = cache.get(cam_key, [None] * len(pixels))
     heat = [None if e is None else e.heatmap for e in explanations]
-    scores = [e.faithfulness for e in explanations if e is not None and e.faithfulness is not None]
-    if scores:
-        st.caption(f"Mean faithfulness of these {len(scores)} map(s): {np.mean(scores):.2f} "
-                   f"({sum(e is not None for e in explanations) - len(scores)} not testable).",
-                   help="Deletion test: the most highlighted regions are blanked 10% at a time and the model re-run; "
-                        "the faster the predicted class's probability falls compared with random regions, the "
-                        "higher. 1 = falls at once, 0 = no better than random regions, below 0 = worse than random.")
+    # the deletion test costs ~38 predictions per map (about 3x the maps themselves): on request only
+    faith_cache = st.session_state.setdefault("_eval_faithfulness", {})
+    faith_help = ("Deletion test: the most highlighted regions are blanked 10% at a time and the model re-run; the "
+                  "faster the predicted class's probability falls compared with random regions, the higher. "
+                  "1 = falls at once, 0 = no better than random regions, below 0 = worse than random.")
+    scored = [k for k, e in enumerate(explanations) if e is not None]
+    if scored and cam_key not in faith_cache and st.button("Check these heat maps (faithfulness)",
+                                                           key="eval-faithfulness", help=faith_help):
+        predictor, lock = app_ui.load_predictor(card)
+        try:
+            with st.spinner("Deletion test on each map ..."), lock:
+                results = predictor.faithfulness([pixels[k] for k in scored], [heat[k] for k in scored],
+                                                 [explanations[k].class_index for k in scored])
+            faith_cache.clear()
+            faith_cache[cam_key] = dict(zip(scored, (r["faithfulness"] for r in results), strict=True))
+        except Exception as exc:  # noqa: BLE001
+            st.info(f"The faithfulness check failed ({type(exc).__name__}).")
+    faith = faith_cache.get(cam_key, {})
+    scores = [f for f in faith.values() if f is not None]
+    if faith:
+        st.caption(f"Mean faithfulness of these {len(faith)} map(s): "
+                   + (f"{np.mean(scores):.2f}" if scores else "n/a")
+                   + f" ({len(faith) - len(scores)} not testable).", help=faith_help)
     cols = st.columns(4)
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
         caption = f"{Path(data['rel'][i]).name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
-        if explanations[k] is not None and explanations[k].faithfulness is not None:
-            caption += f"; faithfulness {explanations[k].faithfulness:.2f}"
+        if faith.get(k) is not None:
+            caption += f"; faithfulness {faith[k]:.2f}"
         col = cols[k % 4]
         if pixels[k] is None:
             col.markdown(caption)

@@ -10,6 +10,7 @@ import streamlit as st
 import app_ui
 from medclf_core import deid, explain, plots, trust
 from medclf_core.card import performance_rows
+from medclf_core.report import report_bytes, report_file_name
 from medclf_core.errors import MedclfError
 from medclf_core.export import predictions_csv
 from medclf_core.images import load_image
@@ -79,14 +80,16 @@ def decode(name: str, data: bytes) -> dict:
     if sha not in cache:
         try:
             img = load_image(data)
-            cache[sha] = {"pixels": img.pixels, "format": img.source_format, "notes": list(img.notes)}
+            cache[sha] = {"pixels": img.pixels, "format": img.source_format, "notes": list(img.notes),
+                          "warnings": list(getattr(img, "warnings", []) or [])}
             if img.source_format == "DICOM":
                 cache[sha].update(_dicom_facts(data))
         except MedclfError as exc:
             cache[sha] = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the page down
             cache[sha] = {"error": f"This file could not be read ({type(exc).__name__})."}
-    return {"name": name, "sha": sha, **cache[sha]}
+    # one file-name rule everywhere (deid.safe_file_label): the header's identifiers and MRN-like tokens go
+    return {"name": deid.safe_file_label(name, cache[sha].get("identifying") or ()), "sha": sha, **cache[sha]}
 
 
 entries = []
@@ -96,7 +99,7 @@ for p in st.session_state.get("predict_samples") or []:
     try:
         entries.append(decode(Path(p).name, Path(p).read_bytes()))
     except OSError:
-        entries.append({"name": Path(p).name, "sha": p, "error": "The sample file is missing."})
+        entries.append({"name": deid.safe_file_label(Path(p).name), "sha": p, "error": "The sample file is missing."})
 
 if not entries:
     st.info("Upload an image or click a sample above to see a prediction.")
@@ -105,7 +108,10 @@ if not entries:
 bad = [e for e in entries if "error" in e]
 good = [e for e in entries if "error" not in e]
 for e in bad:
-    st.warning(f"**{e['name']}** could not be used: {e['error']}")
+    st.warning(f"**{esc(e['name'])}** could not be used: {esc(e['error'])}")
+for e in good:
+    for w in e.get("warnings") or []:  # e.g. a damaged JPEG: decoded, but its pixels may not be what was scanned
+        st.warning(f"**{esc(e['name'])}**: {esc(w)}")
 if not good:
     st.stop()
 
@@ -206,6 +212,12 @@ def cam_panel(entry: dict) -> None:
         st.caption(f"Faithfulness: could not be computed ({type(exc).__name__}).")
         return
     st.caption(faithfulness_caption(score), help=FAITHFULNESS_HELP)
+    # A printable report (medclf_core.report): the file name scrubbed, no DICOM header values; made on click.
+    ids = entry.get("identifying") or []
+    st.download_button("Download report (PDF)", mime="application/pdf", key=f"report-{sha}",
+                       file_name=report_file_name(entry["name"], ids),
+                       data=lambda: report_bytes({"file": entry["name"], **entry["result"]}, entry["pixels"], heat,
+                                                 predictor.card, identifying=ids, opacity=opacity))
 
 
 def show_out_of_distribution(entry: dict) -> None:

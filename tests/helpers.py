@@ -61,3 +61,10 @@ def as_older_run(src: Path, dst: Path, name: str | None = None) -> Path:
             (dst / "evaluation.json").write_text(json.dumps(ev))
     (dst / "card.json").write_text(json.dumps(card))
     return dst
+
+
+def rendered(markdown: str) -> str:
+    """Text as a reader sees it: Markdown backslash escapes (``app_ui.md_escape``) removed."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown)

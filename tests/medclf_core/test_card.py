@@ -20,8 +20,17 @@ BUNDLED = ("brain-mri-tumour", "chest-xray-pneumonia", "imaging-modality")
 MINIMAL = {"name": "r", "class_names": ["a", "b"], "created": "2026-01-01"}
 
 
+SCHEMA_1 = REPO / "tests" / "fixtures" / "schema1_cards"  # the bundled models' cards before schema 2
+
+
 def _raw(name: str) -> dict:
-    return json.loads((MODELS / name / "card.json").read_text())
+    return json.loads((SCHEMA_1 / f"{name}.json").read_text())
+
+
+def test_bundled_cards_are_schema_2_and_read():
+    for name in BUNDLED:
+        card = ModelCard.from_dict(json.loads((MODELS / name / "card.json").read_text()))
+        assert card.schema_version == CARD_SCHEMA_VERSION and card.name == name and card.intended_use
 
 
 @pytest.mark.parametrize("name", BUNDLED)

@@ -10,7 +10,8 @@ from medclf_core import explain
 from medclf_core.architectures import ARCHITECTURES, build_model
 from medclf_core.ensemble import count_members, member_layer_names, merge_members, split_member
 
-SMALL = {"simple_cnn": {}, "bn_cnn": {"filters": (4, 8), "dense_units": 8}, "resnet50": {"weights": None}}
+SMALL = {"simple_cnn": {}, "bn_cnn": {"filters": (4, 8), "dense_units": 8}, "resnet50": {"weights": None},
+         "efficientnet_lite0": {"weights": None}}
 
 
 def _members(arch: str, n: int, classes: int = 3):

@@ -347,9 +347,9 @@ def test_the_same_run_twice_at_once_is_refused_and_named_runs_never_share_a_work
     from medclf_core.data import audit_dataset, scan_dataset
 
     key = work_key(cfg.resolved(), audit_dataset(scan_dataset(cfg.data)).fingerprint)
-    work_parent = tmp_path / "models" / ".work"
-    work_parent.mkdir(parents=True)
-    with open(work_parent / f"{key}.lock", "a+") as held:
+    work = tmp_path / "models" / ".work" / key
+    work.mkdir(parents=True)
+    with open(work / ".lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(MedclfError, match="already being trained"):
             train(cfg, models_dir=tmp_path / "models")

@@ -98,3 +98,19 @@ def test_a_class_folder_named_like_markdown_is_shown_as_text(app_env, page, tmp_
     assert not at.exception
     shown = at.error[0].value
     assert "example" in shown and "](" not in shown and "![" not in shown  # escaped: no Markdown image
+
+
+def test_the_misclassified_maps_can_be_checked_for_faithfulness(app_env, page):
+    """On request (it costs ~38 predictions per map): a mean faithfulness and one score per map caption."""
+    at = page("evaluate")
+    at.run()
+    assert not at.exception and at.subheader[-1].value == "Misclassified images"
+    assert not any(c.value.startswith("Mean faithfulness") for c in at.caption)   # not computed unasked
+    at.button(key="eval-faithfulness").click()
+    at.run()
+    assert not at.exception
+    mean = [c for c in at.caption if c.value.startswith("Mean faithfulness")]
+    assert len(mean) == 1 and "random" in mean[0].proto.help
+    at.run()
+    assert not [b for b in at.button if b.key == "eval-faithfulness"]           # done: the button is gone
+    assert len([c for c in at.caption if c.value.startswith("Mean faithfulness")]) == 1   # cached

@@ -40,10 +40,16 @@ def test_delete_needs_confirmation(own_models, page):
     assert list(at.dataframe[0].value["name"]) == ["tiny-a"]
 
 
-def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path):
+def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trained_run):
+    """The card and history of the previous imaging-modality model (a 3-model seed ensemble)."""
+    import shutil
+
     from helpers import REPO
 
-    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(REPO / "models"))
+    run = tmp_path / "models" / "imaging-modality"
+    shutil.copytree(REPO / "tests" / "fixtures" / "ensemble_run", run)
+    shutil.copy(trained_run / "model.keras", run / "model.keras")  # the page reads the card, not the weights
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
     at = page("models")
     at.run()

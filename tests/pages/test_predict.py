@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import SAMPLES
+from helpers import SAMPLES, rendered
 
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
@@ -39,7 +39,7 @@ def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env
     at = page("predict")
     at.run()
     _upload(at, ("broken.png", b"this is not an image", "image/png"))
-    assert "broken.png" in at.warning[0].value and "could not be used" in at.warning[0].value
+    assert "broken.png" in rendered(at.warning[0].value) and "could not be used" in at.warning[0].value
     assert not at.error and not at.subheader
     _upload(at, [(JPEG.name, JPEG.read_bytes(), "image/jpeg"), ("broken.png", b"junk", "image/png")])
     assert len(at.warning) == 1
@@ -162,3 +162,18 @@ def test_the_heat_map_comes_with_its_faithfulness_score(app_env, page):
     assert not at.exception
     assert len([c for c in at.caption if c.value.startswith("Faithfulness")]) == 1
     assert len(at.session_state["_faithfulness"]) == 2
+
+
+def test_a_damaged_jpeg_is_shown_with_a_warning_and_an_identifier_in_a_file_name_is_not(app_env, page):
+    """Issue 17: the decoder's corruption warning reaches the page; one file-name rule for display."""
+    from bad_inputs import WARNING_CASES
+
+    (case,) = WARNING_CASES
+    at = page("predict")
+    at.run()
+    _upload(at, ("Zzyzxqa_MRN-9988776655.jpg", case.make(), "image/jpeg"))
+    assert not at.exception
+    warnings = [rendered(w.value) for w in at.warning]
+    assert any("JPEG data is damaged" in w for w in warnings), warnings
+    shown = " ".join([*warnings, *(rendered(c.value) for c in at.caption), *(rendered(m.value) for m in at.markdown)])
+    assert "9988776655" not in shown

@@ -4,7 +4,7 @@ and no patient identifier from a DICOM header reaches the page or the CSV export
 from __future__ import annotations
 
 import bad_inputs
-from helpers import SAMPLES
+from helpers import SAMPLES, rendered
 
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
@@ -18,7 +18,7 @@ def test_every_corpus_file_predicts_or_gets_its_message(app_env, page):
     at.run()
     assert not at.exception, at.exception
     # file messages name the file in bold; an out-of-distribution warning (the detail view) does not
-    warnings = {w.value.split("**")[1]: w.value for w in at.warning if "**" in w.value}
+    warnings = {rendered(w.value).split("**")[1]: rendered(w.value) for w in at.warning if "**" in w.value}
     table = at.dataframe[0].value
     assert len(table) == len(cases)
     for case, (name, _, _) in zip(cases, files, strict=True):
@@ -48,7 +48,8 @@ def test_no_patient_identifier_on_the_page_or_in_the_csv(app_env, page):
         (JPEG.name, JPEG.read_bytes(), "image/jpeg")])
     at.run()
     assert not at.exception
-    shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [w.value for w in at.warning]
+    shown = " ".join([rendered(m.value) for m in at.markdown] + [rendered(c.value) for c in at.caption]
+                     + [rendered(w.value) for w in at.warning]
                      + [str(v) for v in np.ravel(at.dataframe[0].value.to_numpy())])
     exported = at.session_state["predict_csv"]
     assert "study.dcm" in exported and "p_PNEUMONIA" in exported
