@@ -32,7 +32,6 @@ import copy
 import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 REDACTED = "[redacted]"
 

@@ -37,7 +37,6 @@ Example::
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from medclf_core.errors import MedclfError
+from medclf_core.registry import json_text, write_bytes_atomically
 
 FORMATS = ("savedmodel", "tflite")
 EXPORT_NOTE = "EXPORT.md"
@@ -84,7 +84,7 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
         if fmt == "savedmodel":
             assets = saved / ASSETS_DIR
             assets.mkdir(exist_ok=True)
-            (assets / "card.json").write_text(json.dumps(exported_card, indent=2, default=_json_default))
+            (assets / "card.json").write_text(json_text(exported_card))
             (assets / EXPORT_NOTE).write_text(note)
             if gate is not None:
                 (assets / gate_path.name).write_bytes(gate)
@@ -93,16 +93,16 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
             stem = output.stem if output.suffix else output.name
             data = _convert_tflite(saved)
             sidecars = {output.with_name(f"{stem}.card.json"):
-                        json.dumps(exported_card, indent=2, default=_json_default).encode(),
+                        json_text(exported_card).encode(),
                         output.with_name(f"{stem}.{EXPORT_NOTE}"): note.encode()}
             gate_side = output.with_name(f"{stem}.{gate_path.name}")
             if gate is not None:
                 sidecars[gate_side] = gate
             for path, blob in sidecars.items():  # the card first: a .tflite never appears without it
-                _write_bytes_atomically(path, blob)
+                write_bytes_atomically(path, blob)
             if gate is None:
                 gate_side.unlink(missing_ok=True)  # an overwritten export's gate belongs to another model
-            _write_bytes_atomically(output, data)
+            write_bytes_atomically(output, data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return output
@@ -276,15 +276,6 @@ export does not output; see `medclf_core/ood.py`.
 """
 
 
-def _write_bytes_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _replace_folder(src: Path, dst: Path) -> None:
     """Move the finished folder ``src`` to ``dst`` in one rename (an old ``dst`` is moved aside first)."""
     old = None
@@ -304,13 +295,3 @@ def _replace_folder(src: Path, dst: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -102,8 +102,23 @@ def write_run_atomically(models_dir: str | os.PathLike, name: str, write: Callab
 def write_json(path: Path, obj) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    tmp.write_text(json_text(obj))
     os.replace(tmp, path)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write bytes via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def json_text(obj) -> str:
+    """``obj`` as indented JSON; numpy scalars and arrays and paths become plain JSON."""
+    return json.dumps(obj, indent=2, default=_json_default)
 
 
 def _json_default(o):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from medclf_core.deid import redact, safe_file_label
+from medclf_core.registry import write_bytes_atomically
 
 NOTICE = "Research demo, not for clinical use."
 NOTICE_DETAIL = ("The models are not medical devices. This report shows what a model computed; it is not a "
@@ -61,12 +61,7 @@ def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     path = Path(path)
     data = report_bytes(result, pixels, heatmap, card, identifying=identifying, opacity=opacity)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomically(path, data)
     return path
 
 
