@@ -343,17 +343,16 @@ def _lite0_torch_names(model) -> dict[str, tuple[str, str]]:
     return names
 
 
-def load_lite0_weights(model, state: dict | None = None, *, top: bool = False) -> str:
-    """Copy the ImageNet state dict into the Keras layers (conv kernels OIHW -> HWIO); returns the source path.
+def load_lite0_weights(model, path: str | None = None, *, top: bool = False) -> str:
+    """Copy a Lite0 state dict (default: the pinned ImageNet file) into the Keras layers; returns its path.
 
-    ``top=True`` also loads the 1000-class classifier into the layer named ``predictions``.
+    Conv kernels go from PyTorch's OIHW to Keras' HWIO. ``top=True`` also loads the
+    1000-class classifier into the layer named ``predictions``.
     """
     from medclf_core.torch_weights import read_legacy_state_dict
 
-    path = None
-    if state is None:
-        path = lite0_weights_path()
-        state = read_legacy_state_dict(path)
+    path = path or lite0_weights_path()
+    state = read_legacy_state_dict(path)
     for layer_name, (prefix, kind) in _lite0_torch_names(model).items():
         layer = model.get_layer(layer_name)
         if kind == "bn":
@@ -364,7 +363,7 @@ def load_lite0_weights(model, state: dict | None = None, *, top: bool = False) -
             layer.set_weights([state[f"{prefix}.weight"].transpose(2, 3, 1, 0)])
     if top:
         model.get_layer("predictions").set_weights([state["_fc.weight"].T, state["_fc.bias"]])
-    return path or "state dict"
+    return path
 
 
 def efficientnet_lite0_imagenet(image_size: int = 224):
@@ -411,16 +410,8 @@ def efficientnet_lite0(num_classes: int, image_size: int = 224, channels: int = 
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = layers.GlobalAveragePooling2D(name="gap")(_lite0_trunk(inputs, channels))
     model = keras.Model(inputs, _head(x, num_classes, dense_units, dropout), name="efficientnet_lite0")
-    pretrained = weights not in (None, "", "none", "None")
-    if pretrained:
-        if weights == "imagenet":
-            model.pretrained = load_lite0_weights(model)
-        else:
-            from medclf_core.torch_weights import read_legacy_state_dict
-
-            model.pretrained = load_lite0_weights(model, read_legacy_state_dict(weights))
-            model.pretrained = str(weights)
+    model.pretrained = None  # read by training; not saved
+    if weights not in (None, "", "none", "None"):
+        model.pretrained = load_lite0_weights(model, None if weights == "imagenet" else str(weights))
         set_trainable_from(model, "gap")
-    else:
-        model.pretrained = None
     return model

@@ -461,6 +461,18 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, *, frame: int | No
     return refuse_degenerate(_decode_pillow(data))
 
 
+def as_gray_or_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as uint8 (H, W) or (H, W, 3): other dtypes scaled, a single band squeezed, alpha dropped."""
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8:
+        arr = to_uint8(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    return arr
+
+
 def to_model_input(pixels: np.ndarray, image_size: int | tuple[int, int], channels: int) -> np.ndarray:
     """Resize and convert ``pixels`` (uint8, (H, W) or (H, W, C)) to the model's input.
 
@@ -471,13 +483,7 @@ def to_model_input(pixels: np.ndarray, image_size: int | tuple[int, int], channe
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     h_out, w_out = (image_size, image_size) if isinstance(image_size, int) else image_size
-    arr = np.asarray(pixels)
-    if arr.dtype != np.uint8:
-        arr = to_uint8(arr)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
+    arr = as_gray_or_rgb_uint8(pixels)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ImageError(f"Unsupported pixel array shape {arr.shape}.")
     if channels == 1 and arr.ndim == 3:

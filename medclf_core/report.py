@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from medclf_core.deid import redact, safe_file_label
+from medclf_core.images import as_gray_or_rgb_uint8
 from medclf_core.registry import write_bytes_atomically
 
 NOTICE = "Research demo, not for clinical use."
@@ -132,7 +133,7 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     if pixels is not None:
         from medclf_core.explain import overlay
 
-        base = _as_uint8(pixels)
+        base = as_gray_or_rgb_uint8(pixels)
         pictures = [("Image", base)]
         if heatmap is not None:
             pictures.append((f"Heat map (opacity {opacity:.1f})", overlay(base, np.asarray(heatmap, np.float32),
@@ -310,17 +311,6 @@ def _t(text) -> str:
     return s.encode("latin-1", "replace").decode("latin-1")
 
 
-def _as_uint8(pixels: np.ndarray) -> np.ndarray:
-    arr = np.asarray(pixels)
-    if arr.dtype != np.uint8:
-        from medclf_core.images import to_uint8
-
-        arr = to_uint8(arr)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    return arr
 
 
 def _pil(arr: np.ndarray):

@@ -47,14 +47,20 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     assert at.subheader[-1].value == "Misclassified images"
 
 
-def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
+def _evaluate_folder(page, folder):
+    """The Evaluate page on a dataset folder, evaluated."""
     at = page("evaluate")
     at.run()
     at.radio(key="eval_source").set_value("folder")
     at.run()
-    at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
+    at.text_input(key="eval_folder").set_value(str(folder))
     at.button(key="eval_go").click()
     at.run()
+    return at
+
+
+def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
+    at = _evaluate_folder(page, CHEST_SAMPLE)
     assert not at.exception and not at.error
     assert any("of 80 images" in m.value and "do not look like the images" in m.value for m in at.markdown)
     side = [d.value for d in at.dataframe if "without the flagged" in d.value.columns]
@@ -69,13 +75,7 @@ def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibrat
 
 
 def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
-    at.button(key="eval_go").click()
-    at.run()
+    at = _evaluate_folder(page, CHEST_SAMPLE)
     assert not at.exception and not at.error
     assert any("no out-of-distribution gate" in i.value for i in at.info)
     assert any("not calibrated" in c.value for c in at.caption)
@@ -88,13 +88,7 @@ def test_a_class_folder_named_like_markdown_is_shown_as_text(app_env, page, tmp_
     data = tmp_path / "data"
     shutil.copytree(CHEST_SAMPLE / "NORMAL", data / "NORMAL")
     shutil.copytree(CHEST_SAMPLE / "PNEUMONIA", data / "![p](https:example.com)")
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.text_input(key="eval_folder").set_value(str(data))
-    at.button(key="eval_go").click()
-    at.run()
+    at = _evaluate_folder(page, data)
     assert not at.exception
     shown = at.error[0].value
     assert "example" in shown and "](" not in shown and "![" not in shown  # escaped: no Markdown image
