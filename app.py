@@ -22,6 +22,7 @@ pages = [
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
 ]
 page = st.navigation(pages)
+app_ui.start_page()  # after st.navigation (which ends Streamlit's pages/-folder mode), before anything else
 app_ui.sidebar_model_picker()
 app_ui.research_notice()
 page.run()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from medclf_core.errors import MedclfError
+from medclf_core.errors import MedclfError, user_message
 from medclf_core.registry import MODEL_FILE, default_models_dir, scan_registry
 
 REPO = Path(__file__).resolve().parent
@@ -45,12 +45,27 @@ def unreadable_runs() -> list[dict]:
     return registry()[1]
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+# Characters that make Markdown anywhere in a line: links and images, HTML, code, emphasis, tables, strikethrough,
+# math, Streamlit's :color[...] directives, entities, and e-mail autolinks.
+_MD_ANYWHERE = re.compile(r"([\\`*{}\[\]()!|<>~$&@])")
+# https://... autolinks, :material/icons: and :emoji: shortcodes; a colon before a space or a digit is text
+_MD_COLON = re.compile(r":(?=/|[A-Za-z_+-]+[:/])")
+# An underscore is emphasis only at a word's edge (CommonMark): snake_case file names stay as they are.
+_MD_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+# Headings, lists, quotes and rules only at the start of a line.
+_MD_LINE_START = re.compile(r"(?m)^([ \t]*)(\d*)([#+\-=.)])")
+_MD_WWW = re.compile(r"(?i)\b(www)\.")  # GFM links a bare www.example.com
 
 
 def md_escape(text) -> str:
-    """``text`` with every Markdown character escaped, for names and reasons shown through st.markdown/caption."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    """``text`` shown as itself through st.markdown/caption/subheader/...: every character that would make
+    Markdown there is backslash-escaped (a file named ``![p](https:x)`` is no image, ``**a**`` no bold), while
+    harmless punctuation such as the ``-``, ``.`` and ``_`` of ``normal_IM-0411-0001.jpeg`` is left as it is."""
+    out = _MD_ANYWHERE.sub(r"\\\1", str(text))
+    out = _MD_COLON.sub(r"\\:", out)
+    out = _MD_UNDERSCORE.sub(r"\\_", out)
+    out = _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2) + "\\" + m.group(3), out)
+    return _MD_WWW.sub(r"\1\\.", out)
 
 
 def default_model_name(all_runs: list[dict]) -> str | None:
@@ -123,12 +138,18 @@ def _stamp(run_dir: str) -> str:
     return "-".join(stamps)
 
 
-@st.cache_resource(show_spinner="Loading the model ...", max_entries=6)
+@st.cache_resource(show_spinner="Loading the model and preparing it for the first image (once per server "
+                                "start; the page above can already be used) ...", max_entries=6)
 def _load(run_dir: str, stamp: str):
-    """One model per process, shared read-only by every session. The lock serialises model calls."""
+    """One model per process, shared read-only by every session. The lock serialises model calls.
+
+    The warm-up (one dummy prediction, heat map and faithfulness check) traces the model's
+    graphs here, under the loading message, instead of during the first real upload."""
     from medclf_core.inference import Predictor
 
-    return Predictor.from_run(run_dir), threading.Lock()
+    predictor = Predictor.from_run(run_dir)
+    predictor.warm_up()
+    return predictor, threading.Lock()
 
 
 def load_predictor(card: dict):
@@ -136,10 +157,10 @@ def load_predictor(card: dict):
     try:
         return _load(card["run_dir"], _stamp(card["run_dir"]))
     except MedclfError as exc:
-        st.error(f"The model '{card.get('name')}' cannot be loaded: {exc}")
+        st.error(md_escape(f"The model '{card.get('name')}' cannot be loaded: {user_message(exc)}"))
         st.stop()
-    except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
-        st.error(f"The model '{card.get('name')}' cannot be loaded ({type(exc).__name__}: {exc}).")
+    except Exception as exc:  # noqa: BLE001 - never a traceback or a third-party message in the UI
+        st.error(md_escape(user_message(exc, f"The model '{card.get('name')}' cannot be loaded")))
         st.stop()
 
 
@@ -151,3 +172,68 @@ def fmt(v, pct: bool = False) -> str:
     if v is None:
         return "n/a"
     return f"{v:.1%}" if pct else f"{v:.3f}"
+
+
+def _secrets() -> dict:
+    """Streamlit's secrets (``.streamlit/secrets.toml``), or nothing when there is no secrets file."""
+    try:
+        return dict(st.secrets)
+    except Exception:  # noqa: BLE001 - no secrets file, or one that does not parse: the environment decides
+        return {}
+
+
+def start_page() -> None:
+    """First call of app.py and of every page: memory released when the session ends, then the password."""
+    release_on_disconnect()
+    password_gate()
+
+
+def release_on_disconnect() -> None:
+    """Mark this browser session as not resumable, so that when its tab closes Streamlit shuts it down at
+    once and frees its state, uploads and images, instead of keeping them for a reconnect that a stored
+    session never gets cleaned up after (medclf_core.memory); and start the process's malloc trimmer.
+    A dropped connection then starts a new session (the uploads are asked for again)."""
+    if st.session_state.get("_medclf_release"):
+        return
+    from medclf_core import memory
+
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is not None and Runtime.exists():
+            Runtime.instance().mark_session_nonresumable(ctx.session_id)
+    except Exception:  # noqa: BLE001 - an older or test runtime: the session is kept as Streamlit decides
+        pass
+    memory.start_trimmer()
+    st.session_state["_medclf_release"] = True
+
+
+def password_gate() -> None:
+    """Ask for the access password before anything else (medclf_core.access); nothing when none is set.
+
+    Called (through :func:`start_page`) by app.py and at the top of every page, so no way to a page
+    skips it. The session stays unlocked until the password is changed on the server.
+    """
+    from medclf_core.access import configured_password, password_matches
+
+    expected = configured_password(_secrets())
+    if expected is None:
+        return
+    import hashlib
+
+    stamp = hashlib.sha256(expected.encode("utf-8")).hexdigest()
+    if st.session_state.get("_medclf_unlocked") == stamp:
+        return
+    st.title("medclf")
+    st.caption(NOTICE)
+    with st.form("medclf_password_form", clear_on_submit=True):
+        given = st.text_input("Access password", type="password", key="_medclf_password")
+        submitted = st.form_submit_button("Open the app", type="primary")
+    if submitted:
+        if password_matches(given, expected):
+            st.session_state["_medclf_unlocked"] = stamp
+            st.rerun()
+        st.error("That password is not right. Ask the person who runs this server for it.")
+    st.stop()

@@ -61,7 +61,6 @@ def run_case(zip_path: str) -> dict:
     import resource
     import time
 
-    sys.path.insert(0, str(REPO))
     from medclf_core.data import audit_dataset, open_dataset
 
     start = time.perf_counter()

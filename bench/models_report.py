@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # What the source documents (../shared/seeds) report, for the same task.
 SEED_FIGURES = {

@@ -16,6 +16,7 @@ echo; echo "## Transfer recipe against bn_cnn from scratch"; $PY bench/transfer_
 echo; echo "## Out-of-distribution gate"; $PY bench/ood_report.py; $PY bench/trust_overhead.py
 echo; echo "## Prediction latency and batch throughput"; $PY bench/predict_throughput.py
 echo; echo "## App in the browser"; $PY bench/app_latency.py
+echo; echo "## Memory under concurrent sessions"; $PY bench/session_memory.py --sessions 10 --rounds 2 --after 10 60 150
 echo; echo "## Explainability latency"; $PY bench/explain_latency.py
 echo; echo "## Input pipeline vs ImageDataGenerator"
 if [ -n "${FULL:-}" ]; then $PY bench/pipeline_vs_seed.py; else

@@ -36,8 +36,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from medclf_core.devices import free_local_ports  # noqa: E402
 
@@ -137,7 +135,9 @@ def main() -> None:
                               "train_gflops_per_image": round(3 * flops / 1e9, 3), "params": params}
         print(f"{arch:<11} params {params:>11,}  forward {flops / 1e9:8.3f} GFLOP/img  train ~{3 * flops / 1e9:8.3f}")
     if not args.flops_only:
-        from helpers import make_pattern_dataset
+        import runpy
+
+        make_pattern_dataset = runpy.run_path(str(REPO / "tests" / "helpers.py"))["make_pattern_dataset"]  # test data
 
         with tempfile.TemporaryDirectory() as tmpd:
             tmp = Path(tmpd)

@@ -74,69 +74,55 @@ def cmd_audit(args) -> int:
     return 0
 
 
-TRAIN_FLAGS = {  # CLI attribute -> TrainConfig field
-    "data": "data", "arch": "arch", "name": "name", "task": "task", "epochs": "epochs", "image_size": "image_size",
-    "channels": "channels", "batch_size": "batch_size", "lr": "learning_rate", "val_split": "val_split",
-    "test_split": "test_split", "seed": "seed", "augment": "augment", "class_weights": "class_weights",
-    "patience": "patience", "threshold_method": "threshold_method", "target_sensitivity": "target_sensitivity",
-    "init_from": "init_from", "weights": "weights", "fine_tune_epochs": "fine_tune_epochs",
-    "mixed_precision": "mixed_precision", "group_pattern": "group_pattern",
-    "near_duplicate_distance": "near_duplicate_distance",
-    "xla": "xla", "memory_growth": "memory_growth", "distribute": "distribute", "devices": "logical_devices",
-    "tta": "tta", "freeze_batchnorm": "freeze_batchnorm", "ensemble": "ensemble", "recipe": "recipe",
-    "feature_views": "feature_views", "fine_tune_lr": "fine_tune_learning_rate",
-}
-
-
 def train_config_from_args(args):
     """A TrainConfig from ``--config FILE`` (JSON of TrainConfig fields) overridden by explicit flags.
 
     Relative ``data`` paths in a config file are taken relative to the current directory.
+    Unknown keys in the file are refused with one plain message (:meth:`TrainConfig.from_dict`).
     """
-    from dataclasses import fields
-
     from medclf_core.errors import MedclfError
     from medclf_core.training import TrainConfig
+    from medclf_core.training.config import train_fields
 
     values: dict = {}
     if args.config:
         try:
             values = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MedclfError(f"Cannot read the config file {args.config}: {exc}") from None
-        known = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(values) - known - {"comment", "description"})
-        if unknown:
-            raise MedclfError(f"Unknown key(s) in {args.config}: {', '.join(unknown)}.")
-        values = {k: v for k, v in values.items() if k in known}
-    for attr, field_name in TRAIN_FLAGS.items():
-        v = getattr(args, attr, None)
+        if not isinstance(values, dict):
+            raise MedclfError(f"The config file {args.config} must hold one JSON object of training settings.")
+    for f in train_fields():  # the flags are generated from the fields (build_parser), under the field names
+        v = getattr(args, f.name, None)
         if v is not None:
-            values[field_name] = v
-    if isinstance(values.get("memory_growth"), str):
+            values[f.name] = v
+    if isinstance(values.get("memory_growth"), str):  # "on"/"off" in a config file, as on the command line
         values["memory_growth"] = values["memory_growth"] == "on"
-    if values.get("weights") == "none":
+    if values.get("weights") == "none":  # --weights none (or "none" in the file): no pretrained weights
         values["weights"] = None
     if not values.get("data"):
         raise MedclfError("No dataset given: pass DATA or a --config file with a 'data' entry.")
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values, source=args.config)
 
 
 def cmd_train(args) -> int:
     from medclf_core.events import EventLog
+    from medclf_core.registry import read_card
     from medclf_core.training import train
 
-    cfg = train_config_from_args(args)
-    listeners = [] if args.no_progress else [_TrainPrinter()]
-    log = EventLog(args.events, listeners)
-    run_dir = train(cfg, models_dir=args.models_dir, events=log)
-    if not (run_dir / "card.json").is_file():  # a non-chief worker of a multi-worker run: the chief registers
+    cfg = train_config_from_args(args).validate(args.models_dir)
+    outcome: dict = {}
+    listeners = [lambda ev: outcome.update(ev) if ev["event"] == "done" else None]
+    if not args.no_progress:
+        listeners.append(_TrainPrinter())
+    run_dir = train(cfg, models_dir=args.models_dir, events=EventLog(args.events, listeners))
+    if outcome.get("registered") is False:  # a non-chief worker of a multi-worker run: the chief registers
         if args.json:
             _print_json({"run_dir": str(run_dir), "name": run_dir.name, "registered": False})
         else:
             print(f"Worker finished; the chief registers {run_dir.name}.")
         return 0
-    card = json.loads((run_dir / "card.json").read_text())
+    card = read_card(run_dir)
     summary = {"run_dir": str(run_dir), "name": card["name"], "class_names": card["class_names"],
                "architecture": card["architecture"], "threshold": card["threshold"], "metrics": card["metrics"],
                "validation_metrics": card["validation_metrics"]}
@@ -152,32 +138,44 @@ def cmd_train(args) -> int:
 
 
 class _TrainPrinter:
-    """Turns training events into progress bars on stderr."""
+    """Turns training events into progress bars on stderr.
+
+    The numbers (epoch, batch, ETA, phase) come from the one fold of the events,
+    :class:`medclf_core.events.TrainingProgress`, which the Train page shows too.
+    """
 
     def __init__(self):
+        from medclf_core.events import TrainingProgress
+
         self.bar = None
+        self.progress = TrainingProgress()
 
     def __call__(self, ev: dict) -> None:
         from tqdm import tqdm
 
+        from medclf_core.events import format_eta
+
+        self.progress.add(ev)
+        p = self.progress.state
         kind = ev["event"]
         if kind == "audit_progress":
             return
         if kind == "epoch_begin":
             self._close()
-            self.bar = tqdm(total=None, desc=f"Epoch {ev['epoch']}/{ev['epochs']}", unit="batch", file=sys.stderr)
+            self.bar = tqdm(total=None, desc=f"{p['phase'].capitalize()}: epoch {p['epoch']}/{p['epochs']}",
+                            unit="batch", file=sys.stderr)
         elif kind == "batch" and self.bar is not None:
-            self.bar.total = ev["batches"]
-            self.bar.n = ev["batch"]
-            m = ev.get("metrics", {})
+            self.bar.total = p["batches"]
+            self.bar.n = p["batch"]
+            m = ev.get("metrics") or {}
             self.bar.set_postfix(loss=f"{m.get('loss', 0):.3f}", acc=f"{m.get('accuracy', 0):.3f}",
-                                 eta=f"{ev['eta_s']:.0f}s", refresh=True)
+                                 eta=format_eta(p["eta_s"]), refresh=True)
         elif kind == "epoch":
             m = ev["metrics"]
             self._close()
             print(f"Epoch {ev['epoch']}/{ev['epochs']}: loss {m.get('loss', 0):.4f} acc {m.get('accuracy', 0):.4f} "
                   f"val_loss {m.get('val_loss', 0):.4f} val_acc {m.get('val_accuracy', 0):.4f} "
-                  f"({ev['seconds']:.1f}s, ETA {ev['eta_s']:.0f}s)", file=sys.stderr)
+                  f"({ev['seconds']:.1f}s, ETA {format_eta(p['eta_s'])})", file=sys.stderr)
         elif kind == "audit":
             print("Audit: " + "; ".join(f"{s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
                                         for s, v in ev["counts"].items()), file=sys.stderr)
@@ -295,15 +293,17 @@ def cmd_predict(args) -> int:
     from medclf_core.inference import Predictor
 
     predictor = Predictor.from_run(args.model, args.models_dir, tta=_tta_arg(args.tta))
-    results = predictor.predict_files(args.files)
+    # --cam: each file is decoded once, for its prediction and its overlay (kept only then: memory)
+    decoded: dict | None = {} if args.cam else None
+    results = predictor.predict_files(args.files, decoded=decoded)
     if args.cam:
         from medclf_core.explain import overlay, save_png
-        from medclf_core.images import load_image
 
         out_dir = Path(args.cam)
         out_dir.mkdir(parents=True, exist_ok=True)
-        ok = [r for r in results if "error" not in r]
-        pixels = [load_image(r["file"]).pixels for r in ok]
+        readable = [i for i, r in enumerate(results) if "error" not in r and i in decoded]
+        ok = [results[i] for i in readable]
+        pixels = [decoded[i].pixels for i in readable]
         # the map of the class each result names, scored by a deletion curve (Predictor.explain)
         explained = predictor.explain(pixels, getattr(args, "cam_method", "gradcam"), [r["label"] for r in ok],
                                       faithfulness=True) if pixels else []
@@ -381,10 +381,66 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"invalid choice: '{value}' (choose from 'on', 'off')")
+    return value == "on"
+
+
+def _view_list(value: str) -> list[str]:
+    """``--tta hflip,...``: comma-separated view names; ``none`` for no views."""
+    return [x.strip() for x in value.split(",") if x.strip() and x.strip() != "none"]
+
+
+# How a flag's text becomes a field's value, for the fields whose type alone does not say.
+_FLAG_PARSERS = {"tta": _view_list}
+
+
+def _add_train_flags(t: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field (help, choices and the stated default from the field).
+
+    Every flag's argparse default is None, so that a ``--config`` file's value stands unless
+    a flag is given; the field's own default applies when neither sets it.
+    """
+    import dataclasses
+    import typing
+
+    from medclf_core.training import TrainConfig
+    from medclf_core.training.config import choices_of, train_fields
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in train_fields():
+        meta = f.metadata
+        help_text = meta["help"]
+        if f.name == "data":
+            t.add_argument("data", nargs="?", help=help_text)
+            continue
+        flag = "--" + (meta["flag"] or f.name).replace("_", "-")
+        kind = hints[f.name]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if typing.get_args(kind) else kind
+        choices = choices_of(f)
+        options: dict = {"dest": f.name, "default": None}
+        if meta["metavar"]:
+            options["metavar"] = meta["metavar"]
+        if base is bool and f.default is False:  # a switch
+            t.add_argument(flag, action="store_const", const=True, help=help_text, **options)
+            continue
+        if base is bool:
+            options.update(type=_on_off, metavar="{on,off}")
+            default = "on" if f.default else "off"
+        else:
+            options["type"] = _FLAG_PARSERS.get(f.name) or (base if base in (int, float) else str)
+            if choices is not None:
+                options["choices"] = list(choices)
+            default = meta["default_text"] or f.default
+            if default in (None, dataclasses.MISSING):
+                default = "none"
+        t.add_argument(flag, help=f"{help_text} (default: {default})", **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from medclf_core.architectures import ARCHITECTURES, RECIPES
-    from medclf_core.augment import PRESETS
-    from medclf_core.evaluation import THRESHOLD_METHODS
+    from medclf_core.architectures import ARCHITECTURES
+    from medclf_core.explain import METHODS
 
     p = argparse.ArgumentParser(prog="python -m medclf_core",
                                 description="Train, evaluate and use medical image classifiers (the medclf engine).",
@@ -410,58 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model, evaluate it, and register the run",
                        description=f"Architectures: {archs}", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=EPILOG_DATA + "\n\nA killed run resumes when the same command is run again.")
-    t.add_argument("data", nargs="?", help="dataset folder or .zip (or give it in --config)")
     t.add_argument("--config", help="JSON file of training settings (TrainConfig fields); flags override it")
-    t.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default simple_cnn)")
-    t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
-    t.add_argument("--image-size", type=int, help="input side in pixels (default per architecture, 224)")
-    t.add_argument("--channels", type=int, choices=[1, 3], help="1 = grayscale, 3 = RGB (default 3)")
-    t.add_argument("--batch-size", type=int, help="batch size per device (default 32)")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--val-split", type=float, help="validation fraction (default 0.15)")
-    t.add_argument("--test-split", type=float, help="test fraction (default 0.15)")
-    t.add_argument("--seed", type=int, help="random seed for split, initialisation and augmentation (default 1337)")
-    t.add_argument("--name", help="run name (default: <dataset>-<arch>)")
-    t.add_argument("--task", help="task description stored in the model card (default: dataset name)")
-    t.add_argument("--augment", choices=["auto", *PRESETS],
-                   help="augmentation preset; auto = chest_xray (no flips) for chest data, else default")
-    t.add_argument("--class-weights", choices=["auto", "on", "off"], help="default auto: on when imbalanced")
-    t.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 8)")
-    t.add_argument("--recipe", choices=list(RECIPES),
-                   help="auto (default): transfer for a pretrained backbone (a head on cached features), else "
-                        "scratch (fit on images)")
-    t.add_argument("--feature-views", type=int,
-                   help="transfer: random augmented views of each training image to cache (default 2)")
-    t.add_argument("--fine-tune-lr", type=float, help="learning rate of --fine-tune-epochs (default: the architecture's)")
-    t.add_argument("--threshold-method", choices=list(THRESHOLD_METHODS),
-                   help="how the binary operating threshold is chosen on validation data")
-    t.add_argument("--target-sensitivity", type=float, help="for --threshold-method sensitivity (default 0.95)")
-    t.add_argument("--init-from", help="start from an earlier run (name or folder): fine-tuning")
-    t.add_argument("--weights",
-                   help="pretrained architectures: 'imagenet' (efficientnet_lite0: the pinned package, offline; "
-                        "resnet50: download or $MEDCLF_RESNET50_WEIGHTS), a local weights file, or 'none'")
-    t.add_argument("--fine-tune-epochs", type=int,
-                   help="pretrained architectures: epochs on images after the head, top blocks unfrozen, BatchNorm "
-                        "frozen (default 0)")
-    t.add_argument("--mixed-precision", choices=["auto", "on", "off", "float16", "bfloat16"], help="default auto: on GPUs only")
-    t.add_argument("--xla", choices=["auto", "on", "off"],
-                   help="XLA compilation; default auto: on a single GPU when every layer supports it")
-    t.add_argument("--memory-growth", choices=["on", "off"], help="GPU memory allocated as needed (default on)")
-    t.add_argument("--distribute", choices=["auto", "off"],
-                   help="auto (default): all local GPUs (MirroredStrategy), or the cluster in $TF_CONFIG "
-                        "(MultiWorkerMirroredStrategy: run the same command on each machine); off: one device")
-    t.add_argument("--devices", type=int, metavar="N",
-                   help="split the CPU into N logical devices and mirror over them (tests, benchmarks)")
-    t.add_argument("--group-pattern", help="regex on file names giving a patient id; a patient's images stay in one split")
-    t.add_argument("--near-duplicate-distance", type=int, help="dHash bits for near-duplicates (default 8; -1 off)")
-    t.add_argument("--freeze-batchnorm", action="store_const", const=True,
-                   help="with --init-from: BatchNorm layers keep the earlier run's statistics (small datasets)")
-    t.add_argument("--tta", type=lambda v: [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"],
-                   help="test-time views averaged for validation, threshold and prediction, e.g. 'hflip' "
-                        "(needs flip augmentation); default none")
-    t.add_argument("--ensemble", type=int, metavar="N",
-                   help="train N models (seeds seed, seed+1, ...) on the same split and ship them merged as one "
-                        "model that averages their logits; default 1")
+    _add_train_flags(t)
     t.add_argument("--events", help="also write progress events (JSON lines) to this file")
     common(t)
     t.set_defaults(func=cmd_train)
@@ -489,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
     pr.add_argument("--report", metavar="DIR", help="write a printable PDF report per image into DIR (image, heat "
                                                     "map, probabilities, decision, model card; no patient identifiers)")
-    pr.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"],
+    pr.add_argument("--cam-method", default="gradcam", choices=list(METHODS),
                     help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
     pr.add_argument("--tta", help="test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)")
     common(pr)

@@ -13,11 +13,23 @@ duplicates (same decoded pixels, MD5) and near-duplicates (256-bit difference
 hash within ``near_duplicate_distance`` bits) are grouped; splits keep each group
 on one side so that validation numbers are not flattered by leaked copies.
 
-Example::
+Example (a tiny dataset of two classes of ten random images each)::
 
-    >>> index = scan_dataset("data/chest_xray")            # doctest: +SKIP
-    >>> report = audit_dataset(index)                      # doctest: +SKIP
-    >>> splits = split_dataset(index, report, val_fraction=0.15, test_fraction=0.15, seed=1337)
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root, rng = Path(tempfile.mkdtemp()), np.random.default_rng(0)
+    >>> for cls in ("NORMAL", "PNEUMONIA"):
+    ...     (root / cls).mkdir()
+    ...     for i in range(10):
+    ...         Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    >>> index = scan_dataset(root)
+    >>> report = audit_dataset(index, workers=1)
+    >>> report.counts, report.warnings()
+    ({'all': {'NORMAL': 10, 'PNEUMONIA': 10}}, [])
+    >>> splits = split_dataset(index, report, val_fraction=0.2, test_fraction=0.2, seed=1337)
+    >>> split_counts(splits, index.class_names)
+    {'train': {'NORMAL': 6, 'PNEUMONIA': 6}, 'val': {'NORMAL': 2, 'PNEUMONIA': 2}, 'test': {'NORMAL': 2, 'PNEUMONIA': 2}}
+    >>> shutil.rmtree(root)
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medclf_core.archive import ZipLimits, limit_violation, unsafe_member_reason
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.images import is_image_candidate, load_image
 
@@ -78,12 +91,6 @@ class DatasetIndex:
     @property
     def name(self) -> str:
         return Path(self.root).name
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(self.class_names, 0))
-        for it in self.items:
-            out[it.split or "all"][self.class_names[it.label]] += 1
-        return {k: dict(v) for k, v in out.items()}
 
 
 @dataclass
@@ -165,7 +172,7 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
         infos = zf.infolist()
         _check_zip_limits(infos)
         for info in infos:
-            reason = _unsafe_member_reason(info, dest)
+            reason = unsafe_member_reason(info, dest)
             if reason:
                 skipped.append({"file": info.filename, "reason": reason})
                 continue
@@ -180,34 +187,15 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
 
 def _check_zip_limits(infos: list[zipfile.ZipInfo]) -> None:
     """Refuse archives over the member-count, total-size or compression-ratio limits."""
-    if len(infos) > ZIP_MAX_MEMBERS:
-        raise DatasetError(f"The zip has {len(infos)} entries; the limit is {ZIP_MAX_MEMBERS}.")
-    total = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos) or 1
-    if total > ZIP_MAX_TOTAL_BYTES:
-        raise DatasetError(f"The zip would unpack to {total / 2**30:.1f} GB; the limit is {ZIP_MAX_TOTAL_BYTES // 2**30} GB.")
-    if total / packed > ZIP_MAX_RATIO and total > 50 * 2**20:
-        raise DatasetError("The zip's compression ratio is suspiciously high (a possible zip bomb); refused.")
-
-
-def _unsafe_member_reason(info: zipfile.ZipInfo, dest: Path) -> str | None:
-    """Why a member must not be extracted (path escape, link, special file), or None."""
-    name = info.filename
-    file_type = (info.external_attr >> 16) & 0o170000
-    if file_type == 0o120000:
-        return "symbolic link"
-    if file_type not in (0, 0o100000, 0o040000):
-        return "special file (device, pipe or socket)"
-    parts = Path(name).parts
-    if (name.startswith(("/", "\\")) or ".." in parts or "\\" in name or "\0" in name
-            or (parts and ":" in parts[0])):
-        return "unsafe path"
-    target = (dest / name).resolve()
-    if not str(target).startswith(str(dest) + os.sep):
-        return "unsafe path"
-    if info.flag_bits & 0x1:
-        return "encrypted"
-    return None
+    broken = limit_violation(infos, ZipLimits(ZIP_MAX_MEMBERS, ZIP_MAX_TOTAL_BYTES, ZIP_MAX_RATIO))
+    if broken is None:
+        return
+    if broken.kind == "members":
+        raise DatasetError(f"The zip has {broken.members} entries; the limit is {ZIP_MAX_MEMBERS}.")
+    if broken.kind == "total":
+        raise DatasetError(f"The zip would unpack to {broken.unpacked / 2**30:.1f} GB; the limit is "
+                           f"{ZIP_MAX_TOTAL_BYTES // 2**30} GB.")
+    raise DatasetError("The zip's compression ratio is suspiciously high (a possible zip bomb); refused.")
 
 
 def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
@@ -292,6 +280,8 @@ def _single_child_root(root: Path) -> Path:
         dirs = [c for c in children if c.is_dir()]
         if len(dirs) == 1 and not [c for c in children if c.is_file()]:
             sub = dirs[0]
+            if sub.name.lower() in SPLIT_ALIASES:
+                return root  # a test-only dataset (root/test/<class>/...) keeps its split
             grandchildren = [c for c in sub.iterdir() if c.is_dir() and not c.name.startswith(".")]
             if grandchildren and any(g.is_dir() for g in grandchildren):
                 root = sub
@@ -317,7 +307,7 @@ def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None
     """
     path = Path(source).expanduser()
     temp: Path | None = None
-    if path.is_file() and zipfile.is_zipfile(path):
+    if path.is_file() and (zipfile.is_zipfile(path) or path.suffix.lower() == ".zip"):  # a damaged zip says so
         dest = Path(extract_to) if extract_to else (temp := _new_extraction_dir())
         try:
             skipped = safe_extract_zip(path, dest)
@@ -409,7 +399,7 @@ def open_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None
 
     Example::
 
-        with open_dataset("data.zip") as index:     # doctest: +SKIP
+        with open_dataset("data.zip") as index:
             report = audit_dataset(index)
     """
     index = scan_dataset(source, extract_to)
@@ -730,15 +720,16 @@ def audit_dataset(index: DatasetIndex, *, near_duplicate_distance: int = 8, work
     if index.presplit:
         cross = [[items[k].rel for k in ks] for ks in groups.values() if len({items[k].split for k in ks}) > 1]
 
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(index.class_names, 0))
+    by_split: dict[str, list[Item]] = defaultdict(list)
     for it in items:
-        counts[it.split or "all"][index.class_names[it.label]] += 1
+        by_split[it.split or "all"].append(it)
+    counts = split_counts(by_split, index.class_names)
     totals = Counter(it.label for it in items)
     sizes = [totals.get(c, 0) for c in range(len(index.class_names))]
     imbalance = (max(sizes) / min(sizes)) if min(sizes) > 0 else float("inf")
     fingerprint = hashlib.sha256("\n".join(f"{it.rel}\t{hashes[it.rel]}" for it in sorted(items, key=lambda x: x.rel))
                                  .encode()).hexdigest()
-    return AuditReport(index.class_names, {k: dict(v) for k, v in counts.items()}, round(imbalance, 3), unreadable,
+    return AuditReport(index.class_names, counts, round(imbalance, 3), unreadable,
                        duplicate_groups, near_groups, cross, conflicting, fingerprint, hashes, dhashes,
                        list(index.skipped), damaged)
 
@@ -858,4 +849,71 @@ def _split_items(items: list[Item], report: AuditReport, fractions: dict[str, fl
 
 
 def split_counts(splits: dict[str, list[Item]], class_names: list[str]) -> dict[str, dict[str, int]]:
-    return {s: {c: sum(1 for it in its if class_names[it.label] == c) for c in class_names} for s, its in splits.items()}
+    """Images per class in each split: ``{split: {class: n}}``, every class listed (0 when absent).
+
+    The one class count (the audit, the card's dataset counts and the trust refit use it).
+
+    >>> split_counts({"train": [Item("/a", "a", 1, "train")], "val": []}, ["cat", "dog"])
+    {'train': {'cat': 0, 'dog': 1}, 'val': {'cat': 0, 'dog': 0}}
+    """
+    out = {}
+    for split, its in splits.items():
+        per_label = Counter(it.label for it in its)
+        out[split] = {c: per_label.get(k, 0) for k, c in enumerate(class_names)}
+    return out
+
+
+# ---------------------------------------------------------------------------- the Train page's dataset summary
+
+CHANNEL_SAMPLE = 32
+COLOUR_MIN_DIFFERENCE = 3.0  # mean |R-G|, |G-B| in grey levels: JPEG chroma noise on a grey film stays below it
+
+
+def dataset_channels(index: DatasetIndex, sample: int = CHANNEL_SAMPLE) -> int:
+    """1 when the dataset's images are grayscale, 3 when they are colour: the default input of a model for it.
+
+    Decodes up to ``sample`` images spread evenly over the dataset (every class), through the
+    same decoder as training. An RGB file whose channels are (nearly) equal is a grey image
+    saved as colour and counts as grayscale. The majority of the readable sample decides;
+    grayscale when none is readable.
+    """
+    items = index.items
+    if not items:
+        return 1
+    step = max(1, len(items) // max(1, sample))
+    colour = grey = 0
+    for item in items[::step][:sample]:
+        try:
+            px = load_image(item.path).pixels
+        except (ImageError, OSError):
+            continue
+        if px.ndim == 3 and px.shape[2] >= 3:
+            p = px[..., :3].astype(np.int16)
+            diff = max(float(np.abs(p[..., 0] - p[..., 1]).mean()), float(np.abs(p[..., 1] - p[..., 2]).mean()))
+            if diff >= COLOUR_MIN_DIFFERENCE:
+                colour += 1
+                continue
+        grey += 1
+    return 3 if colour > grey else 1
+
+
+def audit_source(source: str | os.PathLike, extract_to: str | os.PathLike | None = None) -> dict:
+    """Scan and audit a dataset folder or zip; a JSON-ready summary for the Train page.
+
+    Keys: ``root`` (the folder to train on; the extracted folder for a zip), ``name``,
+    ``class_names, presplit, counts, imbalance_ratio, unreadable, duplicate_groups,
+    near_duplicate_groups, cross_split_duplicates, skipped, warnings, n_images`` and
+    ``channels`` (:func:`dataset_channels`: 1 for a grayscale dataset, 3 for colour).
+    Raises :class:`DatasetError` with a plain message.
+    """
+    index = scan_dataset(source, extract_to=extract_to)
+    report = audit_dataset(index)
+    d = report.to_dict()
+    imbalance = d["imbalance_ratio"]
+    return {"root": index.root, "name": index.name, "class_names": index.class_names, "presplit": index.presplit,
+            "counts": d["counts"], "imbalance_ratio": imbalance if np.isfinite(imbalance) else None,
+            "unreadable": d["unreadable"], "duplicate_groups": d["duplicate_groups"],
+            "near_duplicate_groups": d["near_duplicate_groups"],
+            "cross_split_duplicates": d["cross_split_duplicates"], "skipped": d["skipped"],
+            "warnings": report.warnings(), "n_images": sum(sum(v.values()) for v in d["counts"].values()),
+            "channels": dataset_channels(index)}

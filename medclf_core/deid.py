@@ -13,25 +13,35 @@ the rules:
   that :func:`redact` can scrub them from any text (a message, a file name).
 - :func:`safe_metadata` returns only the non-identifying fields the app shows by
   default (modality, body part, photometric interpretation, size, frames, ...).
-- :func:`header_rows` is the "show header" view: identifiers left out unless the
-  user asked for them.
+- :func:`dicom_facts` gives both of the above as one
+  :class:`~medclf_core.pixels.DicomFacts`; the DICOM decoder attaches it to the decoded
+  image (``DecodedImage.dicom``), so a file is parsed once.
 - :func:`deidentify` returns a copy of a dataset without the identifying elements.
+- :func:`read_dataset` is the one way medclf parses DICOM bytes (pydicom told not to
+  log header values); it builds on :mod:`medclf_core.pixels` only.
 
 Example::
 
-    >>> ds = read_header("scan.dcm")                            # doctest: +SKIP
-    >>> safe_metadata(ds)                                       # doctest: +SKIP
-    {'Modality': 'CR', 'BodyPartExamined': 'CHEST', 'Rows': 1955, 'Columns': 1841, ...}
-    >>> redact("failed on DOE^JANE", identifying_values(ds))    # doctest: +SKIP
-    'failed on [redacted]'
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientName, ds.PatientID, ds.Modality = "DOE^JANE", "MRN12345", "CR"
+    >>> safe_metadata(ds)
+    {'Modality': 'CR', 'NumberOfFrames': 1}
+    >>> redact("failed on Jane Doe (MRN12345)", identifying_values(ds))
+    'failed on [redacted] ([redacted])'
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
+import warnings
 from collections.abc import Iterable
+
+from medclf_core.errors import ImageError
+from medclf_core.pixels import DicomFacts, read_bytes
 
 REDACTED = "[redacted]"
 
@@ -108,15 +118,54 @@ def _tags_for(keywords: Iterable[str]) -> frozenset[int]:
 IDENTIFYING_TAGS = _tags_for(IDENTIFYING_KEYWORDS)
 
 
+def read_dataset(data: bytes, *, stop_before_pixels: bool = False):
+    """A pydicom Dataset from bytes, or :class:`ImageError` if it cannot be parsed."""
+    import pydicom
+
+    quiet_pydicom()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise ImageError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
+
+
+def quiet_pydicom() -> None:
+    """Stop pydicom from validating values as it reads: its validation warnings and
+    log lines quote the offending value, which may be a patient's name or ID.
+    medclf never wants header values in a log, so this is set process-wide."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def read_header(source):
     """A pydicom Dataset without pixel data, from a path, bytes or file-like upload.
 
-    Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
+    For a file whose pixels are decoded as well, use ``load_image(source).dicom`` instead:
+    one parse gives both. Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
     """
-    from medclf_core.dicom import read_dataset
-    from medclf_core.images import _read_bytes
+    return read_dataset(read_bytes(source), stop_before_pixels=True)
 
-    return read_dataset(_read_bytes(source), stop_before_pixels=True)
+
+def dicom_facts(ds) -> DicomFacts | None:
+    """The display fields (:func:`safe_metadata`) and identifying values (:func:`identifying_values`)
+    of a parsed dataset, or None when its header cannot be summarised (the pixels may still be fine).
+
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientName, ds.Modality = "DOE^JANE", "MR"
+    >>> facts = dicom_facts(ds)
+    >>> facts.metadata, facts.identifying
+    ({'Modality': 'MR', 'NumberOfFrames': 1}, ['DOE JANE', 'DOE^JANE', 'JANE DOE', 'JANE', 'DOE'])
+    >>> facts  # the identifiers stay out of any log line
+    DicomFacts(metadata={'Modality': 'MR', 'NumberOfFrames': 1})
+    """
+    try:
+        return DicomFacts(safe_metadata(ds), identifying_values(ds))
+    except Exception:  # noqa: BLE001 - a header we cannot summarise must not refuse the image
+        return None
 
 
 def is_identifying(elem) -> bool:
@@ -219,29 +268,6 @@ def safe_metadata(source) -> dict:
         out["SOPClass"] = str(getattr(ds.SOPClassUID, "name", "") or out["SOPClassUID"])
         del out["SOPClassUID"]
     return out
-
-
-def header_rows(ds, *, include_identifiers: bool = False, max_value_chars: int = 200) -> list[dict]:
-    """The header as rows ``{"tag", "keyword", "value"}`` for a "show header" view.
-
-    Identifying elements are left out unless ``include_identifiers`` (the user asked);
-    binary values (pixel data, overlays) and sequences are summarised, not dumped.
-    """
-    rows = []
-    for elem in _walk(ds):
-        if isinstance(elem, _Marked) and not include_identifiers:
-            continue
-        if not include_identifiers and is_identifying(elem):
-            continue
-        value = elem.value
-        if isinstance(value, bytes | bytearray):
-            shown = f"<{len(value)} bytes>"
-        else:
-            shown = str(_plain(value))
-            shown = shown if len(shown) <= max_value_chars else shown[: max_value_chars - 3] + "..."
-        rows.append({"tag": f"({elem.tag.group:04X},{elem.tag.element:04X})",
-                     "keyword": getattr(elem, "keyword", "") or "", "value": shown})
-    return rows
 
 
 def deidentify(ds):

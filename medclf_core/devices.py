@@ -133,12 +133,6 @@ class DevicePlan:
                 "task": self.cluster.task_id if self.cluster else None, "chief": self.is_chief}
 
 
-def list_gpus() -> list[str]:
-    import tensorflow as tf
-
-    return [d.name for d in tf.config.list_physical_devices("GPU")]
-
-
 def _bf16_capable() -> bool:
     import tensorflow as tf
 

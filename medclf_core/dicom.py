@@ -15,20 +15,29 @@ syntaxes decode through pydicom's plugins (pylibjpeg, pylibjpeg-openjpeg, Pillow
 when none can, the message names the package to install.
 
 Patient identifiers are never copied into notes, errors or logs: messages name
-only the problem, the transfer syntax, or an exception type.
+only the problem, the transfer syntax, or an exception type. The file is parsed once
+(:func:`medclf_core.deid.read_dataset`, which keeps pydicom from logging header values),
+and the header facts the app shows come from that same parse (``DecodedImage.dicom``).
+
+This module builds on :mod:`medclf_core.pixels` and :mod:`medclf_core.deid` only;
+:mod:`medclf_core.images` dispatches DICOM bytes here, never the other way round.
+
+Example::
+
+    >>> window(np.array([0.0, 40.0, 80.0]), center=40, width=80)
+    array([  0, 129, 255], dtype=uint8)
 """
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 
 import numpy as np
 
+from medclf_core import pixels as _limits  # read at call time, so tests can lower the limits
 from medclf_core.errors import ImageError
-from medclf_core import images as _limits  # read at call time, so tests can lower the limits
-from medclf_core.images import DecodedImage, _limit_size, to_uint8
+from medclf_core.pixels import DecodedImage, limit_size, to_uint8
 
 # Transfer syntax UID -> the package(s) that decode it, for "install X" messages.
 DECODER_HINTS = {
@@ -66,26 +75,14 @@ def decode_dicom(data: bytes, *, frame: int | None = None) -> DecodedImage:
             from None
 
 
-def read_dataset(data: bytes, *, stop_before_pixels: bool = False):
-    """A pydicom Dataset from bytes, or :class:`ImageError` if it cannot be parsed."""
-    import pydicom
+def __getattr__(name: str):
+    """``read_dataset`` and ``quiet_pydicom`` moved to :mod:`medclf_core.deid`; still importable from here
+    (looked up on first use, so importing this module does not import pydicom)."""
+    if name in ("read_dataset", "quiet_pydicom"):
+        from medclf_core import deid
 
-    quiet_pydicom()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        raise ImageError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
-
-
-def quiet_pydicom() -> None:
-    """Stop pydicom from validating values as it reads: its validation warnings and
-    log lines quote the offending value, which may be a patient's name or ID.
-    medclf never wants header values in a log, so this is set process-wide."""
-    from pydicom import config
-
-    config.settings.reading_validation_mode = config.IGNORE
+        return getattr(deid, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _decode(data: bytes, frame: int | None) -> DecodedImage:
@@ -95,10 +92,13 @@ def _decode(data: bytes, frame: int | None) -> DecodedImage:
 
 
 def _decode_quietly(data: bytes, frame: int | None) -> DecodedImage:
+    from medclf_core.deid import dicom_facts, read_dataset
+
     ds = read_dataset(data)
     notes: list[str] = []
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageError("This DICOM file has no image (no pixel data): it may be a report or a structured document.")
+    facts = dicom_facts(ds)  # before the decode below adds a file header of its own
     _assume_transfer_syntax(ds, notes)
     n_frames = _check_geometry(ds)
     index = _frame_index(n_frames, frame, notes)
@@ -111,7 +111,7 @@ def _decode_quietly(data: bytes, frame: int | None) -> DecodedImage:
         pixels = _colour(arr, ds, photometric, notes)
     else:
         pixels = _grayscale(arr, ds, index, photometric, notes)
-    return DecodedImage(_limit_size(np.ascontiguousarray(pixels), notes), "DICOM", notes)
+    return DecodedImage(limit_size(np.ascontiguousarray(pixels), notes), "DICOM", notes, dicom=facts)
 
 
 def _assume_transfer_syntax(ds, notes: list[str]) -> None:
@@ -184,7 +184,7 @@ def _shrink_stored_values(arr: np.ndarray, ds, photometric: str, notes: list[str
     Modality LUT) is left alone: averaged indices would mean different values."""
     if max(arr.shape[:2]) <= _limits.MAX_SIDE or photometric == "PALETTE COLOR" or "ModalityLUTSequence" in ds:
         return arr
-    return _limit_size(arr, notes)
+    return limit_size(arr, notes)
 
 
 def _transfer_syntax(ds):

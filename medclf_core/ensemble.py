@@ -19,9 +19,13 @@ an ensemble with as many members starts each new member from the matching old on
 
 Example::
 
-    >>> merged = merge_members([model_a, model_b, model_c])       # doctest: +SKIP
-    >>> split_member(merged, 2).name                               # doctest: +SKIP
-    'bn_cnn'
+    >>> from medclf_core.architectures import build_model
+    >>> members = [build_model("simple_cnn", 2, 32, 1) for _ in range(3)]  # tiny and untrained
+    >>> merged = merge_members(members)
+    >>> merged.name, count_members(merged), merged.get_layer("m2_conv3").name
+    ('simple_cnn_x3', 3, 'm2_conv3')
+    >>> [layer.name for layer in split_member(merged, 2).layers][:3]
+    ['image', 'rescale', 'conv1']
     >>> member_layer_names("block4_relu", 3)
     ['m1_block4_relu', 'm2_block4_relu', 'm3_block4_relu']
 """

@@ -8,10 +8,15 @@ names are scrubbed of any identifying values the caller passes (see
 :func:`medclf_core.deid.identifying_values`), and cells that a spreadsheet would
 run as a formula are neutralised.
 
-Example::
+Example (``results`` as :meth:`~medclf_core.inference.Predictor.predict_files` returns them)::
 
-    >>> results = predictor.predict_files(["a.dcm", "b.png"])   # doctest: +SKIP
-    >>> open("predictions.csv", "w").write(predictions_csv(results))  # doctest: +SKIP
+    >>> results = [{"file": "/uploads/Doe_Jane_chest.png", "label": "PNEUMONIA",
+    ...             "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": False},
+    ...            {"file": "b.dcm", "error": "The file is empty (0 bytes)."}]
+    >>> print(predictions_csv(results, identifying=["Doe", "Jane"]), end="")
+    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,ood,ood_score,ood_reason,error,notes
+    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,,,,
+    b.dcm,,,,,,,,,The file is empty (0 bytes).,
 """
 
 from __future__ import annotations

@@ -6,11 +6,20 @@
   when listing runs.
 - :func:`medclf_core.data.remove_stale_extractions`: ``medclf-zip-<pid>-*`` folders of
   zips extracted by a process that is gone (re-exported here).
+- :func:`remove_stale_uploads`: dataset zips uploaded on the Train page (``<jobs dir>/uploads/<digest>``),
+  which a background run reads after the upload, so they cannot go with the browser session.
 
-Example::
+Example (a registration killed two hours ago left its temporary folder)::
 
-    >>> remove_stale_registrations("models")          # doctest: +SKIP
+    >>> import tempfile
+    >>> models = Path(tempfile.mkdtemp())
+    >>> (models / ".tmp-chest-3k2j1x").mkdir()
+    >>> two_hours_ago = time.time() - 7200
+    >>> os.utime(models / ".tmp-chest-3k2j1x", (two_hours_ago, two_hours_ago))
+    >>> remove_stale_registrations(models)
     ['.tmp-chest-3k2j1x']
+    >>> remove_stale_registrations(models)
+    []
 """
 
 from __future__ import annotations
@@ -18,14 +27,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from medclf_core.data import remove_stale_extractions
 
-__all__ = ["REGISTRATION_TMP_PREFIX", "remove_stale_extractions", "remove_stale_registrations"]
+__all__ = ["REGISTRATION_TMP_PREFIX", "remove_stale_extractions", "remove_stale_registrations",
+           "remove_stale_uploads"]
 
 REGISTRATION_TMP_PREFIX = ".tmp-"
 STALE_AFTER_S = 3600.0
+UPLOADS_KEPT_S = 86400.0  # a Train-page upload is kept a day after it was last used
 
 
 def _newest_mtime(folder: Path) -> float:
@@ -56,6 +68,50 @@ def remove_stale_registrations(models_dir: str | os.PathLike, *, max_age_s: floa
     now = time.time()
     for folder in candidates:
         try:
+            if now - _newest_mtime(folder) <= max_age_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder.name)
+    return removed
+
+
+def remove_stale_uploads(uploads_dir: str | os.PathLike, *, in_use: Iterable[str | os.PathLike] = (),
+                         max_age_s: float = UPLOADS_KEPT_S) -> list[str]:
+    """Remove upload folders in ``uploads_dir`` untouched for ``max_age_s`` (default a day), except those
+    holding a path in ``in_use`` (the data of a running job). Returns the names of the folders removed.
+
+    A run trained on an upload keeps working without it; only its own-split pictures on the Evaluate
+    page say that the images are no longer on this server. Never raises.
+
+    >>> import tempfile
+    >>> uploads = Path(tempfile.mkdtemp())
+    >>> for name in ("old", "busy", "new"):
+    ...     (uploads / name).mkdir()
+    >>> for name in ("old", "busy"):
+    ...     os.utime(uploads / name, (time.time() - 2 * 86400,) * 2)
+    >>> remove_stale_uploads(uploads, in_use=[uploads / "busy" / "data.zip"])
+    ['old']
+    """
+    base = Path(uploads_dir)
+    try:
+        candidates = [p for p in base.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    busy = set()
+    for path in in_use:
+        try:
+            busy.add(Path(path).resolve())
+        except (OSError, RuntimeError):
+            continue
+    now, removed = time.time(), []
+    for folder in sorted(candidates):
+        try:
+            resolved = folder.resolve()
+            if any(b == resolved or resolved in b.parents for b in busy):
+                continue
             if now - _newest_mtime(folder) <= max_age_s:
                 continue
         except OSError:

@@ -3,20 +3,30 @@
 Everything that reads pixels goes through two functions:
 
 - :func:`load_image` decodes by *content* (never by extension): PNG/JPEG/BMP/TIFF/GIF
-  through Pillow, DICOM through pydicom. It returns a :class:`DecodedImage`
-  holding an 8-bit array (H, W) or (H, W, 3) ready for display, and notes such as
-  "multi-frame TIFF: first frame used".
+  through Pillow, DICOM through pydicom (:mod:`medclf_core.dicom`). It returns a
+  :class:`~medclf_core.pixels.DecodedImage` holding an 8-bit array (H, W) or (H, W, 3)
+  ready for display, notes such as "multi-frame TIFF: first frame used", and for a
+  DICOM its header facts (``dicom``: display fields and identifiers, from the same parse).
 - :func:`to_model_input` resizes and converts channels for a model. Training,
   prediction and Grad-CAM all call it, so they all see the same pixels.
 
 Example::
 
-    >>> img = load_image("scan.dcm")          # doctest: +SKIP
+    >>> import io
+    >>> from PIL import Image
+    >>> png = io.BytesIO()
+    >>> Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64).astype(np.uint8)).save(png, "PNG")
+    >>> img = load_image(png.getvalue())
+    >>> img.source_format, img.pixels.shape, img.dicom is None
+    ('PNG', (48, 64), True)
     >>> x = to_model_input(img.pixels, image_size=224, channels=1)
     >>> x.shape, x.dtype
     ((224, 224, 1), dtype('uint8'))
 
 Bad input raises :class:`ImageError` with a sentence a clinician can read.
+
+The decoded-image type, the size limits and the byte reading live in :mod:`medclf_core.pixels`
+(re-exported here); this module imports :mod:`medclf_core.dicom`, never the other way round.
 """
 
 from __future__ import annotations
@@ -26,26 +36,19 @@ import math
 import os
 import struct
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from medclf_core import pixels as _pixels  # limits read at call time, so tests can lower them
+from medclf_core.dicom import decode_dicom
 from medclf_core.errors import ImageError
+# Re-exported: these lived here before medclf_core.pixels existed, and callers import them from here.
+from medclf_core.pixels import (MAX_DECODED_BYTES, MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE,  # noqa: F401
+                                DecodedImage, DicomFacts, check_upload_size, limit_size, read_bytes, to_uint8)
 
-# Images larger than this many pixels are refused as likely decompression bombs
-# (a 16k x 16k grayscale scan is still accepted; MAX_DECODED_BYTES bounds colour).
-MAX_PIXELS = 16384 * 16384
-# Decoded images whose longer side exceeds this are downscaled on load; no model
-# here needs more and it bounds memory per upload.
-MAX_SIDE = 4096
-# Uploads bigger than this are refused before decoding.
-MAX_FILE_BYTES = 512 * 1024 * 1024
-# Refuse images whose decoded pixels (at the size they will be decoded) would need
-# more memory than this: one upload must not be able to exhaust the server.
-MAX_DECODED_BYTES = 1024 * 1024 * 1024
 # Deflate cannot compress better than about 1032:1, so a PNG whose header claims far
 # more pixel bytes than that is lying (a crafted header or a truncated file).
 PNG_MAX_INFLATE_RATIO = 1100
@@ -55,76 +58,10 @@ JPEG_MIN_BYTES_DIVISOR = 1024
 # Images whose shorter side is below this, once decoded, are refused: nothing to classify.
 MIN_SIDE = 8
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = _pixels.MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom", ".webp"}
-
-
-@dataclass
-class DecodedImage:
-    """An image ready for display and for :func:`to_model_input`.
-
-    ``pixels`` is uint8, (H, W) for grayscale or (H, W, 3) for colour.
-    ``notes`` are plain-language remarks on how it was decoded.
-    ``warnings`` say the data is damaged although it decoded (the decoder's corrupt-data
-    warnings): the picture may be partly grey or garbled, and a prediction on it is suspect.
-    """
-
-    pixels: np.ndarray
-    source_format: str
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def is_grayscale(self) -> bool:
-        return self.pixels.ndim == 2
-
-
-def check_upload_size(n_bytes: int, limit: int | None = None) -> None:
-    """Raise :class:`ImageError` when an upload of ``n_bytes`` is empty or over ``limit``
-    (default :data:`MAX_FILE_BYTES`).
-
-    Call it before reading an upload into memory (the app knows the size first).
-    """
-    limit = MAX_FILE_BYTES if limit is None else limit
-    if n_bytes <= 0:
-        raise ImageError("The file is empty (0 bytes).")
-    if n_bytes > limit:
-        raise ImageError(f"The file is too large ({n_bytes / 2**20:.0f} MB); the limit is {limit // 2**20} MB.")
-
-
-def _read_bytes(source: str | os.PathLike | bytes | io.IOBase) -> bytes:
-    """The raw bytes of a path, bytes object or file-like object, never more than the limit.
-
-    A seekable file-like object (Streamlit's ``UploadedFile``) is read from its start,
-    so the same upload can be decoded more than once.
-    """
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    elif isinstance(source, io.IOBase) or hasattr(source, "read"):
-        try:
-            if getattr(source, "seekable", lambda: False)():
-                source.seek(0)
-            data = source.read(MAX_FILE_BYTES + 1)
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"The upload could not be read ({type(exc).__name__}).") from None
-        if isinstance(data, str):
-            raise ImageError("The upload is text, not an image.")
-    else:
-        path = Path(source)
-        if path.is_dir():
-            raise ImageError(f"{path.name} is a folder, not an image file.")
-        if not path.is_file():
-            raise ImageError(f"File not found: {path.name}")
-        try:
-            check_upload_size(path.stat().st_size)
-            data = path.read_bytes()
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ImageError(f"The file {path.name} could not be read ({reason}).") from None
-    check_upload_size(len(data))
-    return bytes(data)
 
 
 _DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
@@ -149,42 +86,6 @@ def looks_like_dicom(data: bytes) -> bool:
     return data[3] < 0x10 and 0 < implicit_length <= len(data) - 8
 
 
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale any numeric array to uint8 by its own range (min -> 0, max -> 255).
-
-    A constant image maps to zeros rather than dividing by zero; NaN and infinite
-    values (damaged float images) count as the minimum.
-    """
-    if array.dtype == np.uint8:
-        return array
-    with np.errstate(invalid="ignore", over="ignore"):
-        a = np.asarray(array, dtype=np.float64)
-        finite = np.isfinite(a)
-        if not finite.all():
-            a = np.where(finite, a, np.nan)
-        if not finite.any():
-            return np.zeros(a.shape, dtype=np.uint8)
-        lo, hi = np.nanmin(a), np.nanmax(a)
-        if not np.isfinite(hi - lo) or hi <= lo:
-            return np.zeros(a.shape, dtype=np.uint8)
-        out = (np.nan_to_num(a, nan=lo) - lo) * (255.0 / (hi - lo))
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _limit_size(pixels: np.ndarray, notes: list[str]) -> np.ndarray:
-    """Downscale so the longer side is at most :data:`MAX_SIDE` (area averaging)."""
-    h, w = pixels.shape[:2]
-    if max(h, w) <= MAX_SIDE:
-        return pixels
-    if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-        pixels = pixels.astype(np.float32)  # OpenCV cannot resize int32 or big-endian arrays
-    pixels = np.ascontiguousarray(pixels)
-    scale = MAX_SIDE / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    notes.append(f"large image ({w}x{h}) downscaled to {size[0]}x{size[1]} on load")
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-
-
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
@@ -207,10 +108,10 @@ def _refuse_implausible_size(img: Image.Image, data: bytes) -> None:
     """Refuse, before any pixel memory is allocated, images too big to hold or whose
     header claims more pixels than the file could possibly contain."""
     needed = _decoded_bytes(img)
-    if needed > MAX_DECODED_BYTES:
+    if needed > _pixels.MAX_DECODED_BYTES:
         raise ImageError(
             f"The image is too large to open safely ({img.width}x{img.height} pixels, "
-            f"{needed / 2**20:.0f} MB decoded; the limit is {MAX_DECODED_BYTES // 2**20} MB)."
+            f"{needed / 2**20:.0f} MB decoded; the limit is {_pixels.MAX_DECODED_BYTES // 2**20} MB)."
         )
     if img.format == "PNG" and _png_raw_bytes(data) > PNG_MAX_INFLATE_RATIO * len(data) + 2**20:
         raise ImageError("The PNG file is damaged or truncated: its header claims far more pixels than the file holds.")
@@ -272,9 +173,9 @@ def _png_raw_bytes(data: bytes) -> int:
 
 def _draft_large_jpeg(img: Image.Image, notes: list[str]) -> None:
     """Let libjpeg decode a huge JPEG at 1/2, 1/4 or 1/8 scale: far less memory."""
-    if img.format != "JPEG" or max(img.size) <= MAX_SIDE:
+    if img.format != "JPEG" or max(img.size) <= _pixels.MAX_SIDE:
         return
-    scale = MAX_SIDE / max(img.size)
+    scale = _pixels.MAX_SIDE / max(img.size)
     before = img.size
     img.draft(img.mode, (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
     if img.size != before:
@@ -283,9 +184,9 @@ def _draft_large_jpeg(img: Image.Image, notes: list[str]) -> None:
 
 def _shrink_early(img: Image.Image, notes: list[str]) -> Image.Image:
     """Box-reduce a huge image by an integer factor in Pillow, before mode conversions
-    multiply its memory. :func:`_limit_size` then fits it exactly."""
+    multiply its memory. :func:`~medclf_core.pixels.limit_size` then fits it exactly."""
     longest = max(img.size)
-    factor = math.ceil(longest / MAX_SIDE)
+    factor = math.ceil(longest / _pixels.MAX_SIDE)
     if factor < 2 or img.mode in _SIXTEEN_BIT_MODES:
         return img  # 16-bit is shrunk as an array, keeping its full range
     notes.append(f"large image ({img.width}x{img.height}) reduced {factor}x on load")
@@ -311,7 +212,7 @@ def _pil_to_array(img: Image.Image, notes: list[str]) -> np.ndarray:
     """uint8 pixels (H, W) or (H, W, 3) of a decoded Pillow image of any mode."""
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        arr = _limit_size(np.asarray(img), notes)
+        arr = limit_size(np.asarray(img), notes)
         if arr.dtype.kind == "f" and not np.isfinite(arr).any():
             raise ImageError("The image holds no valid pixel values (every pixel is NaN or infinite).")
         kind = "16-bit" if mode.startswith("I;16") else f"{mode}-mode"
@@ -420,7 +321,7 @@ def _decode_pillow(data: bytes) -> DecodedImage:
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
         raise ImageError(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).") from None
     damage = [_JPEG_DAMAGED] if damaged else []
-    return DecodedImage(_limit_size(pixels, notes), fmt, notes, damage)
+    return DecodedImage(limit_size(pixels, notes), fmt, notes, damage)
 
 
 def refuse_degenerate(img: DecodedImage) -> DecodedImage:
@@ -453,10 +354,8 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, *, frame: int | No
     decodable image, and for one with nothing to classify (see :func:`refuse_degenerate`).
     Data the decoder found damaged but could still show is listed in ``warnings``.
     """
-    data = _read_bytes(source)
+    data = read_bytes(source)
     if looks_like_dicom(data):
-        from medclf_core.dicom import decode_dicom
-
         return refuse_degenerate(decode_dicom(data, frame=frame))
     return refuse_degenerate(_decode_pillow(data))
 

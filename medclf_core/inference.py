@@ -23,11 +23,19 @@ The trust layer (issue 14):
   BodyPartExamined contradicts the card's ``intended_use`` is flagged with or
   without a gate.
 
-Example::
+Example (``Predictor.from_run("chest-xray-pneumonia")`` loads a registered model and its card; here a
+tiny untrained model whose zero bias gives every class 0.5, so the card's threshold decides)::
 
-    >>> p = Predictor.from_run("chest_xray")                  # doctest: +SKIP
-    >>> p.predict_files(["a.png", "b.dcm"])[0]["label"]       # doctest: +SKIP
-    'PNEUMONIA'
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                           keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros")])
+    >>> p = Predictor(model, {"class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5,
+    ...                       "positive_class": "PNEUMONIA"})
+    >>> p.predict_batch(np.zeros((3, 8, 8, 1), np.uint8)).round(3).tolist()  # any batch size, one trace
+    [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    >>> r = p.analyse_images([np.full((20, 30), 128, np.uint8)])[0]        # any image size
+    >>> r["label"], r["threshold"], r["ood"]                                 # no OOD gate: not checked
+    ('PNEUMONIA', 0.5, None)
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from medclf_core.errors import ImageError, MedclfError, ModelError
 from medclf_core.evaluation import decide, positive_class_index
 from medclf_core.images import DecodedImage, load_image, to_model_input
 from medclf_core.registry import load_run
-from medclf_core.tta import VIEWS, average_views, check_views
+from medclf_core.tta import VIEWS, check_views
 
 
 class Predictor:
@@ -78,6 +86,7 @@ class Predictor:
             if n_feat != self.gate.dim:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
+        self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
@@ -107,16 +116,12 @@ class Predictor:
         probs, feats = [], []
         for start in range(0, len(batch), batch_size):
             chunk = np.asarray(batch[start:start + batch_size], dtype=np.float32)
-            if self._feature_model is None:
-                probs.append(average_views(self.model.predict_on_batch, chunk, self.tta))
-                continue
-            p, f = self._feature_model.predict_on_batch(chunk)
-            p = np.asarray(p, dtype=np.float64)
+            p, f = self._run(chunk)
             for name in self.tta:
-                p = p + np.asarray(self.model.predict_on_batch(np.ascontiguousarray(VIEWS[name](chunk))),
-                                   dtype=np.float64)
+                p = p + self._run(np.ascontiguousarray(VIEWS[name](chunk)))[0]
             probs.append(p / (1 + len(self.tta)))
-            feats.append(np.asarray(f, dtype=np.float32).reshape(len(chunk), -1))
+            if f is not None:
+                feats.append(f.reshape(len(chunk), -1))
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)))
         if self.temperature is not None and len(out):
             from medclf_core.calibration import apply_temperature
@@ -125,6 +130,28 @@ class Predictor:
         if self._feature_model is None:
             return out, None
         return out, (np.concatenate(feats) if feats else np.zeros((0, self.gate.dim), dtype=np.float32))
+
+    def _run(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probabilities float64, features float32 or None)`` of one float32 chunk, one forward pass."""
+        out = self._forward(chunk)
+        if self._feature_model is None:
+            return np.asarray(out, dtype=np.float64), None
+        return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
+
+    def warm_up(self, methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam")) -> None:
+        """One dummy prediction, one dummy heat map per method and one faithfulness check, so that
+        neither the first real image nor the first switch of method pays for tracing (the app runs
+        this once per model while it shows that the model is loading). A method this model has no
+        map for is skipped: the page says so when that map is asked for."""
+        side = self.image_size
+        ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
+        dummy = np.repeat(ramp.astype(np.uint8)[..., None], self.channels, axis=2)
+        self.analyse_images([dummy])
+        for k, method in enumerate(methods):
+            try:
+                self.explain([dummy], method, 0, faithfulness=k == 0)
+            except Exception:  # noqa: BLE001 - no heat map of this kind for this model
+                continue
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
         arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
@@ -234,7 +261,7 @@ class Predictor:
 
     def _model_probabilities(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """The model's own probabilities (one view, uncalibrated): what a heat map explains."""
-        return np.concatenate([np.asarray(self.model.predict_on_batch(batch[s:s + batch_size]), dtype=np.float64)
+        return np.concatenate([self._run(np.asarray(batch[s:s + batch_size], np.float32))[0]
                                for s in range(0, len(batch), batch_size)])
 
     def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> dict:
@@ -260,11 +287,14 @@ class Predictor:
             out["ensemble"] = int(members)
         return out
 
-    def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32) -> list[dict]:
+    def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32, *,
+                      decoded: dict | None = None) -> list[dict]:
         """One result per file, in order: ``{"file", "label", "probabilities", "ood", "ood_score",
         "ood_reason", "ood_checks", ...}`` or ``{"file", "error"}``.
 
-        A file that cannot be decoded gets an ``error`` and never stops the others.
+        A file that cannot be decoded gets an ``error`` and never stops the others. ``decoded``
+        (a dict) receives ``{index in files: DecodedImage}`` of the files that decoded, so a caller
+        that also draws them (``predict --cam``) does not decode them again.
         """
         results: list[dict] = []
         good: list[tuple[int, np.ndarray]] = []
@@ -273,6 +303,8 @@ class Predictor:
             entry = {"file": str(f)}
             try:
                 img = load_image(f)
+                if decoded is not None:
+                    decoded[len(results)] = img
                 good.append((len(results), self.prepare(img.pixels)))
                 headers.append(self._dicom_facts(f) if img.source_format == "DICOM" else None)
                 if img.notes:
@@ -304,6 +336,21 @@ class Predictor:
         except Exception:  # noqa: BLE001 - the pixels decoded; a header we cannot summarise never flags
             return None
         return {k: facts[k] for k in ("Modality", "BodyPartExamined") if k in facts}
+
+
+def _forward_function(model, side: int, channels: int):
+    """``model(x, training=False)`` as one ``tf.function`` whose batch dimension is None: traced once,
+    for every batch size. ``predict_on_batch`` traces again for a second batch size, and since every
+    Keras model's predict step shares one Python function, TensorFlow then warns of retracing."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, side, side, channels], tf.float32)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def forward(x):
+        return model(x, training=False)
+
+    return forward
 
 
 def _image_input(model) -> tuple[int, int]:

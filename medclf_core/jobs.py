@@ -15,10 +15,17 @@ holds the running job's id and pid; a lock whose process is gone is stale and is
 taken over. Because everything lives on disk, a page switch, a browser reload or a
 second browser tab sees the same job and its progress.
 
-The jobs dir is ``$MEDCLF_JOBS_DIR``, else ``<models dir>/.jobs``.
+The jobs dir is ``$MEDCLF_JOBS_DIR``, else ``<models dir>/.jobs``. What the Train page
+shows of a job is :func:`job_progress`: the job's state on top of the run's events folded
+by :class:`medclf_core.events.TrainingProgress`.
 
 Example::
 
+    >>> from medclf_core.training import TrainConfig
+    >>> start_job({"data": "samples/datasets/chest_xray", "colour": 1})
+    Traceback (most recent call last):
+    ...
+    medclf_core.errors.MedclfError: Unknown training option(s): colour.
     >>> job = start_job(TrainConfig(data="samples/datasets/chest_xray", epochs=2, image_size=64))  # doctest: +SKIP
     >>> job_progress(job)["state"]                                                                  # doctest: +SKIP
     'running'
@@ -34,23 +41,19 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
-from medclf_core.ensemble import check_members
-from medclf_core.errors import DatasetError, MedclfError
-from medclf_core.events import read_events
-from medclf_core.registry import default_models_dir
+from medclf_core.errors import MedclfError, brief
+from medclf_core.events import fold_events, read_events
+from medclf_core.registry import default_models_dir, read_json, write_json
 
 JOBS_DIR_ENV = "MEDCLF_JOBS_DIR"
 LOCK_FILE = "lock"
 FINAL_STATES = ("done", "cancelled", "failed")
 # A lock without a live pid is still honoured this long (the worker is being started).
 LAUNCH_GRACE_S = 20.0
-PHASE_NAMES = {"train": "training", "fine_tune": "fine-tuning", "features": "computing backbone features"}
 
 
 class JobBusy(MedclfError):
@@ -64,17 +67,9 @@ def jobs_dir(models_dir: str | os.PathLike | None = None) -> Path:
     return Path(models_dir or default_models_dir()) / ".jobs"
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return default
+    """The JSON in ``path`` (:func:`medclf_core.registry.read_json`), or ``default`` when missing or damaged."""
+    return read_json(path.parent, path.name, default)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -162,23 +157,10 @@ def _release_lock(root: Path, job_id: str) -> None:
 
 # ---------------------------------------------------------------------------- jobs
 
-def new_job_id(name: str | None = None) -> str:
+def new_job_id() -> str:
+    """A job id that sorts by launch time: ``<UTC date>-<time>-<random>``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def _check_test_time_views(config: dict) -> None:
-    """Refuse test-time views the augmentation does not support now, not in the worker."""
-    from medclf_core.augment import AugmentConfig
-    from medclf_core.tta import check_views
-
-    augment = config.get("augment", "auto")
-    try:
-        flips = (AugmentConfig.from_dict(augment) if isinstance(augment, dict)
-                 else None if augment == "auto" else AugmentConfig.preset(augment))
-        check_views(config.get("tta"), horizontal_flip_trained=flips.horizontal_flip if flips else None)
-    except ValueError as exc:
-        raise MedclfError(str(exc)) from None
 
 
 def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
@@ -187,52 +169,35 @@ def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.P
 
     ``cfg`` is a :class:`medclf_core.training.TrainConfig` or a dict of its fields.
     Raises :class:`JobBusy` (naming the running job) when one is running, and
-    :class:`MedclfError` for a configuration that cannot start.
+    :class:`MedclfError` for a configuration that cannot start
+    (:meth:`medclf_core.training.TrainConfig.validate`, which the worker's ``train`` calls too).
     """
     from medclf_core.training import TrainConfig
 
-    config = asdict(cfg) if not isinstance(cfg, dict) else dict(cfg)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise MedclfError(f"Unknown training option(s): {', '.join(unknown)}.")
-    if not config.get("data"):
-        raise DatasetError("Choose a dataset first.")
-    data_path = Path(str(config["data"])).expanduser()
-    if not data_path.exists():
-        raise DatasetError(f"Dataset not found: {config['data']} is not a folder or a zip file.")
-    config["data"] = str(data_path.resolve())  # the worker runs from the repository root
-    _check_test_time_views(config)
-    try:
-        check_members(config.get("ensemble", 1))
-    except ValueError as exc:
-        raise MedclfError(str(exc)) from None
+    cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     models_dir = Path(models_dir or default_models_dir()).resolve()
-    if config.get("name"):
-        from medclf_core.registry import check_run_name
-
-        check_run_name(config["name"])
-        if (models_dir / config["name"]).exists():
-            raise MedclfError(f"A model named '{config['name']}' already exists; choose another run name.")
+    cfg.validate(models_dir)
+    config = asdict(cfg)
+    config["data"] = str(Path(str(cfg.data)).expanduser().resolve())  # the worker runs from the repository root
     root = Path(root) if root else jobs_dir(models_dir)
     job_id = new_job_id()
     _take_lock(root, job_id)
     try:
         jobdir = root / job_id
         jobdir.mkdir(parents=True)
-        _write_json(jobdir / "config.json", {"job_id": job_id, "config": config, "models_dir": str(models_dir),
-                                             "created": datetime.now(UTC).isoformat(timespec="seconds")})
-        _write_json(jobdir / "status.json", {"state": "queued", "time": time.time()})
+        write_json(jobdir / "config.json", {"job_id": job_id, "config": config, "models_dir": str(models_dir),
+                                            "created": datetime.now(UTC).isoformat(timespec="seconds")})
+        write_json(jobdir / "status.json", {"state": "queued", "time": time.time()})
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                "PYTHONUNBUFFERED": "1"}
-        repo = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # medclf_core is installed (pyproject.toml, ``pip install -e .``): no PYTHONPATH for the worker. It runs
+        # from the repository root, so relative paths in a config (init_from, weights) mean what they always did.
         with open(jobdir / "worker.log", "ab") as log:
             proc = subprocess.Popen([python or sys.executable, "-m", "medclf_core.jobs", "run", str(jobdir)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=repo, start_new_session=True)
+                                    cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
         (jobdir / "pid").write_text(str(proc.pid))
-        _write_json(_lock_path(root), {"job_id": job_id, "pid": proc.pid, "time": time.time()})
+        write_json(_lock_path(root), {"job_id": job_id, "pid": proc.pid, "time": time.time()})
     except BaseException:
         _release_lock(root, job_id)
         raise
@@ -272,71 +237,26 @@ def cancel_job(job_id: str, root: str | os.PathLike | None = None) -> None:
         (d / "cancel").touch()
 
 
-def wait_for_job(job_id: str, root: str | os.PathLike | None = None, timeout: float = 600, poll: float = 0.5) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        p = job_progress(job_id, root)
-        if p["state"] in FINAL_STATES or time.time() > deadline:
-            return p
-        time.sleep(poll)
-
-
 def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
     """Everything the Train page shows about a job, from its files alone.
 
-    Keys: ``job_id, name, state (queued|running|done|cancelled|failed), message, phase,
-    epoch, epochs, batch, batches, eta_s, fraction, history (per-epoch metrics),
-    audit, split, notices, run_dir, metrics, config, created, cancel_requested``.
+    Keys: those of :class:`medclf_core.events.TrainingProgress` (``phase, epoch, epochs,
+    batch, batches, eta_s, fraction, text, history, audit, split, notices, devices,
+    images_per_s, run_dir, name, metrics, message``) and the job's own: ``job_id, state
+    (queued|running|done|cancelled|failed), config, created, cancel_requested``. A worker
+    that died without writing a final state is reported as failed.
     """
     d = job_dir(job_id, root)
     cfg = _read_json(d / "config.json", {}) or {}
     status = _read_json(d / "status.json", {}) or {}
-    events = read_events(d / "events.jsonl")
-    out = {"job_id": job_id, "name": (cfg.get("config") or {}).get("name"), "config": cfg.get("config", {}),
-           "created": cfg.get("created"), "state": status.get("state", "queued"), "message": status.get("message"),
-           "phase": "starting", "epoch": 0, "epochs": (cfg.get("config") or {}).get("epochs"), "batch": 0,
-           "batches": None, "eta_s": None, "history": [], "audit": None, "split": None, "notices": [],
-           "run_dir": status.get("run_dir"), "metrics": status.get("metrics"),
-           "cancel_requested": (d / "cancel").exists(), "devices": None, "images_per_s": None}
-    for ev in events:
-        kind = ev.get("event")
-        if kind == "start":
-            out["phase"] = "checking the dataset"
-            out["epochs"] = (ev.get("config") or {}).get("epochs", out["epochs"])
-        elif kind == "audit":
-            out["audit"] = {k: ev.get(k) for k in ("counts", "warnings", "unreadable", "duplicate_groups",
-                                                   "near_duplicate_groups")}
-        elif kind == "split":
-            out["split"] = ev.get("counts")
-            out["phase"] = "building the model"
-        elif kind == "devices":
-            out["devices"] = ev.get("description")
-        elif kind == "notice":
-            out["notices"].append(ev.get("message"))
-        elif kind == "epoch_begin":
-            out["phase"] = PHASE_NAMES.get(ev.get("phase", "train"), "training")
-            if ev.get("members"):
-                out["phase"] += f" model {ev['member']} of {ev['members']}"
-                out["member"], out["members"] = ev["member"], ev["members"]
-            out["epoch"], out["epochs"], out["batch"] = ev.get("epoch", 0), ev.get("epochs", out["epochs"]), 0
-        elif kind == "batch":
-            out["epoch"], out["epochs"] = ev.get("epoch", out["epoch"]), ev.get("epochs", out["epochs"])
-            out["batch"], out["batches"], out["eta_s"] = ev.get("batch", 0), ev.get("batches"), ev.get("eta_s")
-        elif kind == "epoch":
-            member = ev.get("member")  # ensembles: one curve per member; a resumed epoch replaces its record
-            out["history"] = [h for h in out["history"] if h.get("member") != member or h["epoch"] < ev.get("epoch", 0)]
-            out["history"].append({"epoch": ev.get("epoch"), **(ev.get("metrics") or {}),
-                                   **({"member": member} if member else {})})
-            out["eta_s"] = ev.get("eta_s")
-            out["images_per_s"] = ev.get("images_per_s") or out["images_per_s"]
-            if out["batches"]:
-                out["batch"] = out["batches"]
-        elif kind == "evaluate":
-            out["phase"] = f"evaluating on the {ev.get('split')} split"
-        elif kind == "done":
-            out["run_dir"], out["name"], out["metrics"] = ev.get("run_dir"), ev.get("name"), ev.get("metrics")
-        elif kind in ("error", "cancelled"):
-            out["message"] = out["message"] or ev.get("message")
+    config = cfg.get("config") or {}
+    out = fold_events(read_events(d / "events.jsonl"), epochs=config.get("epochs"))
+    out.update({"job_id": job_id, "config": cfg.get("config", {}), "created": cfg.get("created"),
+                "state": status.get("state", "queued"), "cancel_requested": (d / "cancel").exists()})
+    out["name"] = out["name"] or config.get("name")
+    out["run_dir"] = status.get("run_dir") or out["run_dir"]
+    out["metrics"] = status.get("metrics") or out["metrics"]
+    out["message"] = status.get("message") or out["message"]
     # A worker that died without writing a final state (killed, out of memory) is a failure.
     if out["state"] not in FINAL_STATES:
         pid = _read_int(d / "pid")
@@ -349,19 +269,9 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
             out["state"] = "failed"
             out["message"] = "The training process never started."
     if out["state"] == "done":
-        out["phase"] = "finished"
+        out["phase"], out["fraction"] = "finished", 1.0
     elif out["state"] in ("cancelled", "failed"):
         out["phase"] = out["state"]
-    epochs = out["epochs"] or 0
-    if out["state"] == "done":
-        out["fraction"] = 1.0
-    elif epochs:
-        within = (out["batch"] / out["batches"]) if out["batches"] else 0.0
-        member, members = out.get("member", 1), out.get("members", 1)  # ensembles: models train one after another
-        done = ((max(out["epoch"], 1) - 1) + within) / epochs if out["epoch"] else 0.0
-        out["fraction"] = float(np.clip((member - 1 + done) / members, 0.0, 1.0))
-    else:
-        out["fraction"] = 0.0
     return out
 
 
@@ -370,57 +280,6 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating..."
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
-
-
-# ---------------------------------------------------------------------------- datasets for the app
-
-def audit_source(source: str | os.PathLike, extract_to: str | os.PathLike | None = None) -> dict:
-    """Scan and audit a dataset folder or zip; a JSON-ready summary for the Train page.
-
-    Keys: ``root`` (the folder to train on; the extracted folder for a zip),
-    ``class_names, presplit, counts, imbalance_ratio, unreadable, duplicate_groups,
-    near_duplicate_groups, cross_split_duplicates, warnings, n_images``.
-    Raises :class:`DatasetError` with a plain message.
-    """
-    from medclf_core.data import audit_dataset, scan_dataset
-
-    index = scan_dataset(source, extract_to=extract_to)
-    report = audit_dataset(index)
-    d = report.to_dict()
-    imbalance = d["imbalance_ratio"]
-    return {"root": index.root, "name": index.name, "class_names": index.class_names, "presplit": index.presplit,
-            "counts": d["counts"], "imbalance_ratio": imbalance if np.isfinite(imbalance) else None,
-            "unreadable": d["unreadable"], "duplicate_groups": d["duplicate_groups"],
-            "near_duplicate_groups": d["near_duplicate_groups"],
-            "cross_split_duplicates": d["cross_split_duplicates"], "skipped": d["skipped"],
-            "warnings": report.warnings(), "n_images": sum(sum(v.values()) for v in d["counts"].values())}
-
-
-def run_test_predictions(card: dict, evaluation: dict | None) -> dict | None:
-    """The stored test-split predictions of a run (evaluation.json) in :func:`medclf_core.inference.predict_folder`'s shape."""
-    preds = (evaluation or {}).get("predictions") or []
-    names = list(card.get("class_names") or [])
-    if not preds or not names:
-        return None
-    source = Path(str((card.get("dataset") or {}).get("source", "")))
-    rows = [p for p in preds if p.get("label") in names]
-    if not rows:
-        return None
-    return {"files": [str(source / p["file"]) for p in rows], "rel": [p["file"] for p in rows],
-            "y_true": np.array([names.index(p["label"]) for p in rows], dtype=int),
-            "probs": np.array([p["probabilities"] for p in rows], dtype=np.float64), "skipped": [],
-            "split": (evaluation or {}).get("split", "test"), "class_names": names, "dataset": str(source)}
 
 
 # ---------------------------------------------------------------------------- the worker
@@ -435,7 +294,7 @@ def run_worker(jobdir: str | os.PathLike) -> int:
     job_id = jobdir.name
     spec = _read_json(jobdir / "config.json", {}) or {}
     cancel_file = jobdir / "cancel"
-    _write_json(jobdir / "status.json", {"state": "running", "time": time.time(), "pid": os.getpid()})
+    write_json(jobdir / "status.json", {"state": "running", "time": time.time(), "pid": os.getpid()})
     log = EventLog(jobdir / "events.jsonl")
 
     def stop_on_term(signum, frame):  # a polite kill counts as a cancel
@@ -450,7 +309,7 @@ def run_worker(jobdir: str | os.PathLike) -> int:
             return 0
         from medclf_core.training import TrainConfig, train
 
-        cfg = TrainConfig(**spec["config"])
+        cfg = TrainConfig.from_dict(spec["config"])
         run_dir = train(cfg, models_dir=spec.get("models_dir"), events=log, cancel=cancel_file.exists)
         from medclf_core.registry import read_card
 
@@ -475,11 +334,11 @@ def run_worker(jobdir: str | os.PathLike) -> int:
         if "OOM" in text or "ResourceExhausted" in type(exc).__name__:
             msg = "Training ran out of memory. Try a smaller batch size or image size."
         else:
-            msg = f"Training failed unexpectedly ({type(exc).__name__}: {text[:300]})."
+            msg = f"Training failed unexpectedly ({brief(exc)}); the job's worker.log has the details."
         state = {"state": "failed", "message": msg}
         return 1
     finally:
-        _write_json(jobdir / "status.json", {**state, "time": time.time()})
+        write_json(jobdir / "status.json", {**state, "time": time.time()})
         _release_lock(root, job_id)
 
 

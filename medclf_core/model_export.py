@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.errors import MedclfError
+from medclf_core.errors import MedclfError, brief
 from medclf_core.registry import json_text, write_bytes_atomically
 
 FORMATS = ("savedmodel", "tflite")
@@ -180,7 +180,7 @@ def _save_savedmodel(model, folder: Path) -> None:
     try:
         model.export(str(folder), format="tf_saved_model", verbose=False, input_signature=[spec])
     except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types; the user gets one line
-        raise MedclfError(f"The model could not be exported as a SavedModel ({type(exc).__name__}: {exc}).") \
+        raise MedclfError(f"The model could not be exported as a SavedModel ({brief(exc)}).") \
             from None
 
 
@@ -190,7 +190,7 @@ def _convert_tflite(saved: Path) -> bytes:
     try:
         return bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
     except Exception as exc:  # noqa: BLE001
-        raise MedclfError(f"The model could not be converted to TensorFlow Lite ({type(exc).__name__}: {exc}).") \
+        raise MedclfError(f"The model could not be converted to TensorFlow Lite ({brief(exc)}).") \
             from None
 
 

@@ -19,12 +19,21 @@ Two checks, both cheap:
    with a plain reason. A missing header field, or a card that declares nothing,
    never flags.
 
-Example (what training does; ``features_and_probabilities`` is in :mod:`medclf_core.trust`)::
+Example (what training does, on features from ``features_and_probabilities`` in
+:mod:`medclf_core.trust`; here small random ones)::
 
-    >>> gate = fit_gate(train_features, train_labels, val_features)     # doctest: +SKIP
-    >>> gate.save(run_dir)                      # writes ood.npz        # doctest: +SKIP
-    >>> card["ood"] = gate.summary()                                    # doctest: +SKIP
-    >>> load_gate(run_dir).flag(new_features)                           # doctest: +SKIP
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> train_features = rng.normal(size=(200, 4))
+    >>> train_labels = (train_features[:, 0] > 0).astype(int)
+    >>> gate = fit_gate(train_features, train_labels, rng.normal(size=(50, 4)))
+    >>> run_dir = tempfile.mkdtemp()
+    >>> gate.save(run_dir).name
+    'ood.npz'
+    >>> card = {"ood": gate.summary()}
+    >>> card["ood"]["percentile"], card["ood"]["n_train"]
+    (99.0, 200)
+    >>> load_gate(run_dir).flag(np.array([[0.1, 0.0, -0.2, 0.3], [40.0, 40.0, 40.0, 40.0]]))
     array([False,  True])
 """
 

@@ -5,8 +5,6 @@
 - :func:`training_curves`: accuracy and loss per epoch (train and val), for one run or overlaid runs.
 - :func:`confusion_matrix_figure`: heat map of counts or row-normalised rates.
 - :func:`roc_figure`: ROC curves with AUC and the operating point.
-- :func:`threshold_metrics`: sensitivity, specificity and confusion matrix at a threshold
-  (what the Evaluate page's slider shows).
 - :func:`reliability_figure`: the reliability diagram (accuracy against confidence per bin) with the ECE.
 
 Example::
@@ -24,8 +22,6 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medclf_core.evaluation import decide
-
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
 
@@ -34,6 +30,34 @@ def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       title=dict(text=title) if title else None, template="plotly_white")
     return fig
+
+
+LEGEND_ROW_PX = 22
+_LEGEND_ASSUMED_WIDTH_PX = 560  # the narrowest a figure is drawn in the app (a half-width column)
+
+
+def _legend_below(fig: go.Figure, height: int, axis_px: int = 60) -> int:
+    """Put the legend under the plot, in the figure's own (container) coordinates, and make room for it.
+
+    A legend placed at a negative paper y moves with the plot area: when plotly expands the
+    margin for it the plot shrinks, the legend rises into the x-axis title, and a long
+    legend (several runs compared) is cut off. Here the bottom margin holds the axis title
+    and every legend row (estimated from the entries' lengths), and the figure grows by the
+    legend's rows so the plot keeps its size. Returns the new height.
+    """
+    names = [t.name for t in fig.data if t.name and t.showlegend is not False]
+    widths = [40 + 7 * len(n) for n in names]
+    rows, used = (1 if widths else 0), 0
+    for w in widths:
+        if used and used + w > _LEGEND_ASSUMED_WIDTH_PX:
+            rows, used = rows + 1, 0
+        used += w
+    legend_px = rows * LEGEND_ROW_PX
+    height += legend_px
+    fig.update_layout(height=height, legend=dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom",
+                                                 yref="container"),
+                      margin=dict(b=axis_px + legend_px))
+    return height
 
 
 def probability_bars(probabilities: Mapping[str, float], *, label: str | None = None, threshold: float | None = None,
@@ -52,6 +76,9 @@ def probability_bars(probabilities: Mapping[str, float], *, label: str | None = 
     if threshold is not None and positive in names:
         fig.add_vline(x=threshold * 100, line_dash="dash", line_color="black",
                       annotation_text=f"threshold for {positive}: {threshold:.0%}", annotation_position="top")
+        # the label sits above the plot area: the top margin (10 px otherwise) must hold it
+        _layout(fig, (height or (90 + 40 * max(1, len(names)))) + 24)
+        return fig.update_layout(margin=dict(t=34))
     return _layout(fig, height or (90 + 40 * max(1, len(names))))
 
 
@@ -105,8 +132,8 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mappin
                                          line=dict(color=colour, dash=dash)), row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1 if max((len(h) for h in histories.values()), default=0) <= 15 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
     _layout(fig, height)
+    _legend_below(fig, height)
     fig.update_layout(margin=dict(t=40))  # room for the subplot titles
     return fig
 
@@ -184,27 +211,11 @@ def reliability_figure(y_true, probs, *, n_bins: int = 15, height: int = 380, ti
     ece = expected_calibration_error(y_true, probs, n_bins)
     fig.update_xaxes(title_text="confidence (probability of the predicted class)", range=[0, 1])
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(barmode="overlay")
     label = title or "Reliability"
-    return _layout(fig, height, f"{label} (ECE {ece:.3f})" if ece is not None else label)
-
-
-def threshold_metrics(y_true, probs, threshold: float | None, positive: int | None) -> dict:
-    """Confusion matrix, accuracy, and (binary) sensitivity/specificity at ``threshold``."""
-    y_true = np.asarray(y_true, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = probs.shape[1]
-    y_pred = decide(probs, threshold, positive)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    out = {"confusion_matrix": cm.tolist(), "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else None,
-           "y_pred": y_pred, "sensitivity": None, "specificity": None}
-    if k == 2 and positive is not None:
-        tp, fn = cm[positive, positive], cm[positive, 1 - positive]
-        tn, fp = cm[1 - positive, 1 - positive], cm[1 - positive, positive]
-        out["sensitivity"] = float(tp / (tp + fn)) if tp + fn else None
-        out["specificity"] = float(tn / (tn + fp)) if tn + fp else None
-    return out
+    _layout(fig, height, f"{label} (ECE {ece:.3f})" if ece is not None else label)
+    _legend_below(fig, height)
+    return fig
 
 
 def metrics_table(metrics: Mapping) -> list[dict]:

@@ -18,8 +18,10 @@ valid is never listed as a model and never stops the others from being listed:
 
 Example::
 
-    >>> runs = list_runs("models")                       # doctest: +SKIP
-    >>> model, card = load_run("chest_xray", "models")   # doctest: +SKIP
+    >>> import tempfile
+    >>> list_runs(tempfile.mkdtemp())                  # a new, empty models folder
+    []
+    >>> model, card = load_run("chest-xray-pneumonia", "models")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from pathlib import Path
 
 # CARD_KEYS, CardError and ModelCard are re-exported here: the card type itself lives in medclf_core.card.
 from medclf_core.card import CARD_KEYS, MAX_CARD_BYTES, CardError, ModelCard, parse_card_text  # noqa: F401
-from medclf_core.errors import ModelError
+from medclf_core.archive import ZipLimits, limit_violation, unsafe_member_reason
+from medclf_core.errors import ModelError, brief
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -45,6 +48,7 @@ MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"
 # A .keras file is a zip: bound what a user-supplied one may unpack to (ResNet50 is ~100 MB).
 MODEL_MAX_UNPACKED_BYTES = 2 * 2**30
 MODEL_MAX_RATIO = 100  # weights barely compress; a far higher ratio is a zip bomb
+MODEL_MAX_MEMBERS = 10_000  # a .keras file holds a config, the weights and a few assets
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -55,6 +59,8 @@ def default_models_dir() -> Path:
 
 
 def check_run_name(name: str) -> str:
+    """``name`` if it can name a run folder, else :class:`ModelError`: the one run-name rule (training's
+    validation, the registry and the card all call it)."""
     if not _NAME_RE.match(name or ""):
         raise ModelError(f"'{name}' is not a valid run name: use letters, digits, '.', '_' and '-' "
                          "(at most 100, starting with a letter or digit).")
@@ -254,9 +260,9 @@ def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
             raise ModelError("This model contains custom Python code (a Lambda layer) and was refused: "
                              "loading it could run arbitrary code.") from None
-        raise ModelError(f"The model file cannot be loaded ({exc}).") from None
+        raise ModelError(f"The model file cannot be loaded ({brief(exc)}).") from None
     except (OSError, KeyError, TypeError) as exc:
-        raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}: {exc}).") from None
+        raise ModelError(f"The model file is damaged or not a Keras model ({brief(exc)}).") from None
     except Exception as exc:  # noqa: BLE001 - zipfile, h5py and Keras raise many types on hostile files
         raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}).") from None
 
@@ -277,11 +283,16 @@ def _check_keras_archive(path: Path) -> None:
             from None
     if "config.json" not in {i.filename for i in infos}:
         raise ModelError(f"The model file {path.name} is damaged or not a Keras model (no config.json inside).")
-    unpacked = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos) or 1
-    if unpacked > MODEL_MAX_UNPACKED_BYTES or (unpacked > 50 * 2**20 and unpacked / packed > MODEL_MAX_RATIO):
-        raise ModelError(f"The model file {path.name} would unpack to {unpacked / 2**20:.0f} MB "
+    broken = limit_violation(infos, ZipLimits(MODEL_MAX_MEMBERS, MODEL_MAX_UNPACKED_BYTES, MODEL_MAX_RATIO))
+    if broken is not None and broken.kind == "members":
+        raise ModelError(f"The model file {path.name} has {broken.members} entries (limit {MODEL_MAX_MEMBERS}); "
+                         "it is not a Keras model, refused.")
+    if broken is not None:
+        raise ModelError(f"The model file {path.name} would unpack to {broken.unpacked / 2**20:.0f} MB "
                          f"(limit {MODEL_MAX_UNPACKED_BYTES // 2**20} MB, or a suspicious compression ratio); refused.")
+    if any(unsafe_member_reason(i) for i in infos):
+        raise ModelError(f"The model file {path.name} holds links, unsafe paths or encrypted entries; "
+                         "it is not a Keras model, refused.")
 
 
 def load_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None):
@@ -299,3 +310,67 @@ def delete_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = 
     os.rename(run_dir, trash)
     shutil.rmtree(trash, ignore_errors=True)
     return run_dir
+
+
+def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
+    """The test-split predictions stored with a run (its evaluation.json), in the shape of
+    :func:`medclf_core.inference.predict_folder`, with each image's path on this server.
+
+    (Not named ``test_*``: pytest would collect it wherever a test module imports it.)
+
+    Training records every file relative to the dataset root, and the root as it was given:
+    absolute for a run trained from the app, relative to the repository for the bundled
+    models. On another machine (a fresh clone) that root does not exist, so it is looked
+    for: as recorded (a relative one also against the repository root), then every tail
+    of it under the repository root, so that a run trained on
+    ``/home/a/medclf/samples/datasets/chest_xray`` finds this checkout's
+    ``samples/datasets/chest_xray``. The candidate that holds the most recorded files wins.
+
+    Extra keys: ``n_found`` (how many of the images are on this server) and
+    ``dataset_root`` (the folder they were found in, None when none was). ``files``
+    still names every image (under the recorded root where it was not found).
+    """
+    import numpy as np
+
+    preds = (evaluation or {}).get("predictions") or []
+    names = list(card.get("class_names") or [])
+    if not preds or not names:
+        return None
+    rows = [p for p in preds if isinstance(p, dict) and p.get("label") in names and isinstance(p.get("file"), str)]
+    if not rows:
+        return None
+    recorded = str((card.get("dataset") or {}).get("source", "") or "")
+    rels = [p["file"] for p in rows]
+    root, found = _locate_dataset(recorded, rels)
+    base = root if root is not None else Path(recorded)
+    return {"files": [str(base / r) for r in rels], "rel": rels,
+            "y_true": np.array([names.index(p["label"]) for p in rows], dtype=int),
+            "probs": np.array([p["probabilities"] for p in rows], dtype=np.float64), "skipped": [],
+            "split": (evaluation or {}).get("split", "test"), "class_names": names, "dataset": recorded,
+            "n_found": found, "dataset_root": None if root is None else str(root)}
+
+
+def _locate_dataset(recorded: str, rels: list[str]) -> tuple[Path | None, int]:
+    """``(folder, n)``: the candidate root for a recorded dataset path that holds the most of ``rels``."""
+    if not recorded:
+        return None, 0
+    repo = Path(__file__).resolve().parent.parent
+    path = Path(recorded).expanduser()
+    candidates = [path] if path.is_absolute() else [repo / path, path]
+    parts = [p for p in path.parts if p not in (path.anchor, "", ".", "..")]
+    candidates += [repo.joinpath(*parts[i:]) for i in range(len(parts))]
+    best, best_n, seen = None, 0, set()
+    for folder in candidates:
+        key = os.path.normpath(str(folder))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            if not folder.is_dir():
+                continue
+            n = sum(1 for r in rels if ".." not in Path(r).parts and (folder / r).is_file())
+        except OSError:
+            continue
+        if n > best_n:
+            best, best_n = folder.resolve(), n
+    return best, best_n

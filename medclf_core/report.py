@@ -22,10 +22,18 @@ PDF library: fpdf2 (pure Python, LGPL-3.0, maintained by the py-pdf organisation
 Pillow, fontTools and defusedxml). The built-in Helvetica font covers Latin-1; other characters are
 written as ``?``.
 
-Example::
+Example (``predict --report`` does this for each file, with the image's Grad-CAM map)::
 
-    >>> r = predictor.predict_files(["a.png"])[0]                                       # doctest: +SKIP
-    >>> write_report(r, load_image("a.png").pixels, maps[0], predictor.card, "a.pdf")  # doctest: +SKIP
+    >>> import numpy as np
+    >>> result = {"file": "/scans/Doe^Jane_MRN-1234567.png", "label": "PNEUMONIA",
+    ...           "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.5, "positive_class": "PNEUMONIA"}
+    >>> card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5}
+    >>> pixels = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    >>> pdf = report_bytes(result, pixels, pixels / 255.0, card, identifying=["Doe^Jane"])
+    >>> pdf[:5]
+    b'%PDF-'
+    >>> report_file_name(result["file"], ["Doe^Jane"])  # the name and the MRN-like token scrubbed
+    'redacted-_-redacted_report.pdf'
 """
 
 from __future__ import annotations
@@ -222,7 +230,6 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
     """One report per readable result of ``predictor.predict_files`` in ``out_dir``; each result gets
     ``"report"`` (its PDF's path). Without a heat map (the model has none) the report says so; a file
     whose report cannot be made gets ``"report_error"``."""
-    from medclf_core.explain import heatmaps
     from medclf_core.images import load_image
 
     out_dir = Path(out_dir)
@@ -235,7 +242,7 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
             img = load_image(r["file"])
             values = _identifying_values(r["file"]) if img.source_format == "DICOM" else []
             try:
-                hm = heatmaps(predictor.model, [img.pixels], method=method, cam_layer=predictor.cam_layer)[0]
+                hm = predictor.explain([img.pixels], method)[0].heatmap  # the predicted class's map
             except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
                 hm = None
             target = write_report(r, img.pixels, hm, predictor.card,

@@ -13,7 +13,7 @@ Example::
     >>> import numpy as np
     >>> feats = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
     >>> labels = (feats[:, 0] > 0).astype(int)
-    >>> head = fit_head(feats, labels, feats, labels, num_classes=2, epochs=30, seed=0)
+    >>> head = fit_head(feats, labels, feats, labels, num_classes=2, epochs=50, learning_rate=0.1, seed=0)
     >>> float(head.evaluate(feats, labels, verbose=0)[1]) > 0.8
     True
 """

@@ -88,9 +88,12 @@ def features_and_probabilities(model, batch_or_dataset, views: Sequence[str] = (
 
     Example::
 
-        >>> feats, probs = features_and_probabilities(model, val_ds, views=["hflip"])   # doctest: +SKIP
-        >>> feats.shape, probs.shape                                                   # doctest: +SKIP
-        ((120, 128), (120, 2))
+        >>> from medclf_core.architectures import build_model
+        >>> model = build_model("simple_cnn", 2, 32, 1)  # tiny and untrained
+        >>> batch = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
+        >>> feats, probs = features_and_probabilities(model, batch, views=["hflip"])
+        >>> feats.dtype, len(feats), probs.shape, bool(np.allclose(probs.sum(axis=1), 1))
+        (dtype('float32'), 3, (3, 2), True)
     """
     from medclf_core.tta import VIEWS, check_views
 

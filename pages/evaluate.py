@@ -1,5 +1,12 @@
-"""Evaluate: metrics with intervals, confusion matrices, ROC, a live threshold, and the mistakes."""
+"""Evaluate: metrics with intervals, confusion matrices, ROC, a live threshold, and the mistakes.
 
+The model is the one chosen in the sidebar (app_ui's shared picker): one choice drives Predict
+and Evaluate. The data is the model's own test split, a folder or zip on the server, or a zip
+or images uploaded from the browser (staged by medclf_core.uploads); all three give the same
+result block below.
+"""
+
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -7,66 +14,141 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import explain, jobs, plots, trust
+from medclf_core import explain, plots, trust, uploads
+from medclf_core.access import resolve_data_path
 from medclf_core.errors import MedclfError
-from medclf_core.evaluation import evaluate_probabilities
-from medclf_core.images import load_image
+from medclf_core.evaluation import decide, evaluate_probabilities
+from medclf_core.images import IMAGE_SUFFIXES, load_image
 from medclf_core.inference import predict_folder
-from medclf_core.registry import read_json
+from medclf_core.registry import read_json, stored_test_predictions
 
 MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",
           "test": "test", "val": "val", "train": "train"}
+SOURCES = {"own": "the model's own test split", "folder": "a dataset folder or zip on the server",
+           "upload": "upload a zip or images"}
+IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
+app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Evaluate")
-all_runs = app_ui.runs()
-if not all_runs:
-    st.info("No model is available yet. Train one on the **Train** page.")
-    st.stop()
-by_name = {r["name"]: r for r in all_runs}
-shared = app_ui.current_card()
-names = list(by_name)
-c1, c2 = st.columns([1, 2])
-name = c1.selectbox("Model", names, index=names.index(shared["name"]) if shared and shared["name"] in names else 0,
-                    key="eval_model")
-card = by_name[name]
-kind = c2.radio("Dataset", ["own", "folder"], horizontal=True, key="eval_source",
-                format_func={"own": "the model's own test split", "folder": "another dataset folder or zip"}.get)
+card = app_ui.require_card()
+name = card["name"]
+st.caption(f"Model: **{app_ui.md_escape(name)}** (the model chosen in the sidebar; change it there).")
+kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", format_func=SOURCES.get)
+
+
+def _evaluate(predictor, lock, folder, split) -> dict:
+    """predict_folder with a progress bar by image count (reading and decoding is most of the time)."""
+    bar = st.progress(0.0, text="Finding the images ...")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Reading image {done} of {total} ..."
+                     if done < total else f"Classifying the {total} images ...")
+
+    try:
+        with lock:
+            out = predict_folder(predictor, folder, split, progress=progress)
+    except BaseException:
+        bar.empty()
+        raise
+    total = len(out["files"]) + len(out["skipped"])
+    bar.progress(1.0, text=f"{total} of {total} images read and classified.")
+    return out
+
+
+def _upload_key(files) -> str:
+    digest = hashlib.sha1()
+    for label, f in files:
+        digest.update(f"{label}\0{f.name}\0{f.size}\0".encode())
+        digest.update(hashlib.sha1(f.getvalue()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _stage(mode: str, zip_file, by_class: dict):
+    """The upload written to this session's temporary folder; the previous one is removed first."""
+    old = st.session_state.pop("_eval_staged", None)
+    if old is not None:
+        old.remove()
+    staged = (uploads.stage_zip(zip_file.getvalue(), zip_file.name) if mode == "zip" else
+              uploads.stage_images({c: [(f.name, f.getvalue()) for f in fs] for c, fs in by_class.items()}))
+    st.session_state["_eval_staged"] = staged  # removed when replaced or when this session ends
+    return staged
+
 
 data = None
 if kind == "own":
-    data = jobs.run_test_predictions(card, read_json(card["run_dir"], "evaluation.json"))
+    data = stored_test_predictions(card, read_json(card["run_dir"], "evaluation.json"))
     if data is None:
         st.info("This model has no stored test-split predictions; evaluate it on a dataset folder instead.")
         st.stop()
     data = {**data, "probs": trust.stored_probabilities(card, data["probs"])}  # calibrated like every prediction
-    st.caption(f"{len(data['y_true'])} images of the {data['split']} split that training held out "
-               f"(dataset `{data['dataset']}`).")
+    n, found = len(data["y_true"]), data["n_found"]
+    st.caption(f"{n} images of the {data['split']} split that training held out "
+               f"(dataset {app_ui.md_escape(data['dataset'])}).")
+    if found < n:
+        st.info(("None of these images is" if not found else f"{n - found} of these images are not")
+                + f" on this server (training recorded them under {app_ui.md_escape(data['dataset'])}). The "
+                "figures below come from the predictions stored with the model; an image that is not here is "
+                "listed by name, without a picture.")
 else:
-    c1, c2, c3 = st.columns([3, 2, 1])
-    folder = c1.text_input("Dataset folder or zip on the server", key="eval_folder",
-                           placeholder="root/<class>/<images> or root/test/<class>/<images>")
-    split = c2.selectbox("Split", list(SPLITS), format_func=SPLITS.get, key="eval_split")
-    c3.write("")
-    go = c3.button("Evaluate", type="primary", key="eval_go")
-    key = (card["run_dir"], card.get("created"), folder.strip(), split)
     store = st.session_state.setdefault("_eval_data", {})
-    if go and folder.strip():
-        predictor, lock = app_ui.load_predictor(card)
+    go = False
+    if kind == "folder":
+        c1, c2, c3 = st.columns([3, 2, 1])
+        folder = c1.text_input("Dataset folder or zip on the server", key="eval_folder",
+                               placeholder="root/<class>/<images> or root/test/<class>/<images>")
+        split = c2.selectbox("Split", list(SPLITS), format_func=SPLITS.get, key="eval_split")
+        c3.write("")
+        go = c3.button("Evaluate", type="primary", key="eval_go")
+        key = (card["run_dir"], card.get("created"), "folder", folder.strip(), split)
+        if go and not folder.strip():
+            st.warning("Type the path of a dataset folder or zip first.")
+            go = False
+        run = (lambda: resolve_data_path(folder)) if go else None  # data roots only
+    else:
+        mode = st.radio("Upload", ["zip", "images"], horizontal=True, key="eval_upload_mode",
+                        format_func={"zip": "a zip of class folders", "images": "images, by class"}.get)
+        by_class: dict = {}
+        zip_file = None
+        if mode == "zip":
+            c1, c2 = st.columns([3, 2])
+            zip_file = c1.file_uploader("Dataset zip", type=["zip"], key="eval_zip",
+                                        help="<class>/<images>, or train|val|test/<class>/<images>, inside a zip. "
+                                             f"Class folders are matched to the model's classes "
+                                             f"({', '.join(card.class_names)}) by name.")
+            split = c2.selectbox("Split", list(SPLITS), format_func=SPLITS.get, key="eval_upload_split")
+            files = [("zip", zip_file)] if zip_file is not None else []
+        else:
+            split = "all"
+            cols = st.columns(min(len(card.class_names), 3))
+            for i, c in enumerate(card.class_names):
+                by_class[c] = cols[i % len(cols)].file_uploader(
+                    f"Images of class {c}", type=IMAGE_TYPES, accept_multiple_files=True, key=f"eval_images_{i}") or []
+            files = [(c, f) for c, fs in by_class.items() for f in fs]
+        go = st.button("Evaluate", type="primary", key="eval_go", disabled=not files)
+        key = (card["run_dir"], card.get("created"), "upload", mode, _upload_key(files) if files else "", split)
+        run = (lambda: _stage(mode, zip_file, by_class).root) if go else None
+    if go:
+        store.clear()
+        if kind == "folder" and (old := st.session_state.pop("_eval_staged", None)) is not None:
+            old.remove()  # an earlier upload is not shown any more
         try:
-            with st.spinner("Reading and classifying the images ..."), lock:
-                store.clear()
-                store[key] = predict_folder(predictor, folder.strip(), split)
+            source = run()
+            predictor, lock = app_ui.load_predictor(card)
+            store[key] = _evaluate(predictor, lock, source, split)
         except MedclfError as exc:
             st.error(f"This dataset cannot be evaluated: {app_ui.md_escape(exc)}")
         except Exception as exc:  # noqa: BLE001
             st.error(f"This dataset cannot be evaluated ({type(exc).__name__}).")
-    elif go:
-        st.warning("Type the path of a dataset folder or zip first.")
     data = store.get(key)
     if data is None:
-        st.info("Choose a folder and press **Evaluate**.")
+        st.info("Choose a folder and press **Evaluate**." if kind == "folder" else
+                "Upload a zip or images and press **Evaluate**.")
         st.stop()
+    staged = st.session_state.get("_eval_staged")
+    if kind == "upload" and staged is not None and staged.skipped:
+        with st.expander(f"{len(staged.skipped)} member(s) of the zip were not extracted"):
+            st.dataframe(pd.DataFrame(staged.skipped), hide_index=True, width="stretch")
     if data["skipped"]:
         with st.expander(f"{len(data['skipped'])} file(s) could not be read and were skipped"):
             st.dataframe(pd.DataFrame(data["skipped"]), hide_index=True, width="stretch")
@@ -86,7 +168,7 @@ def metrics_for(y, p, names, thr, pos):
 
 m = metrics_for(tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
-st.subheader(f"{name} on {len(y_true)} images")
+st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
 left, right = st.columns(2)
 with left:
     st.markdown("**Metrics** (95% bootstrap intervals)")
@@ -152,7 +234,7 @@ def threshold_panel() -> None:
     t = st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
                   key=f"eval-thr-{name}",
                   help=f"The model's operating threshold is {start:.2f}, chosen on its validation split.")
-    tm = plots.threshold_metrics(y_true, probs, t, positive)
+    tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)
     c1, c2, c3 = st.columns(3)
     c1.metric("Sensitivity", app_ui.fmt(tm["sensitivity"], pct=True))
     c2.metric("Specificity", app_ui.fmt(tm["specificity"], pct=True))
@@ -176,7 +258,7 @@ elif m.get("roc"):
 
 # ---- the mistakes, with where the model looked
 st.subheader("Misclassified images")
-y_pred = plots.threshold_metrics(y_true, probs, threshold, positive)["y_pred"]
+y_pred = decide(probs, threshold if binary else None, positive)
 wrong = np.flatnonzero(y_pred != y_true)
 if not len(wrong):
     st.success("No image was misclassified at the model's threshold.")
@@ -192,8 +274,8 @@ else:
         except (MedclfError, OSError):
             pixels.append(None)
             missing.append(data["rel"][i])
-    if missing:
-        st.info(f"{len(missing)} image(s) are no longer at their recorded place and are listed without a picture.")
+    if missing and kind != "own":  # the own split says above which of its images are not on this server
+        st.info(f"{len(missing)} image(s) cannot be read any more and are listed without a picture.")
     cache = st.session_state.setdefault("_eval_explained", {})
     cam_key = (card["run_dir"], card.get("created"), data["dataset"], tuple(int(i) for i in shown))
     if cam_key not in cache and any(p is not None for p in pixels):
@@ -242,7 +324,7 @@ else:
             caption += f"; faithfulness {faith[k]:.2f}"
         col = cols[k % 4]
         if pixels[k] is None:
-            col.markdown(caption)
+            col.markdown(app_ui.md_escape(caption))
         elif heat[k] is not None:
             col.image(explain.overlay(pixels[k], heat[k], 0.4), caption=caption, width="stretch")
         else:

@@ -14,10 +14,11 @@ import streamlit as st
 import app_ui
 from medclf_core import plots
 from medclf_core.card import MIN_RELIABLE_N, format_metric, list_evaluations
-from medclf_core.errors import MedclfError
+from medclf_core.errors import MedclfError, user_message
 from medclf_core.model_export import FORMATS as EXPORT_FORMATS, export_archive
 from medclf_core.registry import MODEL_FILE, delete_run, read_json
 
+app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Models")
 all_runs, unreadable = app_ui.registry()
 
@@ -107,7 +108,7 @@ with tab_card:
     name = st.selectbox("Model", names, index=names.index(wanted) if wanted in names else 0, key="models_pick")
     card = by_name[name]
     metrics = card.metrics
-    st.subheader(name)
+    st.subheader(app_ui.md_escape(name))
     c = st.columns(5)
     c[0].metric("Accuracy", app_ui.fmt(metrics.get("accuracy"), pct=True))
     c[1].metric("ROC-AUC", app_ui.fmt(metrics.get("auc")))
@@ -154,8 +155,8 @@ with tab_card:
         "Card schema": f"version {card.schema_version}",
         "Created": card.created, "Folder": card.run_dir,
     }
-    st.dataframe(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}), hide_index=True,
-                 width="stretch", height=35 * (len(facts) + 1) + 3)
+    # A static table wraps long values (paths, training data, versions); a data grid cuts them off at its width.
+    st.table(pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="")))
 
     st.markdown("**Evaluations on other data**")
     evals = evaluations[name]
@@ -196,7 +197,7 @@ with tab_card:
                     st.session_state["models_export"] = (name, export_fmt, *export_archive(card.run_dir, export_fmt))
                 except (MedclfError, OSError) as exc:
                     st.session_state.pop("models_export", None)
-                    st.error(f"The model could not be exported: {exc}")
+                    st.error(app_ui.md_escape(user_message(exc, "The model could not be exported")))
         done = st.session_state.get("models_export")
         if done and done[:2] == (name, export_fmt):
             st.download_button(f"Download {done[3]} ({len(done[2]) / 2**20:.1f} MB)", data=done[2],
@@ -212,21 +213,21 @@ with tab_card:
     else:
         typed_ok = True
         if card.is_bundled:
-            st.warning(f"**{name}** is a model bundled with medclf. Delete it and its card, history and "
+            st.warning(f"**{app_ui.md_escape(name)}** is a model bundled with medclf. Delete it and its card, history and "
                        "evaluation? This cannot be undone: it comes back only with a fresh copy of the repository.")
             typed = st.text_input(f"Type the model's name ({name}) to confirm", key=f"confirm-name-{name}")
             typed_ok = typed.strip() == name
         else:
-            st.warning(f"Delete the model **{name}** and its card, history and evaluation? This cannot be undone.")
+            st.warning(f"Delete the model **{app_ui.md_escape(name)}** and its card, history and evaluation? This cannot be undone.")
         d1, d2, _ = st.columns([1, 1, 4])
         if d1.button("Yes, delete it", type="primary", key=f"confirm-delete-{name}", disabled=not typed_ok):
             if not typed_ok:  # the button is disabled, but a stale click must not get through either
-                st.error(f"Type the model's name ({name}) to delete it.")
+                st.error(app_ui.md_escape(f"Type the model's name ({name}) to delete it."))
             else:
                 try:
                     delete_run(card.run_dir)
                 except (MedclfError, OSError) as exc:
-                    st.error(f"The model could not be deleted: {exc}")
+                    st.error(app_ui.md_escape(user_message(exc, "The model could not be deleted")))
                 else:
                     app_ui.forget_models()
                     st.session_state.pop("confirm_delete", None)
@@ -237,7 +238,7 @@ with tab_card:
             st.session_state.pop("confirm_delete", None)
             st.rerun()
     if st.session_state.get("models_deleted"):
-        st.success(f"Deleted the model '{st.session_state.pop('models_deleted')}'.")
+        st.success(app_ui.md_escape(f"Deleted the model '{st.session_state.pop('models_deleted')}'."))
 
 with tab_compare:
     default = names[:2] if len(names) >= 2 else names

@@ -13,42 +13,40 @@ from medclf_core.card import performance_rows
 from medclf_core.report import report_bytes, report_file_name
 from medclf_core.errors import MedclfError
 from medclf_core.export import predictions_csv
-from medclf_core.images import load_image
+from medclf_core.memory import compact_map
+from medclf_core.images import IMAGE_SUFFIXES, load_image
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom", "gif", "webp"]
+# every extension the core decodes, one constant (medclf_core.images.IMAGE_SUFFIXES)
+UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
+UPLOAD_LABEL = "Upload one or more images (" + ", ".join(t.upper() for t in UPLOAD_TYPES) + ")"
 SAMPLE_FILES = sorted((app_ui.SAMPLES / "images" / "chest_xray").glob("*.jpeg")) + sorted(
     (app_ui.SAMPLES / "dicom").glob("*.dcm"))
 CAM_METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
 MAX_CACHE = 64
 
+
+def sample_label(path: Path) -> str:
+    """A short button label (the full file name is the button's help): 'Normal 1', 'Pneumonia 2', 'DICOM CT 1'."""
+    if path.suffix.lower() == ".dcm":
+        kind = "DICOM " + path.stem.split("_")[0]
+    else:
+        kind = path.stem.split("_")[0].capitalize()
+    same = [p for p in SAMPLE_FILES if (p.suffix.lower() == ".dcm") == (path.suffix.lower() == ".dcm")
+            and p.stem.split("_")[0].lower() == path.stem.split("_")[0].lower()]
+    return f"{kind} {same.index(path) + 1}"
+
+
+app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Predict")
 card = app_ui.require_card()
-predictor, lock = app_ui.load_predictor(card)
-model_key = (f"{card['run_dir']}|{card.get('created')}|{(card.get('ood') or {}).get('threshold')}|"
-             f"{predictor.temperature}")
+about = st.container()  # filled once the model is loaded; the file input comes first so it is usable at once
 
-esc = app_ui.md_escape
-st.markdown(f"Model **{esc(card['name'])}** ({esc(card.get('task', ''))}): classes "
-            f"{esc(', '.join(predictor.class_names))}. Images are resized to {predictor.image_size} px "
-            f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
-with st.expander("What this model is for, and how well it did"):
-    use = card.get("intended_use") or {}
-    st.text(f"Intended use: {use.get('summary') or 'not stated on the model card'}")
-    if use.get("not_for"):
-        st.text("Not for: " + "; ".join(use["not_for"]))
-    if card.get("training_data"):
-        st.text(f"Trained on: {card['training_data']}")
-    st.table(pd.DataFrame(performance_rows(card)).set_index("data"))
-    st.caption("Same source: the model's own held-out split of its training data. Other data: evaluations "
-               "recorded with `evaluate --record`. Expect lower figures on images from other hospitals.")
-
-uploads = st.file_uploader("Upload one or more images (PNG, JPEG, BMP, TIFF or DICOM)", type=UPLOAD_TYPES,
-                           accept_multiple_files=True, key="predict_upload")
+uploads = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, accept_multiple_files=True, key="predict_upload")
 
 with st.expander("... or try a bundled sample image", expanded=not uploads):
     cols = st.columns(5)
     for i, path in enumerate(SAMPLE_FILES):
-        if cols[i % 5].button(path.name, key=f"sample-{path.name}", width="stretch"):
+        if cols[i % 5].button(sample_label(path), key=f"sample-{path.name}", help=path.name, width="stretch"):
             st.session_state["predict_samples"] = [str(path)]
     c1, c2 = st.columns(2)
     if c1.button("All sample images", key="sample-all"):
@@ -56,21 +54,33 @@ with st.expander("... or try a bundled sample image", expanded=not uploads):
     if st.session_state.get("predict_samples") and c2.button("Clear samples", key="sample-clear"):
         st.session_state["predict_samples"] = []
 
+# the first time after the server starts this loads the model and warms it up, under a progress message
+predictor, lock = app_ui.load_predictor(card)
+model_key = (f"{card['run_dir']}|{card.get('created')}|{(card.get('ood') or {}).get('threshold')}|"
+             f"{predictor.temperature}")
+
+esc = app_ui.md_escape
+with about:
+    st.markdown(f"Model **{esc(card['name'])}** ({esc(card.get('task', ''))}): classes "
+                f"{esc(', '.join(predictor.class_names))}. Images are resized to {predictor.image_size} px "
+                f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
+    with st.expander("What this model is for, and how well it did"):
+        use = card.get("intended_use") or {}
+        st.text(f"Intended use: {use.get('summary') or 'not stated on the model card'}")
+        if use.get("not_for"):
+            st.text("Not for: " + "; ".join(use["not_for"]))
+        if card.get("training_data"):
+            st.text(f"Trained on: {card['training_data']}")
+        st.table(pd.DataFrame(performance_rows(card)).set_index("data"))
+        st.caption("Same source: the model's own held-out split of its training data. Other data: evaluations "
+                   "recorded with `evaluate --record`. Expect lower figures on images from other hospitals.")
+
 
 def _cache(name: str) -> dict:
     d = st.session_state.setdefault(name, {})
     while len(d) > MAX_CACHE:
         d.pop(next(iter(d)))
     return d
-
-
-def _dicom_facts(data: bytes) -> dict:
-    """Display fields without patient identifiers, and the identifying values (kept only to scrub exports)."""
-    try:
-        header = deid.read_header(data)
-        return {"dicom": deid.safe_metadata(header), "identifying": deid.identifying_values(header)}
-    except Exception:  # noqa: BLE001 - the pixels decoded; a header we cannot summarise is not worth an error
-        return {}
 
 
 def decode(name: str, data: bytes) -> dict:
@@ -82,8 +92,8 @@ def decode(name: str, data: bytes) -> dict:
             img = load_image(data)
             cache[sha] = {"pixels": img.pixels, "format": img.source_format, "notes": list(img.notes),
                           "warnings": list(getattr(img, "warnings", []) or [])}
-            if img.source_format == "DICOM":
-                cache[sha].update(_dicom_facts(data))
+            if img.dicom is not None:  # display fields and identifiers (to scrub exports), from the same parse
+                cache[sha].update({"dicom": img.dicom.metadata, "identifying": img.dicom.identifying})
         except MedclfError as exc:
             cache[sha] = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the page down
@@ -124,7 +134,7 @@ if todo:
             # read above for display are the ones checked against the card's intended use
             described = predictor.analyse_images([e["pixels"] for e in todo], dicom=[e.get("dicom") for e in todo])
         except MedclfError as exc:
-            st.error(f"Prediction failed: {exc}")
+            st.error(f"Prediction failed: {esc(exc)}")
             st.stop()
     for e, result in zip(todo, described, strict=True):
         preds[(model_key, e["sha"])] = result
@@ -158,7 +168,7 @@ def heatmap_for(sha: str, pixels: np.ndarray, method: str, class_index: int):
     key = (model_key, sha, method, class_index)
     if key not in cache:
         with lock:
-            cache[key] = predictor.explain([pixels], method, class_index)[0].heatmap
+            cache[key] = compact_map(predictor.explain([pixels], method, class_index)[0].heatmap)  # 1 MB, not 16
     return cache[key]
 
 
@@ -198,7 +208,7 @@ def cam_panel(entry: dict) -> None:
         st.info(f"{CAM_METHODS[method]} is not available in this version; choose another method.")
         return
     except MedclfError as exc:
-        st.info(f"No heat map for this model: {exc}")
+        st.info(f"No heat map for this model: {esc(exc)}")
         return
     except Exception as exc:  # noqa: BLE001
         st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
@@ -223,8 +233,8 @@ def cam_panel(entry: dict) -> None:
 def show_out_of_distribution(entry: dict) -> None:
     """A flagged image: the warning, the image, and the model's output de-emphasised (not a finding)."""
     result = entry["result"]
-    st.subheader(f"{entry['name']}: not an image this model knows")
-    st.warning(trust.ood_message(result))
+    st.subheader(f"{esc(entry['name'])}: not an image this model knows")
+    st.warning(esc(trust.ood_message(result)))
     left, right = st.columns(2)
     with left:
         image_panel(entry)
@@ -260,9 +270,9 @@ def image_panel(entry: dict) -> None:
         st.caption(note)
     if entry.get("dicom"):
         facts = entry["dicom"]
-        st.caption(" · ".join(f"{k} {v}" for k, v in facts.items()
+        st.caption(esc(" · ".join(f"{k} {v}" for k, v in facts.items()
                               if k in ("Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows",
-                                       "Columns", "NumberOfFrames", "TransferSyntax")))
+                                       "Columns", "NumberOfFrames", "TransferSyntax"))))
 
 
 def show_detail(entry: dict) -> None:
@@ -271,7 +281,7 @@ def show_detail(entry: dict) -> None:
         show_out_of_distribution(entry)
         return
     label = result["label"]
-    st.subheader(f"{entry['name']}: {label} ({result['probabilities'][label]:.1%})")
+    st.subheader(f"{esc(entry['name'])}: {esc(label)} ({result['probabilities'][label]:.1%})")
     st.markdown(decision_text(result))
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "
@@ -310,7 +320,12 @@ for e in entries:
     rows.append(row)
 table = pd.DataFrame(rows)
 st.subheader(f"Results for {len(entries)} files")
-st.dataframe(table, hide_index=True, width="stretch")
+# file names and decisions are long: wide text columns (the cell's full text also shows on hover)
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "file": st.column_config.TextColumn("file", width="large"),
+    "decision": st.column_config.TextColumn("decision", width="large"),
+    **{c: st.column_config.NumberColumn(c, format="%.4f", width="small") for c in table.columns
+       if c.startswith("P(") or c == "probability"}})
 # The export holds base file names and model outputs only; DICOM identifiers are scrubbed from file names too.
 export_rows = [{"file": e["name"], "error": e["error"]} if "error" in e
                else {"file": e["name"], **e["result"], "notes": e.get("notes")} for e in entries]

@@ -8,9 +8,12 @@ import streamlit as st
 
 import app_ui
 from medclf_core import jobs, plots
+from medclf_core.access import resolve_data_path
 from medclf_core.architectures import get_architecture, list_architectures
 from medclf_core.augment import AugmentConfig
+from medclf_core.data import audit_source
 from medclf_core.errors import MedclfError
+from medclf_core.housekeeping import remove_stale_uploads
 from medclf_core.registry import read_json
 
 SAMPLE_DATASET = app_ui.SAMPLES / "datasets" / "chest_xray"
@@ -21,6 +24,7 @@ AUG_SWITCHES = {"rotation": ("Rotation", 0.05), "shift": ("Shift", 0.1), "zoom":
                 "vertical_flip": ("Vertical flip", True), "brightness": ("Brightness", 0.1),
                 "contrast": ("Contrast", 0.1)}
 
+app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Train")
 root = jobs.jobs_dir(app_ui.models_dir())
 
@@ -42,31 +46,27 @@ def monitor(job_id: str, polling: bool) -> None:
     try:
         p = jobs.job_progress(job_id, root)
     except MedclfError as exc:
-        st.warning(str(exc))
+        st.warning(app_ui.md_escape(exc))
         return
     title = p["name"] or f"job {job_id}"
     state = p["state"]
     if polling and state in jobs.FINAL_STATES:
         st.rerun()  # the whole page: show the outcome and stop polling
-    st.subheader(f"Training job: {title}")
+    st.subheader(f"Training job: {app_ui.md_escape(title)}")
     speed = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
     st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {app_ui.md_escape(p['config'].get('data'))}"
                + (f" · on {p['devices']}" if p.get("devices") else "") + speed)
     if state in ("queued", "running"):
-        epoch, epochs = p["epoch"], p["epochs"] or "?"
-        text = (f"{p['phase'].capitalize()}: epoch {epoch}/{epochs}"
-                + (f", batch {p['batch']}/{p['batches']}" if p["batches"] else "")
-                + f" · ETA {jobs.format_eta(p['eta_s'])}" if epoch else f"{p['phase'].capitalize()} ...")
-        st.progress(p["fraction"], text=text)
+        st.progress(p["fraction"], text=p["text"])  # the one fold of the events (medclf_core.events)
         if p["cancel_requested"]:
             st.info("Cancelling: training stops after the current batch.")
         elif st.button("Cancel training", key=f"cancel-{job_id}", type="secondary"):
             jobs.cancel_job(job_id, root)
             st.info("Cancelling: training stops after the current batch.")
     elif state == "done":
-        st.success(p["message"] or "Training finished.")
+        st.success(app_ui.md_escape(p["message"] or "Training finished."))
     elif state == "cancelled":
-        st.info(p["message"] or "Training was cancelled; no model was saved.")
+        st.info(app_ui.md_escape(p["message"] or "Training was cancelled; no model was saved."))
     else:
         st.error(f"Training failed: {app_ui.md_escape(p['message'] or 'unknown reason')}")
     if p["history"]:
@@ -83,14 +83,14 @@ def monitor(job_id: str, polling: bool) -> None:
                                key=f"cm-{job_id}", config={"displayModeBar": False})
         name = p["name"]
         try:
-            st.page_link("pages/models.py", label=f"Open the model card of '{name}'", icon=":material/inventory_2:")
+            st.page_link("pages/models.py", label=f"Open the model card of '{app_ui.md_escape(name)}'", icon=":material/inventory_2:")
         except Exception:  # noqa: BLE001 - the page runs outside the navigation (tests)
-            st.markdown(f"The model is registered as **{name}** (see the Models page).")
-        st.button(f"Use '{name}' for prediction", key=f"use-{job_id}", on_click=_open_model, args=(name,))
+            st.markdown(f"The model is registered as **{app_ui.md_escape(name)}** (see the Models page).")
+        st.button(f"Use '{app_ui.md_escape(name)}' for prediction", key=f"use-{job_id}", on_click=_open_model, args=(name,))
     if p["notices"] or p["audit"]:
         with st.expander("Details"):
             for n in p["notices"]:
-                st.write(n)
+                st.text(n)
             if p["devices"]:
                 st.write(f"Devices: {p['devices']}")
             if p["split"]:
@@ -122,6 +122,12 @@ elif kind == "folder":
     typed = st.text_input("Folder on the server", key="train_folder",
                           placeholder="/data/chest_xray  (root/<class>/<images> or root/train|val|test/<class>/...)")
     source = typed.strip() or None
+    if source:  # only inside the configured data roots (medclf_core.access)
+        try:
+            source = str(resolve_data_path(source))
+        except MedclfError as exc:
+            st.error(f"This dataset cannot be used: {app_ui.md_escape(exc)}")
+            source = None
 else:
     up = st.file_uploader("Dataset zip", type=["zip"], key="train_zip",
                           help="root/<class>/<images> or root/train|val|test/<class>/<images> inside a zip.")
@@ -130,15 +136,20 @@ else:
         digest = hashlib.sha1(data).hexdigest()[:16]
         folder = root / "uploads" / digest
         zpath = folder / Path(up.name).name
+        running = jobs.running_job(root)
+        in_use = [jobs.job_progress(running, root).get("config", {}).get("data", "")] if running else []
+        remove_stale_uploads(root / "uploads", in_use=[p for p in in_use if p])
         if not zpath.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             zpath.write_bytes(data)
+        else:
+            folder.touch()  # in use again: kept another day (housekeeping.remove_stale_uploads)
         source, extract_to = str(zpath), str(folder / "data")
 
 
-@st.cache_data(ttl=120, show_spinner="Checking the dataset (every image is decoded once) ...")
+@st.cache_data(ttl=120, max_entries=8, show_spinner="Checking the dataset (every image is decoded once) ...")
 def audit(path: str, extract: str | None) -> dict:
-    return jobs.audit_source(path, extract_to=extract)
+    return audit_source(path, extract_to=extract)
 
 
 report = None
@@ -165,7 +176,7 @@ if report:
                                                      " (not pre-split: medclf splits 70/15/15, stratified)"))
     st.dataframe(counts, width="stretch")
     for w in report["warnings"]:
-        st.warning(w)
+        st.warning(app_ui.md_escape(w))
     if not report["warnings"]:
         st.success("No problems found: every image is readable, no duplicates, classes balanced.")
     if report["unreadable"]:
@@ -175,7 +186,7 @@ if report:
     if groups:
         with st.expander(f"Duplicate and near-duplicate groups ({len(groups)})"):
             for g in groups:
-                st.write(", ".join(g))
+                st.text(", ".join(g))
     if st.button("Check again", key="train-recheck"):
         audit.clear()
         st.rerun()
@@ -190,24 +201,54 @@ archs = list_architectures()
 # ImageNet features trains the bundled sample in well under a minute on a CPU and holds up on other images.
 DEFAULT_ARCH = "efficientnet_lite0" if "efficientnet_lite0" in archs else archs[0]
 default_spec = get_architecture(DEFAULT_ARCH)
+IMAGE_SIZES = [32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 320]
+
+
+def _last_settings() -> dict:
+    """The settings last submitted in this session, else those of the last job (a reload starts a new
+    session, and the job's config is on disk): the form starts from them instead of the defaults."""
+    saved = st.session_state.get("train_settings")
+    if saved is None:
+        last = jobs.latest_job(root)
+        try:
+            saved = jobs.job_progress(last, root)["config"] if last else {}
+        except MedclfError:
+            saved = {}
+    return saved if isinstance(saved, dict) else {}
+
+
+last = _last_settings()
+same_data = bool(report) and last.get("data") == report["root"]  # dataset-specific choices only for that dataset
+last_arch = last.get("arch") if last.get("arch") in archs else DEFAULT_ARCH
+last_size = (last.get("image_size") if last.get("image_size") in IMAGE_SIZES
+             else int(default_spec.defaults["image_size"]))
+channels = last.get("channels") if same_data and last.get("channels") in (1, 3) else (report or {}).get("channels", 1)
+
+
+def _number(key: str, default, lo, hi):
+    v = last.get(key)
+    return type(default)(v) if isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi else default
+
+
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", archs, index=archs.index(DEFAULT_ARCH),
+    arch = c1.selectbox("Architecture", archs, index=archs.index(last_arch),
                         format_func=lambda a: f"{a}: {get_architecture(a).description}")
-    epochs = c2.number_input("Epochs", 1, 500, int(default_spec.defaults["epochs"]),
+    epochs = c2.number_input("Epochs", 1, 500, _number("epochs", int(default_spec.defaults["epochs"]), 1, 500),
                              help="Pretrained architectures: epochs of the classifier head on cached backbone "
                                   "features (a fraction of a second each; early stopping ends sooner). "
                                   "Others: epochs over the images.")
-    batch_size = c3.number_input("Batch size", 1, 512, 16 if is_sample else 32)
+    batch_size = c3.number_input("Batch size", 1, 512, _number("batch_size", 16 if is_sample else 32, 1, 512))
     c1, c2, c3 = st.columns(3)
-    lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", step=1e-4)
-    image_size = c2.select_slider("Image size (px)", [32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 320],
-                                  value=int(default_spec.defaults["image_size"]))
-    colour = c3.radio("Input", ["grayscale", "colour (RGB)"], index=0, horizontal=True,
+    lr = c1.number_input("Learning rate", 1e-6, 1.0, _number("learning_rate", 1e-3, 1e-6, 1.0), format="%.5f",
+                         step=1e-4)
+    image_size = c2.select_slider("Image size (px)", IMAGE_SIZES, value=last_size)
+    colour = c3.radio("Input", ["grayscale", "colour (RGB)"], index=0 if channels == 1 else 1, horizontal=True,
                       help="Grayscale suits X-ray, CT and MRI; pretrained models repeat the channel inside the "
-                           "model. Choose colour for colour images.")
+                           "model. Choose colour for colour images. The default follows the dataset's images.")
     fine_tune_epochs = st.number_input(
-        "Fine-tuning epochs (pretrained architectures)", 0, 100, 0, key="train_finetune",
+        "Fine-tuning epochs (pretrained architectures)", 0, 100, _number("fine_tune_epochs", 0, 0, 100),
+        key="train_finetune",
         help="After the head: this many epochs over the images with the top blocks unfrozen at a lower learning "
              "rate (BatchNorm statistics kept). Slow on a CPU: minutes per epoch on thousands of images.")
     st.markdown("**Augmentation** (training images only)")
@@ -216,20 +257,26 @@ with st.form("train_form"):
         else "default").to_dict()
     cols = st.columns(4)
     switches = {}
+    last_augment = last.get("augment") if same_data and isinstance(last.get("augment"), dict) else preset
     for i, (key, (label, _)) in enumerate(AUG_SWITCHES.items()):
-        switches[key] = cols[i % 4].checkbox(label, value=bool(preset.get(key)), key=f"aug-{key}")
+        switches[key] = cols[i % 4].checkbox(label, value=bool(last_augment.get(key)), key=f"aug-{key}")
     st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
-    tta_flip = st.checkbox("Test-time flip averaging", value=False, key="train_tta",
+    tta_flip = st.checkbox("Test-time flip averaging", value=same_data and "hflip" in (last.get("tta") or []),
+                           key="train_tta",
                            help="Average each prediction with that of the mirrored image (validation, threshold and "
                                 "every later prediction). Needs horizontal flips in training.")
-    ensemble = st.number_input("Models to average (seed ensemble)", 1, 5, 1, key="train_ensemble",
+    ensemble = st.number_input("Models to average (seed ensemble)", 1, 5, _number("ensemble", 1, 1, 5),
+                               key="train_ensemble",
                                help="Train this many models from different seeds on the same split and ship them "
                                     "as one model that averages them: steadier on small datasets, N times the "
                                     "training time, and N times the prediction cost.")
     c1, c2, c3 = st.columns(3)
-    class_weights = c1.radio("Class weights", ["auto", "on", "off"], horizontal=True,
+    weight_modes = ["auto", "on", "off"]
+    class_weights = c1.radio("Class weights", weight_modes, horizontal=True,
+                             index=weight_modes.index(last["class_weights"]) if last.get("class_weights") in
+                             weight_modes else 0,
                              help="auto: used when the largest class is 1.5x the smallest or more.")
-    patience = c2.number_input("Early-stopping patience (epochs)", 1, 100, 8)
+    patience = c2.number_input("Early-stopping patience (epochs)", 1, 100, _number("patience", 8, 1, 100))
     run_name = c3.text_input("Run name (optional)", placeholder="e.g. chest-64px-try1")
     submitted = st.form_submit_button("Launch training", type="primary")
 
@@ -244,10 +291,11 @@ if submitted:
                "channels": 1 if colour == "grayscale" else 3, "augment": augment, "class_weights": class_weights,
                "patience": int(patience), "name": run_name.strip() or None, "tta": ["hflip"] if tta_flip else [],
                "ensemble": int(ensemble), "task": report["name"], "fine_tune_epochs": int(fine_tune_epochs)}
+        st.session_state["train_settings"] = cfg  # the form starts from these next time (a failed launch too)
         try:
             job_id = jobs.start_job(cfg, models_dir=app_ui.models_dir(), root=root)
         except jobs.JobBusy as exc:
-            st.error(str(exc))
+            st.error(app_ui.md_escape(exc))
         except MedclfError as exc:
             st.error(f"Training cannot start: {app_ui.md_escape(exc)}")
         else:

@@ -68,3 +68,17 @@ def rendered(markdown: str) -> str:
     import re
 
     return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def wait_for_job(job_id: str, root, timeout: float = 600, poll: float = 0.5) -> dict:
+    """``jobs.job_progress`` once the job reached a final state (or at the timeout)."""
+    import time
+
+    from medclf_core import jobs
+
+    deadline = time.time() + timeout
+    while True:
+        p = jobs.job_progress(job_id, root)
+        if p["state"] in jobs.FINAL_STATES or time.time() > deadline:
+            return p
+        time.sleep(poll)

@@ -103,6 +103,49 @@ def test_train_config_file_with_flag_overrides(tmp_path, chest_sample):
     assert main(["train", "--config", str(cfg_file)]) == 1
 
 
+def test_train_flags_are_generated_from_the_config_fields(chest_sample):
+    from dataclasses import fields
+
+    from medclf_core.cli import build_parser, train_config_from_args
+    from medclf_core.devices import MIXED_PRECISION_CHOICES
+    from medclf_core.evaluation import THRESHOLD_METHODS
+    from medclf_core.training import TrainConfig
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    by_dest = {a.dest: a for a in train_parser._actions}
+    config_only = {"cache", "model_options", "intended_use", "training_data"}
+    assert {f.name for f in fields(TrainConfig)} - config_only <= set(by_dest)
+    assert by_dest["mixed_precision"].choices == list(MIXED_PRECISION_CHOICES)
+    assert by_dest["threshold_method"].choices == list(THRESHOLD_METHODS)
+    assert "(default: 0.15)" in by_dest["val_split"].help and "(default: 1337)" in by_dest["seed"].help
+    # the historical flag names map onto their fields
+    args = parser.parse_args(["train", str(chest_sample), "--lr", "0.01", "--fine-tune-lr", "1e-4", "--devices", "2",
+                              "--memory-growth", "off", "--weights", "none", "--tta", "hflip", "--freeze-batchnorm",
+                              "--image-size", "64", "--channels", "1"])
+    cfg = train_config_from_args(args)
+    assert (cfg.learning_rate, cfg.fine_tune_learning_rate, cfg.logical_devices) == (0.01, 1e-4, 2)
+    assert cfg.memory_growth is False and cfg.weights is None and cfg.tta == ["hflip"] and cfg.freeze_batchnorm
+    assert (cfg.image_size, cfg.channels, cfg.epochs, cfg.patience) == (64, 1, None, 8)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "x", "--mixed-precision", "fp8"])
+
+
+def test_train_refuses_a_bad_setting_before_training(chest_sample, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert main(["train", str(chest_sample), "--name", "../evil", "--models-dir", str(models)]) == 1
+    assert "not a valid run name" in capsys.readouterr().err
+    assert main(["train", str(chest_sample), "--augment", "chest_xray", "--tta", "hflip",
+                 "--models-dir", str(models)]) == 1
+    err = capsys.readouterr().err
+    assert "laterality" in err and "Traceback" not in err
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"data": str(chest_sample), "epoch": 3}))
+    assert main(["train", "--config", str(cfg_file)]) == 1
+    assert f"Unknown training option(s) in {cfg_file}: epoch." in capsys.readouterr().err
+    assert not models.exists()
+
+
 def test_bundled_training_configs_are_valid():
     from medclf_core.architectures import ARCHITECTURES
     from medclf_core.card import ModelCard

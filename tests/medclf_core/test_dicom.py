@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from bad_inputs import DICOM_CASES, PATIENT_STRINGS, dicom_bytes, gradient
+from bad_inputs import DICOM_CASES, PATIENT, PATIENT_STRINGS, dicom_bytes, gradient
 from helpers import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -300,3 +300,41 @@ def test_bare_data_set_starting_with_any_group_8_element_is_sniffed_as_dicom():
     data = buf.getvalue()
     assert data[:4] == b"\x08\x00\x20\x00" and looks_like_dicom(data)
     assert np.array_equal(load_image(data).pixels, load_image(dicom_bytes(gradient(8, 8))).pixels)
+
+
+# ----------------------------------------------------------------------------- one parse
+
+def test_a_dicom_is_parsed_once_and_its_header_facts_come_with_the_pixels(monkeypatch):
+    import pydicom
+
+    calls = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    img = load_image(dicom_bytes(gradient(16, 16), Modality="CR", BodyPartExamined="CHEST"))
+    assert len(calls) == 1
+    assert img.dicom.metadata["Modality"] == "CR" and img.dicom.metadata["BodyPartExamined"] == "CHEST"
+    assert img.dicom.metadata["Rows"] == 16 and img.dicom.metadata["NumberOfFrames"] == 1
+    assert PATIENT["PatientName"] in img.dicom.identifying and PATIENT["PatientID"] in img.dicom.identifying
+    assert "Zzyzxqa" not in repr(img) and "Zzyzxqa" not in repr(img.dicom)  # no identifier in a log line
+
+
+def test_header_facts_equal_those_of_reading_the_header_alone():
+    from medclf_core.deid import identifying_values, read_header, safe_metadata
+
+    for data in (dicom_bytes(gradient(16, 16), Modality="MR"), dicom_bytes(gradient(16, 16), preamble=False),
+                 dicom_bytes(np.stack([gradient(16, 16)] * 3))):
+        header = read_header(data)
+        img = load_image(data)
+        assert img.dicom.metadata == safe_metadata(header)
+        assert img.dicom.identifying == identifying_values(header)
+
+
+def test_a_header_that_cannot_be_summarised_leaves_the_image_usable(monkeypatch):
+    import medclf_core.deid as deid
+
+    def broken(ds):
+        raise ValueError("odd header")
+
+    monkeypatch.setattr(deid, "safe_metadata", broken)
+    img = load_image(dicom_bytes(gradient(16, 16)))
+    assert img.dicom is None and img.pixels.shape == (16, 16)

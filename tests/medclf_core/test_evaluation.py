@@ -85,3 +85,18 @@ def test_positive_class(names, expected):
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         evaluate_probabilities([0, 1], np.ones((3, 2)) / 2, CLASSES)
+
+
+def test_sensitivity_specificity_and_matrix_move_with_the_threshold():
+    """Moved from plots.threshold_metrics (issue 16): the Evaluate page's slider reads evaluate_probabilities."""
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    probs = np.stack([1 - p1, p1], axis=1)
+    at_half = evaluate_probabilities(y, probs, ["NORMAL", "PNEUMONIA"], threshold=0.5, positive=1, bootstrap=0)
+    assert at_half["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert at_half["sensitivity"] == 0.5 and at_half["specificity"] == 0.5
+    low = evaluate_probabilities(y, probs, ["NORMAL", "PNEUMONIA"], threshold=0.3, positive=1, bootstrap=0)
+    assert low["sensitivity"] == 1.0 and low["specificity"] == 0.5
+    assert decide(probs, 0.3, 1).tolist() == [0, 1, 1, 1]
+    multi = evaluate_probabilities([0, 1, 2], np.eye(3), ["a", "b", "c"], bootstrap=0)
+    assert multi["accuracy"] == 1.0 and multi.get("sensitivity") is None

@@ -33,3 +33,19 @@ def test_old_registration_leftovers_are_removed_and_live_ones_kept(tmp_path):
 
 def test_missing_or_unreadable_models_folder_is_not_an_error(tmp_path):
     assert remove_stale_registrations(tmp_path / "nope") == []
+
+
+def test_stale_uploads_go_but_a_running_jobs_data_and_recent_uploads_stay(tmp_path):
+    from medclf_core.housekeeping import remove_stale_uploads
+
+    day_ago = time.time() - 2 * 86400
+    for name in ("old", "busy", "fresh"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data.zip").write_bytes(b"x")
+    for name in ("old", "busy"):
+        for path in (tmp_path / name, tmp_path / name / "data", tmp_path / name / "data.zip"):
+            os.utime(path, (day_ago, day_ago))
+    removed = remove_stale_uploads(tmp_path, in_use=[tmp_path / "busy" / "data.zip"])
+    assert removed == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "fresh"]
+    assert remove_stale_uploads(tmp_path / "missing") == []

@@ -114,9 +114,9 @@ def test_large_image_is_downscaled_to_max_side():
 
 
 def test_decoded_size_limit_refuses_before_decoding(monkeypatch):
-    import medclf_core.images as images
+    import medclf_core.pixels as pixels
 
-    monkeypatch.setattr(images, "MAX_DECODED_BYTES", 1000)
+    monkeypatch.setattr(pixels, "MAX_DECODED_BYTES", 1000)
     with pytest.raises(ImageError, match="too large to open safely"):
         load_image(encode(Image.fromarray(gradient()), "PNG"))
 
@@ -139,37 +139,43 @@ def test_upload_size_check():
 
 
 def test_oversized_file_like_is_refused_without_reading_it_all(monkeypatch):
-    import medclf_core.images as images
+    import medclf_core.pixels as pixels
 
-    monkeypatch.setattr(images, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(pixels, "MAX_FILE_BYTES", 100)
     with pytest.raises(ImageError, match="too large"):
         load_image(io.BytesIO(b"\x89PNG" + b"\0" * 500))
 
 
 # ----------------------------------------------------------------------------- bounded memory
 
+_HUGE_HEADERS = [(100_000, 100_000), (12_000, 12_000), (16_000, 16_000)]
 _MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
+    from pathlib import Path
     from medclf_core.errors import ImageError
     from medclf_core.images import load_image
-    sys.path.insert(0, "tests")
-    from bad_inputs import png_with_header
+    headers = [Path(p).read_bytes() for p in sys.argv[1:]]  # made by the test: bad_inputs.png_with_header
     vm_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
     limit = (vm_kb + 200 * 1024) * 1024  # 200 MB more address space than the imports took
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    for w, h in [(100_000, 100_000), (12_000, 12_000), (16_000, 16_000)]:
+    for i, data in enumerate(headers):
         try:
-            load_image(png_with_header(w, h))
-            print("DECODED", w, h)
+            load_image(data)
+            print("DECODED", i)
         except ImageError as exc:
-            print("REFUSED", w, h, exc)
+            print("REFUSED", i, exc)
 """)
 
 
-def test_crafted_huge_headers_are_refused_before_allocating():
+def test_crafted_huge_headers_are_refused_before_allocating(tmp_path):
     """With only 200 MB of address space to spare, headers claiming 0.5 to 40 GB of pixels
     must be refused by the size checks, not by running out of memory."""
-    res = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    files = []
+    for w, h in _HUGE_HEADERS:
+        files.append(tmp_path / f"{w}x{h}.png")
+        files[-1].write_bytes(png_with_header(w, h))
+    res = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, *map(str, files)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("REFUSED") for line in lines), lines

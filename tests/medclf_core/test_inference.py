@@ -111,3 +111,59 @@ def test_explain_target_by_name_or_index_and_bad_targets(predictor, sample_image
         predictor.explain(imgs, "gradcam", prepared=np.zeros((1, 4, 4, 1), np.uint8))
     with pytest.raises(ValueError, match="Unknown method"):
         predictor.explain(imgs, "lime")
+
+
+# ----------------------------------------------------------------------------- tracing (issue 16)
+
+@pytest.fixture
+def traces(monkeypatch):
+    """The names of the tf.functions traced while the test runs (every trace TensorFlow counts towards
+    its "triggered tf.function retracing" warning)."""
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function as pf
+
+    seen: list[str] = []
+    original = pf._FrequentTracingDetectorManager.called_with_tracing
+
+    def counting(self, key, function_name, omit_warning):
+        seen.append(getattr(function_name, "__name__", str(function_name)))
+        return original(self, key, function_name, omit_warning)
+
+    monkeypatch.setattr(pf._FrequentTracingDetectorManager, "called_with_tracing", counting)
+    return seen
+
+
+def test_prediction_is_traced_once_for_every_batch_size(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    imgs = [load_image(p).pixels for p in sample_images]
+    for n in (1, 2, 3, 5):
+        assert len(fresh.analyse_images(imgs[:n])) == n
+    assert len(traces) == 1, traces
+
+
+def test_heat_maps_and_their_scores_are_traced_once_for_every_batch_size(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    imgs = [load_image(p).pixels for p in sample_images]
+    fresh.explain(imgs[:1], "gradcam", faithfulness=True)
+    first = len(traces)
+    assert first >= 1
+    for n in (2, 3, 5):
+        assert len(fresh.explain(imgs[:n], "gradcam", faithfulness=True)) == n
+    assert len(traces) == first, traces[first:]
+
+
+def test_after_the_warm_up_the_first_image_traces_nothing(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    fresh.warm_up()
+    assert traces  # the warm-up did the tracing
+    warmed = len(traces)
+    img = load_image(sample_images[0]).pixels
+    (result,) = fresh.analyse_images([img])
+    (e,) = fresh.explain([img], "gradcam", faithfulness=True)
+    assert len(traces) == warmed, traces[warmed:]
+    assert result["label"] in fresh.class_names and e.heatmap.shape == img.shape[:2]
+
+
+def test_the_traced_forward_pass_gives_keras_probabilities(trained_run, sample_images):
+    fresh = Predictor.from_run(trained_run)
+    x = np.stack([fresh.prepare(load_image(p).pixels) for p in sample_images[:3]]).astype(np.float32)
+    np.testing.assert_allclose(fresh._model_probabilities(x), fresh.model.predict_on_batch(x), atol=1e-6)

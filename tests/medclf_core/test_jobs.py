@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import CHEST_SAMPLE, TINY
+from helpers import TINY, wait_for_job
 from medclf_core import jobs, plots
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry import list_runs
@@ -41,7 +41,7 @@ def test_job_runs_refuses_a_second_and_cancels_then_a_new_one_completes(tmp_path
     assert p["audit"]["counts"] and p["split"]
 
     jobs.cancel_job(job, root)
-    p = jobs.wait_for_job(job, root, timeout=60)
+    p = wait_for_job(job, root, timeout=60)
     assert p["state"] == "cancelled", p
     assert "no model was saved" in p["message"]
     assert list_runs(models) == []
@@ -50,7 +50,7 @@ def test_job_runs_refuses_a_second_and_cancels_then_a_new_one_completes(tmp_path
 
     short = jobs.start_job({"data": str(pattern_dataset), "epochs": 2, "image_size": TINY, "channels": 1,
                             "batch_size": 8, "name": "short-run"}, models_dir=models, root=root)
-    p = jobs.wait_for_job(short, root, timeout=180)
+    p = wait_for_job(short, root, timeout=180)
     assert p["state"] == "done", p
     assert p["fraction"] == 1.0 and len(p["history"]) == 2
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(p["history"][0])
@@ -195,13 +195,6 @@ def test_progress_of_a_seed_ensemble_keeps_one_curve_per_model(tmp_path):
         "model 1 train", "model 1 val", "model 2 train", "model 2 val"}
 
 
-def test_format_eta():
-    assert jobs.format_eta(None) == "estimating..."
-    assert jobs.format_eta(42.4) == "42 s"
-    assert jobs.format_eta(125) == "2 min 05 s"
-    assert jobs.format_eta(3 * 3600 + 60) == "3 h 01 min"
-
-
 def test_jobs_dir_env(tmp_path, monkeypatch):
     monkeypatch.delenv(jobs.JOBS_DIR_ENV, raising=False)
     assert jobs.jobs_dir(tmp_path) == tmp_path / ".jobs"
@@ -209,33 +202,23 @@ def test_jobs_dir_env(tmp_path, monkeypatch):
     assert jobs.jobs_dir(tmp_path) == tmp_path / "j"
 
 
-def test_audit_source_sample_and_zip(tmp_path, pattern_dataset):
-    report = jobs.audit_source(CHEST_SAMPLE)
-    assert report["class_names"] == ["NORMAL", "PNEUMONIA"]
-    assert report["n_images"] == 80 and report["counts"]["all"] == {"NORMAL": 40, "PNEUMONIA": 40}
-    assert report["imbalance_ratio"] == 1.0 and report["unreadable"] == []
-    import shutil
-
-    (pattern_dataset / "square" / "broken.png").write_bytes(b"not an image")
-    archive = shutil.make_archive(str(tmp_path / "ds"), "zip", root_dir=tmp_path, base_dir="patterns")
-    report = jobs.audit_source(archive, extract_to=tmp_path / "extracted")
-    assert report["root"].startswith(str((tmp_path / "extracted").resolve()))
-    assert [u["file"] for u in report["unreadable"]] == ["square/broken.png"]
-    assert any("could not be read" in w for w in report["warnings"])
-    with pytest.raises(DatasetError):
-        jobs.audit_source(tmp_path / "nope")
-
-
 def test_predict_folder_and_stored_predictions(trained_run, chest_sample):
     from medclf_core.inference import Predictor, predict_folder
-    from medclf_core.registry import read_card, read_json
 
     predictor = Predictor.from_run(trained_run)
     data = predict_folder(predictor, chest_sample, "all")
     assert data["probs"].shape == (80, 2) and len(data["files"]) == 80 and data["split"] == "all"
     assert np.allclose(data["probs"].sum(axis=1), 1, atol=1e-4)
     assert set(data["y_true"].tolist()) == {0, 1}
-    stored = jobs.run_test_predictions(read_card(trained_run), read_json(trained_run, "evaluation.json"))
-    assert stored["probs"].shape[1] == 2 and len(stored["y_true"]) == len(stored["files"]) > 0
-    assert all(os.path.isfile(f) for f in stored["files"])
-    assert jobs.run_test_predictions({"class_names": ["a", "b"]}, None) is None
+    # the stored test predictions: registry.stored_test_predictions, tested in test_registry.py
+
+
+def test_the_worker_module_starts_from_any_folder_without_pythonpath(tmp_path):
+    """The job worker imports the installed package (pyproject.toml): start_job sets no PYTHONPATH."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-m", "medclf_core.jobs"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "usage: python -m medclf_core.jobs run JOB_DIR" in res.stderr, res.stderr

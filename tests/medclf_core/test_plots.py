@@ -44,19 +44,6 @@ def test_roc_figure_with_operating_point():
     assert [t.name for t in fig.data] == ["chance", "PNEUMONIA (AUC 0.800)", "threshold"]
 
 
-def test_threshold_metrics_moves_with_threshold():
-    y = np.array([0, 0, 1, 1])
-    p1 = np.array([0.1, 0.6, 0.4, 0.9])
-    probs = np.stack([1 - p1, p1], axis=1)
-    at_half = plots.threshold_metrics(y, probs, 0.5, 1)
-    assert at_half["confusion_matrix"] == [[1, 1], [1, 1]]
-    assert at_half["sensitivity"] == 0.5 and at_half["specificity"] == 0.5
-    low = plots.threshold_metrics(y, probs, 0.3, 1)
-    assert low["sensitivity"] == 1.0 and low["specificity"] == 0.5
-    multi = plots.threshold_metrics([0, 1, 2], np.eye(3), None, None)
-    assert multi["accuracy"] == 1.0 and multi["sensitivity"] is None
-
-
 def test_metrics_table_rows():
     rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 10, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
     assert rows[0] == {"metric": "Accuracy", "value": "0.800", "95% interval": "0.700 - 0.900"}
@@ -72,3 +59,19 @@ def test_reliability_figure_bins_and_ece_in_title():
     share = [t for t in fig.data if t.name == "share of images"][0]
     assert sum(share.y) == pytest.approx(1.0)
     assert "ECE 0.400" in fig.layout.title.text  # both bins are 0.4 off the diagonal
+
+
+def test_the_legend_sits_below_the_plot_with_room_for_every_run():
+    """Issue 16: comparing several runs must not cut the legend off or push it into the axis title."""
+    h = [{"epoch": 0, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55}]
+    one = plots.training_curves(h, height=400)
+    many = plots.training_curves({f"chest-xray-run-{k}": h for k in range(6)}, height=400)
+    for fig in (one, many):
+        legend, margin = fig.layout.legend, fig.layout.margin
+        assert legend.yref == "container" and legend.y == 0 and legend.yanchor == "bottom"
+        assert margin.b >= 60 + plots.LEGEND_ROW_PX  # the axis title and at least one legend row
+    extra_rows = (many.layout.margin.b - one.layout.margin.b) / plots.LEGEND_ROW_PX
+    assert extra_rows >= 2  # 12 entries of ~27 characters do not fit on one row
+    assert many.layout.height - one.layout.height == many.layout.margin.b - one.layout.margin.b  # the plot keeps its size
+    rel = plots.reliability_figure([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]), height=380)
+    assert rel.layout.legend.yref == "container" and rel.layout.height > 380

@@ -203,3 +203,53 @@ def test_damaged_side_files_read_as_absent(tmp_path):
     (tmp_path / "evaluation.json").write_text("{")
     assert read_json(tmp_path, "history.json", default=[]) == []
     assert read_json(tmp_path, "evaluation.json") is None
+
+
+def test_stored_test_predictions_of_a_trained_run(trained_run):
+    """Moved from jobs.run_test_predictions (issue 16): the run's own test split, every image found."""
+    import os
+
+    from medclf_core.registry import read_card, read_json, stored_test_predictions
+
+    stored = stored_test_predictions(read_card(trained_run), read_json(trained_run, "evaluation.json"))
+    assert stored["probs"].shape[1] == 2 and len(stored["y_true"]) == len(stored["files"]) > 0
+    assert all(os.path.isfile(f) for f in stored["files"])
+    assert stored["n_found"] == len(stored["files"])
+    assert stored_test_predictions({"class_names": ["a", "b"]}, None) is None
+
+
+def _stored(source: str) -> tuple[dict, dict]:
+    from helpers import CHEST_SAMPLE
+
+    rels = [p.relative_to(CHEST_SAMPLE).as_posix() for p in sorted(CHEST_SAMPLE.rglob("*.jpeg"))[::20]]
+    card = {"class_names": ["NORMAL", "PNEUMONIA"], "dataset": {"source": source}}
+    evaluation = {"split": "test", "predictions": [
+        {"file": r, "label": r.split("/")[0], "probabilities": [0.3, 0.7]} for r in rels]}
+    return card, evaluation
+
+
+@pytest.mark.parametrize("source", ["/home/someone/medclf/samples/datasets/chest_xray",  # trained on another machine
+                                    "samples/datasets/chest_xray"])                       # relative to the repository
+def test_stored_test_predictions_find_the_images_on_a_fresh_clone(source, monkeypatch, tmp_path):
+    """Issue 16: the recorded root of another machine (or a relative one, read from another folder) is found."""
+    import os
+
+    from helpers import CHEST_SAMPLE
+
+    from medclf_core.registry import stored_test_predictions
+
+    monkeypatch.chdir(tmp_path)
+    card, evaluation = _stored(source)
+    stored = stored_test_predictions(card, evaluation)
+    assert stored["n_found"] == len(stored["files"]) == 4
+    assert stored["dataset_root"] == str(CHEST_SAMPLE.resolve())
+    assert all(os.path.isfile(f) for f in stored["files"]) and stored["dataset"] == source
+
+
+def test_stored_test_predictions_say_when_the_images_are_not_here(tmp_path):
+    from medclf_core.registry import stored_test_predictions
+
+    card, evaluation = _stored(str(tmp_path / "gone" / "xrays"))
+    stored = stored_test_predictions(card, evaluation)
+    assert stored["n_found"] == 0 and stored["dataset_root"] is None
+    assert len(stored["files"]) == 4 and stored["y_true"].tolist() == [0, 0, 1, 1]

@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, TINY, make_pattern_dataset
 
 from medclf_core.architectures import ARCHITECTURES
-from medclf_core.errors import DatasetError, TrainingCancelled
+from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
 from medclf_core.events import EventLog, read_events
 from medclf_core.inference import Predictor
 from medclf_core.registry import CARD_KEYS, list_runs, read_json
@@ -177,6 +177,60 @@ def test_augmentation_preset_follows_the_data():
     assert cfg.augment_config(["NORMAL", "PNEUMONIA"], "chest_xray").horizontal_flip is False
     assert cfg.augment_config(["no", "yes"], "brain_tumor_mri").horizontal_flip is True
     assert TrainConfig(data="x", augment="none").augment_config(["a", "b"], "d").enabled is False
+
+
+def test_importing_the_config_and_the_package_does_not_import_tensorflow():
+    """TrainConfig (and its validation) is used by the app and the CLI before any training: no TensorFlow."""
+    code = ("import sys, medclf_core.training, medclf_core.training.config, medclf_core.jobs, medclf_core.cli\n"
+            "from medclf_core.training import TrainConfig\n"
+            "TrainConfig(data='samples/datasets/chest_xray').validate()\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("changes,error,fragment", [
+    ({"data": ""}, DatasetError, "No dataset given"),
+    ({"data": "/no/such/folder"}, DatasetError, "Dataset not found"),
+    ({"name": "../evil"}, MedclfError, "not a valid run name"),
+    ({"arch": "nope"}, MedclfError, "Unknown architecture 'nope'"),
+    ({"mixed_precision": "fp8"}, MedclfError, "Unknown mixed precision 'fp8'; choose from auto, on, off"),
+    ({"threshold_method": "guess"}, MedclfError, "Unknown threshold method 'guess'"),
+    ({"augment": "chest_xray", "tta": ["hflip"]}, MedclfError, "laterality"),
+    ({"tta": ["spin"]}, MedclfError, "Unknown test-time augmentation"),
+    ({"ensemble": 0}, MedclfError, "number of models to average"),
+    ({"arch": "efficientnet_lite0", "ensemble": 2}, MedclfError, "Use ensemble 1"),
+    ({"arch": "simple_cnn", "recipe": "transfer", "ensemble": 2}, MedclfError, "Use ensemble 1"),
+    ({"arch": "simple_cnn", "freeze_batchnorm": True}, MedclfError, "freeze_batchnorm"),
+])
+def test_validate_refuses_each_bad_setting_with_one_plain_message(changes, error, fragment, chest_sample):
+    cfg = TrainConfig(**{"data": str(chest_sample), **changes})
+    with pytest.raises(error, match=fragment):
+        cfg.validate()
+
+
+def test_validate_accepts_good_settings_and_knows_taken_names(chest_sample, tmp_path):
+    cfg = TrainConfig(data=str(chest_sample), name="taken", arch="efficientnet_lite0", augment={"horizontal_flip": True},
+                      tta=["hflip"])
+    assert cfg.validate(tmp_path) is cfg
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(MedclfError, match="already exists"):
+        cfg.validate(tmp_path)
+    # with init_from, the earlier run's architecture decides: no refusal from the default's
+    TrainConfig(data=str(chest_sample), init_from="earlier", freeze_batchnorm=True, ensemble=2).validate()
+    with pytest.raises(MedclfError, match=r"Unknown training option\(s\) in c.json: colour, epoch"):
+        TrainConfig.from_dict({"data": "x", "epoch": 3, "colour": 1, "comment": "kept out"}, source="c.json")
+    assert TrainConfig.from_dict({"data": "x", "description": "a note"}) == TrainConfig(data="x")
+
+
+def test_train_validates_before_any_work(tmp_path):
+    events = tmp_path / "ev.jsonl"
+    with pytest.raises(MedclfError, match="Unknown recipe 'fast'"):
+        train(TrainConfig(data=str(tmp_path), recipe="fast"), models_dir=tmp_path / "m", events=EventLog(events))
+    assert [e["event"] for e in read_events(events)] == ["error"]  # no start, no audit
+    assert not (tmp_path / "m").exists()
 
 
 def test_seed_ensemble_trains_members_and_registers_one_model(tmp_path):

@@ -1,6 +1,7 @@
 """Dataset zips a user uploads: no escape from the target folder, no bombs, a report of what was skipped.
 
-(The basic zip-slip, link and ratio-bomb cases are in test_data.py; these are the rest.)
+(The basic zip-slip and link cases are in test_data.py; the member-count, size and ratio limits,
+shared with .keras model files, in test_archive.py; these are the rest.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import pytest
 from bad_inputs import encode, gradient
 from PIL import Image
 
-import medclf_core.data as data_module
 from medclf_core.data import safe_extract_zip, scan_dataset
 from medclf_core.errors import DatasetError
 
@@ -43,23 +43,6 @@ def test_escapes_links_and_special_files_are_skipped_and_reported(tmp_path):
                        "C:/drive.png": "unsafe path", "a/pipe": "special file (device, pipe or socket)"}
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == \
         ["evil.zip", "out/a/ok.png"]
-
-
-def test_member_count_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "ZIP_MAX_MEMBERS", 5)
-    archive = tmp_path / "many.zip"
-    _zip(archive, {f"c/{i}.png": PNG for i in range(6)})
-    with pytest.raises(DatasetError, match="6 entries; the limit is 5"):
-        safe_extract_zip(archive, tmp_path / "out")
-
-
-def test_total_size_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "ZIP_MAX_TOTAL_BYTES", 2**20)
-    archive = tmp_path / "big.zip"
-    _zip(archive, {"c/a.bin": b"\1" * (2**20 + 10)})
-    with pytest.raises(DatasetError, match="would unpack to"):
-        safe_extract_zip(archive, tmp_path / "out")
-    assert not (tmp_path / "out" / "c" / "a.bin").exists()
 
 
 def _lie_about_size(data: bytes, claimed: int) -> bytes:

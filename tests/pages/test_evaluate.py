@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import CHEST_SAMPLE
+from helpers import CHEST_SAMPLE, rendered
 
 
 def _charts(at) -> int:
@@ -108,3 +108,165 @@ def test_the_misclassified_maps_can_be_checked_for_faithfulness(app_env, page):
     at.run()
     assert not [b for b in at.button if b.key == "eval-faithfulness"]           # done: the button is gone
     assert len([c for c in at.caption if c.value.startswith("Mean faithfulness")]) == 1   # cached
+
+
+# ---------------------------------------------------------------------------- issue 16
+
+def _zip_of(images: dict[str, list], prefix: str = "") -> bytes:
+    """A dataset zip in memory: ``{"test/NORMAL": [path, ...]}`` -> ``<prefix><folder>/<file>`` members."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for folder, files in images.items():
+            for f in files:
+                zf.write(f, f"{prefix}{folder}/{f.name}")
+    return buf.getvalue()
+
+
+def _sample(cls: str, n: int):
+    return sorted((CHEST_SAMPLE / cls).iterdir())[:n]
+
+
+def _staged_folders() -> set[str]:
+    import os
+    import tempfile
+
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(f"medclf-zip-{os.getpid()}-upload-")}
+
+
+def test_the_model_is_the_one_chosen_in_the_sidebar(own_models, page):
+    """Issue 16: one source of truth: the sidebar's picker (session_state 'model_name') drives Evaluate."""
+    at = page("evaluate")
+    at.session_state["model_name"] = "tiny-b"
+    at.run()
+    assert not at.exception
+    assert not [s for s in at.selectbox if s.label == "Model"]  # no second picker on the page
+    assert at.subheader[0].value.startswith("tiny-b on ")
+    assert any("Model: **tiny-b**" in rendered(c.value) and "sidebar" in c.value for c in at.caption)
+    at.session_state["model_name"] = "tiny-a"
+    at.run()
+    assert at.subheader[0].value.startswith("tiny-a on ")
+
+
+def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_folder(app_env, page):
+    """Issue 16: a zip from the browser (train|val|test layout) gives the block a server folder gives."""
+    before = _staged_folders()
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("upload")
+    at.run()
+    assert at.button(key="eval_go").disabled  # nothing uploaded yet
+    data = _zip_of({"test/NORMAL": _sample("NORMAL", 5), "test/PNEUMONIA": _sample("PNEUMONIA", 5),
+                    "train/NORMAL": _sample("NORMAL", 2)[1:]}, prefix="hospital-b/")
+    at.file_uploader(key="eval_zip").set_value(("hospital-b.zip", data, "application/zip"))
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "tiny-chest on 10 images"  # auto: the test folder
+    assert at.get("progress")[0].proto.text == "10 of 10 images read and classified."
+    assert _charts(at) == 5 and at.subheader[-1].value == "Misclassified images"
+    first = at.session_state["_eval_staged"].folder
+    assert first.is_dir() and len(_staged_folders() - before) == 1
+    # another upload replaces it: the first folder is removed
+    at.file_uploader(key="eval_zip").set_value(("b.zip", _zip_of({"NORMAL": _sample("NORMAL", 3),
+                                                                  "PNEUMONIA": _sample("PNEUMONIA", 3)}),
+                                                "application/zip"))
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and at.subheader[0].value == "tiny-chest on 6 images"
+    assert not first.exists() and len(_staged_folders() - before) == 1
+    at.session_state["_eval_staged"].remove()
+    assert _staged_folders() == before
+
+
+def test_uploaded_images_with_their_class(app_env, page):
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("upload")
+    at.run()
+    at.radio(key="eval_upload_mode").set_value("images")
+    at.run()
+    for i, cls in enumerate(["NORMAL", "PNEUMONIA"]):
+        files = [(p.name, p.read_bytes(), "image/jpeg") for p in _sample(cls, 3)]
+        at.file_uploader(key=f"eval_images_{i}").set_value(files + [("junk.png", b"not an image", "image/png")])
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "tiny-chest on 6 images"
+    assert any("2 file(s) could not be read" in e.label for e in at.expander)
+    at.session_state["_eval_staged"].remove()
+
+
+def test_a_damaged_zip_is_a_plain_message_and_leaves_nothing(app_env, page):
+    before = _staged_folders()
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("upload")
+    at.run()
+    at.file_uploader(key="eval_zip").set_value(("x.zip", b"PK\x03\x04 not really a zip", "application/zip"))
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and "cannot be evaluated" in at.error[0].value
+    assert _staged_folders() == before
+
+
+def test_a_test_only_folder_with_split_test_and_an_image_file(app_env, page, tmp_path, monkeypatch):
+    """Issue 16: DATA/test/<class>/... is an evaluation set; an image file gets a plain, right message."""
+    import shutil
+
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))
+    data = tmp_path / "hospital"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        shutil.copytree(CHEST_SAMPLE / cls, data / "test" / cls)
+    at = page("evaluate")
+    at.run()
+    at.radio(key="eval_source").set_value("folder")
+    at.run()
+    at.selectbox(key="eval_split").set_value("test")
+    at.text_input(key="eval_folder").set_value(str(data))
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "tiny-chest on 80 images"
+    image = next((data / "test" / "NORMAL").iterdir())
+    at.text_input(key="eval_folder").set_value(str(image))
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception
+    shown = rendered(at.error[0].value)
+    assert "is a single file" in shown and "not found" not in shown
+
+
+def _moved_dataset(models, source):
+    import json
+
+    for run in models.iterdir():
+        card = json.loads((run / "card.json").read_text())
+        card["dataset"]["source"] = source
+        (run / "card.json").write_text(json.dumps(card))
+
+
+def test_the_own_split_trained_on_another_machine_finds_this_checkouts_sample(own_models, page):
+    """Issue 16: a fresh clone: the recorded root of the machine that trained is found here."""
+    _moved_dataset(own_models, "/home/someone/medclf/samples/datasets/chest_xray")
+    at = page("evaluate")
+    at.run()
+    assert not at.exception
+    assert not any("on this server" in i.value for i in at.info)
+
+
+def test_the_own_split_whose_images_are_elsewhere_says_so_plainly(own_models, page):
+    _moved_dataset(own_models, "/elsewhere/chest_films")
+    at = page("evaluate")
+    at.run()
+    assert not at.exception
+    notes = [rendered(i.value) for i in at.info if "on this server" in i.value]
+    assert len(notes) == 1 and notes[0].startswith("None of these images is on this server")
+    assert "/elsewhere/chest_films" in notes[0] and "stored with the model" in notes[0]
+    assert at.subheader[0].value.startswith("tiny-") and _charts(at) == 5

@@ -56,11 +56,18 @@ def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trai
     at.selectbox(key="models_pick").set_value("imaging-modality")
     at.run()
     assert not at.exception
-    facts = dict(zip(at.dataframe[1].value[""], at.dataframe[1].value["value"], strict=True))
+    facts = _facts(at)
     assert facts["Seed ensemble"].startswith("3 models (seeds 1337, 1338, 1339), mean of logits")
     assert facts["Epochs"].count(" / ") == 4  # one figure per model, for epochs run and best epoch
     curves = at.get("plotly_chart")[0].proto.spec
     assert "model 3 val" in curves
+
+
+def _facts(at) -> dict:
+    """The model card's facts (a static table: long values wrap instead of being cut off)."""
+    table = at.table[0].value
+    assert list(table.columns) == ["value"]
+    return table["value"].to_dict()
 
 
 def _edit_card(run, **changes):
@@ -133,7 +140,7 @@ def test_toy_runs_are_marked_and_listed_after_real_models(own_models, page):
     assert "1.000-1.000" not in cells
     at.selectbox(key="models_pick").set_value("tiny-b")
     at.run()
-    facts = dict(zip(at.dataframe[1].value[""], at.dataframe[1].value["value"], strict=True))
+    facts = _facts(at)
     assert facts["Accuracy (same source)"] == "1.000 (n = 12, too few images for a reliable figure)"
     assert any("too few for a reliable figure" in c.value for c in at.caption)
     assert real["name"] == "tiny-a"
@@ -155,7 +162,7 @@ def test_other_source_evaluations_sit_beside_same_source_figures(own_models, pag
     assert rows["tiny-b"]["other-source accuracy"] == "none recorded"
     at.selectbox(key="models_pick").set_value("tiny-a")
     at.run()
-    evals = at.dataframe[2].value
+    evals = at.dataframe[1].value  # the table, then the evaluations (the card's facts are a static table)
     assert list(evals["dataset"]) == ["hospital-b"] and list(evals["n"]) == [200]
     assert list(evals["ECE"]) == ["0.040 (n = 200)"] and list(evals["fingerprint"]) == ["ab" * 6]
 

@@ -111,7 +111,7 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     at = page("predict")
     at.run()
     _upload(at, (mr.name, mr.read_bytes(), "application/dicom"))
-    warning = at.warning[0].value
+    warning = rendered(at.warning[0].value)  # the page escapes the message's Markdown characters
     assert warning.startswith("This image does not look like the images this model was trained on: ")
     assert "modality MR" in warning and warning.endswith("The model's answer is not shown as a finding.")
     assert at.subheader[0].value == f"{mr.name}: not an image this model knows"
@@ -177,3 +177,70 @@ def test_a_damaged_jpeg_is_shown_with_a_warning_and_an_identifier_in_a_file_name
     assert any("JPEG data is damaged" in w for w in warnings), warnings
     shown = " ".join([*warnings, *(rendered(c.value) for c in at.caption), *(rendered(m.value) for m in at.markdown)])
     assert "9988776655" not in shown
+
+
+# ----------------------------------------------------------------------------- issue 16: rough edges, cold start
+
+def test_the_uploader_accepts_and_names_every_format_the_core_decodes(app_env, page):
+    from medclf_core.images import IMAGE_SUFFIXES
+
+    at = page("predict")
+    at.run()
+    (uploader,) = at.get("file_uploader")
+    accepted = {t.lstrip(".").lower() for t in uploader.proto.type}
+    assert accepted == {s.lstrip(".") for s in IMAGE_SUFFIXES}
+    label = uploader.proto.label.upper()
+    missing = [t for t in accepted if t.upper() not in label]
+    assert not missing, (missing, uploader.proto.label)
+
+
+def test_sample_buttons_have_short_labels_and_the_file_name_as_help(app_env, page):
+    at = page("predict")
+    at.run()
+    samples = [b for b in at.button if b.key.startswith("sample-") and b.key not in ("sample-all", "sample-clear")]
+    assert len(samples) == 10
+    labels = [b.label for b in samples]
+    assert len(set(labels)) == len(labels)
+    assert max(len(lb) for lb in labels) <= 14, labels  # one fifth of the page: longer labels were cut off
+    for b in samples:
+        assert b.help == b.key.removeprefix("sample-")
+
+
+def test_the_results_table_gives_file_and_decision_wide_columns(app_env, page):
+    import json
+
+    at = page("predict")
+    at.run()
+    at.button(key="sample-all").click()
+    at.run()
+    assert not at.exception
+    config = json.loads(at.dataframe[0].proto.columns)
+    assert config["file"]["width"] == "large" and config["decision"]["width"] == "large", config
+
+
+def test_the_threshold_label_has_room_above_the_chart(app_env, page):
+    import json
+
+    at = page("predict")
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    (chart,) = at.get("plotly_chart")
+    layout = json.loads(chart.proto.spec)["layout"]
+    (label,) = [a for a in layout["annotations"] if a["text"].startswith("threshold for")]
+    assert label["yanchor"] == "bottom" and label["y"] >= 1  # drawn above the plot area ...
+    assert layout["margin"]["t"] >= 30                        # ... so the top margin must hold a line of text
+
+
+def test_the_file_input_is_drawn_before_the_model_loads(app_env, page, tmp_path, monkeypatch):
+    """A model that cannot load still leaves the uploader on the page (it comes before the load)."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(app_env, models / "broken")
+    (models / "broken" / "model.keras").write_bytes(b"not a keras file")
+    monkeypatch.setenv("MEDCLF_MODELS_DIR", str(models))
+    at = page("predict")
+    at.run()
+    assert not at.exception
+    assert at.error and "cannot be loaded" in at.error[0].value
+    assert len(at.get("file_uploader")) == 1

@@ -56,3 +56,33 @@ def test_no_patient_identifier_on_the_page_or_in_the_csv(app_env, page):
     for secret in bad_inputs.PATIENT_STRINGS:
         assert secret not in shown, secret
         assert secret not in exported, secret
+
+
+def test_a_65535_by_1_png_gets_its_message_and_the_others_keep_their_results(app_env, page):
+    """Issue 17 item 8: an extreme-aspect image used to crash st.image (height 0) and lose every result."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def png(width: int, height: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (height, width // 256 + 1))[:, :width]).save(buf, "PNG")
+        return buf.getvalue()
+
+    files = [("line.png", png(65535, 1), "image/png"), ("strip.png", png(65535, 8), "image/png"),
+             (JPEG.name, JPEG.read_bytes(), "image/jpeg")]
+    at = page("predict")
+    at.run()
+    at.file_uploader(key="predict_upload").set_value(files)
+    at.run()
+    assert not at.exception, at.exception
+    warnings = {rendered(w.value).split("**")[1]: rendered(w.value) for w in at.warning if "**" in w.value}
+    assert "line.png" in warnings and "too small to classify" in warnings["line.png"]
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["line.png", "strip.png", JPEG.name]
+    assert table.iloc[0]["decision"].startswith("not read: ")
+    good = table[table["file"] == JPEG.name].iloc[0]
+    assert good["class"] in ("NORMAL", "PNEUMONIA") or good["out of distribution"] == "yes"
+    # the 65535 x 8 strip is either refused with its own message or shown without breaking the page
+    assert "strip.png" in warnings or table.iloc[1]["decision"] != ""

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from helpers import rendered
+
 LAUNCH = "FormSubmitter:train_form-Launch training"
 
 
@@ -81,7 +83,7 @@ def test_launch_progress_refuse_second_and_cancel(app_env, page):
     at.button(key=LAUNCH).click()
     at.run()
     assert not at.exception and not at.error
-    assert at.subheader[0].value == "Training job: cancel-me"
+    assert rendered(at.subheader[0].value) == "Training job: cancel-me"
 
     _poll(at, lambda a: _progress(a) > 0)  # epochs and batches are moving
     assert "Training model 1 of 2: epoch" in at.get("progress")[0].proto.text
@@ -89,11 +91,11 @@ def test_launch_progress_refuse_second_and_cancel(app_env, page):
     # another tab (a new session) sees the same job and cannot launch a second one
     other = page("train")
     other.run()
-    assert other.subheader[0].value == "Training job: cancel-me"
+    assert rendered(other.subheader[0].value) == "Training job: cancel-me"
     other.text_input[0].set_value("second")
     other.button(key=LAUNCH).click()
     other.run()
-    assert "already running" in other.error[0].value and "cancel-me" in other.error[0].value
+    assert "already running" in other.error[0].value and "cancel-me" in rendered(other.error[0].value)
 
     cancel = [b for b in at.button if b.key and b.key.startswith("cancel-")][0]
     cancel.click()
@@ -101,3 +103,83 @@ def test_launch_progress_refuse_second_and_cancel(app_env, page):
     _poll(at, lambda a: any("cancelled" in m.value for m in a.info), timeout=60)
     assert not at.get("progress")
     assert not (app_env.parent / "cancel-me").exists()
+
+
+# ---------------------------------------------------------------------------- issue 16
+
+def _radio(at, label):
+    return next(r for r in at.radio if r.label == label)
+
+
+def test_the_form_keeps_the_last_submitted_settings_in_the_session(app_env, page):
+    """Issue 16: the form no longer resets: a submitted form (here one refused) comes back as submitted."""
+    at = page("train")
+    at.run()
+    _arch(at).set_value("simple_cnn")
+    at.number_input[0].set_value(7)                     # epochs
+    at.select_slider[0].set_value(64)
+    _radio(at, "Class weights").set_value("off")
+    at.checkbox(key="train_tta").check()                # refused: the chest sample trains without flips
+    at.button(key=LAUNCH).click()
+    at.run()
+    assert "needs a model trained with horizontal flips" in at.error[0].value
+    saved = at.session_state["train_settings"]
+    assert (saved["arch"], saved["epochs"], saved["image_size"], saved["class_weights"]) == ("simple_cnn", 7, 64, "off")
+    again = page("train")                               # the page opened again in the same session
+    again.session_state["train_settings"] = saved
+    again.run()
+    assert not again.exception
+    assert _arch(again).value == "simple_cnn" and again.number_input[0].value == 7
+    assert again.select_slider[0].value == 64 and _radio(again, "Class weights").value == "off"
+    assert again.checkbox(key="train_tta").value is True  # same dataset: its choices come back too
+
+
+def test_a_reload_starts_from_the_last_jobs_settings(app_env, page, tmp_path):
+    """A reload is a new session: the last job's saved config (on disk) fills the form."""
+    import json
+
+    from helpers import CHEST_SAMPLE
+
+    job = tmp_path / "jobs" / "20260101-000000-abcdef"
+    job.mkdir(parents=True)
+    config = {"data": str(CHEST_SAMPLE.resolve()), "arch": "simple_cnn", "epochs": 9, "batch_size": 8,
+              "learning_rate": 0.002, "image_size": 96, "channels": 3, "patience": 4, "ensemble": 2,
+              "augment": {"rotation": 0.05, "horizontal_flip": True}, "tta": [], "class_weights": "on"}
+    (job / "config.json").write_text(json.dumps({"job_id": job.name, "config": config, "created": "2026-01-01"}))
+    (job / "status.json").write_text(json.dumps({"state": "failed", "message": "stopped", "time": 1}))
+    at = page("train")
+    at.run()
+    assert not at.exception
+    assert _arch(at).value == "simple_cnn" and at.number_input[0].value == 9 and at.number_input[1].value == 8
+    assert at.number_input[2].value == 0.002 and at.select_slider[0].value == 96
+    assert at.number_input(key="train_ensemble").value == 2 and _radio(at, "Class weights").value == "on"
+    assert _radio(at, "Input").value == "colour (RGB)"  # chosen for this dataset, so kept
+    assert at.checkbox(key="aug-horizontal_flip").value is True and at.checkbox(key="aug-zoom").value is False
+
+
+def test_the_input_default_follows_the_datasets_images(app_env, page, tmp_path, monkeypatch):
+    """Issue 16: a grayscale dataset defaults to grayscale input, a colour one to colour."""
+    import numpy as np
+    from PIL import Image
+
+    from helpers import make_pattern_dataset
+
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))
+    grey = make_pattern_dataset(tmp_path / "grey", n_per_class=4)
+    rng = np.random.default_rng(0)
+    for cls in ("circle", "square"):
+        (tmp_path / "colour" / cls).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "colour" / cls / f"{i}.png")
+    at = page("train")
+    at.run()
+    at.radio(key="train_source").set_value("folder")
+    at.run()
+    at.text_input(key="train_folder").set_value(str(tmp_path / "colour"))
+    at.run()
+    assert not at.exception and not at.error
+    assert _radio(at, "Input").value == "colour (RGB)"
+    at.text_input(key="train_folder").set_value(str(grey))
+    at.run()
+    assert not at.exception and _radio(at, "Input").value == "grayscale"

@@ -1,0 +1,137 @@
+"""The model card of a trained run, as a :class:`medclf_core.card.ModelCard` (the one card type)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import numpy as np
+
+from medclf_core import __version__
+from medclf_core.card import CARD_SCHEMA_VERSION, ModelCard
+from medclf_core.ensemble import member_layer_names, member_prefix
+from medclf_core.evaluation import THRESHOLD_RULES
+from medclf_core.training.evaluate import RunEvaluation
+from medclf_core.training.fitting import FitContext, Member
+from medclf_core.trust import calibration_entry
+
+
+def build_card(ctx: FitContext, trained: list[Member], ev: RunEvaluation, *, name: str, index, report,
+               counts: dict, history: list[dict], started: float) -> ModelCard:
+    """The card of the run: what it is, how it was trained, on what, and how well it did.
+
+    Validated by :meth:`ModelCard.from_dict`: a card that would not read back fails here,
+    before anything is registered.
+    """
+    cfg, spec, plan, members = ctx.cfg, ctx.spec, ctx.plan, ctx.members
+    class_names, init_card = ctx.class_names, ctx.init_card
+    first = trained[0]
+    pretrained = first.pretrained
+    threshold, positive = ev.threshold, ev.positive
+    card = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": name,
+        "intended_use": cfg.intended_use,
+        "training_data": cfg.training_data,
+        "task": cfg.task or index.name,
+        "class_names": class_names,
+        "positive_class": class_names[positive] if positive is not None else None,
+        "architecture": cfg.arch,
+        "input_shape": [cfg.image_size, cfg.image_size, cfg.channels],
+        "input_spec": {"dtype": "float32", "value_range": [0, 255],
+                       "preprocessing": "decode by content, 8-bit, squash-resize to input_shape "
+                                        "(OpenCV INTER_AREA down / INTER_LINEAR up); rescaling is inside the model",
+                       "channels": "grayscale" if cfg.channels == 1 else "RGB"},
+        "cam_layer": _cam_layer(first.model, _base_cam_layer(init_card, spec, ctx.split_init), members),
+        "tta": list(ev.tta),
+        "recipe": {"name": first.recipe, "views": first.views,
+                   "fine_tune_epochs": cfg.fine_tune_epochs if pretrained else 0,
+                   "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None},
+        "pretrained": ({"weights": "imagenet" if cfg.weights == "imagenet" else "file", "source": spec.pretrained,
+                        "file": os.path.basename(first.pretrained_source)} if pretrained else None),
+        "ensemble": ({"members": members, "seeds": [t.seed for t in trained], "combination": "mean of logits",
+                      "member_validation": ev.member_validation} if members > 1 else None),
+        "config": {**asdict(cfg), "augment_resolved": ctx.augment.to_dict(), "class_weight": ctx.class_weight,
+                   "pretrained_weights": pretrained, "init_from": init_card["name"] if init_card else None},
+        "dataset": {"source": str(cfg.data), "name": index.name, "fingerprint": report.fingerprint,
+                    "layout": "presplit" if index.presplit else "class folders (split by medclf)",
+                    "counts": counts, "split_seed": cfg.seed, "audit_warnings": report.warnings(),
+                    "unreadable": len(report.unreadable)},
+        "metrics": _summary(ev.test_metrics, ev.eval_split),
+        "validation_metrics": _summary(ev.val_metrics, "val"),
+        "threshold": threshold,
+        "threshold_method": cfg.threshold_method if threshold is not None else None,
+        "threshold_rule": ({"method": cfg.threshold_method, "chosen_for": THRESHOLD_RULES[cfg.threshold_method],
+                            "on": "validation split, calibrated probabilities",
+                            "validation_sensitivity": ev.val_metrics.get("sensitivity"),
+                            "validation_specificity": ev.val_metrics.get("specificity")}
+                           if threshold is not None else None),
+        "calibration": calibration_entry(ev.temperature, ev.y_val, ev.raw_val_probs, threshold=threshold,
+                                         stored_predictions="calibrated"),
+        "ood": ev.gate.summary(),
+        "training": {"epochs_run": _per_member([len(t.history) for t in trained]),
+                     "best_epoch": _per_member([t.best_epoch for t in trained]),
+                     "best_val_loss": _per_member([t.best_val_loss for t in trained]),
+                     "seconds": round(time.time() - started, 1), "devices": plan.describe(),
+                     "global_batch_size": ctx.global_batch, "learning_rate": cfg.learning_rate * plan.replicas,
+                     "replicas": plan.replicas, "workers": plan.num_workers, "strategy": plan.kind,
+                     "mixed_precision": plan.mixed_precision, "xla": first.xla_used,
+                     "images_per_s": _typical_images_per_s(history)},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return ModelCard.from_dict(card)
+
+
+def versions() -> dict:
+    """The versions of medclf and of the libraries the model was trained with."""
+    import keras
+    import tensorflow as tf
+
+    return {"medclf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _typical_images_per_s(history: list[dict]) -> float | None:
+    """Median training throughput over the epochs, leaving out the first (tracing, cache fill) when possible.
+
+    >>> _typical_images_per_s([{"images_per_s": 10.0}, {"images_per_s": 50.0}, {"images_per_s": 70.0}])
+    60.0
+    """
+    values = [h.get("images_per_s") for h in history if h.get("images_per_s")]
+    if len(values) > 1:
+        values = values[1:]
+    return round(float(np.median(values)), 1) if values else None
+
+
+def _per_member(values: list):
+    """One value for a single model, the list for an ensemble (one per member)."""
+    return values[0] if len(values) == 1 else values
+
+
+def _base_cam_layer(init_card: dict | None, spec, split_init: bool) -> str | list[str]:
+    """The heat-map layer of one member: the architecture's, the earlier run's, or its member 1's."""
+    if init_card is None:
+        return spec.cam_layer
+    layer = init_card["cam_layer"]
+    if split_init and isinstance(layer, list):
+        return layer[0].removeprefix(member_prefix(1))
+    return layer
+
+
+def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
+    """The card's ``cam_layer``: the architecture's layer, or each member's copy of it in an ensemble."""
+    from medclf_core.explain import find_cam_layer
+
+    layers = [find_cam_layer(model, layer)] if isinstance(layer, str) else list(layer)
+    if members > 1:
+        layers = [name for base in layers for name in member_layer_names(base, members)]
+    return layers[0] if len(layers) == 1 else layers
+
+
+def _summary(m: dict, split: str) -> dict:
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "ci95")
+    return {"split": split, **{k: m.get(k) for k in keys if k in m}}

@@ -1,0 +1,243 @@
+"""What defines a run: :class:`TrainConfig`, and :meth:`TrainConfig.validate`, the one check of its settings.
+
+The job launcher (:func:`medclf_core.jobs.start_job`), the CLI and :func:`medclf_core.training.train`
+all validate through :meth:`TrainConfig.validate`, so a setting is refused with the same plain message
+wherever it comes from, before any work starts. Each field's ``metadata`` holds its help text and
+choices; the CLI generates its ``train`` flags from them (:func:`train_fields`).
+
+Importing this module does not import TensorFlow or Keras: the app and the CLI can build and check a
+configuration without paying for them.
+
+Example::
+
+    >>> cfg = TrainConfig(data=".", arch="simple_cnn", epochs=2, image_size=64)
+    >>> cfg.validate() is cfg
+    True
+    >>> cfg.resolved().batch_size        # None means "the architecture's default"
+    32
+    >>> TrainConfig(data=".", augment="chest_xray", tta=["hflip"]).validate()
+    Traceback (most recent call last):
+    ...
+    medclf_core.errors.MedclfError: Test-time 'hflip' needs a model trained with horizontal flips (this augmentation has them off, as for chest X-rays where flips change laterality).
+    >>> TrainConfig.from_dict({"data": ".", "colour": 1})
+    Traceback (most recent call last):
+    ...
+    medclf_core.errors.MedclfError: Unknown training option(s): colour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from medclf_core.architectures import ARCHITECTURES, RECIPES, get_architecture
+from medclf_core.augment import PRESETS, AugmentConfig
+from medclf_core.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
+from medclf_core.errors import DatasetError, MedclfError
+
+CHEST_HINTS = ("chest", "xray", "x-ray", "cxr", "pneumonia")
+CLASS_WEIGHT_MODES = ("auto", "on", "off")
+AUGMENT_CHOICES = ("auto", *PRESETS)
+# Keys a config file may carry for its readers; they are not settings.
+DOC_KEYS = ("comment", "description")
+
+
+def _threshold_methods() -> tuple[str, ...]:
+    from medclf_core.evaluation import THRESHOLD_METHODS  # scikit-learn: imported only when asked
+
+    return tuple(THRESHOLD_METHODS)
+
+
+def _opt(default=MISSING, help: str = "", *, label: str | None = None,
+         choices: tuple | Callable[[], tuple] | None = None, flag: str | None = None, cli: bool = True,
+         metavar: str | None = None, default_text: str | None = None, factory=None):
+    """A field with the metadata the CLI and :meth:`TrainConfig.validate` read.
+
+    ``choices`` (a tuple, or a function returning one, for constants whose module is costly to import);
+    ``flag``: the CLI flag when it is not the field name; ``cli=False``: config files only;
+    ``default_text``: how the help states a ``None`` default; ``label``: the setting's name in messages.
+    """
+    meta = {"help": help, "choices": choices, "flag": flag, "cli": cli, "metavar": metavar,
+            "default_text": default_text, "label": label}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+ARCH_DEFAULT = "the architecture's"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``None`` means "the architecture's default"."""
+
+    data: str = _opt(help="dataset folder or .zip (or give it in --config)")
+    arch: str = _opt("simple_cnn", "architecture", label="architecture", choices=tuple(ARCHITECTURES))
+    name: str | None = _opt(None, "run name", default_text="<dataset>-<arch>")
+    task: str | None = _opt(None, "task description stored in the model card", default_text="the dataset name")
+    epochs: int | None = _opt(None, "maximum epochs (early stopping may end sooner)", default_text=ARCH_DEFAULT)
+    image_size: int | None = _opt(None, "input side in pixels", default_text=ARCH_DEFAULT)
+    channels: int | None = _opt(None, "1 = grayscale, 3 = RGB", choices=(1, 3), default_text=ARCH_DEFAULT)
+    batch_size: int | None = _opt(None, "batch size per device", default_text=ARCH_DEFAULT)
+    learning_rate: float | None = _opt(None, "Adam learning rate", flag="lr", default_text=ARCH_DEFAULT)
+    val_split: float = _opt(0.15, "validation fraction")
+    test_split: float = _opt(0.15, "test fraction")
+    seed: int = _opt(1337, "random seed for split, initialisation and augmentation")
+    augment: str | dict = _opt("auto", "augmentation preset (a config file may give a dict of settings); auto = "
+                                       "chest_xray (no flips) for chest data, else default",
+                               label="augmentation preset", choices=AUGMENT_CHOICES)
+    class_weights: str = _opt("auto", "class weights; auto: on when the classes are imbalanced (1.5:1 or more)",
+                              choices=CLASS_WEIGHT_MODES)
+    patience: int = _opt(8, "early-stopping patience in epochs (without validation-loss improvement)")
+    lr_patience: int = _opt(3, "ReduceLROnPlateau patience in epochs")
+    threshold_method: str = _opt("balanced", "how the binary operating threshold is chosen on validation data "
+                                             "(balanced: bootstrap-median Youden)", choices=_threshold_methods)
+    target_sensitivity: float = _opt(0.95, "for --threshold-method sensitivity")
+    init_from: str | None = _opt(None, "start from an earlier run (name or folder): fine-tuning")
+    weights: str | None = _opt("imagenet", "pretrained architectures: 'imagenet' (efficientnet_lite0: the pinned "
+                                           "package, offline; resnet50: download or $MEDCLF_RESNET50_WEIGHTS), a "
+                                           "local weights file, or 'none'")
+    recipe: str = _opt("auto", "auto: transfer for a pretrained backbone (a head on cached features), else scratch "
+                               "(fit on images)", choices=RECIPES)
+    feature_views: int = _opt(2, "transfer: random augmented views of each training image to cache")
+    fine_tune_epochs: int | None = _opt(None, "pretrained architectures: epochs on images after the head, top "
+                                              "blocks unfrozen, BatchNorm frozen", default_text=ARCH_DEFAULT)
+    fine_tune_learning_rate: float | None = _opt(None, "learning rate of --fine-tune-epochs", flag="fine_tune_lr",
+                                                 default_text=ARCH_DEFAULT)
+    mixed_precision: str = _opt("auto", "mixed precision; auto: on GPUs only", choices=MIXED_PRECISION_CHOICES)
+    xla: str = _opt("auto", "XLA compilation; auto: on a single GPU when every layer supports it",
+                    choices=XLA_CHOICES)
+    memory_growth: bool = _opt(True, "GPU memory allocated as needed, not all up front")
+    distribute: str = _opt("auto", "auto: all local GPUs (MirroredStrategy), or the cluster in $TF_CONFIG "
+                                   "(MultiWorkerMirroredStrategy: run the same command on each machine); off: one "
+                                   "device", choices=DISTRIBUTE_CHOICES)
+    logical_devices: int | None = _opt(None, "split the CPU into N logical devices and mirror over them (tests, "
+                                             "benchmarks)", flag="devices", metavar="N", default_text="off")
+    near_duplicate_distance: int = _opt(8, "dHash bits within which images count as near-duplicates (-1: off)")
+    group_pattern: str | None = _opt(None, "regex on file names giving a patient id; a patient's images stay in "
+                                           "one split", default_text="none")
+    cache: bool = _opt(True, "cache the decoded images in memory between epochs", cli=False)
+    model_options: dict = _opt(help="extra factory options (dense_units, dropout, ...)", cli=False, factory=dict)
+    freeze_batchnorm: bool = _opt(False, "with --init-from: BatchNorm layers keep the earlier run's statistics "
+                                         "(small datasets)")
+    tta: list = _opt(help="test-time views averaged for validation, threshold and prediction, e.g. 'hflip' "
+                          "(needs flip augmentation)", factory=list)
+    ensemble: int = _opt(1, "train N models (seeds seed, seed+1, ...) on the same split and ship them merged as "
+                            "one model that averages their logits", metavar="N")
+    intended_use: dict | None = _opt(None, "the card's intended use: summary, DICOM modalities, body parts, ...",
+                                     cli=False)
+    training_data: str | None = _opt(None, "the card's description of where the training images come from",
+                                     cli=False)
+
+    @classmethod
+    def from_dict(cls, values: Mapping, source: str | None = None) -> TrainConfig:
+        """A config from a dict of its fields (a config file, a job); unknown keys are one plain error.
+
+        ``comment`` and ``description`` keys are notes for readers and are dropped.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - set(DOC_KEYS))
+        if unknown:
+            where = f" in {source}" if source else ""
+            raise MedclfError(f"Unknown training option(s){where}: {', '.join(map(str, unknown))}.")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def validate(self, models_dir: str | os.PathLike | None = None, *, check_data: bool = True) -> TrainConfig:
+        """Raise a :class:`MedclfError` subclass with a plain message for a setting that cannot work; return self.
+
+        Checks the dataset path (``check_data``), every field with choices, the run name (and, with
+        ``models_dir``, that no run has it yet), the test-time views against the augmentation, the
+        ensemble size, and the combinations the recipes refuse. What depends on the data itself (an
+        ``auto`` augmentation's flips) is checked by :meth:`check_views` again once it is known.
+        """
+        from medclf_core.ensemble import check_members
+        from medclf_core.registry import check_run_name
+
+        if check_data:
+            if not self.data:
+                raise DatasetError("No dataset given: choose a dataset folder or zip first.")
+            if not Path(str(self.data)).expanduser().exists():
+                raise DatasetError(f"Dataset not found: {self.data} is not a folder or a zip file.")
+        for f in fields(self):
+            allowed = choices_of(f)
+            value = getattr(self, f.name)
+            if allowed is None or (f.name == "augment" and isinstance(value, dict)):
+                continue
+            if value is not None and value not in allowed:
+                label = f.metadata.get("label") or f.name.replace("_", " ")
+                raise MedclfError(f"Unknown {label} '{value}'; choose from "
+                                  f"{', '.join(map(str, allowed))}.")
+        if self.name is not None:
+            check_run_name(self.name)
+            if models_dir is not None and (Path(models_dir) / self.name).exists():
+                raise MedclfError(f"A model named '{self.name}' already exists; choose another run name.")
+        self.check_views(self._augment_preset())
+        try:
+            check_members(self.ensemble)
+        except ValueError as exc:
+            raise MedclfError(str(exc)) from None
+        spec = get_architecture(self.arch)
+        if self.init_from is None:  # with init_from, the earlier run's architecture is used
+            pretrained = spec.is_pretrained and self.weights not in (None, "", "none")
+            transfer = self.recipe == "transfer" or (self.recipe == "auto" and pretrained)
+            if self.freeze_batchnorm and not spec.is_pretrained:
+                raise MedclfError("freeze_batchnorm keeps the BatchNorm statistics of a trained model: use it with "
+                                  "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
+        else:
+            transfer = self.recipe == "transfer"
+        if transfer and self.ensemble > 1:
+            raise MedclfError("The transfer recipe trains one head on one frozen backbone; an ensemble of identical "
+                              "backbones adds nothing. Use ensemble 1.")
+        return self
+
+    def check_views(self, augment: AugmentConfig | None) -> tuple[str, ...]:
+        """The validated test-time views; ``augment`` None: its flips are not known yet (``auto``)."""
+        from medclf_core.tta import check_views
+
+        try:
+            return check_views(self.tta, horizontal_flip_trained=augment.horizontal_flip if augment else None)
+        except ValueError as exc:
+            raise MedclfError(str(exc)) from None
+
+    def _augment_preset(self) -> AugmentConfig | None:
+        if isinstance(self.augment, dict):
+            try:
+                return AugmentConfig.from_dict(self.augment)
+            except (TypeError, ValueError) as exc:
+                raise MedclfError(f"The augmentation settings cannot be used: {exc}") from None
+        return None if self.augment == "auto" else AugmentConfig.preset(self.augment)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with architecture defaults filled in."""
+        spec = get_architecture(self.arch)
+        d = asdict(self)
+        for key in ("epochs", "image_size", "channels", "batch_size", "learning_rate"):
+            if d[key] is None:
+                d[key] = spec.defaults[key]
+        for key in ("fine_tune_epochs", "fine_tune_learning_rate"):
+            if d[key] is None:
+                d[key] = spec.defaults.get(key, 0 if key == "fine_tune_epochs" else None)
+        return TrainConfig(**d)
+
+    def augment_config(self, class_names: list[str], dataset_name: str) -> AugmentConfig:
+        """The augmentation to train with; ``auto`` means chest_xray (no flips) for chest data, else default."""
+        if isinstance(self.augment, dict):
+            return AugmentConfig.from_dict(self.augment)
+        preset = self.augment
+        if preset == "auto":
+            text = " ".join([dataset_name, *class_names, self.task or ""]).lower()
+            preset = "chest_xray" if any(h in text for h in CHEST_HINTS) else "default"
+        return AugmentConfig.preset(preset)
+
+
+def choices_of(f) -> tuple | None:
+    """A field's allowed values (its metadata ``choices``), or None when any value of its type goes."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+def train_fields():
+    """The :class:`TrainConfig` fields that have a CLI flag, in declaration order."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]

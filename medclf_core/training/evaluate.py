@@ -1,0 +1,103 @@
+"""A trained run's final evaluation: the out-of-distribution gate, the temperature, the threshold, the test metrics.
+
+The threshold and the temperature are chosen on the validation split; the reported
+metrics are those of the test split (or of validation when there is no test split),
+on calibrated probabilities. An ensemble's members are each scored on validation too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medclf_core.calibration import apply_temperature, fit_temperature
+from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.ood import fit_gate
+from medclf_core.pipeline import make_dataset
+from medclf_core.training.fitting import FitContext, Member, labels_of, predict_probabilities
+from medclf_core.trust import features_and_probabilities
+
+
+@dataclass
+class RunEvaluation:
+    """What the card and ``evaluation.json`` record about the trained model."""
+
+    tta: tuple[str, ...]
+    positive: int | None
+    threshold: float | None
+    temperature: float
+    y_val: np.ndarray
+    raw_val_probs: np.ndarray          # uncalibrated (the card's calibration entry compares both)
+    val_metrics: dict
+    test_metrics: dict                 # the validation metrics when there is no test split
+    eval_split: str                    # "test", or "val" when there is no test split
+    predictions: list[dict]            # per image of eval_split: file, label, calibrated probabilities
+    gate: object                       # the fitted ood.Gate
+    member_validation: list[dict] | None
+
+
+def evaluate_run(ctx: FitContext, model, trained: list[Member], tta: tuple[str, ...], common: dict) -> RunEvaluation:
+    """Score ``model`` (the merged ensemble, or the one member) as the card reports it.
+
+    ``common`` holds the dataset options (image size, channels, global batch, seed).
+    """
+    cfg, splits, class_names, log = ctx.cfg, ctx.splits, ctx.class_names, ctx.log
+    positive = positive_class_index(class_names)
+    member_validation = None
+    if ctx.members > 1:
+        member_validation = []
+        for t in trained:
+            probs = predict_probabilities(t.model, ctx.val_ds, tta)
+            m = evaluate_probabilities(labels_of(splits["val"]), probs, class_names, threshold=None,
+                                       positive=positive, seed=cfg.seed, bootstrap=0)
+            member_validation.append({"member": t.member, "seed": t.seed, "accuracy": m.get("accuracy"),
+                                      "auc": m.get("auc"), "epochs_run": len(t.history),
+                                      "best_epoch": t.best_epoch, "best_val_loss": t.best_val_loss})
+
+    # --- threshold on validation, metrics on test (or validation when there is no test split)
+    log.emit("evaluate", split="val")
+    y_val = labels_of(splits["val"])
+    # One forward pass gives the validation probabilities and the features the out-of-distribution gate needs.
+    val_features, raw_val_probs = features_and_probabilities(model, ctx.val_ds, tta)
+    gate = fit_gate(_train_features(ctx, model, trained, common), labels_of(splits["train"]), val_features)
+    log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
+                               f"{gate.val_fraction_flagged:.1%} of the validation images.")
+    # Temperature scaling on validation; the threshold and every reported figure use calibrated probabilities.
+    temperature = fit_temperature(y_val, raw_val_probs)
+    val_probs = apply_temperature(raw_val_probs, temperature, positive=positive)
+    threshold = None
+    if len(class_names) == 2:
+        threshold = choose_threshold(y_val, val_probs, positive, cfg.threshold_method, cfg.target_sensitivity,
+                                     seed=cfg.seed)
+    val_metrics = evaluate_probabilities(y_val, val_probs, class_names, threshold=threshold, positive=positive,
+                                         seed=cfg.seed)
+    eval_split = "test" if splits["test"] else "val"
+    if splits["test"]:
+        log.emit("evaluate", split="test")
+        test_ds = make_dataset([it.path for it in splits["test"]], labels_of(splits["test"]), training=False,
+                               cache=False, **common)
+        test_probs = apply_temperature(predict_probabilities(model, test_ds, tta), temperature, positive=positive)
+        test_metrics = evaluate_probabilities(labels_of(splits["test"]), test_probs, class_names,
+                                              threshold=threshold, positive=positive, seed=cfg.seed)
+        scored = zip(splits["test"], test_probs, strict=True)
+    else:
+        test_metrics = val_metrics
+        scored = zip(splits["val"], val_probs, strict=True)
+    predictions = [{"file": it.rel, "label": class_names[it.label], "probabilities": p.round(6).tolist()}
+                   for it, p in scored]
+    return RunEvaluation(tta, positive, threshold, temperature, y_val, raw_val_probs, val_metrics, test_metrics,
+                         eval_split, predictions, gate, member_validation)
+
+
+def _train_features(ctx: FitContext, model, trained: list[Member], common: dict) -> np.ndarray:
+    """Penultimate features of the train split (unaugmented) for the gate: the transfer recipe's cache, or a pass."""
+    from medclf_core.transfer import head_options
+
+    # the cache holds the feature layer's output, which is the classifier's input unless a dense layer sits between
+    if ctx.members == 1 and trained[0].train_features is not None and not head_options(model)["dense_units"]:
+        return trained[0].train_features
+    ctx.log.emit("notice", message="Computing training-image features for the out-of-distribution gate.")
+    ds = make_dataset([it.path for it in ctx.splits["train"]], labels_of(ctx.splits["train"]), training=False,
+                      cache=False, **common)
+    return features_and_probabilities(model, ds)[0]
