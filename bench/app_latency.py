@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from app_server import AppServer  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 CHEST = sorted((REPO / "samples" / "images" / "chest_xray").glob("*.jpeg"))
@@ -79,39 +79,6 @@ def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, flo
             times.append(time.perf_counter() - t)
         out[f.name] = statistics.median(times)
     return out
-
-
-class App:
-    """A ``streamlit run app.py`` server on ``port`` and one Chromium."""
-
-    def __init__(self, port: int):
-        self.port, self.url = port, f"http://127.0.0.1:{port}"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MEDCLF_JOBS_DIR": "/tmp/medclf-bench-jobs"}
-        env.pop("MEDCLF_MODELS_DIR", None)
-        env.pop("MEDCLF_DEFAULT_MODEL", None)
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-             "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env,
-            stdout=open("/tmp/medclf-bench-streamlit.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_health(self) -> None:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("streamlit did not start")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
 
 
 def overlay(page) -> dict | None:
@@ -163,7 +130,7 @@ def browser(args, inproc: dict) -> dict:
     from playwright.sync_api import sync_playwright
 
     res: dict = {}
-    app = App(args.port)
+    app = AppServer(args.port, "/tmp/medclf-bench-streamlit.log")
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -30,15 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from app_server import AppServer  # bench/ is on sys.path when run as a script
 
 from medclf_core.memory import rss_mb
 
@@ -91,37 +88,6 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         self._stop.set()
-
-
-class Server:
-    def __init__(self, port: int, extra_env: dict[str, str]):
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MEDCLF_JOBS_DIR": "/tmp/medclf-bench-jobs", **extra_env}
-        for k in ("MEDCLF_MODELS_DIR", "MEDCLF_DEFAULT_MODEL", "MEDCLF_PASSWORD"):
-            env.pop(k, None)
-        self.log = open("/tmp/medclf-bench-session-memory.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-             "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_health(self) -> None:
-        for _ in range(1200):
-            try:
-                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("streamlit did not start")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
 
 
 async def open_predict(context, url: str, timeout_ms: int):
@@ -191,7 +157,7 @@ def main() -> None:
     extra = dict(e.split("=", 1) for e in args.env)
     with tempfile.TemporaryDirectory(prefix="medclf-session-memory-") as tmp:
         groups = make_images(Path(tmp), args.sessions, args.images, args.size)
-        server = Server(args.port, extra)
+        server = AppServer(args.port, "/tmp/medclf-bench-session-memory.log", extra)
         try:
             server.wait_health()
             time.sleep(1)

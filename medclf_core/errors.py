@@ -18,6 +18,7 @@ log = logging.getLogger("medclf")
 
 MAX_MESSAGE = 600  # characters of a message shown to a user
 MAX_DETAIL = 160  # characters of a third-party exception's text kept in a message
+TRAINING_OUT_OF_MEMORY = "Training ran out of memory. Try a smaller batch size or image size."
 
 
 class MedclfError(Exception):
@@ -96,3 +97,15 @@ def user_message(exc: BaseException, what: str = "This could not be done", limit
         return _clip(str(exc), limit) or _clip(what, limit) + "."
     log.error("%s: unexpected %s", what, type(exc).__name__, exc_info=exc)
     return _clip(f"{what} ({_summary(exc, MAX_DETAIL)}).", limit)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the host or an accelerator running out of memory (``MemoryError``, TensorFlow's
+    ``ResourceExhaustedError`` or an "OOM" message).
+
+    >>> is_out_of_memory(MemoryError()), is_out_of_memory(RuntimeError("OOM when allocating tensor"))
+    (True, True)
+    >>> is_out_of_memory(ValueError("bad shape"))
+    False
+    """
+    return isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)

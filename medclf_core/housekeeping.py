@@ -58,13 +58,27 @@ def remove_stale_registrations(models_dir: str | os.PathLike, *, max_age_s: floa
     removed. Never raises: a folder that cannot be inspected or removed is left alone.
     Returns the names of the folders removed.
     """
-    base = Path(models_dir)
-    removed: list[str] = []
+    return _remove_untouched(models_dir, lambda p: p.name.startswith(REGISTRATION_TMP_PREFIX), max_age_s)
+
+
+def _remove_untouched(base: str | os.PathLike, wanted, max_age_s: float) -> list[str]:
+    """Remove the folders directly in ``base`` (not links) for which ``wanted(path)`` holds and in which
+    nothing changed for ``max_age_s`` seconds; sorted names of those removed. Never raises."""
     try:
-        candidates = [p for p in base.iterdir() if p.name.startswith(REGISTRATION_TMP_PREFIX) and p.is_dir()
-                      and not p.is_symlink()]
+        candidates = sorted(p for p in Path(base).iterdir() if p.is_dir() and not p.is_symlink() and wanted(p))
     except OSError:
-        return removed
+        return []
+    now, removed = time.time(), []
+    for folder in candidates:
+        try:
+            if now - _newest_mtime(folder) <= max_age_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder.name)
+    return removed
     now = time.time()
     for folder in candidates:
         try:
@@ -95,28 +109,15 @@ def remove_stale_uploads(uploads_dir: str | os.PathLike, *, in_use: Iterable[str
     >>> remove_stale_uploads(uploads, in_use=[uploads / "busy" / "data.zip"])
     ['old']
     """
-    base = Path(uploads_dir)
-    try:
-        candidates = [p for p in base.iterdir() if p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return []
     busy = set()
     for path in in_use:
         try:
             busy.add(Path(path).resolve())
         except (OSError, RuntimeError):
             continue
-    now, removed = time.time(), []
-    for folder in sorted(candidates):
-        try:
-            resolved = folder.resolve()
-            if any(b == resolved or resolved in b.parents for b in busy):
-                continue
-            if now - _newest_mtime(folder) <= max_age_s:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists():
-            removed.append(folder.name)
-    return removed
+
+    def idle(folder: Path) -> bool:
+        resolved = folder.resolve()
+        return not any(b == resolved or resolved in b.parents for b in busy)
+
+    return _remove_untouched(uploads_dir, idle, max_age_s)

@@ -306,7 +306,7 @@ class Predictor:
                 if decoded is not None:
                     decoded[len(results)] = img
                 good.append((len(results), self.prepare(img.pixels)))
-                headers.append(self._dicom_facts(f) if img.source_format == "DICOM" else None)
+                headers.append(self._dicom_facts(img))
                 if img.notes:
                     entry["notes"] = img.notes
                 if img.warnings:
@@ -324,17 +324,13 @@ class Predictor:
                 results[i].update(self.describe(row, v))
         return results
 
-    def _dicom_facts(self, source) -> dict | None:
-        """Modality and BodyPartExamined of a DICOM file, read (header only) when the card declares an
-        intended use to check them against; None otherwise or when the header cannot be summarised."""
-        if not self.intended_use:
+    def _dicom_facts(self, img: DecodedImage) -> dict | None:
+        """Modality and BodyPartExamined of a decoded DICOM (from the parse that decoded its pixels),
+        when the card declares an intended use to check them against; None otherwise, for other formats,
+        or when the header could not be summarised (which never flags an image)."""
+        if not self.intended_use or img.dicom is None:
             return None
-        from medclf_core.deid import safe_metadata
-
-        try:
-            facts = safe_metadata(source)
-        except Exception:  # noqa: BLE001 - the pixels decoded; a header we cannot summarise never flags
-            return None
+        facts = img.dicom.metadata
         return {k: facts[k] for k in ("Modality", "BodyPartExamined") if k in facts}
 
 
@@ -414,7 +410,7 @@ def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "
     def prep(item):
         try:
             img = load_image(item.path)
-            facts = predictor._dicom_facts(item.path) if img.source_format == "DICOM" else None
+            facts = predictor._dicom_facts(img)
             return predictor.prepare(img.pixels), None, facts
         except ImageError as exc:
             return None, str(exc), None

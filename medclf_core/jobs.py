@@ -45,7 +45,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from medclf_core.errors import MedclfError, brief
+from medclf_core.errors import TRAINING_OUT_OF_MEMORY, MedclfError, brief, is_out_of_memory
 from medclf_core.events import fold_events, read_events
 from medclf_core.registry import default_models_dir, read_json, write_json
 
@@ -323,18 +323,12 @@ def run_worker(jobdir: str | os.PathLike) -> int:
     except MedclfError as exc:
         state = {"state": "failed", "message": str(exc)}
         return 1
-    except MemoryError:
-        state = {"state": "failed", "message": "Training ran out of memory. Try a smaller batch size or image size."}
-        return 1
     except Exception as exc:  # a bug: the full traceback goes to worker.log, a plain line to the UI
         import traceback
 
         traceback.print_exc()
-        text = str(exc)
-        if "OOM" in text or "ResourceExhausted" in type(exc).__name__:
-            msg = "Training ran out of memory. Try a smaller batch size or image size."
-        else:
-            msg = f"Training failed unexpectedly ({brief(exc)}); the job's worker.log has the details."
+        msg = (TRAINING_OUT_OF_MEMORY if is_out_of_memory(exc) else
+               f"Training failed unexpectedly ({brief(exc)}); the job's worker.log has the details.")
         state = {"state": "failed", "message": msg}
         return 1
     finally:

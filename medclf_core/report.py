@@ -240,7 +240,7 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
             continue
         try:
             img = load_image(r["file"])
-            values = _identifying_values(r["file"]) if img.source_format == "DICOM" else []
+            values = list(img.dicom.identifying) if img.dicom is not None else []  # the one parse
             try:
                 hm = predictor.explain([img.pixels], method)[0].heatmap  # the predicted class's map
             except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
@@ -262,15 +262,6 @@ def report_file_name(file: str | os.PathLike, identifying: Iterable[str] = (), *
     stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", safe_file_label(file, identifying))
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "image"
     return f"{prefix}{stem}_report.pdf"
-
-
-def _identifying_values(source) -> list[str]:
-    from medclf_core.deid import identifying_values, read_header
-
-    try:
-        return identifying_values(read_header(source))
-    except Exception:  # noqa: BLE001 - no readable header: the MRN rules of safe_file_label still apply
-        return []
 
 
 def _card_facts(c) -> list[tuple[str, str]]:

@@ -23,7 +23,8 @@ from medclf_core.architectures import get_architecture
 from medclf_core.data import audit_dataset, release_dataset, scan_dataset, split_counts, split_dataset
 from medclf_core.devices import plan_devices
 from medclf_core.ensemble import count_members, merge_members
-from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
+from medclf_core.errors import (TRAINING_OUT_OF_MEMORY, DatasetError, MedclfError, TrainingCancelled, brief,
+                                is_out_of_memory)
 from medclf_core.events import EventLog
 from medclf_core.pipeline import make_dataset
 from medclf_core.registry import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, default_models_dir,
@@ -31,7 +32,7 @@ from medclf_core.registry import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODE
 from medclf_core.training.config import TrainConfig
 from medclf_core.training.fitting import FitContext, class_weight_for, fit_member, for_strategy, labels_of
 
-OUT_OF_MEMORY = "Training ran out of memory. Try a smaller batch size or image size."
+OUT_OF_MEMORY = TRAINING_OUT_OF_MEMORY
 
 
 def train(cfg: TrainConfig, *, models_dir: str | os.PathLike | None = None, events: EventLog | None = None,
@@ -53,16 +54,11 @@ def train(cfg: TrainConfig, *, models_dir: str | os.PathLike | None = None, even
     except MedclfError as exc:
         log.emit("error", message=str(exc))
         raise
-    except MemoryError:
-        log.emit("error", message=OUT_OF_MEMORY)
-        raise MedclfError(OUT_OF_MEMORY) from None
     except Exception as exc:
-        text = str(exc)
-        if "OOM" in text or "ResourceExhausted" in type(exc).__name__:
-            msg = "Training ran out of (GPU) memory. Try a smaller batch size or image size."
-            log.emit("error", message=msg)
-            raise MedclfError(msg) from exc
-        log.emit("error", message=f"Training failed: {type(exc).__name__}: {text[:500]}")
+        if is_out_of_memory(exc):
+            log.emit("error", message=OUT_OF_MEMORY)
+            raise MedclfError(OUT_OF_MEMORY) from None
+        log.emit("error", message=f"Training failed unexpectedly ({brief(exc)}).")
         raise
 
 

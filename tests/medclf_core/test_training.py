@@ -443,3 +443,21 @@ def test_cancel_during_the_final_evaluation_registers_nothing(chest_sample, tmp_
               models_dir=tmp_path / "models", events=EventLog(listeners=[listener]),
               cancel=lambda: state["evaluating"])
     assert list_runs(tmp_path / "models") == []
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("OOM when allocating tensor with shape[64,224,224,32]")])
+def test_running_out_of_memory_is_one_plain_message_in_the_log_and_the_error(tmp_path, monkeypatch, exc):
+    from medclf_core.errors import TRAINING_OUT_OF_MEMORY, MedclfError
+    from medclf_core.events import EventLog
+    from medclf_core.training import run as training_run
+
+    def out_of_memory(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(training_run, "_train", out_of_memory)
+    seen: list[dict] = []
+    with pytest.raises(MedclfError) as raised:
+        training_run.train(TrainConfig(data=str(tmp_path)), models_dir=tmp_path / "m",
+                           events=EventLog(listeners=[seen.append]))
+    assert str(raised.value) == TRAINING_OUT_OF_MEMORY
+    assert [(e["event"], e.get("message")) for e in seen] == [("error", TRAINING_OUT_OF_MEMORY)]

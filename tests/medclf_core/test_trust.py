@@ -170,7 +170,9 @@ def test_predictor_with_gate_and_temperature(refitted, older, sample_images):
     assert sum(r["ood"] for r in p.analyse_images(train_like)) <= 2
 
 
-def test_dicom_header_against_intended_use(refitted, tmp_path):
+def test_dicom_header_against_intended_use(refitted, tmp_path, monkeypatch):
+    import pydicom
+
     run, _ = refitted
     dst = tmp_path / "with-use"
     shutil.copytree(run, dst)
@@ -179,8 +181,13 @@ def test_dicom_header_against_intended_use(refitted, tmp_path):
     (dst / "card.json").write_text(json.dumps(card))
     p = Predictor.from_run(dst)
     dicoms = {f.name: f for f in (SAMPLES / "dicom").glob("*.dcm")}
+    parses = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **kw: parses.append(1) or real(*a, **kw))
     res = {r["file"]: r for r in p.predict_files([dicoms["CR_RG1_J2KI.dcm"], dicoms["MR_emri_small.dcm"],
                                                    dicoms["CT_CT_small.dcm"]])}
+    assert len(parses) == 3  # each DICOM parsed once: its header facts come with its pixels
+    monkeypatch.setattr(pydicom, "dcmread", real)
     mr = res[str(dicoms["MR_emri_small.dcm"])]
     assert mr["ood"] is True and "modality MR and body part HEAD" in mr["ood_reason"]
     assert res[str(dicoms["CT_CT_small.dcm"])]["ood"] is True
