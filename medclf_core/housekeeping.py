@@ -79,17 +79,6 @@ def _remove_untouched(base: str | os.PathLike, wanted, max_age_s: float) -> list
         if not folder.exists():
             removed.append(folder.name)
     return removed
-    now = time.time()
-    for folder in candidates:
-        try:
-            if now - _newest_mtime(folder) <= max_age_s:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists():
-            removed.append(folder.name)
-    return removed
 
 
 def remove_stale_uploads(uploads_dir: str | os.PathLike, *, in_use: Iterable[str | os.PathLike] = (),
