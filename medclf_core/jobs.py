@@ -138,10 +138,20 @@ def _take_lock(root: Path, job_id: str) -> None:
     raise JobBusy("Another training job is starting; try again in a moment.")
 
 
+def job_spec(job_id: str, root: str | os.PathLike | None = None) -> dict:
+    """The job's ``config.json`` (``job_id, config, models_dir, created``); ``{}`` when missing or damaged.
+    ``config`` is always a dict. Cheap: no event log is read."""
+    try:
+        cfg = _read_json(job_dir(job_id, root) / "config.json", {}) or {}
+    except MedclfError:  # not a job id (a damaged lock file): nothing to read
+        cfg = {}
+    return {**cfg, "config": cfg.get("config") or {}}
+
+
 def _busy_message(root: Path, holder: dict) -> str:
     job_id = holder.get("job_id", "?")
-    cfg = _read_json(root / job_id / "config.json", {}) or {}
-    config = cfg.get("config") or {}
+    cfg = job_spec(job_id, root)
+    config = cfg["config"]
     what = f"'{config['name']}'" if config.get("name") else f"a run on '{Path(str(config.get('data', '?'))).name}'"
     started = cfg.get("created", "")
     return (f"A training job is already running: {what} (job {job_id}{', started ' + started if started else ''}). "
@@ -247,11 +257,11 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
     that died without writing a final state is reported as failed.
     """
     d = job_dir(job_id, root)
-    cfg = _read_json(d / "config.json", {}) or {}
+    cfg = job_spec(job_id, root)
     status = _read_json(d / "status.json", {}) or {}
-    config = cfg.get("config") or {}
+    config = cfg["config"]
     out = fold_events(read_events(d / "events.jsonl"), epochs=config.get("epochs"))
-    out.update({"job_id": job_id, "config": cfg.get("config", {}), "created": cfg.get("created"),
+    out.update({"job_id": job_id, "config": config, "created": cfg.get("created"),
                 "state": status.get("state", "queued"), "cancel_requested": (d / "cancel").exists()})
     out["name"] = out["name"] or config.get("name")
     out["run_dir"] = status.get("run_dir") or out["run_dir"]

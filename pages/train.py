@@ -137,7 +137,7 @@ else:
         folder = root / "uploads" / digest
         zpath = folder / Path(up.name).name
         running = jobs.running_job(root)
-        in_use = [jobs.job_progress(running, root).get("config", {}).get("data", "")] if running else []
+        in_use = [jobs.job_spec(running, root)["config"].get("data", "")] if running else []
         remove_stale_uploads(root / "uploads", in_use=[p for p in in_use if p])
         if not zpath.is_file():
             folder.mkdir(parents=True, exist_ok=True)
