@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -146,9 +147,11 @@ def _load(run_dir: str, stamp: str):
     The warm-up (one dummy prediction, heat map and faithfulness check) traces the model's
     graphs here, under the loading message, instead of during the first real upload."""
     from medclf_core.inference import Predictor
+    from medclf_core.memory import freeze_long_lived
 
     predictor = Predictor.from_run(run_dir)
     predictor.warm_up()
+    freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
     return predictor, threading.Lock()
 
 
@@ -183,9 +186,41 @@ def _secrets() -> dict:
 
 
 def start_page() -> None:
-    """First call of app.py and of every page: memory released when the session ends, then the password."""
+    """First call of app.py and of every page: the models' compiled state kept between runs, memory released
+    when the session ends, then the password."""
+    keep_compiled_models()
     release_on_disconnect()
     password_gate()
+
+
+def keep_compiled_models() -> None:
+    """Stop Streamlit from clearing Keras after every script run (once per process).
+
+    After each run Streamlit calls ``keras.backend.clear_session()`` (``_clean_problem_modules`` in
+    ``streamlit.runtime.scriptrunner.script_runner``), which empties TensorFlow's kernel cache and runs a
+    full garbage collection. The models here live on in ``st.cache_resource``, so the next run then
+    re-optimises every graph it calls: 0.3 s for the forward pass and again for the heat map on 2 CPU
+    cores, more for an ensemble (``bench/app_latency.py``). The app never builds models in its own process
+    (training runs in a subprocess), so there is nothing for that clear to free. Streamlit's other
+    clean-up, closing matplotlib figures, is kept. This replaces a private Streamlit function: where it is
+    missing (another Streamlit version) nothing is changed.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    original = getattr(script_runner, "_clean_problem_modules", None)
+    if original is None or getattr(original, "keeps_keras", False):
+        return
+
+    def clean_problem_modules_but_keras() -> None:
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            try:
+                plt.close("all")
+            except Exception:  # noqa: BLE001, S110 - as Streamlit does: a clean-up never fails a run
+                pass
+
+    clean_problem_modules_but_keras.keeps_keras = True
+    script_runner._clean_problem_modules = clean_problem_modules_but_keras
 
 
 def release_on_disconnect() -> None:

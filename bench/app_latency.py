@@ -3,26 +3,32 @@
 One run measures, for the bundled models:
 
 - **in process**: decode + :meth:`Predictor.analyse_images` + :meth:`Predictor.explain` (Grad-CAM, no
-  faithfulness) of one image, after the Predictor's warm-up: the floor the page cannot beat;
+  faithfulness) of one image, after the Predictor's warm-up: the floor the page cannot beat; and
+  ``explain`` alone per method, the floor of a map-only change;
 - **cold start**: ``streamlit run app.py`` started -> the file input usable in the browser, and -> the
   model loaded and warmed up (the page's "Upload an image" prompt), with whether a loading message was
   on screen while it loaded;
 - **first upload** after start (model ready, nothing cached) and **warm uploads** (a fresh browser
   session per image, so nothing of that image is cached): file set -> the heat-map overlay rendered;
-- **map-only changes** on the shown image: CAM method, target class and opacity -> the new overlay;
-- **brain model**: the sidebar switched to ``brain-mri-tumour`` (model load not timed), then one of
-  its images uploaded -> overlay.
+- **map-only changes** on the shown image: CAM method (twice), target class (twice) and opacity (three
+  times) -> the new overlay, each a map not computed before;
+- **brain model**: in a fresh session per image, the sidebar switched to ``brain-mri-tumour`` (not
+  timed), then the image uploaded -> overlay.
 
-Each browser figure is followed by its ratio to the in-process time of the same image. The overlay
-counts as rendered when its ``<img>`` has a new source, is decoded, and its caption names the expected
-method and class. ``docs/screenshots/predict-chest-model.png`` is refreshed with ``--screenshot``.
+Each browser figure is followed by its ratio to the in-process time of the same work. Browser times are
+taken on the page's own clock, from the user's action (the click, key press or file choice, seen by a
+capturing listener) to the frame in which the overlay's ``<img>`` has a new source, is decoded, and its
+caption names the expected method and class. ``docs/screenshots/predict-chest-model.png`` is refreshed with ``--screenshot``.
 
-Brain MRI images are never committed: ``--brain-image`` (default: the first file of
-``/work/shared/data/brain_tumor_mri/yes``) is skipped with a note when missing.
+Each step waits for the page's script run to end before the next (the report button drawn, no running
+indicator and no stale element for 0.5 s), so no step is timed while the previous one still computes.
+
+Brain MRI images are never committed: ``--brain-images`` (default: the first 3 files of
+``/work/shared/data/brain_tumor_mri/yes``) are skipped when missing.
 
 Usage::
 
-    .venv/bin/python bench/app_latency.py [--uploads 3] [--brain-image PATH] [--screenshot] [--json]
+    .venv/bin/python bench/app_latency.py [--uploads 6] [--brain-images PATH ...] [--screenshot] [--json]
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from app_server import AppServer  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 CHEST = sorted((REPO / "samples" / "images" / "chest_xray").glob("*.jpeg"))
@@ -81,22 +85,72 @@ def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, flo
     return out
 
 
+def in_process_maps(file: Path, model: str, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of :meth:`Predictor.explain` alone per method on one decoded image: what a map-only
+    change must compute."""
+    from medclf_core.images import load_image
+    from medclf_core.inference import Predictor
+
+    predictor = Predictor.from_run(REPO / "models" / model)
+    predictor.warm_up()
+    img = load_image(file.read_bytes()).pixels
+    out = {}
+    for method in ("gradcam", "gradcam++", "scorecam"):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            predictor.explain([img], method, 0)
+            times.append(time.perf_counter() - t)
+        out[method] = statistics.median(times)
+    return out
+
+
 def overlay(page) -> dict | None:
     return page.evaluate(_OVERLAY_JS)
 
 
+# The user's clock, in the page: the last click, key press or file choice (capturing listeners, so the
+# widget's own handlers come after), and the moment the polling below sees the new overlay decoded.
+# Timing in the page leaves out Playwright's own round trips (~50-80 ms per click action).
+_CLOCK_JS = """() => {
+  const mark = () => { window.__medclfT0 = performance.now(); };
+  document.addEventListener('click', mark, true);
+  document.addEventListener('keydown', mark, true);
+  document.addEventListener('change', (e) => { if (e.target && e.target.type === 'file') mark(); }, true);
+}"""
+
+
 def wait_overlay(page, previous: str | None, caption: str, timeout_s: float = 120) -> float:
-    """Seconds until an overlay with a source other than ``previous`` is decoded and its caption has ``caption``."""
-    t = time.perf_counter()
+    """Seconds, on the page's clock, from the last user action to an overlay with a source other than
+    ``previous``, decoded, whose caption has ``caption``."""
     page.wait_for_function(
-        "([js, prev, cap]) => { const o = eval(js)(); return o && o.ok && o.src !== prev && o.caption.includes(cap); }",
+        "([js, prev, cap]) => { const o = eval(js)(); const ok = o && o.ok && o.src !== prev && "
+        "o.caption.includes(cap); if (ok) window.__medclfT1 = performance.now(); return ok; }",
         arg=[_OVERLAY_JS, previous, caption], timeout=timeout_s * 1000, polling="raf")
-    return time.perf_counter() - t
+    return page.evaluate("() => (window.__medclfT1 - window.__medclfT0) / 1000")
 
 
-def wait_idle(page, timeout_ms: int = 180_000) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=timeout_ms)
+# the run is over: no running indicator and no element left stale from the previous run, for 0.5 s in a row
+_IDLE_JS = """() => {
+  const busy = document.querySelector("[data-testid='stStatusWidget']") || document.querySelector("[data-stale='true']");
+  const now = performance.now();
+  if (busy || window.__medclfIdleSince === undefined) { window.__medclfIdleSince = busy ? null : now; return false; }
+  if (window.__medclfIdleSince === null) { window.__medclfIdleSince = now; return false; }
+  return now - window.__medclfIdleSince > 500;
+}"""
+
+
+def wait_idle(page, timeout_ms: int = 180_000, last: str | None = None) -> None:
+    """Until the script run has ended. ``last``: a selector of the page's last element, waited for first
+    (the running indicator appears only after a delay, so a short quiet spell alone can come too early)."""
+    if last:
+        page.locator(last).last.wait_for(timeout=timeout_ms)
+    page.evaluate("() => { delete window.__medclfIdleSince; }")
+    page.wait_for_function(_IDLE_JS, timeout=timeout_ms, polling=50)
+
+
+# the end of a result: the report button (after the faithfulness check) in the heat-map panel
+RESULT_END = "[data-testid='stDownloadButton']"
 
 
 def fresh_session(page, url: str) -> None:
@@ -108,26 +162,54 @@ def fresh_session(page, url: str) -> None:
 
 
 def upload(page, path: Path, caption: str) -> float:
+    """Seconds from the file chosen to its overlay rendered."""
     previous = (overlay(page) or {}).get("src")
-    t = time.perf_counter()
     page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(path))
-    wait_overlay(page, previous, caption)
-    return time.perf_counter() - t
+    return wait_overlay(page, previous, caption)
 
 
-def choose(page, label: str, option: str) -> float:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label``; returns the time of the click on it
-    (opening the list is not counted)."""
+def choose(page, label: str, option: str, exact: bool = True) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label`` (the click on the option is the
+    action :func:`wait_overlay` times from; opening the list is not counted)."""
     page.get_by_role("combobox", name=label, exact=True).click()
-    choice = page.get_by_role("option", name=option).first
+    choice = page.get_by_role("option", name=option, exact=exact).first
     choice.wait_for()
-    t = time.perf_counter()
     choice.click()
-    return t
+
+
+def map_changes(page, classes: tuple[str, str]) -> dict[str, list[float]]:
+    """Seconds from each control change to the new overlay, on the shown image. Every change asks for
+    a map not computed before (or, for opacity, a new blend of the cached map): method twice, target
+    class twice (once each way, each time under a new method), opacity three times."""
+    out: dict[str, list] = {"method": [], "target": [], "opacity": []}
+
+    def change(kind: str, label: str, option: str, method: str, target: str) -> None:
+        src = overlay(page)["src"]
+        choose(page, label, option)
+        out[kind].append((method, wait_overlay(page, src, f"{method} for {target}")))
+        wait_idle(page, last=RESULT_END)
+
+    shown = overlay(page)["caption"]
+    first = classes[0] if f"for {classes[0]}" in shown else classes[1]
+    other = classes[1] if first == classes[0] else classes[0]
+    change("method", "Method", "Grad-CAM++", "Grad-CAM++", first)
+    change("target", "Target class", other, "Grad-CAM++", other)
+    change("method", "Method", "Score-CAM", "Score-CAM", other)
+    change("target", "Target class", first, "Score-CAM", first)
+    slider = page.locator("[data-testid='stSlider']").filter(has_text="Opacity").get_by_role("slider")
+    for _ in range(3):
+        src = overlay(page)["src"]
+        slider.focus()
+        slider.press("ArrowRight")
+        out["opacity"].append(("", wait_overlay(page, src, "for")))
+        wait_idle(page, last=RESULT_END)
+    return out
 
 
 def browser(args, inproc: dict) -> dict:
     from playwright.sync_api import sync_playwright
+
+    from app_server import AppServer  # bench/ is on sys.path when run as a script (not in the in-process run)
 
     res: dict = {}
     app = AppServer(args.port, "/tmp/medclf-bench-streamlit.log")
@@ -135,63 +217,61 @@ def browser(args, inproc: dict) -> dict:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = b.new_page(viewport={"width": 1400, "height": 1450})
+            page.add_init_script(f"({_CLOCK_JS})()")
             app.wait_health()
             res["server_health_s"] = time.perf_counter() - app.t0
             page.goto(app.url)
             page.locator("[data-testid='stFileUploader'] input[type='file']").wait_for(state="attached",
                                                                                       timeout=180_000)
             res["cold_file_input_s"] = time.perf_counter() - app.t0
-            res["loading_message_shown"] = page.get_by_text("Loading the model").count() > 0
+            try:  # Streamlit shows a cached function's spinner after a short delay
+                page.get_by_text("Loading the model").first.wait_for(timeout=5_000)
+                res["loading_message_shown"] = True
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                res["loading_message_shown"] = False
             page.get_by_text("Upload an image or click a sample").wait_for(timeout=180_000)
             res["cold_model_ready_s"] = time.perf_counter() - app.t0
             wait_idle(page)
             first = CHEST[3]
             res["first_upload_s"] = upload(page, first, "Grad-CAM for")
             res["first_upload_ratio"] = res["first_upload_s"] / inproc["chest"][first.name]
-            wait_idle(page)
+            wait_idle(page, last=RESULT_END)
             if args.screenshot:
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(REPO / "docs" / "screenshots" / "predict-chest-model.png"))
 
-            # map-only changes on the shown image
-            src = overlay(page)["src"]
-            t = choose(page, "Method", "Grad-CAM++")
-            wait_overlay(page, src, "Grad-CAM++ for")
-            res["change_method_s"] = time.perf_counter() - t
-            wait_idle(page)
-            shown = overlay(page)
-            other = "NORMAL" if "for PNEUMONIA" in shown["caption"] else "PNEUMONIA"
-            t = choose(page, "Target class", other)
-            wait_overlay(page, shown["src"], f"Grad-CAM++ for {other}")
-            res["change_target_s"] = time.perf_counter() - t
-            wait_idle(page)
-            src = overlay(page)["src"]
-            slider = page.locator("[data-testid='stSlider']").filter(has_text="Opacity").get_by_role("slider")
-            slider.focus()
-            t = time.perf_counter()
-            slider.press("ArrowRight")
-            wait_overlay(page, src, "for")
-            res["change_opacity_s"] = time.perf_counter() - t
-            wait_idle(page)
+            changes = map_changes(page, ("NORMAL", "PNEUMONIA"))
+            keys = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Score-CAM": "scorecam"}
+            for kind, timed in changes.items():
+                res[f"change_{kind}_s"] = [f"{m + ' ' if m else ''}{t:.3f}" for m, t in timed]
+                res[f"change_{kind}_median_s"] = statistics.median(t for _, t in timed)
+                if kind != "opacity":
+                    res[f"change_{kind}_ratio"] = [round(t / inproc["maps"][keys[m]], 2) for m, t in timed]
 
             warm = []
-            for f in CHEST[:args.uploads]:
+            for f in (CHEST * 2)[:args.uploads]:
                 fresh_session(page, app.url)
                 warm.append((f.name, upload(page, f, "Grad-CAM for")))
-                wait_idle(page)
-            res["warm_upload_s"] = {n: s for n, s in warm}
+                wait_idle(page, last=RESULT_END)
+            res["warm_upload_s"] = [round(s, 3) for _, s in warm]
             res["warm_upload_median_s"] = statistics.median(s for _, s in warm)
+            res["warm_upload_max_s"] = max(s for _, s in warm)
             res["warm_upload_ratio"] = statistics.median(s / inproc["chest"][n] for n, s in warm)
 
-            if args.brain_image and Path(args.brain_image).is_file():
+            brains = [Path(f) for f in args.brain_images if Path(f).is_file()]
+            times = []
+            for brain in brains:  # a new session each (nothing cached), the brain model chosen in it
                 fresh_session(page, app.url)
-                choose(page, "Model", "brain-mri-tumour")
+                choose(page, "Model", "brain-mri-tumour", exact=False)
                 page.get_by_text("Model brain-mri-tumour").first.wait_for(timeout=300_000)
                 page.get_by_text("Upload an image or click a sample").wait_for(timeout=300_000)
                 wait_idle(page)
-                brain = Path(args.brain_image)
-                res["brain_upload_s"] = upload(page, brain, "Grad-CAM for")
-                res["brain_upload_ratio"] = res["brain_upload_s"] / inproc["brain"][brain.name]
+                times.append((brain.name, upload(page, brain, "Grad-CAM for")))
+                wait_idle(page, last=RESULT_END)
+            if times:
+                res["brain_upload_s"] = [round(t, 3) for _, t in times]
+                res["brain_upload_median_s"] = statistics.median(t for _, t in times)
+                res["brain_upload_ratio"] = statistics.median(t / inproc["brain"][n] for n, t in times)
             else:
                 res["brain_upload_s"] = None
             b.close()
@@ -202,20 +282,22 @@ def browser(args, inproc: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--uploads", type=int, default=3, help="warm uploads (one fresh session each)")
-    ap.add_argument("--brain-image", default=next(iter(sorted(BRAIN_DIR.glob("*.jpg"))), None) if BRAIN_DIR.is_dir()
-                    else None)
+    ap.add_argument("--uploads", type=int, default=6, help="warm uploads (one fresh session each)")
+    ap.add_argument("--brain-images", nargs="*", default=[str(p) for p in sorted(BRAIN_DIR.glob("*.jpg"))[:3]]
+                    if BRAIN_DIR.is_dir() else [], help="brain MRIs to upload (never committed; default: 3 of %s)"
+                    % BRAIN_DIR)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--screenshot", action="store_true", help="refresh docs/screenshots/predict-chest-model.png")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()
+    brains = [f for f in args.brain_images if Path(f).is_file()]
     # the in-process floor first, in a subprocess so the server's cold start is not helped by this process
     code = ("import json, runpy; from pathlib import Path; a = runpy.run_path('bench/app_latency.py'); "
-            f"c = a['in_process'](a['CHEST'][:{max(args.uploads, 4)}], 'chest-xray-pneumonia'); "
-            f"b = a['in_process']([Path({str(args.brain_image)!r})], 'brain-mri-tumour') "
-            f"if {bool(args.brain_image and Path(args.brain_image).is_file())} else {{}}; "
-            "print(json.dumps({'chest': c, 'brain': b}))")
+            f"c = a['in_process'](a['CHEST'], 'chest-xray-pneumonia'); "
+            f"b = a['in_process']([Path(f) for f in {brains!r}], 'brain-mri-tumour') if {brains!r} else {{}}; "
+            "m = a['in_process_maps'](a['CHEST'][3], 'chest-xray-pneumonia'); "
+            "print(json.dumps({'chest': c, 'brain': b, 'maps': m}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True)
     inproc = json.loads(out.stdout.strip().splitlines()[-1])

@@ -285,8 +285,9 @@ def _cam_text(r: dict) -> str:
     """`` -> map.png (faithfulness 0.42)`` for a result with a heat map, else ''."""
     if "cam" not in r:
         return ""
-    f = r.get("faithfulness")
-    return f" -> {r['cam']} (faithfulness " + ("n/a" if f is None else f"{f:.2f}") + ")"
+    from medclf_core.explain import format_faithfulness
+
+    return f" -> {r['cam']} (faithfulness {format_faithfulness(r.get('faithfulness'))})"
 
 
 def cmd_predict(args) -> int:

@@ -805,6 +805,18 @@ def deletion_faithfulness(predict, inputs: np.ndarray, maps: Sequence[np.ndarray
     return out
 
 
+def format_faithfulness(value: float | None) -> str:
+    """A faithfulness score as shown to people: two decimals, "n/a" when there is none, and no "-0.00"
+    for a score that rounds to zero.
+
+    >>> format_faithfulness(0.4173), format_faithfulness(-0.0012), format_faithfulness(None)
+    ('0.42', '0.00', 'n/a')
+    """
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{round(float(value), 2) + 0.0:.2f}"  # + 0.0 turns -0.0 into 0.0
+
+
 def _deletion_inputs(x: np.ndarray, heatmap: np.ndarray, steps: int, random_orders: int, seed: int,
                      grid: int) -> list:
     """``[x, fully blank, map step 1..steps-1, random order 1 step 1..steps-1, ...]`` for one image.

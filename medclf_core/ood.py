@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,8 @@ class OODGate:
             raise ValueError(f"features must have shape (N, {self.dim}), not {x.shape}")
         if not len(x):
             return np.zeros(0)
-        v = self.components.astype(np.float64)
-        lam = self.eigenvalues.astype(np.float64)
-        mu = self.means.astype(np.float64)
-        z, zm = x @ v, mu @ v                                        # (N, R), (K, R)
+        v, lam, mu, zm = self._projection
+        z = x @ v                                                    # (N, R)
         diff = z[:, None, :] - zm[None, :, :]                        # (N, K, R)
         inside = diff ** 2                                           # squared projections on the components
         d2 = (inside / lam).sum(2)
@@ -104,6 +103,14 @@ class OODGate:
             d2 = d2 + np.maximum(full - inside.sum(2), 0.0) / self.floor
         out = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
         return np.where(np.isfinite(x).all(axis=1), out, np.inf)    # NaN/inf features are never "in distribution"
+
+    @cached_property
+    def _projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(components, eigenvalues, means, means @ components)`` in float64, made once per gate: the
+        components are D x R (13 MB at D = R = 1280), too large to convert again for every image."""
+        v = self.components.astype(np.float64)
+        mu = self.means.astype(np.float64)
+        return v, self.eigenvalues.astype(np.float64), mu, mu @ v
 
     def flag(self, features) -> np.ndarray:
         """``(N,)`` bool: True where the score is above the threshold."""

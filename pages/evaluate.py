@@ -314,14 +314,14 @@ else:
     scores = [f for f in faith.values() if f is not None]
     if faith:
         st.caption(f"Mean faithfulness of these {len(faith)} map(s): "
-                   + (f"{np.mean(scores):.2f}" if scores else "n/a")
+                   + explain.format_faithfulness(float(np.mean(scores)) if scores else None)
                    + f" ({len(faith) - len(scores)} not testable).", help=faith_help)
     cols = st.columns(4)
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
         caption = f"{Path(data['rel'][i]).name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
         if faith.get(k) is not None:
-            caption += f"; faithfulness {faith[k]:.2f}"
+            caption += f"; faithfulness {explain.format_faithfulness(faith[k])}"
         col = cols[k % 4]
         if pixels[k] is None:
             col.markdown(app_ui.md_escape(caption))

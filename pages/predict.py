@@ -189,7 +189,7 @@ def faithfulness_caption(score: dict) -> str:
     verdict = ("the model relies on the highlighted regions" if f >= 0.3 else
                "somewhat better than random regions" if f > 0.1 else
                "no better than random regions: do not read much into this map")
-    return f"Faithfulness {f:.2f} ({verdict})."
+    return f"Faithfulness {explain.format_faithfulness(f)} ({verdict})."
 
 
 @st.fragment

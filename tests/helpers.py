@@ -82,3 +82,21 @@ def wait_for_job(job_id: str, root, timeout: float = 600, poll: float = 0.5) -> 
         if p["state"] in jobs.FINAL_STATES or time.time() > deadline:
             return p
         time.sleep(poll)
+
+
+def server_folder(page, name: str, path, *, split: str | None = None):
+    """The Train or Evaluate page (``name``, an AppTest maker such as the ``page`` fixture) with "a folder on
+    this server" chosen and ``path`` typed in; on Evaluate, ``split`` chosen and the button clicked.
+    Returns the AppTest after that run."""
+    prefix = {"train": "train", "evaluate": "eval"}[name]
+    at = page(name)
+    at.run()
+    at.radio(key=f"{prefix}_source").set_value("folder")
+    at.run()
+    if split is not None:
+        at.selectbox(key="eval_split").set_value(split)
+    at.text_input(key=f"{prefix}_folder").set_value(str(path))
+    if name == "evaluate":
+        at.button(key="eval_go").click()
+    at.run()
+    return at

@@ -63,3 +63,36 @@ def test_a_compact_map_is_small_and_looks_the_same_when_drawn():
     assert drawn.shape == full.shape and np.abs(drawn - full).max() <= 3
     tiny = np.zeros((7, 7), np.float32)
     assert memory.compact_map(tiny) is not None and memory.compact_map(tiny).shape == (7, 7)
+
+
+def test_freeze_long_lived_skips_what_is_alive_and_still_collects_what_comes_later():
+    """What is alive at a model load is skipped by later collections (Streamlit collects after every run);
+    a cycle made afterwards is still collected, and a frozen one dropped later is collected at the next call."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return a
+
+    try:
+        kept = cycle()
+        frozen = memory.freeze_long_lived()
+        assert frozen == gc.get_freeze_count() > 0
+
+        later = weakref.ref(cycle())  # made after the freeze: collected as usual
+        gc.collect()
+        assert later() is None
+
+        dropped = weakref.ref(kept)
+        del kept
+        gc.collect()
+        assert dropped() is not None  # frozen: kept until the next freeze_long_lived
+        memory.freeze_long_lived()
+        assert dropped() is None
+    finally:
+        gc.unfreeze()

@@ -111,3 +111,15 @@ def test_header_reason(use, header, expected):
         assert reason is None
     else:
         assert expected in reason and reason.startswith("the DICOM header says")
+
+
+def test_scores_do_not_depend_on_what_was_scored_before():
+    """The gate keeps its float64 projection between calls: one batch, image by image, and again give
+    the same scores."""
+    train, labels = _clusters(200)
+    gate = fit_gate(train, labels, _clusters(80, seed=1)[0])
+    probe = _clusters(20, seed=3, shift=2.0)[0]
+    batch = gate.score(probe)
+    one_by_one = np.concatenate([gate.score(row) for row in probe])
+    np.testing.assert_allclose(one_by_one, batch, rtol=1e-12)
+    np.testing.assert_array_equal(gate.score(probe), batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import REPO, rendered
+from helpers import REPO, rendered, server_folder
 
 PAGES = ["predict", "train", "evaluate", "models"]
 
@@ -23,12 +23,7 @@ def _texts(at) -> str:
 
 @pytest.mark.parametrize("path", ["/etc", "/", "/proc/1/cwd"])
 def test_train_refuses_a_folder_outside_the_data_roots_and_lists_nothing(app_env, page, path):
-    at = page("train")
-    at.run()
-    at.radio(key="train_source").set_value("folder")
-    at.run()
-    at.text_input(key="train_folder").set_value(path)
-    at.run()
+    at = server_folder(page, "train", path)
     assert not at.exception
     shown = rendered(at.error[0].value)
     assert shown.startswith(f"This dataset cannot be used: '{path}' was not found in the folders this app may read")
@@ -39,13 +34,7 @@ def test_train_refuses_a_folder_outside_the_data_roots_and_lists_nothing(app_env
 
 
 def test_evaluate_refuses_a_folder_outside_the_data_roots(app_env, page):
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.text_input(key="eval_folder").set_value("/etc")
-    at.button(key="eval_go").click()
-    at.run()
+    at = server_folder(page, "evaluate", "/etc")
     assert not at.exception
     shown = rendered(at.error[0].value)
     assert shown.startswith("This dataset cannot be evaluated: '/etc' was not found in the folders this app may "
@@ -61,12 +50,7 @@ def test_a_folder_in_a_configured_root_is_read(app_env, page, tmp_path, monkeypa
     data = tmp_path / "elsewhere" / "chest"
     shutil.copytree(chest_sample, data)
     monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path / "nothing-here"))
-    at = page("train")
-    at.run()
-    at.radio(key="train_source").set_value("folder")
-    at.run()
-    at.text_input(key="train_folder").set_value(str(data))
-    at.run()
+    at = server_folder(page, "train", data)
     assert not at.exception and "was not found in the folders" in rendered(at.error[0].value)
     monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path / "elsewhere"))
     at.run()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import CHEST_SAMPLE, rendered
+from helpers import CHEST_SAMPLE, rendered, server_folder
 
 
 def _charts(at) -> int:
@@ -29,13 +29,7 @@ def test_own_test_split_shows_confusion_matrix_roc_and_threshold(app_env, page):
 
 
 def test_another_folder_and_a_bad_folder(app_env, page):
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.text_input(key="eval_folder").set_value("/no/such/data")
-    at.button(key="eval_go").click()
-    at.run()
+    at = server_folder(page, "evaluate", "/no/such/data")
     assert not at.exception and "cannot be evaluated" in at.error[0].value
     at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
     at.button(key="eval_go").click()
@@ -47,20 +41,8 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     assert at.subheader[-1].value == "Misclassified images"
 
 
-def _evaluate_folder(page, folder):
-    """The Evaluate page on a dataset folder, evaluated."""
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.text_input(key="eval_folder").set_value(str(folder))
-    at.button(key="eval_go").click()
-    at.run()
-    return at
-
-
 def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
-    at = _evaluate_folder(page, CHEST_SAMPLE)
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
     assert not at.exception and not at.error
     assert any("of 80 images" in m.value and "do not look like the images" in m.value for m in at.markdown)
     side = [d.value for d in at.dataframe if "without the flagged" in d.value.columns]
@@ -75,7 +57,7 @@ def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibrat
 
 
 def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
-    at = _evaluate_folder(page, CHEST_SAMPLE)
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
     assert not at.exception and not at.error
     assert any("no out-of-distribution gate" in i.value for i in at.info)
     assert any("not calibrated" in c.value for c in at.caption)
@@ -88,7 +70,7 @@ def test_a_class_folder_named_like_markdown_is_shown_as_text(app_env, page, tmp_
     data = tmp_path / "data"
     shutil.copytree(CHEST_SAMPLE / "NORMAL", data / "NORMAL")
     shutil.copytree(CHEST_SAMPLE / "PNEUMONIA", data / "![p](https:example.com)")
-    at = _evaluate_folder(page, data)
+    at = server_folder(page, "evaluate", data)
     assert not at.exception
     shown = at.error[0].value
     assert "example" in shown and "](" not in shown and "![" not in shown  # escaped: no Markdown image
@@ -224,14 +206,7 @@ def test_a_test_only_folder_with_split_test_and_an_image_file(app_env, page, tmp
     data = tmp_path / "hospital"
     for cls in ("NORMAL", "PNEUMONIA"):
         shutil.copytree(CHEST_SAMPLE / cls, data / "test" / cls)
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("folder")
-    at.run()
-    at.selectbox(key="eval_split").set_value("test")
-    at.text_input(key="eval_folder").set_value(str(data))
-    at.button(key="eval_go").click()
-    at.run()
+    at = server_folder(page, "evaluate", data, split="test")
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 80 images"
     image = next((data / "test" / "NORMAL").iterdir())

@@ -244,3 +244,31 @@ def test_the_file_input_is_drawn_before_the_model_loads(app_env, page, tmp_path,
     assert not at.exception
     assert at.error and "cannot be loaded" in at.error[0].value
     assert len(at.get("file_uploader")) == 1
+
+
+def test_the_models_compiled_graphs_survive_between_runs(app_env, page, monkeypatch):
+    """Streamlit clears Keras after every run (keras.backend.clear_session), which empties TensorFlow's
+    kernel cache: each run then re-optimised every graph it called (0.3 s each on 2 cores). The app
+    turns that clear off (app_ui.keep_compiled_models); Streamlit's matplotlib clean-up stays."""
+    import types
+
+    from streamlit.runtime.scriptrunner import script_runner
+    from tensorflow.python.eager import context
+
+    clears = []
+    original = context.Context.clear_kernel_cache
+    monkeypatch.setattr(context.Context, "clear_kernel_cache",
+                        lambda self: (clears.append(1), original(self))[1])
+    at = page("predict")
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0]).set_value(0.8)
+    at.run()
+    assert not at.exception
+    assert clears == []
+
+    closed = []
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot",
+                        types.SimpleNamespace(close=lambda which: closed.append(which)))
+    script_runner._clean_problem_modules()
+    assert closed == ["all"] and clears == []

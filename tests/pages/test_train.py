@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import rendered
+from helpers import rendered, server_folder
 
 LAUNCH = "FormSubmitter:train_form-Launch training"
 
@@ -172,12 +172,7 @@ def test_the_input_default_follows_the_datasets_images(app_env, page, tmp_path, 
         for i in range(4):
             pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "colour" / cls / f"{i}.png")
-    at = page("train")
-    at.run()
-    at.radio(key="train_source").set_value("folder")
-    at.run()
-    at.text_input(key="train_folder").set_value(str(tmp_path / "colour"))
-    at.run()
+    at = server_folder(page, "train", tmp_path / "colour")
     assert not at.exception and not at.error
     assert _radio(at, "Input").value == "colour (RGB)"
     at.text_input(key="train_folder").set_value(str(grey))

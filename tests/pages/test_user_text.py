@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from helpers import CHEST_SAMPLE, rendered
+from helpers import CHEST_SAMPLE, rendered, server_folder
 
 IMAGE_NAME = "![p](https:example.com)"
 RUN_NAME = "m.__bold__.x"
@@ -48,12 +48,7 @@ def test_a_class_folder_named_like_an_image_on_the_train_page(app_env, page, tmp
     shutil.copytree(CHEST_SAMPLE / "NORMAL", data / "test" / "NORMAL")  # the odd class has no test images
     first = sorted((data / "train" / "NORMAL").iterdir())[0]
     shutil.copy(first, data / "train" / IMAGE_NAME / "copy.jpeg")  # one duplicate filed under both classes
-    at = page("train")
-    at.run()
-    at.radio(key="train_source").set_value("folder")
-    at.run()
-    at.text_input(key="train_folder").set_value(str(data))
-    at.run()
+    at = server_folder(page, "train", data)
     assert not at.exception
     assert at.metric[1].value == "2"  # the audit ran: two classes
     warned = [rendered(w.value) for w in at.warning]
