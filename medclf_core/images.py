@@ -44,7 +44,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from medclf_core import pixels as _pixels  # limits read at call time, so tests can lower them
 from medclf_core.dicom import decode_dicom
-from medclf_core.errors import ImageError
+from medclf_core.errors import ImageError, brief
 # Re-exported: these lived here before medclf_core.pixels existed, and callers import them from here.
 from medclf_core.pixels import (MAX_DECODED_BYTES, MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE,  # noqa: F401
                                 DecodedImage, DicomFacts, check_upload_size, limit_size, read_bytes, to_uint8)
@@ -317,7 +317,7 @@ def _decode_pillow(data: bytes) -> DecodedImage:
     except MemoryError:
         raise ImageError("The image is too large to decode with the memory available.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({_short(exc)}).") from None
+        raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({brief(exc)}).") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
         raise ImageError(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).") from None
     damage = [_JPEG_DAMAGED] if damaged else []
@@ -337,12 +337,6 @@ def refuse_degenerate(img: DecodedImage) -> DecodedImage:
     if np.array_equal(lo, hi):
         raise ImageError("The image is blank (every pixel has the same value): there is nothing to classify.")
     return img
-
-
-def _short(exc: BaseException, limit: int = 120) -> str:
-    """An exception's message, cut to one short line for a user-facing sentence."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_image(source: str | os.PathLike | bytes | io.IOBase, *, frame: int | None = None) -> DecodedImage:

@@ -350,19 +350,27 @@ def test_transfer_recipe_needs_pretrained_weights_and_one_model(chest_sample, tm
 
 @pytest.mark.slow
 def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_path):
+    """The saved model is the best validation-loss epoch of both phases, so the fine-tuned weights are kept
+    only when fine-tuning lowered it. With the default rates that was a coin flip here (the head phase is
+    repeatable; the image phase is not, its random augmentation runs in a parallel map), and this test
+    lost the fine-tuned weights in 4 of 9 runs. A head learning rate of 0 keeps the head at its initial loss (0.72 here), so the
+    fine-tuning phase is the one kept (its best epoch 0.65-0.67 in 3 of 3 runs)."""
     from medclf_core.architectures import build_model
 
-    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=3,
-                            fine_tune_epochs=1, batch_size=16), models_dir=tmp_path / "models")
+    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=2,
+                            learning_rate=0.0, fine_tune_epochs=2, batch_size=16),
+                models_dir=tmp_path / "models")
     model = Predictor.from_run(run).model
     imagenet = build_model("efficientnet_lite0", 2, 32, 1)
     np.testing.assert_array_equal(model.get_layer("block10_dw_conv").get_weights()[0],
                                   imagenet.get_layer("block10_dw_conv").get_weights()[0])
-    assert not np.allclose(model.get_layer("top_conv").get_weights()[0], imagenet.get_layer("top_conv").get_weights()[0])
     for a, b in zip(model.get_layer("top_bn").get_weights(), imagenet.get_layer("top_bn").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # BatchNorm frozen while fine-tuning
     history = read_json(run, "history.json")
-    assert history[-1]["phase"] == "fine_tune"
+    assert [h["phase"] for h in history] == ["train", "train", "fine_tune", "fine_tune"]
+    kept = min(history, key=lambda h: h["val_loss"])  # what BestCheckpoint restores (the first minimum)
+    assert kept["phase"] == "fine_tune", history
+    assert not np.allclose(model.get_layer("top_conv").get_weights()[0], imagenet.get_layer("top_conv").get_weights()[0])
 
 
 def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, tmp_path):
