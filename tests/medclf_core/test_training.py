@@ -352,9 +352,9 @@ def test_transfer_recipe_needs_pretrained_weights_and_one_model(chest_sample, tm
 def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_path):
     """The saved model is the best validation-loss epoch of both phases, so the fine-tuned weights are kept
     only when fine-tuning lowered it. With the default rates that was a coin flip here (the head phase is
-    repeatable; the image phase is not, its random augmentation runs in a parallel map), and this test
-    lost the fine-tuned weights in 4 of 9 runs. A head learning rate of 0 keeps the head at its initial loss (0.72 here), so the
-    fine-tuning phase is the one kept (its best epoch 0.65-0.67 in 3 of 3 runs)."""
+    repeatable; the image phase is not, its random augmentation runs in a parallel map), and the fine-tuned
+    weights were lost in 4 of 9 runs. A head learning rate of 0 keeps the head at its initial loss (0.72
+    here), so the fine-tuning phase is the one kept (its best epoch 0.65-0.67 in 3 of 3 runs)."""
     from medclf_core.architectures import build_model
 
     run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=2,

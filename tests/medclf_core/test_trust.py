@@ -212,7 +212,18 @@ def test_evaluate_folder_reports_ece_and_ood(refitted, older):
         assert o["metrics_without_flagged"]["n"] == 80 - o["n_flagged"]
     plain = evaluate_folder(Predictor.from_run(older), CHEST_SAMPLE, bootstrap=0)
     assert plain["ood"]["checked"] is False and plain["ood"]["n_not_checked"] == 80
-    assert plain["accuracy"] == r["accuracy"]  # calibration and mapped threshold: same decisions
+    # Calibration and the mapped threshold give the same decisions, image by image, except where the raw
+    # probability is within float rounding of the threshold. There, two floats can map to one (seen: raw
+    # 0.5274444818496704 against threshold ...705, both 0.5125270101809131 at T = 2.19), which made the
+    # accuracies differ by one image in 1 CI run; the older card's threshold itself comes from such a
+    # round trip (as_older_run, as refit_trust does for a card calibrated before).
+    files = sorted(str(f) for f in CHEST_SAMPLE.rglob("*.jpeg"))
+    card = json.loads((older / "card.json").read_text())
+    t_raw, pos = card["threshold"], card["positive_class"]
+    calibrated = Predictor.from_run(run).predict_files(files)
+    for f, cal, raw in zip(files, calibrated, Predictor.from_run(older).predict_files(files), strict=True):
+        if cal["label"] != raw["label"]:
+            assert abs(raw["probabilities"][pos] - t_raw) <= 4 * np.spacing(t_raw), (f, raw, cal, t_raw)
 
 
 def test_a_freshly_trained_run_is_gated_and_calibrated_by_training(trained_run):
