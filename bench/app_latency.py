@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -60,49 +61,55 @@ _OVERLAY_JS = """() => {
 }"""
 
 
-def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, float]:
-    """Median seconds per file of decode + analyse_images + explain (Grad-CAM), after the Predictor's warm-up."""
-    from medclf_core.images import load_image
+@functools.cache
+def _warmed_predictor(model: str):
+    """The bundled ``model``'s Predictor after its warm-up (loaded once per process)."""
     from medclf_core.inference import Predictor
 
     predictor = Predictor.from_run(REPO / "models" / model)
     if hasattr(predictor, "warm_up"):
         predictor.warm_up()
     else:  # before the warm-up existed: one untimed pass
-        img = load_image(files[0]).pixels
+        from medclf_core.images import load_image
+
+        pixels = load_image(CHEST[0].read_bytes()).pixels
+        predictor.analyse_images([pixels])
+        predictor.explain([pixels], "gradcam")
+    return predictor
+
+
+def _median_seconds(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, float]:
+    """Median seconds per file of decode + analyse_images + explain (Grad-CAM), after the Predictor's warm-up."""
+    from medclf_core.images import load_image
+
+    predictor = _warmed_predictor(model)
+
+    def work(f: Path) -> None:
+        img = load_image(f.read_bytes()).pixels
         predictor.analyse_images([img])
         predictor.explain([img], "gradcam")
-    out = {}
-    for f in files:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            img = load_image(f.read_bytes()).pixels
-            predictor.analyse_images([img])
-            predictor.explain([img], "gradcam")
-            times.append(time.perf_counter() - t)
-        out[f.name] = statistics.median(times)
-    return out
+
+    return {f.name: _median_seconds(lambda f=f: work(f), repeats) for f in files}
 
 
 def in_process_maps(file: Path, model: str, repeats: int = 5) -> dict[str, float]:
     """Median seconds of :meth:`Predictor.explain` alone per method on one decoded image: what a map-only
     change must compute."""
     from medclf_core.images import load_image
-    from medclf_core.inference import Predictor
 
-    predictor = Predictor.from_run(REPO / "models" / model)
-    predictor.warm_up()
+    predictor = _warmed_predictor(model)
     img = load_image(file.read_bytes()).pixels
-    out = {}
-    for method in ("gradcam", "gradcam++", "scorecam"):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            predictor.explain([img], method, 0)
-            times.append(time.perf_counter() - t)
-        out[method] = statistics.median(times)
-    return out
+    return {m: _median_seconds(lambda m=m: predictor.explain([img], m, 0), repeats)
+            for m in ("gradcam", "gradcam++", "scorecam")}
 
 
 def overlay(page) -> dict | None:
@@ -177,11 +184,12 @@ def choose(page, label: str, option: str, exact: bool = True) -> None:
     choice.click()
 
 
-def map_changes(page, classes: tuple[str, str]) -> dict[str, list[float]]:
+def map_changes(page, classes: tuple[str, str]) -> dict[str, list[tuple[str, float]]]:
     """Seconds from each control change to the new overlay, on the shown image. Every change asks for
     a map not computed before (or, for opacity, a new blend of the cached map): method twice, target
-    class twice (once each way, each time under a new method), opacity three times."""
-    out: dict[str, list] = {"method": [], "target": [], "opacity": []}
+    class twice (once each way, each time under a new method), opacity three times. Each entry is
+    ``(method, seconds)``, the method empty for opacity."""
+    out: dict[str, list[tuple[str, float]]] = {"method": [], "target": [], "opacity": []}
 
     def change(kind: str, label: str, option: str, method: str, target: str) -> None:
         src = overlay(page)["src"]

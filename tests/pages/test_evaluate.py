@@ -132,13 +132,19 @@ def test_the_model_is_the_one_chosen_in_the_sidebar(own_models, page):
     assert at.subheader[0].value.startswith("tiny-a on ")
 
 
-def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_folder(app_env, page):
-    """Issue 16: a zip from the browser (train|val|test layout) gives the block a server folder gives."""
-    before = _staged_folders()
+def _upload_source(page):
+    """The Evaluate page with "upload" chosen as the source."""
     at = page("evaluate")
     at.run()
     at.radio(key="eval_source").set_value("upload")
     at.run()
+    return at
+
+
+def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_folder(app_env, page):
+    """Issue 16: a zip from the browser (train|val|test layout) gives the block a server folder gives."""
+    before = _staged_folders()
+    at = _upload_source(page)
     assert at.button(key="eval_go").disabled  # nothing uploaded yet
     data = _zip_of({"test/NORMAL": _sample("NORMAL", 5), "test/PNEUMONIA": _sample("PNEUMONIA", 5),
                     "train/NORMAL": _sample("NORMAL", 2)[1:]}, prefix="hospital-b/")
@@ -166,10 +172,7 @@ def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_fo
 
 
 def test_uploaded_images_with_their_class(app_env, page):
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("upload")
-    at.run()
+    at = _upload_source(page)
     at.radio(key="eval_upload_mode").set_value("images")
     at.run()
     for i, cls in enumerate(["NORMAL", "PNEUMONIA"]):
@@ -186,10 +189,7 @@ def test_uploaded_images_with_their_class(app_env, page):
 
 def test_a_damaged_zip_is_a_plain_message_and_leaves_nothing(app_env, page):
     before = _staged_folders()
-    at = page("evaluate")
-    at.run()
-    at.radio(key="eval_source").set_value("upload")
-    at.run()
+    at = _upload_source(page)
     at.file_uploader(key="eval_zip").set_value(("x.zip", b"PK\x03\x04 not really a zip", "application/zip"))
     at.run()
     at.button(key="eval_go").click()

@@ -250,6 +250,7 @@ def test_the_models_compiled_graphs_survive_between_runs(app_env, page, monkeypa
     """Streamlit clears Keras after every run (keras.backend.clear_session), which empties TensorFlow's
     kernel cache: each run then re-optimised every graph it called (0.3 s each on 2 cores). The app
     turns that clear off (app_ui.keep_compiled_models); Streamlit's matplotlib clean-up stays."""
+    import sys
     import types
 
     from streamlit.runtime.scriptrunner import script_runner
@@ -268,7 +269,7 @@ def test_the_models_compiled_graphs_survive_between_runs(app_env, page, monkeypa
     assert clears == []
 
     closed = []
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot",
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot",
                         types.SimpleNamespace(close=lambda which: closed.append(which)))
     script_runner._clean_problem_modules()
     assert closed == ["all"] and clears == []

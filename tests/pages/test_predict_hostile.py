@@ -9,16 +9,27 @@ from helpers import SAMPLES, rendered
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
 
-def test_every_corpus_file_predicts_or_gets_its_message(app_env, page):
-    cases = bad_inputs.ALL_CASES
-    files = [(f"{c.name}{c.suffix or '.dcm'}", c.make(), "application/octet-stream") for c in cases]
+def _uploaded(page, files):
+    """The Predict page after ``files`` were uploaded together; no exception."""
     at = page("predict")
     at.run()
     at.file_uploader(key="predict_upload").set_value(files)
     at.run()
     assert not at.exception, at.exception
-    # file messages name the file in bold; an out-of-distribution warning (the detail view) does not
-    warnings = {rendered(w.value).split("**")[1]: rendered(w.value) for w in at.warning if "**" in w.value}
+    return at
+
+
+def _file_warnings(at) -> dict[str, str]:
+    """{file name: its warning}: file messages name the file in bold (an out-of-distribution warning of the
+    detail view does not)."""
+    return {rendered(w.value).split("**")[1]: rendered(w.value) for w in at.warning if "**" in w.value}
+
+
+def test_every_corpus_file_predicts_or_gets_its_message(app_env, page):
+    cases = bad_inputs.ALL_CASES
+    files = [(f"{c.name}{c.suffix or '.dcm'}", c.make(), "application/octet-stream") for c in cases]
+    at = _uploaded(page, files)
+    warnings = _file_warnings(at)
     table = at.dataframe[0].value
     assert len(table) == len(cases)
     for case, (name, _, _) in zip(cases, files, strict=True):
@@ -41,13 +52,8 @@ def test_no_patient_identifier_on_the_page_or_in_the_csv(app_env, page):
 
     dicom = bad_inputs.dicom_bytes(bad_inputs.gradient(32, 32))
     broken = bad_inputs.dicom_bytes(None)  # no pixel data, same fake patient
-    at = page("predict")
-    at.run()
-    at.file_uploader(key="predict_upload").set_value([
-        ("study.dcm", dicom, "application/dicom"), ("report.dcm", broken, "application/dicom"),
-        (JPEG.name, JPEG.read_bytes(), "image/jpeg")])
-    at.run()
-    assert not at.exception
+    at = _uploaded(page, [("study.dcm", dicom, "application/dicom"), ("report.dcm", broken, "application/dicom"),
+                          (JPEG.name, JPEG.read_bytes(), "image/jpeg")])
     shown = " ".join([rendered(m.value) for m in at.markdown] + [rendered(c.value) for c in at.caption]
                      + [rendered(w.value) for w in at.warning]
                      + [str(v) for v in np.ravel(at.dataframe[0].value.to_numpy())])
@@ -72,12 +78,8 @@ def test_a_65535_by_1_png_gets_its_message_and_the_others_keep_their_results(app
 
     files = [("line.png", png(65535, 1), "image/png"), ("strip.png", png(65535, 8), "image/png"),
              (JPEG.name, JPEG.read_bytes(), "image/jpeg")]
-    at = page("predict")
-    at.run()
-    at.file_uploader(key="predict_upload").set_value(files)
-    at.run()
-    assert not at.exception, at.exception
-    warnings = {rendered(w.value).split("**")[1]: rendered(w.value) for w in at.warning if "**" in w.value}
+    at = _uploaded(page, files)
+    warnings = _file_warnings(at)
     assert "line.png" in warnings and "too small to classify" in warnings["line.png"]
     table = at.dataframe[0].value
     assert list(table["file"]) == ["line.png", "strip.png", JPEG.name]
