@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from medclf_core.errors import MedclfError, user_message
-from medclf_core.registry import MODEL_FILE, default_models_dir, scan_registry
+from medclf_core.registry.store import MODEL_FILE, default_models_dir, scan_registry
 
 REPO = Path(__file__).resolve().parent
 SAMPLES = REPO / "samples"
@@ -146,8 +146,8 @@ def _load(run_dir: str, stamp: str):
 
     The warm-up (one dummy prediction, heat map and faithfulness check) traces the model's
     graphs here, under the loading message, instead of during the first real upload."""
-    from medclf_core.inference import Predictor
-    from medclf_core.memory import freeze_long_lived
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.server.memory import freeze_long_lived
 
     predictor = Predictor.from_run(run_dir)
     predictor.warm_up()
@@ -226,11 +226,11 @@ def keep_compiled_models() -> None:
 def release_on_disconnect() -> None:
     """Mark this browser session as not resumable, so that when its tab closes Streamlit shuts it down at
     once and frees its state, uploads and images, instead of keeping them for a reconnect that a stored
-    session never gets cleaned up after (medclf_core.memory); and start the process's malloc trimmer.
+    session never gets cleaned up after (medclf_core.server.memory); and start the process's malloc trimmer.
     A dropped connection then starts a new session (the uploads are asked for again)."""
     if st.session_state.get("_medclf_release"):
         return
-    from medclf_core import memory
+    from medclf_core.server import memory
 
     try:
         from streamlit.runtime import Runtime
@@ -246,12 +246,12 @@ def release_on_disconnect() -> None:
 
 
 def password_gate() -> None:
-    """Ask for the access password before anything else (medclf_core.access); nothing when none is set.
+    """Ask for the access password before anything else (medclf_core.server.access); nothing when none is set.
 
     Called (through :func:`start_page`) by app.py and at the top of every page, so no way to a page
     skips it. The session stays unlocked until the password is changed on the server.
     """
-    from medclf_core.access import configured_password, password_matches
+    from medclf_core.server.access import configured_password, password_matches
 
     expected = configured_password(_secrets())
     if expected is None:

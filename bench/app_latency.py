@@ -64,13 +64,13 @@ _OVERLAY_JS = """() => {
 @functools.cache
 def _warmed_predictor(model: str):
     """The bundled ``model``'s Predictor after its warm-up (loaded once per process)."""
-    from medclf_core.inference import Predictor
+    from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(REPO / "models" / model)
     if hasattr(predictor, "warm_up"):
         predictor.warm_up()
     else:  # before the warm-up existed: one untimed pass
-        from medclf_core.images import load_image
+        from medclf_core.io.images import load_image
 
         pixels = load_image(CHEST[0].read_bytes()).pixels
         predictor.analyse_images([pixels])
@@ -89,7 +89,7 @@ def _median_seconds(work, repeats: int) -> float:
 
 def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, float]:
     """Median seconds per file of decode + analyse_images + explain (Grad-CAM), after the Predictor's warm-up."""
-    from medclf_core.images import load_image
+    from medclf_core.io.images import load_image
 
     predictor = _warmed_predictor(model)
 
@@ -104,7 +104,7 @@ def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, flo
 def in_process_maps(file: Path, model: str, repeats: int = 5) -> dict[str, float]:
     """Median seconds of :meth:`Predictor.explain` alone per method on one decoded image: what a map-only
     change must compute."""
-    from medclf_core.images import load_image
+    from medclf_core.io.images import load_image
 
     predictor = _warmed_predictor(model)
     img = load_image(file.read_bytes()).pixels

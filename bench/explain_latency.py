@@ -4,7 +4,7 @@ For each architecture (random weights: latency does not depend on them) and batc
 size (1 and 16) it times, as the median of several runs after a warm-up:
 
 - ``predict``: :func:`to_model_input` + ``model.predict_on_batch`` (what the app and CLI do);
-- ``predict + <method>``: the same, then :func:`medclf_core.explain.heatmaps` on the batch.
+- ``predict + <method>``: the same, then :func:`medclf_core.explain.cams.heatmaps` on the batch.
 
 Usage::
 
@@ -49,9 +49,9 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 def bench_architecture(arch: str, size: int, batch_sizes, methods, repeats: int, scorecam_repeats: int,
                        engine: str = "compiled") -> list[dict]:
-    from medclf_core.architectures import build_model
-    from medclf_core.explain import heatmaps
-    from medclf_core.images import to_model_input
+    from medclf_core.models.architectures import build_model
+    from medclf_core.explain.cams import heatmaps
+    from medclf_core.io.images import to_model_input
 
     model = build_model(arch, 2, size, 3, weights=None)
     rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def markdown(rows: list[dict], methods, size: int, command: str, load_before, lo
     import keras
     import tensorflow as tf
 
-    from medclf_core.explain import SCORECAM_MAX_CHANNELS
+    from medclf_core.explain.cams import SCORECAM_MAX_CHANNELS
 
     lines = [SECTION, "",
              f"Median wall-clock latency, {size}x{size} RGB, random weights, CPU only "
@@ -122,7 +122,7 @@ def write_section(text: str, doc: Path = DOC) -> None:
 
 
 def main(argv=None) -> int:
-    from medclf_core.explain import METHODS
+    from medclf_core.explain.cams import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=["simple_cnn", "bn_cnn", "resnet50", "efficientnet_lite0"])

@@ -48,7 +48,7 @@ def fmt(m: dict, key: str) -> str:
 
 
 def main() -> int:
-    from medclf_core.registry import MODEL_FILE, list_runs
+    from medclf_core.registry.store import MODEL_FILE, list_runs
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
@@ -73,7 +73,7 @@ def main() -> int:
               f"{fmt(m, 'auc')} | {fmt(m, 'sensitivity')} | {fmt(m, 'specificity')} | {fmt(v, 'accuracy')} | "
               f"{size:.1f} MB | {SEED_FIGURES.get(c['name'], '-')} |")
     for spec in args.evaluate:
-        from medclf_core.inference import Predictor, evaluate_folder
+        from medclf_core.inference.predictor import Predictor, evaluate_folder
 
         name, data = spec.split("=", 1)
         r = evaluate_folder(Predictor.from_run(name, args.models_dir), data)
@@ -90,7 +90,7 @@ def external_modality_check(models_dir: str, shared: Path, name: str = "imaging-
     """imaging-modality on images from sources outside its training data, by modality."""
     import tempfile
 
-    from medclf_core.inference import Predictor, evaluate_folder
+    from medclf_core.inference.predictor import Predictor, evaluate_folder
 
     sources = {"MRI": [*sorted((shared / "brain_tumor_mri").glob("*/*")), *sorted((shared / "dicom_samples" / "MR").glob("*"))],
                "CT": sorted((shared / "dicom_samples" / "CT").glob("*")),
@@ -142,10 +142,10 @@ def _stamp_text(pixels):
 
 def overlay_probe(models_dir: str, shared: Path, name: str = "imaging-modality") -> None:
     """Accuracy of ``name`` on its recorded test predictions' images, as is, text masked, text added."""
-    from medclf_core.evaluation import evaluate_probabilities
-    from medclf_core.images import load_image
-    from medclf_core.inference import Predictor
-    from medclf_core.registry import EVALUATION_FILE, read_json, resolve_run
+    from medclf_core.trust.metrics import evaluate_probabilities
+    from medclf_core.io.images import load_image
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.registry.store import EVALUATION_FILE, read_json, resolve_run
 
     rows = read_json(resolve_run(name, models_dir), EVALUATION_FILE, {}).get("predictions") or []
     root = shared / "modality"

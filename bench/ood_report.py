@@ -1,6 +1,6 @@
 """How often each bundled model says "not an image I know", on images of the wrong kind and of the right kind.
 
-For every bundled model, through :class:`medclf_core.inference.Predictor` (the app's path: gate,
+For every bundled model, through :class:`medclf_core.inference.predictor.Predictor` (the app's path: gate,
 DICOM header check, calibrated probabilities), the fraction of images flagged out of distribution on:
 
 - images of another body part or modality (chest X-rays for the brain model, brain MRIs and CT/MRI
@@ -66,7 +66,7 @@ def flagged(predictor, files: list[Path]) -> tuple[int, int, int]:
 def main() -> None:
     import tempfile
 
-    from medclf_core.inference import Predictor, evaluate_folder
+    from medclf_core.inference.predictor import Predictor, evaluate_folder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=200, help="images per set (evenly spaced); 0: all")

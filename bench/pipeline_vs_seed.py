@@ -80,7 +80,7 @@ class EpochClock:
 def fresh_model(size: int, n_classes: int, seed: int):
     import keras
 
-    from medclf_core.architectures import build_model
+    from medclf_core.models.architectures import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model("simple_cnn", n_classes, size, 3)
@@ -104,7 +104,7 @@ def main() -> int:
 
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from medclf_core.pipeline import make_dataset
+    from medclf_core.data.pipeline import make_dataset
 
     data = Path(args.data)
     if args.limit_per_class:

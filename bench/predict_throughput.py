@@ -26,7 +26,7 @@ from explain_latency import median_seconds  # noqa: E402  (bench/ is on sys.path
 
 
 def measure(name: str, predictor, sample: Path, n: int, repeats: int) -> str:
-    from medclf_core.images import load_image
+    from medclf_core.io.images import load_image
 
     def one():
         predictor.predict_images([load_image(sample).pixels])
@@ -40,9 +40,9 @@ def measure(name: str, predictor, sample: Path, n: int, repeats: int) -> str:
 
 
 def main() -> int:
-    from medclf_core.architectures import ARCHITECTURES, build_model
-    from medclf_core.inference import Predictor
-    from medclf_core.registry import list_runs, load_run
+    from medclf_core.models.architectures import ARCHITECTURES, build_model
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.registry.store import list_runs, load_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-size", type=int, default=224)

@@ -37,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 
-from medclf_core.devices import free_local_ports  # noqa: E402
+from medclf_core.training.devices import free_local_ports  # noqa: E402
 
 
 def forward_flops(arch: str, image_size: int = 224, channels: int = 3, num_classes: int = 2) -> int:
@@ -45,7 +45,7 @@ def forward_flops(arch: str, image_size: int = 224, channels: int = 3, num_class
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from medclf_core.architectures import build_model
+    from medclf_core.models.architectures import build_model
 
     model = build_model(arch, num_classes, image_size, channels, **({"weights": None} if arch == "resnet50" else {}))
     fn = tf.function(lambda x: model(x, training=False))
@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--json-out")
     args = p.parse_args()
 
-    from medclf_core.architectures import ARCHITECTURES
+    from medclf_core.models.architectures import ARCHITECTURES
 
     out: dict = {"flops": {}, "scaling": [], "config": vars(args), "cores": os.cpu_count(),
                  "load_avg_before": os.getloadavg()}

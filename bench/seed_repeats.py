@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> int:
     import numpy as np
 
-    from medclf_core.evaluation import decide, evaluate_probabilities
-    from medclf_core.registry import read_json
+    from medclf_core.trust.metrics import decide, evaluate_probabilities
+    from medclf_core.registry.store import read_json
     from medclf_core.training import TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

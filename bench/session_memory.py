@@ -13,7 +13,7 @@ session (``warm``), the ``peak`` while the sessions ran, and the memory ``--afte
 and closes the same sessions N times, to tell memory that stays once (TensorFlow's kernels and
 traces for a new batch size) from memory that grows with every session. Streamlit keeps a
 disconnected session for a reconnect and never shuts down one that expires; the app marks its
-sessions as not resumable instead (``app_ui.release_on_disconnect``, ``medclf_core.memory``).
+sessions as not resumable instead (``app_ui.release_on_disconnect``, ``medclf_core.server.memory``).
 
 Images are generated from the bundled chest X-rays (CC BY 4.0); no brain MRI is used.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from app_server import AppServer  # bench/ is on sys.path when run as a script
 
-from medclf_core.memory import rss_mb
+from medclf_core.server.memory import rss_mb
 
 REPO = Path(__file__).resolve().parent.parent
 CHEST = sorted((REPO / "samples" / "images" / "chest_xray").glob("*.jpeg"))

@@ -24,7 +24,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def main() -> None:
-    from medclf_core.inference import Predictor, evaluate_folder
+    from medclf_core.inference.predictor import Predictor, evaluate_folder
     from medclf_core.training import TrainConfig, train
 
     combined = REPO / "build" / "brain_mri_combined"

@@ -51,8 +51,8 @@ def time_to_best(events: list[dict]) -> tuple[float, float, int]:
 
 
 def run(data: Path, models: Path, **cfg) -> dict:
-    from medclf_core.events import EventLog
-    from medclf_core.registry import read_card
+    from medclf_core.training.events import EventLog
+    from medclf_core.registry.store import read_card
     from medclf_core.training import TrainConfig, train
 
     events: list[dict] = []

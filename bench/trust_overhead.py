@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 
 
 def measure(run: Path, n: int, repeats: int) -> str:
-    from medclf_core import trust
-    from medclf_core.inference import Predictor
-    from medclf_core.ood import fit_gate
+    from medclf_core.trust import verdict as trust
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.trust.ood import fit_gate
 
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / run.name

@@ -1,5 +1,5 @@
 import sys
 
-from medclf_core.cli import main
+from medclf_core.cli.commands import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 The model is the one chosen in the sidebar (app_ui's shared picker): one choice drives Predict
 and Evaluate. The data is the model's own test split, a folder or zip on the server, or a zip
-or images uploaded from the browser (staged by medclf_core.uploads); all three give the same
+or images uploaded from the browser (staged by medclf_core.data.uploads); all three give the same
 result block below.
 """
 
@@ -14,13 +14,16 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import explain, plots, trust, uploads
-from medclf_core.access import resolve_data_path
+from medclf_core.explain import cams as explain
+from medclf_core.reports import plots
+from medclf_core.trust import verdict as trust
+from medclf_core.data import uploads
+from medclf_core.server.access import resolve_data_path
 from medclf_core.errors import MedclfError
-from medclf_core.evaluation import decide, evaluate_probabilities
-from medclf_core.images import IMAGE_SUFFIXES, load_image
-from medclf_core.inference import predict_folder
-from medclf_core.registry import read_json, stored_test_predictions
+from medclf_core.trust.metrics import decide, evaluate_probabilities
+from medclf_core.io.images import IMAGE_SUFFIXES, load_image
+from medclf_core.inference.predictor import predict_folder
+from medclf_core.registry.store import read_json, stored_test_predictions
 
 MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",

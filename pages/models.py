@@ -1,6 +1,6 @@
 """Models: the registry, model cards, training curves, comparisons, download and delete.
 
-Every figure is shown with its n (:func:`medclf_core.card.format_metric`); same-source figures (the
+Every figure is shown with its n (:func:`medclf_core.registry.card.format_metric`); same-source figures (the
 run's own test split) sit beside the evaluations recorded on other data. Runs whose figures rest on
 fewer than 30 test images are marked and listed after the others. A run whose card cannot be read is
 listed with the reason and never breaks the page.
@@ -12,11 +12,11 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import plots
-from medclf_core.card import MIN_RELIABLE_N, format_metric, list_evaluations
+from medclf_core.reports import plots
+from medclf_core.registry.card import MIN_RELIABLE_N, format_metric, list_evaluations
 from medclf_core.errors import MedclfError, user_message
-from medclf_core.model_export import FORMATS as EXPORT_FORMATS, export_archive
-from medclf_core.registry import MODEL_FILE, delete_run, read_json
+from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archive
+from medclf_core.registry.store import MODEL_FILE, delete_run, read_json
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Models")

@@ -8,15 +8,18 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import deid, explain, plots, trust
-from medclf_core.card import performance_rows
-from medclf_core.report import report_bytes, report_file_name
+from medclf_core.io import deid
+from medclf_core.explain import cams as explain
+from medclf_core.reports import plots
+from medclf_core.trust import verdict as trust
+from medclf_core.registry.card import performance_rows
+from medclf_core.reports.pdf import report_bytes, report_file_name
 from medclf_core.errors import MedclfError
-from medclf_core.export import predictions_csv
-from medclf_core.memory import compact_map
-from medclf_core.images import IMAGE_SUFFIXES, load_image
+from medclf_core.reports.csv_export import predictions_csv
+from medclf_core.server.memory import compact_map
+from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 
-# every extension the core decodes, one constant (medclf_core.images.IMAGE_SUFFIXES)
+# every extension the core decodes, one constant (medclf_core.io.images.IMAGE_SUFFIXES)
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 UPLOAD_LABEL = "Upload one or more images (" + ", ".join(t.upper() for t in UPLOAD_TYPES) + ")"
 SAMPLE_FILES = sorted((app_ui.SAMPLES / "images" / "chest_xray").glob("*.jpeg")) + sorted(
@@ -222,7 +225,7 @@ def cam_panel(entry: dict) -> None:
         st.caption(f"Faithfulness: could not be computed ({type(exc).__name__}).")
         return
     st.caption(faithfulness_caption(score), help=FAITHFULNESS_HELP)
-    # A printable report (medclf_core.report): the file name scrubbed, no DICOM header values; made on click.
+    # A printable report (medclf_core.reports.pdf): the file name scrubbed, no DICOM header values; made on click.
     ids = entry.get("identifying") or []
     st.download_button("Download report (PDF)", mime="application/pdf", key=f"report-{sha}",
                        file_name=report_file_name(entry["name"], ids),

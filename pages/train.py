@@ -7,14 +7,15 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core import jobs, plots
-from medclf_core.access import resolve_data_path
-from medclf_core.architectures import get_architecture, list_architectures
-from medclf_core.augment import AugmentConfig
-from medclf_core.data import audit_source
+from medclf_core.training import jobs
+from medclf_core.reports import plots
+from medclf_core.server.access import resolve_data_path
+from medclf_core.models.architectures import get_architecture, list_architectures
+from medclf_core.data.augment import AugmentConfig
+from medclf_core.data.dataset import audit_source
 from medclf_core.errors import MedclfError
-from medclf_core.housekeeping import remove_stale_uploads
-from medclf_core.registry import read_json
+from medclf_core.server.housekeeping import remove_stale_uploads
+from medclf_core.registry.store import read_json
 
 SAMPLE_DATASET = app_ui.SAMPLES / "datasets" / "chest_xray"
 SOURCES = {"sample": "Bundled sample (80 chest X-rays)", "folder": "A folder on the server", "zip": "Upload a zip"}
@@ -57,7 +58,7 @@ def monitor(job_id: str, polling: bool) -> None:
     st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {app_ui.md_escape(p['config'].get('data'))}"
                + (f" · on {p['devices']}" if p.get("devices") else "") + speed)
     if state in ("queued", "running"):
-        st.progress(p["fraction"], text=p["text"])  # the one fold of the events (medclf_core.events)
+        st.progress(p["fraction"], text=p["text"])  # the one fold of the events (medclf_core.training.events)
         if p["cancel_requested"]:
             st.info("Cancelling: training stops after the current batch.")
         elif st.button("Cancel training", key=f"cancel-{job_id}", type="secondary"):
@@ -122,7 +123,7 @@ elif kind == "folder":
     typed = st.text_input("Folder on the server", key="train_folder",
                           placeholder="/data/chest_xray  (root/<class>/<images> or root/train|val|test/<class>/...)")
     source = typed.strip() or None
-    if source:  # only inside the configured data roots (medclf_core.access)
+    if source:  # only inside the configured data roots (medclf_core.server.access)
         try:
             source = str(resolve_data_path(source))
         except MedclfError as exc:

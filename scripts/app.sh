@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh requirements.txt
 export TF_CPP_MIN_LOG_LEVEL=3
 # glibc gives threads that allocate at once their own malloc arenas (up to 8 per core) and keeps the
-# freed memory in them; fewer arenas fragment less, and the app trims them (medclf_core.memory).
+# freed memory in them; fewer arenas fragment less, and the app trims them (medclf_core.server.memory).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 address=(--server.address "${MEDCLF_ADDRESS:-127.0.0.1}")
 for arg in "$@"; do

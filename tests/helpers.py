@@ -39,7 +39,7 @@ def as_older_run(src: Path, dst: Path, name: str | None = None) -> Path:
     import json
     import shutil
 
-    from medclf_core.calibration import apply_temperature, map_threshold
+    from medclf_core.trust.calibration import apply_temperature, map_threshold
 
     shutil.copytree(src, dst)
     (dst / "ood.npz").unlink(missing_ok=True)
@@ -74,7 +74,7 @@ def wait_for_job(job_id: str, root, timeout: float = 600, poll: float = 0.5) -> 
     """``jobs.job_progress`` once the job reached a final state (or at the timeout)."""
     import time
 
-    from medclf_core import jobs
+    from medclf_core.training import jobs
 
     deadline = time.time() + timeout
     while True:

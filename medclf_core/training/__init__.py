@@ -13,7 +13,7 @@ One job per module:
 - ``fitting``: one model's fit, phase by phase, from a :class:`~medclf_core.training.fitting.FitContext`;
 - ``callbacks``: progress events and cancel, the best-epoch checkpoint, synced backups (Keras imported lazily);
 - ``evaluate``: gate, temperature, threshold and test metrics of the trained model;
-- ``card``: the run's :class:`medclf_core.card.ModelCard`;
+- ``card``: the run's :class:`medclf_core.registry.card.ModelCard`;
 - ``tf_compat``: the patches over Keras internals that multi-worker training needs.
 
 Importing this package does not import TensorFlow; :func:`train` does.

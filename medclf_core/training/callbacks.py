@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.devices import gather_min
+from medclf_core.training.devices import gather_min
 from medclf_core.errors import TrainingCancelled
-from medclf_core.events import EventLog
-from medclf_core.registry import write_json
+from medclf_core.training.events import EventLog
+from medclf_core.registry.store import write_json
 
 
 @functools.cache
@@ -130,7 +130,7 @@ class CleanBatchNormStatistics(_KerasCallback):
     model is validated, checkpointed and saved with the moving statistics. On an easy task (issue 15) that
     swung validation accuracy between 1.0 and 0.5 from one epoch to the next while the same weights with
     batch statistics, or with these statistics, scored 1.0 at every epoch
-    (``tests/medclf_core/test_repeatability.py``). Layers that are not trainable (``freeze_batchnorm``,
+    (``tests/medclf_core/training/test_repeatability.py``). Layers that are not trainable (``freeze_batchnorm``,
     fine-tuning with frozen BatchNorm, frozen pretrained trunks) keep their statistics.
     """
 

@@ -1,4 +1,4 @@
-"""The model card of a trained run, as a :class:`medclf_core.card.ModelCard` (the one card type)."""
+"""The model card of a trained run, as a :class:`medclf_core.registry.card.ModelCard` (the one card type)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import numpy as np
 
 from medclf_core import __version__
-from medclf_core.card import CARD_SCHEMA_VERSION, ModelCard
-from medclf_core.ensemble import member_layer_names, member_prefix
-from medclf_core.evaluation import THRESHOLD_RULES
+from medclf_core.registry.card import CARD_SCHEMA_VERSION, ModelCard
+from medclf_core.models.ensemble import member_layer_names, member_prefix
+from medclf_core.trust.metrics import THRESHOLD_RULES
 from medclf_core.training.evaluate import RunEvaluation
 from medclf_core.training.fitting import FitContext, Member
-from medclf_core.trust import calibration_entry
+from medclf_core.trust.verdict import calibration_entry
 
 
 def build_card(ctx: FitContext, trained: list[Member], ev: RunEvaluation, *, name: str, index, report,
@@ -124,7 +124,7 @@ def _base_cam_layer(init_card: dict | None, spec, split_init: bool) -> str | lis
 
 def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
     """The card's ``cam_layer``: the architecture's layer, or each member's copy of it in an ensemble."""
-    from medclf_core.explain import find_cam_layer
+    from medclf_core.explain.cams import find_cam_layer
 
     layers = [find_cam_layer(model, layer)] if isinstance(layer, str) else list(layer)
     if members > 1:

@@ -1,6 +1,6 @@
 """What defines a run: :class:`TrainConfig`, and :meth:`TrainConfig.validate`, the one check of its settings.
 
-The job launcher (:func:`medclf_core.jobs.start_job`), the CLI and :func:`medclf_core.training.train`
+The job launcher (:func:`medclf_core.training.jobs.start_job`), the CLI and :func:`medclf_core.training.train`
 all validate through :meth:`TrainConfig.validate`, so a setting is refused with the same plain message
 wherever it comes from, before any work starts. Each field's ``metadata`` holds its help text and
 choices; the CLI generates its ``train`` flags from them (:func:`train_fields`).
@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from medclf_core.architectures import ARCHITECTURES, RECIPES, get_architecture
-from medclf_core.augment import PRESETS, AugmentConfig
-from medclf_core.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
+from medclf_core.models.architectures import ARCHITECTURES, RECIPES, get_architecture
+from medclf_core.data.augment import PRESETS, AugmentConfig
+from medclf_core.training.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
 from medclf_core.errors import DatasetError, MedclfError
 
 CHEST_HINTS = ("chest", "xray", "x-ray", "cxr", "pneumonia")
@@ -45,7 +45,7 @@ DOC_KEYS = ("comment", "description")
 
 
 def _threshold_methods() -> tuple[str, ...]:
-    from medclf_core.evaluation import THRESHOLD_METHODS  # scikit-learn: imported only when asked
+    from medclf_core.trust.metrics import THRESHOLD_METHODS  # scikit-learn: imported only when asked
 
     return tuple(THRESHOLD_METHODS)
 
@@ -152,8 +152,8 @@ class TrainConfig:
         ensemble size, and the combinations the recipes refuse. What depends on the data itself (an
         ``auto`` augmentation's flips) is checked by :meth:`check_views` again once it is known.
         """
-        from medclf_core.ensemble import check_members
-        from medclf_core.registry import check_run_name
+        from medclf_core.models.ensemble import check_members
+        from medclf_core.registry.store import check_run_name
 
         if check_data:
             if not self.data:
@@ -194,7 +194,7 @@ class TrainConfig:
 
     def check_views(self, augment: AugmentConfig | None) -> tuple[str, ...]:
         """The validated test-time views; ``augment`` None: its flips are not known yet (``auto``)."""
-        from medclf_core.tta import check_views
+        from medclf_core.data.tta import check_views
 
         try:
             return check_views(self.tta, horizontal_flip_trained=augment.horizontal_flip if augment else None)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medclf_core.calibration import apply_temperature, fit_temperature
-from medclf_core.evaluation import choose_threshold, evaluate_probabilities, positive_class_index
-from medclf_core.ood import fit_gate
-from medclf_core.pipeline import make_dataset
+from medclf_core.trust.calibration import apply_temperature, fit_temperature
+from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.trust.ood import fit_gate
+from medclf_core.data.pipeline import make_dataset
 from medclf_core.training.fitting import FitContext, Member, labels_of, predict_probabilities
-from medclf_core.trust import features_and_probabilities
+from medclf_core.trust.verdict import features_and_probabilities
 
 
 @dataclass
@@ -92,7 +92,7 @@ def evaluate_run(ctx: FitContext, model, trained: list[Member], tta: tuple[str, 
 
 def _train_features(ctx: FitContext, model, trained: list[Member], common: dict) -> np.ndarray:
     """Penultimate features of the train split (unaugmented) for the gate: the transfer recipe's cache, or a pass."""
-    from medclf_core.transfer import head_options
+    from medclf_core.training.transfer import head_options
 
     # the cache holds the feature layer's output, which is the classifier's input unless a dense layer sits between
     if ctx.members == 1 and trained[0].train_features is not None and not head_options(model)["dense_units"]:

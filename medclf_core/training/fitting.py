@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.architectures import build_model, set_trainable_from
-from medclf_core.augment import AugmentConfig
-from medclf_core.devices import DevicePlan, precision_policy
-from medclf_core.ensemble import split_member
+from medclf_core.models.architectures import build_model, set_trainable_from
+from medclf_core.data.augment import AugmentConfig
+from medclf_core.training.devices import DevicePlan, precision_policy
+from medclf_core.models.ensemble import split_member
 from medclf_core.errors import MedclfError
-from medclf_core.events import EventLog
-from medclf_core.pipeline import make_dataset
+from medclf_core.training.events import EventLog
+from medclf_core.data.pipeline import make_dataset
 from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatistics, Progress, synced_backup
 from medclf_core.training.config import TrainConfig
-from medclf_core.tta import tf_view
+from medclf_core.data.tta import tf_view
 
 
 BN_STATISTICS_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before each validation
@@ -244,7 +244,7 @@ def _fit_transfer_head(ctx: FitContext, model, best) -> tuple[np.ndarray, list[s
     Returns the train split's features (unaugmented view), which the out-of-distribution gate
     reuses, and the names of the cached views.
     """
-    from medclf_core.transfer import (cache_features, copy_head, feature_extractor, fit_head, head_options,
+    from medclf_core.training.transfer import (cache_features, copy_head, feature_extractor, fit_head, head_options,
                                       view_names)
 
     cfg, log, splits = ctx.cfg, ctx.log, ctx.splits

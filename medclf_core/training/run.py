@@ -19,15 +19,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from medclf_core.architectures import get_architecture
-from medclf_core.data import audit_dataset, release_dataset, scan_dataset, split_counts, split_dataset
-from medclf_core.devices import plan_devices
-from medclf_core.ensemble import count_members, merge_members
+from medclf_core.models.architectures import get_architecture
+from medclf_core.data.dataset import audit_dataset, release_dataset, scan_dataset, split_counts, split_dataset
+from medclf_core.training.devices import plan_devices
+from medclf_core.models.ensemble import count_members, merge_members
 from medclf_core.errors import (TRAINING_OUT_OF_MEMORY, DatasetError, MedclfError, TrainingCancelled, brief,
                                 is_out_of_memory)
-from medclf_core.events import EventLog
-from medclf_core.pipeline import make_dataset
-from medclf_core.registry import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, default_models_dir,
+from medclf_core.training.events import EventLog
+from medclf_core.data.pipeline import make_dataset
+from medclf_core.registry.store import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, default_models_dir,
                                   load_run, unique_run_name, write_json, write_run_atomically)
 from medclf_core.training.config import TrainConfig
 from medclf_core.training.fitting import FitContext, class_weight_for, fit_member, for_strategy, labels_of
@@ -41,7 +41,7 @@ def train(cfg: TrainConfig, *, models_dir: str | os.PathLike | None = None, even
 
     Raises :class:`TrainingCancelled` when cancelled, :class:`MedclfError` with a
     plain message for bad input (no images in a class, unknown architecture, ...).
-    Events are emitted on ``events`` (see :mod:`medclf_core.events`), ending with
+    Events are emitted on ``events`` (see :mod:`medclf_core.training.events`), ending with
     ``done``, ``cancelled`` or ``error``.
     """
     log = events or EventLog()

@@ -3,7 +3,7 @@
 Each function names the Keras bug it works around. They are applied only when a run
 trains with MultiWorkerMirroredStrategy (``plan.kind == "multi_worker"``); every other
 strategy keeps Keras' own code. When Keras fixes them upstream, delete the patch and
-run ``tests/medclf_core/test_distributed.py``, which trains two local workers.
+run ``tests/medclf_core/training/test_distributed.py``, which trains two local workers.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_a_keras_refusal_reaches_the_user_as_one_short_line(tmp_path, caplog):
 
     import pytest
 
-    from medclf_core.registry import load_model_file
+    from medclf_core.registry.store import load_model_file
 
     layer = {"module": "evil.module", "class_name": "NoSuchLayer" + "x" * 2000, "config": {"name": "l" * 1000},
              "registered_name": None, "name": "bad", "inbound_nodes": []}

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from medclf_core.explain import heatmaps
-from medclf_core.images import load_image
-from medclf_core.inference import Predictor
-from medclf_core.registry import CARD_KEYS, list_runs
+from medclf_core.explain.cams import heatmaps
+from medclf_core.io.images import load_image
+from medclf_core.inference.predictor import Predictor
+from medclf_core.registry.store import CARD_KEYS, list_runs
 
 MODELS = REPO / "models"
 BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "card.json").is_file())
@@ -84,7 +84,7 @@ def test_modality_model_calls_chest_films_xray(sample_images, dicom_samples):
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_card_is_schema_2_pretrained_calibrated_and_gated(name):
-    from medclf_core.registry import read_card
+    from medclf_core.registry.store import read_card
 
     card = read_card(MODELS / name)
     assert card["schema_version"] == 2

@@ -16,7 +16,7 @@ def app_env(tmp_path, monkeypatch, trained_run):
     """The app pointed at a models folder holding one tiny run (shared, read-only) and an empty jobs folder."""
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(Path(trained_run).parent))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.access)
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.server.access)
     monkeypatch.delenv("MEDCLF_DEFAULT_MODEL", raising=False)
     return Path(trained_run)
 
@@ -33,7 +33,7 @@ def own_models(tmp_path, monkeypatch, trained_run):
         (dst / "card.json").write_text(json.dumps(card))
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(models))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.access)
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.server.access)
     return models
 
 
@@ -54,7 +54,7 @@ def refitted_env(tmp_path, monkeypatch, trained_run):
     (chest radiographs) in its card."""
     from helpers import CHEST_SAMPLE, as_older_run
 
-    from medclf_core.trust import refit_trust
+    from medclf_core.trust.verdict import refit_trust
 
     run = as_older_run(trained_run, tmp_path / "models" / "tiny-chest")
     refit_trust(run, CHEST_SAMPLE)
@@ -63,7 +63,7 @@ def refitted_env(tmp_path, monkeypatch, trained_run):
     (run / "card.json").write_text(json.dumps(card))
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.access)
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.server.access)
     monkeypatch.delenv("MEDCLF_DEFAULT_MODEL", raising=False)
     return run
 
@@ -76,6 +76,6 @@ def older_env(tmp_path, monkeypatch, trained_run):
     run = as_older_run(trained_run, tmp_path / "models" / "tiny-chest")
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.access)
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))  # the test's own datasets (medclf_core.server.access)
     monkeypatch.delenv("MEDCLF_DEFAULT_MODEL", raising=False)
     return run

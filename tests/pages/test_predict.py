@@ -182,7 +182,7 @@ def test_a_damaged_jpeg_is_shown_with_a_warning_and_an_identifier_in_a_file_name
 # ----------------------------------------------------------------------------- issue 16: rough edges, cold start
 
 def test_the_uploader_accepts_and_names_every_format_the_core_decodes(app_env, page):
-    from medclf_core.images import IMAGE_SUFFIXES
+    from medclf_core.io.images import IMAGE_SUFFIXES
 
     at = page("predict")
     at.run()

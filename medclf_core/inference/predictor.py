@@ -1,0 +1,463 @@
+"""Prediction for one or many images with a registered model.
+
+:class:`Predictor` holds a loaded model and its card and applies the model's
+operating threshold: for binary tasks the positive class is predicted when its
+probability reaches the threshold chosen on validation data; otherwise argmax.
+Images go through :func:`medclf_core.io.images.to_model_input`, the same path as
+training.
+
+The trust layer (issue 14):
+
+- **Calibration**: when the card has ``"calibration": {"temperature": T, ...}``, every
+  probability the Predictor returns (``predict_batch``, ``predict_images``,
+  ``predict_files``, ``analyse_images``, and so ``describe`` of their rows) is
+  temperature-scaled (:mod:`medclf_core.trust.calibration`); the card's threshold is on
+  those calibrated probabilities. Older cards without it are used as they are.
+- **Out-of-distribution gate**: when the run folder has ``ood.npz``
+  (:mod:`medclf_core.trust.ood`), the penultimate features come out of the same forward
+  pass as the probabilities and are scored. Every result of ``predict_files`` /
+  ``analyse_images`` carries ``"ood"``, ``"ood_score"``, ``"ood_reason"`` and
+  ``"ood_checks"`` (see :func:`medclf_core.trust.verdict.verdict`): ``"ood": None`` means
+  *not checked* (the model has no gate and no DICOM header contradicted the card's
+  ``intended_use``), never "in distribution". A DICOM whose Modality or
+  BodyPartExamined contradicts the card's ``intended_use`` is flagged with or
+  without a gate.
+
+Example (``Predictor.from_run("chest-xray-pneumonia")`` loads a registered model and its card; here a
+tiny untrained model whose zero bias gives every class 0.5, so the card's threshold decides)::
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                           keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros")])
+    >>> p = Predictor(model, {"class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5,
+    ...                       "positive_class": "PNEUMONIA"})
+    >>> p.predict_batch(np.zeros((3, 8, 8, 1), np.uint8)).round(3).tolist()  # any batch size, one trace
+    [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    >>> r = p.analyse_images([np.full((20, 30), 128, np.uint8)])[0]        # any image size
+    >>> r["label"], r["threshold"], r["ood"]                                 # no OOD gate: not checked
+    ('PNEUMONIA', 0.5, None)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from medclf_core.errors import ImageError, MedclfError, ModelError
+from medclf_core.trust.metrics import decide, positive_class_index
+from medclf_core.io.images import DecodedImage, load_image, to_model_input
+from medclf_core.registry.store import load_run
+from medclf_core.data.tta import VIEWS, check_views
+
+
+class Predictor:
+    """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none)."""
+
+    def __init__(self, model, card: dict, tta: Sequence[str] | None = None):
+        self.model = model
+        self.card = card
+        self.image_size, self.channels = _image_input(model)
+        n_outputs = _class_output(model)
+        self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(n_outputs)])
+        if len(self.class_names) != n_outputs:
+            raise ModelError(f"The model card lists {len(self.class_names)} classes but the model has {n_outputs} "
+                             "outputs; they do not belong together.")
+        self.threshold: float | None = card.get("threshold")
+        try:
+            self.tta = check_views(card.get("tta") if tta is None else tta)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        pos = card.get("positive_class")
+        self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
+        from medclf_core.trust.ood import load_gate
+        from medclf_core.trust.verdict import temperature_of
+
+        self.temperature: float | None = temperature_of(card)
+        self.intended_use: dict | None = card.get("intended_use") if isinstance(card.get("intended_use"), dict) else None
+        self.gate = load_gate(card["run_dir"]) if card.get("run_dir") else None
+        self._feature_model = None
+        if self.gate is not None:
+            from medclf_core.trust.verdict import feature_model
+
+            self._feature_model = feature_model(model)
+            n_feat = int(np.prod(self._feature_model.outputs[1].shape[1:]))
+            if n_feat != self.gate.dim:
+                raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
+                                 f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
+        self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
+                 tta: Sequence[str] | None = None) -> Predictor:
+        model, card = load_run(run, models_dir)
+        return cls(model, card, tta)
+
+    @property
+    def cam_layer(self) -> str | None:
+        return self.card.get("cam_layer")
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return to_model_input(pixels, self.image_size, self.channels)
+
+    def predict_batch(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, K) for prepared uint8 inputs (N, S, S, C), averaged over the test-time views
+        and temperature-scaled when the card is calibrated."""
+        return self.predict_batch_with_features(batch, batch_size)[0]
+
+    def predict_batch_with_features(self, batch: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray,
+                                                                                          np.ndarray | None]:
+        """``(probabilities (N, K), features (N, D) or None)`` in one forward pass per view.
+
+        The features (input of the ``predictions`` layer, unflipped view) are computed only
+        when the model has an OOD gate; otherwise None and the plain model runs.
+        """
+        probs, feats = [], []
+        for start in range(0, len(batch), batch_size):
+            chunk = np.asarray(batch[start:start + batch_size], dtype=np.float32)
+            p, f = self._run(chunk)
+            for name in self.tta:
+                p = p + self._run(np.ascontiguousarray(VIEWS[name](chunk)))[0]
+            probs.append(p / (1 + len(self.tta)))
+            if f is not None:
+                feats.append(f.reshape(len(chunk), -1))
+        out = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)))
+        if self.temperature is not None and len(out):
+            from medclf_core.trust.calibration import apply_temperature
+
+            out = apply_temperature(out, self.temperature, positive=self.positive)
+        if self._feature_model is None:
+            return out, None
+        return out, (np.concatenate(feats) if feats else np.zeros((0, self.gate.dim), dtype=np.float32))
+
+    def _run(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probabilities float64, features float32 or None)`` of one float32 chunk, one forward pass."""
+        out = self._forward(chunk)
+        if self._feature_model is None:
+            return np.asarray(out, dtype=np.float64), None
+        return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
+
+    def warm_up(self, methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam")) -> None:
+        """One dummy prediction, one dummy heat map per method and one faithfulness check, so that
+        neither the first real image nor the first switch of method pays for tracing (the app runs
+        this once per model while it shows that the model is loading). A method this model has no
+        map for is skipped: the page says so when that map is asked for."""
+        side = self.image_size
+        ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
+        dummy = np.repeat(ramp.astype(np.uint8)[..., None], self.channels, axis=2)
+        self.analyse_images([dummy])
+        for k, method in enumerate(methods):
+            try:
+                self.explain([dummy], method, 0, faithfulness=k == 0)
+            except Exception:  # noqa: BLE001 - no heat map of this kind for this model
+                continue
+
+    def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
+        arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
+        return self.predict_batch(np.stack([self.prepare(a) for a in arrays]), batch_size) if arrays else \
+            np.zeros((0, len(self.class_names)))
+
+    def verdicts(self, features: np.ndarray | None, dicom: Sequence[dict | None] | None = None,
+                 n: int | None = None) -> list[dict]:
+        """The OOD fields (:func:`medclf_core.trust.verdict.verdict`) of ``n`` results, from their features (or None
+        without a gate) and their DICOM header facts (``Modality``, ``BodyPartExamined``; None for non-DICOM)."""
+        from medclf_core.trust.verdict import verdict
+
+        n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
+        dicom = list(dicom) if dicom is not None else [None] * n
+        scores = self.gate.score(features) if self.gate is not None and features is not None else None
+        return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
+                        score=None if scores is None else scores[i]) for i in range(n)]
+
+    def analyse_images(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
+                       batch_size: int = 32) -> list[dict]:
+        """:meth:`describe` of each image plus its OOD fields, from one forward pass.
+
+        ``dicom`` gives each image's DICOM header facts (e.g. :func:`medclf_core.io.deid.safe_metadata`,
+        which the app already reads for display), or None for a non-DICOM image.
+        """
+        arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
+        if not arrays:
+            return []
+        probs, feats = self.predict_batch_with_features(np.stack([self.prepare(a) for a in arrays]), batch_size)
+        return [self.describe(row, v) for row, v in zip(probs, self.verdicts(feats, dicom, len(arrays)), strict=True)]
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return decide(probs, self.threshold, self.positive)
+
+    def explain(self, images: Sequence[np.ndarray | DecodedImage], method: str = "gradcam", class_index=None, *,
+                faithfulness: bool = False, prepared: np.ndarray | None = None, batch_size: int = 16,
+                engine: str = "compiled", max_channels: int | None = None) -> list:
+        """Heat maps for these images (:func:`medclf_core.explain.cams.heatmaps`), one
+        :class:`~medclf_core.explain.cams.Explanation` per image: the one way from a prediction to a map.
+
+        ``images``: decoded images or pixel arrays of any size (each map comes back at its
+        image's size). ``prepared``: the same images already prepared for the model
+        (N, S, S, C, from :meth:`prepare`, e.g. the batch just predicted); without it each
+        image is prepared once here, and the one prepared batch serves the map and the
+        faithfulness score. ``method``: ``"gradcam"``, ``"gradcam++"`` or ``"scorecam"``.
+        ``class_index``: None for the class the prediction names (the card's threshold
+        applied, as in :meth:`describe`), a class index or name, or one per image.
+        ``faithfulness``: also score each map with a deletion curve against random order
+        (:func:`medclf_core.explain.cams.deletion_faithfulness`, on the model's own probabilities;
+        ~38 extra forward passes per image, all in one batch).
+
+        Example: ``p.explain([xray], "gradcam++", "PNEUMONIA", faithfulness=True)[0].faithfulness`` -> 0.41.
+        """
+        from medclf_core.explain import cams as _explain
+
+        arrays = [im.pixels if isinstance(im, DecodedImage) else np.asarray(im) for im in images]
+        if not arrays:
+            return []
+        x = np.stack([self.prepare(a) for a in arrays]) if prepared is None else np.asarray(prepared)
+        if x.shape != (len(arrays), self.image_size, self.image_size, self.channels):
+            raise ValueError(f"prepared must be (N, {self.image_size}, {self.image_size}, {self.channels}) "
+                             f"with one row per image, not {x.shape}.")
+        indices = self._class_indices(class_index, x, batch_size)
+        maps = _explain.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
+                                 batch_size=batch_size, engine=engine, inputs=x,
+                                 max_channels=_explain.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
+        scores = self.faithfulness(arrays, maps, indices, prepared=x) if faithfulness else [None] * len(maps)
+        return [_explain.Explanation(heatmap=m, method=method, class_index=int(k), class_name=self.class_names[int(k)],
+                                     faithfulness=None if d is None else d["faithfulness"], deletion=d)
+                for m, k, d in zip(maps, indices, scores, strict=True)]
+
+    def faithfulness(self, images: Sequence[np.ndarray | DecodedImage], heatmaps: Sequence[np.ndarray], class_index, *,
+                     prepared: np.ndarray | None = None) -> list[dict]:
+        """The deletion-curve score of maps already computed (:func:`medclf_core.explain.cams.deletion_faithfulness`),
+        one dict per image (``"faithfulness"``, curves, ``"note"``): lets a page show a map first and
+        score it after. ``class_index`` and ``prepared`` as in :meth:`explain`."""
+        from medclf_core.explain.cams import deletion_faithfulness
+
+        arrays = [im.pixels if isinstance(im, DecodedImage) else np.asarray(im) for im in images]
+        if not arrays:
+            return []
+        x = np.stack([self.prepare(a) for a in arrays]) if prepared is None else np.asarray(prepared)
+        if len(heatmaps) != len(x):
+            raise ValueError("One heat map per image is needed.")
+        indices = self._class_indices(class_index, x, 32)
+        return deletion_faithfulness(self._model_probabilities, x, heatmaps, indices)
+
+    def _class_indices(self, class_index, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """Per-image class indices from None (the decided class), an int, a class name, or one per image."""
+        n = len(x)
+        if class_index is None:
+            return np.asarray(self.decide(self.predict_batch(x, batch_size)), dtype=np.int64)
+        one = isinstance(class_index, int | str | np.integer)
+        values = [class_index] * n if one else list(class_index)
+        if len(values) != n:
+            raise ValueError(f"class_index must be None, one class, or one class per image ({n}).")
+        out = []
+        for v in values:
+            if isinstance(v, str):
+                if v not in self.class_names:
+                    raise ValueError(f"Unknown class '{v}'; the model's classes are {', '.join(self.class_names)}.")
+                v = self.class_names.index(v)
+            if not 0 <= int(v) < len(self.class_names):
+                raise ValueError(f"class_index must be in 0..{len(self.class_names) - 1}.")
+            out.append(int(v))
+        return np.asarray(out, dtype=np.int64)
+
+    def _model_probabilities(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The model's own probabilities (one view, uncalibrated): what a heat map explains."""
+        return np.concatenate([self._run(np.asarray(batch[s:s + batch_size], np.float32))[0]
+                               for s in range(0, len(batch), batch_size)])
+
+    def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> dict:
+        """Label, probabilities and the thresholded decision for one image.
+
+        ``probs_row`` is a row of :meth:`predict_batch` (already calibrated); ``ood`` its
+        OOD fields (:meth:`verdicts`), else the result says "not checked" (``"ood": None``).
+        """
+        from medclf_core.trust.verdict import NOT_CHECKED
+
+        label = self.class_names[int(self.decide(probs_row[None])[0])]
+        out = {"label": label, "probabilities": {c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)}}
+        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.threshold is not None and self.positive is not None:
+            out["threshold"] = self.threshold
+            out["positive_class"] = self.class_names[self.positive]
+        if self.tta:
+            out["tta"] = list(self.tta)
+        members = (self.card.get("ensemble") or {}).get("members")
+        if members:
+            out["ensemble"] = int(members)
+        return out
+
+    def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32, *,
+                      decoded: dict | None = None) -> list[dict]:
+        """One result per file, in order: ``{"file", "label", "probabilities", "ood", "ood_score",
+        "ood_reason", "ood_checks", ...}`` or ``{"file", "error"}``.
+
+        A file that cannot be decoded gets an ``error`` and never stops the others. ``decoded``
+        (a dict) receives ``{index in files: DecodedImage}`` of the files that decoded, so a caller
+        that also draws them (``predict --cam``) does not decode them again.
+        """
+        results: list[dict] = []
+        good: list[tuple[int, np.ndarray]] = []
+        headers: list[dict | None] = []
+        for f in files:
+            entry = {"file": str(f)}
+            try:
+                img = load_image(f)
+                if decoded is not None:
+                    decoded[len(results)] = img
+                good.append((len(results), self.prepare(img.pixels)))
+                headers.append(self._dicom_facts(img))
+                if img.notes:
+                    entry["notes"] = img.notes
+                if img.warnings:
+                    entry["warnings"] = img.warnings
+            except MedclfError as exc:
+                entry["error"] = str(exc)
+            except MemoryError:
+                entry["error"] = "The image is too large to process with the memory available."
+            except Exception as exc:  # noqa: BLE001 - one hostile file must never stop the others
+                entry["error"] = f"The file could not be processed ({type(exc).__name__})."
+            results.append(entry)
+        if good:
+            probs, feats = self.predict_batch_with_features(np.stack([a for _, a in good]), batch_size)
+            for (i, _), row, v in zip(good, probs, self.verdicts(feats, headers, len(good)), strict=True):
+                results[i].update(self.describe(row, v))
+        return results
+
+    def _dicom_facts(self, img: DecodedImage) -> dict | None:
+        """Modality and BodyPartExamined of a decoded DICOM (from the parse that decoded its pixels),
+        when the card declares an intended use to check them against; None otherwise, for other formats,
+        or when the header could not be summarised (which never flags an image)."""
+        if not self.intended_use or img.dicom is None:
+            return None
+        facts = img.dicom.metadata
+        return {k: facts[k] for k in ("Modality", "BodyPartExamined") if k in facts}
+
+
+def _forward_function(model, side: int, channels: int):
+    """``model(x, training=False)`` as one ``tf.function`` whose batch dimension is None: traced once,
+    for every batch size. ``predict_on_batch`` traces again for a second batch size, and since every
+    Keras model's predict step shares one Python function, TensorFlow then warns of retracing."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, side, side, channels], tf.float32)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def forward(x):
+        return model(x, training=False)
+
+    return forward
+
+
+def _image_input(model) -> tuple[int, int]:
+    """``(side, channels)`` of a model taking one square image, else a plain :class:`ModelError`."""
+    shapes = model.input_shape
+    if isinstance(shapes, list):
+        if len(shapes) != 1:
+            raise ModelError(f"This model takes {len(shapes)} inputs; medclf models take one image.")
+        shapes = shapes[0]
+    shape = tuple(shapes[1:])
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise ModelError(f"This model expects input of shape {shape}; medclf needs images of shape "
+                         "(size, size, 1) for grayscale or (size, size, 3) for colour.")
+    if shape[0] is None or shape[1] is None or shape[0] != shape[1]:
+        raise ModelError(f"This model expects {shape[0]}x{shape[1]} images; medclf needs a fixed square size.")
+    return int(shape[0]), int(shape[2])
+
+
+def _class_output(model) -> int:
+    """Number of classes of a model with one (N, K) probability output, else :class:`ModelError`."""
+    shape = model.output_shape
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ModelError(f"This model has {len(shape)} outputs; medclf needs one output of class probabilities.")
+        shape = shape[0]
+    if len(shape) != 2 or not shape[1] or shape[1] < 2:
+        raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
+                         "(at least two classes).")
+    return int(shape[1])
+
+
+def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, progress=None) -> dict:
+    """Probabilities for every image of a dataset folder or zip laid out as for training.
+
+    ``split``: ``auto`` uses the ``test`` folder of a pre-split dataset, else every
+    image; ``all``, ``train``, ``val`` or ``test`` choose explicitly. Dataset class
+    folders are matched to the model's classes by name (case-insensitive); a
+    dataset may hold a subset of them. Unreadable files are skipped and listed.
+    Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
+    "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
+    "ood_score" (N, None without a gate), "ood_reason" (N)}``: what a threshold slider or a
+    metrics report needs. ``probs`` are calibrated like every Predictor output.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medclf_core.data.dataset import scan_dataset
+    from medclf_core.errors import DatasetError
+
+    index = scan_dataset(data)
+    lower = {c.lower(): i for i, c in enumerate(predictor.class_names)}
+    unknown = [c for c in index.class_names if c.lower() not in lower]
+    if unknown:
+        raise DatasetError(f"The dataset has class folder(s) {', '.join(unknown)} that the model does not know "
+                           f"(model classes: {', '.join(predictor.class_names)}).")
+    if split == "auto":
+        split = "test" if index.presplit and any(it.split == "test" for it in index.items) else "all"
+    items = [it for it in index.items if split == "all" or it.split == split]
+    if not items:
+        raise DatasetError(f"No images in split '{split}' of {data}.")
+
+    def prep(item):
+        try:
+            img = load_image(item.path)
+            facts = predictor._dicom_facts(img)
+            return predictor.prepare(img.pixels), None, facts
+        except ImageError as exc:
+            return None, str(exc), None
+        except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
+            return None, f"The file could not be processed ({type(exc).__name__}).", None
+
+    arrays, labels, files, rel, skipped, headers = [], [], [], [], [], []
+    with ThreadPoolExecutor(4) as pool:
+        for n, (item, (arr, err, facts)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
+            if err:
+                skipped.append({"file": item.rel, "error": err})
+            else:
+                arrays.append(arr)
+                headers.append(facts)
+                labels.append(lower[index.class_names[item.label].lower()])
+                files.append(item.path)
+                rel.append(item.rel)
+            if progress:
+                progress(n, len(items))
+    if not arrays:
+        raise DatasetError("None of the images could be read.")
+    probs, feats = predictor.predict_batch_with_features(np.stack(arrays))
+    verdicts = predictor.verdicts(feats, headers, len(arrays))
+    return {"files": files, "rel": rel, "y_true": np.asarray(labels, dtype=int),
+            "probs": probs, "skipped": skipped, "split": split,
+            "class_names": list(predictor.class_names), "dataset": str(data),
+            "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
+            "ood_reason": [v["ood_reason"] for v in verdicts]}
+
+
+def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
+                    progress=None) -> dict:
+    """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split``):
+    :func:`medclf_core.trust.metrics.evaluate_probabilities` at the model's threshold, plus
+    ``split``, ``dataset``, ``skipped`` (unreadable files), ``model``, ``temperature`` (None when
+    uncalibrated) and ``ood`` (:func:`medclf_core.trust.verdict.ood_block`: how many images were flagged
+    and the metrics without them; the top-level metrics stay over every image)."""
+    from medclf_core.trust.metrics import evaluate_probabilities
+    from medclf_core.trust.verdict import ood_block
+
+    p = predict_folder(predictor, data, split, progress=progress)
+    result = evaluate_probabilities(p["y_true"], p["probs"], predictor.class_names, threshold=predictor.threshold,
+                                    positive=predictor.positive, bootstrap=bootstrap)
+    result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
+                   "model": predictor.card.get("name"), "temperature": predictor.temperature,
+                   "ood": ood_block(p["y_true"], p["probs"], p["ood"], predictor.class_names,
+                                    threshold=predictor.threshold, positive=predictor.positive,
+                                    bootstrap=bootstrap)})
+    result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
+    return result

@@ -1,0 +1,351 @@
+"""Patient identifiers in DICOM headers: know them, keep them out of sight.
+
+medclf never logs, writes or shows a DICOM header value that could identify a
+patient unless the user explicitly asks to see the header. This module holds
+the rules:
+
+- :data:`IDENTIFYING_KEYWORDS` / :data:`IDENTIFYING_TAGS`: the attributes of the
+  DICOM PS3.15 Annex E *Basic Application Level Confidentiality Profile*
+  (names, IDs, dates and times, addresses, institutions, physicians, device
+  serial numbers, instance UIDs, free-text comments, ...). Any person-name (PN)
+  value and any private (odd-group) element counts as identifying too.
+- :func:`identifying_values` lists the identifying strings present in a file, so
+  that :func:`redact` can scrub them from any text (a message, a file name).
+- :func:`safe_metadata` returns only the non-identifying fields the app shows by
+  default (modality, body part, photometric interpretation, size, frames, ...).
+- :func:`dicom_facts` gives both of the above as one
+  :class:`~medclf_core.io.pixels.DicomFacts`; the DICOM decoder attaches it to the decoded
+  image (``DecodedImage.dicom``), so a file is parsed once.
+- :func:`deidentify` returns a copy of a dataset without the identifying elements.
+- :func:`read_dataset` is the one way medclf parses DICOM bytes (pydicom told not to
+  log header values); it builds on :mod:`medclf_core.io.pixels` only.
+
+Example::
+
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientName, ds.PatientID, ds.Modality = "DOE^JANE", "MRN12345", "CR"
+    >>> safe_metadata(ds)
+    {'Modality': 'CR', 'NumberOfFrames': 1}
+    >>> redact("failed on Jane Doe (MRN12345)", identifying_values(ds))
+    'failed on [redacted] ([redacted])'
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import warnings
+from collections.abc import Iterable
+
+from medclf_core.errors import ImageError
+from medclf_core.io.pixels import DicomFacts, read_bytes
+
+REDACTED = "[redacted]"
+
+# DICOM PS3.15 Annex E, Table E.1-1, Basic Profile (attributes to remove, blank or replace).
+IDENTIFYING_KEYWORDS = frozenset("""
+AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
+AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime ActualHumanPerformersSequence
+AdditionalPatientHistory AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
+AdmittingTime AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID
+ConfidentialityConstraintOnPatientDataDescription ConsultingPhysicianName ContentCreatorIdentificationCodeSequence
+ContentCreatorName ContentDate ContentSequence ContentTime ContrastBolusAgent ContributionDescription
+CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DataSetTrailingPadding
+DateOfLastCalibration DateOfSecondaryCapture DerivationDescription DetectorID DeviceSerialNumber DeviceUID
+DigitalSignaturesSequence DischargeDiagnosisDescription DistributionAddress DistributionName EthnicGroup
+FrameComments FrameOfReferenceUID GantryID GeneratorID GraphicAnnotationSequence HumanPerformerName
+HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments ImagePresentationComments
+ImagingServiceRequestComments Impressions InstanceCreationDate InstanceCreationTime InstanceCreatorUID
+InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
+InstitutionalDepartmentTypeCodeSequence InsurancePlanIdentification
+IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence InterpretationAuthor
+InterpretationDiagnosisDescription InterpretationIDIssuer InterpretationRecorder InterpretationText
+InterpretationTranscriber IrradiationEventUID IssuerOfAdmissionID IssuerOfPatientID IssuerOfServiceEpisodeID
+LastMenstrualDate MAC MediaStorageSOPInstanceUID MedicalAlerts MedicalRecordLocator MilitaryRank
+ModifiedAttributesSequence ModifiedImageDescription ModifyingDeviceID NameOfPhysiciansReadingStudy
+NamesOfIntendedRecipientsOfResults Occupation OperatorIdentificationSequence OperatorsName
+OrderCallbackPhoneNumber OrderEnteredBy OrderEntererLocation OriginalAttributesSequence OtherPatientIDs
+OtherPatientIDsSequence OtherPatientNames OverlayDate OverlayTime ParticipantSequence PatientAddress PatientAge
+PatientBirthDate PatientBirthName PatientBirthTime PatientComments PatientID PatientInstitutionResidence
+PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName PatientPrimaryLanguageCodeSequence
+PatientPrimaryLanguageModifierCodeSequence PatientReligiousPreference PatientSex PatientSexNeutered PatientSize
+PatientState PatientTelephoneNumbers PatientTransportArrangements PatientWeight PerformedLocation
+PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
+PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
+PerformedStationGeographicLocationCodeSequence PerformedStationName PerformedStationNameCodeSequence
+PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress PersonIdentificationCodeSequence
+PersonName PersonTelephoneNumbers PhysicianApprovingInterpretation PhysiciansOfRecord
+PhysiciansOfRecordIdentificationSequence PhysiciansReadingStudyIdentificationSequence
+PlacerOrderNumberImagingServiceRequest PreMedication PregnancyStatus ProtocolName ReasonForStudy
+ReasonForTheImagingServiceRequest ReferencedDigitalSignatureSequence ReferencedFrameOfReferenceUID
+ReferencedImageSequence ReferencedPatientAliasSequence ReferencedPatientSequence
+ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceMACSequence ReferencedSOPInstanceUID
+ReferencedStudySequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence ReferringPhysicianName
+ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID RequestAttributesSequence
+RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription RequestedProcedureID
+RequestedProcedureLocation RequestedSOPInstanceUID RequestingPhysician RequestingService ResponsibleOrganization
+ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName
+ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
+ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName ScheduledProcedureStepDescription
+ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime ScheduledProcedureStepLocation
+ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime ScheduledStationAETitle
+ScheduledStationGeographicLocationCodeSequence ScheduledStationName ScheduledStationNameCodeSequence
+ScheduledStudyLocation ScheduledStudyLocationAETitle SeriesDate SeriesDescription SeriesInstanceUID SeriesTime
+ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SOPInstanceUID SourceImageSequence SpecialNeeds
+StationName StorageMediaFileSetUID StudyComments StudyDate StudyDescription StudyID StudyIDIssuer
+StudyInstanceUID StudyTime SynchronizationFrameOfReferenceUID TextComments TextString TimezoneOffsetFromUTC
+TopicAuthor TopicKeywords TopicSubject TopicTitle TransactionUID UID VerifyingObserverIdentificationCodeSequence
+VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComments
+""".split())
+
+# Shown by default: describe the image, never the patient, the place or the time.
+SAFE_DISPLAY_KEYWORDS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
+                         "PhotometricInterpretation", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+                         "BitsStored", "PixelSpacing", "SliceThickness", "Manufacturer", "SOPClassUID")
+
+_MIN_REDACT_LENGTH = 3  # shorter fragments ("M", "02") would scrub ordinary words and numbers
+
+
+def _tags_for(keywords: Iterable[str]) -> frozenset[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return frozenset(t for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+
+
+IDENTIFYING_TAGS = _tags_for(IDENTIFYING_KEYWORDS)
+
+
+def read_dataset(data: bytes, *, stop_before_pixels: bool = False):
+    """A pydicom Dataset from bytes, or :class:`ImageError` if it cannot be parsed."""
+    import pydicom
+
+    quiet_pydicom()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise ImageError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
+
+
+def quiet_pydicom() -> None:
+    """Stop pydicom from validating values as it reads: its validation warnings and
+    log lines quote the offending value, which may be a patient's name or ID.
+    medclf never wants header values in a log, so this is set process-wide."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
+def read_header(source):
+    """A pydicom Dataset without pixel data, from a path, bytes or file-like upload.
+
+    For a file whose pixels are decoded as well, use ``load_image(source).dicom`` instead:
+    one parse gives both. Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
+    """
+    return read_dataset(read_bytes(source), stop_before_pixels=True)
+
+
+def dicom_facts(ds) -> DicomFacts | None:
+    """The display fields (:func:`safe_metadata`) and identifying values (:func:`identifying_values`)
+    of a parsed dataset, or None when its header cannot be summarised (the pixels may still be fine).
+
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientName, ds.Modality = "DOE^JANE", "MR"
+    >>> facts = dicom_facts(ds)
+    >>> facts.metadata, facts.identifying
+    ({'Modality': 'MR', 'NumberOfFrames': 1}, ['DOE JANE', 'DOE^JANE', 'JANE DOE', 'JANE', 'DOE'])
+    >>> facts  # the identifiers stay out of any log line
+    DicomFacts(metadata={'Modality': 'MR', 'NumberOfFrames': 1})
+    """
+    try:
+        return DicomFacts(safe_metadata(ds), identifying_values(ds))
+    except Exception:  # noqa: BLE001 - a header we cannot summarise must not refuse the image
+        return None
+
+
+def is_identifying(elem) -> bool:
+    """True for Annex E attributes, any person name (VR PN), and any private element."""
+    return int(elem.tag) in IDENTIFYING_TAGS or elem.VR == "PN" or elem.tag.is_private
+
+
+def identifying_values(ds) -> list[str]:
+    """Every identifying string in ``ds`` (its file meta and nested sequences included),
+    with person names also split into their parts, longest first and without duplicates."""
+    found: set[str] = set()
+    for elem in _walk(ds):
+        if is_identifying(elem):
+            found.update(_strings(elem))
+    return sorted((v for v in found if len(v) >= _MIN_REDACT_LENGTH), key=lambda v: (-len(v), v))
+
+
+def _walk(ds):
+    """All elements of a dataset, recursively; an identifying sequence yields its items' elements as identifying."""
+    meta = getattr(ds, "file_meta", None)
+    datasets = [meta, ds] if meta is not None else [ds]
+    for d in datasets:
+        yield from _walk_one(d)
+
+
+# The parts of a coded entry that are standard vocabulary, never a patient's data: the scheme ("DCM",
+# "SCT"), the code ("121320") and its version. Inside an identifying sequence they stay unmarked, or
+# "DCM" would be scrubbed from every ".dcm" and "dcm_" in a file name.
+_CODE_KEYWORDS = frozenset({"CodingSchemeDesignator", "CodingSchemeVersion", "CodeValue", "LongCodeValue",
+                            "URNCodeValue", "ContextIdentifier", "MappingResource", "ContextGroupVersion"})
+
+
+def _walk_one(ds, inherited: bool = False):
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                for inner in _walk_one(item, inherited or is_identifying(elem)):
+                    yield inner
+        elif inherited and getattr(elem, "keyword", "") not in _CODE_KEYWORDS:
+            yield _Marked(elem)
+        else:
+            yield elem
+
+
+class _Marked:
+    """An element inside an identifying sequence: identifying whatever its own tag."""
+
+    def __init__(self, elem):
+        self.tag, self.VR, self.value = elem.tag, "PN", elem.value
+
+
+def _strings(elem) -> set[str]:
+    value = elem.value
+    if value is None or isinstance(value, bytes | bytearray):
+        return set()
+    values = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else [value]
+    out: set[str] = set()
+    for v in values:
+        text = str(v).strip()
+        if not text:
+            continue
+        out.add(text)
+        if elem.VR == "PN" or "^" in text:
+            parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
+            out.update(parts)
+            out.add(" ".join(parts))
+            if len(parts) >= 2:
+                out.add(f"{parts[1]} {parts[0]}")  # "Jane Doe" for "Doe^Jane"
+    return out
+
+
+def redact(text: str, values: Iterable[str]) -> str:
+    """``text`` with every identifying value (case-insensitive) replaced by ``[redacted]``.
+
+    ``values`` is typically :func:`identifying_values` of the file the text is about.
+    """
+    out = str(text)
+    for value in sorted(set(values), key=len, reverse=True):
+        if len(value) >= _MIN_REDACT_LENGTH:
+            out = re.sub(re.escape(value), REDACTED, out, flags=re.IGNORECASE)
+    return out
+
+
+def safe_metadata(source) -> dict:
+    """Non-identifying fields for display: modality, body part, photometric
+    interpretation, size, frames, transfer syntax, ... (absent fields left out).
+
+    ``source`` is a pydicom Dataset, or a path / bytes / upload of a DICOM file.
+    """
+    ds = source if _is_dataset(source) else read_header(source)
+    out: dict = {}
+    for keyword in SAFE_DISPLAY_KEYWORDS:
+        if keyword in ds:
+            out[keyword] = _plain(ds[keyword].value)
+    out.setdefault("NumberOfFrames", 1)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax:
+        out["TransferSyntax"] = str(getattr(syntax, "name", "") or syntax)
+    if "SOPClassUID" in out:
+        out["SOPClass"] = str(getattr(ds.SOPClassUID, "name", "") or out["SOPClassUID"])
+        del out["SOPClassUID"]
+    return out
+
+
+def deidentify(ds):
+    """A deep copy of ``ds`` with every identifying element removed (also in sequences
+    and the file meta), and private elements dropped. The original is unchanged."""
+    clean = copy.deepcopy(ds)
+    _strip(clean)
+    meta = getattr(clean, "file_meta", None)
+    if meta is not None:
+        _strip(meta)
+    return clean
+
+
+def _strip(ds) -> None:
+    for elem in list(ds):
+        if is_identifying(elem):
+            del ds[elem.tag]
+        elif elem.VR == "SQ":
+            for item in elem.value or []:
+                _strip(item)
+
+
+# MRN-like tokens in a file name, whatever the header says: "MRN-9988776655", "mrn_12345", "PatientID 0042"
+# (an ID word and at least three digits), and any run of 7 or more digits (record numbers, phone numbers, dates such as 19230405).
+_ID_WORDS = r"(?:mrn|pid|patid|patient[-_ ]?id|acc(?:ession)?(?:[-_ ]?(?:no|nr|num(?:ber)?))?)"
+_MRN_TOKEN = re.compile(rf"(?i)(?<![a-z0-9]){_ID_WORDS}[-_ #:.=]*[a-z]*\d{{3,}}[a-z0-9]*(?![a-z0-9])")
+_LONG_DIGITS = re.compile(r"(?<!\d)\d{7,}(?!\d)")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+# Header values shorter than this are not searched for in file names when they hold a digit: short
+# codes such as "RG1", "CT2" or "V01" name files everywhere and would scrub ordinary names.
+_MIN_CODE_LENGTH = 4
+
+
+def safe_file_label(path: str | os.PathLike, values: Iterable[str] = ()) -> str:
+    """The one rule for showing or exporting a file name: its base name (no folders, ``/`` or ``\\``),
+    with identifiers replaced by ``[redacted]`` and nothing else changed.
+
+    Identifiers are (1) the header's identifying ``values`` (see :func:`identifying_values`), found
+    as whole words (between separators such as ``_ - . space``, case-insensitive; a multi-word value
+    with any separators), and (2) MRN-like tokens: ``MRN``/``PID``/``PatientID``/accession-number
+    prefixes followed by a number, and runs of 7 or more digits. The extension is never touched, nor
+    is a value inside a longer word ("RG" in "RG1_J2KI"), nor a short code with a digit ("RG1").
+
+    Example: ``safe_file_label("/up/Zzyzxqa_Quintessa_MRN-9988776655.dcm", ["Zzyzxqa", "Quintessa"])``
+    is ``"[redacted]_[redacted]_[redacted].dcm"``; ``safe_file_label("RG1_J2KI.dcm", ["RG1", "DCM"])``
+    is ``"RG1_J2KI.dcm"``.
+    """
+    name = re.split(r"[\\/]", str(path))[-1]
+    ext_match = _EXTENSION.search(name)
+    stem, ext = (name[:ext_match.start()], ext_match.group()) if ext_match and ext_match.start() > 0 else (name, "")
+    for value in sorted({str(v).strip() for v in values}, key=len, reverse=True):
+        words = [w for w in re.split(r"[^0-9A-Za-z]+", value) if w]
+        if not words:
+            continue
+        joined = "".join(words)
+        if len(joined) < _MIN_REDACT_LENGTH or (len(joined) < _MIN_CODE_LENGTH and any(c.isdigit() for c in joined)):
+            continue
+        pattern = r"[^0-9A-Za-z]+".join(re.escape(w) for w in words)
+        stem = re.sub(rf"(?i)(?<![0-9A-Za-z]){pattern}(?![0-9A-Za-z])", REDACTED, stem)
+    stem = _MRN_TOKEN.sub(REDACTED, stem)
+    stem = _LONG_DIGITS.sub(REDACTED, stem)
+    return stem + ext
+
+
+def _is_dataset(obj) -> bool:
+    from pydicom.dataset import Dataset
+
+    return isinstance(obj, Dataset)
+
+
+def _plain(value):
+    """JSON-friendly form of a pydicom value (numbers stay numbers, multi-values become lists)."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [_plain(v) for v in value]
+    if type(value).__name__ in ("DSfloat", "DSdecimal"):
+        return float(value)
+    if type(value).__name__ == "IS":
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return str(value)

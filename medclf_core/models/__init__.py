@@ -1,0 +1,1 @@
+"""medclf_core.models."""

@@ -1,0 +1,109 @@
+"""Export prediction results without patient identifiers.
+
+:func:`predictions_csv` turns the list returned by
+:meth:`medclf_core.inference.predictor.Predictor.predict_files` (or built the same way by
+the app) into CSV text. The export holds only what the model produced and the
+upload's *base* file name: never a folder path, never a DICOM header value. File
+names are scrubbed of any identifying values the caller passes (see
+:func:`medclf_core.io.deid.identifying_values`), and cells that a spreadsheet would
+run as a formula are neutralised.
+
+Example (``results`` as :meth:`~medclf_core.inference.predictor.Predictor.predict_files` returns them)::
+
+    >>> results = [{"file": "/uploads/Doe_Jane_chest.png", "label": "PNEUMONIA",
+    ...             "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": False},
+    ...            {"file": "b.dcm", "error": "The file is empty (0 bytes)."}]
+    >>> print(predictions_csv(results, identifying=["Doe", "Jane"]), end="")
+    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,ood,ood_score,ood_reason,error,notes
+    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,,,,
+    b.dcm,,,,,,,,,The file is empty (0 bytes).,
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+
+from medclf_core.io.deid import safe_file_label
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = ()) -> str:
+    """CSV text: one row per result, columns ``file, label, p_<class>..., threshold,
+    positive_class, ood, ood_score, ood_reason, error, notes``.
+
+    ``results`` are dicts with ``file`` and either ``label``/``probabilities``
+    (optionally ``threshold``, ``positive_class``, ``ood``, ``ood_score``, ``ood_reason``,
+    ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
+    (the model has no out-of-distribution gate); empty for a file that could not be read.
+    A row with ``ood`` true is not a finding: its ``label`` is only what the model said.
+    ``identifying`` are strings to scrub from file names (for example every
+    :func:`~medclf_core.io.deid.identifying_values` of the uploaded DICOM files).
+    Any other key in a result (a DICOM header, a path to a heat map) is ignored.
+    """
+    identifying = list(identifying)
+    classes = _class_names(results)
+    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "ood", "ood_score",
+               "ood_reason", "error", "notes"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([_cell(c) for c in columns])
+    for r in results:
+        probs = r.get("probabilities") or {}
+        row = [safe_file_label(r.get("file", ""), identifying), r.get("label", ""),
+               *(_probability(probs.get(c)) for c in classes),
+               _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
+               _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", identifying),
+               _scrub(r.get("error", ""), identifying), _scrub("; ".join(r.get("notes") or []), identifying)]
+        writer.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _class_names(results: Sequence[Mapping]) -> list[str]:
+    """Class names in first-seen order across all results."""
+    names: list[str] = []
+    for r in results:
+        for c in (r.get("probabilities") or {}):
+            if c not in names:
+                names.append(str(c))
+    return names
+
+
+def _ood(r: Mapping) -> str:
+    if "probabilities" not in r:
+        return ""
+    v = r.get("ood")
+    return "not checked" if v is None else ("true" if v else "false")
+
+
+def _probability(p) -> str:
+    return "" if p is None else f"{float(p):.6f}"
+
+
+def _number(x) -> str:
+    return "" if x is None else f"{float(x):.6g}"
+
+
+def _scrub(text: str, identifying: list[str]) -> str:
+    from medclf_core.io.deid import redact
+
+    return redact(text, identifying) if text else ""
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+    text = "" if value is None else str(value)
+    text = text.replace("\r", " ").replace("\n", " ")
+    if text.startswith(_FORMULA_STARTS) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,320 @@
+"""A printable one-page PDF report per image, without patient identifiers.
+
+:func:`write_report` writes one A4 PDF for one prediction result (a row of
+:meth:`medclf_core.inference.predictor.Predictor.predict_files` / ``analyse_images``): the image and its
+heat-map overlay side by side, the decision and the threshold it was taken at, every class
+probability, the out-of-distribution verdict when the result has one (``"ood"``), the model
+card's facts (name, task, architecture, input, test metrics with their n, intended use) and the
+research-use notice on every page.
+
+What a report never holds: a folder path, a DICOM header value (only the file's *base name*,
+scrubbed by :func:`medclf_core.io.deid.safe_file_label`, the rule the CSV export uses: the header's
+identifying values given in ``identifying`` and MRN-like tokens become ``[redacted]``), or any
+key of ``result`` other than those listed above. Free text from the result (the OOD reason) is
+scrubbed with :func:`medclf_core.io.deid.redact`.
+
+:func:`write_reports` is the batch form used by ``predict --report DIR``: one PDF per readable
+image, named ``<k>_<de-identified stem>_report.pdf``, with the Grad-CAM map computed for each.
+:func:`report_bytes` returns the PDF as bytes (for a download button) and :func:`report_file_name`
+a de-identified file name for it.
+
+PDF library: fpdf2 (pure Python, LGPL-3.0, maintained by the py-pdf organisation; depends only on
+Pillow, fontTools and defusedxml). The built-in Helvetica font covers Latin-1; other characters are
+written as ``?``.
+
+Example (``predict --report`` does this for each file, with the image's Grad-CAM map)::
+
+    >>> import numpy as np
+    >>> result = {"file": "/scans/Doe^Jane_MRN-1234567.png", "label": "PNEUMONIA",
+    ...           "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.5, "positive_class": "PNEUMONIA"}
+    >>> card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.5}
+    >>> pixels = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    >>> pdf = report_bytes(result, pixels, pixels / 255.0, card, identifying=["Doe^Jane"])
+    >>> pdf[:5]
+    b'%PDF-'
+    >>> report_file_name(result["file"], ["Doe^Jane"])  # the name and the MRN-like token scrubbed
+    'redacted-_-redacted_report.pdf'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from medclf_core.io.deid import redact, safe_file_label
+from medclf_core.io.images import as_gray_or_rgb_uint8
+from medclf_core.registry.store import write_bytes_atomically
+
+NOTICE = "Research demo, not for clinical use."
+NOTICE_DETAIL = ("The models are not medical devices. This report shows what a model computed; it is not a "
+                 "diagnosis and must not be used to make clinical decisions.")
+_MAX_IMAGE_SIDE = 800  # pixels embedded per picture: enough for print, keeps a report small
+_IMAGE_W = 85.0  # mm per picture (two side by side on A4)
+
+
+def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | None, card: Mapping,
+                 path: str | os.PathLike, *, identifying: Iterable[str] = (), opacity: float = 0.4) -> Path:
+    """Write the report of one image to ``path`` (atomically: a temporary file, then a rename).
+
+    ``result``: the image's prediction (``file``, ``label``, ``probabilities``, and optionally
+    ``threshold``, ``positive_class``, ``temperature``, ``tta``, ``ood``, ``ood_score``, ``ood_reason``).
+    ``pixels``: the decoded image (uint8 (H, W) or (H, W, 3)); ``heatmap``: its map in [0, 1] (or
+    None: the report says there is none). ``card``: the model card. ``identifying``: strings to
+    scrub from the file name and texts (:func:`medclf_core.io.deid.identifying_values` of a DICOM).
+    """
+    path = Path(path)
+    data = report_bytes(result, pixels, heatmap, card, identifying=identifying, opacity=opacity)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(path, data)
+    return path
+
+
+def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | None, card: Mapping, *,
+                 identifying: Iterable[str] = (), opacity: float = 0.4) -> bytes:
+    """The PDF of :func:`write_report` as bytes."""
+    from fpdf import FPDF
+    from fpdf.enums import WrapMode, XPos, YPos
+
+    from medclf_core.registry.card import ModelCard
+
+    identifying = [str(v) for v in identifying]
+    c = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card))
+
+    class _Report(FPDF):
+        def header(self):
+            self.set_font("Helvetica", "B", 9)
+            self.set_text_color(160, 0, 0)
+            self.cell(0, 5, _t(f"{NOTICE} Not a diagnosis."), align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            self.set_text_color(0, 0, 0)
+            self.ln(1)
+
+        def footer(self):
+            self.set_y(-12)
+            self.set_font("Helvetica", "", 7)
+            self.set_text_color(90, 90, 90)
+            self.cell(0, 4, _t(f"medclf report, page {self.page_no()}. {NOTICE}"), align="C")
+
+    pdf = _Report(format="A4", unit="mm")
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.set_title("medclf prediction report")
+    pdf.set_creator("medclf")
+    pdf.set_author("")
+    pdf.set_image_filter("DCTDecode")  # pictures as JPEG: a printable report, not an archive of the image
+    pdf.add_page()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+
+    def line(text: str, size: float = 9, style: str = "", h: float = 4.6, wrap=WrapMode.WORD) -> None:
+        pdf.set_font("Helvetica", style, size)
+        pdf.multi_cell(width, h, _t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=wrap, align="L")
+
+    def heading(text: str) -> None:
+        pdf.ln(2)
+        line(text, 11, "B", 6)
+
+    def rows(pairs: Sequence[tuple[str, str]], key_w: float = 48) -> None:
+        for key, value in pairs:
+            pdf.set_font("Helvetica", "B", 8.5)
+            y = pdf.get_y()
+            pdf.multi_cell(key_w, 4.4, _t(key), new_x=XPos.RIGHT, new_y=YPos.TOP, align="L")
+            pdf.set_font("Helvetica", "", 8.5)
+            pdf.multi_cell(width - key_w, 4.4, _t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
+            pdf.set_y(max(pdf.get_y(), y + 4.4))
+
+    line("medclf prediction report", 15, "B", 8)
+    label = safe_file_label(result.get("file", "") or "", identifying) or "(unnamed image)"
+    line(f"Image: {label}", 9, "", 4.6, WrapMode.CHAR)
+    line(f"Model: {c.name}    Report created: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", 9)
+    pdf.set_font("Helvetica", "B", 9)
+    pdf.set_fill_color(255, 235, 235)
+    pdf.multi_cell(width, 5, _t(f"{NOTICE} {NOTICE_DETAIL}"), border=1, fill=True, new_x=XPos.LMARGIN,
+                   new_y=YPos.NEXT, align="L")
+
+    # The pictures: the image and its heat-map overlay.
+    pdf.ln(2)
+    top = pdf.get_y()
+    bottom = top
+    if pixels is not None:
+        from medclf_core.explain.cams import overlay
+
+        base = as_gray_or_rgb_uint8(pixels)
+        pictures = [("Image", base)]
+        if heatmap is not None:
+            pictures.append((f"Heat map (opacity {opacity:.1f})", overlay(base, np.asarray(heatmap, np.float32),
+                                                                          opacity=opacity)))
+        for k, (caption, arr) in enumerate(pictures):
+            x = pdf.l_margin + k * (_IMAGE_W + 10)
+            im = _pil(arr)
+            h = _IMAGE_W * im.height / im.width
+            h = min(h, 95.0)
+            w = h * im.width / im.height
+            pdf.image(im, x=x, y=top, w=w, h=h)
+            pdf.set_xy(x, top + h + 0.5)
+            pdf.set_font("Helvetica", "", 8)
+            pdf.cell(_IMAGE_W, 4, _t(caption))
+            bottom = max(bottom, top + h + 5)
+        if heatmap is None:
+            pdf.set_xy(pdf.l_margin + _IMAGE_W + 10, top)
+            pdf.set_font("Helvetica", "", 8)
+            pdf.multi_cell(_IMAGE_W, 4, _t("No heat map in this report."))
+        pdf.set_xy(pdf.l_margin, bottom + 1)
+    else:
+        line("(The image is not included in this report.)", 8)
+
+    # The decision.
+    heading("Decision")
+    probs = {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
+    ood = result.get("ood")
+    if ood:
+        reason = _scrub(result.get("ood_reason") or "the image does not look like the training images", identifying)
+        line(f"OUT OF DISTRIBUTION: {reason}. The label below is not a finding; it is only what the model output.",
+             9.5, "B")
+    pos, threshold = result.get("positive_class"), result.get("threshold")
+    if threshold is not None and pos:
+        rule = f"threshold {float(threshold):.3f} on P({pos}): {pos} when P({pos}) >= {float(threshold):.3f}"
+    else:
+        rule = "argmax (the most probable class; this model has no operating threshold)"
+    label_prob = probs.get(str(result.get("label")))
+    line(f"Model output: {result.get('label', 'n/a')}"
+         + (f" (P = {label_prob:.3f})" if label_prob is not None else ""), 12, "B", 6)
+    line(f"Decision rule: {rule}.", 9)
+    if threshold is not None:
+        line(f"Decision threshold: {float(threshold):.3f}", 9)
+    extras = []
+    if result.get("temperature"):
+        extras.append(f"probabilities calibrated with temperature {float(result['temperature']):.3g}")
+    if result.get("tta"):
+        extras.append("averaged over test-time views: " + ", ".join(str(v) for v in result["tta"]))
+    if result.get("ensemble"):
+        extras.append(f"seed ensemble of {int(result['ensemble'])} models")
+    if extras:
+        line("; ".join(extras).capitalize() + ".", 8.5)
+    if ood is None:
+        line("Out-of-distribution check: not checked (this model has no out-of-distribution gate).", 8.5)
+    elif not ood:
+        score = result.get("ood_score")
+        line("Out-of-distribution check: passed, the image resembles the training images"
+             + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
+
+    heading("Class probabilities")
+    bar_w = width - 75
+    for name, p in probs.items():
+        pdf.set_font("Helvetica", "B" if name == result.get("label") else "", 9)
+        y = pdf.get_y()
+        pdf.cell(50, 5, _t(name))
+        pdf.cell(20, 5, f"{p:.3f}", align="R")
+        x0 = pdf.get_x() + 4
+        pdf.set_fill_color(220, 220, 220)
+        pdf.rect(x0, y + 1, bar_w, 3, style="F")
+        pdf.set_fill_color(40, 90, 170)
+        pdf.rect(x0, y + 1, max(0.2, bar_w * min(max(p, 0.0), 1.0)), 3, style="F")
+        if threshold is not None and name == pos:
+            pdf.set_draw_color(200, 0, 0)
+            pdf.line(x0 + bar_w * float(threshold), y + 0.2, x0 + bar_w * float(threshold), y + 4.8)
+            pdf.set_draw_color(0, 0, 0)
+        pdf.set_xy(pdf.l_margin, y + 5)
+    if threshold is not None and pos:
+        line(f"The red mark on the {pos} bar is the threshold.", 7.5)
+
+    heading("Model card")
+    rows(_card_facts(c))
+    return bytes(pdf.output())
+
+
+def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike, *, method: str = "gradcam",
+                  opacity: float = 0.4) -> list[Path]:
+    """One report per readable result of ``predictor.predict_files`` in ``out_dir``; each result gets
+    ``"report"`` (its PDF's path). Without a heat map (the model has none) the report says so; a file
+    whose report cannot be made gets ``"report_error"``."""
+    from medclf_core.io.images import load_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for k, r in enumerate(results):
+        if "error" in r:
+            continue
+        try:
+            img = load_image(r["file"])
+            values = list(img.dicom.identifying) if img.dicom is not None else []  # the one parse
+            try:
+                hm = predictor.explain([img.pixels], method)[0].heatmap  # the predicted class's map
+            except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
+                hm = None
+            target = write_report(r, img.pixels, hm, predictor.card,
+                                  out_dir / report_file_name(r["file"], values, prefix=f"{k:03d}_"),
+                                  identifying=values, opacity=opacity)
+        except Exception as exc:  # noqa: BLE001 - one report that fails never stops the others
+            r["report_error"] = f"The report could not be written ({type(exc).__name__})."
+            continue
+        r["report"] = str(target)
+        written.append(target)
+    return written
+
+
+def report_file_name(file: str | os.PathLike, identifying: Iterable[str] = (), *, prefix: str = "") -> str:
+    """``<prefix><de-identified stem>_report.pdf`` for the image ``file`` (the base name through
+    :func:`medclf_core.io.deid.safe_file_label`, then only letters, digits, ``.``, ``_`` and ``-``)."""
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", safe_file_label(file, identifying))
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "image"
+    return f"{prefix}{stem}_report.pdf"
+
+
+def _card_facts(c) -> list[tuple[str, str]]:
+    facts = [("Name", c.name), ("Task", c.task or "not stated"), ("Classes", ", ".join(c.class_names)),
+             ("Architecture", c.architecture or "not stated"),
+             ("Input", " x ".join(str(v) for v in c.input_shape or []) or "not stated")]
+    split = (c.metrics or {}).get("split") or "test"
+    for key, title in (("accuracy", "Accuracy"), ("auc", "ROC-AUC"), ("sensitivity", "Sensitivity"),
+                       ("specificity", "Specificity")):
+        if c.metric(key) is not None:
+            facts.append((f"{title} ({split} split)", c.format_metric(key)))
+    n = c.test_n
+    facts.append((f"Images in the {split} split", str(n) if n is not None else "not recorded"))
+    if c.threshold is not None:
+        facts.append(("Operating threshold", f"{c.threshold:.3f} on P({c.positive_class})"
+                      + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))
+    use = c.get("intended_use")
+    if isinstance(use, dict) and use:
+        facts.append(("Intended use", str(use.get("summary") or "not stated")))
+        if use.get("modalities") or use.get("body_parts"):
+            facts.append(("Modalities / body parts", (", ".join(map(str, use.get("modalities") or [])) or "any")
+                          + " / " + (", ".join(map(str, use.get("body_parts") or [])) or "any")))
+        if use.get("population"):
+            facts.append(("Population", str(use["population"])))
+        if use.get("not_for"):
+            facts.append(("Not for", ", ".join(map(str, use["not_for"]))
+                          if isinstance(use["not_for"], list) else str(use["not_for"])))
+    else:
+        facts.append(("Intended use", "not stated in the model card"))
+    facts.append(("Figures", "from the model's own held-out split of its training data; expect lower figures "
+                             "on images from other hospitals"))
+    if c.created:
+        facts.append(("Model created", str(c.created)[:19].replace("T", " ")))
+    return facts
+
+
+def _scrub(text: str, identifying: list[str]) -> str:
+    return redact(str(text), identifying) if identifying else str(text)
+
+
+def _t(text) -> str:
+    """Text the PDF's built-in Latin-1 font can write (other characters as '?')."""
+    s = str(text).replace("\u2013", "-").replace("\u2014", "-").replace("\u2019", "'").replace("\u2264", "<=") \
+        .replace("\u2265", ">=")
+    return s.encode("latin-1", "replace").decode("latin-1")
+
+
+
+
+def _pil(arr: np.ndarray):
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(arr))
+    if max(im.size) > _MAX_IMAGE_SIDE:
+        im.thumbnail((_MAX_IMAGE_SIDE, _MAX_IMAGE_SIDE))
+    return im

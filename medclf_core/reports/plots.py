@@ -1,0 +1,234 @@
+"""Plotly figures for the app (and notebooks): no Streamlit here.
+
+- :func:`probability_bars`: class probabilities of one image, the predicted class highlighted,
+  the operating threshold drawn for a binary model.
+- :func:`training_curves`: accuracy and loss per epoch (train and val), for one run or overlaid runs.
+- :func:`confusion_matrix_figure`: heat map of counts or row-normalised rates.
+- :func:`roc_figure`: ROC curves with AUC and the operating point.
+- :func:`reliability_figure`: the reliability diagram (accuracy against confidence per bin) with the ECE.
+
+Example::
+
+    >>> fig = probability_bars({"NORMAL": 0.2, "PNEUMONIA": 0.8}, threshold=0.5, positive="PNEUMONIA")
+    >>> fig.data[0].type
+    'bar'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
+
+
+def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      title=dict(text=title) if title else None, template="plotly_white")
+    return fig
+
+
+LEGEND_ROW_PX = 22
+_LEGEND_ASSUMED_WIDTH_PX = 560  # the narrowest a figure is drawn in the app (a half-width column)
+
+
+def _legend_below(fig: go.Figure, height: int, axis_px: int = 60) -> int:
+    """Put the legend under the plot, in the figure's own (container) coordinates, and make room for it.
+
+    A legend placed at a negative paper y moves with the plot area: when plotly expands the
+    margin for it the plot shrinks, the legend rises into the x-axis title, and a long
+    legend (several runs compared) is cut off. Here the bottom margin holds the axis title
+    and every legend row (estimated from the entries' lengths), and the figure grows by the
+    legend's rows so the plot keeps its size. Returns the new height.
+    """
+    names = [t.name for t in fig.data if t.name and t.showlegend is not False]
+    widths = [40 + 7 * len(n) for n in names]
+    rows, used = (1 if widths else 0), 0
+    for w in widths:
+        if used and used + w > _LEGEND_ASSUMED_WIDTH_PX:
+            rows, used = rows + 1, 0
+        used += w
+    legend_px = rows * LEGEND_ROW_PX
+    height += legend_px
+    fig.update_layout(height=height, legend=dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom",
+                                                 yref="container"),
+                      margin=dict(b=axis_px + legend_px))
+    return height
+
+
+def probability_bars(probabilities: Mapping[str, float], *, label: str | None = None, threshold: float | None = None,
+                     positive: str | None = None, height: int | None = None) -> go.Figure:
+    """Horizontal bars, one per class (0-100 %); ``label`` (default: the most probable) highlighted."""
+    names = list(probabilities)
+    values = [float(probabilities[n]) for n in names]
+    label = label if label in names else (names[int(np.argmax(values))] if names else None)
+    fig = go.Figure(go.Bar(
+        x=[v * 100 for v in values], y=names, orientation="h",
+        marker_color=[HIGHLIGHT if n == label else MUTED for n in names],
+        text=[f"{v:.1%}" for v in values], textposition="auto",
+        hovertemplate="%{y}: %{x:.1f}%<extra></extra>"))
+    fig.update_xaxes(range=[0, 100], title_text="probability (%)")
+    fig.update_yaxes(autorange="reversed")
+    if threshold is not None and positive in names:
+        fig.add_vline(x=threshold * 100, line_dash="dash", line_color="black",
+                      annotation_text=f"threshold for {positive}: {threshold:.0%}", annotation_position="top")
+        # the label sits above the plot area: the top margin (10 px otherwise) must hold it
+        _layout(fig, (height or (90 + 40 * max(1, len(names)))) + 24)
+        return fig.update_layout(margin=dict(t=34))
+    return _layout(fig, height or (90 + 40 * max(1, len(names))))
+
+
+def _series(history: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for i, h in enumerate(history):
+        v = h.get(key)
+        if v is None or not np.isfinite(v):
+            continue
+        epoch = h.get("epoch", i)
+        xs.append(int(epoch))
+        ys.append(float(v))
+    return xs, ys
+
+
+def _epoch_base(history: Sequence[Mapping]) -> int:
+    """history.json counts epochs from 0, job events from 1: show both from 1."""
+    epochs = [h.get("epoch") for h in history if h.get("epoch") is not None]
+    return 1 if epochs and min(epochs) == 0 else 0
+
+
+def _by_member(run: str, history: Sequence[Mapping]) -> dict[str, list]:
+    """A seed ensemble's history (records tagged ``member``) as one history per member."""
+    members = sorted({h["member"] for h in history if h.get("member") is not None})
+    if not members:
+        return {run: list(history)}
+    return {f"{run} model {m}".strip(): [h for h in history if h.get("member") == m] for m in members}
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *, height: int = 340) -> go.Figure:
+    """Accuracy (left) and loss (right) per epoch; solid train, dashed val.
+
+    ``histories`` is one history (a list of per-epoch dicts with loss, accuracy,
+    val_loss, val_accuracy) or ``{run name: history}`` to overlay runs.
+    """
+    if not isinstance(histories, Mapping):
+        histories = {"": histories}
+    histories = {name: h for run, history in histories.items() for name, h in _by_member(run, history).items()}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
+    for k, (run, history) in enumerate(histories.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        shift = _epoch_base(history)
+        for col, metric in ((1, "accuracy"), (2, "loss")):
+            for key, dash, kind in ((metric, "solid", "train"), (f"val_{metric}", "dash", "val")):
+                xs, ys = _series(history, key)
+                if not xs:
+                    continue
+                name = f"{run} {kind}".strip()
+                fig.add_trace(go.Scatter(x=[x + shift for x in xs], y=ys, mode="lines+markers", name=name,
+                                         legendgroup=name, showlegend=(col == 1),
+                                         line=dict(color=colour, dash=dash)), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1 if max((len(h) for h in histories.values()), default=0) <= 15 else None)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    _layout(fig, height)
+    _legend_below(fig, height)
+    fig.update_layout(margin=dict(t=40))  # room for the subplot titles
+    return fig
+
+
+def normalise_rows(cm) -> np.ndarray:
+    cm = np.asarray(cm, dtype=np.float64)
+    sums = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+def confusion_matrix_figure(cm, class_names: Sequence[str], *, normalised: bool = False, height: int | None = None,
+                            title: str | None = None) -> go.Figure:
+    """Heat map, rows = true class, columns = predicted class; counts or row-normalised rates."""
+    counts = np.asarray(cm, dtype=np.int64)
+    z = normalise_rows(counts) if normalised else counts
+    text = [[f"{z[i, j]:.0%}<br>({counts[i, j]})" if normalised else f"{counts[i, j]}" for j in range(z.shape[1])]
+            for i in range(z.shape[0])]
+    names = list(class_names)
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, text=text, texttemplate="%{text}", colorscale="Blues",
+                               zmin=0, zmax=1 if normalised else max(1, int(counts.max(initial=0))),
+                               showscale=False,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted class", side="bottom", type="category")
+    fig.update_yaxes(title_text="true class", autorange="reversed", type="category")
+    return _layout(fig, height or (140 + 60 * len(names)), title)
+
+
+def roc_figure(roc: Mapping[str, Mapping], *, auc: float | None = None,
+               operating_point: tuple[float, float] | None = None, height: int = 380) -> go.Figure:
+    """ROC curves (``evaluation.roc_points`` output), the chance line, and the operating point (fpr, tpr)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbbbbb", dash="dot"),
+                             name="chance", hoverinfo="skip"))
+    for k, (name, pts) in enumerate(roc.items()):
+        label = name if auc is None or len(roc) > 1 else f"{name} (AUC {auc:.3f})"
+        fig.add_trace(go.Scatter(x=pts["fpr"], y=pts["tpr"], mode="lines", name=label,
+                                 line=dict(color=PALETTE[k % len(PALETTE)], width=2),
+                                 customdata=pts.get("thresholds"),
+                                 hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}<br>threshold %{customdata:.2f}<extra></extra>"))
+    if operating_point is not None:
+        fig.add_trace(go.Scatter(x=[operating_point[0]], y=[operating_point[1]], mode="markers", name="threshold",
+                                 marker=dict(size=12, color="black", symbol="x")))
+    title = f"ROC (AUC {auc:.3f})" if auc is not None else "ROC"
+    fig.update_xaxes(title_text="1 - specificity (false positive rate)", range=[0, 1])
+    fig.update_yaxes(title_text="sensitivity (true positive rate)", range=[0, 1.02])
+    fig.update_layout(legend=dict(x=0.55, y=0.05))
+    return _layout(fig, height, title)
+
+
+def reliability_figure(y_true, probs, *, n_bins: int = 15, height: int = 380, title: str | None = None) -> go.Figure:
+    """Reliability diagram: per equal-width confidence bin, the accuracy of the top class (bars) against
+    the mean confidence (the diagonal is perfect calibration), and the share of images per bin; the
+    expected calibration error is in the title."""
+    from medclf_core.trust.calibration import expected_calibration_error, reliability_bins
+
+    bins = reliability_bins(y_true, probs, n_bins)
+    edges = np.asarray(bins["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    total = max(1, sum(bins["count"]))
+    filled = [i for i, n in enumerate(bins["count"]) if n]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbbbbb", dash="dot"),
+                             name="perfect calibration", hoverinfo="skip"))
+    fig.add_trace(go.Bar(x=[centres[i] for i in filled], y=[bins["accuracy"][i] for i in filled],
+                         width=(edges[1] - edges[0]) * 0.9, name="accuracy", marker_color=PALETTE[0],
+                         customdata=[[bins["confidence"][i], bins["count"][i]] for i in filled],
+                         hovertemplate="confidence %{customdata[0]:.2f}<br>accuracy %{y:.2f}<br>"
+                                       "%{customdata[1]} images<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[bins["confidence"][i] for i in filled], y=[bins["confidence"][i] for i in filled],
+                             mode="markers", name="mean confidence", marker=dict(color="black", symbol="line-ew-open",
+                                                                                 size=14)))
+    fig.add_trace(go.Bar(x=[centres[i] for i in filled], y=[bins["count"][i] / total for i in filled],
+                         width=(edges[1] - edges[0]) * 0.9, name="share of images", marker_color=MUTED,
+                         opacity=0.5, hovertemplate="%{y:.0%} of the images<extra></extra>"))
+    ece = expected_calibration_error(y_true, probs, n_bins)
+    fig.update_xaxes(title_text="confidence (probability of the predicted class)", range=[0, 1])
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
+    fig.update_layout(barmode="overlay")
+    label = title or "Reliability"
+    _layout(fig, height, f"{label} (ECE {ece:.3f})" if ece is not None else label)
+    _legend_below(fig, height)
+    return fig
+
+
+def metrics_table(metrics: Mapping) -> list[dict]:
+    """Rows ``{"metric", "value", "95% interval"}`` for a metrics dict (evaluation or card summary)."""
+    ci = metrics.get("ci95") or {}
+    rows = []
+    for key, label in (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("auc", "ROC-AUC"),
+                       ("macro_f1", "Macro F1"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+                       ("threshold", "Threshold"), ("n", "Images")):
+        v = metrics.get(key)
+        if v is None:
+            continue
+        interval = ci.get(key)
+        rows.append({"metric": label, "value": (f"{v:.3f}" if isinstance(v, float) else str(v)),
+                     "95% interval": f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else ""})
+    return rows

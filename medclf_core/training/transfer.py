@@ -1,0 +1,131 @@
+"""The transfer recipe: a classifier head on cached features of a frozen pretrained backbone.
+
+Fitting a head on a frozen backbone by ``model.fit`` over images runs every image
+through the whole backbone in every epoch, which is what makes transfer learning
+slow on a CPU. Here each image (and each of a few augmented *views* of it) goes
+through the backbone once; the head (Dropout + Dense, the same layers as the
+model's own) then trains for many epochs on the cached feature vectors in
+milliseconds, and its weights are copied into the model's head. Optional
+fine-tuning of the top blocks then runs on images, in :mod:`medclf_core.training`.
+
+Example::
+
+    >>> import numpy as np
+    >>> feats = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
+    >>> labels = (feats[:, 0] > 0).astype(int)
+    >>> head = fit_head(feats, labels, feats, labels, num_classes=2, epochs=50, learning_rate=0.1, seed=0)
+    >>> float(head.evaluate(feats, labels, verbose=0)[1]) > 0.8
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from medclf_core.data.augment import AugmentConfig, build_augmenter
+from medclf_core.errors import TrainingCancelled
+from medclf_core.data.pipeline import make_dataset
+
+HEAD_LAYERS = ("head_dense", "predictions")
+
+
+def feature_extractor(model, feature_layer: str):
+    """The model up to ``feature_layer`` (pooled features), sharing its layers and weights."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(feature_layer).output, name=f"{model.name}_features")
+
+
+def view_names(n_augmented: int, horizontal_flip: bool) -> list[str]:
+    """The training views that get cached: the image itself, its mirror if flips are allowed, random augmentations."""
+    return ["original", *(["hflip"] if horizontal_flip else []), *[f"augment{k + 1}" for k in range(n_augmented)]]
+
+
+def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels: int, batch_size: int,
+                   views: Sequence[str] = ("original",), augment: AugmentConfig | None = None, seed: int = 1337,
+                   progress: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """Features ``(len(views), N, D)``: every image decoded once, each view through the backbone once.
+
+    Views: ``original``, ``hflip`` (mirror), ``augmentK`` (a random transform of the
+    dataset's augmentation config, seeded by ``seed + K``). ``progress(done, total)``
+    counts backbone batches; ``cancel()`` is checked after each.
+    """
+    import tensorflow as tf
+
+    ds = make_dataset(list(paths), np.zeros(len(paths), dtype=np.int32), image_size=image_size, channels=channels,
+                      batch_size=batch_size, training=False, cache=False)
+    augmenters = {}
+    for k, view in enumerate(views):
+        if view.startswith("augment"):
+            if augment is None or not augment.enabled:
+                raise ValueError(f"View '{view}' needs an augmentation config that does something.")
+            augmenters[view] = build_augmenter(augment, seed + k)
+    steps = int(np.ceil(len(paths) / batch_size)) * len(views)
+    out: dict[str, list[np.ndarray]] = {v: [] for v in views}
+    done = 0
+    predict = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    for x, _ in ds:
+        for view in views:
+            if view == "original":
+                v = x
+            elif view == "hflip":
+                v = tf.reverse(x, axis=[2])
+            else:
+                v = tf.clip_by_value(augmenters[view](x), 0.0, 255.0)
+            out[view].append(np.asarray(predict(v), dtype=np.float32))
+            done += 1
+            if cancel is not None and cancel():
+                raise TrainingCancelled("Training was cancelled.")
+            if progress:
+                progress(done, steps)
+    return np.stack([np.concatenate(out[v]) if out[v] else np.zeros((0, 0), np.float32) for v in views])
+
+
+def build_head(feature_dim: int, num_classes: int, *, dense_units: int = 0, dropout: float = 0.2):
+    """The model's own head layers (same names, so weights copy across) on a feature-vector input."""
+    import keras
+
+    from medclf_core.models.architectures import _head
+
+    inputs = keras.Input((feature_dim,), name="features")
+    return keras.Model(inputs, _head(inputs, num_classes, dense_units, dropout), name="head")
+
+
+def fit_head(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+             val_labels: np.ndarray, *, num_classes: int, epochs: int = 60, learning_rate: float = 1e-3,
+             batch_size: int = 64, dense_units: int = 0, dropout: float = 0.2, class_weight: dict | None = None,
+             patience: int = 8, seed: int = 1337, callbacks: Sequence = ()):
+    """Train the head on cached features; early stopping on validation loss restores the best epoch."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    head = build_head(train_features.shape[1], num_classes, dense_units=dense_units, dropout=dropout)
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    head.fit(train_features, np.asarray(train_labels), validation_data=(val_features, np.asarray(val_labels)),
+             epochs=epochs, batch_size=batch_size, class_weight=class_weight, shuffle=True, verbose=0,
+             callbacks=[*callbacks, stop])
+    head.best_epoch = int(stop.best_epoch) + 1 if stop.best_weights is not None else len(head.history.epoch)
+    head.best_val_loss = float(stop.best) if np.isfinite(stop.best) else None
+    return head
+
+
+def head_options(model) -> dict:
+    """``dense_units`` and ``dropout`` of ``model``'s own head, so :func:`build_head` rebuilds it exactly."""
+    names = {layer.name: layer for layer in model.layers}
+    return {"dense_units": names["head_dense"].units if "head_dense" in names else 0,
+            "dropout": names["head_dropout"].rate if "head_dropout" in names else 0.0}
+
+
+def copy_head(head, model) -> None:
+    """Copy the trained head's weights into the full model's head layers (by name)."""
+    for name in HEAD_LAYERS:
+        try:
+            src = head.get_layer(name)
+        except ValueError:
+            continue
+        model.get_layer(name).set_weights(src.get_weights())

@@ -1,0 +1,169 @@
+"""medclf_core.inference.predictor: thresholded decisions, per-file errors, dataset evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medclf_core.errors import DatasetError
+from medclf_core.io.images import load_image
+from medclf_core.inference.predictor import Predictor, evaluate_folder
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor.from_run(trained_run)
+
+
+def test_threshold_decides_binary_label(predictor):
+    probs = np.array([[0.6, 0.4]])
+    predictor.threshold = 0.3
+    assert predictor.describe(probs[0])["label"] == "PNEUMONIA"
+    predictor.threshold = 0.5
+    assert predictor.describe(probs[0])["label"] == "NORMAL"
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "dicom", "png-rgba", "bad"])
+def test_predict_files_every_input_kind(predictor, sample_images, dicom_samples, tmp_path, kind):
+    from PIL import Image
+
+    if kind == "jpeg":
+        f = sample_images[0]
+    elif kind == "dicom":
+        f = dicom_samples[0]
+    elif kind == "png-rgba":
+        f = tmp_path / "x.png"
+        Image.open(sample_images[0]).convert("RGBA").save(f)
+    else:
+        f = tmp_path / "bad.dcm"
+        f.write_bytes(b"DICM" * 10)
+    (res,) = predictor.predict_files([f])
+    if kind == "bad":
+        assert "error" in res and "label" not in res
+    else:
+        assert res["label"] in predictor.class_names
+        assert sum(res["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batch_equals_single(predictor, sample_images):
+    imgs = [load_image(p).pixels for p in sample_images]
+    batch = predictor.predict_images(imgs)
+    singles = np.concatenate([predictor.predict_images([im]) for im in imgs])
+    np.testing.assert_allclose(batch, singles, atol=1e-5)
+
+
+def test_evaluate_folder(predictor, chest_sample):
+    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
+    assert r["n"] == 80 and r["split"] == "all"
+
+
+def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):
+    with pytest.raises(DatasetError, match="does not know"):
+        evaluate_folder(predictor, pattern_dataset)
+
+
+# ----------------------------------------------------------------------------- Predictor.explain
+
+def test_explain_is_the_one_way_to_a_heat_map(predictor, sample_images, monkeypatch):
+    """Maps of the class each prediction names, at each image's size, the input prepared once."""
+    from medclf_core.explain import cams as explain
+
+    imgs = [load_image(p).pixels for p in sample_images[:3]]
+    labels = [r["label"] for r in predictor.analyse_images(imgs)]
+    prepared = np.stack([predictor.prepare(a) for a in imgs])
+    calls = []
+    real_prepare = predictor.prepare
+    monkeypatch.setattr(predictor, "prepare", lambda a: calls.append(1) or real_prepare(a))
+    out = predictor.explain(imgs, "gradcam++", faithfulness=True)
+    assert len(calls) == len(imgs)          # once per image, for the map and the deletion test
+    calls.clear()
+    again = predictor.explain(imgs, "gradcam++", prepared=prepared)
+    assert not calls                        # the caller's prepared batch is reused
+    reference = explain.heatmaps(predictor.model, imgs, method="gradcam++",
+                                 class_index=[predictor.class_names.index(lb) for lb in labels],
+                                 cam_layer=predictor.cam_layer)
+    for im, e, e2, ref, label in zip(imgs, out, again, reference, labels, strict=True):
+        assert isinstance(e, explain.Explanation) and e.method == "gradcam++" and e.class_name == label
+        assert e.heatmap.shape == im.shape[:2] and 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+        np.testing.assert_allclose(e.heatmap, ref, atol=1e-5)
+        np.testing.assert_allclose(e2.heatmap, ref, atol=1e-5)
+        assert e2.faithfulness is None and e2.deletion is None      # only when asked
+        assert e.deletion is not None and len(e.deletion["curve_map"]) == 11
+        assert e.faithfulness is None or -10 < e.faithfulness <= 1.0
+        assert e.faithfulness == e.deletion["faithfulness"]
+
+
+def test_explain_target_by_name_or_index_and_bad_targets(predictor, sample_images):
+    imgs = [load_image(p).pixels for p in sample_images[:2]]
+    by_name = predictor.explain(imgs, "gradcam", "PNEUMONIA")
+    by_index = predictor.explain(imgs, "gradcam", [1, 1])
+    for a, b in zip(by_name, by_index, strict=True):
+        assert a.class_index == b.class_index == 1
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    scored = predictor.faithfulness(imgs, [e.heatmap for e in by_name], "PNEUMONIA")
+    assert len(scored) == 2 and all("faithfulness" in d for d in scored)
+    assert predictor.explain([], "gradcam") == []
+    with pytest.raises(ValueError, match="Unknown class"):
+        predictor.explain(imgs, "gradcam", "CAT")
+    with pytest.raises(ValueError, match="class_index"):
+        predictor.explain(imgs, "gradcam", 5)
+    with pytest.raises(ValueError, match="prepared"):
+        predictor.explain(imgs, "gradcam", prepared=np.zeros((1, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="Unknown method"):
+        predictor.explain(imgs, "lime")
+
+
+# ----------------------------------------------------------------------------- tracing (issue 16)
+
+@pytest.fixture
+def traces(monkeypatch):
+    """The names of the tf.functions traced while the test runs (every trace TensorFlow counts towards
+    its "triggered tf.function retracing" warning)."""
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function as pf
+
+    seen: list[str] = []
+    original = pf._FrequentTracingDetectorManager.called_with_tracing
+
+    def counting(self, key, function_name, omit_warning):
+        seen.append(getattr(function_name, "__name__", str(function_name)))
+        return original(self, key, function_name, omit_warning)
+
+    monkeypatch.setattr(pf._FrequentTracingDetectorManager, "called_with_tracing", counting)
+    return seen
+
+
+def test_prediction_is_traced_once_for_every_batch_size(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    imgs = [load_image(p).pixels for p in sample_images]
+    for n in (1, 2, 3, 5):
+        assert len(fresh.analyse_images(imgs[:n])) == n
+    assert len(traces) == 1, traces
+
+
+def test_heat_maps_and_their_scores_are_traced_once_for_every_batch_size(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    imgs = [load_image(p).pixels for p in sample_images]
+    fresh.explain(imgs[:1], "gradcam", faithfulness=True)
+    first = len(traces)
+    assert first >= 1
+    for n in (2, 3, 5):
+        assert len(fresh.explain(imgs[:n], "gradcam", faithfulness=True)) == n
+    assert len(traces) == first, traces[first:]
+
+
+def test_after_the_warm_up_the_first_image_traces_nothing(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    fresh.warm_up()
+    assert traces  # the warm-up did the tracing
+    warmed = len(traces)
+    img = load_image(sample_images[0]).pixels
+    (result,) = fresh.analyse_images([img])
+    (e,) = fresh.explain([img], "gradcam", faithfulness=True)
+    assert len(traces) == warmed, traces[warmed:]
+    assert result["label"] in fresh.class_names and e.heatmap.shape == img.shape[:2]
+
+
+def test_the_traced_forward_pass_gives_keras_probabilities(trained_run, sample_images):
+    fresh = Predictor.from_run(trained_run)
+    x = np.stack([fresh.prepare(load_image(p).pixels) for p in sample_images[:3]]).astype(np.float32)
+    np.testing.assert_allclose(fresh._model_probabilities(x), fresh.model.predict_on_batch(x), atol=1e-6)

@@ -1,0 +1,71 @@
+"""medclf_core.reports.csv_export: the predictions CSV holds results and base file names, never identifiers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from bad_inputs import PATIENT_STRINGS
+
+from medclf_core.reports.csv_export import predictions_csv
+
+RESULTS = [
+    {"file": "/home/dr/uploads/ward3/chest_001.dcm", "label": "PNEUMONIA",
+     "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.35, "positive_class": "PNEUMONIA",
+     "notes": ["MONOCHROME1 inverted for display"],
+     "dicom": {"PatientName": "Zzyzxqa^Quintessa^Marigold", "PatientID": "MRN-9988776655"}},
+    {"file": "/home/dr/uploads/notes.png", "error": "This file is a text file, not an image."},
+    {"file": "/tmp/=1+cmd(calc).png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}},
+    {"file": "Zzyzxqa_Quintessa.dcm", "label": "NORMAL", "probabilities": {"NORMAL": 0.6, "PNEUMONIA": 0.4}},
+]
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_columns_and_values():
+    rows = _rows(predictions_csv(RESULTS))
+    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "ood",
+                             "ood_score", "ood_reason", "error", "notes"]
+    assert rows[0]["file"] == "chest_001.dcm" and rows[0]["label"] == "PNEUMONIA"
+    assert float(rows[0]["p_PNEUMONIA"]) == 0.8 and float(rows[0]["threshold"]) == 0.35
+    assert rows[0]["notes"] == "MONOCHROME1 inverted for display"
+    assert rows[1]["file"] == "notes.png" and rows[1]["label"] == "" and "not an image" in rows[1]["error"]
+
+
+def test_no_folders_no_header_values():
+    text = predictions_csv(RESULTS[:3])
+    assert "/home/dr" not in text and "ward3" not in text
+    assert not any(s in text for s in PATIENT_STRINGS)
+
+
+def test_identifying_values_are_scrubbed_from_file_names():
+    text = predictions_csv(RESULTS, identifying=["Zzyzxqa", "Quintessa"])
+    assert not any(s in text for s in PATIENT_STRINGS)
+    assert "[redacted]_[redacted].dcm" in text
+
+
+def test_formula_cells_are_neutralised():
+    rows = _rows(predictions_csv(RESULTS))
+    assert rows[2]["file"].startswith("'=")
+
+
+def test_empty_results():
+    assert predictions_csv([]).strip() == "file,label,threshold,positive_class,ood,ood_score,ood_reason,error,notes"
+
+
+def test_out_of_distribution_columns():
+    results = [
+        {"file": "a.dcm", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": True,
+         "ood_score": 41.5, "ood_reason": "the DICOM header says modality MR; this model is for modality CR or DX"},
+        {"file": "b.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}, "ood": False,
+         "ood_score": 3.25, "ood_reason": None},
+        {"file": "c.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}, "ood": None,
+         "ood_score": None},
+        {"file": "d.png", "error": "not an image"},
+    ]
+    rows = _rows(predictions_csv(results))
+    assert [r["ood"] for r in rows] == ["true", "false", "not checked", ""]
+    assert float(rows[0]["ood_score"]) == 41.5 and rows[2]["ood_score"] == "" and rows[1]["ood_reason"] == ""
+    assert "modality MR" in rows[0]["ood_reason"]

@@ -1,0 +1,167 @@
+"""The printable PDF report: the facts a reader needs, the research-use notice, and no patient identifiers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medclf_core.reports.pdf import NOTICE, report_bytes, report_file_name, write_report, write_reports
+
+PATIENT_DICOM = "CR_RG1_J2KI.dcm"  # PatientName 'CompressedSamples^RG1', PatientID '9RG1'
+MRN = "9988776655"
+
+
+def pdf_text(data: bytes) -> str:
+    """The text drawn in a PDF written by fpdf2 (built-in font): the (...) Tj strings of its content streams."""
+    streams = []
+    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            streams.append(zlib.decompress(m.group(1)))
+        except zlib.error:
+            streams.append(m.group(1))  # an uncompressed stream
+    out = []
+    for s in streams:
+        for lit in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", s, re.S):
+            lit = re.sub(rb"\\([0-7]{1,3})", lambda g: bytes([int(g.group(1), 8)]), lit)
+            out.append(re.sub(rb"\\(.)", rb"\1", lit).decode("latin-1"))
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    from medclf_core.inference.predictor import Predictor
+
+    return Predictor.from_run(trained_run)
+
+
+@pytest.fixture(scope="module")
+def patient_header():
+    import pydicom
+
+    from helpers import SAMPLES
+
+    ds = pydicom.dcmread(SAMPLES / "dicom" / PATIENT_DICOM, stop_before_pixels=True)
+    name = str(ds.PatientName)
+    assert name and "^" in name  # the fixture really carries a patient name
+    return {"name": name, "parts": [p for p in name.split("^") if len(p) > 4], "id": str(ds.PatientID)}
+
+
+@pytest.fixture(scope="module")
+def reports(predictor, dicom_samples, sample_images, patient_header, tmp_path_factory):
+    """Reports for a DICOM renamed to carry its patient's name and an MRN, a PNG/JPEG sample and a bad file."""
+    tmp = tmp_path_factory.mktemp("report-inputs")
+    src = next(p for p in dicom_samples if p.name == PATIENT_DICOM)
+    named = tmp / f"{patient_header['parts'][0]}_MRN-{MRN}_chest.dcm"
+    shutil.copy(src, named)
+    bad = tmp / "broken.png"
+    bad.write_bytes(b"not an image")
+    results = predictor.predict_files([named, sample_images[0], bad])
+    out = tmp_path_factory.mktemp("reports")
+    return results, write_reports(predictor, results, out), out
+
+
+def test_one_pdf_per_readable_image(reports):
+    results, written, out = reports
+    assert len(written) == 2 and sorted(out.iterdir()) == sorted(written)  # no temporaries left
+    assert [("report" in r) for r in results] == [True, True, False]
+    for path in written:
+        assert path.read_bytes().startswith(b"%PDF")
+
+
+def test_the_report_holds_classes_decision_threshold_card_and_notice(reports, predictor):
+    results, written, _ = reports
+    for r, path in zip(results, written, strict=False):
+        text = pdf_text(path.read_bytes())
+        for name in predictor.class_names:
+            assert name in text
+        assert NOTICE in text
+        assert f"Decision threshold: {predictor.threshold:.3f}" in text
+        assert f"P({predictor.class_names[predictor.positive]})" in text
+        assert f"Model output: {r['label']}" in text
+        for c, p in r["probabilities"].items():
+            assert f"{p:.3f}" in text
+        assert "tiny-chest" in text and "simple_cnn" in text
+        assert "n = 12" in text  # the card's test metrics come with their n
+        assert "Out-of-distribution" in text or "OUT OF DISTRIBUTION" in text
+
+
+def test_no_patient_identifier_in_the_report(reports, patient_header):
+    results, written, _ = reports
+    dicom_report = written[0]
+    data = dicom_report.read_bytes()
+    text = pdf_text(data)
+    assert "[redacted]" in text  # the file name was shown, scrubbed
+    for needle in [patient_header["name"], *patient_header["parts"], patient_header["id"], MRN, "MRN"]:
+        assert needle.lower() not in text.lower(), needle
+        assert needle.encode() not in data, needle  # nor in the metadata or anywhere else in the file
+    assert patient_header["parts"][0] not in dicom_report.name and MRN not in dicom_report.name
+    assert str(Path(results[0]["file"]).parent) not in text  # no folder path
+
+
+def test_ood_verdict_intended_use_and_scrubbed_reason(predictor, tmp_path):
+    from medclf_core.registry.card import ModelCard
+
+    card = ModelCard.from_dict({**predictor.card.to_dict(), "intended_use": {
+        "summary": "Adult frontal chest radiographs", "modalities": ["CR", "DX"], "body_parts": ["CHEST"],
+        "not_for": ["children"]}})
+    result = {"file": "/secret/ward/Doe_Jane_MRN-12345.png", "label": "PNEUMONIA",
+              "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.35, "positive_class": "PNEUMONIA",
+              "ood": True, "ood_score": 12.5, "ood_reason": "DICOM Modality MR for Doe^Jane is not CR, DX",
+              "PatientName": "Doe^Jane"}
+    px = np.tile(np.arange(64, dtype=np.uint8), (48, 1))
+    path = write_report(result, px, np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64), card,
+                        tmp_path / "r.pdf", identifying=["Doe^Jane", "Doe", "Jane"])
+    text = pdf_text(path.read_bytes())
+    assert "OUT OF DISTRIBUTION" in text and "not a finding" in text
+    assert "Decision threshold: 0.350" in text and "0.800" in text
+    assert "Adult frontal chest radiographs" in text and "CR, DX / CHEST" in text and "children" in text
+    assert "Doe" not in text and "Jane" not in text and "12345" not in text and "secret" not in text
+    assert [p.name for p in tmp_path.iterdir()] == ["r.pdf"]
+
+
+def test_without_gate_heatmap_or_threshold_and_with_non_latin_names(tmp_path):
+    card = {"name": "demo", "class_names": ["Ödem", "肺炎", "other"], "created": "2026-01-01T00:00:00+00:00"}
+    result = {"file": "x.png", "label": "other", "probabilities": {"Ödem": 0.1, "肺炎": 0.2, "other": 0.7},
+              "ood": None}
+    text = pdf_text(report_bytes(result, np.zeros((20, 30, 3), np.uint8), None, card))
+    assert "Ödem" in text and "argmax" in text and "not checked" in text and "No heat map" in text
+    assert "Intended use" in text and NOTICE in text
+
+
+def test_cli_predict_report(trained_run, sample_images, tmp_path, capsys):
+    from medclf_core.cli.commands import main
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"x")
+    out = tmp_path / "reports"
+    rc = main(["predict", str(trained_run), str(sample_images[0]), str(bad), "--report", str(out), "--json"])
+    assert rc == 2  # a rejected file still gives exit status 2; the readable one got its report
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pdfs = sorted(out.glob("*.pdf"))
+    assert len(pdfs) == 1 and results[0]["report"] == str(pdfs[0]) and "report" not in results[1]
+    assert pdfs[0].read_bytes().startswith(b"%PDF")
+
+
+def test_report_file_name_is_de_identified():
+    name = report_file_name("/ward 3/Doe_Jane_MRN-12345_chest.dcm", ["Doe", "Jane"], prefix="007_")
+    assert name.startswith("007_") and name.endswith("_chest_report.pdf")
+    assert not any(s in name for s in ("Doe", "Jane", "12345", "ward", "/", "[", " "))
+    assert report_file_name("x-ray 1.png") == "x-ray-1_report.pdf"
+
+
+def test_a_model_without_heat_map_still_gets_its_report(predictor, sample_images, tmp_path, monkeypatch):
+    from medclf_core.explain import cams as explain
+
+    def no_cam(*a, **k):
+        raise ValueError("no spatial layer")
+
+    monkeypatch.setattr(explain, "heatmaps", no_cam)
+    results = predictor.predict_files([sample_images[0]])
+    written = write_reports(predictor, results, tmp_path)
+    assert len(written) == 1 and "No heat map" in pdf_text(written[0].read_bytes())

@@ -1,0 +1,77 @@
+"""Plotly figures for the app."""
+
+import numpy as np
+import pytest
+
+from medclf_core.reports import plots
+
+
+def test_probability_bars_highlight_and_threshold():
+    fig = plots.probability_bars({"NORMAL": 0.3, "PNEUMONIA": 0.7}, threshold=0.42, positive="PNEUMONIA")
+    bar = fig.data[0]
+    assert list(bar.y) == ["NORMAL", "PNEUMONIA"] and list(bar.x) == pytest.approx([30, 70])
+    assert bar.marker.color[1] == plots.HIGHLIGHT and bar.marker.color[0] == plots.MUTED
+    assert fig.layout.shapes[0].x0 == pytest.approx(42)
+    fig = plots.probability_bars({"a": 0.2, "b": 0.5, "c": 0.3}, label="c")
+    assert fig.data[0].marker.color[2] == plots.HIGHLIGHT and not fig.layout.shapes
+
+
+def test_training_curves_single_and_overlaid():
+    h = [{"epoch": 0, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55},
+         {"epoch": 1, "loss": 0.6, "accuracy": 0.7, "val_loss": float("nan"), "val_accuracy": 0.6}]
+    fig = plots.training_curves(h)
+    assert {t.name for t in fig.data} == {"train", "val"} and len(fig.data) == 4
+    loss_val = [t for t in fig.data if t.name == "val" and t.yaxis == "y2"][0]
+    assert list(loss_val.x) == [1]  # NaN dropped, epochs shown from 1
+    fig = plots.training_curves({"a": h, "b": h[:1]})
+    assert {t.name for t in fig.data} == {"a train", "a val", "b train", "b val"}
+    assert len(plots.training_curves([]).data) == 0
+
+
+def test_confusion_matrix_counts_and_normalised():
+    cm = [[3, 1], [0, 0]]
+    fig = plots.confusion_matrix_figure(cm, ["x", "y"])
+    assert np.array(fig.data[0].z).tolist() == cm
+    fig = plots.confusion_matrix_figure(cm, ["x", "y"], normalised=True)
+    assert np.array(fig.data[0].z).tolist() == [[0.75, 0.25], [0.0, 0.0]]
+    assert "75%" in fig.data[0].text[0][0]
+
+
+def test_roc_figure_with_operating_point():
+    roc = {"PNEUMONIA": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1], "thresholds": [1, 0.5, 0]}}
+    fig = plots.roc_figure(roc, auc=0.8, operating_point=(0.5, 0.8))
+    assert "AUC 0.800" in fig.layout.title.text
+    assert [t.name for t in fig.data] == ["chance", "PNEUMONIA (AUC 0.800)", "threshold"]
+
+
+def test_metrics_table_rows():
+    rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 10, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
+    assert rows[0] == {"metric": "Accuracy", "value": "0.800", "95% interval": "0.700 - 0.900"}
+    assert rows[1]["95% interval"] == "" and rows[-1]["value"] == "10"
+
+
+def test_reliability_figure_bins_and_ece_in_title():
+    p = np.array([[0.9, 0.1]] * 10 + [[0.4, 0.6]] * 10)
+    y = np.array([0] * 5 + [1] * 5 + [1] * 10)
+    fig = plots.reliability_figure(y, p, n_bins=10)
+    acc = [t for t in fig.data if t.name == "accuracy"][0]
+    assert list(acc.y) == pytest.approx([1.0, 0.5])  # the 0.6 bin: all right; the 0.9 bin: half
+    share = [t for t in fig.data if t.name == "share of images"][0]
+    assert sum(share.y) == pytest.approx(1.0)
+    assert "ECE 0.400" in fig.layout.title.text  # both bins are 0.4 off the diagonal
+
+
+def test_the_legend_sits_below_the_plot_with_room_for_every_run():
+    """Issue 16: comparing several runs must not cut the legend off or push it into the axis title."""
+    h = [{"epoch": 0, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55}]
+    one = plots.training_curves(h, height=400)
+    many = plots.training_curves({f"chest-xray-run-{k}": h for k in range(6)}, height=400)
+    for fig in (one, many):
+        legend, margin = fig.layout.legend, fig.layout.margin
+        assert legend.yref == "container" and legend.y == 0 and legend.yanchor == "bottom"
+        assert margin.b >= 60 + plots.LEGEND_ROW_PX  # the axis title and at least one legend row
+    extra_rows = (many.layout.margin.b - one.layout.margin.b) / plots.LEGEND_ROW_PX
+    assert extra_rows >= 2  # 12 entries of ~27 characters do not fit on one row
+    assert many.layout.height - one.layout.height == many.layout.margin.b - one.layout.margin.b  # the plot keeps its size
+    rel = plots.reliability_figure([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]), height=380)
+    assert rel.layout.legend.yref == "container" and rel.layout.height > 380

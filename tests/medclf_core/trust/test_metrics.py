@@ -1,0 +1,102 @@
+"""medclf_core.trust.metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medclf_core.trust.metrics import choose_threshold, decide, evaluate_probabilities, positive_class_index
+
+CLASSES = ["NORMAL", "PNEUMONIA"]
+
+
+def _binary(scores):
+    s = np.asarray(scores, dtype=float)
+    return np.stack([1 - s, s], axis=1)
+
+
+def test_binary_hand_computed():
+    y = [0, 0, 0, 1, 1, 1, 1]
+    p = _binary([0.1, 0.6, 0.3, 0.8, 0.4, 0.9, 0.7])
+    r = evaluate_probabilities(y, p, CLASSES, threshold=0.5, bootstrap=0)
+    # predicted: 0 1 0 1 0 1 1 -> TN=2 FP=1 FN=1 TP=3
+    assert r["confusion_matrix"] == [[2, 1], [1, 3]]
+    assert r["accuracy"] == pytest.approx(5 / 7)
+    assert r["sensitivity"] == pytest.approx(3 / 4) and r["specificity"] == pytest.approx(2 / 3)
+    assert r["per_class"]["PNEUMONIA"] == pytest.approx({"precision": 3 / 4, "recall": 3 / 4, "f1": 3 / 4, "support": 4})
+    assert r["per_class"]["NORMAL"]["precision"] == pytest.approx(2 / 3)
+    assert r["macro_f1"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    # AUC by counting pairs: positives {.8,.4,.9,.7} vs negatives {.1,.6,.3}: 11 of 12 pairs ordered (.4 < .6 is the one miss)
+    assert r["auc"] == pytest.approx(11 / 12)
+    assert r["positive_class"] == "PNEUMONIA"
+
+
+def test_threshold_changes_decision():
+    y = [0, 1]
+    p = _binary([0.3, 0.35])
+    assert evaluate_probabilities(y, p, CLASSES, threshold=0.5, bootstrap=0)["accuracy"] == 0.5
+    assert evaluate_probabilities(y, p, CLASSES, threshold=0.32, bootstrap=0)["accuracy"] == 1.0
+
+
+def test_multiclass_hand_computed():
+    y = [0, 1, 2, 2]
+    p = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .6, .3], [.1, .2, .7]])
+    r = evaluate_probabilities(y, p, ["CT", "MRI", "XRAY"], bootstrap=0)
+    assert r["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert r["threshold"] is None and "sensitivity" not in r
+    assert r["per_class"]["MRI"]["precision"] == pytest.approx(0.5)
+    assert r["per_class"]["XRAY"]["recall"] == pytest.approx(0.5)
+    assert 0 < r["auc"] <= 1 and set(r["roc"]) == {"CT", "MRI", "XRAY"}
+
+
+def test_youden_threshold_separates_separable_data():
+    y = np.array([0] * 5 + [1] * 5)
+    p = _binary([.1, .2, .25, .3, .45, .5, .7, .8, .85, .9])
+    t = choose_threshold(y, p, positive=1)
+    assert 0.45 < t <= 0.5
+    assert evaluate_probabilities(y, p, CLASSES, threshold=t, bootstrap=0)["accuracy"] == 1.0
+
+
+def test_sensitivity_target_threshold():
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    p = _binary([.1, .5, .6, .2, .7, .8, .9])
+    t = choose_threshold(y, p, positive=1, method="sensitivity", target_sensitivity=1.0)
+    assert t == pytest.approx(0.2)
+    assert decide(p, t, 1)[y == 1].all()
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = _binary(np.clip(y * 0.6 + rng.normal(0.2, 0.25, 200), 0, 1))
+    r = evaluate_probabilities(y, p, CLASSES, bootstrap=300)
+    lo, hi = r["ci95"]["accuracy"]
+    assert lo < r["accuracy"] < hi and hi - lo < 0.2
+    lo, hi = r["ci95"]["auc"]
+    assert lo < r["auc"] < hi
+
+
+@pytest.mark.parametrize("names,expected", [(["NORMAL", "PNEUMONIA"], 1), (["no", "yes"], 1), (["tumour", "normal"], 0),
+                                            (["cat", "dog"], 1), (["a", "b", "c"], None)])
+def test_positive_class(names, expected):
+    assert positive_class_index(names) == expected
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        evaluate_probabilities([0, 1], np.ones((3, 2)) / 2, CLASSES)
+
+
+def test_sensitivity_specificity_and_matrix_move_with_the_threshold():
+    """Moved from plots.threshold_metrics (issue 16): the Evaluate page's slider reads evaluate_probabilities."""
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    probs = np.stack([1 - p1, p1], axis=1)
+    at_half = evaluate_probabilities(y, probs, ["NORMAL", "PNEUMONIA"], threshold=0.5, positive=1, bootstrap=0)
+    assert at_half["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert at_half["sensitivity"] == 0.5 and at_half["specificity"] == 0.5
+    low = evaluate_probabilities(y, probs, ["NORMAL", "PNEUMONIA"], threshold=0.3, positive=1, bootstrap=0)
+    assert low["sensitivity"] == 1.0 and low["specificity"] == 0.5
+    assert decide(probs, 0.3, 1).tolist() == [0, 1, 1, 1]
+    multi = evaluate_probabilities([0, 1, 2], np.eye(3), ["a", "b", "c"], bootstrap=0)
+    assert multi["accuracy"] == 1.0 and multi.get("sensitivity") is None
