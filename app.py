@@ -1,28 +1,35 @@
-"""medclf: the clinician app. Run with `streamlit run app.py` (or scripts/app.sh).
+"""medclf: the clinician app's server. Run with `streamlit run app.py` (or scripts/app.sh), from any folder.
 
-Pages live in pages/; this file sets the page config, the navigation, the shared
-model picker, and the research-use notice.
+`streamlit run` finds ``app`` below (an ``st.App``) and serves streamlit_app.py, the script each browser
+session runs (navigation, model picker, notice, pages). As the server starts, before any browser connects,
+it loads and warms the default model in a background thread (``app_ui.start_warming_default_model``), into
+the same cache the pages read: the first upload finds the model ready instead of waiting for it.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The app's own checkout holds the bundled models and samples: served from any working directory, unless the
+# environment names other folders (medclf_core's own default is ./models and ./samples in the working directory).
+_CHECKOUT = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("MEDCLF_MODELS_DIR", os.path.join(_CHECKOUT, "models"))
+os.environ.setdefault("MEDCLF_SAMPLES_DIR", os.path.join(_CHECKOUT, "samples"))
+
+from contextlib import asynccontextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
 import app_ui  # noqa: E402
 
-st.set_page_config(page_title="medclf: medical image classification", page_icon=":material/radiology:",
-                   layout="wide", menu_items={"About": "medclf research demo. " + app_ui.NOTICE})
+SCRIPT = Path(_CHECKOUT) / "streamlit_app.py"
 
-pages = [
-    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
-]
-page = st.navigation(pages)
-app_ui.start_page()  # after st.navigation (which ends Streamlit's pages/-folder mode), before anything else
-app_ui.sidebar_model_picker()
-app_ui.research_notice()
-page.run()
+
+@asynccontextmanager
+async def warm_default_model_at_start(_app):
+    """The server's lifespan: start warming the default model, serve, and nothing to undo at shutdown."""
+    app_ui.start_warming_default_model()
+    yield
+
+
+app = st.App(SCRIPT, lifespan=warm_default_model_at_start)

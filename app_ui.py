@@ -1,13 +1,13 @@
-"""Streamlit helpers shared by app.py and the pages: the model picker, cached models, notices.
+"""Streamlit helpers shared by streamlit_app.py and the pages: the model picker, cached models, notices.
 
 UI only: everything that computes is in medclf_core.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import streamlit as st
 
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.registry.store import MODEL_FILE, default_models_dir, scan_registry
+from medclf_core.server import memory, streamlit_compat
 
 REPO = Path(__file__).resolve().parent
 SAMPLES = REPO / "samples"
@@ -84,7 +85,7 @@ def research_notice() -> None:
 
 
 def sidebar_model_picker() -> str | None:
-    """The shared model picker (drawn by app.py on every page); the choice lives in session_state."""
+    """The shared model picker (drawn by streamlit_app.py on every page); the choice lives in session_state."""
     all_runs, unreadable = registry()
     with st.sidebar:
         if unreadable:
@@ -147,11 +148,10 @@ def _load(run_dir: str, stamp: str):
     The warm-up (one dummy prediction, heat map and faithfulness check) traces the model's
     graphs here, under the loading message, instead of during the first real upload."""
     from medclf_core.inference.predictor import Predictor
-    from medclf_core.server.memory import freeze_long_lived
 
     predictor = Predictor.from_run(run_dir)
     predictor.warm_up()
-    freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
+    memory.freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
     return predictor, threading.Lock()
 
 
@@ -171,10 +171,32 @@ def forget_models() -> None:
     _load.clear()
 
 
-def fmt(v, pct: bool = False) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.1%}" if pct else f"{v:.3f}"
+_warming: threading.Thread | None = None
+_warming_lock = threading.Lock()
+
+
+def start_warming_default_model() -> threading.Thread:
+    """Load and warm the default model (:func:`default_model_name`) in a background thread, once per process,
+    through the pages' own cache (:func:`load_predictor`'s key): app.py calls it as the server starts, so the
+    first page view finds the model loaded or loading (a page that asks meanwhile waits for the same load)."""
+    global _warming
+    with _warming_lock:
+        if _warming is None:
+            _warming = threading.Thread(target=_warm_default_model, name="medclf-warm-default-model", daemon=True)
+            _warming.start()
+    return _warming
+
+
+def _warm_default_model() -> None:
+    all_runs = runs()
+    name = default_model_name(all_runs)
+    card = next((r for r in all_runs if r["name"] == name), None)
+    if card is None:
+        return
+    try:
+        _load(card["run_dir"], _stamp(card["run_dir"]))
+    except Exception:  # noqa: BLE001 - the page that needs the model shows why it cannot load
+        logging.getLogger(__name__).warning("The default model %s could not be warmed up", name, exc_info=True)
 
 
 def _secrets() -> dict:
@@ -186,61 +208,20 @@ def _secrets() -> dict:
 
 
 def start_page() -> None:
-    """First call of app.py and of every page: the models' compiled state kept between runs, memory released
-    when the session ends, then the password."""
-    keep_compiled_models()
+    """First call of streamlit_app.py and of every page: the models' compiled state kept between runs,
+    memory released when the session ends, then the password."""
+    streamlit_compat.keep_keras_between_runs()
     release_on_disconnect()
     password_gate()
 
 
-def keep_compiled_models() -> None:
-    """Stop Streamlit from clearing Keras after every script run (once per process).
-
-    After each run Streamlit calls ``keras.backend.clear_session()`` (``_clean_problem_modules`` in
-    ``streamlit.runtime.scriptrunner.script_runner``), which empties TensorFlow's kernel cache and runs a
-    full garbage collection. The models here live on in ``st.cache_resource``, so the next run then
-    re-optimises every graph it calls: 0.3 s for the forward pass and again for the heat map on 2 CPU
-    cores, more for an ensemble (``bench/app_latency.py``). The app never builds models in its own process
-    (training runs in a subprocess), so there is nothing for that clear to free. Streamlit's other
-    clean-up, closing matplotlib figures, is kept. This replaces a private Streamlit function: where it is
-    missing (another Streamlit version) nothing is changed.
-    """
-    from streamlit.runtime.scriptrunner import script_runner
-
-    original = getattr(script_runner, "_clean_problem_modules", None)
-    if original is None or getattr(original, "keeps_keras", False):
-        return
-
-    def clean_problem_modules_but_keras() -> None:
-        plt = sys.modules.get("matplotlib.pyplot")
-        if plt is not None:
-            try:
-                plt.close("all")
-            except Exception:  # noqa: BLE001, S110 - as Streamlit does: a clean-up never fails a run
-                pass
-
-    clean_problem_modules_but_keras.keeps_keras = True
-    script_runner._clean_problem_modules = clean_problem_modules_but_keras
-
-
 def release_on_disconnect() -> None:
-    """Mark this browser session as not resumable, so that when its tab closes Streamlit shuts it down at
-    once and frees its state, uploads and images, instead of keeping them for a reconnect that a stored
-    session never gets cleaned up after (medclf_core.server.memory); and start the process's malloc trimmer.
-    A dropped connection then starts a new session (the uploads are asked for again)."""
+    """Once per browser session: end the session as soon as its tab closes, so Streamlit frees its state,
+    uploads and images (:func:`medclf_core.server.streamlit_compat.end_session_when_tab_closes`), and start
+    the process's malloc trimmer (:mod:`medclf_core.server.memory`)."""
     if st.session_state.get("_medclf_release"):
         return
-    from medclf_core.server import memory
-
-    try:
-        from streamlit.runtime import Runtime
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        ctx = get_script_run_ctx()
-        if ctx is not None and Runtime.exists():
-            Runtime.instance().mark_session_nonresumable(ctx.session_id)
-    except Exception:  # noqa: BLE001 - an older or test runtime: the session is kept as Streamlit decides
-        pass
+    streamlit_compat.end_session_when_tab_closes()
     memory.start_trimmer()
     st.session_state["_medclf_release"] = True
 
@@ -248,7 +229,7 @@ def release_on_disconnect() -> None:
 def password_gate() -> None:
     """Ask for the access password before anything else (medclf_core.server.access); nothing when none is set.
 
-    Called (through :func:`start_page`) by app.py and at the top of every page, so no way to a page
+    Called (through :func:`start_page`) by streamlit_app.py and at the top of every page, so no way to a page
     skips it. The session stays unlocked until the password is changed on the server.
     """
     from medclf_core.server.access import configured_password, password_matches

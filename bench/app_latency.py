@@ -2,14 +2,16 @@
 
 One run measures, for the bundled models:
 
-- **in process**: decode + :meth:`Predictor.analyse_images` + :meth:`Predictor.explain` (Grad-CAM, no
+- **in process**: decode + :meth:`Predictor.predict` + :meth:`Predictor.explain` (Grad-CAM, no
   faithfulness) of one image, after the Predictor's warm-up: the floor the page cannot beat; and
   ``explain`` alone per method, the floor of a map-only change;
-- **cold start**: ``streamlit run app.py`` started -> the file input usable in the browser, and -> the
-  model loaded and warmed up (the page's "Upload an image" prompt), with whether a loading message was
-  on screen while it loaded;
-- **first upload** after start (model ready, nothing cached) and **warm uploads** (a fresh browser
-  session per image, so nothing of that image is cached): file set -> the heat-map overlay rendered;
+- **cold start**: ``streamlit run app.py`` started -> the file input usable in the browser;
+- **early upload**: an image chosen one second after the file input appeared (as an impatient user
+  would) -> its heat-map overlay rendered, with whether a loading message was on screen when it was
+  chosen, and the time from the server's start to that overlay (the server loads and warms the default
+  model as it starts: app.py);
+- **first upload** in a fresh session after that (model ready, nothing of the image cached) and **warm
+  uploads** (a fresh browser session per image): file set -> the heat-map overlay rendered;
 - **map-only changes** on the shown image: CAM method (twice), target class (twice) and opacity (three
   times) -> the new overlay, each a map not computed before;
 - **brain model**: in a fresh session per image, the sidebar switched to ``brain-mri-tumour`` (not
@@ -73,7 +75,7 @@ def _warmed_predictor(model: str):
         from medclf_core.io.images import load_image
 
         pixels = load_image(CHEST[0].read_bytes()).pixels
-        predictor.analyse_images([pixels])
+        predictor.predict([pixels])
         predictor.explain([pixels], "gradcam")
     return predictor
 
@@ -88,14 +90,14 @@ def _median_seconds(work, repeats: int) -> float:
 
 
 def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, float]:
-    """Median seconds per file of decode + analyse_images + explain (Grad-CAM), after the Predictor's warm-up."""
+    """Median seconds per file of decode + predict + explain (Grad-CAM), after the Predictor's warm-up."""
     from medclf_core.io.images import load_image
 
     predictor = _warmed_predictor(model)
 
     def work(f: Path) -> None:
         img = load_image(f.read_bytes()).pixels
-        predictor.analyse_images([img])
+        predictor.predict([img])
         predictor.explain([img], "gradcam")
 
     return {f.name: _median_seconds(lambda f=f: work(f), repeats) for f in files}
@@ -175,6 +177,16 @@ def upload(page, path: Path, caption: str) -> float:
     return wait_overlay(page, previous, caption)
 
 
+def early_upload(page, app, image: Path, after_s: float = 1.0) -> dict:
+    """``image`` chosen ``after_s`` seconds after the file input appeared (it has just appeared) -> its overlay:
+    whether the model was still loading then, the seconds on the page's clock, and since the server's start."""
+    page.wait_for_timeout(after_s * 1000)
+    loading = page.get_by_text("Loading the model").count() > 0
+    seconds = upload(page, image, "Grad-CAM for")
+    return {"early_upload_loading_message": loading, "early_upload_s": seconds,
+            "early_upload_overlay_since_start_s": time.perf_counter() - app.t0}
+
+
 def choose(page, label: str, option: str, exact: bool = True) -> None:
     """Pick ``option`` in the Streamlit selectbox labelled ``label`` (the click on the option is the
     action :func:`wait_overlay` times from; opening the list is not counted)."""
@@ -214,6 +226,24 @@ def map_changes(page, classes: tuple[str, str]) -> dict[str, list[tuple[str, flo
     return out
 
 
+def brain_uploads(page, url: str, brains: list[Path], inproc: dict) -> dict:
+    """Each brain MRI uploaded in a new session (nothing cached) with the brain model chosen in it."""
+    times = []
+    for brain in brains:
+        fresh_session(page, url)
+        choose(page, "Model", "brain-mri-tumour", exact=False)
+        page.get_by_text("Model brain-mri-tumour").first.wait_for(timeout=300_000)
+        page.get_by_text("Upload an image or click a sample").wait_for(timeout=300_000)
+        wait_idle(page)
+        times.append((brain.name, upload(page, brain, "Grad-CAM for")))
+        wait_idle(page, last=RESULT_END)
+    if not times:
+        return {"brain_upload_s": None}
+    return {"brain_upload_s": [round(t, 3) for _, t in times],
+            "brain_upload_median_s": statistics.median(t for _, t in times),
+            "brain_upload_ratio": statistics.median(t / inproc["brain"][n] for n, t in times)}
+
+
 def browser(args, inproc: dict) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -232,15 +262,10 @@ def browser(args, inproc: dict) -> dict:
             page.locator("[data-testid='stFileUploader'] input[type='file']").wait_for(state="attached",
                                                                                       timeout=180_000)
             res["cold_file_input_s"] = time.perf_counter() - app.t0
-            try:  # Streamlit shows a cached function's spinner after a short delay
-                page.get_by_text("Loading the model").first.wait_for(timeout=5_000)
-                res["loading_message_shown"] = True
-            except Exception:  # noqa: BLE001 - playwright's TimeoutError
-                res["loading_message_shown"] = False
-            page.get_by_text("Upload an image or click a sample").wait_for(timeout=180_000)
-            res["cold_model_ready_s"] = time.perf_counter() - app.t0
-            wait_idle(page)
             first = CHEST[3]
+            res.update(early_upload(page, app, first))
+            wait_idle(page, last=RESULT_END)
+            fresh_session(page, app.url)
             res["first_upload_s"] = upload(page, first, "Grad-CAM for")
             res["first_upload_ratio"] = res["first_upload_s"] / inproc["chest"][first.name]
             wait_idle(page, last=RESULT_END)
@@ -266,22 +291,8 @@ def browser(args, inproc: dict) -> dict:
             res["warm_upload_max_s"] = max(s for _, s in warm)
             res["warm_upload_ratio"] = statistics.median(s / inproc["chest"][n] for n, s in warm)
 
-            brains = [Path(f) for f in args.brain_images if Path(f).is_file()]
-            times = []
-            for brain in brains:  # a new session each (nothing cached), the brain model chosen in it
-                fresh_session(page, app.url)
-                choose(page, "Model", "brain-mri-tumour", exact=False)
-                page.get_by_text("Model brain-mri-tumour").first.wait_for(timeout=300_000)
-                page.get_by_text("Upload an image or click a sample").wait_for(timeout=300_000)
-                wait_idle(page)
-                times.append((brain.name, upload(page, brain, "Grad-CAM for")))
-                wait_idle(page, last=RESULT_END)
-            if times:
-                res["brain_upload_s"] = [round(t, 3) for _, t in times]
-                res["brain_upload_median_s"] = statistics.median(t for _, t in times)
-                res["brain_upload_ratio"] = statistics.median(t / inproc["brain"][n] for n, t in times)
-            else:
-                res["brain_upload_s"] = None
+            res.update(brain_uploads(page, app.url, [Path(f) for f in args.brain_images if Path(f).is_file()],
+                                     inproc))
             b.close()
     finally:
         app.stop()

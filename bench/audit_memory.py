@@ -61,7 +61,8 @@ def run_case(zip_path: str) -> dict:
     import resource
     import time
 
-    from medclf_core.data.dataset import audit_dataset, open_dataset
+    from medclf_core.data.audit import audit_dataset
+    from medclf_core.data.scan import open_dataset
 
     start = time.perf_counter()
     with open_dataset(zip_path) as index:

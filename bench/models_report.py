@@ -73,7 +73,8 @@ def main() -> int:
               f"{fmt(m, 'auc')} | {fmt(m, 'sensitivity')} | {fmt(m, 'specificity')} | {fmt(v, 'accuracy')} | "
               f"{size:.1f} MB | {SEED_FIGURES.get(c['name'], '-')} |")
     for spec in args.evaluate:
-        from medclf_core.inference.predictor import Predictor, evaluate_folder
+        from medclf_core.inference.folder import evaluate_folder
+        from medclf_core.inference.predictor import Predictor
 
         name, data = spec.split("=", 1)
         r = evaluate_folder(Predictor.from_run(name, args.models_dir), data)
@@ -90,7 +91,8 @@ def external_modality_check(models_dir: str, shared: Path, name: str = "imaging-
     """imaging-modality on images from sources outside its training data, by modality."""
     import tempfile
 
-    from medclf_core.inference.predictor import Predictor, evaluate_folder
+    from medclf_core.inference.folder import evaluate_folder
+    from medclf_core.inference.predictor import Predictor
 
     sources = {"MRI": [*sorted((shared / "brain_tumor_mri").glob("*/*")), *sorted((shared / "dicom_samples" / "MR").glob("*"))],
                "CT": sorted((shared / "dicom_samples" / "CT").glob("*")),
@@ -145,7 +147,8 @@ def overlay_probe(models_dir: str, shared: Path, name: str = "imaging-modality")
     from medclf_core.trust.metrics import evaluate_probabilities
     from medclf_core.io.images import load_image
     from medclf_core.inference.predictor import Predictor
-    from medclf_core.registry.store import EVALUATION_FILE, read_json, resolve_run
+    from medclf_core.io.atomic import read_json
+    from medclf_core.registry.store import EVALUATION_FILE, resolve_run
 
     rows = read_json(resolve_run(name, models_dir), EVALUATION_FILE, {}).get("predictions") or []
     root = shared / "modality"

@@ -66,7 +66,8 @@ def flagged(predictor, files: list[Path]) -> tuple[int, int, int]:
 def main() -> None:
     import tempfile
 
-    from medclf_core.inference.predictor import Predictor, evaluate_folder
+    from medclf_core.inference.folder import evaluate_folder
+    from medclf_core.inference.predictor import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=200, help="images per set (evenly spaced); 0: all")

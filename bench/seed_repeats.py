@@ -28,7 +28,8 @@ def main() -> int:
     import numpy as np
 
     from medclf_core.trust.metrics import decide, evaluate_probabilities
-    from medclf_core.registry.store import read_json
+    from medclf_core.io.atomic import read_json
+    from medclf_core.registry.card import positive_class_index
     from medclf_core.training import TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +63,7 @@ def main() -> int:
         probs = np.array([p["probabilities"] for p in ev["predictions"]])
         pooled_y.append(y)
         pooled_p.append(probs)
-        positive = classes.index(card["positive_class"]) if card.get("positive_class") else None
+        positive = positive_class_index(classes, card.get("positive_class"))
         pooled_hit.append(decide(probs, card.get("threshold"), positive) == y)
         print(json.dumps(rows[-1]), flush=True)
 

@@ -24,7 +24,8 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def main() -> None:
-    from medclf_core.inference.predictor import Predictor, evaluate_folder
+    from medclf_core.inference.folder import evaluate_folder
+    from medclf_core.inference.predictor import Predictor
     from medclf_core.training import TrainConfig, train
 
     combined = REPO / "build" / "brain_mri_combined"

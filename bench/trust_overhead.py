@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 
 def measure(run: Path, n: int, repeats: int) -> str:
-    from medclf_core.trust import verdict as trust
+    from medclf_core.trust.features import features_and_probabilities
     from medclf_core.inference.predictor import Predictor
     from medclf_core.trust.ood import fit_gate
 
@@ -39,7 +39,7 @@ def measure(run: Path, n: int, repeats: int) -> str:
         plain = Predictor.from_run(dst)
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (n, plain.image_size, plain.image_size, plain.channels), dtype=np.uint8)
-        feats, _ = trust.features_and_probabilities(plain.model, x)
+        feats, _ = features_and_probabilities(plain.model, x)
         train = np.concatenate([feats] * 8) + rng.normal(0, 0.1, (8 * n, feats.shape[1]))
         fit_gate(train, rng.integers(0, len(plain.class_names), len(train)), feats).save(dst)
         gated = Predictor.from_run(dst)

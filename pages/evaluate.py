@@ -14,16 +14,20 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core.explain import cams as explain
-from medclf_core.reports import plots
-from medclf_core.trust import verdict as trust
 from medclf_core.data import uploads
-from medclf_core.server.access import resolve_data_path
 from medclf_core.errors import MedclfError
-from medclf_core.trust.metrics import decide, evaluate_probabilities
+from medclf_core.explain.faithfulness import format_faithfulness
+from medclf_core.formatting import number, percent
+from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
+from medclf_core.inference.results import result_key
+from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
-from medclf_core.inference.predictor import predict_folder
-from medclf_core.registry.store import read_json, stored_test_predictions
+from medclf_core.registry.card import positive_class_index
+from medclf_core.registry.store import stored_test_predictions
+from medclf_core.reports import plots
+from medclf_core.server.access import resolve_data_path
+from medclf_core.trust.calibration import stored_probabilities, temperature_of
+from medclf_core.trust.metrics import decide, evaluate_probabilities
 
 MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",
@@ -41,7 +45,8 @@ kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", fo
 
 
 def _evaluate(predictor, lock, folder, split) -> dict:
-    """predict_folder with a progress bar by image count (reading and decoding is most of the time)."""
+    """evaluate_folder (its predictions kept for the charts) with a progress bar by image count (reading
+    and decoding is most of the time)."""
     bar = st.progress(0.0, text="Finding the images ...")
 
     def progress(done: int, total: int) -> None:
@@ -50,11 +55,11 @@ def _evaluate(predictor, lock, folder, split) -> dict:
 
     try:
         with lock:
-            out = predict_folder(predictor, folder, split, progress=progress)
+            out = evaluate_folder(predictor, folder, split, progress=progress, with_predictions=True)
     except BaseException:
         bar.empty()
         raise
-    total = len(out["files"]) + len(out["skipped"])
+    total = len(out["predictions"]["files"]) + len(out["skipped"])
     bar.progress(1.0, text=f"{total} of {total} images read and classified.")
     return out
 
@@ -78,13 +83,13 @@ def _stage(mode: str, zip_file, by_class: dict):
     return staged
 
 
-data = None
+data = evaluated = None  # the predictions drawn below; the metrics when evaluate_folder made them
 if kind == "own":
     data = stored_test_predictions(card, read_json(card["run_dir"], "evaluation.json"))
     if data is None:
         st.info("This model has no stored test-split predictions; evaluate it on a dataset folder instead.")
         st.stop()
-    data = {**data, "probs": trust.stored_probabilities(card, data["probs"])}  # calibrated like every prediction
+    data = {**data, "probs": stored_probabilities(card, data["probs"])}  # calibrated like every prediction
     n, found = len(data["y_true"]), data["n_found"]
     st.caption(f"{n} images of the {data['split']} split that training held out "
                f"(dataset {app_ui.md_escape(data['dataset'])}).")
@@ -103,7 +108,7 @@ else:
         split = c2.selectbox("Split", list(SPLITS), format_func=SPLITS.get, key="eval_split")
         c3.write("")
         go = c3.button("Evaluate", type="primary", key="eval_go")
-        key = (card["run_dir"], card.get("created"), "folder", folder.strip(), split)
+        key = result_key(card, "folder", folder.strip(), split)
         if go and not folder.strip():
             st.warning("Type the path of a dataset folder or zip first.")
             go = False
@@ -129,7 +134,7 @@ else:
                     f"Images of class {c}", type=IMAGE_TYPES, accept_multiple_files=True, key=f"eval_images_{i}") or []
             files = [(c, f) for c, fs in by_class.items() for f in fs]
         go = st.button("Evaluate", type="primary", key="eval_go", disabled=not files)
-        key = (card["run_dir"], card.get("created"), "upload", mode, _upload_key(files) if files else "", split)
+        key = result_key(card, "upload", mode, _upload_key(files) if files else "", split)
         run = (lambda: _stage(mode, zip_file, by_class).root) if go else None
     if go:
         store.clear()
@@ -143,11 +148,12 @@ else:
             st.error(f"This dataset cannot be evaluated: {app_ui.md_escape(exc)}")
         except Exception as exc:  # noqa: BLE001
             st.error(f"This dataset cannot be evaluated ({type(exc).__name__}).")
-    data = store.get(key)
-    if data is None:
+    evaluated = store.get(key)
+    if evaluated is None:
         st.info("Choose a folder and press **Evaluate**." if kind == "folder" else
                 "Upload a zip or images and press **Evaluate**.")
         st.stop()
+    data = evaluated["predictions"]
     staged = st.session_state.get("_eval_staged")
     if kind == "upload" and staged is not None and staged.skipped:
         with st.expander(f"{len(staged.skipped)} member(s) of the zip were not extracted"):
@@ -159,17 +165,19 @@ else:
 class_names = data["class_names"]
 y_true, probs = data["y_true"], data["probs"]
 threshold = card.get("threshold")
-positive = class_names.index(card["positive_class"]) if card.get("positive_class") in class_names else None
+positive = positive_class_index(class_names, card.get("positive_class"))
 binary = len(class_names) == 2 and positive is not None
 
 
 @st.cache_data(show_spinner="Computing metrics and bootstrap intervals ...", max_entries=16)
-def metrics_for(y, p, names, thr, pos):
-    return evaluate_probabilities(np.asarray(y), np.asarray(p), list(names), threshold=thr, positive=pos,
-                                  bootstrap=1000)
+def stored_metrics(y, p, names, thr, pos):
+    """evaluate_predictions of the stored test split, kept between runs (the bootstrap takes seconds)."""
+    return evaluate_predictions({"y_true": np.asarray(y), "probs": np.asarray(p), "class_names": list(names)},
+                                threshold=thr, positive=pos, bootstrap=1000)
 
 
-m = metrics_for(tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
+m = evaluated if evaluated is not None else stored_metrics(
+    tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
 left, right = st.columns(2)
@@ -181,20 +189,12 @@ with right:
     st.dataframe(pd.DataFrame(m["per_class"]).T.round(3), width="stretch")
 
 
-@st.cache_data(show_spinner="Computing the metrics without the flagged images ...", max_entries=16)
-def ood_for(y, p, flags, names, thr, pos):
-    return trust.ood_block(np.asarray(y), np.asarray(p), list(flags), list(names), threshold=thr, positive=pos,
-                           bootstrap=1000)
-
-
 st.subheader("Out-of-distribution check")
-flags = data.get("ood")
-if flags is None:
+ob = m["ood"]
+if ob is None:
     st.info("The stored test-split predictions carry no out-of-distribution flags: evaluate the model on a "
             "dataset folder to see how many images its gate flags.")
 else:
-    ob = ood_for(tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(flags), tuple(class_names),
-                 threshold, positive)
     if not ob["checked"]:
         st.info("Not checked: this model has no out-of-distribution gate (ood.npz). "
                 "`python -m medclf_core refit-trust` adds one.")
@@ -214,8 +214,8 @@ else:
 
 st.subheader("Calibration")
 ece = m.get("ece")
-temperature = trust.temperature_of(card)
-st.caption(f"Expected calibration error {app_ui.fmt(ece)} (top class, 15 bins): how far the model's confidence "
+temperature = temperature_of(card)
+st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how far the model's confidence "
            "is from its accuracy. "
            + (f"The probabilities are temperature-scaled (T = {temperature:.2f}, fitted on the validation split)."
               if temperature else "This model's probabilities are not calibrated (no temperature in its card)."))
@@ -239,9 +239,9 @@ def threshold_panel() -> None:
                   help=f"The model's operating threshold is {start:.2f}, chosen on its validation split.")
     tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Sensitivity", app_ui.fmt(tm["sensitivity"], pct=True))
-    c2.metric("Specificity", app_ui.fmt(tm["specificity"], pct=True))
-    c3.metric("Accuracy", app_ui.fmt(tm["accuracy"], pct=True))
+    c1.metric("Sensitivity", percent(tm["sensitivity"]))
+    c2.metric("Specificity", percent(tm["specificity"]))
+    c3.metric("Accuracy", percent(tm["accuracy"]))
     left, right = st.columns(2)
     left.plotly_chart(plots.confusion_matrix_figure(tm["confusion_matrix"], class_names,
                                                     title=f"Confusion matrix at threshold {t:.3f}"),
@@ -280,7 +280,7 @@ else:
     if missing and kind != "own":  # the own split says above which of its images are not on this server
         st.info(f"{len(missing)} image(s) cannot be read any more and are listed without a picture.")
     cache = st.session_state.setdefault("_eval_explained", {})
-    cam_key = (card["run_dir"], card.get("created"), data["dataset"], tuple(int(i) for i in shown))
+    cam_key = result_key(card, data["dataset"], tuple(int(i) for i in shown))
     if cam_key not in cache and any(p is not None for p in pixels):
         predictor, lock = app_ui.load_predictor(card)
         try:
@@ -295,7 +295,6 @@ else:
             st.info(f"Heat maps are not available for this model ({type(exc).__name__}).")
             cache[cam_key] = [None] * len(pixels)
     explanations = cache.get(cam_key, [None] * len(pixels))
-    heat = [None if e is None else e.heatmap for e in explanations]
     # the deletion test costs ~38 predictions per map (about 3x the maps themselves): on request only
     faith_cache = st.session_state.setdefault("_eval_faithfulness", {})
     faith_help = ("Deletion test: the most highlighted regions are blanked 10% at a time and the model re-run; the "
@@ -307,28 +306,27 @@ else:
         predictor, lock = app_ui.load_predictor(card)
         try:
             with st.spinner("Deletion test on each map ..."), lock:
-                results = predictor.faithfulness([pixels[k] for k in scored], [heat[k] for k in scored],
-                                                 [explanations[k].class_index for k in scored])
+                checked = predictor.check_faithfulness([explanations[k] for k in scored])
             faith_cache.clear()
-            faith_cache[cam_key] = dict(zip(scored, (r["faithfulness"] for r in results), strict=True))
+            faith_cache[cam_key] = dict(zip(scored, (h.faithfulness for h in checked), strict=True))
         except Exception as exc:  # noqa: BLE001
             st.info(f"The faithfulness check failed ({type(exc).__name__}).")
     faith = faith_cache.get(cam_key, {})
     scores = [f for f in faith.values() if f is not None]
     if faith:
         st.caption(f"Mean faithfulness of these {len(faith)} map(s): "
-                   + explain.format_faithfulness(float(np.mean(scores)) if scores else None)
+                   + format_faithfulness(float(np.mean(scores)) if scores else None)
                    + f" ({len(faith) - len(scores)} not testable).", help=faith_help)
     cols = st.columns(4)
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
         caption = f"{Path(data['rel'][i]).name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
         if faith.get(k) is not None:
-            caption += f"; faithfulness {explain.format_faithfulness(faith[k])}"
+            caption += f"; faithfulness {format_faithfulness(faith[k])}"
         col = cols[k % 4]
         if pixels[k] is None:
             col.markdown(app_ui.md_escape(caption))
-        elif heat[k] is not None:
-            col.image(explain.overlay(pixels[k], heat[k], 0.4), caption=caption, width="stretch")
+        elif explanations[k] is not None:
+            col.image(explanations[k].overlay(0.4), caption=caption, width="stretch")
         else:
             col.image(pixels[k], caption=caption, width="stretch")

@@ -1,6 +1,6 @@
 """Models: the registry, model cards, training curves, comparisons, download and delete.
 
-Every figure is shown with its n (:func:`medclf_core.registry.card.format_metric`); same-source figures (the
+Every figure is shown with its n (:func:`medclf_core.formatting.metric_with_n`); same-source figures (the
 run's own test split) sit beside the evaluations recorded on other data. Runs whose figures rest on
 fewer than 30 test images are marked and listed after the others. A run whose card cannot be read is
 listed with the reason and never breaks the page.
@@ -13,12 +13,14 @@ import streamlit as st
 
 import app_ui
 from medclf_core.reports import plots
-from medclf_core.registry.card import MIN_RELIABLE_N, format_metric, list_evaluations
+from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.errors import MedclfError, user_message
+from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded
 from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archive
-from medclf_core.registry.store import MODEL_FILE, delete_run, read_json
+from medclf_core.io.atomic import read_json
+from medclf_core.registry.store import MODEL_FILE, delete_run
 
-app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
+app_ui.start_page()  # here too: a page opened first on a fresh server runs without streamlit_app.py
 st.title("Models")
 all_runs, unreadable = app_ui.registry()
 
@@ -38,11 +40,6 @@ if not all_runs:
     st.stop()
 
 
-def _num(m: dict | None, key: str):
-    v = (m or {}).get(key)
-    return round(v, 3) if isinstance(v, float) else v
-
-
 def _per_member(value) -> str:
     """An ensemble's cards hold one value per member: '33 / 30 / 28'."""
     return " / ".join(str(v) for v in value) if isinstance(value, list) else str(value)
@@ -52,7 +49,7 @@ def _ensemble_text(ens: dict | None) -> str:
     if not ens:
         return "no (one model)"
     members = ens.get("member_validation") or []
-    scores = ", ".join(f"{_num(m, 'accuracy')}" for m in members)
+    scores = ", ".join(f"{rounded((m or {}).get('accuracy'))}" for m in members)
     return (f"{ens.get('members')} models (seeds {', '.join(str(s) for s in ens.get('seeds') or [])}), "
             f"{ens.get('combination')}" + (f"; members' validation accuracy {scores}" if scores else ""))
 
@@ -66,7 +63,7 @@ def _evaluations(card) -> list[dict]:
 
 def _other_source(evals: list[dict], key: str) -> str:
     """Each recorded other-source figure with its n: '0.640 (95% CI 0.57-0.70, n = 200) on hospital-b'."""
-    shown = [f"{format_metric(e['metrics'].get(key), e['ci95'].get(key), e['n'])} on {e['dataset']}"
+    shown = [f"{metric_with_n(e['metrics'].get(key), e['ci95'].get(key), e['n'])} on {e['dataset']}"
              for e in evals if e["metrics"].get(key) is not None]
     return "; ".join(shown) or "none recorded"
 
@@ -110,10 +107,10 @@ with tab_card:
     metrics = card.metrics
     st.subheader(app_ui.md_escape(name))
     c = st.columns(5)
-    c[0].metric("Accuracy", app_ui.fmt(metrics.get("accuracy"), pct=True))
-    c[1].metric("ROC-AUC", app_ui.fmt(metrics.get("auc")))
-    c[2].metric("Sensitivity", app_ui.fmt(metrics.get("sensitivity"), pct=True))
-    c[3].metric("Specificity", app_ui.fmt(metrics.get("specificity"), pct=True))
+    c[0].metric("Accuracy", percent(metrics.get("accuracy")))
+    c[1].metric("ROC-AUC", number(metrics.get("auc")))
+    c[2].metric("Sensitivity", percent(metrics.get("sensitivity")))
+    c[3].metric("Specificity", percent(metrics.get("specificity")))
     c[4].metric("Test images", card.test_n if card.test_n is not None else "n/a")
     if card.is_toy:
         st.caption(f":warning: These figures rest on "
@@ -163,7 +160,7 @@ with tab_card:
     if evals:
         st.dataframe(pd.DataFrame([{
             "dataset": e["dataset"], "date": str(e["date"])[:10], "n": e["n"],
-            **{label: format_metric(e["metrics"].get(key), e["ci95"].get(key), e["n"])
+            **{label: metric_with_n(e["metrics"].get(key), e["ci95"].get(key), e["n"])
                for label, key in (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
                                   ("specificity", "specificity"), ("ECE", "ece"))},
             "fingerprint": str(e.get("fingerprint") or "")[:12],
@@ -253,13 +250,14 @@ with tab_compare:
         rows = {}
         for n in chosen:
             r = by_name[n]
-            m = r.metrics
+            m = r.metrics or {}
             rows[n] = {"task": r.task, "architecture": r.architecture,
                        "input": " x ".join(str(v) for v in r.input_shape or []),
                        "epochs run": _per_member(r.training.get("epochs_run")),
-                       "accuracy": _num(m, "accuracy"), "balanced accuracy": _num(m, "balanced_accuracy"),
-                       "AUC": _num(m, "auc"), "macro F1": _num(m, "macro_f1"), "sensitivity": _num(m, "sensitivity"),
-                       "specificity": _num(m, "specificity"), "threshold": _num(r, "threshold"),
+                       "accuracy": rounded(m.get("accuracy")),
+                       "balanced accuracy": rounded(m.get("balanced_accuracy")), "AUC": rounded(m.get("auc")),
+                       "macro F1": rounded(m.get("macro_f1")), "sensitivity": rounded(m.get("sensitivity")),
+                       "specificity": rounded(m.get("specificity")), "threshold": rounded(r.get("threshold")),
                        "test images": r.test_n, "reliable (n >= 30)": "no" if r.is_toy else "yes",
                        "other-source accuracy": _other_source(evaluations[n], "accuracy"),
                        "created": (r.created or "")[:19]}

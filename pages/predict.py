@@ -1,23 +1,19 @@
 """Predict: upload images (or click a sample), see the class, the decision, and a heat map."""
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 import app_ui
-from medclf_core.io import deid
-from medclf_core.explain import cams as explain
-from medclf_core.reports import plots
-from medclf_core.trust import verdict as trust
-from medclf_core.registry.card import performance_rows
-from medclf_core.reports.pdf import report_bytes, report_file_name
 from medclf_core.errors import MedclfError
-from medclf_core.reports.csv_export import predictions_csv
-from medclf_core.server.memory import compact_map
+from medclf_core.inference.results import image_digest, result_key
+from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
+from medclf_core.registry.performance import performance_rows
+from medclf_core.reports import plots
+from medclf_core.reports.pdf import report_bytes, report_file_name
+from medclf_core.reports.predictions_csv import predictions_csv
 
 # every extension the core decodes, one constant (medclf_core.io.images.IMAGE_SUFFIXES)
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -59,8 +55,6 @@ with st.expander("... or try a bundled sample image", expanded=not uploads):
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
 predictor, lock = app_ui.load_predictor(card)
-model_key = (f"{card['run_dir']}|{card.get('created')}|{(card.get('ood') or {}).get('threshold')}|"
-             f"{predictor.temperature}")
 
 esc = app_ui.md_escape
 with about:
@@ -86,9 +80,19 @@ def _cache(name: str) -> dict:
     return d
 
 
+def kept(name: str, key: tuple, compute):
+    """The result under ``key`` (medclf_core.inference.results.result_key) in this session's cache
+    ``name``, computed under the model's lock the first time."""
+    cache = _cache(name)
+    if key not in cache:
+        with lock:
+            cache[key] = compute()
+    return cache[key]
+
+
 def decode(name: str, data: bytes) -> dict:
     """One entry per file: {name, sha, pixels, format, notes[, dicom, identifying]} or {name, sha, error}."""
-    sha = hashlib.sha1(data).hexdigest()
+    sha = image_digest(data)
     cache = _cache("_decoded")
     if sha not in cache:
         try:
@@ -129,20 +133,20 @@ if not good:
     st.stop()
 
 preds = _cache("_predictions")
-todo = [e for e in good if (model_key, e["sha"]) not in preds]
+todo = [e for e in good if result_key(predictor.card, e["sha"]) not in preds]
 if todo:
     with st.spinner(f"Classifying {len(todo)} image(s) ..."), lock:
         try:
             # one forward pass: probabilities (calibrated) and the out-of-distribution check; the DICOM facts
             # read above for display are the ones checked against the card's intended use
-            described = predictor.analyse_images([e["pixels"] for e in todo], dicom=[e.get("dicom") for e in todo])
+            described = predictor.predict([e["pixels"] for e in todo], dicom=[e.get("dicom") for e in todo])
         except MedclfError as exc:
             st.error(f"Prediction failed: {esc(exc)}")
             st.stop()
     for e, result in zip(todo, described, strict=True):
-        preds[(model_key, e["sha"])] = result
+        preds[result_key(predictor.card, e["sha"])] = result
 for e in good:
-    e["result"] = preds[(model_key, e["sha"])]
+    e["result"] = preds[result_key(predictor.card, e["sha"])]
 
 
 def decision_text(result: dict) -> str:
@@ -165,48 +169,20 @@ FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the 
                      "as this class, so blanking cannot test the map.")
 
 
-def heatmap_for(sha: str, pixels: np.ndarray, method: str, class_index: int):
-    """The heat map (Predictor.explain), cached per model, image, method and class."""
-    cache = _cache("_heatmaps")
-    key = (model_key, sha, method, class_index)
-    if key not in cache:
-        with lock:
-            cache[key] = compact_map(predictor.explain([pixels], method, class_index)[0].heatmap)  # 1 MB, not 16
-    return cache[key]
-
-
-def faithfulness_for(sha: str, pixels: np.ndarray, method: str, class_index: int, heat: np.ndarray) -> dict:
-    """The shown map's deletion-curve score (~38 forward passes), cached like the map."""
-    cache = _cache("_faithfulness")
-    key = (model_key, sha, method, class_index)
-    if key not in cache:
-        with lock:
-            cache[key] = predictor.faithfulness([pixels], [heat], class_index)[0]
-    return cache[key]
-
-
-def faithfulness_caption(score: dict) -> str:
-    f = score.get("faithfulness")
-    if f is None:
-        return "Faithfulness: n/a (" + (score.get("note") or "not computed") + ")."
-    verdict = ("the model relies on the highlighted regions" if f >= 0.3 else
-               "somewhat better than random regions" if f > 0.1 else
-               "no better than random regions: do not read much into this map")
-    return f"Faithfulness {explain.format_faithfulness(f)} ({verdict})."
-
-
 @st.fragment
 def cam_panel(entry: dict) -> None:
-    """The heat-map view; its controls rerun only this panel."""
+    """The heat-map view; its controls rerun only this panel. The map is drawn first, its check after."""
     names = predictor.class_names
     sha = entry["sha"]
     c1, c2, c3 = st.columns(3)
     method = c1.selectbox("Method", list(CAM_METHODS), format_func=CAM_METHODS.get, key=f"cam-method-{sha}")
-    target = c2.selectbox("Target class", names, index=names.index(entry["result"]["label"]), key=f"cam-class-{sha}")
+    target = c2.selectbox("Target class", names, index=names.index(entry["result"].label), key=f"cam-class-{sha}")
     opacity = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=f"cam-opacity-{sha}")
+    key = result_key(predictor.card, sha, method, names.index(target))
     try:
         with st.spinner(f"Computing {CAM_METHODS[method]} ..."):
-            heat = heatmap_for(sha, entry["pixels"], method, names.index(target))
+            shown = kept("_heatmaps", key, lambda: predictor.explain([entry["pixels"]], method, names.index(target),
+                                                                     compact=True)[0])  # 1 MB, not 16
     except ValueError:
         st.info(f"{CAM_METHODS[method]} is not available in this version; choose another method.")
         return
@@ -216,28 +192,28 @@ def cam_panel(entry: dict) -> None:
     except Exception as exc:  # noqa: BLE001
         st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
         return
-    st.image(explain.overlay(entry["pixels"], heat, opacity), width="stretch",
+    st.image(shown.overlay(opacity), width="stretch",
              caption=f"{CAM_METHODS[method]} for {target}: red = regions that raised this class's score")
     try:
-        with st.spinner("Checking the map (deletion test) ..."):
-            score = faithfulness_for(sha, entry["pixels"], method, names.index(target), heat)
+        with st.spinner("Checking the map (deletion test) ..."):  # ~38 forward passes
+            scored = kept("_faithfulness", key, lambda: predictor.check_faithfulness([shown])[0])
     except Exception as exc:  # noqa: BLE001 - the map is shown; a failed check must not hide it
         st.caption(f"Faithfulness: could not be computed ({type(exc).__name__}).")
         return
-    st.caption(faithfulness_caption(score), help=FAITHFULNESS_HELP)
+    st.caption(scored.faithfulness_caption, help=FAITHFULNESS_HELP)
     # A printable report (medclf_core.reports.pdf): the file name scrubbed, no DICOM header values; made on click.
     ids = entry.get("identifying") or []
     st.download_button("Download report (PDF)", mime="application/pdf", key=f"report-{sha}",
                        file_name=report_file_name(entry["name"], ids),
-                       data=lambda: report_bytes({"file": entry["name"], **entry["result"]}, entry["pixels"], heat,
-                                                 predictor.card, identifying=ids, opacity=opacity))
+                       data=lambda: report_bytes({"file": entry["name"], **entry["result"]}, entry["pixels"],
+                                                 shown.heatmap, predictor.card, identifying=ids, opacity=opacity))
 
 
 def show_out_of_distribution(entry: dict) -> None:
     """A flagged image: the warning, the image, and the model's output de-emphasised (not a finding)."""
     result = entry["result"]
     st.subheader(f"{esc(entry['name'])}: not an image this model knows")
-    st.warning(esc(trust.ood_message(result)))
+    st.warning(esc(result.verdict_words))
     left, right = st.columns(2)
     with left:
         image_panel(entry)

@@ -8,14 +8,15 @@ import streamlit as st
 
 import app_ui
 from medclf_core.training import jobs
+from medclf_core.training.config import auto_augment_preset, field_choices, form_range, suggested_values
 from medclf_core.reports import plots
 from medclf_core.server.access import resolve_data_path
 from medclf_core.models.architectures import get_architecture, list_architectures
 from medclf_core.data.augment import AugmentConfig
-from medclf_core.data.dataset import audit_source
+from medclf_core.data.audit import audit_source
 from medclf_core.errors import MedclfError
-from medclf_core.server.housekeeping import remove_stale_uploads
-from medclf_core.registry.store import read_json
+from medclf_core.data.uploads import remove_stale_uploads
+from medclf_core.io.atomic import read_json
 
 SAMPLE_DATASET = app_ui.SAMPLES / "datasets" / "chest_xray"
 SOURCES = {"sample": "Bundled sample (80 chest X-rays)", "folder": "A folder on the server", "zip": "Upload a zip"}
@@ -144,7 +145,7 @@ else:
             folder.mkdir(parents=True, exist_ok=True)
             zpath.write_bytes(data)
         else:
-            folder.touch()  # in use again: kept another day (housekeeping.remove_stale_uploads)
+            folder.touch()  # in use again: kept another day (data.uploads.remove_stale_uploads)
         source, extract_to = str(zpath), str(folder / "data")
 
 
@@ -202,7 +203,9 @@ archs = list_architectures()
 # ImageNet features trains the bundled sample in well under a minute on a CPU and holds up on other images.
 DEFAULT_ARCH = "efficientnet_lite0" if "efficientnet_lite0" in archs else archs[0]
 default_spec = get_architecture(DEFAULT_ARCH)
-IMAGE_SIZES = [32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 320]
+IMAGE_SIZES = list(suggested_values("image_size"))  # the form's choices and ranges: TrainConfig's field metadata
+CHANNELS = field_choices("channels")
+WEIGHT_MODES = list(field_choices("class_weights"))
 
 
 def _last_settings() -> dict:
@@ -223,39 +226,47 @@ same_data = bool(report) and last.get("data") == report["root"]  # dataset-speci
 last_arch = last.get("arch") if last.get("arch") in archs else DEFAULT_ARCH
 last_size = (last.get("image_size") if last.get("image_size") in IMAGE_SIZES
              else int(default_spec.defaults["image_size"]))
-channels = last.get("channels") if same_data and last.get("channels") in (1, 3) else (report or {}).get("channels", 1)
+channels = last.get("channels") if same_data and last.get("channels") in CHANNELS else (report or {}).get("channels", 1)
 
 
-def _number(key: str, default, lo, hi):
+def _number(key: str, default):
+    """The last value of a setting when it is inside the form's range, else ``default``."""
+    lo, hi = form_range(key)
     v = last.get(key)
     return type(default)(v) if isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi else default
+
+
+def _number_input(where, label: str, setting: str, default, **options):
+    """A number input over the setting's range (``TrainConfig`` metadata), starting from its last value."""
+    lo, hi = form_range(setting)
+    return where.number_input(label, type(default)(lo), type(default)(hi), _number(setting, default), **options)
 
 
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", archs, index=archs.index(last_arch),
                         format_func=lambda a: f"{a}: {get_architecture(a).description}")
-    epochs = c2.number_input("Epochs", 1, 500, _number("epochs", int(default_spec.defaults["epochs"]), 1, 500),
-                             help="Pretrained architectures: epochs of the classifier head on cached backbone "
-                                  "features (a fraction of a second each; early stopping ends sooner). "
-                                  "Others: epochs over the images.")
-    batch_size = c3.number_input("Batch size", 1, 512, _number("batch_size", 16 if is_sample else 32, 1, 512))
+    epochs = _number_input(c2, "Epochs", "epochs", int(default_spec.defaults["epochs"]),
+                           help="Pretrained architectures: epochs of the classifier head on cached backbone "
+                                "features (a fraction of a second each; early stopping ends sooner). "
+                                "Others: epochs over the images.")
+    batch_size = _number_input(c3, "Batch size", "batch_size", 16 if is_sample else 32)
     c1, c2, c3 = st.columns(3)
-    lr = c1.number_input("Learning rate", 1e-6, 1.0, _number("learning_rate", 1e-3, 1e-6, 1.0), format="%.5f",
-                         step=1e-4)
+    lr = _number_input(c1, "Learning rate", "learning_rate", 1e-3, format="%.5f", step=1e-4)
     image_size = c2.select_slider("Image size (px)", IMAGE_SIZES, value=last_size)
     colour = c3.radio("Input", ["grayscale", "colour (RGB)"], index=0 if channels == 1 else 1, horizontal=True,
                       help="Grayscale suits X-ray, CT and MRI; pretrained models repeat the channel inside the "
                            "model. Choose colour for colour images. The default follows the dataset's images.")
-    fine_tune_epochs = st.number_input(
-        "Fine-tuning epochs (pretrained architectures)", 0, 100, _number("fine_tune_epochs", 0, 0, 100),
-        key="train_finetune",
+    fine_tune_epochs = _number_input(
+        st, "Fine-tuning epochs (pretrained architectures)", "fine_tune_epochs", 0, key="train_finetune",
         help="After the head: this many epochs over the images with the top blocks unfrozen at a lower learning "
              "rate (BatchNorm statistics kept). Slow on a CPU: minutes per epoch on thousands of images.")
     st.markdown("**Augmentation** (training images only)")
-    preset = AugmentConfig.preset("chest_xray" if (is_sample or (report and any(
-        h in " ".join([report["name"], *report["class_names"]]).lower() for h in ("chest", "xray", "x-ray", "pneumonia"))))
-        else "default").to_dict()
+    if is_sample or not report:
+        preset_name = "chest_xray" if is_sample else "default"
+    else:  # the rule training's "auto" follows (CHEST_HINTS)
+        preset_name = auto_augment_preset(report["name"], report["class_names"])
+    preset = AugmentConfig.preset(preset_name).to_dict()
     cols = st.columns(4)
     switches = {}
     last_augment = last.get("augment") if same_data and isinstance(last.get("augment"), dict) else preset
@@ -266,18 +277,16 @@ with st.form("train_form"):
                            key="train_tta",
                            help="Average each prediction with that of the mirrored image (validation, threshold and "
                                 "every later prediction). Needs horizontal flips in training.")
-    ensemble = st.number_input("Models to average (seed ensemble)", 1, 5, _number("ensemble", 1, 1, 5),
-                               key="train_ensemble",
-                               help="Train this many models from different seeds on the same split and ship them "
-                                    "as one model that averages them: steadier on small datasets, N times the "
-                                    "training time, and N times the prediction cost.")
+    ensemble = _number_input(st, "Models to average (seed ensemble)", "ensemble", 1, key="train_ensemble",
+                             help="Train this many models from different seeds on the same split and ship them "
+                                  "as one model that averages them: steadier on small datasets, N times the "
+                                  "training time, and N times the prediction cost.")
     c1, c2, c3 = st.columns(3)
-    weight_modes = ["auto", "on", "off"]
-    class_weights = c1.radio("Class weights", weight_modes, horizontal=True,
-                             index=weight_modes.index(last["class_weights"]) if last.get("class_weights") in
-                             weight_modes else 0,
+    class_weights = c1.radio("Class weights", WEIGHT_MODES, horizontal=True,
+                             index=WEIGHT_MODES.index(last["class_weights"]) if last.get("class_weights") in
+                             WEIGHT_MODES else 0,
                              help="auto: used when the largest class is 1.5x the smallest or more.")
-    patience = c2.number_input("Early-stopping patience (epochs)", 1, 100, _number("patience", 8, 1, 100))
+    patience = _number_input(c2, "Early-stopping patience (epochs)", "patience", 8)
     run_name = c3.text_input("Run name (optional)", placeholder="e.g. chest-64px-try1")
     submitted = st.form_submit_button("Launch training", type="primary")
 

@@ -39,6 +39,7 @@ def as_older_run(src: Path, dst: Path, name: str | None = None) -> Path:
     import json
     import shutil
 
+    from medclf_core.registry.card import positive_class_index
     from medclf_core.trust.calibration import apply_temperature, map_threshold
 
     shutil.copytree(src, dst)
@@ -53,7 +54,7 @@ def as_older_run(src: Path, dst: Path, name: str | None = None) -> Path:
         card["threshold"] = map_threshold(card.get("threshold"), 1.0 / t)
         if cal.get("stored_predictions") == "calibrated":
             names = card["class_names"]
-            pos = names.index(card["positive_class"]) if card.get("positive_class") in names else None
+            pos = positive_class_index(names, card.get("positive_class"))
             ev = json.loads((dst / "evaluation.json").read_text())
             for p in ev.get("predictions") or []:
                 p["probabilities"] = apply_temperature(np.array([p["probabilities"]]), 1.0 / t,

@@ -1,19 +1,24 @@
-"""Evaluation sets uploaded from the browser, staged in a temporary folder that does not outlive them.
+"""Datasets uploaded from the browser: evaluation sets staged in a temporary folder that does not outlive
+them, and the Train page's kept uploads removed once unused.
 
 The Evaluate page takes a zip laid out as for training (``<class>/...`` or
 ``train|val|test/<class>/...``) or loose images with their class. Either is written
 into a private temporary folder, as a dataset folder that
-:func:`medclf_core.inference.predictor.predict_folder` reads like any other, so an upload
+:func:`medclf_core.inference.folder.predict_folder` reads like any other, so an upload
 gets exactly the evaluation a folder on the server gets. A zip goes through
-:func:`medclf_core.data.dataset.scan_dataset`, so the dataset zip guards (member count,
+:func:`medclf_core.data.scan.scan_dataset`, so the dataset zip guards (member count,
 unpacked size, compression ratio, paths that escape the folder, links) apply.
 
 The folder must live as long as the page shows the result (the misclassified images
 are read from it), and no longer: :class:`StagedDataset` removes it when it is
 replaced (:meth:`StagedDataset.remove`), when the object is dropped (the browser
 session that held it ends) and at exit. It is named like the dataset extractions of
-:mod:`medclf_core.data.dataset` (``medclf-zip-<pid>-...``), so
-:func:`medclf_core.data.dataset.remove_stale_extractions` removes those of a killed process.
+:mod:`medclf_core.data.extract` (``medclf-zip-<pid>-...``), so
+:func:`medclf_core.data.extract.remove_stale_extractions` removes those of a killed process.
+
+A dataset zip uploaded on the Train page is kept instead (``<jobs dir>/uploads/<digest>``): a
+background run reads it after the upload, so it cannot go with the browser session;
+:func:`remove_stale_uploads` removes those unused for a day.
 
 Example::
 
@@ -28,13 +33,16 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from medclf_core.data.dataset import EXTRACTION_PREFIX, remove_stale_extractions, scan_dataset
+from medclf_core.data.extract import EXTRACTION_PREFIX, remove_stale_extractions
+from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError
+from medclf_core.io.stale import remove_stale_folders
 
 DATA_FOLDER = "data"
+UPLOADS_KEPT_S = 86400.0  # a Train-page upload is kept a day after it was last used
 
 
 class StagedDataset:
@@ -107,3 +115,37 @@ def stage_images(by_class: Mapping[str, Sequence[tuple[str, bytes]]]) -> StagedD
         staged.remove()
         raise
     return staged
+
+
+def remove_stale_uploads(uploads_dir: str | os.PathLike, *, in_use: Iterable[str | os.PathLike] = (),
+                         max_age_s: float = UPLOADS_KEPT_S) -> list[str]:
+    """Remove upload folders in ``uploads_dir`` untouched for ``max_age_s`` (default a day), except those
+    holding a path in ``in_use`` (the data of a running job). Returns the names of the folders removed.
+
+    A run trained on an upload keeps working without it; only its own-split pictures on the Evaluate
+    page say that the images are no longer on this server. Never raises.
+
+    >>> import tempfile, time
+    >>> uploads = Path(tempfile.mkdtemp())
+    >>> for name in ("old", "busy", "new"):
+    ...     (uploads / name).mkdir()
+    >>> for name in ("old", "busy"):
+    ...     os.utime(uploads / name, (time.time() - 2 * 86400,) * 2)
+    >>> remove_stale_uploads(uploads, in_use=[uploads / "busy" / "data.zip"])
+    ['old']
+    """
+    busy = set()
+    for path in in_use:
+        try:
+            busy.add(Path(path).resolve())
+        except (OSError, RuntimeError):
+            continue
+
+    def holds_busy_path(folder: Path) -> bool:
+        try:
+            resolved = folder.resolve()
+        except (OSError, RuntimeError):
+            return True  # cannot tell: leave it alone
+        return any(b == resolved or resolved in b.parents for b in busy)
+
+    return remove_stale_folders(uploads_dir, max_age_s=max_age_s, keep=holds_busy_path)

@@ -1,1 +1,6 @@
-"""medclf_core.explain.cams."""
+"""Heat maps that can be checked: model views for tf-keras-vis, Grad-CAM, Grad-CAM++ and
+Score-CAM, receptive-field geometry, the deletion-curve faithfulness score, and rendering (overlay,
+display-size maps).
+
+May import: :mod:`medclf_core.trust` and the layers below it.
+"""

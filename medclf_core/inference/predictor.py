@@ -10,13 +10,13 @@ The trust layer (issue 14):
 
 - **Calibration**: when the card has ``"calibration": {"temperature": T, ...}``, every
   probability the Predictor returns (``predict_batch``, ``predict_images``,
-  ``predict_files``, ``analyse_images``, and so ``describe`` of their rows) is
+  ``predict_files``, ``predict``, and so ``describe`` of their rows) is
   temperature-scaled (:mod:`medclf_core.trust.calibration`); the card's threshold is on
   those calibrated probabilities. Older cards without it are used as they are.
 - **Out-of-distribution gate**: when the run folder has ``ood.npz``
   (:mod:`medclf_core.trust.ood`), the penultimate features come out of the same forward
   pass as the probabilities and are scored. Every result of ``predict_files`` /
-  ``analyse_images`` carries ``"ood"``, ``"ood_score"``, ``"ood_reason"`` and
+  ``predict`` carries ``"ood"``, ``"ood_score"``, ``"ood_reason"`` and
   ``"ood_checks"`` (see :func:`medclf_core.trust.verdict.verdict`): ``"ood": None`` means
   *not checked* (the model has no gate and no DICOM header contradicted the card's
   ``intended_use``), never "in distribution". A DICOM whose Modality or
@@ -33,9 +33,12 @@ tiny untrained model whose zero bias gives every class 0.5, so the card's thresh
     ...                       "positive_class": "PNEUMONIA"})
     >>> p.predict_batch(np.zeros((3, 8, 8, 1), np.uint8)).round(3).tolist()  # any batch size, one trace
     [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
-    >>> r = p.analyse_images([np.full((20, 30), 128, np.uint8)])[0]        # any image size
-    >>> r["label"], r["threshold"], r["ood"]                                 # no OOD gate: not checked
+    >>> r = p.predict([np.full((20, 30), 128, np.uint8)])[0]               # any image size
+    >>> r.label, r["threshold"], r["ood"]                                    # no OOD gate: not checked
     ('PNEUMONIA', 0.5, None)
+
+:meth:`Predictor.predict` and :meth:`Predictor.explain` return results ready to show
+(:mod:`medclf_core.inference.results`); :mod:`medclf_core.inference.folder` runs a whole dataset.
 """
 
 from __future__ import annotations
@@ -45,11 +48,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medclf_core.errors import ImageError, MedclfError, ModelError
-from medclf_core.trust.metrics import decide, positive_class_index
-from medclf_core.io.images import DecodedImage, load_image, to_model_input
-from medclf_core.registry.store import load_run
 from medclf_core.data.tta import VIEWS, check_views
+from medclf_core.errors import MedclfError, ModelError
+from medclf_core.explain import cams
+from medclf_core.explain.faithfulness import deletion_faithfulness
+from medclf_core.explain.render import compact_map
+from medclf_core.inference.results import HeatMap, Prediction
+from medclf_core.io.images import load_image, to_model_input
+from medclf_core.io.pixels import DecodedImage
+from medclf_core.registry.card import positive_class_index
+from medclf_core.registry.store import load_run
+from medclf_core.trust.calibration import apply_temperature, temperature_of
+from medclf_core.trust.features import feature_model
+from medclf_core.trust.metrics import decide
+from medclf_core.trust.ood import load_gate
+from medclf_core.trust.verdict import NOT_CHECKED, verdict
 
 
 class Predictor:
@@ -69,18 +82,12 @@ class Predictor:
             self.tta = check_views(card.get("tta") if tta is None else tta)
         except ValueError as exc:
             raise ModelError(str(exc)) from None
-        pos = card.get("positive_class")
-        self.positive = self.class_names.index(pos) if pos in self.class_names else positive_class_index(self.class_names)
-        from medclf_core.trust.ood import load_gate
-        from medclf_core.trust.verdict import temperature_of
-
+        self.positive = positive_class_index(self.class_names, card.get("positive_class"))
         self.temperature: float | None = temperature_of(card)
         self.intended_use: dict | None = card.get("intended_use") if isinstance(card.get("intended_use"), dict) else None
         self.gate = load_gate(card["run_dir"]) if card.get("run_dir") else None
         self._feature_model = None
         if self.gate is not None:
-            from medclf_core.trust.verdict import feature_model
-
             self._feature_model = feature_model(model)
             n_feat = int(np.prod(self._feature_model.outputs[1].shape[1:]))
             if n_feat != self.gate.dim:
@@ -124,8 +131,6 @@ class Predictor:
                 feats.append(f.reshape(len(chunk), -1))
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)))
         if self.temperature is not None and len(out):
-            from medclf_core.trust.calibration import apply_temperature
-
             out = apply_temperature(out, self.temperature, positive=self.positive)
         if self._feature_model is None:
             return out, None
@@ -146,7 +151,7 @@ class Predictor:
         side = self.image_size
         ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
         dummy = np.repeat(ramp.astype(np.uint8)[..., None], self.channels, axis=2)
-        self.analyse_images([dummy])
+        self.predict([dummy])
         for k, method in enumerate(methods):
             try:
                 self.explain([dummy], method, 0, faithfulness=k == 0)
@@ -162,17 +167,16 @@ class Predictor:
                  n: int | None = None) -> list[dict]:
         """The OOD fields (:func:`medclf_core.trust.verdict.verdict`) of ``n`` results, from their features (or None
         without a gate) and their DICOM header facts (``Modality``, ``BodyPartExamined``; None for non-DICOM)."""
-        from medclf_core.trust.verdict import verdict
-
         n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
         dicom = list(dicom) if dicom is not None else [None] * n
         scores = self.gate.score(features) if self.gate is not None and features is not None else None
         return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
                         score=None if scores is None else scores[i]) for i in range(n)]
 
-    def analyse_images(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
-                       batch_size: int = 32) -> list[dict]:
-        """:meth:`describe` of each image plus its OOD fields, from one forward pass.
+    def predict(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
+                batch_size: int = 32) -> list[Prediction]:
+        """One :class:`~medclf_core.inference.results.Prediction` per image (:meth:`describe`: decision,
+        probabilities, OOD verdict), from one forward pass.
 
         ``dicom`` gives each image's DICOM header facts (e.g. :func:`medclf_core.io.deid.safe_metadata`,
         which the app already reads for display), or None for a non-DICOM image.
@@ -187,57 +191,56 @@ class Predictor:
         return decide(probs, self.threshold, self.positive)
 
     def explain(self, images: Sequence[np.ndarray | DecodedImage], method: str = "gradcam", class_index=None, *,
-                faithfulness: bool = False, prepared: np.ndarray | None = None, batch_size: int = 16,
-                engine: str = "compiled", max_channels: int | None = None) -> list:
-        """Heat maps for these images (:func:`medclf_core.explain.cams.heatmaps`), one
-        :class:`~medclf_core.explain.cams.Explanation` per image: the one way from a prediction to a map.
+                faithfulness: bool = False, compact: bool = False, prepared: np.ndarray | None = None,
+                batch_size: int = 16, engine: str = "compiled", max_channels: int | None = None) -> list[HeatMap]:
+        """One :class:`~medclf_core.inference.results.HeatMap` per image (maps from
+        :func:`medclf_core.explain.cams.heatmaps`): the one way from a prediction to a map, its
+        overlay (``.overlay(opacity)``) and its faithfulness in words (``.faithfulness_caption``).
 
         ``images``: decoded images or pixel arrays of any size (each map comes back at its
-        image's size). ``prepared``: the same images already prepared for the model
+        image's size). ``compact``: keep each map at display size instead
+        (:func:`~medclf_core.explain.render.compact_map`: 1 MB, not 16, for a 2048 px X-ray), for
+        a caller that keeps many. ``prepared``: the same images already prepared for the model
         (N, S, S, C, from :meth:`prepare`, e.g. the batch just predicted); without it each
         image is prepared once here, and the one prepared batch serves the map and the
         faithfulness score. ``method``: ``"gradcam"``, ``"gradcam++"`` or ``"scorecam"``.
         ``class_index``: None for the class the prediction names (the card's threshold
         applied, as in :meth:`describe`), a class index or name, or one per image.
-        ``faithfulness``: also score each map with a deletion curve against random order
-        (:func:`medclf_core.explain.cams.deletion_faithfulness`, on the model's own probabilities;
-        ~38 extra forward passes per image, all in one batch).
+        ``faithfulness``: also score each map (as returned) with :meth:`check_faithfulness`.
 
         Example: ``p.explain([xray], "gradcam++", "PNEUMONIA", faithfulness=True)[0].faithfulness`` -> 0.41.
         """
-        from medclf_core.explain import cams as _explain
-
         arrays = [im.pixels if isinstance(im, DecodedImage) else np.asarray(im) for im in images]
         if not arrays:
             return []
+        x = self._prepared(arrays, prepared)
+        indices = self._class_indices(class_index, x, batch_size)
+        maps = cams.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
+                             batch_size=batch_size, engine=engine, inputs=x,
+                             max_channels=cams.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
+        out = [HeatMap(heatmap=compact_map(m) if compact else m, image=a, method=method, class_index=int(k),
+                       class_name=self.class_names[int(k)])
+               for m, a, k in zip(maps, arrays, indices, strict=True)]
+        return self.check_faithfulness(out, prepared=x) if faithfulness else out
+
+    def check_faithfulness(self, heat_maps: Sequence[HeatMap], *, prepared: np.ndarray | None = None) -> list[HeatMap]:
+        """The same maps with their deletion-curve score (:func:`medclf_core.explain.faithfulness.deletion_faithfulness`,
+        on the model's own probabilities; ~38 extra forward passes per image, all in one batch): lets a
+        caller show a map first and score it after. ``prepared`` as in :meth:`explain`."""
+        if not heat_maps:
+            return []
+        x = self._prepared([h.image for h in heat_maps], prepared)
+        scores = deletion_faithfulness(self._model_probabilities, x, [h.heatmap for h in heat_maps],
+                                            np.asarray([h.class_index for h in heat_maps], dtype=np.int64))
+        return [h.scored(d) for h, d in zip(heat_maps, scores, strict=True)]
+
+    def _prepared(self, arrays: Sequence[np.ndarray], prepared: np.ndarray | None) -> np.ndarray:
+        """The model inputs of ``arrays``: ``prepared`` when given (checked), else prepared here."""
         x = np.stack([self.prepare(a) for a in arrays]) if prepared is None else np.asarray(prepared)
         if x.shape != (len(arrays), self.image_size, self.image_size, self.channels):
             raise ValueError(f"prepared must be (N, {self.image_size}, {self.image_size}, {self.channels}) "
                              f"with one row per image, not {x.shape}.")
-        indices = self._class_indices(class_index, x, batch_size)
-        maps = _explain.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
-                                 batch_size=batch_size, engine=engine, inputs=x,
-                                 max_channels=_explain.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
-        scores = self.faithfulness(arrays, maps, indices, prepared=x) if faithfulness else [None] * len(maps)
-        return [_explain.Explanation(heatmap=m, method=method, class_index=int(k), class_name=self.class_names[int(k)],
-                                     faithfulness=None if d is None else d["faithfulness"], deletion=d)
-                for m, k, d in zip(maps, indices, scores, strict=True)]
-
-    def faithfulness(self, images: Sequence[np.ndarray | DecodedImage], heatmaps: Sequence[np.ndarray], class_index, *,
-                     prepared: np.ndarray | None = None) -> list[dict]:
-        """The deletion-curve score of maps already computed (:func:`medclf_core.explain.cams.deletion_faithfulness`),
-        one dict per image (``"faithfulness"``, curves, ``"note"``): lets a page show a map first and
-        score it after. ``class_index`` and ``prepared`` as in :meth:`explain`."""
-        from medclf_core.explain.cams import deletion_faithfulness
-
-        arrays = [im.pixels if isinstance(im, DecodedImage) else np.asarray(im) for im in images]
-        if not arrays:
-            return []
-        x = np.stack([self.prepare(a) for a in arrays]) if prepared is None else np.asarray(prepared)
-        if len(heatmaps) != len(x):
-            raise ValueError("One heat map per image is needed.")
-        indices = self._class_indices(class_index, x, 32)
-        return deletion_faithfulness(self._model_probabilities, x, heatmaps, indices)
+        return x
 
     def _class_indices(self, class_index, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Per-image class indices from None (the decided class), an int, a class name, or one per image."""
@@ -264,16 +267,15 @@ class Predictor:
         return np.concatenate([self._run(np.asarray(batch[s:s + batch_size], np.float32))[0]
                                for s in range(0, len(batch), batch_size)])
 
-    def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> dict:
+    def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> Prediction:
         """Label, probabilities and the thresholded decision for one image.
 
         ``probs_row`` is a row of :meth:`predict_batch` (already calibrated); ``ood`` its
         OOD fields (:meth:`verdicts`), else the result says "not checked" (``"ood": None``).
         """
-        from medclf_core.trust.verdict import NOT_CHECKED
-
         label = self.class_names[int(self.decide(probs_row[None])[0])]
-        out = {"label": label, "probabilities": {c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)}}
+        out = Prediction(label=label,
+                         probabilities={c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)})
         out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
         if self.temperature is not None:
             out["temperature"] = self.temperature
@@ -306,7 +308,7 @@ class Predictor:
                 if decoded is not None:
                     decoded[len(results)] = img
                 good.append((len(results), self.prepare(img.pixels)))
-                headers.append(self._dicom_facts(img))
+                headers.append(self.dicom_facts(img))
                 if img.notes:
                     entry["notes"] = img.notes
                 if img.warnings:
@@ -324,7 +326,7 @@ class Predictor:
                 results[i].update(self.describe(row, v))
         return results
 
-    def _dicom_facts(self, img: DecodedImage) -> dict | None:
+    def dicom_facts(self, img: DecodedImage) -> dict | None:
         """Modality and BodyPartExamined of a decoded DICOM (from the parse that decoded its pixels),
         when the card declares an intended use to check them against; None otherwise, for other formats,
         or when the header could not be summarised (which never flags an image)."""
@@ -376,88 +378,3 @@ def _class_output(model) -> int:
         raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
                          "(at least two classes).")
     return int(shape[1])
-
-
-def predict_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, progress=None) -> dict:
-    """Probabilities for every image of a dataset folder or zip laid out as for training.
-
-    ``split``: ``auto`` uses the ``test`` folder of a pre-split dataset, else every
-    image; ``all``, ``train``, ``val`` or ``test`` choose explicitly. Dataset class
-    folders are matched to the model's classes by name (case-insensitive); a
-    dataset may hold a subset of them. Unreadable files are skipped and listed.
-    Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
-    "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
-    "ood_score" (N, None without a gate), "ood_reason" (N)}``: what a threshold slider or a
-    metrics report needs. ``probs`` are calibrated like every Predictor output.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from medclf_core.data.dataset import scan_dataset
-    from medclf_core.errors import DatasetError
-
-    index = scan_dataset(data)
-    lower = {c.lower(): i for i, c in enumerate(predictor.class_names)}
-    unknown = [c for c in index.class_names if c.lower() not in lower]
-    if unknown:
-        raise DatasetError(f"The dataset has class folder(s) {', '.join(unknown)} that the model does not know "
-                           f"(model classes: {', '.join(predictor.class_names)}).")
-    if split == "auto":
-        split = "test" if index.presplit and any(it.split == "test" for it in index.items) else "all"
-    items = [it for it in index.items if split == "all" or it.split == split]
-    if not items:
-        raise DatasetError(f"No images in split '{split}' of {data}.")
-
-    def prep(item):
-        try:
-            img = load_image(item.path)
-            facts = predictor._dicom_facts(img)
-            return predictor.prepare(img.pixels), None, facts
-        except ImageError as exc:
-            return None, str(exc), None
-        except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
-            return None, f"The file could not be processed ({type(exc).__name__}).", None
-
-    arrays, labels, files, rel, skipped, headers = [], [], [], [], [], []
-    with ThreadPoolExecutor(4) as pool:
-        for n, (item, (arr, err, facts)) in enumerate(zip(items, pool.map(prep, items), strict=True), 1):
-            if err:
-                skipped.append({"file": item.rel, "error": err})
-            else:
-                arrays.append(arr)
-                headers.append(facts)
-                labels.append(lower[index.class_names[item.label].lower()])
-                files.append(item.path)
-                rel.append(item.rel)
-            if progress:
-                progress(n, len(items))
-    if not arrays:
-        raise DatasetError("None of the images could be read.")
-    probs, feats = predictor.predict_batch_with_features(np.stack(arrays))
-    verdicts = predictor.verdicts(feats, headers, len(arrays))
-    return {"files": files, "rel": rel, "y_true": np.asarray(labels, dtype=int),
-            "probs": probs, "skipped": skipped, "split": split,
-            "class_names": list(predictor.class_names), "dataset": str(data),
-            "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
-            "ood_reason": [v["ood_reason"] for v in verdicts]}
-
-
-def evaluate_folder(predictor: Predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
-                    progress=None) -> dict:
-    """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split``):
-    :func:`medclf_core.trust.metrics.evaluate_probabilities` at the model's threshold, plus
-    ``split``, ``dataset``, ``skipped`` (unreadable files), ``model``, ``temperature`` (None when
-    uncalibrated) and ``ood`` (:func:`medclf_core.trust.verdict.ood_block`: how many images were flagged
-    and the metrics without them; the top-level metrics stay over every image)."""
-    from medclf_core.trust.metrics import evaluate_probabilities
-    from medclf_core.trust.verdict import ood_block
-
-    p = predict_folder(predictor, data, split, progress=progress)
-    result = evaluate_probabilities(p["y_true"], p["probs"], predictor.class_names, threshold=predictor.threshold,
-                                    positive=predictor.positive, bootstrap=bootstrap)
-    result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
-                   "model": predictor.card.get("name"), "temperature": predictor.temperature,
-                   "ood": ood_block(p["y_true"], p["probs"], p["ood"], predictor.class_names,
-                                    threshold=predictor.threshold, positive=predictor.positive,
-                                    bootstrap=bootstrap)})
-    result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
-    return result

@@ -1,6 +1,6 @@
 """Zip guards: the one set of checks for every zip a user hands medclf.
 
-A dataset upload (:func:`medclf_core.data.dataset.safe_extract_zip`) and a ``.keras`` model file
+A dataset upload (:func:`medclf_core.data.extract.safe_extract_zip`) and a ``.keras`` model file
 (:func:`medclf_core.registry.store.load_model_file`, a ``.keras`` file is a zip) are both checked here,
 from the central directory alone, before anything is inflated:
 

@@ -17,8 +17,7 @@ the rules:
   :class:`~medclf_core.io.pixels.DicomFacts`; the DICOM decoder attaches it to the decoded
   image (``DecodedImage.dicom``), so a file is parsed once.
 - :func:`deidentify` returns a copy of a dataset without the identifying elements.
-- :func:`read_dataset` is the one way medclf parses DICOM bytes (pydicom told not to
-  log header values); it builds on :mod:`medclf_core.io.pixels` only.
+Parsing bytes into a dataset is :mod:`medclf_core.io.dicom_header`'s job; this module builds on it.
 
 Example::
 
@@ -34,14 +33,12 @@ Example::
 from __future__ import annotations
 
 import copy
-import io
 import os
 import re
-import warnings
 from collections.abc import Iterable
 
-from medclf_core.errors import ImageError
-from medclf_core.io.pixels import DicomFacts, read_bytes
+from medclf_core.io.dicom_header import read_header
+from medclf_core.io.pixels import DicomFacts
 
 REDACTED = "[redacted]"
 
@@ -116,37 +113,6 @@ def _tags_for(keywords: Iterable[str]) -> frozenset[int]:
 
 
 IDENTIFYING_TAGS = _tags_for(IDENTIFYING_KEYWORDS)
-
-
-def read_dataset(data: bytes, *, stop_before_pixels: bool = False):
-    """A pydicom Dataset from bytes, or :class:`ImageError` if it cannot be parsed."""
-    import pydicom
-
-    quiet_pydicom()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        raise ImageError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
-
-
-def quiet_pydicom() -> None:
-    """Stop pydicom from validating values as it reads: its validation warnings and
-    log lines quote the offending value, which may be a patient's name or ID.
-    medclf never wants header values in a log, so this is set process-wide."""
-    from pydicom import config
-
-    config.settings.reading_validation_mode = config.IGNORE
-
-
-def read_header(source):
-    """A pydicom Dataset without pixel data, from a path, bytes or file-like upload.
-
-    For a file whose pixels are decoded as well, use ``load_image(source).dicom`` instead:
-    one parse gives both. Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
-    """
-    return read_dataset(read_bytes(source), stop_before_pixels=True)
 
 
 def dicom_facts(ds) -> DicomFacts | None:

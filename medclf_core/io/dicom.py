@@ -16,10 +16,10 @@ when none can, the message names the package to install.
 
 Patient identifiers are never copied into notes, errors or logs: messages name
 only the problem, the transfer syntax, or an exception type. The file is parsed once
-(:func:`medclf_core.io.deid.read_dataset`, which keeps pydicom from logging header values),
+(:func:`medclf_core.io.dicom_header.read_dataset`, which keeps pydicom from logging header values),
 and the header facts the app shows come from that same parse (``DecodedImage.dicom``).
 
-This module builds on :mod:`medclf_core.io.pixels` and :mod:`medclf_core.io.deid` only;
+This module builds on :mod:`medclf_core.io.pixels`, :mod:`~medclf_core.io.dicom_header` and :mod:`~medclf_core.io.deid` only;
 :mod:`medclf_core.io.images` dispatches DICOM bytes here, never the other way round.
 
 Example::
@@ -37,6 +37,7 @@ import numpy as np
 
 from medclf_core.io import pixels as _limits  # read at call time, so tests can lower the limits
 from medclf_core.errors import ImageError
+from medclf_core.io.dicom_header import read_dataset
 from medclf_core.io.pixels import DecodedImage, limit_size, to_uint8
 
 # Transfer syntax UID -> the package(s) that decode it, for "install X" messages.
@@ -57,6 +58,28 @@ DECODER_HINTS = {
 _COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 
 
+_DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
+              b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
+              b"UR", b"US", b"UT", b"UV"}
+
+
+def looks_like_dicom(data: bytes) -> bool:
+    """True for DICOM Part 10 files (``DICM`` at byte 128) and for preamble-less
+    data sets that start with a group-0x0002 (file meta) or 0x0008 element: a
+    little-endian tag followed by an explicit VR, or by a length that fits the file."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x02\x00"):
+        return False
+    if data[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00", b"\x01\x00", b"\x02\x00", b"\x10\x00",
+                     b"\x12\x00"):
+        return True
+    if data[4:6] in _DICOM_VRS:
+        return True
+    implicit_length = int.from_bytes(data[4:8], "little")
+    return data[3] < 0x10 and 0 < implicit_length <= len(data) - 8
+
+
 def decode_dicom(data: bytes, *, frame: int | None = None) -> DecodedImage:
     """Decode DICOM bytes (with or without the 128-byte preamble) to a display image.
 
@@ -75,16 +98,6 @@ def decode_dicom(data: bytes, *, frame: int | None = None) -> DecodedImage:
             from None
 
 
-def __getattr__(name: str):
-    """``read_dataset`` and ``quiet_pydicom`` moved to :mod:`medclf_core.io.deid`; still importable from here
-    (looked up on first use, so importing this module does not import pydicom)."""
-    if name in ("read_dataset", "quiet_pydicom"):
-        from medclf_core.io import deid
-
-        return getattr(deid, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _decode(data: bytes, frame: int | None) -> DecodedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
@@ -92,7 +105,7 @@ def _decode(data: bytes, frame: int | None) -> DecodedImage:
 
 
 def _decode_quietly(data: bytes, frame: int | None) -> DecodedImage:
-    from medclf_core.io.deid import dicom_facts, read_dataset
+    from medclf_core.io.deid import dicom_facts  # deid loads pydicom's data dictionary: on the first DICOM only
 
     ds = read_dataset(data)
     notes: list[str] = []

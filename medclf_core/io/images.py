@@ -25,8 +25,8 @@ Example::
 
 Bad input raises :class:`ImageError` with a sentence a clinician can read.
 
-The decoded-image type, the size limits and the byte reading live in :mod:`medclf_core.io.pixels`
-(re-exported here); this module imports :mod:`medclf_core.io.dicom`, never the other way round.
+The decoded-image type, the size limits and the byte reading live in :mod:`medclf_core.io.pixels`;
+this module imports :mod:`medclf_core.io.dicom`, never the other way round.
 """
 
 from __future__ import annotations
@@ -42,12 +42,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medclf_core.io import pixels as _pixels  # limits read at call time, so tests can lower them
-from medclf_core.io.dicom import decode_dicom
 from medclf_core.errors import ImageError, brief
-# Re-exported: these lived here before medclf_core.io.pixels existed, and callers import them from here.
-from medclf_core.io.pixels import (MAX_DECODED_BYTES, MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE,  # noqa: F401
-                                DecodedImage, DicomFacts, check_upload_size, limit_size, read_bytes, to_uint8)
+from medclf_core.io import pixels as _pixels  # limits read at call time, so tests can lower them
+from medclf_core.io.dicom import decode_dicom, looks_like_dicom
+from medclf_core.io.pixels import DecodedImage, limit_size, read_bytes, to_uint8
 
 # Deflate cannot compress better than about 1032:1, so a PNG whose header claims far
 # more pixel bytes than that is lying (a crafted header or a truncated file).
@@ -62,28 +60,6 @@ Image.MAX_IMAGE_PIXELS = _pixels.MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom", ".webp"}
-
-
-_DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
-              b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
-              b"UR", b"US", b"UT", b"UV"}
-
-
-def looks_like_dicom(data: bytes) -> bool:
-    """True for DICOM Part 10 files (``DICM`` at byte 128) and for preamble-less
-    data sets that start with a group-0x0002 (file meta) or 0x0008 element: a
-    little-endian tag followed by an explicit VR, or by a length that fits the file."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return True
-    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x02\x00"):
-        return False
-    if data[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00", b"\x01\x00", b"\x02\x00", b"\x10\x00",
-                     b"\x12\x00"):
-        return True
-    if data[4:6] in _DICOM_VRS:
-        return True
-    implicit_length = int.from_bytes(data[4:8], "little")
-    return data[3] < 0x10 and 0 < implicit_length <= len(data) - 8
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")

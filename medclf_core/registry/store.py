@@ -7,7 +7,8 @@
         card.json          machine-readable model card (medclf_core.registry.card.ModelCard)
         history.json       per-epoch training metrics
         evaluation.json    metrics on the run's test (or validation) split
-        evaluations/       recorded evaluations on other data (medclf_core.registry.card.record_evaluation)
+        evaluations/       recorded evaluations on other data (medclf_core.registry.evaluations)
+        ood.npz            the out-of-distribution gate (medclf_core.trust.ood), when fitted
 
 A run folder appears all at once: it is written into a hidden temporary folder
 beside its final place and then renamed, so a crash or a cancel never leaves a
@@ -26,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -35,36 +35,34 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-# CARD_KEYS, CardError and ModelCard are re-exported here: the card type itself lives in medclf_core.registry.card.
-from medclf_core.registry.card import CARD_KEYS, MAX_CARD_BYTES, CardError, ModelCard, parse_card_text  # noqa: F401
-from medclf_core.io.archive import ZipLimits, limit_violation, unsafe_member_reason
 from medclf_core.errors import ModelError, brief
+from medclf_core.io.archive import ZipLimits, limit_violation, unsafe_member_reason
+from medclf_core.io.stale import remove_stale_folders
+from medclf_core.registry.card import MAX_CARD_BYTES, CardError, ModelCard, parse_card_text
+from medclf_core.registry.names import check_run_name
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
+GATE_FILE = "ood.npz"  # the out-of-distribution gate: written and read by medclf_core.trust.ood, exported too
+REGISTRATION_TMP_PREFIX = ".tmp-"  # write_run_atomically writes a run here first; a killed one leaves it
 MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"
 # A .keras file is a zip: bound what a user-supplied one may unpack to (ResNet50 is ~100 MB).
 MODEL_MAX_UNPACKED_BYTES = 2 * 2**30
 MODEL_MAX_RATIO = 100  # weights barely compress; a far higher ratio is a zip bomb
 MODEL_MAX_MEMBERS = 10_000  # a .keras file holds a config, the weights and a few assets
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def default_models_dir() -> Path:
-    """``$MEDCLF_MODELS_DIR``, else ``models/`` at the repository root."""
+    """The models folder: ``$MEDCLF_MODELS_DIR``, else ``models`` in the working directory.
+
+    One rule for a checkout and an installed package alike (the package never looks for the folder it
+    was installed from). The app sets ``$MEDCLF_MODELS_DIR`` to its checkout's ``models/`` unless it is
+    set already (app.py), so ``streamlit run /path/to/app.py`` serves the bundled models from any folder.
+    """
     env = os.environ.get(MODELS_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
-
-
-def check_run_name(name: str) -> str:
-    """``name`` if it can name a run folder, else :class:`ModelError`: the one run-name rule (training's
-    validation, the registry and the card all call it)."""
-    if not _NAME_RE.match(name or ""):
-        raise ModelError(f"'{name}' is not a valid run name: use letters, digits, '.', '_' and '-' "
-                         "(at most 100, starting with a letter or digit).")
-    return name
+    return Path(env) if env else Path.cwd() / "models"
 
 
 def unique_run_name(base: str, models_dir: str | os.PathLike) -> str:
@@ -85,13 +83,11 @@ def write_run_atomically(models_dir: str | os.PathLike, name: str, write: Callab
     check_run_name(name)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    from medclf_core.server.housekeeping import remove_stale_registrations
-
-    remove_stale_registrations(models_dir)  # left by registrations killed mid-write
+    remove_stale_folders(models_dir, REGISTRATION_TMP_PREFIX)  # left by registrations killed mid-write
     final = models_dir / name
     if final.exists():
         raise ModelError(f"A run named '{name}' already exists in {models_dir}.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=models_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{REGISTRATION_TMP_PREFIX}{name}-", dir=models_dir))
     try:
         write(tmp)
         missing = [f for f in (MODEL_FILE, CARD_FILE) if not (tmp / f).is_file()]
@@ -103,42 +99,6 @@ def write_run_atomically(models_dir: str | os.PathLike, name: str, write: Callab
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json_text(obj))
-    os.replace(tmp, path)
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write bytes via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def json_text(obj) -> str:
-    """``obj`` as indented JSON; numpy scalars and arrays and paths become plain JSON."""
-    return json.dumps(obj, indent=2, default=_json_default)
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def resolve_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
@@ -173,16 +133,6 @@ def read_card(run_dir: str | os.PathLike) -> ModelCard:
         reason = f"it cannot be read ({exc.strerror or type(exc).__name__})"
         raise CardError(f"The model card {label} cannot be used: {reason}.", reason) from None
     return parse_card_text(data, source=label)
-
-
-def read_json(run_dir: str | os.PathLike, filename: str, default=None):
-    path = Path(run_dir) / filename
-    if not path.is_file():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):  # damaged, not UTF-8, unreadable: as if absent
-        return default
 
 
 def scan_registry(models_dir: str | os.PathLike | None = None) -> tuple[list[ModelCard], list[dict]]:
@@ -314,15 +264,15 @@ def delete_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = 
 
 def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
     """The test-split predictions stored with a run (its evaluation.json), in the shape of
-    :func:`medclf_core.inference.predictor.predict_folder`, with each image's path on this server.
+    :func:`medclf_core.inference.folder.predict_folder`, with each image's path on this server.
 
     (Not named ``test_*``: pytest would collect it wherever a test module imports it.)
 
     Training records every file relative to the dataset root, and the root as it was given:
     absolute for a run trained from the app, relative to the repository for the bundled
     models. On another machine (a fresh clone) that root does not exist, so it is looked
-    for: as recorded (a relative one also against the repository root), then every tail
-    of it under the repository root, so that a run trained on
+    for: as recorded (a relative one also against the repository root: the folder that holds
+    the run's models folder), then every tail of it under the repository root, so that a run trained on
     ``/home/a/medclf/samples/datasets/chest_xray`` finds this checkout's
     ``samples/datasets/chest_xray``. The candidate that holds the most recorded files wins.
 
@@ -341,7 +291,9 @@ def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
         return None
     recorded = str((card.get("dataset") or {}).get("source", "") or "")
     rels = [p["file"] for p in rows]
-    root, found = _locate_dataset(recorded, rels)
+    run_dir = card.get("run_dir")
+    home = Path(run_dir).resolve().parents[1] if run_dir else Path.cwd()  # the folder holding the models folder
+    root, found = _locate_dataset(recorded, rels, home)
     base = root if root is not None else Path(recorded)
     return {"files": [str(base / r) for r in rels], "rel": rels,
             "y_true": np.array([names.index(p["label"]) for p in rows], dtype=int),
@@ -350,11 +302,11 @@ def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
             "n_found": found, "dataset_root": None if root is None else str(root)}
 
 
-def _locate_dataset(recorded: str, rels: list[str]) -> tuple[Path | None, int]:
-    """``(folder, n)``: the candidate root for a recorded dataset path that holds the most of ``rels``."""
+def _locate_dataset(recorded: str, rels: list[str], repo: Path) -> tuple[Path | None, int]:
+    """``(folder, n)``: the candidate root for a recorded dataset path that holds the most of ``rels``;
+    ``repo``: the folder that holds the models folder (the checkout, for the bundled models)."""
     if not recorded:
         return None, 0
-    repo = Path(__file__).resolve().parents[2]
     path = Path(recorded).expanduser()
     candidates = [path] if path.is_absolute() else [repo / path, path]
     parts = [p for p in path.parts if p not in (path.anchor, "", ".", "..")]

@@ -1,7 +1,7 @@
 """A printable one-page PDF report per image, without patient identifiers.
 
 :func:`write_report` writes one A4 PDF for one prediction result (a row of
-:meth:`medclf_core.inference.predictor.Predictor.predict_files` / ``analyse_images``): the image and its
+:meth:`medclf_core.inference.predictor.Predictor.predict_files` / ``predict``): the image and its
 heat-map overlay side by side, the decision and the threshold it was taken at, every class
 probability, the out-of-distribution verdict when the result has one (``"ood"``), the model
 card's facts (name, task, architecture, input, test metrics with their n, intended use) and the
@@ -14,7 +14,8 @@ key of ``result`` other than those listed above. Free text from the result (the 
 scrubbed with :func:`medclf_core.io.deid.redact`.
 
 :func:`write_reports` is the batch form used by ``predict --report DIR``: one PDF per readable
-image, named ``<k>_<de-identified stem>_report.pdf``, with the Grad-CAM map computed for each.
+image, named ``<k>_<de-identified stem>_report.pdf``, with the image's heat map (the decoded images and
+maps the caller already has are reused; the others are made here).
 :func:`report_bytes` returns the PDF as bytes (for a download button) and :func:`report_file_name`
 a de-identified file name for it.
 
@@ -38,6 +39,7 @@ Example (``predict --report`` does this for each file, with the image's Grad-CAM
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,9 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medclf_core.formatting import number
+from medclf_core.io.atomic import write_bytes_atomically
 from medclf_core.io.deid import redact, safe_file_label
-from medclf_core.io.images import as_gray_or_rgb_uint8
-from medclf_core.registry.store import write_bytes_atomically
+from medclf_core.io.images import as_gray_or_rgb_uint8, load_image
 
 NOTICE = "Research demo, not for clinical use."
 NOTICE_DETAIL = ("The models are not medical devices. This report shows what a model computed; it is not a "
@@ -76,16 +79,29 @@ def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
 
 def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | None, card: Mapping, *,
                  identifying: Iterable[str] = (), opacity: float = 0.4) -> bytes:
-    """The PDF of :func:`write_report` as bytes."""
-    from fpdf import FPDF
-    from fpdf.enums import WrapMode, XPos, YPos
-
+    """The PDF of :func:`write_report` as bytes: title, pictures, decision, class probabilities, model card."""
     from medclf_core.registry.card import ModelCard
 
     identifying = [str(v) for v in identifying]
     c = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card))
+    page = _Page()
+    _title(page, result, c.name, identifying)
+    _pictures(page, pixels, heatmap, opacity)
+    _decision(page, result, identifying)
+    _probabilities(page, result)
+    page.heading("Model card")
+    page.rows(_card_facts(c))
+    return bytes(page.pdf.output())
 
-    class _Report(FPDF):
+
+@functools.cache
+def _report_document_class():
+    """An A4 ``FPDF`` whose every page carries the research-use notice in its header and footer
+    (fpdf2 is imported here, when a report is made: it takes half a second)."""
+    from fpdf import FPDF
+    from fpdf.enums import XPos, YPos
+
+    class ReportDocument(FPDF):
         def header(self):
             self.set_font("Helvetica", "B", 9)
             self.set_text_color(160, 0, 0)
@@ -99,91 +115,129 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
             self.set_text_color(90, 90, 90)
             self.cell(0, 4, _t(f"medclf report, page {self.page_no()}. {NOTICE}"), align="C")
 
-    pdf = _Report(format="A4", unit="mm")
-    pdf.set_auto_page_break(True, margin=15)
-    pdf.set_title("medclf prediction report")
-    pdf.set_creator("medclf")
-    pdf.set_author("")
-    pdf.set_image_filter("DCTDecode")  # pictures as JPEG: a printable report, not an archive of the image
-    pdf.add_page()
-    width = pdf.w - pdf.l_margin - pdf.r_margin
+    return ReportDocument
 
-    def line(text: str, size: float = 9, style: str = "", h: float = 4.6, wrap=WrapMode.WORD) -> None:
-        pdf.set_font("Helvetica", style, size)
-        pdf.multi_cell(width, h, _t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=wrap, align="L")
 
-    def heading(text: str) -> None:
-        pdf.ln(2)
-        line(text, 11, "B", 6)
+class _Page:
+    """The report being written, with its three kinds of text: lines, headings and key/value rows."""
 
-    def rows(pairs: Sequence[tuple[str, str]], key_w: float = 48) -> None:
+    def __init__(self):
+        pdf = _report_document_class()(format="A4", unit="mm")
+        pdf.set_auto_page_break(True, margin=15)
+        pdf.set_title("medclf prediction report")
+        pdf.set_creator("medclf")
+        pdf.set_author("")
+        pdf.set_image_filter("DCTDecode")  # pictures as JPEG: a printable report, not an archive of the image
+        pdf.add_page()
+        self.pdf = pdf
+        self.width = pdf.w - pdf.l_margin - pdf.r_margin
+
+    def line(self, text: str, size: float = 9, style: str = "", h: float = 4.6, wrap_chars: bool = False) -> None:
+        """A paragraph across the page (wrapped at words, or anywhere with ``wrap_chars``)."""
+        from fpdf.enums import WrapMode, XPos, YPos
+
+        self.pdf.set_font("Helvetica", style, size)
+        self.pdf.multi_cell(self.width, h, _t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+                            wrapmode=WrapMode.CHAR if wrap_chars else WrapMode.WORD, align="L")
+
+    def heading(self, text: str) -> None:
+        self.pdf.ln(2)
+        self.line(text, 11, "B", 6)
+
+    def rows(self, pairs: Sequence[tuple[str, str]], key_w: float = 48) -> None:
+        """A two-column table: the key in bold, its value wrapped beside it."""
+        from fpdf.enums import XPos, YPos
+
+        pdf = self.pdf
         for key, value in pairs:
             pdf.set_font("Helvetica", "B", 8.5)
             y = pdf.get_y()
             pdf.multi_cell(key_w, 4.4, _t(key), new_x=XPos.RIGHT, new_y=YPos.TOP, align="L")
             pdf.set_font("Helvetica", "", 8.5)
-            pdf.multi_cell(width - key_w, 4.4, _t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
+            pdf.multi_cell(self.width - key_w, 4.4, _t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
             pdf.set_y(max(pdf.get_y(), y + 4.4))
 
-    line("medclf prediction report", 15, "B", 8)
+
+def _title(page: _Page, result: Mapping, model_name: str, identifying: list[str]) -> None:
+    """The title, the de-identified image name, the model, the date and the boxed research-use notice."""
+    from fpdf.enums import XPos, YPos
+
+    page.line("medclf prediction report", 15, "B", 8)
     label = safe_file_label(result.get("file", "") or "", identifying) or "(unnamed image)"
-    line(f"Image: {label}", 9, "", 4.6, WrapMode.CHAR)
-    line(f"Model: {c.name}    Report created: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", 9)
+    page.line(f"Image: {label}", 9, "", 4.6, wrap_chars=True)
+    page.line(f"Model: {model_name}    Report created: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}", 9)
+    pdf = page.pdf
     pdf.set_font("Helvetica", "B", 9)
     pdf.set_fill_color(255, 235, 235)
-    pdf.multi_cell(width, 5, _t(f"{NOTICE} {NOTICE_DETAIL}"), border=1, fill=True, new_x=XPos.LMARGIN,
+    pdf.multi_cell(page.width, 5, _t(f"{NOTICE} {NOTICE_DETAIL}"), border=1, fill=True, new_x=XPos.LMARGIN,
                    new_y=YPos.NEXT, align="L")
 
-    # The pictures: the image and its heat-map overlay.
+
+def _pictures(page: _Page, pixels: np.ndarray | None, heatmap: np.ndarray | None, opacity: float) -> None:
+    """The image and its heat-map overlay side by side (or a line saying what is missing)."""
+    pdf = page.pdf
     pdf.ln(2)
-    top = pdf.get_y()
-    bottom = top
-    if pixels is not None:
-        from medclf_core.explain.cams import overlay
+    if pixels is None:
+        page.line("(The image is not included in this report.)", 8)
+        return
+    from medclf_core.explain.render import overlay
 
-        base = as_gray_or_rgb_uint8(pixels)
-        pictures = [("Image", base)]
-        if heatmap is not None:
-            pictures.append((f"Heat map (opacity {opacity:.1f})", overlay(base, np.asarray(heatmap, np.float32),
-                                                                          opacity=opacity)))
-        for k, (caption, arr) in enumerate(pictures):
-            x = pdf.l_margin + k * (_IMAGE_W + 10)
-            im = _pil(arr)
-            h = _IMAGE_W * im.height / im.width
-            h = min(h, 95.0)
-            w = h * im.width / im.height
-            pdf.image(im, x=x, y=top, w=w, h=h)
-            pdf.set_xy(x, top + h + 0.5)
-            pdf.set_font("Helvetica", "", 8)
-            pdf.cell(_IMAGE_W, 4, _t(caption))
-            bottom = max(bottom, top + h + 5)
-        if heatmap is None:
-            pdf.set_xy(pdf.l_margin + _IMAGE_W + 10, top)
-            pdf.set_font("Helvetica", "", 8)
-            pdf.multi_cell(_IMAGE_W, 4, _t("No heat map in this report."))
-        pdf.set_xy(pdf.l_margin, bottom + 1)
-    else:
-        line("(The image is not included in this report.)", 8)
+    base = as_gray_or_rgb_uint8(pixels)
+    pictures = [("Image", base)]
+    if heatmap is not None:
+        pictures.append((f"Heat map (opacity {opacity:.1f})", overlay(base, np.asarray(heatmap, np.float32),
+                                                                      opacity=opacity)))
+    top = bottom = pdf.get_y()
+    for k, (caption, arr) in enumerate(pictures):
+        x = pdf.l_margin + k * (_IMAGE_W + 10)
+        im = _pil(arr)
+        h = min(_IMAGE_W * im.height / im.width, 95.0)
+        w = h * im.width / im.height
+        pdf.image(im, x=x, y=top, w=w, h=h)
+        pdf.set_xy(x, top + h + 0.5)
+        pdf.set_font("Helvetica", "", 8)
+        pdf.cell(_IMAGE_W, 4, _t(caption))
+        bottom = max(bottom, top + h + 5)
+    if heatmap is None:
+        pdf.set_xy(pdf.l_margin + _IMAGE_W + 10, top)
+        pdf.set_font("Helvetica", "", 8)
+        pdf.multi_cell(_IMAGE_W, 4, _t("No heat map in this report."))
+    pdf.set_xy(pdf.l_margin, bottom + 1)
 
-    # The decision.
-    heading("Decision")
-    probs = {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
+
+def _decision(page: _Page, result: Mapping, identifying: list[str]) -> None:
+    """The model's output with the rule and threshold behind it, how the probabilities were made, and
+    the out-of-distribution verdict (a flagged image said so first: its label is not a finding)."""
+    page.heading("Decision")
     ood = result.get("ood")
     if ood:
         reason = _scrub(result.get("ood_reason") or "the image does not look like the training images", identifying)
-        line(f"OUT OF DISTRIBUTION: {reason}. The label below is not a finding; it is only what the model output.",
-             9.5, "B")
+        page.line(f"OUT OF DISTRIBUTION: {reason}. The label below is not a finding; it is only what the model "
+                  "output.", 9.5, "B")
     pos, threshold = result.get("positive_class"), result.get("threshold")
     if threshold is not None and pos:
-        rule = f"threshold {float(threshold):.3f} on P({pos}): {pos} when P({pos}) >= {float(threshold):.3f}"
+        rule = f"threshold {number(threshold)} on P({pos}): {pos} when P({pos}) >= {number(threshold)}"
     else:
         rule = "argmax (the most probable class; this model has no operating threshold)"
-    label_prob = probs.get(str(result.get("label")))
-    line(f"Model output: {result.get('label', 'n/a')}"
-         + (f" (P = {label_prob:.3f})" if label_prob is not None else ""), 12, "B", 6)
-    line(f"Decision rule: {rule}.", 9)
+    label_prob = _probabilities_of(result).get(str(result.get("label")))
+    page.line(f"Model output: {result.get('label', 'n/a')}"
+              + (f" (P = {number(label_prob)})" if label_prob is not None else ""), 12, "B", 6)
+    page.line(f"Decision rule: {rule}.", 9)
     if threshold is not None:
-        line(f"Decision threshold: {float(threshold):.3f}", 9)
+        page.line(f"Decision threshold: {number(threshold)}", 9)
+    extras = _how_made(result)
+    if extras:
+        page.line("; ".join(extras).capitalize() + ".", 8.5)
+    if ood is None:
+        page.line("Out-of-distribution check: not checked (this model has no out-of-distribution gate).", 8.5)
+    elif not ood:
+        score = result.get("ood_score")
+        page.line("Out-of-distribution check: passed, the image resembles the training images"
+                  + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
+
+
+def _how_made(result: Mapping) -> list[str]:
+    """Calibration, test-time views and ensemble size behind the probabilities, as phrases."""
     extras = []
     if result.get("temperature"):
         extras.append(f"probabilities calibrated with temperature {float(result['temperature']):.3g}")
@@ -191,22 +245,24 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
         extras.append("averaged over test-time views: " + ", ".join(str(v) for v in result["tta"]))
     if result.get("ensemble"):
         extras.append(f"seed ensemble of {int(result['ensemble'])} models")
-    if extras:
-        line("; ".join(extras).capitalize() + ".", 8.5)
-    if ood is None:
-        line("Out-of-distribution check: not checked (this model has no out-of-distribution gate).", 8.5)
-    elif not ood:
-        score = result.get("ood_score")
-        line("Out-of-distribution check: passed, the image resembles the training images"
-             + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
+    return extras
 
-    heading("Class probabilities")
-    bar_w = width - 75
-    for name, p in probs.items():
+
+def _probabilities_of(result: Mapping) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
+
+
+def _probabilities(page: _Page, result: Mapping) -> None:
+    """One bar per class (the output's in bold), with the threshold marked in red on the positive class."""
+    page.heading("Class probabilities")
+    pdf = page.pdf
+    pos, threshold = result.get("positive_class"), result.get("threshold")
+    bar_w = page.width - 75
+    for name, p in _probabilities_of(result).items():
         pdf.set_font("Helvetica", "B" if name == result.get("label") else "", 9)
         y = pdf.get_y()
         pdf.cell(50, 5, _t(name))
-        pdf.cell(20, 5, f"{p:.3f}", align="R")
+        pdf.cell(20, 5, number(p), align="R")
         x0 = pdf.get_x() + 4
         pdf.set_fill_color(220, 220, 220)
         pdf.rect(x0, y + 1, bar_w, 3, style="F")
@@ -218,34 +274,33 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
             pdf.set_draw_color(0, 0, 0)
         pdf.set_xy(pdf.l_margin, y + 5)
     if threshold is not None and pos:
-        line(f"The red mark on the {pos} bar is the threshold.", 7.5)
-
-    heading("Model card")
-    rows(_card_facts(c))
-    return bytes(pdf.output())
+        page.line(f"The red mark on the {pos} bar is the threshold.", 7.5)
 
 
 def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike, *, method: str = "gradcam",
-                  opacity: float = 0.4) -> list[Path]:
+                  opacity: float = 0.4, decoded: Mapping | None = None, explanations: Mapping | None = None
+                  ) -> list[Path]:
     """One report per readable result of ``predictor.predict_files`` in ``out_dir``; each result gets
     ``"report"`` (its PDF's path). Without a heat map (the model has none) the report says so; a file
-    whose report cannot be made gets ``"report_error"``."""
-    from medclf_core.io.images import load_image
+    whose report cannot be made gets ``"report_error"``.
 
+    What the caller already has is used, not made again: ``decoded`` (``{index: DecodedImage}``, as
+    ``predict_files(decoded=...)`` fills it) and ``explanations`` (``{index: explanation or None}``:
+    the result of :meth:`~medclf_core.inference.predictor.Predictor.explain` for that image, None for
+    no map). A result missing from them is decoded here, and explained here with ``method``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    decoded, explanations = decoded or {}, explanations or {}
     written: list[Path] = []
     for k, r in enumerate(results):
         if "error" in r:
             continue
         try:
-            img = load_image(r["file"])
+            img = decoded[k] if k in decoded else load_image(r["file"])
             values = list(img.dicom.identifying) if img.dicom is not None else []  # the one parse
-            try:
-                hm = predictor.explain([img.pixels], method)[0].heatmap  # the predicted class's map
-            except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
-                hm = None
-            target = write_report(r, img.pixels, hm, predictor.card,
+            ex = explanations[k] if k in explanations else _explain_one(predictor, img, method)
+            target = write_report(r, img.pixels, None if ex is None else ex.heatmap, predictor.card,
                                   out_dir / report_file_name(r["file"], values, prefix=f"{k:03d}_"),
                                   identifying=values, opacity=opacity)
         except Exception as exc:  # noqa: BLE001 - one report that fails never stops the others
@@ -254,6 +309,14 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
         r["report"] = str(target)
         written.append(target)
     return written
+
+
+def _explain_one(predictor, img, method: str):
+    """The predicted class's map of one decoded image, or None when the model has no heat map."""
+    try:
+        return predictor.explain([img], method)[0]
+    except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
+        return None
 
 
 def report_file_name(file: str | os.PathLike, identifying: Iterable[str] = (), *, prefix: str = "") -> str:
@@ -276,7 +339,7 @@ def _card_facts(c) -> list[tuple[str, str]]:
     n = c.test_n
     facts.append((f"Images in the {split} split", str(n) if n is not None else "not recorded"))
     if c.threshold is not None:
-        facts.append(("Operating threshold", f"{c.threshold:.3f} on P({c.positive_class})"
+        facts.append(("Operating threshold", f"{number(c.threshold)} on P({c.positive_class})"
                       + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))
     use = c.get("intended_use")
     if isinstance(use, dict) and use:
@@ -307,8 +370,6 @@ def _t(text) -> str:
     s = str(text).replace("\u2013", "-").replace("\u2014", "-").replace("\u2019", "'").replace("\u2264", "<=") \
         .replace("\u2265", ">=")
     return s.encode("latin-1", "replace").decode("latin-1")
-
-
 
 
 def _pil(arr: np.ndarray):

@@ -21,11 +21,22 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from medclf_core.errors import AccessDenied
+from medclf_core.registry.store import default_models_dir
 
 DATA_ROOTS_ENV = "MEDCLF_DATA_ROOTS"
 PASSWORD_ENV = "MEDCLF_PASSWORD"
 PASSWORD_SECRET = "medclf_password"
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
+SAMPLES_DIR_ENV = "MEDCLF_SAMPLES_DIR"
+
+
+def samples_dir() -> Path:
+    """The bundled samples folder: ``$MEDCLF_SAMPLES_DIR``, else ``samples`` in the working directory.
+
+    The same rule as the models folder (:func:`medclf_core.registry.store.default_models_dir`); the app
+    sets ``$MEDCLF_SAMPLES_DIR`` to its checkout's ``samples/`` unless it is set already (app.py).
+    """
+    env = os.environ.get(SAMPLES_DIR_ENV)
+    return Path(env) if env else Path.cwd() / "samples"
 
 
 class _Unresolvable(Exception):
@@ -51,16 +62,15 @@ def _real(path: str | os.PathLike) -> Path:
 def data_roots(models_dir: str | os.PathLike | None = None) -> list[Path]:
     """The folders the app may read from, resolved, without repeats, in a fixed order.
 
-    The bundled samples, the models folder (``models_dir``, else the default one), the app's own
-    upload folder (``<jobs dir>/uploads``, where the Train page writes uploaded zips), then each
-    folder of ``$MEDCLF_DATA_ROOTS``. Empty entries are ignored; relative ones are taken from the
+    The bundled samples (:func:`samples_dir`), the models folder (``models_dir``, else the default
+    one), the app's own upload folder (``<jobs dir>/uploads``, where the Train page writes uploaded
+    zips), then each folder of ``$MEDCLF_DATA_ROOTS``. Empty entries are ignored; relative ones are taken from the
     working directory.
     """
-    from medclf_core.training.jobs import jobs_dir
-    from medclf_core.registry.store import default_models_dir
+    from medclf_core.training.jobs import jobs_dir  # here: it imports scikit-learn and OpenCV
 
     models = Path(models_dir) if models_dir else default_models_dir()
-    wanted: list[str | os.PathLike] = [SAMPLES_DIR, models, jobs_dir(models) / "uploads"]
+    wanted: list[str | os.PathLike] = [samples_dir(), models, jobs_dir(models) / "uploads"]
     wanted += [p for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     roots: list[Path] = []
     for entry in wanted:
@@ -93,8 +103,8 @@ def resolve_data_path(text: str | os.PathLike, roots: list[Path] | None = None) 
     root (the same message whether the path exists or not), or inside a root but not readable
     (permission denied, an I/O error: no operating-system text, no traceback).
 
-    >>> resolve_data_path(SAMPLES_DIR / "datasets" / "chest_xray" / ".." / "chest_xray") == \\
-    ...     SAMPLES_DIR.resolve() / "datasets" / "chest_xray"
+    >>> resolve_data_path(samples_dir() / "datasets" / "chest_xray" / ".." / "chest_xray") == \\
+    ...     samples_dir().resolve() / "datasets" / "chest_xray"
     True
     >>> try:
     ...     resolve_data_path("/etc")

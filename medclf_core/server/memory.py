@@ -11,7 +11,8 @@ Two causes kept a server's memory after its browser sessions had closed (``bench
   free pages of every arena; :func:`start_trimmer` does it every few seconds in one daemon thread.
   ``scripts/app.sh`` also caps the arenas (``MALLOC_ARENA_MAX``).
 
-And what a session keeps per image is bounded: its heat maps at display size (:func:`compact_map`).
+What a session keeps per image is bounded too: its heat maps at display size
+(:func:`medclf_core.explain.render.compact_map`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import ctypes
 import ctypes.util
 import gc
 import threading
-
-import numpy as np
 
 _libc = None
 _trimmer: threading.Thread | None = None
@@ -94,33 +93,6 @@ def freeze_long_lived() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
-
-
-MAP_SIDE = 512
-
-
-def compact_map(heatmap: np.ndarray, max_side: int = MAP_SIDE) -> np.ndarray:
-    """A heat map kept for display at most ``max_side`` px on its longer side (float32, aspect kept).
-
-    :meth:`Predictor.explain` returns each map at its image's size: 16 MB for a 2048 px X-ray,
-    although a CAM is a 7 x 7 (Grad-CAM at 224 px) grid smoothly upsampled. A session keeps its
-    maps (one per image, method and class), so the page keeps them at 512 px (1 MB) and
-    :func:`medclf_core.explain.cams.overlay` upsamples them to the picture when drawn.
-
-    >>> compact_map(np.ones((2048, 1024), np.float32)).shape
-    (512, 256)
-    >>> compact_map(np.ones((30, 40), np.float32)).shape
-    (30, 40)
-    """
-    import cv2
-
-    heat = np.asarray(heatmap, dtype=np.float32)
-    h, w = heat.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return heat
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
 
 
 def rss_mb(pid: int | str = "self") -> float:

@@ -8,15 +8,22 @@ test split, and write the run into the registry atomically.
 
 One job per module:
 
-- ``config``: :class:`TrainConfig`, its validation and the CLI metadata of its fields (no TensorFlow import);
-- ``run``: the job (work folder and its lock, resume, cancel, registration);
-- ``fitting``: one model's fit, phase by phase, from a :class:`~medclf_core.training.fitting.FitContext`;
+- ``config``: :class:`TrainConfig`, its validation (once per path: a stamp) and the metadata of its
+  fields, from which the CLI makes its flags and the Train page its form (no TensorFlow import);
+- ``session``: :class:`~medclf_core.training.session.TrainingSession`, one run's state from validated
+  settings to registration (devices, data and split, work folder and its lock, results);
+- ``run``: the job, step by step on the session (fit, evaluate, register; cancel and errors as events);
+- ``fitting``: one model's fit, phase by phase;
 - ``callbacks``: progress events and cancel, the best-epoch checkpoint, synced backups (Keras imported lazily);
 - ``evaluate``: gate, temperature, threshold and test metrics of the trained model;
 - ``card``: the run's :class:`medclf_core.registry.card.ModelCard`;
-- ``tf_compat``: the patches over Keras internals that multi-worker training needs.
+- ``refit``: the gate and the temperature of a registered run, refitted without retraining;
+- ``jobs`` and ``events``: background jobs for the app, and a run's progress as events (the job's one record);
+- ``devices``: the device plan (strategy, precision, XLA);
+- ``tf_compat``: every patch over Keras/TensorFlow internals, each named, warned about and tested.
 
-Importing this package does not import TensorFlow; :func:`train` does.
+May import every lower layer (errors, io, data, models, registry, trust, explain, inference), never
+reports, server or cli. Importing this package does not import TensorFlow; :func:`train` does.
 
 Example::
 
@@ -26,6 +33,7 @@ Example::
 
 from medclf_core.training.config import CHEST_HINTS, TrainConfig
 from medclf_core.training.fitting import class_weight_for, predict_probabilities
-from medclf_core.training.run import train, work_key
+from medclf_core.training.run import train
+from medclf_core.training.session import work_key
 
 __all__ = ["CHEST_HINTS", "TrainConfig", "class_weight_for", "predict_probabilities", "train", "work_key"]

@@ -1,4 +1,6 @@
-"""The Keras callbacks of a run: progress events and cancel, the best-epoch checkpoint, synced backups.
+"""The Keras callbacks of a run: progress events and cancel, the best-epoch checkpoint, clean BatchNorm statistics.
+
+The backup callback that subclasses Keras internals is :func:`medclf_core.training.tf_compat.synced_backup`.
 
 Keras is imported when the first callback is made, not when this module is imported:
 each callback is a plain class here, and :meth:`_KerasCallback.new` mixes
@@ -7,21 +9,18 @@ each callback is a plain class here, and :meth:`_KerasCallback.new` mixes
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from medclf_core.training.devices import gather_min
 from medclf_core.errors import TrainingCancelled
 from medclf_core.training.events import EventLog
-from medclf_core.registry.store import write_json
+from medclf_core.io.atomic import write_json
 
 
 @functools.cache
@@ -175,52 +174,6 @@ def set_batchnorm_statistics(model, layers: list, images_ds) -> None:
     for layer, (mean, var) in zip(layers, sums, strict=True):
         layer.moving_mean.assign(ops.cast(mean / batches, layer.moving_mean.dtype))
         layer.moving_variance.assign(ops.cast(var / batches, layer.moving_variance.dtype))
-
-
-def synced_backup(backup_dir: Path, multi_worker: bool):
-    """Keras ``BackupAndRestore``; with several workers, all of them resume from the same epoch.
-
-    Every worker backs up into its own folder (Keras 3 writes from every worker). A
-    worker killed between the end of an epoch and its backup write can be one epoch
-    behind the others, so with several workers the previous state is kept too, and
-    at restore time the workers agree on the oldest epoch any of them holds (a
-    collective all-gather) and roll back to it. Weights are identical on every
-    worker at the end of an epoch (synchronous training), so this is exact.
-    """
-    import keras
-
-    class SyncedBackupAndRestore(keras.callbacks.BackupAndRestore):
-        def _load_model(self):
-            if multi_worker:
-                self._agree_on_epoch()
-            super()._load_model()
-
-        def _agree_on_epoch(self):
-            local = _backup_epoch(self._training_metadata_path, self._weights_path)
-            agreed = gather_min(self.model.distribute_strategy, local)
-            if agreed == local:
-                return
-            prev = _backup_epoch(self._prev_training_metadata_path, self._prev_weights_path)
-            if agreed > 0 and prev == agreed:
-                shutil.copyfile(self._prev_weights_path, self._weights_path)
-                shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
-            else:  # nothing common: every worker starts over
-                for f in (self._weights_path, self._training_metadata_path, self._prev_weights_path,
-                          self._prev_training_metadata_path):
-                    with contextlib.suppress(OSError):
-                        os.remove(f)
-
-    return SyncedBackupAndRestore(str(backup_dir), double_checkpoint=multi_worker)
-
-
-def _backup_epoch(metadata_path, weights_path) -> int:
-    try:
-        if not os.path.isfile(weights_path):
-            return 0
-        with open(metadata_path) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def clean_logs(logs) -> dict:

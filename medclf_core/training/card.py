@@ -14,54 +14,73 @@ from medclf_core import __version__
 from medclf_core.registry.card import CARD_SCHEMA_VERSION, ModelCard
 from medclf_core.models.ensemble import member_layer_names, member_prefix
 from medclf_core.trust.metrics import THRESHOLD_RULES
-from medclf_core.training.evaluate import RunEvaluation
-from medclf_core.training.fitting import FitContext, Member
-from medclf_core.trust.verdict import calibration_entry
+from medclf_core.training.session import TrainingSession
+from medclf_core.trust.calibration import calibration_entry
 
 
-def build_card(ctx: FitContext, trained: list[Member], ev: RunEvaluation, *, name: str, index, report,
-               counts: dict, history: list[dict], started: float) -> ModelCard:
-    """The card of the run: what it is, how it was trained, on what, and how well it did.
+def build_card(s: TrainingSession, name: str) -> ModelCard:
+    """The card of the session's run: what it is, how it was trained, on what, and how well it did.
 
     Validated by :meth:`ModelCard.from_dict`: a card that would not read back fails here,
     before anything is registered.
     """
-    cfg, spec, plan, members = ctx.cfg, ctx.spec, ctx.plan, ctx.members
-    class_names, init_card = ctx.class_names, ctx.init_card
-    first = trained[0]
-    pretrained = first.pretrained
-    threshold, positive = ev.threshold, ev.positive
+    cfg, ev, class_names = s.cfg, s.evaluation, s.class_names
+    first = s.trained[0]
     card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "name": name,
         "intended_use": cfg.intended_use,
         "training_data": cfg.training_data,
-        "task": cfg.task or index.name,
+        "task": cfg.task or s.index.name,
         "class_names": class_names,
-        "positive_class": class_names[positive] if positive is not None else None,
+        "positive_class": class_names[ev.positive] if ev.positive is not None else None,
         "architecture": cfg.arch,
         "input_shape": [cfg.image_size, cfg.image_size, cfg.channels],
         "input_spec": {"dtype": "float32", "value_range": [0, 255],
                        "preprocessing": "decode by content, 8-bit, squash-resize to input_shape "
                                         "(OpenCV INTER_AREA down / INTER_LINEAR up); rescaling is inside the model",
                        "channels": "grayscale" if cfg.channels == 1 else "RGB"},
-        "cam_layer": _cam_layer(first.model, _base_cam_layer(init_card, spec, ctx.split_init), members),
+        "cam_layer": _cam_layer(first.model, _base_cam_layer(s.init_card, s.spec, s.split_init), s.members),
         "tta": list(ev.tta),
+        **_model_entries(s),
+        "dataset": {"source": str(cfg.data), "name": s.index.name, "fingerprint": s.report.fingerprint,
+                    "layout": "presplit" if s.index.presplit else "class folders (split by medclf)",
+                    "counts": s.counts, "split_seed": cfg.seed, "audit_warnings": s.report.warnings(),
+                    "unreadable": len(s.report.unreadable)},
+        "metrics": _summary(ev.test_metrics, ev.eval_split),
+        "validation_metrics": _summary(ev.val_metrics, "val"),
+        **_threshold_entries(s),
+        "ood": ev.gate.summary(),
+        "training": _training_entry(s),
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return ModelCard.from_dict(card)
+
+
+def _model_entries(s: TrainingSession) -> dict:
+    """``recipe``, ``pretrained``, ``ensemble`` and ``config``: how the model was made."""
+    cfg, spec, trained = s.cfg, s.spec, s.trained
+    first = trained[0]
+    pretrained = first.pretrained
+    return {
         "recipe": {"name": first.recipe, "views": first.views,
                    "fine_tune_epochs": cfg.fine_tune_epochs if pretrained else 0,
                    "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None},
         "pretrained": ({"weights": "imagenet" if cfg.weights == "imagenet" else "file", "source": spec.pretrained,
                         "file": os.path.basename(first.pretrained_source)} if pretrained else None),
-        "ensemble": ({"members": members, "seeds": [t.seed for t in trained], "combination": "mean of logits",
-                      "member_validation": ev.member_validation} if members > 1 else None),
-        "config": {**asdict(cfg), "augment_resolved": ctx.augment.to_dict(), "class_weight": ctx.class_weight,
-                   "pretrained_weights": pretrained, "init_from": init_card["name"] if init_card else None},
-        "dataset": {"source": str(cfg.data), "name": index.name, "fingerprint": report.fingerprint,
-                    "layout": "presplit" if index.presplit else "class folders (split by medclf)",
-                    "counts": counts, "split_seed": cfg.seed, "audit_warnings": report.warnings(),
-                    "unreadable": len(report.unreadable)},
-        "metrics": _summary(ev.test_metrics, ev.eval_split),
-        "validation_metrics": _summary(ev.val_metrics, "val"),
+        "ensemble": ({"members": s.members, "seeds": [t.seed for t in trained], "combination": "mean of logits",
+                      "member_validation": s.evaluation.member_validation} if s.members > 1 else None),
+        "config": {**asdict(cfg), "augment_resolved": s.augment.to_dict(), "class_weight": s.class_weight,
+                   "pretrained_weights": pretrained, "init_from": s.init_card["name"] if s.init_card else None},
+    }
+
+
+def _threshold_entries(s: TrainingSession) -> dict:
+    """``threshold``, how it was chosen, and the ``calibration`` it was chosen on."""
+    cfg, ev = s.cfg, s.evaluation
+    threshold = ev.threshold
+    return {
         "threshold": threshold,
         "threshold_method": cfg.threshold_method if threshold is not None else None,
         "threshold_rule": ({"method": cfg.threshold_method, "chosen_for": THRESHOLD_RULES[cfg.threshold_method],
@@ -71,19 +90,20 @@ def build_card(ctx: FitContext, trained: list[Member], ev: RunEvaluation, *, nam
                            if threshold is not None else None),
         "calibration": calibration_entry(ev.temperature, ev.y_val, ev.raw_val_probs, threshold=threshold,
                                          stored_predictions="calibrated"),
-        "ood": ev.gate.summary(),
-        "training": {"epochs_run": _per_member([len(t.history) for t in trained]),
-                     "best_epoch": _per_member([t.best_epoch for t in trained]),
-                     "best_val_loss": _per_member([t.best_val_loss for t in trained]),
-                     "seconds": round(time.time() - started, 1), "devices": plan.describe(),
-                     "global_batch_size": ctx.global_batch, "learning_rate": cfg.learning_rate * plan.replicas,
-                     "replicas": plan.replicas, "workers": plan.num_workers, "strategy": plan.kind,
-                     "mixed_precision": plan.mixed_precision, "xla": first.xla_used,
-                     "images_per_s": _typical_images_per_s(history)},
-        "versions": versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return ModelCard.from_dict(card)
+
+
+def _training_entry(s: TrainingSession) -> dict:
+    """The card's ``training``: epochs, best epochs, time, devices and throughput."""
+    cfg, plan, trained = s.cfg, s.plan, s.trained
+    return {"epochs_run": _per_member([len(t.history) for t in trained]),
+            "best_epoch": _per_member([t.best_epoch for t in trained]),
+            "best_val_loss": _per_member([t.best_val_loss for t in trained]),
+            "seconds": round(time.time() - s.started, 1), "devices": plan.describe(),
+            "global_batch_size": s.global_batch, "learning_rate": cfg.learning_rate * plan.replicas,
+            "replicas": plan.replicas, "workers": plan.num_workers, "strategy": plan.kind,
+            "mixed_precision": plan.mixed_precision, "xla": trained[0].xla_used,
+            "images_per_s": _typical_images_per_s(s.history)}
 
 
 def versions() -> dict:
@@ -124,7 +144,7 @@ def _base_cam_layer(init_card: dict | None, spec, split_init: bool) -> str | lis
 
 def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
     """The card's ``cam_layer``: the architecture's layer, or each member's copy of it in an ensemble."""
-    from medclf_core.explain.cams import find_cam_layer
+    from medclf_core.explain.views import find_cam_layer
 
     layers = [find_cam_layer(model, layer)] if isinstance(layer, str) else list(layer)
     if members > 1:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclf_core.trust.calibration import apply_temperature, fit_temperature
-from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities, positive_class_index
+from medclf_core.registry.card import positive_class_index
+from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
 from medclf_core.trust.ood import fit_gate
 from medclf_core.data.pipeline import make_dataset
-from medclf_core.training.fitting import FitContext, Member, labels_of, predict_probabilities
-from medclf_core.trust.verdict import features_and_probabilities
+from medclf_core.training.fitting import labels_of, predict_probabilities
+from medclf_core.training.session import TrainingSession
+from medclf_core.trust.features import features_and_probabilities
 
 
 @dataclass
@@ -37,30 +39,19 @@ class RunEvaluation:
     member_validation: list[dict] | None
 
 
-def evaluate_run(ctx: FitContext, model, trained: list[Member], tta: tuple[str, ...], common: dict) -> RunEvaluation:
-    """Score ``model`` (the merged ensemble, or the one member) as the card reports it.
-
-    ``common`` holds the dataset options (image size, channels, global batch, seed).
-    """
-    cfg, splits, class_names, log = ctx.cfg, ctx.splits, ctx.class_names, ctx.log
+def evaluate_run(s: TrainingSession) -> RunEvaluation:
+    """Score the session's ``model`` (the merged ensemble, or the one member) as the card reports it."""
+    cfg, splits, class_names, log, model, tta = s.cfg, s.splits, s.class_names, s.log, s.model, s.tta
+    common = s.dataset_options
     positive = positive_class_index(class_names)
-    member_validation = None
-    if ctx.members > 1:
-        member_validation = []
-        for t in trained:
-            probs = predict_probabilities(t.model, ctx.val_ds, tta)
-            m = evaluate_probabilities(labels_of(splits["val"]), probs, class_names, threshold=None,
-                                       positive=positive, seed=cfg.seed, bootstrap=0)
-            member_validation.append({"member": t.member, "seed": t.seed, "accuracy": m.get("accuracy"),
-                                      "auc": m.get("auc"), "epochs_run": len(t.history),
-                                      "best_epoch": t.best_epoch, "best_val_loss": t.best_val_loss})
+    member_validation = _member_validation(s, positive) if s.members > 1 else None
 
     # --- threshold on validation, metrics on test (or validation when there is no test split)
     log.emit("evaluate", split="val")
     y_val = labels_of(splits["val"])
     # One forward pass gives the validation probabilities and the features the out-of-distribution gate needs.
-    val_features, raw_val_probs = features_and_probabilities(model, ctx.val_ds, tta)
-    gate = fit_gate(_train_features(ctx, model, trained, common), labels_of(splits["train"]), val_features)
+    val_features, raw_val_probs = features_and_probabilities(model, s.val_ds, tta)
+    gate = fit_gate(_train_features(s), labels_of(splits["train"]), val_features)
     log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                f"{gate.val_fraction_flagged:.1%} of the validation images.")
     # Temperature scaling on validation; the threshold and every reported figure use calibrated probabilities.
@@ -90,14 +81,27 @@ def evaluate_run(ctx: FitContext, model, trained: list[Member], tta: tuple[str, 
                          eval_split, predictions, gate, member_validation)
 
 
-def _train_features(ctx: FitContext, model, trained: list[Member], common: dict) -> np.ndarray:
+def _member_validation(s: TrainingSession, positive: int | None) -> list[dict]:
+    """Each ensemble member's own validation accuracy and AUC (the card's ``member_validation``)."""
+    out = []
+    for t in s.trained:
+        probs = predict_probabilities(t.model, s.val_ds, s.tta)
+        m = evaluate_probabilities(labels_of(s.splits["val"]), probs, s.class_names, threshold=None,
+                                   positive=positive, seed=s.cfg.seed, bootstrap=0)
+        out.append({"member": t.member, "seed": t.seed, "accuracy": m.get("accuracy"), "auc": m.get("auc"),
+                    "epochs_run": len(t.history), "best_epoch": t.best_epoch, "best_val_loss": t.best_val_loss})
+    return out
+
+
+def _train_features(s: TrainingSession) -> np.ndarray:
     """Penultimate features of the train split (unaugmented) for the gate: the transfer recipe's cache, or a pass."""
     from medclf_core.training.transfer import head_options
 
     # the cache holds the feature layer's output, which is the classifier's input unless a dense layer sits between
-    if ctx.members == 1 and trained[0].train_features is not None and not head_options(model)["dense_units"]:
-        return trained[0].train_features
-    ctx.log.emit("notice", message="Computing training-image features for the out-of-distribution gate.")
-    ds = make_dataset([it.path for it in ctx.splits["train"]], labels_of(ctx.splits["train"]), training=False,
-                      cache=False, **common)
-    return features_and_probabilities(model, ds)[0]
+    first = s.trained[0]
+    if s.members == 1 and first.train_features is not None and not head_options(s.model)["dense_units"]:
+        return first.train_features
+    s.log.emit("notice", message="Computing training-image features for the out-of-distribution gate.")
+    train = s.splits["train"]
+    ds = make_dataset([it.path for it in train], labels_of(train), training=False, cache=False, **s.dataset_options)
+    return features_and_probabilities(s.model, ds)[0]

@@ -62,6 +62,8 @@ def read_events(path: str | os.PathLike) -> list[dict]:
 # ---------------------------------------------------------------------------- the fold
 
 PHASE_NAMES = {"train": "training", "fine_tune": "fine-tuning", "features": "computing backbone features"}
+#: The events that end a run, and the outcome each one means (a job's state: medclf_core.training.jobs).
+FINAL_EVENTS = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
 
 class TrainingProgress:
@@ -71,8 +73,9 @@ class TrainingProgress:
     Feed it events in order (:meth:`add`, or :func:`fold_events` for a whole log) and read
     :attr:`state`: ``phase, epoch, epochs, batch, batches, eta_s, fraction, history``
     (per-epoch metrics, one curve per ensemble member), ``audit, split, notices, devices,
-    images_per_s, run_dir, name, metrics, message``, and ``member, members`` for an
-    ensemble. :meth:`text` is the one-line summary. ``batch`` counts finished batches of
+    images_per_s, run_dir, name, metrics, message, outcome`` (``done``, ``cancelled`` or
+    ``failed`` once a final event came, the last one deciding; else None), and ``member,
+    members`` for an ensemble. :meth:`text` is the one-line summary. ``batch`` counts finished batches of
     the current epoch; a new epoch (or phase) shows no batch until its first one has run,
     so the first shown is ``1/N``.
 
@@ -89,7 +92,7 @@ class TrainingProgress:
         self.state: dict = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": None,
                             "eta_s": None, "fraction": 0.0, "history": [], "audit": None, "split": None,
                             "notices": [], "devices": None, "images_per_s": None, "run_dir": None, "name": None,
-                            "metrics": None, "message": None}
+                            "metrics": None, "message": None, "outcome": None}
 
     def add(self, ev: dict) -> None:
         """Fold one event in."""
@@ -133,8 +136,9 @@ class TrainingProgress:
         elif kind == "done":
             out["run_dir"], out["name"], out["metrics"] = ev.get("run_dir"), ev.get("name"), ev.get("metrics")
             out["phase"] = "finished"
-        elif kind in ("error", "cancelled"):
-            out["message"] = out["message"] or ev.get("message")
+        if kind in FINAL_EVENTS:
+            out["outcome"] = FINAL_EVENTS[kind]
+            out["message"] = ev.get("message") or out["message"]
         out["fraction"] = self._fraction()
 
     def _fraction(self) -> float:

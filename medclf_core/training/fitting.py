@@ -3,78 +3,30 @@
 Recipes: ``scratch`` fits on images (:func:`_fit_images`); ``transfer`` fits a head on
 backbone features cached once (:func:`_fit_transfer_head`); a pretrained model may then
 fine-tune its top blocks on images (:func:`_fine_tune`). Everything one fit needs is in
-a :class:`FitContext`; :func:`fit_member` returns a :class:`Member`.
+the run's :class:`~medclf_core.training.session.TrainingSession` and the member's
+:class:`~medclf_core.training.session.MemberSlot`; :func:`fit_member` returns a :class:`Member`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from medclf_core.models.architectures import build_model, set_trainable_from
-from medclf_core.data.augment import AugmentConfig
-from medclf_core.training.devices import DevicePlan, precision_policy
-from medclf_core.models.ensemble import split_member
-from medclf_core.errors import MedclfError
-from medclf_core.training.events import EventLog
 from medclf_core.data.pipeline import make_dataset
-from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatistics, Progress, synced_backup
-from medclf_core.training.config import TrainConfig
 from medclf_core.data.tta import tf_view
-
+from medclf_core.errors import MedclfError
+from medclf_core.models.architectures import build_model, set_trainable_from
+from medclf_core.models.ensemble import split_member
+from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatistics, Progress
+from medclf_core.training.devices import DevicePlan, precision_policy
+from medclf_core.training.session import MemberSlot, TrainingSession
+from medclf_core.training.tf_compat import fix_symbolic_build_for_multi_worker, forget_restored_epoch, synced_backup
 
 BN_STATISTICS_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before each validation
-
-@dataclass
-class FitContext:
-    """What every phase of fitting one model reads: the run's settings, data and devices, and which member it is.
-
-    The run-wide part is made once (``member`` 1); :meth:`for_member` gives member ``k``'s copy
-    (its seed and work folder).
-    """
-
-    cfg: TrainConfig                   # resolved
-    spec: object                       # the architecture's ArchSpec
-    plan: DevicePlan
-    log: EventLog
-    cancel: Callable[[], bool] | None
-    splits: dict                       # {"train", "val", "test"}: lists of dataset items
-    class_names: list[str]
-    augment: AugmentConfig
-    val_ds: object                     # the validation tf.data.Dataset (shared by every member)
-    class_weight: dict | None
-    work: Path                         # this member's work folder (resume state)
-    init_model: object = None          # init_from: the earlier run's model, its card, and (ensembles) its weights
-    init_card: dict | None = None
-    init_weights: list | None = None
-    split_init: bool = False           # init_from is an ensemble: member k starts from its member k
-    seed: int = 0
-    member: int = 1
-    members: int = 1
-
-    def for_member(self, k: int, work: Path) -> FitContext:
-        """Member ``k`` (1-based): seed ``cfg.seed + k - 1``, its own work folder."""
-        return dataclasses.replace(self, member=k, seed=self.cfg.seed + k - 1, work=work)
-
-    @property
-    def history_path(self) -> Path:
-        return self.work / "history.json"
-
-    @property
-    def n_train(self) -> int:
-        return len(self.splits["train"])
-
-    @property
-    def global_batch(self) -> int:
-        """Per-device batch x replicas (all workers)."""
-        return self.cfg.batch_size * self.plan.replicas
 
 
 @dataclass
@@ -95,8 +47,8 @@ class Member:
     pretrained_source: str | None = None
 
 
-def fit_member(ctx: FitContext) -> Member:
-    """Build (or take over ``ctx.init_model``), fit and restore the best epoch of one model.
+def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
+    """Build (or take over the earlier run's model), fit and restore the best epoch of one model.
 
     Member ``k`` of an ensemble uses ``seed = cfg.seed + k - 1`` for its initialisation,
     shuffling and augmentation; the split is the same for every member. A finished
@@ -104,62 +56,32 @@ def fit_member(ctx: FitContext) -> Member:
     """
     import keras
 
-    from medclf_core.training.tf_compat import fix_symbolic_build_for_multi_worker
-
-    cfg, plan, member, members = ctx.cfg, ctx.plan, ctx.member, ctx.members
-    keras.utils.set_random_seed(ctx.seed)
-    # learning rate scaled linearly with the replicas (Goyal et al.)
-    lr = cfg.learning_rate * plan.replicas
-    train_ds = for_strategy(make_dataset([it.path for it in ctx.splits["train"]], labels_of(ctx.splits["train"]),
-                                         training=True, augment=ctx.augment, cache=cfg.cache,
+    cfg, plan = s.cfg, s.plan
+    keras.utils.set_random_seed(m.seed)
+    train_ds = for_strategy(make_dataset([it.path for it in s.splits["train"]], labels_of(s.splits["train"]),
+                                         training=True, augment=s.augment, cache=cfg.cache,
                                          image_size=cfg.image_size, channels=cfg.channels,
-                                         batch_size=ctx.global_batch, seed=ctx.seed), plan)
-    steps = int(np.ceil(ctx.n_train / ctx.global_batch))
-
-    pretrained, pretrained_source = False, None
-    with precision_policy(plan.mixed_precision), plan.strategy.scope():
-        if ctx.init_model is not None:
-            model = _take_over_init(ctx)
-        else:
-            options = {k: v for k, v in {**ctx.spec.defaults, **cfg.model_options}.items()
-                       if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
-            options["weights"] = cfg.weights  # build_model passes it only to factories that take weights
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = build_model(cfg.arch, len(ctx.class_names), cfg.image_size, cfg.channels, **options)
-            if member == 1:
-                for w in caught:
-                    ctx.log.emit("notice", message=str(w.message))
-            pretrained_source = getattr(model, "pretrained", None)
-            pretrained = bool(pretrained_source)
-        if cfg.freeze_batchnorm:
-            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
-            # statistics stay those of the larger dataset the model came from instead of following
-            # small, augmented batches, which makes validation swing between epochs.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=plan.xla)
-        if plan.kind == "multi_worker":
-            fix_symbolic_build_for_multi_worker(model)
+                                         batch_size=s.global_batch, seed=m.seed), plan)
+    steps = int(np.ceil(s.n_train / s.global_batch))
+    model, pretrained_source = _compiled_model(s, m)
+    pretrained = bool(pretrained_source)
     xla_used = bool(model.jit_compile)  # what Keras resolved "auto" to (or fell back to: a layer without XLA)
 
-    best = BestCheckpoint.new(ctx.work)
-    finished = ctx.work / "member.done"
+    best = BestCheckpoint.new(m.work)
+    finished = m.work / "member.done"
     train_features, views = None, None
     recipe = _recipe(cfg, pretrained)
     if finished.is_file() and best.weights_path.is_file():
-        ctx.log.emit("notice", message=f"Member {member} of {members} was already trained; resuming after it.")
+        s.log.emit("notice", message=f"Member {m.k} of {m.members} was already trained; resuming after it.")
     else:
         if recipe == "transfer":
-            train_features, views = _fit_transfer_head(ctx, model, best)
+            train_features, views = _fit_transfer_head(s, m, model, best)
         else:
-            _fit_images(ctx, model, train_ds, steps, best)
+            _fit_images(s, m, model, train_ds, steps, best)
         if pretrained and cfg.fine_tune_epochs:
-            _fine_tune(ctx, model, train_ds, steps, best)
+            _fine_tune(s, m, model, train_ds, steps, best)
             train_features = None  # the backbone changed: cached features no longer describe it
-        if members > 1:
+        if m.members > 1:
             finished.write_text("done\n")
 
     if plan.distributed:
@@ -168,25 +90,61 @@ def fit_member(ctx: FitContext) -> Member:
         model = _plain_copy(model)
     if best.weights_path.is_file():
         model.load_weights(best.weights_path)  # the best validation-loss epoch, as EarlyStopping(restore) would
-    history = json.loads(ctx.history_path.read_text()) if ctx.history_path.is_file() else []
-    return Member(model, history, member, ctx.seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
+    history = json.loads(m.history_path.read_text()) if m.history_path.is_file() else []
+    return Member(model, history, m.k, m.seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
                   best.best if np.isfinite(best.best) else None, pretrained, xla_used, train_features, recipe, views,
                   str(pretrained_source) if pretrained else None)
 
 
-def _take_over_init(ctx: FitContext):
+def _compiled_model(s: TrainingSession, m: MemberSlot):
+    """Member ``m``'s model, built (or taken over) and compiled under the run's strategy and precision;
+    and the source of its pretrained weights (None when it has none)."""
+    import keras
+
+    cfg, plan = s.cfg, s.plan
+    pretrained_source = None
+    with precision_policy(plan.mixed_precision), plan.strategy.scope():
+        if s.init_model is not None:
+            model = _take_over_init(s, m)
+        else:
+            options = {k: v for k, v in {**s.spec.defaults, **cfg.model_options}.items()
+                       if k not in ("image_size", "channels", "batch_size", "learning_rate", "epochs")}
+            options["weights"] = cfg.weights  # build_model passes it only to factories that take weights
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = build_model(cfg.arch, len(s.class_names), cfg.image_size, cfg.channels, **options)
+            if m.k == 1:
+                for w in caught:
+                    s.log.emit("notice", message=str(w.message))
+            pretrained_source = getattr(model, "pretrained", None) or None
+        if cfg.freeze_batchnorm:
+            # A frozen BatchNormalization layer runs in inference mode (Keras >= 2.1 semantics): its
+            # statistics stay those of the larger dataset the model came from instead of following
+            # small, augmented batches, which makes validation swing between epochs.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        # learning rate scaled linearly with the replicas (Goyal et al.)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate * plan.replicas),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=plan.xla)
+        if plan.kind == "multi_worker":
+            fix_symbolic_build_for_multi_worker(model)
+    return model, pretrained_source
+
+
+def _take_over_init(s: TrainingSession, m: MemberSlot):
     """The earlier run's model for this member: itself, its member k, or a copy; a new head for new classes."""
     import keras
 
-    if ctx.split_init:
-        model = split_member(ctx.init_model, ctx.member, name=ctx.init_card["architecture"])
-    elif ctx.plan.distributed or ctx.member > 1:  # own variables: under the strategy, or one copy per member
-        model = keras.models.clone_model(ctx.init_model)
-        model.set_weights(ctx.init_weights if ctx.init_weights is not None else ctx.init_model.get_weights())
+    if s.split_init:
+        model = split_member(s.init_model, m.k, name=s.init_card["architecture"])
+    elif s.plan.distributed or m.k > 1:  # own variables: under the strategy, or one copy per member
+        model = keras.models.clone_model(s.init_model)
+        model.set_weights(s.init_weights if s.init_weights is not None else s.init_model.get_weights())
     else:
-        model = ctx.init_model
-    if ctx.init_card["class_names"] != ctx.class_names:
-        model = _replace_head(model, len(ctx.class_names))
+        model = s.init_model
+    if s.init_card["class_names"] != s.class_names:
+        model = _replace_head(model, len(s.class_names))
     return model
 
 
@@ -200,45 +158,45 @@ def _recipe(cfg, pretrained: bool) -> str:
     return cfg.recipe
 
 
-def _callbacks(ctx: FitContext, phase: str, epochs: int, steps: int, best, backup: str) -> list:
+def _callbacks(s: TrainingSession, m: MemberSlot, phase: str, epochs: int, steps: int, best, backup: str) -> list:
     import keras
 
     return [
-        synced_backup(ctx.work / backup, ctx.plan.kind == "multi_worker"),
-        Progress.new(ctx.log, epochs, steps, ctx.history_path, ctx.cancel, phase, n_train=ctx.n_train,
-                     member=ctx.member, members=ctx.members),
+        synced_backup(m.work / backup, s.plan.kind == "multi_worker"),
+        Progress.new(s.log, epochs, steps, m.history_path, s.cancel, phase, n_train=s.n_train,
+                     member=m.k, members=m.members),
         best,
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=ctx.cfg.lr_patience,
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=s.cfg.lr_patience,
                                           min_lr=1e-6, verbose=0),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=ctx.cfg.patience, restore_best_weights=False),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.cfg.patience, restore_best_weights=False),
     ]
 
 
-def _fit_images(ctx: FitContext, model, train_ds, steps: int, best) -> None:
+def _fit_images(s: TrainingSession, m: MemberSlot, model, train_ds, steps: int, best) -> None:
     """``model.fit`` on images with progress, checkpoints, learning-rate decay and early stopping.
 
     BatchNorm statistics are re-estimated on unaugmented training images before each validation
     (:class:`~medclf_core.training.callbacks.CleanBatchNormStatistics`), so validation, the
     checkpoint and the saved model use statistics of real images.
     """
-    callbacks = _callbacks(ctx, "train", ctx.cfg.epochs, steps, best, "backup")
+    callbacks = _callbacks(s, m, "train", s.cfg.epochs, steps, best, "backup")
     # First, so that its on_test_begin sets the statistics before the validation every other callback reads.
-    callbacks.insert(0, CleanBatchNormStatistics.new(_statistics_images(ctx)))
-    model.fit(train_ds, validation_data=ctx.val_ds, epochs=ctx.cfg.epochs, class_weight=ctx.class_weight,
+    callbacks.insert(0, CleanBatchNormStatistics.new(_statistics_images(s, m)))
+    model.fit(train_ds, validation_data=s.val_ds, epochs=s.cfg.epochs, class_weight=s.class_weight,
               callbacks=callbacks, shuffle=False, verbose=0)
 
 
-def _statistics_images(ctx: FitContext):
+def _statistics_images(s: TrainingSession, m: MemberSlot):
     """A seeded sample of at most ``BN_STATISTICS_IMAGES`` training images, unaugmented, decoded each time
     (not cached: no second copy of the split). Iterated eagerly by the callback on each worker, so not
     distributed (:func:`for_strategy`)."""
-    sample = np.random.default_rng(ctx.seed).permutation(ctx.n_train)[:BN_STATISTICS_IMAGES]
-    items = [ctx.splits["train"][i] for i in sample]
+    sample = np.random.default_rng(m.seed).permutation(s.n_train)[:BN_STATISTICS_IMAGES]
+    items = [s.splits["train"][i] for i in sample]
     return make_dataset([it.path for it in items], labels_of(items), training=False, cache=False,
-                        image_size=ctx.cfg.image_size, channels=ctx.cfg.channels, batch_size=ctx.global_batch)
+                        image_size=s.cfg.image_size, channels=s.cfg.channels, batch_size=s.global_batch)
 
 
-def _fit_transfer_head(ctx: FitContext, model, best) -> tuple[np.ndarray, list[str]]:
+def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[np.ndarray, list[str]]:
     """The transfer recipe's first phase: backbone features cached once, the head fitted on them.
 
     Returns the train split's features (unaugmented view), which the out-of-distribution gate
@@ -247,9 +205,9 @@ def _fit_transfer_head(ctx: FitContext, model, best) -> tuple[np.ndarray, list[s
     from medclf_core.training.transfer import (cache_features, copy_head, feature_extractor, fit_head, head_options,
                                       view_names)
 
-    cfg, log, splits = ctx.cfg, ctx.log, ctx.splits
-    extractor = feature_extractor(model, ctx.spec.feature_layer)
-    views = view_names(cfg.feature_views if ctx.augment.enabled else 0, ctx.augment.horizontal_flip)
+    cfg, log, splits = s.cfg, s.log, s.splits
+    extractor = feature_extractor(model, s.spec.feature_layer)
+    views = view_names(cfg.feature_views if s.augment.enabled else 0, s.augment.horizontal_flip)
     train_paths = [it.path for it in splits["train"]]
     val_paths = [it.path for it in splits["val"]]
     total_images = len(train_paths) * len(views) + len(val_paths)
@@ -268,8 +226,8 @@ def _fit_transfer_head(ctx: FitContext, model, best) -> tuple[np.ndarray, list[s
             log.emit("batch", epoch=1, epochs=1, batch=done, batches=batches, eta_s=round(eta, 1), phase="features")
         return report
 
-    common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=batch, cancel=ctx.cancel)
-    train_f = cache_features(extractor, train_paths, views=views, augment=ctx.augment, seed=ctx.seed,
+    common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=batch, cancel=s.cancel)
+    train_f = cache_features(extractor, train_paths, views=views, augment=s.augment, seed=m.seed,
                              progress=progress(0), **common)
     val_f = cache_features(extractor, val_paths, progress=progress(train_batches), **common)[0]
     took = time.time() - started
@@ -280,22 +238,22 @@ def _fit_transfer_head(ctx: FitContext, model, best) -> tuple[np.ndarray, list[s
     steps = int(np.ceil(len(x_train) / 64))
     head = fit_head(x_train, y_train, val_f, labels_of(splits["val"]), num_classes=model.output_shape[-1],
                     epochs=cfg.epochs, learning_rate=cfg.learning_rate, **head_options(model),
-                    class_weight=ctx.class_weight, patience=cfg.patience, seed=ctx.seed,
-                    callbacks=[Progress.new(log, cfg.epochs, steps, ctx.history_path, ctx.cancel, "train",
+                    class_weight=s.class_weight, patience=cfg.patience, seed=m.seed,
+                    callbacks=[Progress.new(log, cfg.epochs, steps, m.history_path, s.cancel, "train",
                                             n_train=len(x_train))])
     copy_head(head, model)
     best.record(model, head.best_val_loss, head.best_epoch - 1)
     return train_f[0], views
 
 
-def _fine_tune(ctx: FitContext, model, train_ds, steps: int, best) -> None:
+def _fine_tune(s: TrainingSession, m: MemberSlot, model, train_ds, steps: int, best) -> None:
     """Pretrained models: more epochs on images, the top blocks unfrozen, BatchNorm statistics frozen."""
     import keras
 
-    cfg, plan = ctx.cfg, ctx.plan
+    cfg, plan = s.cfg, s.plan
     if best.weights_path.is_file():
         model.load_weights(best.weights_path)
-    set_trainable_from(model, ctx.spec.fine_tune_from)
+    set_trainable_from(model, s.spec.fine_tune_from)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference mode: ImageNet statistics, not those of small augmented batches
@@ -303,12 +261,12 @@ def _fine_tune(ctx: FitContext, model, train_ds, steps: int, best) -> None:
     with plan.strategy.scope():
         model.compile(optimizer=keras.optimizers.Adam(ft_lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=plan.xla)
-    ctx.log.emit("phase", phase="fine_tune", epochs=cfg.fine_tune_epochs, learning_rate=ft_lr)
-    model._initial_epoch = None
-    start = len(json.loads(ctx.history_path.read_text())) if ctx.history_path.is_file() else cfg.epochs
+    s.log.emit("phase", phase="fine_tune", epochs=cfg.fine_tune_epochs, learning_rate=ft_lr)
+    forget_restored_epoch(model)  # a resumed first phase's epoch would override initial_epoch
+    start = len(json.loads(m.history_path.read_text())) if m.history_path.is_file() else cfg.epochs
     total = start + cfg.fine_tune_epochs
-    model.fit(train_ds, validation_data=ctx.val_ds, epochs=total, initial_epoch=start, class_weight=ctx.class_weight,
-              callbacks=_callbacks(ctx, "fine_tune", total, steps, best, "backup_ft"), shuffle=False, verbose=0)
+    model.fit(train_ds, validation_data=s.val_ds, epochs=total, initial_epoch=start, class_weight=s.class_weight,
+              callbacks=_callbacks(s, m, "fine_tune", total, steps, best, "backup_ft"), shuffle=False, verbose=0)
 
 
 def for_strategy(ds, plan: DevicePlan):

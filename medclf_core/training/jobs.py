@@ -2,9 +2,9 @@
 
 A job is a folder ``<jobs dir>/<job id>/``::
 
-    config.json     {"job_id", "config" (TrainConfig fields), "models_dir", "created"}
-    events.jsonl    the run's progress, written by training's EventLog (see medclf_core.training.events)
-    status.json     {"state": queued|running|done|cancelled|failed, "message", "run_dir", ...}
+    config.json     {"job_id", "config" (TrainConfig fields), "models_dir", "created", "validated"}
+    events.jsonl    the run's progress and its outcome, written by training's EventLog (see
+                    medclf_core.training.events): the one record of what happened to the job
     pid             the worker's process id
     cancel          present once a cancel was requested (training checks it after every batch)
     worker.log      the worker's stdout/stderr (for developers; never shown as a traceback)
@@ -16,8 +16,15 @@ taken over. Because everything lives on disk, a page switch, a browser reload or
 second browser tab sees the same job and its progress.
 
 The jobs dir is ``$MEDCLF_JOBS_DIR``, else ``<models dir>/.jobs``. What the Train page
-shows of a job is :func:`job_progress`: the job's state on top of the run's events folded
-by :class:`medclf_core.training.events.TrainingProgress`.
+shows of a job is :func:`job_progress`: the run's events folded by
+:class:`medclf_core.training.events.TrainingProgress`, whose final event (``done``,
+``cancelled``, ``error``) is the job's outcome; the worker's process decides only
+between queued, running, and a worker that died without an outcome.
+
+The settings are validated once, by :func:`start_job`; ``config.json``'s ``validated`` is
+the stamp of that check (:meth:`medclf_core.training.TrainConfig.stamp`). The worker trusts
+the settings it reads only when they still match it; a config changed or written by hand
+since is validated again before any work.
 
 Example::
 
@@ -34,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -45,9 +53,13 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from medclf_core.errors import TRAINING_OUT_OF_MEMORY, MedclfError, brief, is_out_of_memory
-from medclf_core.training.events import fold_events, read_events
-from medclf_core.registry.store import default_models_dir, read_json, write_json
+from medclf_core.errors import TRAINING_OUT_OF_MEMORY, MedclfError, TrainingCancelled, brief, is_out_of_memory
+from medclf_core.io.stale import pid_alive
+from medclf_core.training.config import TrainConfig
+from medclf_core.training.events import FINAL_EVENTS, EventLog, fold_events, read_events
+from medclf_core.training.run import train
+from medclf_core.io.atomic import read_json, write_json
+from medclf_core.registry.store import default_models_dir
 
 JOBS_DIR_ENV = "MEDCLF_JOBS_DIR"
 LOCK_FILE = "lock"
@@ -68,29 +80,8 @@ def jobs_dir(models_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _read_json(path: Path, default=None):
-    """The JSON in ``path`` (:func:`medclf_core.registry.store.read_json`), or ``default`` when missing or damaged."""
+    """The JSON in ``path`` (:func:`medclf_core.io.atomic.read_json`), or ``default`` when missing or damaged."""
     return read_json(path.parent, path.name, default)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A finished child that was not reaped yet is a zombie: not alive for our purposes.
-    with contextlib.suppress(OSError, ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 # ---------------------------------------------------------------------------- lock
@@ -180,15 +171,16 @@ def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.P
     ``cfg`` is a :class:`medclf_core.training.TrainConfig` or a dict of its fields.
     Raises :class:`JobBusy` (naming the running job) when one is running, and
     :class:`MedclfError` for a configuration that cannot start
-    (:meth:`medclf_core.training.TrainConfig.validate`, which the worker's ``train`` calls too).
+    (:meth:`medclf_core.training.TrainConfig.validate`: the one check on this path; the worker trusts it).
     """
-    from medclf_core.training import TrainConfig
-
     cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     models_dir = Path(models_dir or default_models_dir()).resolve()
-    cfg.validate(models_dir)
+    if cfg.data:  # the worker runs in the job folder, not in the caller's: the settings it is given are checked
+        moved = {k: v for k, v in _absolute_paths(asdict(cfg)).items() if getattr(cfg, k) != v}
+        cfg = dataclasses.replace(cfg, **moved) if moved else cfg
+    if not cfg.is_validated(models_dir):
+        cfg.validate(models_dir)
     config = asdict(cfg)
-    config["data"] = str(Path(str(cfg.data)).expanduser().resolve())  # the worker runs from the repository root
     root = Path(root) if root else jobs_dir(models_dir)
     job_id = new_job_id()
     _take_lock(root, job_id)
@@ -196,22 +188,38 @@ def start_job(cfg, models_dir: str | os.PathLike | None = None, root: str | os.P
         jobdir = root / job_id
         jobdir.mkdir(parents=True)
         write_json(jobdir / "config.json", {"job_id": job_id, "config": config, "models_dir": str(models_dir),
-                                            "created": datetime.now(UTC).isoformat(timespec="seconds")})
-        write_json(jobdir / "status.json", {"state": "queued", "time": time.time()})
+                                            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                                            "validated": cfg.stamp(models_dir)})
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                "PYTHONUNBUFFERED": "1"}
-        # medclf_core is installed (pyproject.toml, ``pip install -e .``): no PYTHONPATH for the worker. It runs
-        # from the repository root, so relative paths in a config (init_from, weights) mean what they always did.
+        # medclf_core is installed (pyproject.toml): no PYTHONPATH for the worker. It runs in the job folder;
+        # every path in its config is absolute (_absolute_paths), so the caller's working directory is not needed.
         with open(jobdir / "worker.log", "ab") as log:
             proc = subprocess.Popen([python or sys.executable, "-m", "medclf_core.training.jobs", "run", str(jobdir)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+                                    cwd=jobdir, start_new_session=True)
         (jobdir / "pid").write_text(str(proc.pid))
         write_json(_lock_path(root), {"job_id": job_id, "pid": proc.pid, "time": time.time()})
     except BaseException:
         _release_lock(root, job_id)
         raise
     return job_id
+
+
+def _absolute_paths(config: dict) -> dict:
+    """The config's paths relative to the caller's working directory made absolute: the dataset, an
+    ``init_from`` or ``weights`` that names an existing file or folder (a run name or ``imagenet`` stays).
+
+    >>> _absolute_paths({"data": "d", "init_from": "some-run", "weights": "imagenet"})["data"] == \\
+    ...     str(Path.cwd() / "d")
+    True
+    """
+    out = {"data": str(Path(str(config["data"])).expanduser().resolve())}
+    for key in ("init_from", "weights"):
+        value = config.get(key)
+        if value and Path(str(value)).expanduser().exists():
+            out[key] = str(Path(str(value)).expanduser().resolve())
+    return out
 
 
 def job_dir(job_id: str, root: str | os.PathLike | None = None) -> Path:
@@ -252,37 +260,42 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
 
     Keys: those of :class:`medclf_core.training.events.TrainingProgress` (``phase, epoch, epochs,
     batch, batches, eta_s, fraction, text, history, audit, split, notices, devices,
-    images_per_s, run_dir, name, metrics, message``) and the job's own: ``job_id, state
-    (queued|running|done|cancelled|failed), config, created, cancel_requested``. A worker
-    that died without writing a final state is reported as failed.
+    images_per_s, run_dir, name, metrics, message, outcome``) and the job's own: ``job_id, state
+    (queued|running|done|cancelled|failed), config, created, cancel_requested``. The state is the
+    events' outcome; without one, the worker's process says queued or running, and a worker that
+    died without an outcome is reported as failed.
     """
     d = job_dir(job_id, root)
     cfg = job_spec(job_id, root)
-    status = _read_json(d / "status.json", {}) or {}
     config = cfg["config"]
     out = fold_events(read_events(d / "events.jsonl"), epochs=config.get("epochs"))
     out.update({"job_id": job_id, "config": config, "created": cfg.get("created"),
-                "state": status.get("state", "queued"), "cancel_requested": (d / "cancel").exists()})
+                "state": out["outcome"] or _worker_state(d), "cancel_requested": (d / "cancel").exists()})
     out["name"] = out["name"] or config.get("name")
-    out["run_dir"] = status.get("run_dir") or out["run_dir"]
-    out["metrics"] = status.get("metrics") or out["metrics"]
-    out["message"] = status.get("message") or out["message"]
-    # A worker that died without writing a final state (killed, out of memory) is a failure.
-    if out["state"] not in FINAL_STATES:
-        pid = _read_int(d / "pid")
-        started = float(status.get("time", 0) or 0)
-        if pid is not None and not pid_alive(pid):
-            out["state"] = "failed"
-            out["message"] = ("The training process stopped unexpectedly (it may have run out of memory "
-                              "or been killed). Nothing was saved.")
-        elif pid is None and time.time() - started > LAUNCH_GRACE_S * 3:
-            out["state"] = "failed"
-            out["message"] = "The training process never started."
+    if out["state"] == "failed" and not out["outcome"]:
+        out["message"] = (WORKER_NEVER_STARTED if _read_int(d / "pid") is None else WORKER_DIED)
     if out["state"] == "done":
         out["phase"], out["fraction"] = "finished", 1.0
     elif out["state"] in ("cancelled", "failed"):
         out["phase"] = out["state"]
     return out
+
+
+WORKER_DIED = ("The training process stopped unexpectedly (it may have run out of memory or been killed). "
+               "Nothing was saved.")
+WORKER_NEVER_STARTED = "The training process never started."
+
+
+def _worker_state(d: Path) -> str:
+    """queued, running, or failed (its process is gone, or never came) for a job without an outcome."""
+    pid = _read_int(d / "pid")
+    if pid is not None:
+        return "running" if pid_alive(pid) else "failed"
+    try:
+        launched = (d / "config.json").stat().st_mtime
+    except OSError:
+        launched = 0.0
+    return "failed" if time.time() - launched > LAUNCH_GRACE_S * 3 else "queued"
 
 
 def _read_int(path: Path) -> int | None:
@@ -295,55 +308,48 @@ def _read_int(path: Path) -> int | None:
 # ---------------------------------------------------------------------------- the worker
 
 def run_worker(jobdir: str | os.PathLike) -> int:
-    """Body of the background process: train, then record the outcome in status.json."""
-    from medclf_core.errors import TrainingCancelled
-    from medclf_core.training.events import EventLog
+    """Body of the background process: train; the outcome is the last event of the job's log.
 
+    :func:`medclf_core.training.train` ends the log with ``done``, ``cancelled`` or ``error``;
+    the worker adds one only for what happens outside it (a cancel before the start, a config
+    that cannot be read, a bug, whose traceback goes to ``worker.log``).
+    """
     jobdir = Path(jobdir)
-    root = jobdir.parent
-    job_id = jobdir.name
     spec = _read_json(jobdir / "config.json", {}) or {}
     cancel_file = jobdir / "cancel"
-    write_json(jobdir / "status.json", {"state": "running", "time": time.time(), "pid": os.getpid()})
-    log = EventLog(jobdir / "events.jsonl")
+    ended: list[dict] = []
+    log = EventLog(jobdir / "events.jsonl", listeners=[lambda ev: ended.append(ev) if ev["event"] in FINAL_EVENTS
+                                                       else None])
 
     def stop_on_term(signum, frame):  # a polite kill counts as a cancel
         cancel_file.touch()
 
     signal.signal(signal.SIGTERM, stop_on_term)
-    state: dict = {"state": "failed", "message": "Training stopped for an unknown reason."}
     try:
         if cancel_file.exists():
-            log.emit("cancelled", message="Training was cancelled; no model was saved.")
-            state = {"state": "cancelled", "message": "Training was cancelled before it started; no model was saved."}
+            log.emit("cancelled", message="Training was cancelled before it started; no model was saved.")
             return 0
-        from medclf_core.training import TrainConfig, train
-
-        cfg = TrainConfig.from_dict(spec["config"])
-        run_dir = train(cfg, models_dir=spec.get("models_dir"), events=log, cancel=cancel_file.exists)
-        from medclf_core.registry.store import read_card
-
-        card = read_card(run_dir)
-        state = {"state": "done", "run_dir": str(run_dir), "name": card.get("name"), "metrics": card.get("metrics"),
-                 "message": f"Training finished: model '{card.get('name')}' is registered."}
+        models_dir = spec.get("models_dir")
+        cfg = TrainConfig.from_dict(spec.get("config") or {}).trust_stamp(spec.get("validated"), models_dir)
+        train(cfg, models_dir=models_dir, events=log, cancel=cancel_file.exists)
         return 0
     except TrainingCancelled:
-        state = {"state": "cancelled", "message": "Training was cancelled; no model was saved."}
         return 0
     except MedclfError as exc:
-        state = {"state": "failed", "message": str(exc)}
+        if not ended:
+            log.emit("error", message=str(exc))
         return 1
     except Exception as exc:  # a bug: the full traceback goes to worker.log, a plain line to the UI
         import traceback
 
         traceback.print_exc()
-        msg = (TRAINING_OUT_OF_MEMORY if is_out_of_memory(exc) else
-               f"Training failed unexpectedly ({brief(exc)}); the job's worker.log has the details.")
-        state = {"state": "failed", "message": msg}
+        log.emit("error", message=TRAINING_OUT_OF_MEMORY if is_out_of_memory(exc) else
+                 f"Training failed unexpectedly ({brief(exc)}); the job's worker.log has the details.")
         return 1
     finally:
-        write_json(jobdir / "status.json", {**state, "time": time.time()})
-        _release_lock(root, job_id)
+        if not ended:
+            log.emit("error", message="Training stopped for an unknown reason.")
+        _release_lock(jobdir.parent, jobdir.name)
 
 
 def main(argv: list[str] | None = None) -> int:

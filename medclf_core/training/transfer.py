@@ -27,6 +27,7 @@ import numpy as np
 from medclf_core.data.augment import AugmentConfig, build_augmenter
 from medclf_core.errors import TrainingCancelled
 from medclf_core.data.pipeline import make_dataset
+from medclf_core.models.head import classifier_head
 
 HEAD_LAYERS = ("head_dense", "predictions")
 
@@ -88,10 +89,8 @@ def build_head(feature_dim: int, num_classes: int, *, dense_units: int = 0, drop
     """The model's own head layers (same names, so weights copy across) on a feature-vector input."""
     import keras
 
-    from medclf_core.models.architectures import _head
-
     inputs = keras.Input((feature_dim,), name="features")
-    return keras.Model(inputs, _head(inputs, num_classes, dense_units, dropout), name="head")
+    return keras.Model(inputs, classifier_head(inputs, num_classes, dense_units, dropout), name="head")
 
 
 def fit_head(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,

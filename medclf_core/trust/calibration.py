@@ -14,6 +14,11 @@ exactly (:func:`map_threshold`).
 ``sum_b n_b / N * |accuracy_b - confidence_b|``; :func:`reliability_bins` gives
 the per-bin numbers a reliability diagram draws.
 
+The calibration a run records in its card: :func:`calibration_entry` writes the card's
+``"calibration"`` entry, :func:`temperature_of` reads the temperature back, and
+:func:`stored_probabilities` scales the probabilities stored in ``evaluation.json`` as the
+Predictor scales its own.
+
 Example::
 
     >>> import numpy as np
@@ -28,7 +33,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+
+from medclf_core.registry.card import positive_class_index
 
 EPS = 1e-12
 T_MIN, T_MAX = 0.05, 20.0
@@ -154,3 +163,63 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float | None:
         return None
     return float(sum(n / total * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"],
                                                                strict=True) if n))
+
+
+# ---------------------------------------------------------------------------- calibration in the card
+
+def calibration_entry(temperature: float, y_val, raw_val_probs, *, threshold: float | None = None,
+                      stored_predictions: str = "raw") -> dict:
+    """The card's ``"calibration"`` entry for a temperature fitted on validation data.
+
+    ``raw_val_probs`` are the model's own validation probabilities (before scaling).
+    ``threshold`` is the card's binary threshold on *calibrated* probabilities; the entry
+    records it mapped back (``threshold_uncalibrated``), so a later refit maps it exactly.
+    ``stored_predictions`` says whether the probabilities in ``evaluation.json`` are
+    ``"raw"`` (the model's own: the app applies the temperature to show them) or
+    ``"calibrated"`` (already scaled by this temperature).
+
+    Example::
+
+        >>> e = calibration_entry(2.0, [0, 1], np.array([[0.9, 0.1], [0.3, 0.7]]), threshold=0.4)
+        >>> e["temperature"], round(e["threshold_uncalibrated"], 4)
+        (2.0, 0.3077)
+    """
+    cal = apply_temperature(raw_val_probs, temperature)
+    return {"method": "temperature scaling (validation NLL)", "temperature": float(temperature),
+            "fitted_on": "val", "n": int(len(np.asarray(y_val))),
+            "val_nll": [negative_log_likelihood(y_val, raw_val_probs), negative_log_likelihood(y_val, cal)],
+            "val_ece": [expected_calibration_error(y_val, raw_val_probs), expected_calibration_error(y_val, cal)],
+            "threshold_uncalibrated": map_threshold(threshold, 1.0 / float(temperature)),
+            "stored_predictions": stored_predictions}
+
+
+def temperature_of(card: Mapping) -> float | None:
+    """The card's calibration temperature, or None for an uncalibrated (older) card."""
+    return _positive((card.get("calibration") or {}).get("temperature"))
+
+
+def _positive(t) -> float | None:
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        return None
+    return t if np.isfinite(t) and t > 0 else None
+
+
+def stored_temperature(card: Mapping) -> float | None:
+    """The temperature already applied to ``evaluation.json``'s probabilities (None: raw)."""
+    cal = card.get("calibration") or {}
+    if cal.get("stored_predictions") != "calibrated":
+        return None
+    return _positive(cal.get("stored_temperature")) or temperature_of(card)
+
+
+def stored_probabilities(card: Mapping, probs) -> np.ndarray:
+    """Probabilities stored in a run's ``evaluation.json``, calibrated like the Predictor's output.
+
+    (Temperatures compose: scaling by ``a`` then ``b`` is scaling by ``a * b``.)
+    """
+    t = temperature_of(card) or 1.0
+    s = stored_temperature(card) or 1.0
+    positive = positive_class_index(list(card.get("class_names") or []), card.get("positive_class"))
+    return apply_temperature(probs, t / s, positive=positive)

@@ -8,10 +8,13 @@ operating threshold. 95% bootstrap intervals are given for accuracy and AUC.
 ``ece`` is the top-label expected calibration error (15 equal-width bins, see
 :mod:`medclf_core.trust.calibration`).
 
-Binary decisions use a threshold on the probability of the *positive* class (the
-second class in sorted order unless the card says otherwise: ``PNEUMONIA`` over
-``NORMAL``, ``yes`` over ``no``). :func:`choose_threshold` picks it on validation
-data, by Youden's J or the highest threshold that reaches a target sensitivity.
+Binary decisions use a threshold on the probability of the *positive* class (the card's
+``positive_class``, else the finding by name, :func:`medclf_core.registry.card.positive_class_index`:
+``PNEUMONIA`` over ``NORMAL``, ``yes`` over ``no``). :func:`choose_threshold` picks the threshold
+on validation data, by Youden's J or the highest threshold that reaches a target sensitivity.
+(This is the arithmetic of a metric; evaluating a model on a folder is
+:func:`medclf_core.inference.folder.evaluate_folder`, at the end of training
+:mod:`medclf_core.training.evaluate`.)
 
 Example::
 
@@ -24,23 +27,17 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
+from medclf_core.registry.card import positive_class_index
 from medclf_core.trust.calibration import expected_calibration_error
 
-NEGATIVE_NAMES = {"normal", "no", "negative", "healthy", "benign", "0", "false", "absent", "none"}
 
+def _skm():
+    """scikit-learn's metrics, imported on first use: it takes about 1.5 s, which importing the trust or
+    training layer (the CLI, the Train page) should not pay."""
+    from sklearn import metrics
 
-def positive_class_index(class_names: list[str]) -> int | None:
-    """For two classes, the index of the finding (the class that is not 'normal'/'no')."""
-    if len(class_names) != 2:
-        return None
-    lowered = [c.lower() for c in class_names]
-    if lowered[0] in NEGATIVE_NAMES and lowered[1] not in NEGATIVE_NAMES:
-        return 1
-    if lowered[1] in NEGATIVE_NAMES and lowered[0] not in NEGATIVE_NAMES:
-        return 0
-    return 1
+    return metrics
 
 
 def decide(probs: np.ndarray, threshold: float | None, positive: int | None) -> np.ndarray:
@@ -94,7 +91,7 @@ def choose_threshold(y_true, probs, positive: int, method: str = "balanced",
                 picks.append(choose_threshold(y[idx], probs[idx], 1, "youden") if positive == 1 else
                              choose_threshold(1 - y[idx], probs[idx], 0, "youden"))
         return float(np.median(picks)) if picks else choose_threshold(y_true, probs, positive, "youden")
-    fpr, tpr, thr = skm.roc_curve(y, score)
+    fpr, tpr, thr = _skm().roc_curve(y, score)
     finite = np.isfinite(thr)
     fpr, tpr, thr = fpr[finite], tpr[finite], thr[finite]
     if method == "youden":
@@ -112,10 +109,10 @@ def _auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int, positive: int | 
     if len(present) < 2:
         return None
     if n_classes == 2:
-        return float(skm.roc_auc_score((y_true == positive).astype(int), probs[:, positive]))
+        return float(_skm().roc_auc_score((y_true == positive).astype(int), probs[:, positive]))
     if len(present) < n_classes:
         return None
-    return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+    return float(_skm().roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(n_classes))))
 
 
 def bootstrap_intervals(y_true, probs, y_pred, n_classes: int, positive: int | None, *, n_boot: int = 1000,
@@ -146,7 +143,7 @@ def roc_points(y_true, probs, class_names: list[str], positive: int | None, max_
         y = (y_true == c).astype(int)
         if y.min() == y.max():
             continue
-        fpr, tpr, thr = skm.roc_curve(y, probs[:, c])
+        fpr, tpr, thr = _skm().roc_curve(y, probs[:, c])
         if len(fpr) > max_points:
             keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
             fpr, tpr, thr = fpr[keep], tpr[keep], thr[keep]
@@ -172,13 +169,13 @@ def evaluate_probabilities(y_true, probs, class_names: list[str], *, threshold: 
         threshold = 0.5
     y_pred = decide(probs, threshold, positive)
     labels = list(range(n_classes))
-    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    p, r, f, s = _skm().precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    cm = _skm().confusion_matrix(y_true, y_pred, labels=labels)
     result = {
         "n": int(len(y_true)),
         "class_names": list(class_names),
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)) if len(y_true) else None,
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if len(np.unique(y_true)) > 1 else None,
+        "accuracy": float(_skm().accuracy_score(y_true, y_pred)) if len(y_true) else None,
+        "balanced_accuracy": float(_skm().balanced_accuracy_score(y_true, y_pred)) if len(np.unique(y_true)) > 1 else None,
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, c in enumerate(class_names)},
         "macro_precision": float(np.mean(p)),

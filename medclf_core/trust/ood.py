@@ -19,8 +19,10 @@ Two checks, both cheap:
    with a plain reason. A missing header field, or a card that declares nothing,
    never flags.
 
+The per-result verdict built on both is :func:`medclf_core.trust.verdict.verdict`.
+
 Example (what training does, on features from ``features_and_probabilities`` in
-:mod:`medclf_core.trust.verdict`; here small random ones)::
+:mod:`medclf_core.trust.features`; here small random ones)::
 
     >>> import tempfile
     >>> rng = np.random.default_rng(0)
@@ -47,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-GATE_FILE = "ood.npz"
+from medclf_core.errors import ModelError
+from medclf_core.registry.store import GATE_FILE
+
 GATE_VERSION = 1
 DEFAULT_PERCENTILE = 99.0
 DEFAULT_RULE = "99th percentile of the validation split's scores"
@@ -154,8 +158,6 @@ def load_gate(folder: str | os.PathLike) -> OODGate | None:
 
     A damaged file raises :class:`medclf_core.errors.ModelError` (plain message).
     """
-    from medclf_core.errors import ModelError
-
     path = Path(folder) / GATE_FILE
     if not path.is_file():
         return None

@@ -16,7 +16,8 @@ from helpers import REPO
 from medclf_core.explain.cams import heatmaps
 from medclf_core.io.images import load_image
 from medclf_core.inference.predictor import Predictor
-from medclf_core.registry.store import CARD_KEYS, list_runs
+from medclf_core.registry.card import CARD_KEYS
+from medclf_core.registry.store import list_runs
 
 MODELS = REPO / "models"
 BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "card.json").is_file())

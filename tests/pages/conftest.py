@@ -54,7 +54,7 @@ def refitted_env(tmp_path, monkeypatch, trained_run):
     (chest radiographs) in its card."""
     from helpers import CHEST_SAMPLE, as_older_run
 
-    from medclf_core.trust.verdict import refit_trust
+    from medclf_core.training.refit import refit_trust
 
     run = as_older_run(trained_run, tmp_path / "models" / "tiny-chest")
     refit_trust(run, CHEST_SAMPLE)

@@ -12,7 +12,7 @@ PAGES = ["predict", "train", "evaluate", "models"]
 def _app():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    return AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=180)
 
 
 def _texts(at) -> str:
@@ -128,6 +128,7 @@ def test_every_page_lets_its_session_go_when_the_tab_closes(own_models, monkeypa
             return getattr(self._real, name)
 
         def mark_session_nonresumable(self, session_id):
+            self._real.mark_session_nonresumable(session_id)  # AppTest's runtime has Runtime's real methods only
             calls.append(session_id)
 
     monkeypatch.setattr(Runtime, "instance", classmethod(lambda cls: Spy(cls._instance)))

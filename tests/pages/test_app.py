@@ -1,4 +1,5 @@
-"""app.py: navigation over every page, the shared model picker, the notice, and no models at all."""
+"""app.py (the server: the default model warmed as it starts) and streamlit_app.py (navigation over every page,
+the shared model picker, the notice, and no models at all)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ PAGES = ["pages/predict.py", "pages/train.py", "pages/evaluate.py", "pages/model
 def _app():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    return AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=180)
 
 
 def test_every_page_renders_with_picker_and_notice(own_models):
@@ -67,3 +68,49 @@ def test_a_bad_card_never_breaks_the_app(own_models):
         at.switch_page(path)
         at.run()
         assert not at.exception, path
+
+
+def test_streamlit_run_app_py_serves_the_session_script_and_warms_the_default_model_first(app_env, monkeypatch,
+                                                                                          page):
+    """`streamlit run app.py` finds app.py's st.App (Streamlit's own discovery) serving streamlit_app.py; its
+    lifespan, run as the server starts, loads and warms the default model into the pages' cache in a
+    background thread, so the Predict page, run afterwards, loads nothing itself."""
+    import asyncio
+    import importlib.util
+    import threading
+
+    import streamlit as st
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    import app_ui
+    from medclf_core.inference.predictor import Predictor
+
+    assert discover_asgi_app(REPO / "app.py").is_asgi_app
+    built = {}
+    monkeypatch.setattr(st, "App", lambda script, **kw: built.update(script=script, **kw) or "the app")
+    spec = importlib.util.spec_from_file_location("medclf_server_under_test", REPO / "app.py")
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    assert server.app == "the app" and built["script"] == REPO / "streamlit_app.py"
+
+    loads, warm_ups = [], []
+    from_run, warm_up = Predictor.from_run.__func__, Predictor.warm_up
+    monkeypatch.setattr(Predictor, "from_run", classmethod(
+        lambda cls, *a, **k: (loads.append(threading.current_thread().name), from_run(cls, *a, **k))[1]))
+    monkeypatch.setattr(Predictor, "warm_up", lambda self: (warm_ups.append(1), warm_up(self))[1])
+    monkeypatch.setattr(app_ui, "_warming", None)
+    app_ui.forget_models()
+
+    async def serve_briefly():
+        async with built["lifespan"]("the app"):
+            pass
+
+    asyncio.run(serve_briefly())
+    assert app_ui._warming is not None, "the server's start did not start the warm-up"
+    app_ui._warming.join(timeout=300)
+    assert loads == ["medclf-warm-default-model"] and warm_ups == [1]  # loaded and warmed before any page ran
+    at = page("predict")
+    at.run()
+    assert not at.exception
+    assert loads == ["medclf-warm-default-model"]  # the page found the model in the cache
+    assert warm_ups == [1]

@@ -245,3 +245,22 @@ def test_the_own_split_whose_images_are_elsewhere_says_so_plainly(own_models, pa
     assert len(notes) == 1 and notes[0].startswith("None of these images is on this server")
     assert "/elsewhere/chest_films" in notes[0] and "stored with the model" in notes[0]
     assert at.subheader[0].value.startswith("tiny-") and _charts(at) == 5
+
+
+def test_a_folder_is_evaluated_by_the_core_once_and_drawn(app_env, page, monkeypatch):
+    """Issue 22: the page calls inference.folder.evaluate_folder (with its progress callback) and draws its figures."""
+    from medclf_core.inference import folder
+
+    calls = []
+    real = folder.evaluate_folder
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(folder, "evaluate_folder", counting)
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    assert not at.exception and not at.error
+    assert len(calls) == 1 and callable(calls[0]["progress"]) and calls[0]["with_predictions"]
+    at.run()  # a rerun draws the kept result
+    assert len(calls) == 1 and at.subheader[0].value == "tiny-chest on 80 images"

@@ -147,7 +147,7 @@ def test_toy_runs_are_marked_and_listed_after_real_models(own_models, page):
 
 
 def test_other_source_evaluations_sit_beside_same_source_figures(own_models, page):
-    from medclf_core.registry.card import record_evaluation
+    from medclf_core.registry.evaluations import record_evaluation
 
     result = {"n": 200, "accuracy": 0.7, "auc": 0.81, "sensitivity": 0.95, "specificity": 0.64, "ece": 0.04,
               "ci95": {"accuracy": [0.64, 0.76], "auc": [0.75, 0.86]}, "threshold": 0.5, "split": "all"}

@@ -249,7 +249,8 @@ def test_the_file_input_is_drawn_before_the_model_loads(app_env, page, tmp_path,
 def test_the_models_compiled_graphs_survive_between_runs(app_env, page, monkeypatch):
     """Streamlit clears Keras after every run (keras.backend.clear_session), which empties TensorFlow's
     kernel cache: each run then re-optimised every graph it called (0.3 s each on 2 cores). The app
-    turns that clear off (app_ui.keep_compiled_models); Streamlit's matplotlib clean-up stays."""
+    turns that clear off (medclf_core.server.streamlit_compat.keep_keras_between_runs); Streamlit's matplotlib
+    clean-up stays."""
     import sys
     import types
 
@@ -273,3 +274,55 @@ def test_the_models_compiled_graphs_survive_between_runs(app_env, page, monkeypa
                         types.SimpleNamespace(close=lambda which: closed.append(which)))
     script_runner._clean_problem_modules()
     assert closed == ["all"] and clears == []
+
+
+# ----------------------------------------------------------------------------- issue 22: the page only draws
+
+def test_the_page_draws_what_the_predictor_hands_back(app_env, page, monkeypatch):
+    """Upload to heat map: one Predictor.explain and one check_faithfulness per (image, method, class), kept
+    under the core's result_key; another opacity re-draws the kept map (HeatMap.overlay), nothing recomputed."""
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.inference.results import HeatMap
+
+    at = page("predict")
+    at.run()  # the model loads and warms up here
+    calls = {"explain": [], "check_faithfulness": [], "overlay": []}
+
+    def counting(cls, name):
+        real = getattr(cls, name)
+
+        def wrapper(self, *args, **kwargs):
+            calls[name].append(args[1:] if name == "explain" else args)
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(cls, name, wrapper)
+
+    counting(Predictor, "explain")
+    counting(Predictor, "check_faithfulness")
+    counting(HeatMap, "overlay")
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"] == [(0.45,)]
+    at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0]).set_value(0.8)
+    at.run()
+    assert not at.exception
+    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"][-1] == (0.8,)
+    method = at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0])
+    method.set_value("gradcam++").run()
+    method.set_value("gradcam").run()
+    assert not at.exception
+    assert [c[0] for c in calls["explain"]] == ["gradcam", "gradcam++"]      # the first map was kept
+    assert len(calls["check_faithfulness"]) == 2
+
+
+def test_the_predict_page_computes_nothing_itself():
+    """No heat-map, faithfulness or trust code on the page: it imports the facade's results, never the layers below."""
+    import ast
+
+    from helpers import REPO
+
+    tree = ast.parse((REPO / "pages" / "predict.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    below = [m for m in imported if m and m.startswith(("medclf_core.explain", "medclf_core.trust",
+                                                         "medclf_core.server.memory", "medclf_core.models"))]
+    assert not below, below
+    assert {"hashlib", "numpy"}.isdisjoint(imported)

@@ -146,7 +146,7 @@ def test_a_reload_starts_from_the_last_jobs_settings(app_env, page, tmp_path):
               "learning_rate": 0.002, "image_size": 96, "channels": 3, "patience": 4, "ensemble": 2,
               "augment": {"rotation": 0.05, "horizontal_flip": True}, "tta": [], "class_weights": "on"}
     (job / "config.json").write_text(json.dumps({"job_id": job.name, "config": config, "created": "2026-01-01"}))
-    (job / "status.json").write_text(json.dumps({"state": "failed", "message": "stopped", "time": 1}))
+    (job / "events.jsonl").write_text(json.dumps({"event": "error", "message": "stopped", "time": 1}) + "\n")
     at = page("train")
     at.run()
     assert not at.exception
@@ -178,3 +178,41 @@ def test_the_input_default_follows_the_datasets_images(app_env, page, tmp_path, 
     at.text_input(key="train_folder").set_value(str(grey))
     at.run()
     assert not at.exception and _radio(at, "Input").value == "grayscale"
+
+
+# ---------------------------------------------------------------------------- issue 22: the form from TrainConfig
+
+_FORM_NUMBERS = {"Epochs": "epochs", "Batch size": "batch_size", "Learning rate": "learning_rate",
+                 "Fine-tuning epochs (pretrained architectures)": "fine_tune_epochs",
+                 "Models to average (seed ensemble)": "ensemble", "Early-stopping patience (epochs)": "patience"}
+
+
+def test_the_forms_ranges_and_choices_are_train_configs(app_env, page):
+    """Every range and choice the form offers comes from TrainConfig's field metadata (as the CLI's flags do)."""
+    from medclf_core.training.config import field_choices, form_range, suggested_values
+
+    at = page("train")
+    at.run()
+    assert not at.exception
+    inputs = {n.label: n for n in at.number_input}
+    assert set(_FORM_NUMBERS) <= set(inputs)
+    for label, name in _FORM_NUMBERS.items():
+        assert (inputs[label].min, inputs[label].max) == pytest.approx(form_range(name)), label
+    assert [int(v) for v in at.select_slider[0].options] == list(suggested_values("image_size"))
+    assert _radio(at, "Class weights").options == list(field_choices("class_weights"))
+
+
+@pytest.mark.parametrize("folder,flips", [("cxr_2024", False), ("shapes", True)])
+def test_the_augmentation_default_follows_trainings_chest_rule(app_env, page, tmp_path, monkeypatch, folder, flips):
+    """A dataset the training's "auto" augmentation treats as chest X-rays (CHEST_HINTS, "cxr" included) gets
+    the no-flip preset on the form too; any other gets flips."""
+    from helpers import make_pattern_dataset
+
+    monkeypatch.setenv("MEDCLF_DATA_ROOTS", str(tmp_path))
+    data = make_pattern_dataset(tmp_path / folder, n_per_class=4)
+    at = page("train")  # the folder chosen before the form's first run: its switches start from the preset
+    at.session_state["train_source"] = "folder"
+    at.session_state["train_folder"] = str(data)
+    at.run()
+    assert not at.exception and not at.error and at.metric[0].value == "8"
+    assert at.checkbox(key="aug-horizontal_flip").value is flips

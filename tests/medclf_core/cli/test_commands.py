@@ -1,4 +1,5 @@
-"""medclf_core.cli.commands: the commands' JSON shape, exit codes and plain error messages."""
+"""medclf_core.cli.commands: the commands' JSON shape, exit codes, plain error messages, and what each
+command asks of the core (``predict --cam --report`` decodes and explains each image once)."""
 
 from __future__ import annotations
 
@@ -89,48 +90,6 @@ def test_bad_arguments_exit_2(capsys):
     assert info.value.code == 2
 
 
-def test_train_config_file_with_flag_overrides(tmp_path, chest_sample):
-    from medclf_core.cli.commands import build_parser, train_config_from_args
-
-    cfg_file = tmp_path / "c.json"
-    cfg_file.write_text(json.dumps({"data": str(chest_sample), "arch": "bn_cnn", "epochs": 30, "image_size": 96,
-                                    "model_options": {"filters": [8, 16]}, "description": "x"}))
-    args = build_parser().parse_args(["train", "--config", str(cfg_file), "--epochs", "2"])
-    cfg = train_config_from_args(args)
-    assert cfg.arch == "bn_cnn" and cfg.epochs == 2 and cfg.image_size == 96 and cfg.model_options == {"filters": [8, 16]}
-    assert cfg.val_split == 0.15  # TrainConfig default when neither file nor flag sets it
-    cfg_file.write_text(json.dumps({"data": "x", "epoch": 3}))
-    assert main(["train", "--config", str(cfg_file)]) == 1
-
-
-def test_train_flags_are_generated_from_the_config_fields(chest_sample):
-    from dataclasses import fields
-
-    from medclf_core.cli.commands import build_parser, train_config_from_args
-    from medclf_core.training.devices import MIXED_PRECISION_CHOICES
-    from medclf_core.trust.metrics import THRESHOLD_METHODS
-    from medclf_core.training import TrainConfig
-
-    parser = build_parser()
-    train_parser = parser._subparsers._group_actions[0].choices["train"]
-    by_dest = {a.dest: a for a in train_parser._actions}
-    config_only = {"cache", "model_options", "intended_use", "training_data"}
-    assert {f.name for f in fields(TrainConfig)} - config_only <= set(by_dest)
-    assert by_dest["mixed_precision"].choices == list(MIXED_PRECISION_CHOICES)
-    assert by_dest["threshold_method"].choices == list(THRESHOLD_METHODS)
-    assert "(default: 0.15)" in by_dest["val_split"].help and "(default: 1337)" in by_dest["seed"].help
-    # the historical flag names map onto their fields
-    args = parser.parse_args(["train", str(chest_sample), "--lr", "0.01", "--fine-tune-lr", "1e-4", "--devices", "2",
-                              "--memory-growth", "off", "--weights", "none", "--tta", "hflip", "--freeze-batchnorm",
-                              "--image-size", "64", "--channels", "1"])
-    cfg = train_config_from_args(args)
-    assert (cfg.learning_rate, cfg.fine_tune_learning_rate, cfg.logical_devices) == (0.01, 1e-4, 2)
-    assert cfg.memory_growth is False and cfg.weights is None and cfg.tta == ["hflip"] and cfg.freeze_batchnorm
-    assert (cfg.image_size, cfg.channels, cfg.epochs, cfg.patience) == (64, 1, None, 8)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["train", "x", "--mixed-precision", "fp8"])
-
-
 def test_train_refuses_a_bad_setting_before_training(chest_sample, tmp_path, capsys):
     models = tmp_path / "models"
     assert main(["train", str(chest_sample), "--name", "../evil", "--models-dir", str(models)]) == 1
@@ -144,21 +103,6 @@ def test_train_refuses_a_bad_setting_before_training(chest_sample, tmp_path, cap
     assert main(["train", "--config", str(cfg_file)]) == 1
     assert f"Unknown training option(s) in {cfg_file}: epoch." in capsys.readouterr().err
     assert not models.exists()
-
-
-def test_bundled_training_configs_are_valid():
-    from medclf_core.models.architectures import ARCHITECTURES
-    from medclf_core.registry.card import ModelCard
-    from medclf_core.cli.commands import build_parser, train_config_from_args
-
-    configs = sorted((REPO / "configs").glob("*.json"))
-    assert len(configs) >= 3
-    for c in configs:
-        cfg = train_config_from_args(build_parser().parse_args(["train", "--config", str(c)])).resolved()
-        assert cfg.name == c.stem and cfg.arch in ARCHITECTURES
-        # what the config declares for the card must read back as a valid card
-        ModelCard.from_dict({"name": cfg.name, "class_names": ["a", "b"], "intended_use": cfg.intended_use,
-                             "training_data": cfg.training_data})
 
 
 def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, chest_sample, sample_images, tmp_path,
@@ -200,7 +144,7 @@ def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, ch
 def test_evaluate_record_keeps_the_result_beside_the_model(trained_run, chest_sample, tmp_path, capsys):
     import shutil
 
-    from medclf_core.registry.card import list_evaluations
+    from medclf_core.registry.evaluations import list_evaluations
 
     run = tmp_path / "models" / "tiny"
     shutil.copytree(trained_run, run)
@@ -214,3 +158,38 @@ def test_evaluate_record_keeps_the_result_beside_the_model(trained_run, chest_sa
     assert record["dataset"] == chest_sample.name and record["n"] == result["n"] == 80
     assert record["metrics"]["accuracy"] == pytest.approx(result["accuracy"])
     assert record["fingerprint"] and record["ood"]["checked"] is (result["ood"]["checked"])
+
+
+def test_predict_with_cam_and_report_decodes_and_explains_each_image_once(trained_run, sample_images, tmp_path,
+                                                                          monkeypatch, capsys):
+    """One decode and one heat map per image serve its prediction, its overlay PNG and its PDF report."""
+    import medclf_core
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.io import images
+
+    decoded: list[str] = []
+    original_load = images.load_image
+
+    def counting_load(path, *a, **k):
+        decoded.append(Path(path).name)
+        return original_load(path, *a, **k)
+
+    # every module that bound load_image by name (the predictor, the reports) gets the counting one
+    for module in [m for name, m in sys.modules.items() if name.startswith(medclf_core.__name__)]:
+        if getattr(module, "load_image", None) is original_load:
+            monkeypatch.setattr(module, "load_image", counting_load)
+    explained: list[int] = []
+    original_explain = Predictor.explain
+
+    def counting_explain(self, imgs, *a, **k):
+        explained.append(len(imgs))
+        return original_explain(self, imgs, *a, **k)
+
+    monkeypatch.setattr(Predictor, "explain", counting_explain)
+    files = [str(p) for p in sample_images[:2]]
+    cams, reports = tmp_path / "cams", tmp_path / "reports"
+    assert main(["predict", str(trained_run), *files, "--cam", str(cams), "--report", str(reports), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(Path(r["cam"]).is_file() and Path(r["report"]).is_file() for r in results)
+    assert sorted(decoded) == sorted(Path(f).name for f in files)  # each file decoded once
+    assert explained == [len(files)]  # one batch of maps, each image in it once

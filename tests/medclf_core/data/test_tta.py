@@ -10,7 +10,7 @@ from helpers import TINY, make_pattern_dataset
 
 from medclf_core.errors import MedclfError
 from medclf_core.inference.predictor import Predictor
-from medclf_core.registry.store import read_json
+from medclf_core.io.atomic import read_json
 from medclf_core.training import TrainConfig, train
 from medclf_core.data.tta import VIEWS, average_views, check_views, tf_view
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import CHEST_SAMPLE
 
 from medclf_core.data import uploads
-from medclf_core.data.dataset import scan_dataset
+from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError
 
 
@@ -63,3 +63,20 @@ def test_images_by_class_with_unsafe_and_repeated_names():
         uploads.stage_images({"NORMAL": [], "PNEUMONIA": []})
     with pytest.raises(DatasetError, match="class folder name"):
         uploads.stage_images({"../x": [("a.png", b"1")]})
+
+
+def test_stale_uploads_go_but_a_running_jobs_data_and_recent_uploads_stay(tmp_path):
+    import os
+    import time
+
+    day_ago = time.time() - 2 * 86400
+    for name in ("old", "busy", "fresh"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data.zip").write_bytes(b"x")
+    for name in ("old", "busy"):
+        for path in (tmp_path / name, tmp_path / name / "data", tmp_path / name / "data.zip"):
+            os.utime(path, (day_ago, day_ago))
+    removed = uploads.remove_stale_uploads(tmp_path, in_use=[tmp_path / "busy" / "data.zip"])
+    assert removed == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "fresh"]
+    assert uploads.remove_stale_uploads(tmp_path / "missing") == []

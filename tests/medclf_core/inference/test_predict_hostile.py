@@ -17,7 +17,7 @@ from helpers import REPO
 
 from medclf_core.cli.commands import main
 from medclf_core.errors import ModelError
-from medclf_core.reports.csv_export import predictions_csv
+from medclf_core.reports.predictions_csv import predictions_csv
 from medclf_core.registry.store import write_run_atomically
 
 CLASSES = ["NORMAL", "PNEUMONIA"]

@@ -1,13 +1,13 @@
-"""medclf_core.inference.predictor: thresholded decisions, per-file errors, dataset evaluation."""
+"""medclf_core.inference.predictor: thresholded decisions, per-file errors, heat maps ready to show, tracing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medclf_core.errors import DatasetError
 from medclf_core.io.images import load_image
-from medclf_core.inference.predictor import Predictor, evaluate_folder
+from medclf_core.inference.predictor import Predictor
+from medclf_core.inference.results import HeatMap, Prediction
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +52,6 @@ def test_batch_equals_single(predictor, sample_images):
     np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
-def test_evaluate_folder(predictor, chest_sample):
-    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
-    assert r["n"] == 80 and r["split"] == "all"
-
-
-def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):
-    with pytest.raises(DatasetError, match="does not know"):
-        evaluate_folder(predictor, pattern_dataset)
-
-
 # ----------------------------------------------------------------------------- Predictor.explain
 
 def test_explain_is_the_one_way_to_a_heat_map(predictor, sample_images, monkeypatch):
@@ -69,7 +59,7 @@ def test_explain_is_the_one_way_to_a_heat_map(predictor, sample_images, monkeypa
     from medclf_core.explain import cams as explain
 
     imgs = [load_image(p).pixels for p in sample_images[:3]]
-    labels = [r["label"] for r in predictor.analyse_images(imgs)]
+    labels = [r.label for r in predictor.predict(imgs)]
     prepared = np.stack([predictor.prepare(a) for a in imgs])
     calls = []
     real_prepare = predictor.prepare
@@ -83,7 +73,7 @@ def test_explain_is_the_one_way_to_a_heat_map(predictor, sample_images, monkeypa
                                  class_index=[predictor.class_names.index(lb) for lb in labels],
                                  cam_layer=predictor.cam_layer)
     for im, e, e2, ref, label in zip(imgs, out, again, reference, labels, strict=True):
-        assert isinstance(e, explain.Explanation) and e.method == "gradcam++" and e.class_name == label
+        assert isinstance(e, HeatMap) and e.method == "gradcam++" and e.class_name == label
         assert e.heatmap.shape == im.shape[:2] and 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
         np.testing.assert_allclose(e.heatmap, ref, atol=1e-5)
         np.testing.assert_allclose(e2.heatmap, ref, atol=1e-5)
@@ -100,8 +90,9 @@ def test_explain_target_by_name_or_index_and_bad_targets(predictor, sample_image
     for a, b in zip(by_name, by_index, strict=True):
         assert a.class_index == b.class_index == 1
         np.testing.assert_array_equal(a.heatmap, b.heatmap)
-    scored = predictor.faithfulness(imgs, [e.heatmap for e in by_name], "PNEUMONIA")
-    assert len(scored) == 2 and all("faithfulness" in d for d in scored)
+    scored = predictor.check_faithfulness(by_name)
+    assert len(scored) == 2 and all(s.deletion is not None and "faithfulness" in s.deletion for s in scored)
+    assert all(s.heatmap is e.heatmap for s, e in zip(scored, by_name, strict=True))  # scored, not recomputed
     assert predictor.explain([], "gradcam") == []
     with pytest.raises(ValueError, match="Unknown class"):
         predictor.explain(imgs, "gradcam", "CAT")
@@ -136,7 +127,7 @@ def test_prediction_is_traced_once_for_every_batch_size(trained_run, sample_imag
     fresh = Predictor.from_run(trained_run)
     imgs = [load_image(p).pixels for p in sample_images]
     for n in (1, 2, 3, 5):
-        assert len(fresh.analyse_images(imgs[:n])) == n
+        assert len(fresh.predict(imgs[:n])) == n
     assert len(traces) == 1, traces
 
 
@@ -157,7 +148,7 @@ def test_after_the_warm_up_the_first_image_traces_nothing(trained_run, sample_im
     assert traces  # the warm-up did the tracing
     warmed = len(traces)
     img = load_image(sample_images[0]).pixels
-    (result,) = fresh.analyse_images([img])
+    (result,) = fresh.predict([img])
     (e,) = fresh.explain([img], "gradcam", faithfulness=True)
     assert len(traces) == warmed, traces[warmed:]
     assert result["label"] in fresh.class_names and e.heatmap.shape == img.shape[:2]
@@ -167,3 +158,47 @@ def test_the_traced_forward_pass_gives_keras_probabilities(trained_run, sample_i
     fresh = Predictor.from_run(trained_run)
     x = np.stack([fresh.prepare(load_image(p).pixels) for p in sample_images[:3]]).astype(np.float32)
     np.testing.assert_allclose(fresh._model_probabilities(x), fresh.model.predict_on_batch(x), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the facade: results ready to show
+
+def test_predict_gives_the_decision_probabilities_and_verdict_of_describe(predictor, sample_images):
+    from medclf_core.trust.verdict import ood_message
+
+    imgs = [load_image(p).pixels for p in sample_images[:3]]
+    results = predictor.predict(imgs)
+    probs, feats = predictor.predict_batch_with_features(np.stack([predictor.prepare(a) for a in imgs]))
+    for r, row, v in zip(results, probs, predictor.verdicts(feats, None, len(imgs)), strict=True):
+        assert isinstance(r, Prediction) and r == predictor.describe(row, v)
+        assert r.label == r["label"] in predictor.class_names
+        assert r.flagged is (r["ood"] is True) and r.verdict_words == ood_message(r)
+
+
+def test_explain_hands_back_the_display_map_its_overlay_and_its_score_in_words(predictor, sample_images):
+    """compact=True: the map at display size, scored as shown; the overlay re-rendered at any opacity."""
+    import cv2
+
+    from medclf_core.explain.faithfulness import format_faithfulness
+    from medclf_core.explain.render import overlay
+
+    small = load_image(sample_images[0]).pixels
+    big = cv2.resize(small, (1400, 1030), interpolation=cv2.INTER_LINEAR)  # over the 512 px display size
+    (full,) = predictor.explain([big], "gradcam")
+    (shown,) = predictor.explain([big], "gradcam", compact=True, faithfulness=True)
+    assert full.heatmap.shape == big.shape[:2] and max(shown.heatmap.shape) == 512
+    assert shown.image is not None and shown.image.shape == big.shape
+    for opacity in (0.0, 0.45, 1.0):
+        picture = shown.overlay(opacity)
+        assert picture.shape == (*big.shape[:2], 3)
+        np.testing.assert_array_equal(picture, overlay(big, shown.heatmap, opacity))
+    np.testing.assert_array_equal(shown.overlay(0.0)[..., 0], big)            # opacity 0: the image itself
+    (later,) = predictor.check_faithfulness(predictor.explain([big], "gradcam", compact=True))
+    assert later.faithfulness == shown.faithfulness                            # the score of the map shown
+    caption = shown.faithfulness_caption
+    if shown.faithfulness is None:
+        assert caption == f"Faithfulness: n/a ({shown.deletion['note']})."
+    else:
+        words = ("the model relies on the highlighted regions" if shown.faithfulness >= 0.3 else
+                 "somewhat better than random regions" if shown.faithfulness > 0.1 else
+                 "no better than random regions")
+        assert caption.startswith(f"Faithfulness {format_faithfulness(shown.faithfulness)} (") and words in caption

@@ -13,10 +13,10 @@ import pytest
 from bad_inputs import encode, gradient
 from PIL import Image
 
-import medclf_core.data.dataset as data_module
+import medclf_core.data.extract as extract_module
 import medclf_core.registry.store as registry_module
 from medclf_core.io.archive import RATIO_FLOOR_BYTES, Violation, ZipLimits, limit_violation, unsafe_member_reason
-from medclf_core.data.dataset import safe_extract_zip
+from medclf_core.data.extract import safe_extract_zip
 from medclf_core.errors import DatasetError, ModelError
 from medclf_core.registry.store import load_model_file
 
@@ -83,7 +83,7 @@ def _refuse_model(archive: Path, tmp_path):
     return load_model_file(model)
 
 
-USERS = {"dataset": (_refuse_dataset, DatasetError, data_module, "ZIP_MAX_MEMBERS", "ZIP_MAX_TOTAL_BYTES"),
+USERS = {"dataset": (_refuse_dataset, DatasetError, extract_module, "ZIP_MAX_MEMBERS", "ZIP_MAX_TOTAL_BYTES"),
          "model": (_refuse_model, ModelError, registry_module, "MODEL_MAX_MEMBERS", "MODEL_MAX_UNPACKED_BYTES")}
 
 

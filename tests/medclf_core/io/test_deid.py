@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from bad_inputs import PATIENT, PATIENT_STRINGS, dicom_bytes, gradient
 
-from medclf_core.io.deid import (IDENTIFYING_KEYWORDS, IDENTIFYING_TAGS, REDACTED, deidentify, identifying_values,
-                              read_dataset, redact, safe_file_label, safe_metadata)
 from medclf_core.errors import ImageError
+from medclf_core.io.deid import (IDENTIFYING_KEYWORDS, IDENTIFYING_TAGS, REDACTED, deidentify, identifying_values,
+                                 redact, safe_file_label, safe_metadata)
+from medclf_core.io.dicom_header import read_dataset
 
 
 @pytest.fixture
@@ -148,7 +149,7 @@ def test_file_names_lose_header_identifiers_and_mrn_like_tokens(ds):
 
 
 def test_the_predictions_csv_uses_the_same_rule():
-    from medclf_core.reports.csv_export import predictions_csv
+    from medclf_core.reports.predictions_csv import predictions_csv
 
     values = identifying_values(_rg1_like_header()) + ["Zzyzxqa", "Quintessa"]
     probs = {"NORMAL": 0.4, "PNEUMONIA": 0.6}

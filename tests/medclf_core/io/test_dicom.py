@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medclf_core.errors import ImageError
-from medclf_core.io.images import load_image, looks_like_dicom
+from medclf_core.io.dicom import looks_like_dicom
+from medclf_core.io.images import load_image
 
 SHARED_DICOM = REPO.parent / "shared" / "data" / "dicom_samples"
 

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from medclf_core.errors import ImageError
-from medclf_core.io.images import load_image, looks_like_dicom, to_model_input, to_uint8
+from medclf_core.io.dicom import looks_like_dicom
+from medclf_core.io.images import load_image, to_model_input
+from medclf_core.io.pixels import to_uint8
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from medclf_core.errors import ImageError
-from medclf_core.io.images import MIN_SIDE, check_upload_size, load_image
+from medclf_core.io.images import MIN_SIDE, load_image
+from medclf_core.io.pixels import check_upload_size
 
 # Deterministic in CI; MEDCLF_FUZZ_EXAMPLES=5000 explores fresh random examples locally.
 _EXAMPLES = int(os.environ.get("MEDCLF_FUZZ_EXAMPLES", "0"))
@@ -106,7 +107,7 @@ def test_damaged_exif_does_not_reject_the_photo():
 
 
 def test_large_image_is_downscaled_to_max_side():
-    from medclf_core.io.images import MAX_SIDE
+    from medclf_core.io.pixels import MAX_SIDE
 
     case = next(c for c in IMAGE_CASES if c.name == "wide_png_downscaled")
     img = load_image(case.make())

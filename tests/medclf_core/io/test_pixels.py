@@ -12,17 +12,18 @@ from bad_inputs import dicom_bytes, encode, gradient
 from helpers import REPO
 from PIL import Image
 
-from medclf_core.io import pixels
 from medclf_core.errors import ImageError
+from medclf_core.io import pixels
 from medclf_core.io.images import load_image
 
-# module -> the medclf modules it must never import, at module level or inside a function
-LAYERS = {"pixels": ("images", "dicom", "deid"), "deid": ("images", "dicom"), "dicom": ("images",),
-          "archive": ("data", "registry")}
+# io module -> the io modules it must never import, at module level or inside a function
+# (one direction: pixels <- dicom_header <- deid <- dicom <- images; archive stands alone)
+LAYERS = {"pixels": ("images", "dicom", "deid", "dicom_header"), "dicom_header": ("images", "dicom", "deid"),
+          "deid": ("images", "dicom"), "dicom": ("images",), "archive": ("images", "dicom", "deid", "dicom_header")}
 
 
 def _imported_medclf_modules(module: str) -> set[str]:
-    tree = ast.parse((REPO / "medclf_core" / f"{module}.py").read_text())
+    tree = ast.parse((REPO / "medclf_core" / "io" / f"{module}.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -30,7 +31,7 @@ def _imported_medclf_modules(module: str) -> set[str]:
             names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-    return {n.split(".")[1] for n in names if n.startswith("medclf_core.") and n.count(".") >= 1}
+    return {n.split(".")[2] for n in names if n.startswith("medclf_core.io.") and n.count(".") >= 2}
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
@@ -38,10 +39,10 @@ def test_lower_layers_never_import_the_upper_ones(module):
     assert not _imported_medclf_modules(module) & set(LAYERS[module])
 
 
-@pytest.mark.parametrize("module", ["pixels", "archive", "deid", "dicom", "images"])
+@pytest.mark.parametrize("module", ["pixels", "archive", "dicom_header", "deid", "dicom", "images"])
 def test_each_module_imports_alone_and_pulls_in_no_upper_layer(module):
-    code = (f"import sys, medclf_core.{module}\n"
-            "print(' '.join(m for m in ('images', 'dicom', 'deid') if 'medclf_core.' + m in sys.modules))\n"
+    code = (f"import sys, medclf_core.io.{module}\n"
+            "print(' '.join(m for m in ('images', 'dicom', 'deid', 'dicom_header') if 'medclf_core.io.' + m in sys.modules))\n"
             "print('pydicom' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -54,15 +55,12 @@ def test_each_module_imports_alone_and_pulls_in_no_upper_layer(module):
     assert pydicom_loaded == str(module == "deid")
 
 
-def test_old_names_still_import_from_images_and_dicom():
-    from medclf_core.io.dicom import read_dataset
-    from medclf_core.io.images import MAX_SIDE, DecodedImage, check_upload_size, to_uint8
+def test_one_home_for_each_name():
+    """No re-exports: the decoded-image type and the limits live in pixels, DICOM parsing in dicom_header."""
+    from medclf_core.io import deid, dicom, images
 
-    assert DecodedImage is pixels.DecodedImage and to_uint8 is pixels.to_uint8
-    assert check_upload_size is pixels.check_upload_size and MAX_SIDE == pixels.MAX_SIDE
-    from medclf_core.io import deid
-
-    assert read_dataset is deid.read_dataset
+    assert not any(hasattr(images, name) for name in ("check_upload_size", "MAX_SIDE", "MAX_FILE_BYTES", "DicomFacts"))
+    assert not hasattr(dicom, "quiet_pydicom") and not hasattr(deid, "read_dataset")
 
 
 def test_lowered_size_limit_applies_to_pillow_and_dicom_decodes(monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import TINY
 
-from medclf_core.explain import cams as explain
+from medclf_core.explain import cams, views
 from medclf_core.models.architectures import ARCHITECTURES, build_model
 from medclf_core.models.ensemble import count_members, member_layer_names, merge_members, split_member
 
@@ -39,7 +39,7 @@ def test_merged_model_is_flat_and_averages_the_members_logits(arch, tmp_path):
     members = _members(arch, 2)
     before = [m.get_weights() for m in members]
     merged = merge_members(members)
-    assert explain.is_flat_functional(merged)
+    assert views.is_flat_functional(merged)
     x = np.random.default_rng(0).uniform(0, 255, (4, TINY, TINY, 1)).astype("float32")
     mean_logit = np.mean([_logits(m, x) for m in members], axis=0)
     expected = np.exp(mean_logit - mean_logit.max(1, keepdims=True))
@@ -51,7 +51,7 @@ def test_merged_model_is_flat_and_averages_the_members_logits(arch, tmp_path):
     merged.save(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x)), expected, atol=1e-5)
     names = {layer.name for layer in merged.layers}
-    assert set(member_layer_names(explain.find_cam_layer(members[0], ARCHITECTURES[arch].cam_layer), 2)) <= names
+    assert set(member_layer_names(views.find_cam_layer(members[0], ARCHITECTURES[arch].cam_layer), 2)) <= names
 
 
 @pytest.mark.parametrize("arch", ["simple_cnn", "bn_cnn"])
@@ -85,20 +85,20 @@ def test_ensemble_gradcam_is_the_mean_of_the_members_maps():
     layers = member_layer_names("block2_relu", 3)  # the last block of a two-block bn_cnn
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 255, (2, TINY, TINY, 1)).astype("float32")
-    view, found = explain.cam_view(merged, layers)
+    view, found = views.cam_view(merged, layers)
     assert found == layers
-    ensemble = explain._raw_cams(view, found, x, "gradcam", np.array([1, 2]), 0)
+    ensemble = cams._raw_cams(view, found, x, "gradcam", np.array([1, 2]), 0)
     own = []
     for member in members:
-        member_view, member_layers = explain.cam_view(member, "block2_relu")
-        own.append(explain._raw_cams(member_view, member_layers, x, "gradcam", np.array([1, 2]), 0))
+        member_view, member_layers = views.cam_view(member, "block2_relu")
+        own.append(cams._raw_cams(member_view, member_layers, x, "gradcam", np.array([1, 2]), 0))
     np.testing.assert_allclose(ensemble, np.mean(own, axis=0), rtol=1e-3, atol=1e-6)
     # the compiled path and the plain GradientTape reference agree on the summed map
     images = [im[..., 0].astype(np.uint8) for im in x]
-    fast = explain.heatmaps(merged, images, cam_layer=layers, class_index=1)
-    reference = explain.gradcam_tape(merged, images, cam_layer=layers, class_index=1)
+    fast = cams.heatmaps(merged, images, cam_layer=layers, class_index=1)
+    reference = cams.gradcam_tape(merged, images, cam_layer=layers, class_index=1)
     for a, b in zip(fast, reference, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     # one member's layer alone gives a different map
-    single = explain.heatmaps(merged, images, cam_layer=layers[0], class_index=1)
+    single = cams.heatmaps(merged, images, cam_layer=layers[0], class_index=1)
     assert not np.allclose(single[0], fast[0], atol=1e-3)

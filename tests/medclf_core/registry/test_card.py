@@ -1,18 +1,16 @@
-"""medclf_core.registry.card: one validated model-card type, other-source evaluations, metrics with n."""
+"""medclf_core.registry.card: one validated model-card type, its figures with n, the positive-class rule."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import zipfile
 
 import pytest
 from helpers import REPO
 
-from medclf_core.registry.card import (CARD_KEYS, CARD_SCHEMA_VERSION, DEFAULTS, CardError, ModelCard, dataset_fingerprint,
-                              format_metric, list_evaluations, parse_card_text, record_evaluation)
+from medclf_core.registry.card import (CARD_KEYS, CARD_SCHEMA_VERSION, DEFAULTS, CardError, ModelCard, parse_card_text,
+                                       positive_class_index)
 from medclf_core.errors import ModelError
 
 MODELS = REPO / "models"
@@ -163,33 +161,6 @@ def test_importing_the_card_module_does_not_import_tensorflow():
     assert out.stdout.split() == ["False", "False"]
 
 
-# ---------------------------------------------------------------------------- format_metric
-
-@pytest.mark.parametrize("args,kwargs,expected", [
-    ((1.0, (1.0, 1.0), 12), {}, "1.000 (n = 12, too few images for a reliable figure)"),
-    ((0.5, (0.2, 0.8), 29), {}, "0.500 (n = 29, too few images for a reliable figure)"),
-    ((0.964, (0.951, 0.977), 779), {}, "0.964 (95% CI 0.951-0.977, n = 779)"),
-    ((1.0, (1.0, 1.0), 200), {}, "1.000 (n = 200)"),
-    ((1.0, (0.99991, 1.0), 200), {}, "1.000 (n = 200)"),
-    ((0.9, (0.85, 0.95), None), {}, "0.900 (95% CI 0.850-0.950)"),
-    ((0.9, None, None), {}, "0.900"),
-    ((0.9, None, 30), {}, "0.900 (n = 30)"),
-    ((None, (0.1, 0.2), 50), {}, "n/a"),
-    ((float("nan"), None, 50), {}, "n/a"),
-    ((0.964, (0.951, 0.977), 779), {"pct": True}, "96.4% (95% CI 95.1%-97.7%, n = 779)"),
-    ((0.9, [0.8, None], 40), {}, "0.900 (n = 40)"),
-])
-def test_format_metric(args, kwargs, expected):
-    assert format_metric(*args, **kwargs) == expected
-
-
-def test_format_metric_never_prints_a_zero_width_interval():
-    for n in (None, 5, 30, 1000):
-        for v in (0.0, 0.5, 1.0):
-            text = format_metric(v, (v, v), n)
-            assert f"{v:.3f}-{v:.3f}" not in text and f"({v:.3f}-" not in text
-
-
 def test_card_format_metric_uses_its_own_n_and_interval():
     card = ModelCard.from_dict(_raw("brain-mri-tumour"))
     assert card.format_metric("accuracy") == "0.853 (95% CI 0.735-0.971, n = 34)"
@@ -198,119 +169,27 @@ def test_card_format_metric_uses_its_own_n_and_interval():
     assert toy.is_toy and toy.format_metric("accuracy") == "1.000 (n = 12, too few images for a reliable figure)"
 
 
-# ---------------------------------------------------------------------------- other-source evaluations
-
-RESULT = {"n": 200, "class_names": ["NORMAL", "PNEUMONIA"], "accuracy": 0.7, "balanced_accuracy": 0.68, "auc": 0.81,
-          "macro_f1": 0.66, "sensitivity": 0.95, "specificity": 0.64, "ece": 0.04, "threshold": 0.14,
-          "positive_class": "PNEUMONIA", "ci95": {"accuracy": [0.64, 0.76], "auc": [0.75, 0.86]},
-          "roc": {"fpr": [0, 1], "tpr": [0, 1]}, "per_class": {}, "confusion_matrix": [[1, 2], [3, 4]],
-          "split": "all", "dataset": "/data/hospital-b", "skipped": [{"file": "x", "error": "bad"}], "model": "m"}
+def test_card_keys_are_what_every_trained_and_bundled_card_carries():
+    assert {"name", "class_names", "threshold", "created", "metrics"} <= set(CARD_KEYS)
+    for card in MODELS.glob("*/card.json"):
+        assert set(CARD_KEYS) <= set(json.loads(card.read_text())), card
 
 
-def test_record_evaluation_writes_one_atomic_record(tmp_path):
-    from datetime import UTC, datetime
+# ---------------------------------------------------------------------------- the positive class
 
-    fp = "ab12cd34ef56" + "0" * 52
-    path = record_evaluation(tmp_path, RESULT, dataset="hospital-b", fingerprint=fp)
-    assert path.parent == tmp_path / "evaluations"
-    assert path.name == f"{datetime.now(UTC).date().isoformat()}-ab12cd34ef56.json"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
-    rec = json.loads(path.read_text())
-    assert rec["dataset"] == "hospital-b" and rec["fingerprint"] == fp and rec["n"] == 200
-    assert rec["metrics"] == {"accuracy": 0.7, "balanced_accuracy": 0.68, "macro_f1": 0.66, "auc": 0.81,
-                              "sensitivity": 0.95, "specificity": 0.64, "ece": 0.04}
-    assert rec["ci95"] == RESULT["ci95"] and rec["threshold"] == 0.14 and rec["skipped"] == 1
-    assert rec["medclf_version"] and datetime.fromisoformat(rec["date"]).tzinfo is not None
-    assert "roc" not in rec and "confusion_matrix" not in rec  # a summary, not the whole result
-    # the same data on the same day replaces that day's record
-    assert record_evaluation(tmp_path, {**RESULT, "accuracy": 0.71}, dataset="hospital-b", fingerprint=fp) == path
-    assert [e["metrics"]["accuracy"] for e in list_evaluations(tmp_path)] == [0.71]
-
-
-def test_record_evaluation_without_ece_or_ci(tmp_path):
-    result = {k: v for k, v in RESULT.items() if k not in ("ece", "ci95", "sensitivity", "specificity")}
-    rec = json.loads(record_evaluation(tmp_path, result, dataset="d", fingerprint="f" * 64).read_text())
-    assert "ece" not in rec["metrics"] and rec["ci95"] == {}
-
-
-@pytest.mark.parametrize("result,kw,fragment", [
-    ({}, {}, "no image count"),
-    ({**RESULT, "n": 0}, {}, "no image count"),
-    (RESULT, {"dataset": " "}, "dataset name"),
-    (RESULT, {"fingerprint": "../"}, "fingerprint"),
+@pytest.mark.parametrize("names,positive,expected", [
+    (["NORMAL", "PNEUMONIA"], None, 1), (["no", "yes"], None, 1), (["tumour", "normal"], None, 0),
+    (["cat", "dog"], None, 1), (["a", "b", "c"], None, None),
+    (["NORMAL", "PNEUMONIA"], "NORMAL", 0),       # the card's choice wins over the names
+    (["a", "b", "c"], "c", 2),                    # named: any number of classes
+    (["NORMAL", "PNEUMONIA"], "OTHER", 1),        # a name the model does not have: as if none
 ])
-def test_record_evaluation_refuses_what_it_cannot_record(tmp_path, result, kw, fragment):
-    with pytest.raises(ModelError, match=fragment):
-        record_evaluation(tmp_path, result, **{"dataset": "d", "fingerprint": "f" * 64, **kw})
-    assert not (tmp_path / "evaluations").exists()
+def test_positive_class_index_is_the_cards_choice_else_the_finding_by_name(names, positive, expected):
+    assert positive_class_index(names, positive) == expected
 
 
-def test_record_evaluation_that_cannot_be_written_is_a_plain_error(tmp_path):
-    with pytest.raises(ModelError, match="not a model run folder"):
-        record_evaluation(tmp_path / "missing", RESULT, dataset="d", fingerprint="f" * 64)
-    (tmp_path / "evaluations").write_text("a file where the folder should be")
-    with pytest.raises(ModelError, match="could not be recorded"):
-        record_evaluation(tmp_path, RESULT, dataset="d", fingerprint="f" * 64)
-    if os.geteuid() != 0:  # root writes anywhere
-        (tmp_path / "evaluations").unlink()
-        tmp_path.chmod(0o555)
-        try:
-            with pytest.raises(ModelError, match="could not be recorded"):
-                record_evaluation(tmp_path, RESULT, dataset="d", fingerprint="f" * 64)
-        finally:
-            tmp_path.chmod(0o755)
-
-
-def test_list_evaluations_skips_damaged_records_and_sorts_newest_first(tmp_path):
-    assert list_evaluations(tmp_path) == []
-    folder = tmp_path / "evaluations"
-    folder.mkdir()
-    good = {"dataset": "a", "n": 40, "metrics": {"accuracy": 0.9, "auc": None}, "ci95": {}, "date": "2026-01-02T00:00:00+00:00"}
-    (folder / "2026-01-02-aaaa.json").write_text(json.dumps(good))
-    (folder / "2026-03-01-bbbb.json").write_text(json.dumps({**good, "dataset": "b", "date": "2026-03-01T00:00:00+00:00"}))
-    (folder / "2026-01-03-cccc.json").write_text("{not json")
-    (folder / "2026-01-04-dddd.json").write_text("[]")
-    (folder / "2026-01-05-eeee.json").write_text(json.dumps({"dataset": "c"}))  # no n, no metrics
-    (folder / "2026-01-06-ffff.json").write_bytes(b"\xff\xfe")
-    (folder / ".2026-01-07-tmp.json.123.tmp").write_text(json.dumps(good))
-    (folder / "2026-01-08-gggg.json").mkdir()
-    evals = list_evaluations(tmp_path)
-    assert [e["dataset"] for e in evals] == ["b", "a"]
-    assert evals[1]["file"] == "2026-01-02-aaaa.json" and evals[1]["metrics"] == {"accuracy": 0.9}
-
-
-# ---------------------------------------------------------------------------- dataset fingerprint
-
-def _dataset(root):
-    for split in ("train", "test"):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True)
-            (root / split / cls / f"{split}-{cls}.png").write_bytes(f"pixels of {split} {cls}".encode())
-    return root
-
-
-def test_dataset_fingerprint_follows_content_and_split(tmp_path):
-    data = _dataset(tmp_path / "data")
-    fp = dataset_fingerprint(data)
-    assert len(fp) == 64 and fp == dataset_fingerprint(data) == dataset_fingerprint(str(data))
-    test_fp = dataset_fingerprint(data, split="auto")
-    assert test_fp == dataset_fingerprint(data, split="test") != fp
-    (data / "train" / "a" / "train-a.png").write_bytes(b"changed")
-    assert dataset_fingerprint(data) != fp
-    assert dataset_fingerprint(data, split="test") == test_fp  # the test split did not change
-    zipped = tmp_path / "data.zip"
-    with zipfile.ZipFile(zipped, "w") as zf:
-        for f in sorted(data.rglob("*")):
-            zf.write(f, f"data/{f.relative_to(data)}")
-    assert dataset_fingerprint(zipped) == dataset_fingerprint(data)
-
-
-def test_dataset_fingerprint_of_an_audit_is_the_training_fingerprint(tmp_path):
-    from medclf_core.data.dataset import scan_dataset
-
-    class Report:  # what audit_dataset returns carries the fingerprint training records in the card
-        fingerprint = "c5dfcea607938d836090d147a3aef2b0b6b51c065914373c113978bbb8675757"
-
-    assert dataset_fingerprint(Report()) == Report.fingerprint
-    data = _dataset(tmp_path / "data")
-    assert dataset_fingerprint(scan_dataset(data)) == dataset_fingerprint(data)
+def test_card_positive_index_follows_the_one_rule():
+    named = ModelCard.from_dict({**MINIMAL, "class_names": ["PNEUMONIA", "NORMAL"], "positive_class": "PNEUMONIA"})
+    unnamed = ModelCard.from_dict({**MINIMAL, "class_names": ["PNEUMONIA", "NORMAL"]})
+    multi = ModelCard.from_dict({**MINIMAL, "class_names": ["CT", "MRI", "XRAY"]})
+    assert (named.positive_index, unnamed.positive_index, multi.positive_index) == (0, 0, None)

@@ -28,7 +28,7 @@ def roots(tmp_path, monkeypatch):
 
 def test_the_roots_are_samples_models_uploads_and_the_env(roots):
     got = data_roots()
-    assert got[:3] == [access.SAMPLES_DIR.resolve(), roots["models"].resolve(),
+    assert got[:3] == [access.samples_dir().resolve(), roots["models"].resolve(),
                        (roots["models"] / ".jobs" / "uploads").resolve()]
     assert roots["data"].resolve() in got
     assert roots["outside"].resolve() not in got
@@ -40,7 +40,7 @@ def test_paths_inside_a_root_resolve(roots):
     assert resolve_data_path(str(chest)) == chest.resolve()
     assert resolve_data_path(f"  {chest}  ") == chest.resolve()
     assert resolve_data_path(str(roots["data"] / "chest" / "NORMAL" / "..")) == chest.resolve()
-    sample = access.SAMPLES_DIR / "datasets" / "chest_xray"
+    sample = access.samples_dir() / "datasets" / "chest_xray"
     assert resolve_data_path(str(sample)) == sample.resolve()
     # inside a root but not there (yet): the dataset reader says "not found" in its own words
     assert resolve_data_path(str(roots["data"] / "nothing-here")) == (roots["data"] / "nothing-here").resolve()
@@ -53,7 +53,7 @@ def test_system_paths_are_refused_with_a_plain_message_naming_the_roots(roots, t
     msg = str(info.value)
     assert isinstance(info.value, MedclfError)
     assert msg.startswith(f"'{text}' was not found in the folders this app may read")
-    assert str(roots["data"].resolve()) in msg and str(access.SAMPLES_DIR.resolve()) in msg
+    assert str(roots["data"].resolve()) in msg and str(access.samples_dir().resolve()) in msg
     assert access.DATA_ROOTS_ENV in msg
     assert "Errno" not in msg and "Permission" not in msg and "Traceback" not in msg
 
@@ -63,7 +63,7 @@ def test_dot_dot_out_of_a_root_is_refused(roots):
     with pytest.raises(AccessDenied, match="not found in the folders this app may read"):
         resolve_data_path(sneaky)
     with pytest.raises(AccessDenied):
-        resolve_data_path(str(access.SAMPLES_DIR / ".." / ".." / ".." / "etc"))
+        resolve_data_path(str(access.samples_dir() / ".." / ".." / ".." / "etc"))
 
 
 def test_a_symlink_inside_a_root_that_points_out_is_refused(roots):
@@ -147,3 +147,12 @@ def test_password_check_is_exact_and_constant_time(monkeypatch):
     assert not password_matches(None, "correct horse")
     assert password_matches("pässwörd", "pässwörd")
     assert len(calls) == 4
+
+
+def test_the_samples_folder_is_the_environments_or_the_working_directorys(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDCLF_SAMPLES_DIR", str(tmp_path / "bundled"))
+    assert access.samples_dir() == tmp_path / "bundled"
+    assert access.samples_dir().resolve() in access.data_roots(tmp_path / "models")
+    monkeypatch.delenv("MEDCLF_SAMPLES_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert access.samples_dir() == tmp_path / "samples"

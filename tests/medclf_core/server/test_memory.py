@@ -47,24 +47,6 @@ def test_rss_of_a_missing_process_is_an_error():
         memory.rss_mb(2**31 - 1)
 
 
-def test_a_compact_map_is_small_and_looks_the_same_when_drawn():
-    import numpy as np
-
-    from medclf_core.explain.cams import overlay
-
-    yy, xx = np.mgrid[0:2048, 0:1536]
-    heat = np.exp(-(((yy - 700) / 300.0) ** 2 + ((xx - 900) / 250.0) ** 2)).astype(np.float32)  # a smooth CAM
-    small = memory.compact_map(heat)
-    assert small.shape == (512, 384) and small.dtype == np.float32
-    assert small.nbytes * 16 == heat.nbytes
-    assert 0.0 <= small.min() and small.max() <= 1.0 and abs(float(small.max()) - 1.0) < 0.01
-    pixels = np.full((2048, 1536), 128, np.uint8)
-    drawn, full = overlay(pixels, small, 0.5).astype(int), overlay(pixels, heat, 0.5).astype(int)
-    assert drawn.shape == full.shape and np.abs(drawn - full).max() <= 3
-    tiny = np.zeros((7, 7), np.float32)
-    assert memory.compact_map(tiny) is not None and memory.compact_map(tiny).shape == (7, 7)
-
-
 def test_freeze_long_lived_skips_what_is_alive_and_still_collects_what_comes_later():
     """What is alive at a model load is skipped by later collections (Streamlit collects after every run);
     a cycle made afterwards is still collected, and a frozen one dropped later is collected at the next call."""

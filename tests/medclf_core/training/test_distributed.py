@@ -19,7 +19,8 @@ from helpers import REPO, TINY, make_pattern_dataset
 
 from medclf_core.training.devices import free_local_ports
 from medclf_core.training.events import read_events
-from medclf_core.registry.store import list_runs, read_json
+from medclf_core.io.atomic import read_json
+from medclf_core.registry.store import list_runs
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

@@ -63,7 +63,7 @@ def test_the_fold_of_a_whole_log_and_its_summary():
 
 
 def test_the_cli_progress_printer_reads_the_same_fold(capsys):
-    from medclf_core.cli.commands import _TrainPrinter
+    from medclf_core.cli.console import TrainProgressPrinter
 
     events = [{"event": "start", "config": {"epochs": 2}},
               {"event": "epoch_begin", "epoch": 1, "epochs": 2, "phase": "train"},
@@ -72,10 +72,19 @@ def test_the_cli_progress_printer_reads_the_same_fold(capsys):
               {"event": "epoch", "epoch": 1, "epochs": 2, "eta_s": 3.0, "seconds": 1.0,
                "metrics": {"loss": 0.7, "accuracy": 0.5, "val_loss": 0.6, "val_accuracy": 0.5}},
               {"event": "epoch_begin", "epoch": 2, "epochs": 2, "phase": "train"}]
-    printer = _TrainPrinter()
+    printer = TrainProgressPrinter()
     for ev in events:
         printer(ev)
     assert printer.progress.state == {k: v for k, v in fold_events(events).items() if k != "text"}
     assert printer.bar.desc.startswith("Training: epoch 2/2")
     assert "Epoch 1/2: loss 0.7000" in capsys.readouterr().err
     printer({"event": "done"})
+
+
+def test_the_outcome_is_the_last_final_event():
+    assert fold_events([{"event": "start"}])["outcome"] is None
+    p = fold_events([{"event": "start"}, {"event": "done", "run_dir": "r", "name": "n", "message": "registered"}])
+    assert (p["outcome"], p["message"], p["phase"]) == ("done", "registered", "finished")
+    p = fold_events([{"event": "error", "message": "first"}, {"event": "error", "message": "with the log's name"}])
+    assert (p["outcome"], p["message"]) == ("failed", "with the log's name")
+    assert fold_events([{"event": "cancelled", "message": "no model"}])["outcome"] == "cancelled"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from medclf_core.training import jobs
 from medclf_core.reports import plots
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry.store import list_runs
+from medclf_core.training.events import read_events
 
 
 def _wait(pred, timeout=120.0, poll=0.3):
@@ -63,8 +66,6 @@ def test_job_runs_refuses_a_second_and_cancels_then_a_new_one_completes(tmp_path
 
 def test_a_failing_job_reports_a_plain_reason(tmp_path, pattern_dataset):
     """The worker's body, run in this process: a class folder without images fails with a plain message."""
-    import signal
-
     (pattern_dataset / "empty-class").mkdir()
     for f in (pattern_dataset / "square").iterdir():
         f.unlink()
@@ -85,6 +86,74 @@ def test_a_failing_job_reports_a_plain_reason(tmp_path, pattern_dataset):
     assert p["state"] == "failed", p
     assert "empty-class" in p["message"] and "Traceback" not in p["message"]
     assert jobs.running_job(root) is None  # the worker released the lock
+    # one record of the outcome: the event log's last event (no status file beside it)
+    assert read_events(d / "events.jsonl")[-1]["event"] == "error"
+    assert sorted(f.name for f in d.iterdir()) == ["config.json", "events.jsonl"]
+
+
+def _job_folder(root, job_id, config, **spec):
+    d = root / job_id
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"job_id": job_id, "config": config, **spec}))
+    return d
+
+
+def test_the_outcome_is_the_event_logs_final_event(tmp_path):
+    """done, cancelled or failed: the last final event decides (the worker adds one after training's, e.g. a
+    pointer to its log); the worker's process only decides between queued, running and died."""
+    root = tmp_path / "jobs"
+    d = _job_folder(root, "j-done", {"data": "x", "epochs": 1})
+    done = {"event": "done", "run_dir": "/m/r", "name": "r", "metrics": {"accuracy": 1.0},
+            "message": "Training finished: model 'r' is registered."}
+    (d / "events.jsonl").write_text(json.dumps({"event": "start", "config": {"epochs": 1}}) + "\n" + json.dumps(done) + "\n")
+    p = jobs.job_progress("j-done", root)
+    assert (p["state"], p["run_dir"], p["name"], p["metrics"]) == ("done", "/m/r", "r", {"accuracy": 1.0})
+    assert p["message"] == done["message"] and p["fraction"] == 1.0
+
+    d = _job_folder(root, "j-bug", {"data": "x"})
+    (d / "pid").write_text(str(os.getpid()))  # alive: the outcome still wins over "running"
+    (d / "events.jsonl").write_text(json.dumps({"event": "error", "message": "Training failed unexpectedly (x)."})
+                                    + "\n" + json.dumps({"event": "error", "message": "see worker.log"}) + "\n")
+    p = jobs.job_progress("j-bug", root)
+    assert (p["state"], p["message"]) == ("failed", "see worker.log")
+
+    d = _job_folder(root, "j-new", {"data": "x"})
+    assert jobs.job_progress("j-new", root)["state"] == "queued"  # launched, no worker yet
+    (d / "pid").write_text(str(os.getpid()))
+    assert jobs.job_progress("j-new", root)["state"] == "running"
+    old = time.time() - jobs.LAUNCH_GRACE_S * 4
+    (d / "pid").unlink()
+    os.utime(d / "config.json", (old, old))
+    p = jobs.job_progress("j-new", root)
+    assert p["state"] == "failed" and p["message"] == jobs.WORKER_NEVER_STARTED
+
+
+def test_start_job_validates_once_and_the_worker_trusts_only_an_unchanged_config(tmp_path, pattern_dataset,
+                                                                                  monkeypatch):
+    """The stamp in config.json is the validation start_job did; a config edited after it is validated again
+    (here: a run name that escapes the models folder is refused by the worker before any work)."""
+    from medclf_core.training import TrainConfig
+
+    models = (tmp_path / "m").resolve()
+    cfg = TrainConfig(data=str(pattern_dataset), epochs=1, image_size=TINY, name="ok")
+    stamp = cfg.validate(models).stamp(models)
+    assert TrainConfig(**dataclasses.asdict(cfg)).trust_stamp(stamp, models).is_validated(models)
+    edited = TrainConfig(**{**dataclasses.asdict(cfg), "name": "../evil"})
+    assert not edited.trust_stamp(stamp, models).is_validated(models)
+    assert not TrainConfig(**dataclasses.asdict(cfg)).trust_stamp(stamp, tmp_path / "other").is_validated(
+        tmp_path / "other")
+
+    root = tmp_path / "jobs"
+    d = _job_folder(root, "j-edited", {**dataclasses.asdict(cfg), "name": "../evil"}, models_dir=str(models),
+                    validated=stamp)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert jobs.run_worker(d) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    p = jobs.job_progress("j-edited", root)
+    assert p["state"] == "failed" and "not a valid run name" in p["message"]
+    assert [e["event"] for e in read_events(d / "events.jsonl")] == ["error"]  # refused before "start"
 
 
 def test_bad_configs_are_refused_before_launch(tmp_path):
@@ -135,7 +204,6 @@ def test_a_worker_that_died_is_reported_as_failed(tmp_path):
     d = root / "j1"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"job_id": "j1", "config": {"data": "x", "epochs": 3, "name": "n"}}))
-    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
     (d / "pid").write_text(str(_dead_pid()))
     with open(d / "events.jsonl", "w") as f:
         f.write(json.dumps({"event": "epoch_begin", "epoch": 1, "epochs": 3}) + "\n")
@@ -151,7 +219,6 @@ def test_progress_fraction_and_history_from_events(tmp_path):
     d = root / "j2"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"job_id": "j2", "config": {"data": "x", "epochs": 4}}))
-    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
     (d / "pid").write_text(str(os.getpid()))
     events = [{"event": "start", "config": {"epochs": 4}},
               {"event": "devices", "description": "2 GPU(s): GPU:0, GPU:1"},
@@ -176,7 +243,6 @@ def test_progress_of_a_seed_ensemble_keeps_one_curve_per_model(tmp_path):
     d = root / "j3"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"job_id": "j3", "config": {"data": "x", "epochs": 2, "ensemble": 2}}))
-    (d / "status.json").write_text(json.dumps({"state": "running", "time": time.time()}))
     (d / "pid").write_text(str(os.getpid()))
     m = {"loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}
     events = [{"event": "member", "member": 1, "members": 2, "seed": 1},
@@ -204,7 +270,8 @@ def test_jobs_dir_env(tmp_path, monkeypatch):
 
 
 def test_predict_folder_and_stored_predictions(trained_run, chest_sample):
-    from medclf_core.inference.predictor import Predictor, predict_folder
+    from medclf_core.inference.folder import predict_folder
+    from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(trained_run)
     data = predict_folder(predictor, chest_sample, "all")

@@ -11,7 +11,7 @@ alone on a blank image: with the fix it was on the pattern for 1.0, 1.0, 0.78 an
 0.50, 1.0, 0.76 of the test images of seeds 1-3, because these models may read the blank as one
 class with p = 1.0, or read the other class's pattern shown alone on the blank as evidence against
 it. It now scores each region by the drop of the probability when the region is blanked in the
-image (``medclf_core.explain.cams._scorecam_raw``): 1.0 on all 12 saved models of such runs.
+image (``medclf_core.explain.scorecam.scorecam_raw``): 1.0 on all 12 saved models of such runs.
 
 Before the fix, validation, the best-epoch checkpoint and the saved model used BatchNorm moving
 statistics gathered on augmented batches (resampled, blurred, zero-filled borders): validation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ from medclf_core.models.architectures import ARCHITECTURES
 from medclf_core.errors import DatasetError, MedclfError, TrainingCancelled
 from medclf_core.training.events import EventLog, read_events
 from medclf_core.inference.predictor import Predictor
-from medclf_core.registry.store import CARD_KEYS, list_runs, read_json
+from medclf_core.io.atomic import read_json
+from medclf_core.registry.card import CARD_KEYS
+from medclf_core.registry.store import list_runs
 from medclf_core.training import TrainConfig, class_weight_for, train
 
 
@@ -237,7 +240,8 @@ def test_seed_ensemble_trains_members_and_registers_one_model(tmp_path):
     from medclf_core.models.architectures import build_model
     from medclf_core.models.ensemble import member_layer_names
     from medclf_core.errors import MedclfError
-    from medclf_core.explain.cams import find_cam_layer, heatmaps
+    from medclf_core.explain.cams import heatmaps
+    from medclf_core.explain.views import find_cam_layer
     from medclf_core.registry.store import load_run
 
     data = make_pattern_dataset(tmp_path / "p", n_per_class=10, size=TINY)
@@ -377,7 +381,7 @@ def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, 
     """The Train page's defaults on the 80-image sample give a real model, judged on chest X-rays it never saw."""
     from pathlib import Path
 
-    from medclf_core.inference.predictor import evaluate_folder
+    from medclf_core.inference.folder import evaluate_folder
 
     outside = tmp_path / "outside"
     sources = [REPO / "samples" / "images" / "chest_xray"]
@@ -404,9 +408,10 @@ def test_the_same_run_twice_at_once_is_refused_and_named_runs_never_share_a_work
     from medclf_core.training import work_key
 
     cfg = TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=1, image_size=TINY, channels=1)
-    assert work_key(cfg, "fp") != work_key(TrainConfig(**{**cfg.__dict__, "name": "other"}), "fp")
+    assert work_key(cfg, "fp") != work_key(dataclasses.replace(cfg, name="other"), "fp")
     # another process holds the lock of this run's work folder: a second start is refused plainly
-    from medclf_core.data.dataset import audit_dataset, scan_dataset
+    from medclf_core.data.audit import audit_dataset
+    from medclf_core.data.scan import scan_dataset
 
     key = work_key(cfg.resolved(), audit_dataset(scan_dataset(cfg.data)).fingerprint)
     work = tmp_path / "models" / ".work" / key

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medclf_core.trust.calibration import (apply_temperature, expected_calibration_error, fit_temperature, map_threshold,
-                                     negative_log_likelihood, reliability_bins)
+from medclf_core.trust.calibration import (apply_temperature, calibration_entry, expected_calibration_error,
+                                           fit_temperature, map_threshold, negative_log_likelihood, reliability_bins,
+                                           stored_probabilities, stored_temperature, temperature_of)
 
 
 def _softmax(z):
@@ -90,3 +91,37 @@ def test_calibration_lowers_ece_and_bins_add_up():
     b = reliability_bins(y, over, n_bins=15)
     assert len(b["edges"]) == 16 and sum(b["count"]) == len(y)
     assert all((c is None) == (n == 0) for c, n in zip(b["confidence"], b["count"], strict=True))
+
+
+def test_calibration_entry_records_the_threshold_on_raw_probabilities():
+    y, over, _ = _synthetic(n=400, k=2, seed=3)
+    t = fit_temperature(y, over)
+    threshold = map_threshold(0.3, t)  # a threshold on calibrated probabilities
+    e = calibration_entry(t, y, over, threshold=threshold, stored_predictions="calibrated")
+    assert e["temperature"] == t and e["n"] == 400 and e["stored_predictions"] == "calibrated"
+    assert e["threshold_uncalibrated"] == pytest.approx(0.3)
+    assert e["val_nll"][1] < e["val_nll"][0] and e["val_ece"][1] < e["val_ece"][0]
+    assert calibration_entry(t, y, over)["threshold_uncalibrated"] is None
+
+
+@pytest.mark.parametrize("calibration, expected", [(None, None), ({}, None), ({"temperature": "x"}, None),
+                                                   ({"temperature": 0}, None), ({"temperature": float("nan")}, None),
+                                                   ({"temperature": "2.5"}, 2.5)])
+def test_temperature_of_a_card(calibration, expected):
+    assert temperature_of({"calibration": calibration}) == expected
+
+
+def test_stored_probabilities_scale_only_by_what_is_not_yet_applied():
+    raw = np.array([[0.8, 0.2], [0.3, 0.7]])
+    names = {"class_names": ["PNEUMONIA", "NORMAL"], "positive_class": "PNEUMONIA"}
+    card = {**names, "calibration": {"temperature": 2.0, "stored_predictions": "raw"}}
+    assert stored_temperature(card) is None
+    np.testing.assert_allclose(stored_probabilities(card, raw), apply_temperature(raw, 2.0, positive=0))
+    # evaluation.json already holds probabilities scaled by 2.0 and a later refit gave 3.0: scale by 3 / 2
+    card = {**names, "calibration": {"temperature": 3.0, "stored_predictions": "calibrated",
+                                     "stored_temperature": 2.0}}
+    assert stored_temperature(card) == 2.0
+    stored = apply_temperature(raw, 2.0, positive=0)
+    np.testing.assert_allclose(stored_probabilities(card, stored), apply_temperature(raw, 3.0, positive=0),
+                               atol=1e-12)
+    np.testing.assert_allclose(stored_probabilities({"class_names": ["a", "b"]}, raw), raw)  # uncalibrated card

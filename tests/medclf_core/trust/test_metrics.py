@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medclf_core.trust.metrics import choose_threshold, decide, evaluate_probabilities, positive_class_index
+from medclf_core.registry.card import positive_class_index
+from medclf_core.trust.metrics import choose_threshold, decide, evaluate_probabilities
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 
@@ -78,8 +79,11 @@ def test_bootstrap_interval_brackets_the_estimate():
 
 @pytest.mark.parametrize("names,expected", [(["NORMAL", "PNEUMONIA"], 1), (["no", "yes"], 1), (["tumour", "normal"], 0),
                                             (["cat", "dog"], 1), (["a", "b", "c"], None)])
-def test_positive_class(names, expected):
+def test_positive_class_follows_the_card_rule(names, expected):
     assert positive_class_index(names) == expected
+    probs = np.full((2, len(names)), 1.0 / len(names))
+    r = evaluate_probabilities([0, 1], probs, names, bootstrap=0)
+    assert r["positive_class"] == (names[expected] if expected is not None else None)
 
 
 def test_shape_mismatch_is_an_error():

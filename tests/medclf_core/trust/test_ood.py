@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medclf_core.errors import ModelError
-from medclf_core.trust.ood import GATE_FILE, DEFAULT_RULE, fit_gate, header_reason, load_gate
+from medclf_core.registry.store import GATE_FILE
+from medclf_core.trust.ood import DEFAULT_RULE, fit_gate, header_reason, load_gate
 
 
 def _clusters(n, d=16, seed=0, shift=0.0):

@@ -1,4 +1,4 @@
-"""Export prediction results without patient identifiers.
+"""The predictions CSV: prediction results as a spreadsheet, without patient identifiers.
 
 :func:`predictions_csv` turns the list returned by
 :meth:`medclf_core.inference.predictor.Predictor.predict_files` (or built the same way by
@@ -25,7 +25,8 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 
-from medclf_core.io.deid import safe_file_label
+from medclf_core.formatting import number
+from medclf_core.io.deid import redact, safe_file_label
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -79,7 +80,7 @@ def _ood(r: Mapping) -> str:
 
 
 def _probability(p) -> str:
-    return "" if p is None else f"{float(p):.6f}"
+    return "" if p is None else number(p, 6)
 
 
 def _number(x) -> str:
@@ -87,8 +88,6 @@ def _number(x) -> str:
 
 
 def _scrub(text: str, identifying: list[str]) -> str:
-    from medclf_core.io.deid import redact
-
     return redact(text, identifying) if text else ""
 
 

@@ -1,4 +1,4 @@
-"""medclf_core.reports.csv_export: the predictions CSV holds results and base file names, never identifiers."""
+"""medclf_core.reports.predictions_csv: the predictions CSV holds results and base file names, never identifiers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 
 from bad_inputs import PATIENT_STRINGS
 
-from medclf_core.reports.csv_export import predictions_csv
+from medclf_core.reports.predictions_csv import predictions_csv
 
 RESULTS = [
     {"file": "/home/dr/uploads/ward3/chest_001.dcm", "label": "PNEUMONIA",

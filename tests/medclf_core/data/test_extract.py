@@ -1,20 +1,24 @@
-"""Dataset zips a user uploads: no escape from the target folder, no bombs, a report of what was skipped.
+"""medclf_core.data.extract: dataset zips a user uploads (no escape from the target folder, no bombs, a report
+of what was skipped) and the temporary folders they are extracted into (removed when released, at exit,
+or by the next process when the one that made them was killed).
 
-(The basic zip-slip and link cases are in test_data.py; the member-count, size and ratio limits,
-shared with .keras model files, in test_archive.py; these are the rest.)
+The member-count, size and ratio limits, shared with .keras model files, are in tests/medclf_core/io/test_archive.py.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
+from pathlib import Path
 
 import pytest
 from bad_inputs import encode, gradient
 from PIL import Image
 
-from medclf_core.data.dataset import safe_extract_zip, scan_dataset
+from medclf_core.data.extract import remove_stale_extractions, safe_extract_zip
+from medclf_core.data.scan import open_dataset, release_dataset, scan_dataset
 from medclf_core.errors import DatasetError
 
 PNG = encode(Image.fromarray(gradient()), "PNG")
@@ -24,6 +28,23 @@ def _zip(path, members: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, body in members.items():
             zf.writestr(name, body)
+
+
+def test_zip_slip_and_links_are_skipped(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/a.txt", "fine")
+        zf.writestr("../escape.txt", "bad")
+        zf.writestr("/abs.txt", "bad")
+        link = zipfile.ZipInfo("ok/link")
+        link.external_attr = 0o120777 << 16
+        zf.writestr(link, "/etc/passwd")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    skipped = safe_extract_zip(archive, dest)
+    assert {s["file"] for s in skipped} == {"../escape.txt", "/abs.txt", "ok/link"}
+    assert (dest / "ok" / "a.txt").is_file()
+    assert not (tmp_path / "escape.txt").exists() and not (dest / "ok" / "link").exists()
 
 
 def test_escapes_links_and_special_files_are_skipped_and_reported(tmp_path):
@@ -105,18 +126,6 @@ def test_unreadable_archives_are_dataset_errors(tmp_path, payload):
         safe_extract_zip(archive, tmp_path / "out")
 
 
-def test_scan_reports_skipped_members(tmp_path):
-    archive = tmp_path / "data.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for cls in ("A", "B"):
-            for i in range(2):
-                zf.writestr(f"{cls}/{i}.png", PNG)
-        zf.writestr("../../escape.png", PNG)
-    index = scan_dataset(archive, extract_to=tmp_path / "x")
-    assert index.class_names == ["A", "B"]
-    assert any(s.get("file") == "../../escape.png" for s in getattr(index, "skipped", []))
-
-
 def test_long_names_and_file_folder_clashes_skip_one_member_not_the_extraction(tmp_path):
     """Issue 17 item 7: the cleanup in the except clause raised too, aborting everything."""
     long_name = "x" * 300 + ".png"
@@ -150,3 +159,74 @@ def test_unopenable_archive_message_has_no_server_path(tmp_path):
     with pytest.raises(DatasetError) as info:
         safe_extract_zip(missing, tmp_path / "out")
     assert "secret-server-folder" not in str(info.value)
+
+
+def _class_zip(path, png: bytes, classes=("A", "B")):
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls in classes:
+            zf.writestr(f"wrap/{cls}/one.png", png)
+    return path
+
+
+def test_zip_extraction_is_removed_when_the_dataset_is_released(tmp_path, monkeypatch, tiny_png):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    archive = _class_zip(tmp_path / "d.zip", tiny_png)
+    with open_dataset(archive) as index:
+        extracted = Path(index.extracted_to)
+        assert extracted.is_dir() and Path(index.root).is_relative_to(extracted)
+        assert extracted.name.startswith(f"medclf-zip-{os.getpid()}-")
+    assert not extracted.exists()
+    index = scan_dataset(archive)
+    release_dataset(index)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with pytest.raises(DatasetError, match="at least two class folders") as info:
+        scan_dataset(_class_zip(tmp_path / "one.zip", tiny_png, classes=("A",)))
+    assert str(info.value).startswith("one.zip must") and "medclf-zip" not in str(info.value)  # no server path
+    assert list((tmp_path / "tmp").iterdir()) == []  # a refused zip leaves nothing either
+    own = tmp_path / "mine"
+    with open_dataset(archive, extract_to=own) as index:
+        assert index.extracted_to is None
+    assert own.is_dir()  # a folder the caller chose is the caller's
+
+
+def test_cli_audit_of_a_zip_leaves_no_temporary_folder(tmp_path, tiny_png):
+    import subprocess
+    import sys
+
+    archive = _class_zip(tmp_path / "d.zip", tiny_png)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from medclf_core.cli.commands import main; "
+                           f"sys.exit(main(['audit', {str(archive)!r}, '--json', '--no-progress']))"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("medclf-zip-")] == []
+
+
+def test_stale_extractions_of_dead_processes_are_removed(tmp_path):
+    import time
+
+    dead = tmp_path / "medclf-zip-999999999-abc"
+    alive = tmp_path / f"medclf-zip-{os.getpid()}-def"
+    old_legacy, new_legacy, other = tmp_path / "medclf-zip-xyz", tmp_path / "medclf-zip-new", tmp_path / "keep-me"
+    for d in (dead, alive, old_legacy, new_legacy, other):
+        (d / "A").mkdir(parents=True)
+    past = time.time() - 2 * 86400
+    os.utime(old_legacy, (past, past))
+    assert sorted(remove_stale_extractions(tmp_path)) == ["medclf-zip-999999999-abc", "medclf-zip-xyz"]
+    assert alive.is_dir() and new_legacy.is_dir() and other.is_dir()
+
+
+def test_the_next_extraction_removes_a_killed_processs_leftovers(tmp_path, monkeypatch, tiny_png):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    dead = tmp_path / "tmp" / "medclf-zip-999999999-abc"
+    (dead / "A").mkdir(parents=True)
+    with open_dataset(_class_zip(tmp_path / "d.zip", tiny_png)):
+        assert not dead.exists()
+

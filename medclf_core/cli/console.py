@@ -1,0 +1,244 @@
+"""What the ``medclf`` command prints: results on stdout (as text, or as one JSON value), progress on stderr.
+
+One ``print_*`` function per command's result, the progress bars of long reads
+(:func:`progress_bar`) and of training (:class:`TrainProgressPrinter`). Nothing here computes a
+result: :mod:`medclf_core.cli.commands` hands over what the core returned. Numbers go through
+:mod:`medclf_core.formatting`.
+
+    >>> print_predictions([{"file": "a.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}},
+    ...                    {"file": "b.png", "error": "The file is empty (0 bytes)."}])
+    a.png: NORMAL (NORMAL 0.900, PNEUMONIA 0.100)
+    b.png: ERROR The file is empty (0 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+
+from medclf_core.formatting import MIN_RELIABLE_N, number, percent
+
+
+def print_json(obj) -> None:
+    """``obj`` as one line of JSON (values JSON does not know, such as paths, as text)."""
+    print(json.dumps(obj, default=str))
+
+
+def message(text: str) -> None:
+    """A message for the person at the terminal (stderr: stdout holds only results)."""
+    print(text, file=sys.stderr)
+
+
+def progress_bar(desc: str, enabled: bool):
+    """A ``progress(done, total)`` callback that draws a bar on stderr (nothing when not ``enabled``)."""
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if not enabled:
+            return
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+        state["bar"].n = done
+        state["bar"].refresh()
+        if done >= total:
+            state["bar"].close()
+
+    return update
+
+
+def _counts_text(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """``train: NORMAL 10, PNEUMONIA 12; val: ...``"""
+    return "; ".join(f"{s}: " + ", ".join(f"{c} {n}" for c, n in v.items()) for s, v in counts.items())
+
+
+def print_audit(index, report) -> None:
+    """A dataset audit (:func:`medclf_core.data.audit.audit_dataset`) as text."""
+    print(f"Dataset: {index.root} ({'pre-split' if index.presplit else 'class folders'})")
+    print(f"Classes: {', '.join(index.class_names)}")
+    for split, counts in report.counts.items():
+        print(f"  {split:>5}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    print(f"Imbalance (largest/smallest): {number(report.imbalance_ratio, 2)}")
+    for f in report.unreadable:
+        print(f"  unreadable: {f['file']}: {f['error']}")
+    for g in report.duplicate_groups:
+        print(f"  duplicates: {' = '.join(g)}")
+    for g in report.near_duplicate_groups:
+        print(f"  near-duplicates: {' ~ '.join(g)}")
+    for w in report.warnings():
+        print(f"Note: {w}")
+    print(f"Fingerprint: {report.fingerprint}")
+
+
+def print_worker_finished(run_dir) -> None:
+    """A non-chief worker of a multi-worker run ends here: the chief registers the run."""
+    print(f"Worker finished; the chief registers {run_dir.name}.")
+
+
+def print_trained(card: Mapping, run_dir) -> None:
+    """The registered run's name and its held-out figures."""
+    m = card["metrics"]
+    print(f"Registered {card['name']} in {run_dir}")
+    print(f"{m['split']} accuracy {number(m['accuracy'], 4)}, macro F1 {number(m['macro_f1'], 4)}"
+          + (f", AUC {number(m['auc'], 4)}" if m.get("auc") is not None else "")
+          + (f", sensitivity {number(m['sensitivity'], 4)}, specificity {number(m['specificity'], 4)}"
+             if "sensitivity" in m else ""))
+
+
+class TrainProgressPrinter:
+    """Turns training events into progress bars and lines on stderr.
+
+    The numbers (epoch, batch, ETA, phase) come from the one fold of the events,
+    :class:`medclf_core.training.events.TrainingProgress`, which the Train page shows too.
+    """
+
+    def __init__(self):
+        from medclf_core.training.events import TrainingProgress
+
+        self.bar = None
+        self.progress = TrainingProgress()
+
+    def __call__(self, ev: dict) -> None:
+        self.progress.add(ev)
+        kind = ev["event"]
+        if kind in ("epoch_begin", "batch", "epoch"):
+            self._epoch_event(kind, ev)
+        elif kind in ("audit", "split"):
+            print(f"{kind.capitalize()}: {_counts_text(ev['counts'])}", file=sys.stderr)
+            for w in ev.get("warnings", []) if kind == "audit" else []:
+                print(f"  note: {w}", file=sys.stderr)
+        elif kind == "member":
+            self._close()
+            print(f"Model {ev['member']} of {ev['members']} (seed {ev['seed']})", file=sys.stderr)
+        elif kind in ("notice", "resumed", "devices", "phase"):
+            text = ev.get("message") or ev.get("description") or (
+                f"resuming at epoch {ev['epoch']}" if kind == "resumed" else f"fine-tuning for {ev.get('epochs')} epochs")
+            print(f"{kind}: {text}", file=sys.stderr)
+        elif kind in ("done", "cancelled", "error"):
+            self._close()
+
+    def _epoch_event(self, kind: str, ev: dict) -> None:
+        """An epoch's bar: opened at its start, moved by each batch, closed with the epoch's line."""
+        from tqdm import tqdm
+
+        from medclf_core.training.events import format_eta
+
+        p = self.progress.state
+        if kind == "epoch_begin":
+            self._close()
+            self.bar = tqdm(total=None, desc=f"{p['phase'].capitalize()}: epoch {p['epoch']}/{p['epochs']}",
+                            unit="batch", file=sys.stderr)
+        elif kind == "batch" and self.bar is not None:
+            self.bar.total = p["batches"]
+            self.bar.n = p["batch"]
+            m = ev.get("metrics") or {}
+            self.bar.set_postfix(loss=number(m.get("loss", 0)), acc=number(m.get("accuracy", 0)),
+                                 eta=format_eta(p["eta_s"]), refresh=True)
+        elif kind == "epoch":
+            m = ev["metrics"]
+            self._close()
+            print(f"Epoch {ev['epoch']}/{ev['epochs']}: loss {number(m.get('loss', 0), 4)} "
+                  f"acc {number(m.get('accuracy', 0), 4)} val_loss {number(m.get('val_loss', 0), 4)} "
+                  f"val_acc {number(m.get('val_accuracy', 0), 4)} "
+                  f"({number(ev['seconds'], 1)}s, ETA {format_eta(p['eta_s'])})", file=sys.stderr)
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def print_evaluation(result: Mapping) -> None:
+    """An evaluation (:func:`medclf_core.inference.folder.evaluate_folder`) as text: figures, per-class
+    table, confusion matrix, calibration and the out-of-distribution summary."""
+    ci = result.get("ci95")
+    print(f"Model {result['model']} on {result['dataset']} ({result['split']}, n={result['n']})")
+    print(f"Accuracy {number(result['accuracy'], 4)}"
+          + (f"  95% CI {number(ci['accuracy'][0])}-{number(ci['accuracy'][1])}" if ci else ""))
+    if result.get("auc") is not None:
+        print(f"ROC-AUC  {number(result['auc'], 4)}")
+    if "sensitivity" in result:
+        print(f"At threshold {number(result['threshold'])} on P({result['positive_class']}): "
+              f"sensitivity {result['sensitivity']}, specificity {result['specificity']}")
+    print(f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for c, m in result["per_class"].items():
+        print(f"{c:<16}{number(m['precision'], 4):>10}{number(m['recall'], 4):>10}{number(m['f1'], 4):>10}"
+              f"{m['support']:>9}")
+    print("Confusion matrix (rows true, columns predicted):")
+    for c, row in zip(result["class_names"], result["confusion_matrix"], strict=True):
+        print(f"  {c:<14}" + " ".join(f"{v:>6}" for v in row))
+    if result.get("ece") is not None:
+        print(f"Expected calibration error {number(result['ece'], 4)}"
+              + (f" (temperature {result['temperature']:.3g})" if result.get("temperature") else " (uncalibrated)"))
+    _print_ood_summary(result.get("ood") or {})
+    for s in result["skipped"]:
+        print(f"skipped {s['file']}: {s['error']}")
+    if result.get("recorded"):
+        print(f"Recorded in {result['recorded']}")
+
+
+def _print_ood_summary(ood: Mapping) -> None:
+    if not ood.get("checked"):
+        print("Out of distribution: not checked (the model has no ood.npz; run refit-trust)")
+        return
+    print(f"Out of distribution: {ood['n_flagged']} of {ood['n']} images flagged ({percent(ood['fraction_flagged'])})")
+    rest = ood.get("metrics_without_flagged")
+    if rest:
+        print(f"  without them (n={rest['n']}): accuracy {number(rest['accuracy'], 4)}"
+              + (f", ROC-AUC {number(rest['auc'], 4)}" if rest.get("auc") is not None else "")
+              + (f", sensitivity {rest['sensitivity']}, specificity {rest['specificity']}"
+                 if "sensitivity" in rest else ""))
+
+
+def print_refit(res: Mapping) -> None:
+    """What ``refit-trust`` fitted: the OOD gate's threshold and the temperature, with their effect."""
+    o, c = res["ood"], res["calibration"]
+    print(f"Refitted {res['run_dir']}: OOD gate on {o['n_train']} training images, threshold {o['threshold']:.4g} "
+          f"({o['rule']}; flags {percent(o['val_fraction_flagged'])} of {o['n_val']} validation images)")
+    print(f"Temperature {c['temperature']:.4g}: validation ECE {number(c['val_ece'][0], 4)} -> "
+          f"{number(c['val_ece'][1], 4)}"
+          + (f"; threshold {c['threshold_uncalibrated']:.4g} -> {res['threshold']:.4g} (same decisions)"
+             if res.get("threshold") is not None else ""))
+
+
+def _cam_text(r: Mapping) -> str:
+    """`` -> map.png (faithfulness 0.42)`` for a result with a heat map, else ''."""
+    if "cam" not in r:
+        return ""
+    return f" -> {r['cam']} (faithfulness {number(r.get('faithfulness'), 2)})"
+
+
+def print_predictions(results: Sequence[Mapping]) -> None:
+    """One line per file: its label and probabilities (an out-of-distribution image said so first), or its error."""
+    for r in results:
+        if "error" in r:
+            print(f"{r['file']}: ERROR {r['error']}")
+            continue
+        probs = ", ".join(f"{c} {number(p)}" for c, p in r["probabilities"].items())
+        if r.get("ood"):
+            print(f"{r['file']}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
+                  f"Model output {r['label']} ({probs})" + _cam_text(r))
+        else:
+            print(f"{r['file']}: {r['label']} ({probs})" + _cam_text(r))
+
+
+def print_exported(model: str, fmt: str, out) -> None:
+    print(f"Exported {model} as {fmt} to {out} (card and EXPORT.md "
+          + ("in its assets/ folder)" if fmt == "savedmodel" else "beside it)"))
+
+
+def print_runs(runs: Sequence, unreadable: Sequence[Mapping]) -> None:
+    """The registered runs, one line each (a run with too few test images marked), then the unreadable
+    ones with their reason."""
+    for r in runs:
+        m, n = r.metrics, r.test_n
+        toy = f"  (n < {MIN_RELIABLE_N}: too few test images)" if r.is_toy else ""
+        print(f"{r.name:<32} {r.architecture or '?':<11} {','.join(r.class_names):<28} "
+              f"acc {number(m.get('accuracy'))} auc {number(m.get('auc'))} n {n if n is not None else '?'}  "
+              f"{r.created or ''}{toy}")
+    for u in unreadable:
+        print(f"{u['name']:<32} UNREADABLE: {u['reason']}")
+    if not runs and not unreadable:
+        print("No models registered yet.")

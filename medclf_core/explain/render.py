@@ -1,0 +1,68 @@
+"""Drawing heat maps: the colour overlay, the PNG file, and the map kept at display size.
+
+:func:`overlay` blends a map on the original with an OpenCV colour map;
+:func:`compact_map` shrinks a map to what a screen shows, so a session can keep many.
+
+Example::
+
+    >>> heat = np.zeros((48, 64), np.float32); heat[20:30, 30:40] = 1.0
+    >>> overlay(np.full((48, 64), 90, np.uint8), heat, opacity=0.4).shape
+    (48, 64, 3)
+    >>> compact_map(np.ones((2048, 1024), np.float32)).shape
+    (512, 256)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MAP_SIDE = 512  # px on the longer side of a map kept for display (compact_map)
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
+            colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """RGB uint8 image: the heat map in colour blended over the (grayscale or RGB) original.
+
+    ``opacity`` 0 shows the original only, 1 the colour map only.
+
+    Example: ``overlay(xray, maps[0], opacity=0.4).shape`` -> (H, W, 3).
+    """
+    base = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
+    base = base[..., :3].astype(np.uint8)
+    if base.shape[2] == 1:
+        base = np.repeat(base, 3, axis=2)
+    if heatmap.shape != base.shape[:2]:
+        heatmap = cv2.resize(heatmap, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), colormap), cv2.COLOR_BGR2RGB)
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    return cv2.addWeighted(colour, opacity, base, 1.0 - opacity, 0.0)
+
+
+def save_png(path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG (OpenCV wants BGR)."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"Could not write {path}")
+
+
+def compact_map(heatmap: np.ndarray, max_side: int = MAP_SIDE) -> np.ndarray:
+    """A heat map kept for display at most ``max_side`` px on its longer side (float32, aspect kept).
+
+    A heat map is computed at its image's size: 16 MB for a 2048 px X-ray, although a CAM is a
+    7 x 7 (Grad-CAM at 224 px) grid smoothly upsampled. A session keeps its maps (one per image,
+    method and class), so they are kept at 512 px (1 MB)
+    (:meth:`~medclf_core.inference.predictor.Predictor.explain` with ``compact``) and
+    :func:`overlay` upsamples them to the picture when drawn.
+
+    >>> compact_map(np.ones((2048, 1024), np.float32)).shape
+    (512, 256)
+    >>> compact_map(np.ones((30, 40), np.float32)).shape
+    (30, 40)
+    """
+    heat = np.asarray(heatmap, dtype=np.float32)
+    h, w = heat.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return heat
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(heat, size, interpolation=cv2.INTER_AREA)

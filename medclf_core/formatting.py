@@ -1,0 +1,96 @@
+"""Numbers as people read them: the one formatter for figures shown in the app, the CLI and reports.
+
+Every figure goes through here so that the same value prints the same way everywhere:
+``n/a`` for a missing or non-finite value, no ``-0.00``, and a metric with too few images
+behind it says so instead of showing an interval that looks precise.
+
+    >>> number(0.96412), number(0.4173, digits=2), number(None)
+    ('0.964', '0.42', 'n/a')
+    >>> percent(0.9641)
+    '96.4%'
+    >>> metric_with_n(0.964, ci=(0.951, 0.977), n=779)
+    '0.964 (95% CI 0.951-0.977, n = 779)'
+
+Imports nothing from medclf (layer 0: every other layer may use it).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+MIN_RELIABLE_N = 30  # below this many test images a metric is shown with a warning
+NOT_AVAILABLE = "n/a"
+
+
+def is_number(value) -> bool:
+    """A finite real number (Python or NumPy); ``True``/``False`` are not numbers here.
+
+    >>> is_number(0.5), is_number(3), is_number(True), is_number(float("nan")), is_number("0.5")
+    (True, True, False, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number(value, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals; ``n/a`` when it is not a finite number.
+
+    A value that rounds to zero prints without a minus sign (``-0.0012`` is ``0.00``,
+    never ``-0.00``).
+
+    >>> number(0.85), number(-0.0012, digits=2), number(float("inf"))
+    ('0.850', '0.00', 'n/a')
+    """
+    if not is_number(value):
+        return NOT_AVAILABLE
+    return f"{round(float(value), digits) + 0.0:.{digits}f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def percent(value, digits: int = 1) -> str:
+    """A fraction as a percentage with ``digits`` decimals; ``n/a`` when it is not a finite number.
+
+    >>> percent(0.5), percent(1), percent(0.12345, digits=2), percent(None)
+    ('50.0%', '100.0%', '12.35%', 'n/a')
+    """
+    if not is_number(value):
+        return NOT_AVAILABLE
+    return f"{float(value):.{digits}%}"
+
+
+def rounded(value, digits: int = 3):
+    """A float rounded to ``digits`` decimals, anything else as it is: for tables that stay sortable.
+
+    >>> rounded(0.85312), rounded(12), rounded(None)
+    (0.853, 12, None)
+    """
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def metric_with_n(value, ci=None, n=None, *, pct: bool = False) -> str:
+    """A figure with its 95% interval and ``n``: ``0.964 (95% CI 0.951-0.977, n = 779)``.
+
+    With ``n`` below :data:`MIN_RELIABLE_N` the interval is left out and a warning takes its
+    place. An interval whose ends print the same is never shown (no ``1.000 (1.000-1.000)``).
+    ``pct`` prints percentages instead of fractions.
+
+    >>> metric_with_n(1.0, ci=(1.0, 1.0), n=12)
+    '1.000 (n = 12, too few images for a reliable figure)'
+    >>> metric_with_n(0.905, ci=(0.9051, 0.9052), n=34), metric_with_n(0.9, pct=True), metric_with_n(None, n=40)
+    ('0.905 (n = 34)', '90.0%', 'n/a')
+    """
+    if not is_number(value):
+        return NOT_AVAILABLE
+
+    def text_of(v) -> str:
+        return percent(v) if pct else number(v)
+
+    text = text_of(value)
+    has_n = isinstance(n, int) and not isinstance(n, bool)
+    if has_n and n < MIN_RELIABLE_N:
+        return f"{text} (n = {n}, too few images for a reliable figure)"
+    parts = []
+    if ci is not None and len(ci) == 2 and all(is_number(v) for v in ci) and text_of(ci[0]) != text_of(ci[1]):
+        parts.append(f"95% CI {text_of(ci[0])}-{text_of(ci[1])}")
+    if has_n:
+        parts.append(f"n = {n}")
+    return text + (f" ({', '.join(parts)})" if parts else "")

@@ -1,0 +1,127 @@
+"""A model over a whole dataset folder or zip: :func:`predict_folder` (every image's probabilities)
+and :func:`evaluate_folder` (metrics with intervals and the out-of-distribution block).
+
+:func:`evaluate_predictions` computes the same metrics from predictions already made (e.g. those
+stored with a run), so a folder, an upload and the model's own test split give one result block.
+
+Example (``predictor`` from :meth:`Predictor.from_run <medclf_core.inference.predictor.Predictor.from_run>`)::
+
+    >>> r = evaluate_folder(predictor, "samples/datasets/chest_xray", bootstrap=0)   # doctest: +SKIP
+    >>> r["n"], r["split"], r["ood"]["checked"]                                        # doctest: +SKIP
+    (80, 'all', True)
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from medclf_core.data.fingerprint import evaluated_split
+from medclf_core.data.scan import scan_dataset
+from medclf_core.errors import DatasetError, ImageError
+from medclf_core.io.images import load_image
+from medclf_core.trust.metrics import evaluate_probabilities
+from medclf_core.trust.verdict import ood_block
+
+
+def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, progress=None) -> dict:
+    """Probabilities for every image of a dataset folder or zip laid out as for training.
+
+    ``split``: ``auto`` uses the ``test`` folder of a pre-split dataset, else every
+    image (:func:`medclf_core.data.fingerprint.evaluated_split`); ``all``, ``train``, ``val`` or ``test`` choose explicitly. Dataset class
+    folders are matched to the model's classes by name (case-insensitive); a
+    dataset may hold a subset of them. Unreadable files are skipped and listed.
+    ``progress(done, total)`` is called after each image is read.
+    Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
+    "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
+    "ood_score" (N, None without a gate), "ood_reason" (N)}``: what a threshold slider or a
+    metrics report needs. ``probs`` are calibrated like every Predictor output.
+    """
+    index, items, split, label_of = _items(predictor, data, split)
+    arrays, headers, out = [], [], {"files": [], "rel": [], "labels": [], "skipped": []}
+    for n, (item, (arr, err, facts)) in enumerate(zip(items, _read(predictor, items), strict=True), 1):
+        if err:
+            out["skipped"].append({"file": item.rel, "error": err})
+        else:
+            arrays.append(arr)
+            headers.append(facts)
+            out["labels"].append(label_of[index.class_names[item.label].lower()])
+            out["files"].append(item.path)
+            out["rel"].append(item.rel)
+        if progress:
+            progress(n, len(items))
+    if not arrays:
+        raise DatasetError("None of the images could be read.")
+    probs, feats = predictor.predict_batch_with_features(np.stack(arrays))
+    verdicts = predictor.verdicts(feats, headers, len(arrays))
+    return {"files": out["files"], "rel": out["rel"], "y_true": np.asarray(out["labels"], dtype=int),
+            "probs": probs, "skipped": out["skipped"], "split": split,
+            "class_names": list(predictor.class_names), "dataset": str(data),
+            "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
+            "ood_reason": [v["ood_reason"] for v in verdicts]}
+
+
+def _items(predictor, data, split: str):
+    """``(index, items of the split, the split resolved, {class name lower: model class index})``;
+    :class:`DatasetError` for a class the model does not know or an empty split."""
+    index = scan_dataset(data)
+    label_of = {c.lower(): i for i, c in enumerate(predictor.class_names)}
+    unknown = [c for c in index.class_names if c.lower() not in label_of]
+    if unknown:
+        raise DatasetError(f"The dataset has class folder(s) {', '.join(unknown)} that the model does not know "
+                           f"(model classes: {', '.join(predictor.class_names)}).")
+    split = evaluated_split(index, split)
+    items = [it for it in index.items if split == "all" or it.split == split]
+    if not items:
+        raise DatasetError(f"No images in split '{split}' of {data}.")
+    return index, items, split, label_of
+
+
+def _read(predictor, items):
+    """``(prepared input or None, error or None, DICOM facts or None)`` per item, in order, read by four
+    threads (decoding is most of an evaluation's time)."""
+    def prepare(item):
+        try:
+            img = load_image(item.path)
+            return predictor.prepare(img.pixels), None, predictor.dicom_facts(img)
+        except ImageError as exc:
+            return None, str(exc), None
+        except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
+            return None, f"The file could not be processed ({type(exc).__name__}).", None
+
+    with ThreadPoolExecutor(4) as pool:
+        yield from pool.map(prepare, items)
+
+
+def evaluate_predictions(predictions: dict, *, threshold: float | None, positive: int | None,
+                         bootstrap: int = 1000) -> dict:
+    """:func:`medclf_core.trust.metrics.evaluate_probabilities` of ``predictions`` (``y_true``, ``probs``,
+    ``class_names`` and optionally ``ood`` flags, as :func:`predict_folder` returns them) at this
+    threshold, plus ``"ood"``: :func:`medclf_core.trust.verdict.ood_block` (how many images were
+    flagged and the metrics without them), or None when the predictions carry no flags."""
+    y, probs, names = predictions["y_true"], predictions["probs"], list(predictions["class_names"])
+    result = evaluate_probabilities(y, probs, names, threshold=threshold, positive=positive, bootstrap=bootstrap)
+    flags = predictions.get("ood")
+    result["ood"] = None if flags is None else ood_block(y, probs, flags, names, threshold=threshold,
+                                                         positive=positive, bootstrap=bootstrap)
+    return result
+
+
+def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
+                    progress=None, with_predictions: bool = False) -> dict:
+    """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split`` and
+    ``progress``): :func:`evaluate_predictions` at the model's threshold, plus ``split``, ``dataset``,
+    ``skipped`` (unreadable files), ``model``, ``temperature`` (None when uncalibrated) and in ``ood``
+    the ``flagged_files``; the top-level metrics stay over every image. ``with_predictions``: also
+    ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them)."""
+    p = predict_folder(predictor, data, split, progress=progress)
+    result = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=bootstrap)
+    ood = result.pop("ood")  # after the run's facts, as `evaluate --json` has always printed it
+    result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
+                   "model": predictor.card.get("name"), "temperature": predictor.temperature, "ood": ood})
+    result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
+    if with_predictions:
+        result["predictions"] = p
+    return result

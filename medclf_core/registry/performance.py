@@ -1,0 +1,41 @@
+"""A model's performance table: its own held-out figures beside those recorded on other data.
+
+One row per source (the run's test split first, then each evaluation recorded with
+``evaluate --record``), each figure with its interval and ``n`` as
+:func:`medclf_core.formatting.metric_with_n` prints it, so a figure on fewer than 30 images
+says so. The Predict and Models pages and the reports show these rows as they are.
+"""
+
+from __future__ import annotations
+
+from medclf_core.formatting import metric_with_n
+from medclf_core.registry.card import ModelCard
+from medclf_core.registry.evaluations import list_evaluations
+
+PERFORMANCE_METRICS = (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
+                       ("specificity", "specificity"), ("ECE", "ece"))
+
+
+def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> list[dict]:
+    """Same-source and other-source figures side by side, each with its n: one row per evaluation.
+
+    ``evaluations`` default to the run's recorded ones (:func:`list_evaluations`).
+
+    Example::
+
+        >>> card = ModelCard.from_dict({"name": "m", "class_names": ["a", "b"],
+        ...                             "metrics": {"n": 12, "accuracy": 1.0, "ci95": {"accuracy": [1.0, 1.0]}}})
+        >>> performance_rows(card, [])[0]["accuracy"]
+        '1.000 (n = 12, too few images for a reliable figure)'
+    """
+    rows = [{"data": f"own test split ({(card.dataset or {}).get('name') or 'training source'}, same source)",
+             "n": card.test_n,
+             **{label: card.format_metric(key) for label, key in PERFORMANCE_METRICS}}]
+    if evaluations is None:
+        evaluations = list_evaluations(card.run_dir) if card.run_dir else []
+    for e in evaluations:
+        ci = e.get("ci95") or {}
+        rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]})", "n": e.get("n"),
+                     **{label: metric_with_n((e.get("metrics") or {}).get(key), ci.get(key), e.get("n"))
+                        for label, key in PERFORMANCE_METRICS}})
+    return rows

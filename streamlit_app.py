@@ -1,0 +1,29 @@
+"""medclf: the script each browser session runs. Start the app with `streamlit run app.py` (or scripts/app.sh):
+app.py is the server, which warms the default model as it starts and then serves this script.
+
+Pages live in pages/; this file sets the page config, the navigation, the shared
+model picker, and the research-use notice.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import streamlit as st  # noqa: E402
+
+import app_ui  # noqa: E402
+
+st.set_page_config(page_title="medclf: medical image classification", page_icon=":material/radiology:",
+                   layout="wide", menu_items={"About": "medclf research demo. " + app_ui.NOTICE})
+
+pages = [
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+]
+page = st.navigation(pages)
+app_ui.start_page()  # after st.navigation (which ends Streamlit's pages/-folder mode), before anything else
+app_ui.sidebar_model_picker()
+app_ui.research_notice()
+page.run()

@@ -1,0 +1,88 @@
+"""medclf_core.cli.console: what the commands print, from results made by hand (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from medclf_core.cli import console
+
+EVALUATION = {
+    "model": "chest", "dataset": "chest_xray", "split": "test", "n": 80, "accuracy": 0.91234,
+    "ci95": {"accuracy": [0.8512, 0.9634]}, "auc": 0.95, "threshold": 0.35, "positive_class": "PNEUMONIA",
+    "sensitivity": "0.950 (38/40)", "specificity": "0.875 (35/40)", "class_names": ["NORMAL", "PNEUMONIA"],
+    "per_class": {"NORMAL": {"precision": 0.9, "recall": 0.875, "f1": 0.8874, "support": 40},
+                  "PNEUMONIA": {"precision": 0.88, "recall": 0.95, "f1": 0.9137, "support": 40}},
+    "confusion_matrix": [[35, 5], [2, 38]], "ece": 0.0412, "temperature": 1.37,
+    "ood": {"checked": True, "n": 80, "n_flagged": 4, "fraction_flagged": 0.05,
+            "metrics_without_flagged": {"n": 76, "accuracy": 0.92, "auc": None}},
+    "skipped": [{"file": "bad.png", "error": "not an image"}],
+}
+
+
+def test_print_json_is_one_line_with_paths_as_text(capsys, tmp_path):
+    console.print_json({"run_dir": tmp_path, "n": 3})
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and json.loads(out) == {"run_dir": str(tmp_path), "n": 3}
+
+
+def test_predictions_flag_ood_and_show_the_map_with_its_faithfulness(capsys):
+    probs = {"NORMAL": 0.25, "PNEUMONIA": 0.75}
+    console.print_predictions([
+        {"file": "a.png", "label": "PNEUMONIA", "probabilities": probs, "cam": "maps/000_a_cam.png",
+         "faithfulness": -0.0012},
+        {"file": "b.png", "label": "NORMAL", "probabilities": probs, "ood": True, "ood_reason": "modality MR"},
+        {"file": "c.png", "label": "NORMAL", "probabilities": probs, "cam": "maps/001_c_cam.png", "faithfulness": None},
+        {"file": "d.png", "error": "not an image"}])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "a.png: PNEUMONIA (NORMAL 0.250, PNEUMONIA 0.750) -> maps/000_a_cam.png (faithfulness 0.00)"
+    assert lines[1].startswith("b.png: OUT OF DISTRIBUTION (modality MR); not a finding. Model output NORMAL")
+    assert lines[2].endswith("(faithfulness n/a)")
+    assert lines[3] == "d.png: ERROR not an image"
+
+
+def test_evaluation_text(capsys):
+    console.print_evaluation(EVALUATION)
+    out = capsys.readouterr().out
+    assert "Model chest on chest_xray (test, n=80)" in out
+    assert "Accuracy 0.9123  95% CI 0.851-0.963" in out
+    assert "At threshold 0.350 on P(PNEUMONIA): sensitivity 0.950 (38/40)" in out
+    assert "NORMAL              0.9000    0.8750    0.8874       40" in out
+    assert "Expected calibration error 0.0412 (temperature 1.37)" in out
+    assert "4 of 80 images flagged (5.0%)" in out and "without them (n=76): accuracy 0.9200\n" in out
+    assert "skipped bad.png: not an image" in out
+    console.print_evaluation({**EVALUATION, "ood": {}, "ci95": None, "temperature": None, "skipped": []})
+    out = capsys.readouterr().out
+    assert "Accuracy 0.9123\n" in out and "(uncalibrated)" in out and "not checked" in out
+
+
+def test_runs_list_marks_small_test_sets_and_unreadable_runs(capsys):
+    run = SimpleNamespace(name="chest", architecture="simple_cnn", class_names=["NORMAL", "PNEUMONIA"],
+                          metrics={"accuracy": 0.9, "auc": None}, test_n=12, created="2026-01-01", is_toy=True)
+    console.print_runs([run], [{"name": "broken", "reason": "card.json is damaged"}])
+    lines = capsys.readouterr().out.splitlines()
+    assert "acc 0.900 auc n/a n 12" in lines[0] and "(n < 30: too few test images)" in lines[0]
+    assert lines[1].startswith("broken") and lines[1].endswith("UNREADABLE: card.json is damaged")
+    console.print_runs([], [])
+    assert capsys.readouterr().out == "No models registered yet.\n"
+
+
+def test_messages_and_progress_go_to_stderr(capsys):
+    console.message("Wrote 2 PDF report(s) to out")
+    bar = console.progress_bar("Reading", enabled=True)
+    bar(1, 2)
+    bar(2, 2)
+    console.progress_bar("Silent", enabled=False)(1, 2)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Wrote 2 PDF report(s)" in captured.err
+    assert "Reading" in captured.err and "Silent" not in captured.err
+
+
+def test_refit_text(capsys):
+    console.print_refit({"run_dir": "models/chest", "threshold": 0.41,
+                         "ood": {"n_train": 60, "threshold": 12.345, "rule": "99th percentile", "val_fraction_flagged":
+                                 0.0125, "n_val": 80},
+                         "calibration": {"temperature": 1.5, "val_ece": [0.08, 0.03], "threshold_uncalibrated": 0.35}})
+    out = capsys.readouterr().out
+    assert "threshold 12.35 (99th percentile; flags 1.2% of 80 validation images)" in out
+    assert "Temperature 1.5: validation ECE 0.0800 -> 0.0300; threshold 0.35 -> 0.41 (same decisions)" in out

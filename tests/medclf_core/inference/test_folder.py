@@ -1,0 +1,45 @@
+"""medclf_core.inference.folder: a model over a dataset folder, one metrics rule for every source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medclf_core.errors import DatasetError
+from medclf_core.inference.folder import evaluate_folder, evaluate_predictions, predict_folder
+from medclf_core.inference.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor.from_run(trained_run)
+
+
+def test_evaluate_folder(predictor, chest_sample):
+    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
+    assert r["n"] == 80 and r["split"] == "all"
+    assert list(r)[-6:] == ["split", "dataset", "skipped", "model", "temperature", "ood"]  # `--json` as before
+    assert "predictions" not in r
+
+
+def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):
+    with pytest.raises(DatasetError, match="does not know"):
+        evaluate_folder(predictor, pattern_dataset)
+
+
+def test_the_page_and_the_cli_get_the_same_figures(predictor, chest_sample):
+    """with_predictions: the predictions behind the figures, and evaluate_predictions of them gives the figures."""
+    seen = []
+    r = evaluate_folder(predictor, chest_sample, bootstrap=20, with_predictions=True,
+                        progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (80, 80) and len(seen) == 80
+    p = r["predictions"]
+    plain = predict_folder(predictor, chest_sample)
+    np.testing.assert_allclose(p["probs"], plain["probs"], atol=1e-6)
+    again = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=20)
+    for key in ("accuracy", "auc", "sensitivity", "specificity", "confusion_matrix", "ci"):
+        assert again.get(key) == r.get(key), key
+    assert again["ood"]["n_flagged"] == r["ood"]["n_flagged"]
+    stored = {k: p[k] for k in ("y_true", "probs", "class_names")}  # e.g. a run's stored test split: no flags
+    assert evaluate_predictions(stored, threshold=predictor.threshold, positive=predictor.positive,
+                                bootstrap=0)["ood"] is None

@@ -1,0 +1,31 @@
+"""medclf_core.registry.performance: same-source and other-source figures side by side, each with its n."""
+
+from __future__ import annotations
+
+from medclf_core.registry.card import ModelCard
+from medclf_core.registry.evaluations import record_evaluation
+from medclf_core.registry.performance import PERFORMANCE_METRICS, performance_rows
+
+CARD = {"name": "m", "class_names": ["NORMAL", "PNEUMONIA"], "dataset": {"name": "chest"},
+        "metrics": {"n": 120, "accuracy": 0.9, "auc": 0.95, "ci95": {"accuracy": [0.85, 0.95]}}}
+
+
+def test_own_split_first_then_each_recorded_evaluation(tmp_path):
+    card = ModelCard.from_dict({**CARD, "run_dir": str(tmp_path)})
+    record_evaluation(tmp_path, {"n": 12, "accuracy": 0.75, "ci95": {"accuracy": [0.5, 0.9]}},
+                      dataset="hospital-b", fingerprint="ab" * 32)
+    own, other = performance_rows(card)
+    assert own["data"] == "own test split (chest, same source)" and own["n"] == 120
+    assert own["accuracy"] == "0.900 (95% CI 0.850-0.950, n = 120)" and own["AUC"] == "0.950 (n = 120)"
+    assert own["ECE"] == "n/a"
+    assert other["data"].startswith("hospital-b (other data, 20") and other["n"] == 12
+    assert other["accuracy"] == "0.750 (n = 12, too few images for a reliable figure)"
+    assert set(own) == set(other) == {"data", "n", *(label for label, _ in PERFORMANCE_METRICS)}
+
+
+def test_given_evaluations_are_used_and_a_card_without_a_folder_has_one_row():
+    card = ModelCard.from_dict(CARD)
+    assert len(performance_rows(card)) == 1
+    rows = performance_rows(card, [{"dataset": "d", "date": "2026-02-03T00:00:00+00:00", "n": 40,
+                                    "metrics": {"auc": 0.8}, "ci95": {}}])
+    assert rows[1]["data"] == "d (other data, 2026-02-03)" and rows[1]["AUC"] == "0.800 (n = 40)"
