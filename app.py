@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import app_ui  # noqa: E402
+from medclf_core.server import streamlit_compat  # noqa: E402
 
 SCRIPT = Path(_CHECKOUT) / "streamlit_app.py"
 
@@ -32,4 +33,7 @@ async def warm_default_model_at_start(_app):
     yield
 
 
+# streamlit_app.py's st.navigation is the app's navigation from the first visit on, a bookmarked page included
+# (not Streamlit's pages/-folder mode, which would run that page alone, without the picker).
+streamlit_compat.navigation_from_the_first_visit()
 app = st.App(SCRIPT, lifespan=warm_default_model_at_start)

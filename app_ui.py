@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import streamlit as st
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.registry.store import MODEL_FILE, default_models_dir, scan_registry
 from medclf_core.server import memory, streamlit_compat
+from medclf_core.server.text import md_escape, md_escape_frame
 
 REPO = Path(__file__).resolve().parent
 SAMPLES = REPO / "samples"
@@ -47,29 +47,6 @@ def unreadable_runs() -> list[dict]:
     return registry()[1]
 
 
-# Characters that make Markdown anywhere in a line: links and images, HTML, code, emphasis, tables, strikethrough,
-# math, Streamlit's :color[...] directives, entities, and e-mail autolinks.
-_MD_ANYWHERE = re.compile(r"([\\`*{}\[\]()!|<>~$&@])")
-# https://... autolinks, :material/icons: and :emoji: shortcodes; a colon before a space or a digit is text
-_MD_COLON = re.compile(r":(?=/|[A-Za-z_+-]+[:/])")
-# An underscore is emphasis only at a word's edge (CommonMark): snake_case file names stay as they are.
-_MD_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
-# Headings, lists, quotes and rules only at the start of a line.
-_MD_LINE_START = re.compile(r"(?m)^([ \t]*)(\d*)([#+\-=.)])")
-_MD_WWW = re.compile(r"(?i)\b(www)\.")  # GFM links a bare www.example.com
-
-
-def md_escape(text) -> str:
-    """``text`` shown as itself through st.markdown/caption/subheader/...: every character that would make
-    Markdown there is backslash-escaped (a file named ``![p](https:x)`` is no image, ``**a**`` no bold), while
-    harmless punctuation such as the ``-``, ``.`` and ``_`` of ``normal_IM-0411-0001.jpeg`` is left as it is."""
-    out = _MD_ANYWHERE.sub(r"\\\1", str(text))
-    out = _MD_COLON.sub(r"\\:", out)
-    out = _MD_UNDERSCORE.sub(r"\\_", out)
-    out = _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2) + "\\" + m.group(3), out)
-    return _MD_WWW.sub(r"\1\\.", out)
-
-
 def default_model_name(all_runs: list[dict]) -> str | None:
     names = [r["name"] for r in all_runs]
     wanted = os.environ.get(DEFAULT_MODEL_ENV)
@@ -80,12 +57,39 @@ def default_model_name(all_runs: list[dict]) -> str | None:
     return names[0] if names else None
 
 
+def table(frame) -> None:
+    """``st.table`` of a DataFrame whose cells may hold user text (its cells and headers are Markdown)."""
+    st.table(md_escape_frame(frame))
+
+
 def research_notice() -> None:
     st.caption(f":warning: **{NOTICE}**")
 
 
+MODEL_QUERY_PARAM = "model"  # the picked model in the page's URL: kept across a reload, a bookmark, a shared link
+
+
+def _picked_model(names: list[str], all_runs: list) -> tuple[str, str | None]:
+    """The model to show in the picker, and a note when it is not the one the user picked.
+
+    The session's pick first; a new session (a reload) takes the URL's ``?model=``; the default only when
+    neither names one. A pick that is no longer there (deleted, or its card damaged) is replaced by the
+    default with a note that says so, never silently."""
+    chosen = st.session_state.get("model_name")
+    if chosen is None:
+        chosen = st.query_params.get(MODEL_QUERY_PARAM)
+    if chosen in names:
+        return chosen, None
+    default = default_model_name(all_runs)
+    if chosen is None:
+        return default, None
+    return default, (f"The model '{chosen}' you picked is not available any more (deleted, or its card cannot be "
+                     f"read): now using '{default}'. Pick another one below if that is not what you want.")
+
+
 def sidebar_model_picker() -> str | None:
-    """The shared model picker (drawn by streamlit_app.py on every page); the choice lives in session_state."""
+    """The shared model picker (drawn by streamlit_app.py on every page); the choice lives in session_state
+    and in the URL (``?model=``), so a reload or a bookmark keeps it."""
     all_runs, unreadable = registry()
     with st.sidebar:
         if unreadable:
@@ -96,12 +100,19 @@ def sidebar_model_picker() -> str | None:
             return None
         names = [r["name"] for r in all_runs]
         by_name = {r["name"]: r for r in all_runs}
-        if st.session_state.get("model_name") not in names:
-            st.session_state["model_name"] = default_model_name(all_runs)
-        st.selectbox("Model", names, key="model_name",
+        picked, note = _picked_model(names, all_runs)
+        if st.session_state.get("model_name") != picked:
+            st.session_state["model_name"] = picked
+        if note:
+            st.session_state["_model_note"] = note  # shown until the user picks a model
+        if st.session_state.get("_model_note"):
+            st.warning(md_escape(st.session_state["_model_note"]))
+        st.selectbox("Model", names, key="model_name", on_change=lambda: st.session_state.pop("_model_note", None),
                      format_func=lambda n: f"{n}  ·  {by_name[n].get('task', '')}",
                      help="The model used by the Predict and Evaluate pages.")
         card = by_name[st.session_state["model_name"]]
+        if st.query_params.get(MODEL_QUERY_PARAM) != card["name"]:
+            st.query_params[MODEL_QUERY_PARAM] = card["name"]
         st.caption(md_escape(f"{card.architecture or '?'} · classes: {', '.join(card.class_names)}"))
         st.divider()
         st.caption(NOTICE)

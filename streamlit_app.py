@@ -13,7 +13,10 @@ import streamlit as st  # noqa: E402
 
 import app_ui  # noqa: E402
 
-st.set_page_config(page_title="medclf: medical image classification", page_icon=":material/radiology:",
+# The tab icon is an emoji, drawn by the browser itself (Streamlit makes it an inline data: SVG): a ":material/...:"
+# page icon makes every page load fetch an SVG from fonts.gstatic.com (issue 26). The st.Page icons below are
+# drawn with the Material Symbols font that Streamlit serves itself. tests/e2e/test_no_outside_requests.py checks.
+st.set_page_config(page_title="medclf: medical image classification", page_icon="🩺",
                    layout="wide", menu_items={"About": "medclf research demo. " + app_ui.NOTICE})
 
 pages = [

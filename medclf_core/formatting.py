@@ -94,3 +94,19 @@ def metric_with_n(value, ci=None, n=None, *, pct: bool = False) -> str:
     if has_n:
         parts.append(f"n = {n}")
     return text + (f" ({', '.join(parts)})" if parts else "")
+
+
+def too_few_images(n) -> str | None:
+    """The warning shown beside figures that rest on ``n`` test images, when that is fewer than
+    :data:`MIN_RELIABLE_N` (or unknown); None when ``n`` is enough. The rule :func:`metric_with_n` follows.
+
+    >>> too_few_images(12)
+    'These figures rest on 12 test images (fewer than 30): too few for a reliable figure.'
+    >>> too_few_images(40) is None
+    True
+    """
+    has_n = isinstance(n, int) and not isinstance(n, bool)
+    if has_n and n >= MIN_RELIABLE_N:
+        return None
+    return (f"These figures rest on {n if has_n else 'an unknown number of'} test images "
+            f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")

@@ -7,7 +7,6 @@ result block below.
 """
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
 from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
 from medclf_core.inference.results import result_key
+from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.registry.card import positive_class_index
@@ -84,6 +84,7 @@ def _stage(mode: str, zip_file, by_class: dict):
 
 
 data = evaluated = None  # the predictions drawn below; the metrics when evaluate_folder made them
+evaluation_id = result_key(card, kind)  # one per evaluation shown: the threshold slider's state belongs to it
 if kind == "own":
     data = stored_test_predictions(card, read_json(card["run_dir"], "evaluation.json"))
     if data is None:
@@ -91,11 +92,10 @@ if kind == "own":
         st.stop()
     data = {**data, "probs": stored_probabilities(card, data["probs"])}  # calibrated like every prediction
     n, found = len(data["y_true"]), data["n_found"]
-    st.caption(f"{n} images of the {data['split']} split that training held out "
-               f"(dataset {app_ui.md_escape(data['dataset'])}).")
-    if found < n:
+    st.caption(f"{n} images of the {app_ui.md_escape(data['split'])} split that training held out.")
+    if found < n:  # where the training machine kept them means nothing here: no path, only what is missing
         st.info(("None of these images is" if not found else f"{n - found} of these images are not")
-                + f" on this server (training recorded them under {app_ui.md_escape(data['dataset'])}). The "
+                + " on this server: the images this model was trained and tested on are not here. The "
                 "figures below come from the predictions stored with the model; an image that is not here is "
                 "listed by name, without a picture.")
 else:
@@ -138,6 +138,7 @@ else:
         run = (lambda: _stage(mode, zip_file, by_class).root) if go else None
     if go:
         store.clear()
+        st.session_state["_eval_seq"] = st.session_state.get("_eval_seq", 0) + 1  # new, even on the same data
         if kind == "folder" and (old := st.session_state.pop("_eval_staged", None)) is not None:
             old.remove()  # an earlier upload is not shown any more
         try:
@@ -149,6 +150,7 @@ else:
         except Exception as exc:  # noqa: BLE001
             st.error(f"This dataset cannot be evaluated ({type(exc).__name__}).")
     evaluated = store.get(key)
+    evaluation_id = (key, st.session_state.get("_eval_seq", 0))
     if evaluated is None:
         st.info("Choose a folder and press **Evaluate**." if kind == "folder" else
                 "Upload a zip or images and press **Evaluate**.")
@@ -160,7 +162,8 @@ else:
             st.dataframe(pd.DataFrame(staged.skipped), hide_index=True, width="stretch")
     if data["skipped"]:
         with st.expander(f"{len(data['skipped'])} file(s) could not be read and were skipped"):
-            st.dataframe(pd.DataFrame(data["skipped"]), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame([{**s, "file": deid.safe_file_label(s["file"])} for s in data["skipped"]]),
+                         hide_index=True, width="stretch")
 
 class_names = data["class_names"]
 y_true, probs = data["y_true"], data["probs"]
@@ -234,9 +237,13 @@ def threshold_panel() -> None:
     """Sensitivity, specificity and the confusion matrix at a threshold chosen with the slider."""
     pos_name = class_names[positive]
     start = float(threshold if threshold is not None else 0.5)
-    t = st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
-                  key=f"eval-thr-{name}",
-                  help=f"The model's operating threshold is {start:.2f}, chosen on its validation split.")
+    # One source of truth: the slider's value is the only threshold below (metrics, matrix, ROC marker), and
+    # its state is keyed by the evaluation shown, so a new evaluation (another model, dataset or press of
+    # Evaluate) starts at the operating threshold instead of a value left in the browser by an earlier one.
+    slider_key = "eval-thr-" + hashlib.sha1(repr(evaluation_id).encode()).hexdigest()[:16]
+    t = float(st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
+                        key=slider_key,
+                        help=f"The model's operating threshold is {start:.3f}, chosen on its validation split."))
     tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)
     c1, c2, c3 = st.columns(3)
     c1.metric("Sensitivity", percent(tm["sensitivity"]))
@@ -255,6 +262,10 @@ def threshold_panel() -> None:
 
 if binary:
     st.subheader("Operating threshold")
+    if st.session_state.get("_eval_shown") != evaluation_id:  # another evaluation than the last run drew:
+        st.session_state["_eval_shown"] = evaluation_id       # its slider starts afresh, at the operating point
+        st.session_state["_eval_shown_n"] = st.session_state.get("_eval_shown_n", 0) + 1
+    evaluation_id = (evaluation_id, st.session_state["_eval_shown_n"])
     threshold_panel()
 elif m.get("roc"):
     st.plotly_chart(plots.roc_figure(m["roc"], auc=m.get("auc")), key="roc-multi", config={"displayModeBar": False})
@@ -320,12 +331,14 @@ else:
     cols = st.columns(4)
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
-        caption = f"{Path(data['rel'][i]).name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
+        shown_name = deid.safe_file_label(data["rel"][i], deid.file_identifiers(data["files"][i]))  # one name rule
+        caption = f"{shown_name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
         if faith.get(k) is not None:
             caption += f"; faithfulness {format_faithfulness(faith[k])}"
+        caption = app_ui.md_escape(caption)  # file and class names; image captions are Markdown too
         col = cols[k % 4]
         if pixels[k] is None:
-            col.markdown(app_ui.md_escape(caption))
+            col.markdown(caption)
         elif explanations[k] is not None:
             col.image(explanations[k].overlay(0.4), caption=caption, width="stretch")
         else:

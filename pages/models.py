@@ -13,6 +13,7 @@ import streamlit as st
 
 import app_ui
 from medclf_core.reports import plots
+from medclf_core.reports.tables import fitted_widths
 from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded
@@ -22,20 +23,24 @@ from medclf_core.registry.store import MODEL_FILE, delete_run
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without streamlit_app.py
 st.title("Models")
+if deleted := st.session_state.pop("models_deleted", None):  # said at the top, where the eye is after the rerun
+    st.success(app_ui.md_escape(f"Deleted the model '{deleted}'."))
+    st.toast(app_ui.md_escape(f"Deleted the model '{deleted}'."))
 all_runs, unreadable = app_ui.registry()
 
 
 def _show_unreadable() -> None:
     if not unreadable:
         return
-    st.warning(f"{len(unreadable)} model folder(s) cannot be used: their model card is damaged or not valid. "
+    st.warning(f"{len(unreadable)} model folder(s) cannot be used: a model card or model file is damaged, not "
+               "valid or over the size limits (see each reason). "
                "They are not offered for prediction or evaluation.")
     st.dataframe(pd.DataFrame([{"folder": u["name"], "reason": u["reason"], "path": u["run_dir"]}
                                for u in unreadable]), hide_index=True, width="stretch")
 
 
 if not all_runs:
-    st.info(f"No models are registered in `{app_ui.models_dir()}` yet. Train one on the **Train** page.")
+    st.info(f"No models are registered in {app_ui.md_escape(app_ui.models_dir())} yet. Train one on the **Train** page.")
     _show_unreadable()
     st.stop()
 
@@ -88,9 +93,12 @@ table = pd.DataFrame([{
     "other-source AUC": _other_source(evaluations[r.name], "auc"),
     "note": _note(r), "created": (r.created or "").replace("T", " ")[:19],
 } for r in ordered])
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"n": st.column_config.NumberColumn("n", help="test images behind the same-source "
-                                                                         "figures (the run's own held-out split)")})
+# every column as wide as its longest text, header included (medclf_core.reports.tables): none is cut off
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    **{c: st.column_config.Column(c, width=w) for c, w in fitted_widths(dict(table.items())).items()},
+    "n": st.column_config.NumberColumn("n", width=fitted_widths({"n": table["n"]})["n"],
+                                       help="test images behind the same-source figures (the run's own held-out "
+                                            "split)")})
 st.caption(f"accuracy and AUC: the run's own held-out test split (same source as its training data), with n. "
            f"Other-source: evaluations recorded on other data. Runs with fewer than {MIN_RELIABLE_N} test images "
            "are listed last.")
@@ -153,7 +161,7 @@ with tab_card:
         "Created": card.created, "Folder": card.run_dir,
     }
     # A static table wraps long values (paths, training data, versions); a data grid cuts them off at its width.
-    st.table(pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="")))
+    app_ui.table(pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="")))
 
     st.markdown("**Evaluations on other data**")
     evals = evaluations[name]
@@ -189,7 +197,7 @@ with tab_card:
                               format_func={"savedmodel": "TensorFlow SavedModel (folder, zipped)",
                                            "tflite": "TensorFlow Lite (.tflite)"}.get)
         if st.button("Export", key=f"export-{name}"):
-            with st.spinner(f"Exporting {name} as {export_fmt} ..."):
+            with st.spinner(f"Exporting {app_ui.md_escape(name)} as {export_fmt} ..."):
                 try:
                     st.session_state["models_export"] = (name, export_fmt, *export_archive(card.run_dir, export_fmt))
                 except (MedclfError, OSError) as exc:
@@ -197,7 +205,7 @@ with tab_card:
                     st.error(app_ui.md_escape(user_message(exc, "The model could not be exported")))
         done = st.session_state.get("models_export")
         if done and done[:2] == (name, export_fmt):
-            st.download_button(f"Download {done[3]} ({len(done[2]) / 2**20:.1f} MB)", data=done[2],
+            st.download_button(f"Download {app_ui.md_escape(done[3])} ({len(done[2]) / 2**20:.1f} MB)", data=done[2],
                                file_name=done[3], mime="application/zip", key=f"export-download-{name}")
         st.caption("The zip holds the raw model (pixels 0-255 in, softmax out) with its model card and EXPORT.md "
                    "(and ood.npz when the model has an out-of-distribution gate). The card's calibration "
@@ -212,7 +220,8 @@ with tab_card:
         if card.is_bundled:
             st.warning(f"**{app_ui.md_escape(name)}** is a model bundled with medclf. Delete it and its card, history and "
                        "evaluation? This cannot be undone: it comes back only with a fresh copy of the repository.")
-            typed = st.text_input(f"Type the model's name ({name}) to confirm", key=f"confirm-name-{name}")
+            typed = st.text_input(f"Type the model's name ({app_ui.md_escape(name)}) to confirm",
+                                  key=f"confirm-name-{name}")
             typed_ok = typed.strip() == name
         else:
             st.warning(f"Delete the model **{app_ui.md_escape(name)}** and its card, history and evaluation? This cannot be undone.")
@@ -234,8 +243,6 @@ with tab_card:
         if d2.button("Keep it", key=f"keep-{name}"):
             st.session_state.pop("confirm_delete", None)
             st.rerun()
-    if st.session_state.get("models_deleted"):
-        st.success(app_ui.md_escape(f"Deleted the model '{st.session_state.pop('models_deleted')}'."))
 
 with tab_compare:
     default = names[:2] if len(names) >= 2 else names
@@ -261,4 +268,7 @@ with tab_compare:
                        "test images": r.test_n, "reliable (n >= 30)": "no" if r.is_toy else "yes",
                        "other-source accuracy": _other_source(evaluations[n], "accuracy"),
                        "created": (r.created or "")[:19]}
-        st.dataframe(pd.DataFrame(rows).astype(str), width="stretch")
+        compared = pd.DataFrame(rows).astype(str)
+        widths = fitted_widths({"_index": compared.index, **dict(compared.items())})  # the row labels too
+        st.dataframe(compared, width="stretch",
+                     column_config={c: st.column_config.Column(width=w) for c, w in widths.items()})

@@ -14,9 +14,13 @@ from medclf_core.registry.performance import performance_rows
 from medclf_core.reports import plots
 from medclf_core.reports.pdf import report_bytes, report_file_name
 from medclf_core.reports.predictions_csv import predictions_csv
+from medclf_core.reports.tables import fitted_widths
 
-# every extension the core decodes, one constant (medclf_core.io.images.IMAGE_SUFFIXES)
-UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
+# every extension the core decodes (medclf_core.io.images.IMAGE_SUFFIXES), one constant for the label and the
+# uploader's own hint: Streamlit pairs .jpg with .jpeg and .tif with .tiff (both accepted) and its hint names
+# only the first of each pair, so the label names the same list
+_STREAMLIT_PAIRED = {"jpeg": "jpg", "tiff": "tif"}
+UPLOAD_TYPES = sorted({_STREAMLIT_PAIRED.get(s.lstrip("."), s.lstrip(".")) for s in IMAGE_SUFFIXES})
 UPLOAD_LABEL = "Upload one or more images (" + ", ".join(t.upper() for t in UPLOAD_TYPES) + ")"
 SAMPLE_FILES = sorted((app_ui.SAMPLES / "images" / "chest_xray").glob("*.jpeg")) + sorted(
     (app_ui.SAMPLES / "dicom").glob("*.dcm"))
@@ -68,7 +72,7 @@ with about:
             st.text("Not for: " + "; ".join(use["not_for"]))
         if card.get("training_data"):
             st.text(f"Trained on: {card['training_data']}")
-        st.table(pd.DataFrame(performance_rows(card)).set_index("data"))
+        app_ui.table(pd.DataFrame(performance_rows(card)).set_index("data"))
         st.caption("Same source: the model's own held-out split of its training data. Other data: evaluations "
                    "recorded with `evaluate --record`. Expect lower figures on images from other hospitals.")
 
@@ -156,9 +160,9 @@ def decision_text(result: dict) -> str:
         pos = result["positive_class"]
         p, t = probs[pos], result["threshold"]
         sign = "at or above" if p >= t else "below"
-        return (f"Decision at the model's operating threshold: **{label}** "
-                f"(P({pos}) = {p:.1%}, {sign} the threshold {t:.1%}).")
-    return f"Decision: **{label}** (the most probable class; this model has no tuned threshold)."
+        return (f"Decision at the model's operating threshold: **{esc(label)}** "
+                f"(P({esc(pos)}) = {p:.1%}, {sign} the threshold {t:.1%}).")
+    return f"Decision: **{esc(label)}** (the most probable class; this model has no tuned threshold)."
 
 
 FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
@@ -193,7 +197,7 @@ def cam_panel(entry: dict) -> None:
         st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
         return
     st.image(shown.overlay(opacity), width="stretch",
-             caption=f"{CAM_METHODS[method]} for {target}: red = regions that raised this class's score")
+             caption=f"{CAM_METHODS[method]} for {esc(target)}: red = regions that raised this class's score")
     try:
         with st.spinner("Checking the map (deletion test) ..."):  # ~38 forward passes
             scored = kept("_faithfulness", key, lambda: predictor.check_faithfulness([shown])[0])
@@ -244,9 +248,9 @@ def model_notes(result: dict) -> None:
 
 def image_panel(entry: dict) -> None:
     st.image(entry["pixels"], width="stretch",
-             caption=f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})")
+             caption=esc(f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})"))
     for note in entry.get("notes") or []:
-        st.caption(note)
+        st.caption(esc(note))
     if entry.get("dicom"):
         facts = entry["dicom"]
         st.caption(esc(" · ".join(f"{k} {v}" for k, v in facts.items()
@@ -290,24 +294,28 @@ for e in entries:
     top = max(r["probabilities"], key=r["probabilities"].get)
     if r.get("ood"):  # not presented as a finding
         row = {"file": e["name"], "class": None, "probability": None,
-               "decision": "out of distribution: not a finding (" + (r.get("ood_reason") or "") + ")"}
+               "decision": "out of distribution: not a finding"}
     else:
         row = {"file": e["name"], "class": top, "probability": round(r["probabilities"][top], 4),
                "decision": r["label"]}
     row["out of distribution"] = {True: "yes", False: "no", None: "not checked"}[r.get("ood")]
+    row["out-of-distribution reason"] = (r.get("ood_reason") or "") if r.get("ood") else ""
     row.update({f"P({c})": round(p, 4) for c, p in r["probabilities"].items()})
     rows.append(row)
 table = pd.DataFrame(rows)
 st.subheader(f"Results for {len(entries)} files")
-# file names and decisions are long: wide text columns (the cell's full text also shows on hover)
+# every column as wide as its longest text, header included (medclf_core.reports.tables): nothing is cut off,
+# the grid scrolls sideways instead; the out-of-distribution reason has its own column
+widths = fitted_widths(dict(table.items()))
 st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "file": st.column_config.TextColumn("file", width="large"),
-    "decision": st.column_config.TextColumn("decision", width="large"),
-    **{c: st.column_config.NumberColumn(c, format="%.4f", width="small") for c in table.columns
+    **{c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()},
+    **{c: st.column_config.NumberColumn(c, format="%.4f", width=widths[c]) for c in table.columns
        if c.startswith("P(") or c == "probability"}})
 # The export holds base file names and model outputs only; DICOM identifiers are scrubbed from file names too.
-export_rows = [{"file": e["name"], "error": e["error"]} if "error" in e
-               else {"file": e["name"], **e["result"], "notes": e.get("notes")} for e in entries]
+# each row is labelled by its own file's identifiers only (deid.safe_file_label): alone or with others, one name
+export_rows = [{"file": e["name"], "identifying": e.get("identifying") or [], "error": e["error"]} if "error" in e
+               else {"file": e["name"], "identifying": e.get("identifying") or [], **e["result"],
+                     "notes": e.get("notes")} for e in entries]
 identifying = [v for e in entries for v in e.get("identifying") or []]
 st.session_state["predict_csv"] = predictions_csv(export_rows, identifying=identifying)
 st.download_button("Download results (CSV, without patient identifiers)", st.session_state["predict_csv"].encode(),
@@ -318,8 +326,8 @@ cols = st.columns(4)
 for i, e in enumerate(good):
     r = e["result"]
     cols[i % 4].image(e["pixels"], width="stretch",
-                      caption=f"{e['name']}: out of distribution" if r.get("ood")
-                      else f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})")
+                      caption=esc(f"{e['name']}: out of distribution" if r.get("ood")
+                                  else f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})"))
 
 st.divider()
 names = [e["name"] for e in good]

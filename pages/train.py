@@ -15,6 +15,7 @@ from medclf_core.models.architectures import get_architecture, list_architecture
 from medclf_core.data.augment import AugmentConfig
 from medclf_core.data.audit import audit_source
 from medclf_core.errors import MedclfError
+from medclf_core.formatting import too_few_images
 from medclf_core.data.uploads import remove_stale_uploads
 from medclf_core.io.atomic import read_json
 
@@ -55,11 +56,11 @@ def monitor(job_id: str, polling: bool) -> None:
     if polling and state in jobs.FINAL_STATES:
         st.rerun()  # the whole page: show the outcome and stop polling
     st.subheader(f"Training job: {app_ui.md_escape(title)}")
-    speed = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
+    speed = f" · {p['speed']}" if p.get("speed") else ""  # images/s, or the head's speed on cached features
     st.caption(f"Job {job_id}, started {p.get('created') or '?'} · data: {app_ui.md_escape(p['config'].get('data'))}"
                + (f" · on {p['devices']}" if p.get("devices") else "") + speed)
     if state in ("queued", "running"):
-        st.progress(p["fraction"], text=p["text"])  # the one fold of the events (medclf_core.training.events)
+        st.progress(p["fraction"], text=app_ui.md_escape(p["text"]))  # the one fold of the events (medclf_core.training.events)
         if p["cancel_requested"]:
             st.info("Cancelling: training stops after the current batch.")
         elif st.button("Cancel training", key=f"cancel-{job_id}", type="secondary"):
@@ -77,7 +78,9 @@ def monitor(job_id: str, polling: bool) -> None:
         metrics = p["metrics"] or {}
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Final metrics** ({metrics.get('split', 'test')} split)")
+            st.markdown(f"**Final metrics** ({app_ui.md_escape(metrics.get('split', 'test'))} split)")
+            if too_few := too_few_images(metrics.get("n")):  # the Models page's rule (formatting.MIN_RELIABLE_N)
+                st.warning(too_few)
             st.dataframe(pd.DataFrame(plots.metrics_table(metrics)), hide_index=True, width="stretch")
         cm, names = _cm_for(p["run_dir"])
         if cm and names:
@@ -94,7 +97,7 @@ def monitor(job_id: str, polling: bool) -> None:
             for n in p["notices"]:
                 st.text(n)
             if p["devices"]:
-                st.write(f"Devices: {p['devices']}")
+                st.write(app_ui.md_escape(f"Devices: {p['devices']}"))
             if p["split"]:
                 st.write("Images per split:")
                 st.dataframe(pd.DataFrame(p["split"]), width="stretch")

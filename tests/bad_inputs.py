@@ -357,3 +357,52 @@ def write_corpus(folder: Path, cases=ALL_CASES) -> dict[str, Path]:
         path.write_bytes(case.make())
         paths[case.name] = path
     return paths
+
+
+# ----------------------------------------------------------------------------- model files (.keras zips)
+# Crafted archives: a config that claims what no model file may (built by Keras, it would allocate it all).
+
+
+def keras_config(input_shape=(16, 16, 1), *, dense_units: int = 2, dense_inputs: int = 16) -> dict:
+    """A Keras 3 Functional config (the shape ``model.save`` writes): Input -> Dense(dense_units)."""
+    return {"module": "keras", "class_name": "Functional", "registered_name": "Functional", "config": {
+        "name": "crafted", "trainable": True,
+        "layers": [
+            {"module": "keras.layers", "class_name": "InputLayer", "name": "image", "inbound_nodes": [],
+             "config": {"batch_shape": [None, *input_shape], "dtype": "float32", "name": "image"}},
+            {"module": "keras.layers", "class_name": "Dense", "name": "dense",
+             "config": {"name": "dense", "units": dense_units, "use_bias": True, "activation": "softmax"},
+             "build_config": {"input_shape": [None, dense_inputs]},
+             "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {
+                 "shape": [None, dense_inputs], "dtype": "float32", "keras_history": ["image", 0, 0]}}],
+                 "kwargs": {}}]}],
+        "input_layers": [["image", 0, 0]], "output_layers": [["dense", 0, 0]]}}
+
+
+def write_keras_file(path: Path, config: dict) -> Path:
+    """A ``.keras`` zip holding ``config`` and a few bytes of 'weights' (small on disk, whatever it claims)."""
+    import json
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.0.0", "date_saved": "2026-01-01@00:00:00"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    return path
+
+
+# name -> (config, what the refusal says): each must be refused before Keras builds it.
+HOSTILE_MODEL_CONFIGS = {
+    "huge_input": (keras_config((50000, 50000, 3)), "50000 x 50000 x 3 images"),
+    "just_over_the_side_limit": (keras_config((1025, 1025, 1)), "1025 x 1025 x 1 images"),
+    "four_channels": (keras_config((64, 64, 4)), "64 x 64 x 4 images"),
+    "unknown_side": (keras_config((None, None, 3)), "? x ? x 3 images"),
+    "billion_unit_dense": (keras_config(dense_units=10**9, dense_inputs=4096), "parameters"),
+    "huge_stated_tensor": (keras_config(dense_units=2, dense_inputs=2**26), "values per image"),
+    "no_input": ({"class_name": "Functional", "config": {"layers": []}}, "states no image input"),
+    "config_not_an_object": ([1, 2, 3], "not an object"),
+}
+
+
+# ----------------------------------------------------------------------------- file names that carry identifiers
+# What a PACS export or a hand-named file looks like: the patient's name, MRN and birth date in the file name.
+IDENTIFYING_FILE_NAME = "001_Zzyzxqa_Quintessa_MRN-9988776655_19230405.dcm"

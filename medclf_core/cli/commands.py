@@ -128,9 +128,10 @@ def cmd_predict(args) -> int:
     drawn = bool(args.cam or args.report)
     decoded: dict | None = {} if drawn else None  # kept only when drawn (memory)
     results = predictor.predict_files(args.files, decoded=decoded)
+    identifying = _label_files(results, decoded or {})
     explained = _explain_readable(predictor, results, decoded, args.cam_method, cam=bool(args.cam)) if drawn else {}
     if args.cam:
-        _write_cams(results, explained, Path(args.cam), args.opacity)
+        _write_cams(results, explained, Path(args.cam), args.opacity, identifying)
     if args.report:  # one PDF per readable image (medclf_core.reports.pdf)
         from medclf_core.reports.pdf import write_reports
 
@@ -163,14 +164,32 @@ def _explain_readable(predictor, results: list[dict], decoded: dict, method: str
     return dict(zip(readable, maps, strict=True))
 
 
-def _write_cams(results: list[dict], explained: dict, out_dir: Path, opacity: float) -> None:
-    """One overlay PNG per explained result in ``out_dir``; each result gets its path, method and faithfulness."""
+def _label_files(results: list[dict], decoded: dict) -> list[list[str]]:
+    """Give each result its ``file_label`` (the one file-name rule, :func:`medclf_core.io.deid.safe_file_label`,
+    with that file's own header identifiers) and return those identifiers per result (never printed)."""
+    from medclf_core.io.deid import file_identifiers, safe_file_label
+
+    values = []
+    for i, r in enumerate(results):
+        img = decoded.get(i)
+        own = list(img.dicom.identifying) if img is not None and img.dicom is not None else file_identifiers(r["file"])
+        r["file_label"] = safe_file_label(r["file"], own)
+        values.append(own)
+    return values
+
+
+def _write_cams(results: list[dict], explained: dict, out_dir: Path, opacity: float,
+                identifying: list[list[str]]) -> None:
+    """One overlay PNG per explained result in ``out_dir``, named ``<result index>_<safe stem>_cam.png``
+    (:func:`medclf_core.io.deid.safe_output_name`, as the reports); each result gets its path, method and
+    faithfulness."""
     from medclf_core.explain.render import save_png
+    from medclf_core.io.deid import safe_output_name
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for k, (i, ex) in enumerate(explained.items()):
+    for i, ex in explained.items():
         r = results[i]
-        target = out_dir / f"{k:03d}_{Path(r['file']).stem}_cam.png"
+        target = out_dir / safe_output_name(r["file"], identifying[i], index=i, suffix="_cam.png")
         save_png(target, ex.overlay(opacity))
         r["cam"] = str(target)
         r["cam_method"] = ex.method

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from medclf_core.formatting import MIN_RELIABLE_N, number, percent
+from medclf_core.io.deid import safe_file_label
 
 
 def print_json(obj) -> None:
@@ -62,7 +63,7 @@ def print_audit(index, report) -> None:
         print(f"  {split:>5}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     print(f"Imbalance (largest/smallest): {number(report.imbalance_ratio, 2)}")
     for f in report.unreadable:
-        print(f"  unreadable: {f['file']}: {f['error']}")
+        print(f"  unreadable: {safe_file_label(f['file'])}: {f['error']}")
     for g in report.duplicate_groups:
         print(f"  duplicates: {' = '.join(g)}")
     for g in report.near_duplicate_groups:
@@ -174,7 +175,7 @@ def print_evaluation(result: Mapping) -> None:
               + (f" (temperature {result['temperature']:.3g})" if result.get("temperature") else " (uncalibrated)"))
     _print_ood_summary(result.get("ood") or {})
     for s in result["skipped"]:
-        print(f"skipped {s['file']}: {s['error']}")
+        print(f"skipped {safe_file_label(s['file'])}: {s['error']}")
     if result.get("recorded"):
         print(f"Recorded in {result['recorded']}")
 
@@ -213,15 +214,16 @@ def _cam_text(r: Mapping) -> str:
 def print_predictions(results: Sequence[Mapping]) -> None:
     """One line per file: its label and probabilities (an out-of-distribution image said so first), or its error."""
     for r in results:
+        name = r.get("file_label") or safe_file_label(r["file"])  # never the path: the one file-name rule
         if "error" in r:
-            print(f"{r['file']}: ERROR {r['error']}")
+            print(f"{name}: ERROR {r['error']}")
             continue
         probs = ", ".join(f"{c} {number(p)}" for c, p in r["probabilities"].items())
         if r.get("ood"):
-            print(f"{r['file']}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
+            print(f"{name}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
                   f"Model output {r['label']} ({probs})" + _cam_text(r))
         else:
-            print(f"{r['file']}: {r['label']} ({probs})" + _cam_text(r))
+            print(f"{name}: {r['label']} ({probs})" + _cam_text(r))
 
 
 def print_exported(model: str, fmt: str, out) -> None:

@@ -17,6 +17,10 @@ the rules:
   :class:`~medclf_core.io.pixels.DicomFacts`; the DICOM decoder attaches it to the decoded
   image (``DecodedImage.dicom``), so a file is parsed once.
 - :func:`deidentify` returns a copy of a dataset without the identifying elements.
+- :func:`safe_file_label` is the one rule for a file name shown or written (page, CSV, PDF, messages):
+  the file's *own* identifiers (its header's, :func:`file_identifiers` for a file not yet decoded) and
+  MRN-like patterns redacted, the same whether the file comes alone or with others;
+  :func:`safe_output_name` names the files written for an input (``predict --cam``, ``--report``).
 Parsing bytes into a dataset is :mod:`medclf_core.io.dicom_header`'s job; this module builds on it.
 
 Example::
@@ -296,6 +300,45 @@ def safe_file_label(path: str | os.PathLike, values: Iterable[str] = ()) -> str:
     stem = _MRN_TOKEN.sub(REDACTED, stem)
     stem = _LONG_DIGITS.sub(REDACTED, stem)
     return stem + ext
+
+
+def safe_file_stem(path: str | os.PathLike, values: Iterable[str] = ()) -> str:
+    """:func:`safe_file_label` without its extension, reduced to what a file name may hold everywhere
+    (letters, digits, ``.``, ``_`` and ``-``): the part of an output file's name that comes from an input.
+
+    >>> safe_file_stem("/up/001_Zzyzxqa_Quintessa_MRN-9988776655_19230405.dcm", ["Zzyzxqa^Quintessa"])
+    '001_redacted_redacted_redacted'
+    """
+    label = safe_file_label(path, values)
+    ext = _EXTENSION.search(label)
+    stem = label[:ext.start()] if ext and ext.start() > 0 else label
+    stem = stem.replace(REDACTED, "redacted")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "image"
+
+
+def safe_output_name(path: str | os.PathLike, values: Iterable[str] = (), *, index: int | None = None,
+                     suffix: str = "") -> str:
+    """The name of a file written for the input ``path`` (a heat map, a report): ``<index>_<safe stem><suffix>``,
+    the index (3 digits) telling outputs apart when redaction makes two stems alike.
+
+    >>> safe_output_name("scans/Doe_Jane_MRN-1234567.dcm", ["Doe^Jane"], index=1, suffix="_cam.png")
+    '001_redacted_redacted_cam.png'
+    """
+    return (f"{index:03d}_" if index is not None else "") + safe_file_stem(path, values) + suffix
+
+
+def file_identifiers(path: str | os.PathLike) -> list[str]:
+    """The identifying values (:func:`identifying_values`) of the DICOM file at ``path``, read from its
+    header alone; ``[]`` for any other file, or a header that cannot be read. For a file the caller has not
+    decoded (a decoded DICOM carries them already: ``DecodedImage.dicom.identifying``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        if head[128:132] != b"DICM" and not str(path).lower().endswith((".dcm", ".dicom")):
+            return []
+        return identifying_values(read_header(path))
+    except Exception:  # noqa: BLE001 - an unreadable header names no identifier; the name patterns still apply
+        return []
 
 
 def _is_dataset(obj) -> bool:

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from medclf_core.errors import ModelError, brief
 from medclf_core.io.archive import ZipLimits, limit_violation, unsafe_member_reason
 from medclf_core.io.stale import remove_stale_folders
 from medclf_core.registry.card import MAX_CARD_BYTES, CardError, ModelCard, parse_card_text
+from medclf_core.registry.model_limits import check_model_config, read_config
 from medclf_core.registry.names import check_run_name
 
 MODEL_FILE = "model.keras"
@@ -141,7 +143,8 @@ def scan_registry(models_dir: str | os.PathLike | None = None) -> tuple[list[Mod
     ``runs``: the validated cards of every complete run, newest first, each with ``run_dir``.
     ``unreadable``: ``{"name" (the folder's), "run_dir", "reason", "unreadable": True}`` for each
     folder that looks like a run (it has a card or a model file) but cannot be used: a damaged
-    or invalid card, or a missing card or model file. Sorted by name.
+    or invalid card, a missing card or model file, or a model file refused before building it (a damaged
+    archive, or an input shape or size over the limits of :mod:`medclf_core.registry.model_limits`). Sorted by name.
     """
     base = Path(models_dir) if models_dir else default_models_dir()
     runs: list[ModelCard] = []
@@ -170,8 +173,7 @@ def scan_registry(models_dir: str | os.PathLike | None = None) -> tuple[list[Mod
             except ModelError as exc:
                 reason = str(exc)
             else:
-                if not has_model:
-                    reason = f"its {MODEL_FILE} is missing"
+                reason = _model_file_problem(d / MODEL_FILE) if has_model else f"its {MODEL_FILE} is missing"
         if reason:
             unreadable.append({"name": d.name, "run_dir": str(d), "reason": reason, "unreadable": True})
             continue
@@ -180,6 +182,15 @@ def scan_registry(models_dir: str | os.PathLike | None = None) -> tuple[list[Mod
     runs.sort(key=lambda c: c["created"] or "", reverse=True)
     unreadable.sort(key=lambda u: u["name"])
     return runs, unreadable
+
+
+def _model_file_problem(path: Path) -> str | None:
+    """Why a run's model file cannot be used (refused before building it), or None."""
+    try:
+        check_model_file(path)
+    except ModelError as exc:
+        return str(exc)
+    return None
 
 
 def list_runs(models_dir: str | os.PathLike | None = None) -> list[ModelCard]:
@@ -203,7 +214,7 @@ def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
     """
     import keras
 
-    _check_keras_archive(Path(path))
+    _check_keras_archive(Path(path), allow_code=not safe_mode)
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
     except ValueError as exc:
@@ -217,7 +228,7 @@ def load_model_file(path: str | os.PathLike, *, safe_mode: bool = True):
         raise ModelError(f"The model file is damaged or not a Keras model ({type(exc).__name__}).") from None
 
 
-def _check_keras_archive(path: Path) -> None:
+def _check_keras_archive(path: Path, *, allow_code: bool = False) -> None:
     """Refuse, with a message a person can act on, what Keras would misreport."""
     import zipfile
 
@@ -243,6 +254,30 @@ def _check_keras_archive(path: Path) -> None:
     if any(unsafe_member_reason(i) for i in infos):
         raise ModelError(f"The model file {path.name} holds links, unsafe paths or encrypted entries; "
                          "it is not a Keras model, refused.")
+    try:
+        with zipfile.ZipFile(path) as zf:  # input shape and size stated by the config, before Keras builds it
+            check_model_config(read_config(zf, path.name), path.name, allow_code=allow_code)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ModelError(f"The model file {path.name} is damaged or not a Keras model (its config cannot be read).") \
+            from None
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """Refuse (:class:`ModelError`, with the reason) a model file that :func:`load_model_file` would refuse
+    before building it: a damaged or hostile archive, or a config over the limits of
+    :mod:`medclf_core.registry.model_limits`. Reads the zip's directory and config only; a file checked
+    before and unchanged since (same size and modification time) is not read again."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise ModelError(f"The model file {path.name} does not exist.") from None
+    _checked_model_file(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_model_file(path: str, size: int, mtime_ns: int) -> None:
+    _check_keras_archive(Path(path))  # raises (and an exception is never cached)
 
 
 def load_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = None):

@@ -34,14 +34,13 @@ Example (``predict --report`` does this for each file, with the image's Grad-CAM
     >>> pdf[:5]
     b'%PDF-'
     >>> report_file_name(result["file"], ["Doe^Jane"])  # the name and the MRN-like token scrubbed
-    'redacted-_-redacted_report.pdf'
+    'redacted_redacted_report.pdf'
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 
 from medclf_core.formatting import number
 from medclf_core.io.atomic import write_bytes_atomically
-from medclf_core.io.deid import redact, safe_file_label
+from medclf_core.io.deid import redact, safe_file_label, safe_file_stem
 from medclf_core.io.images import as_gray_or_rgb_uint8, load_image
 
 NOTICE = "Research demo, not for clinical use."
@@ -320,11 +319,9 @@ def _explain_one(predictor, img, method: str):
 
 
 def report_file_name(file: str | os.PathLike, identifying: Iterable[str] = (), *, prefix: str = "") -> str:
-    """``<prefix><de-identified stem>_report.pdf`` for the image ``file`` (the base name through
-    :func:`medclf_core.io.deid.safe_file_label`, then only letters, digits, ``.``, ``_`` and ``-``)."""
-    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", safe_file_label(file, identifying))
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "image"
-    return f"{prefix}{stem}_report.pdf"
+    """``<prefix><de-identified stem>_report.pdf`` for the image ``file``: the one output-name rule,
+    :func:`medclf_core.io.deid.safe_file_stem` (``predict --cam`` names its maps by it too)."""
+    return f"{prefix}{safe_file_stem(file, identifying)}_report.pdf"
 
 
 def _card_facts(c) -> list[tuple[str, str]]:

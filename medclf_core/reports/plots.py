@@ -22,6 +22,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from medclf_core.formatting import MIN_RELIABLE_N
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
 
@@ -108,8 +110,37 @@ def _by_member(run: str, history: Sequence[Mapping]) -> dict[str, list]:
     return {f"{run} model {m}".strip(): [h for h in history if h.get("member") == m] for m in members}
 
 
+TRAIN_COLOUR, VAL_COLOUR = PALETTE[0], PALETTE[4]  # one run: blue train, orange validation
+
+
+def _tint(colour: str, amount: float = 0.5) -> str:
+    """``colour`` (``#rrggbb``) mixed with white: a lighter shade of it.
+
+    >>> _tint("#000000"), _tint("#1f77b4", 0.0)
+    ('#808080', '#1f77b4')
+    """
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def curve_colours(k: int, runs: int) -> tuple[str, str]:
+    """(train, validation) colours of the ``k``-th of ``runs`` overlaid runs: never the same colour. One run:
+    blue and orange; several: the run's own colour for train and a lighter shade of it for validation.
+
+    >>> curve_colours(0, 1)
+    ('#1f77b4', '#ff7f0e')
+    >>> curve_colours(1, 2)
+    ('#d62728', '#ea9394')
+    """
+    if runs <= 1:
+        return TRAIN_COLOUR, VAL_COLOUR
+    colour = PALETTE[k % len(PALETTE)]
+    return colour, _tint(colour)
+
+
 def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *, height: int = 340) -> go.Figure:
-    """Accuracy (left) and loss (right) per epoch; solid train, dashed val.
+    """Accuracy (left) and loss (right) per epoch; solid train, dashed val, in different colours
+    (:func:`curve_colours`).
 
     ``histories`` is one history (a list of per-epoch dicts with loss, accuracy,
     val_loss, val_accuracy) or ``{run name: history}`` to overlay runs.
@@ -119,7 +150,7 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mappin
     histories = {name: h for run, history in histories.items() for name, h in _by_member(run, history).items()}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
     for k, (run, history) in enumerate(histories.items()):
-        colour = PALETTE[k % len(PALETTE)]
+        colours = dict(zip(("train", "val"), curve_colours(k, len(histories)), strict=True))
         shift = _epoch_base(history)
         for col, metric in ((1, "accuracy"), (2, "loss")):
             for key, dash, kind in ((metric, "solid", "train"), (f"val_{metric}", "dash", "val")):
@@ -129,7 +160,7 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mappin
                 name = f"{run} {kind}".strip()
                 fig.add_trace(go.Scatter(x=[x + shift for x in xs], y=ys, mode="lines+markers", name=name,
                                          legendgroup=name, showlegend=(col == 1),
-                                         line=dict(color=colour, dash=dash)), row=1, col=col)
+                                         line=dict(color=colours[kind], dash=dash)), row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1 if max((len(h) for h in histories.values()), default=0) <= 15 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
     _layout(fig, height)
@@ -219,8 +250,17 @@ def reliability_figure(y_true, probs, *, n_bins: int = 15, height: int = 380, ti
 
 
 def metrics_table(metrics: Mapping) -> list[dict]:
-    """Rows ``{"metric", "value", "95% interval"}`` for a metrics dict (evaluation or card summary)."""
+    """Rows ``{"metric", "value", "95% interval"}`` for a metrics dict (evaluation or card summary).
+
+    With fewer than :data:`~medclf_core.formatting.MIN_RELIABLE_N` images (``metrics["n"]``) no interval is
+    shown, a note is (the rule of :func:`~medclf_core.formatting.metric_with_n`).
+
+    >>> metrics_table({"accuracy": 1.0, "ci95": {"accuracy": [1.0, 1.0]}, "n": 12})[0]["95% interval"]
+    'none: too few images (n = 12)'
+    """
     ci = metrics.get("ci95") or {}
+    n = metrics.get("n")
+    few = isinstance(n, int) and not isinstance(n, bool) and n < MIN_RELIABLE_N
     rows = []
     for key, label in (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("auc", "ROC-AUC"),
                        ("macro_f1", "Macro F1"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
@@ -229,6 +269,8 @@ def metrics_table(metrics: Mapping) -> list[dict]:
         if v is None:
             continue
         interval = ci.get(key)
+        shown = f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else ""
         rows.append({"metric": label, "value": (f"{v:.3f}" if isinstance(v, float) else str(v)),
-                     "95% interval": f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else ""})
+                     "95% interval": f"none: too few images (n = {n})" if few and key not in ("n", "threshold")
+                     else shown})
     return rows

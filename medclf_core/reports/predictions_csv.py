@@ -40,8 +40,11 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
     (the model has no out-of-distribution gate); empty for a file that could not be read.
     A row with ``ood`` true is not a finding: its ``label`` is only what the model said.
-    ``identifying`` are strings to scrub from file names (for example every
-    :func:`~medclf_core.io.deid.identifying_values` of the uploaded DICOM files).
+    A result's own ``identifying`` values (:func:`~medclf_core.io.deid.identifying_values` of that
+    file's header; never written) are what its file name is scrubbed of, with the MRN-like patterns
+    (:func:`~medclf_core.io.deid.safe_file_label`): a file's label is the same whether it is exported
+    alone or with others. ``identifying`` (all files') is scrubbed from the free text (reasons, errors,
+    notes) and from the name of a result that carries no values of its own.
     Any other key in a result (a DICOM header, a path to a heat map) is ignored.
     """
     identifying = list(identifying)
@@ -53,11 +56,13 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     writer.writerow([_cell(c) for c in columns])
     for r in results:
         probs = r.get("probabilities") or {}
-        row = [safe_file_label(r.get("file", ""), identifying), r.get("label", ""),
+        own = r.get("identifying")
+        texts = [*identifying, *(own or ())]
+        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label", ""),
                *(_probability(probs.get(c)) for c in classes),
                _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
-               _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", identifying),
-               _scrub(r.get("error", ""), identifying), _scrub("; ".join(r.get("notes") or []), identifying)]
+               _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
+               _scrub(r.get("error", ""), texts), _scrub("; ".join(r.get("notes") or []), texts)]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
 

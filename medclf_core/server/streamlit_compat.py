@@ -87,3 +87,25 @@ def end_session_when_tab_closes() -> bool:
         return False
     mark(ctx.session_id)
     return True
+
+
+def navigation_from_the_first_visit() -> bool:
+    """Tell Streamlit, before any browser connects, that the app's navigation is ``st.navigation`` (in
+    streamlit_app.py), not the ``pages/`` folder; returns whether that is set.
+
+    Works around Streamlit 1.67's ``PagesManager.uses_pages_directory``: the first session of a process sees
+    a ``pages/`` folder beside the main script and runs in the old folder mode (``script_runner._mpa_v1``):
+    the requested page alone (a bookmark to /predict), under Streamlit's own page list with the main script
+    as an entry "app", without the session script's navigation, model picker and notice. Only a call of
+    ``st.navigation`` turns that mode off, and that call is in the very script this mode skips. Setting
+    the flag to False here is what that first ``st.navigation`` call does.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        _warn_once("streamlit.runtime.pages_manager.PagesManager", "a page opened first may miss the navigation")
+        return False
+    if not hasattr(PagesManager, "uses_pages_directory"):
+        return True  # no pages/-folder mode in this Streamlit: st.navigation is all there is
+    PagesManager.uses_pages_directory = False
+    return True

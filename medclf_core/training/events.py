@@ -73,11 +73,11 @@ class TrainingProgress:
     Feed it events in order (:meth:`add`, or :func:`fold_events` for a whole log) and read
     :attr:`state`: ``phase, epoch, epochs, batch, batches, eta_s, fraction, history``
     (per-epoch metrics, one curve per ensemble member), ``audit, split, notices, devices,
-    images_per_s, run_dir, name, metrics, message, outcome`` (``done``, ``cancelled`` or
-    ``failed`` once a final event came, the last one deciding; else None), and ``member,
-    members`` for an ensemble. :meth:`text` is the one-line summary. ``batch`` counts finished batches of
-    the current epoch; a new epoch (or phase) shows no batch until its first one has run,
-    so the first shown is ``1/N``.
+    images_per_s, speed`` (what that counts: :func:`speed_text`), ``run_dir, name, metrics, message,
+    outcome`` (``done``, ``cancelled`` or ``failed`` once a final event came, the last one deciding; else
+    None), and ``member, members`` for an ensemble. :meth:`text` is the one-line summary. ``batch``
+    counts finished batches of the current epoch; a new epoch (or phase) shows no batch until its
+    first one has run, so the first shown is ``1/N``.
 
     >>> p = TrainingProgress(epochs=4)
     >>> p.add({"event": "epoch_begin", "epoch": 2, "epochs": 4, "phase": "train"})
@@ -92,7 +92,8 @@ class TrainingProgress:
         self.state: dict = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": None,
                             "eta_s": None, "fraction": 0.0, "history": [], "audit": None, "split": None,
                             "notices": [], "devices": None, "images_per_s": None, "run_dir": None, "name": None,
-                            "metrics": None, "message": None, "outcome": None}
+                            "metrics": None, "message": None, "outcome": None, "speed": None}
+        self._on_features = False  # the transfer recipe: the head's epochs run on cached backbone features
 
     def add(self, ev: dict) -> None:
         """Fold one event in."""
@@ -113,6 +114,7 @@ class TrainingProgress:
             out["notices"].append(ev.get("message"))
         elif kind == "epoch_begin":
             out["phase"] = PHASE_NAMES.get(ev.get("phase", "train"), "training")
+            self._on_features = ev.get("phase") == "features" or (self._on_features and ev.get("phase") == "train")
             if ev.get("members"):
                 out["phase"] += f" model {ev['member']} of {ev['members']}"
                 out["member"], out["members"] = ev["member"], ev["members"]
@@ -129,6 +131,8 @@ class TrainingProgress:
                                    **({"member": member} if member else {})})
             out["eta_s"] = ev.get("eta_s")
             out["images_per_s"] = ev.get("images_per_s") or out["images_per_s"]
+            if ev.get("images_per_s"):
+                out["speed"] = speed_text(ev["images_per_s"], on_features=self._on_features)
             if out["batches"]:
                 out["batch"] = out["batches"]
         elif kind == "evaluate":
@@ -161,6 +165,18 @@ class TrainingProgress:
         batch = f", batch {out['batch']}/{out['batches']}" if out["batches"] and out["batch"] >= 1 else ""
         return (f"{out['phase'].capitalize()}: epoch {out['epoch']}/{out['epochs'] or '?'}{batch}"
                 f" · ETA {format_eta(out['eta_s'])}")
+
+
+def speed_text(per_s: float, *, on_features: bool) -> str:
+    """What a training speed counts: images through the model, or (transfer recipe, head phase) cached
+    backbone features through the classifier head, which is no image speed at all.
+
+    >>> speed_text(41.6, on_features=False), speed_text(10069, on_features=True)
+    ('42 images/s', 'classifier head on cached backbone features: 10069 feature vectors/s')
+    """
+    if on_features:
+        return f"classifier head on cached backbone features: {per_s:.0f} feature vectors/s"
+    return f"{per_s:.0f} images/s"
 
 
 def fold_events(events: list[dict], epochs: int | None = None) -> dict:

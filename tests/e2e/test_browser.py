@@ -14,48 +14,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from e2e.app_browser import CHROMIUM_ARGS, serve_app
+from e2e.app_browser import go as _go
+from e2e.app_browser import wait_idle as _wait_idle
+from helpers import SAMPLES
 
-from helpers import REPO, SAMPLES
-
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-dev-shm-usage"]
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
 pytestmark = pytest.mark.slow
-
-
-def _missing(reason: str):
-    if os.environ.get("MEDCLF_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser test required but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _missing("the playwright package is not installed (pip install -r requirements-dev.txt)")
-    path = os.environ.get("MEDCLF_CHROMIUM") or next((p for p in CHROMIUM_CANDIDATES if Path(p).is_file()), None)
-    if not path:
-        _missing("Chromium is not installed (apt-get install -y chromium; scripts/test.sh does this as root)")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,39 +33,8 @@ def server(tmp_path_factory, trained_run, chromium):
     base = tmp_path_factory.mktemp("app")
     models = base / "models"
     shutil.copytree(trained_run, models / Path(trained_run).name)
-    port = _free_port()
-    env = {**os.environ, "MEDCLF_MODELS_DIR": str(models), "MEDCLF_JOBS_DIR": str(base / "jobs"),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    env.pop("MEDCLF_DEFAULT_MODEL", None)
-    log = open(base / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (base / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield {"url": url, "models": models, "log": base / "streamlit.log"}
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    with serve_app(models, base) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +59,6 @@ def shots(tmp_path_factory) -> Path:
     return d
 
 
-def _wait_idle(page, timeout=120_000):
-    """Wait until Streamlit has finished running the script (no 'running' status widget)."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=timeout)
-
-
 def _screenshot(page, path: Path) -> None:
     """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it first."""
     height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll('[data-testid=\"stMain\"], "
@@ -136,12 +68,6 @@ def _screenshot(page, path: Path) -> None:
     page.wait_for_timeout(800)
     page.screenshot(path=str(path))
     page.set_viewport_size(size)
-
-
-def _go(page, server, path: str):
-    page.goto(f"{server['url']}/{path}")
-    page.wait_for_selector("[data-testid='stSidebar']")
-    _wait_idle(page)
 
 
 def test_upload_shows_prediction_and_overlay(browser_page, server, shots):

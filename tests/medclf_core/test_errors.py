@@ -58,8 +58,10 @@ def test_a_keras_refusal_reaches_the_user_as_one_short_line(tmp_path, caplog):
 
     layer = {"module": "evil.module", "class_name": "NoSuchLayer" + "x" * 2000, "config": {"name": "l" * 1000},
              "registered_name": None, "name": "bad", "inbound_nodes": []}
+    image = {"module": "keras.layers", "class_name": "InputLayer", "name": "image", "inbound_nodes": [],
+             "config": {"batch_shape": [None, 8, 8, 1], "name": "image"}}  # within the limits: Keras reads it
     config = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": None,
-              "config": {"name": "m", "layers": [layer], "input_layers": [], "output_layers": []}}
+              "config": {"name": "m", "layers": [image, layer], "input_layers": [], "output_layers": []}}
     path = tmp_path / "hostile.keras"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("config.json", json.dumps(config))

@@ -3,6 +3,10 @@
 These check the artifacts a newcomer gets, not the models' accuracy (that is measured on held-out
 data in ``docs/BENCHMARKS.md``): each loads, predicts every input kind, explains with Grad-CAM,
 and gives the obvious answer on the committed sample images.
+
+The bundled models are the ones the registry's manifest names (``BUNDLED_MODEL_NAMES``), never
+"every folder in ``models/``": a model the user trained in the app (as the README invites) lives
+there too and must not change what these tests check (issue 26).
 """
 
 from __future__ import annotations
@@ -16,19 +20,49 @@ from helpers import REPO
 from medclf_core.explain.cams import heatmaps
 from medclf_core.io.images import load_image
 from medclf_core.inference.predictor import Predictor
-from medclf_core.registry.card import CARD_KEYS
+from medclf_core.registry.card import BUNDLED_MODEL_NAMES, CARD_KEYS
 from medclf_core.registry.store import list_runs
 
 MODELS = REPO / "models"
-BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "card.json").is_file())
+BUNDLED = sorted(BUNDLED_MODEL_NAMES)  # the manifest, whatever else the models folder holds
+
+
+def bundled_in(models_dir) -> list[str]:
+    """The listed runs of a models folder that are bundled models (by the manifest), sorted."""
+    return sorted(r["name"] for r in list_runs(models_dir) if r.is_bundled)
+
+
+def check_bundled_listing(models_dir) -> None:
+    """Every manifest model is a complete, listed run of ``models_dir``, and no other run counts as bundled."""
+    assert all((models_dir / n / "card.json").is_file() and (models_dir / n / "model.keras").is_file()
+               for n in BUNDLED)
+    assert bundled_in(models_dir) == BUNDLED
 
 
 def test_one_model_per_demo_task_and_chest_is_the_app_default():
     assert BUNDLED == ["brain-mri-tumour", "chest-xray-pneumonia", "imaging-modality"]
-    assert sorted(r["name"] for r in list_runs(MODELS)) == BUNDLED
+    check_bundled_listing(MODELS)
     import app_ui
 
     assert app_ui.PREFERRED_DEFAULT == "chest-xray-pneumonia"
+
+
+def test_a_model_the_user_trained_does_not_change_what_counts_as_bundled(tmp_path):
+    """A copy of models/ with a run trained in the app beside the bundled ones (named as the app names a
+    retrained chest model): the same bundled models, the user's run listed and not bundled."""
+    import shutil
+
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy, ignore=shutil.ignore_patterns(".*"))
+    user = copy / "chest-xray-pneumonia-2"
+    shutil.copytree(MODELS / "chest-xray-pneumonia", user)
+    card = json.loads((user / "card.json").read_text())
+    card.update(name=user.name, bundled=False, created="2030-01-01T00:00:00+00:00")
+    (user / "card.json").write_text(json.dumps(card))
+    check_bundled_listing(copy)
+    listed = {r["name"]: r for r in list_runs(copy)}
+    assert set(listed) == {*BUNDLED, user.name} and not listed[user.name].is_bundled
+    assert sorted(p.name for p in copy.iterdir() if (p / "card.json").is_file()) != BUNDLED  # the old rule broke here
 
 
 @pytest.mark.parametrize("name", BUNDLED)

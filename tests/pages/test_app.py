@@ -114,3 +114,37 @@ def test_streamlit_run_app_py_serves_the_session_script_and_warms_the_default_mo
     assert not at.exception
     assert loads == ["medclf-warm-default-model"]  # the page found the model in the cache
     assert warm_ups == [1]
+
+
+# ---------------------------------------------------------------------------- issue 26
+
+def test_a_reload_keeps_the_picked_model_and_a_vanished_one_is_said(own_models):
+    """Issue 26: a reload (a new session) switched the model back to the default, silently. The pick is in the
+    URL (?model=...), and a picked model that is gone is replaced with a warning that names it."""
+    import shutil
+
+    at = _app()
+    at.run()
+    default = at.sidebar.selectbox(key="model_name").value
+    assert at.query_params["model"] == default
+    other = "tiny-a" if default == "tiny-b" else "tiny-b"
+    picked = _app()  # (AppTest draws streamlit_app.py's sidebar on a session's first run only: one run each)
+    picked.session_state["model_name"] = other
+    picked.run()
+    assert picked.query_params["model"] == other  # in the URL: what a reload or a bookmark sends back
+    reloaded = _app()
+    reloaded.query_params["model"] = other
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.sidebar.selectbox(key="model_name").value == other
+    assert not reloaded.sidebar.warning
+    # the picked model deleted meanwhile: the default, and a warning that says so
+    shutil.rmtree(own_models / other)
+    gone = _app()
+    gone.query_params["model"] = other
+    gone.run()
+    assert not gone.exception
+    assert gone.sidebar.selectbox(key="model_name").value == default
+    notes = [w.value for w in gone.sidebar.warning]
+    assert len(notes) == 1 and other in notes[0] and "not available any more" in notes[0]
+    assert gone.query_params["model"] == default

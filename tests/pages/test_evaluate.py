@@ -243,7 +243,10 @@ def test_the_own_split_whose_images_are_elsewhere_says_so_plainly(own_models, pa
     assert not at.exception
     notes = [rendered(i.value) for i in at.info if "on this server" in i.value]
     assert len(notes) == 1 and notes[0].startswith("None of these images is on this server")
-    assert "/elsewhere/chest_films" in notes[0] and "stored with the model" in notes[0]
+    assert "stored with the model" in notes[0] and "not here" in notes[0]
+    # issue 26: the training machine's path means nothing here: no path anywhere on the page
+    shown = " ".join(rendered(e.value) for e in [*at.info, *at.caption, *at.markdown])
+    assert "elsewhere" not in shown and "chest_films" not in shown
     assert at.subheader[0].value.startswith("tiny-") and _charts(at) == 5
 
 
@@ -264,3 +267,63 @@ def test_a_folder_is_evaluated_by_the_core_once_and_drawn(app_env, page, monkeyp
     assert len(calls) == 1 and callable(calls[0]["progress"]) and calls[0]["with_predictions"]
     at.run()  # a rerun draws the kept result
     assert len(calls) == 1 and at.subheader[0].value == "tiny-chest on 80 images"
+
+
+# ---------------------------------------------------------------------------- issue 26
+
+def _threshold_title(at) -> str | None:
+    """The threshold the 'Confusion matrix at threshold ...' figure was drawn at, as printed."""
+    import json
+
+    for chart in at.get("plotly_chart"):
+        title = ((json.loads(chart.proto.spec).get("layout") or {}).get("title") or {}).get("text") or ""
+        if title.startswith("Confusion matrix at threshold "):
+            return title.rsplit(" ", 1)[1]
+    return None
+
+
+def test_a_new_evaluation_starts_at_the_operating_threshold_and_draws_at_the_sliders_value(app_env, page):
+    """Issue 26: the slider showed 0.751 while the metrics, the matrix and the ROC marker used 0.451, a value left
+    from an earlier evaluation. One threshold per evaluation: what the slider says is what is computed."""
+    import json
+
+    from medclf_core.formatting import percent
+    from medclf_core.registry.card import positive_class_index
+    from medclf_core.trust.metrics import evaluate_probabilities
+
+    card = json.loads((app_env / "card.json").read_text())
+    operating = round(float(card["threshold"]), 3)
+    moved = 0.2 if abs(operating - 0.2) > 0.05 else 0.8
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    assert not at.exception and at.slider[0].value == operating
+    at.slider[0].set_value(moved)
+    at.run()
+    assert _threshold_title(at) == f"{moved:.3f}"
+    for step in ("own split", "the folder again", "the own split again"):  # each one is another evaluation
+        if step.startswith("the own split") or step == "own split":
+            at.radio(key="eval_source").set_value("own")
+        else:
+            at.radio(key="eval_source").set_value("folder")
+            at.run()
+            at.text_input(key="eval_folder").set_value(str(CHEST_SAMPLE))
+            at.button(key="eval_go").click()
+        at.run()
+        assert not at.exception, step
+        assert at.slider[0].value == operating, step
+        assert _threshold_title(at) == f"{operating:.3f}", step
+        at.slider[0].set_value(moved)
+        at.run()
+        shown = at.slider[0].value
+        assert _threshold_title(at) == f"{shown:.3f}", step
+    # the figures are those at the slider's value (the own split's stored, calibrated predictions)
+    from medclf_core.io.atomic import read_json
+    from medclf_core.registry.store import read_card, stored_test_predictions
+    from medclf_core.trust.calibration import stored_probabilities
+
+    run = read_card(app_env)
+    predictions = stored_test_predictions(run, read_json(app_env, "evaluation.json"))
+    predictions = {**predictions, "probs": stored_probabilities(run, predictions["probs"])}
+    tm = evaluate_probabilities(predictions["y_true"], predictions["probs"], predictions["class_names"],
+                                threshold=moved, bootstrap=0,
+                                positive=positive_class_index(card["class_names"], card.get("positive_class")))
+    assert at.metric[0].value == percent(tm["sensitivity"]) and at.metric[1].value == percent(tm["specificity"])

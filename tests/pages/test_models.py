@@ -38,6 +38,10 @@ def test_delete_needs_confirmation(own_models, page):
     assert not (own_models / "tiny-b").exists()
     assert "Deleted the model 'tiny-b'" in at.success[0].value
     assert list(at.dataframe[0].value["name"]) == ["tiny-a"]
+    # issue 26: said at the top of the page (it was at the bottom, out of sight), and as a toast
+    top = [c for _, c in sorted(at.main.children.items())][:2]
+    assert [c.type for c in top] == ["title", "success"] and "Deleted the model 'tiny-b'" in top[1].value
+    assert any("Deleted the model 'tiny-b'" in t.value for t in at.toast)
 
 
 def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trained_run):
@@ -229,3 +233,35 @@ def test_export_button_offers_a_zip_of_the_export_with_its_card(own_models, page
     at.radio(key="export-format-tiny-b").set_value("tflite" if fmt == "savedmodel" else "savedmodel")
     at.run()  # another format: the old zip is not offered as if it were this one
     assert not any(b.proto.label.startswith(f"Download tiny-b-{fmt}.zip") for b in at.get("download_button"))
+
+
+# ---------------------------------------------------------------------------- issue 26
+
+def _widths(element) -> dict:
+    """The pixel widths a dataframe element was drawn with (its column configuration)."""
+    import json
+
+    config = json.loads(element.proto.columns or "{}")
+    return {name: c.get("width") for name, c in config.items()}
+
+
+def test_wide_columns_are_as_wide_as_their_text(own_models, page):
+    """Issue 26: the AUC, other-source and created columns and the compare table's threshold and 'reliable' rows
+    were cut off: every column (the compare table's row labels too) is as wide as its longest text."""
+    from medclf_core.reports.tables import fitted_widths
+
+    at = page("models")
+    at.run()
+    assert not at.exception
+    registry = at.dataframe[0]
+    widths = _widths(registry)
+    for column in ("AUC", "other-source accuracy", "other-source AUC", "created", "accuracy"):
+        assert widths.get(column) == fitted_widths({column: registry.value[column]})[column], column
+    assert widths["other-source accuracy"] >= 7 * len("none recorded")
+    compared = at.dataframe[-1]
+    widths = _widths(compared)
+    assert {"threshold", "reliable (n >= 30)"} <= set(compared.value.index)
+    assert widths.get("_index") == fitted_widths({"_index": compared.value.index})["_index"]
+    assert widths["_index"] >= 7 * len("reliable (n >= 30)")
+    for run in compared.value.columns:
+        assert widths.get(run) == fitted_widths({run: compared.value[run]})[run], run

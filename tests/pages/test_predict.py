@@ -123,6 +123,15 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     table = at.dataframe[0].value
     row = table[table["file"] == mr.name].iloc[0]
     assert row["out of distribution"] == "yes" and row["decision"].startswith("out of distribution: not a finding")
+    # issue 26: the reason in a column of its own, as wide as the reason (it was cut off inside the decision)
+    import json
+
+    from medclf_core.reports.tables import fitted_widths
+
+    reason = row["out-of-distribution reason"]
+    assert "modality MR" in reason
+    width = json.loads(at.dataframe[0].proto.columns)["out-of-distribution reason"]["width"]
+    assert width == fitted_widths({"r": [reason]})["r"] and width >= 7 * len(reason)
     assert row["class"] is None or row["class"] != row["class"]  # None or NaN
     assert set(table["out of distribution"]) <= {"yes", "no"}
     csv_text = at.session_state["predict_csv"]
@@ -189,9 +198,14 @@ def test_the_uploader_accepts_and_names_every_format_the_core_decodes(app_env, p
     (uploader,) = at.get("file_uploader")
     accepted = {t.lstrip(".").lower() for t in uploader.proto.type}
     assert accepted == {s.lstrip(".") for s in IMAGE_SUFFIXES}
-    label = uploader.proto.label.upper()
-    missing = [t for t in accepted if t.upper() not in label]
-    assert not missing, (missing, uploader.proto.label)
+    # issue 26: the label lists exactly the formats of the uploader's own hint under it, which names one of
+    # each pair Streamlit accepts together (.jpg/.jpeg, .tif/.tiff): the first, as its frontend does
+    from streamlit.elements.lib.file_uploader_utils import TYPE_PAIRS
+
+    first = {b.lstrip("."): a.lstrip(".") for a, b in TYPE_PAIRS}
+    hint = list(dict.fromkeys(first.get(t.lstrip(".").lower(), t.lstrip(".").lower()) for t in uploader.proto.type))
+    named = uploader.proto.label.split("(", 1)[1].rstrip(")").split(", ")
+    assert sorted(named) == sorted(t.upper() for t in hint), (named, hint)
 
 
 def test_sample_buttons_have_short_labels_and_the_file_name_as_help(app_env, page):
@@ -206,16 +220,25 @@ def test_sample_buttons_have_short_labels_and_the_file_name_as_help(app_env, pag
         assert b.help == b.key.removeprefix("sample-")
 
 
-def test_the_results_table_gives_file_and_decision_wide_columns(app_env, page):
+def test_the_results_table_gives_every_column_the_width_of_its_text(app_env, page):
+    """Issue 26: 'out of distribution' and the P(...) columns were cut off: every column, header included, is
+    as wide as its longest text (medclf_core.reports.tables.fitted_widths)."""
     import json
+
+    from medclf_core.reports.tables import fitted_widths
 
     at = page("predict")
     at.run()
     at.button(key="sample-all").click()
     at.run()
     assert not at.exception
+    table = at.dataframe[0].value
     config = json.loads(at.dataframe[0].proto.columns)
-    assert config["file"]["width"] == "large" and config["decision"]["width"] == "large", config
+    probabilities = [c for c in table.columns if c.startswith("P(")]
+    assert probabilities and "out of distribution" in table.columns
+    for column in ["file", "decision", "out of distribution", *probabilities]:
+        assert config[column]["width"] == fitted_widths({column: table[column]})[column], (column, config)
+        assert config[column]["width"] >= 7 * len(column), column  # the header fits
 
 
 def test_the_threshold_label_has_room_above_the_chart(app_env, page):

@@ -88,3 +88,45 @@ def test_a_65535_by_1_png_gets_its_message_and_the_others_keep_their_results(app
     assert good["class"] in ("NORMAL", "PNEUMONIA") or good["out of distribution"] == "yes"
     # the 65535 x 8 strip is either refused with its own message or shown without breaking the page
     assert "strip.png" in warnings or table.iloc[1]["decision"] != ""
+
+
+def _csv_rows(at) -> dict[str, str]:
+    """{the row's file label: the rest of its row} of the page's CSV export."""
+    lines = at.session_state["predict_csv"].splitlines()[1:]
+    return {line.split(",", 1)[0]: line.split(",", 1)[1] for line in lines}
+
+
+def test_a_file_gets_the_same_name_alone_and_with_others(app_env, page):
+    """Issue 26: a DICOM's CSV name was redacted by another upload's header (its SeriesDescription matching a
+    word of this file's name). Each file is named by its own header and the name patterns only."""
+    import numpy as np
+
+    named = bad_inputs.dicom_bytes(bad_inputs.gradient(32, 32))
+    other = bad_inputs.dicom_bytes(bad_inputs.gradient(32, 32), SeriesDescription="halfres")
+    alone = _uploaded(page, [("RG1_chest_halfres.dcm", named, "application/dicom"),
+                             (bad_inputs.IDENTIFYING_FILE_NAME, named, "application/dicom")])
+    together = _uploaded(page, [("RG1_chest_halfres.dcm", named, "application/dicom"),
+                                (bad_inputs.IDENTIFYING_FILE_NAME, named, "application/dicom"),
+                                ("other.dcm", other, "application/dicom")])
+    assert set(_csv_rows(alone)) == {"RG1_chest_halfres.dcm", "001_[redacted]_[redacted]_[redacted]_[redacted].dcm"}
+    assert {k: v for k, v in _csv_rows(together).items() if k != "other.dcm"} == _csv_rows(alone)
+    table = [str(v) for v in np.ravel(together.dataframe[0].value["file"].to_numpy())]
+    assert table == ["RG1_chest_halfres.dcm", "001_[redacted]_[redacted]_[redacted]_[redacted].dcm", "other.dcm"]
+
+
+def test_a_model_file_over_the_limits_is_not_offered_and_the_models_page_says_why(own_models, page):
+    """Issue 26: a .keras whose config claims a 50000 x 50000 input was offered; its first prediction was
+    killed for memory and took the server down. It is listed as unusable with the reason instead."""
+    import shutil
+
+    config, says = bad_inputs.HOSTILE_MODEL_CONFIGS["huge_input"]
+    shutil.copytree(own_models / "tiny-a", own_models / "huge-input")
+    card = (own_models / "huge-input" / "card.json")
+    card.write_text(card.read_text().replace('"tiny-a"', '"huge-input"'))
+    bad_inputs.write_keras_file(own_models / "huge-input" / "model.keras", config)
+    models = page("models")
+    models.run()
+    assert not models.exception
+    assert sorted(models.dataframe[0].value["name"]) == ["tiny-a", "tiny-b"]  # the runs offered (one registry scan)
+    reasons = dict(zip(models.dataframe[1].value["folder"], models.dataframe[1].value["reason"], strict=True))
+    assert says in reasons["huge-input"] and "refused before building it" in reasons["huge-input"]

@@ -216,3 +216,48 @@ def test_the_augmentation_default_follows_trainings_chest_rule(app_env, page, tm
     at.run()
     assert not at.exception and not at.error and at.metric[0].value == "8"
     assert at.checkbox(key="aug-horizontal_flip").value is flips
+
+
+# ---------------------------------------------------------------------------- issue 26
+
+def _finished_job(jobs_root, name="tiny-done"):
+    """A finished transfer-recipe job on disk: features cached, two head epochs at 10069 vectors/s, 12 test images."""
+    import json
+
+    job = jobs_root / "20260102-000000-abcdef"
+    job.mkdir(parents=True)
+    config = {"data": "/data/chest", "arch": "efficientnet_lite0", "epochs": 2, "name": name}
+    (job / "config.json").write_text(json.dumps({"job_id": job.name, "config": config, "created": "2026-01-02"}))
+    metrics = {"loss": 0.6, "accuracy": 0.6, "val_loss": 0.7, "val_accuracy": 0.5}
+    events = [{"event": "start", "config": config},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 2, "phase": "train"},
+              {"event": "epoch", "epoch": 1, "epochs": 2, "metrics": metrics, "images_per_s": 10069.3,
+               "phase": "train"},
+              {"event": "epoch", "epoch": 2, "epochs": 2, "metrics": metrics, "images_per_s": 10069.3,
+               "phase": "train"},
+              {"event": "done", "run_dir": str(jobs_root / "no-such-run"), "name": name,
+               "metrics": {"accuracy": 1.0, "auc": 1.0, "ci95": {"accuracy": [1.0, 1.0], "auc": [1.0, 1.0]},
+                           "n": 12, "split": "test"},
+               "message": f"Training finished: model '{name}' is registered."}]
+    (job / "events.jsonl").write_text("".join(json.dumps({**e, "time": i}) + "\n" for i, e in enumerate(events)))
+    return job
+
+
+def test_a_finished_job_on_few_images_says_so_names_its_speed_and_colours_its_curves(app_env, page, tmp_path):
+    """Issue 26: final metrics on n = 12 without the small-n warning the Models page has; '10069 images/s' was
+    the head's speed on cached features; train and validation curves shared a colour."""
+    import json
+
+    _finished_job(tmp_path / "jobs")
+    at = page("train")
+    at.run()
+    assert not at.exception
+    assert any("12 test images" in w.value and "too few for a reliable figure" in w.value for w in at.warning)
+    final = at.dataframe[0].value
+    assert "1.000 - 1.000" not in set(final["95% interval"])  # no interval that looks precise on 12 images
+    job_line = next(c.value for c in at.caption if c.value.startswith("Job "))
+    assert "10069 images/s" not in job_line and "cached backbone features: 10069 feature vectors/s" in job_line
+    curves = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colour = {t["name"]: t["line"]["color"] for t in curves if t.get("showlegend", True) is not False}
+    assert set(colour) == {"train", "val"} and colour["train"] != colour["val"]

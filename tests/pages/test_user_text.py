@@ -28,6 +28,11 @@ def _markdown_elements(at) -> list[tuple[str, str]]:
             if isinstance(value, str):
                 out.append((kind, value))
     out += [("button", b.label) for b in at.button]
+    for table in getattr(at, "table", []) or []:  # st.table renders its cells and headers as Markdown
+        frame = table.value
+        cells = [*map(str, frame.columns), *map(str, frame.index)] + [v for v in frame.to_numpy().ravel()
+                                                                      if isinstance(v, str)]
+        out += [("table", c) for c in cells]
     return out
 
 

@@ -64,7 +64,8 @@ def test_train_json_then_evaluate_and_predict(chest_sample, sample_images, tmp_p
     assert [r["file"] for r in res] == files
     assert set(res[0]) >= {"file", "label", "probabilities"} and res[0]["label"] in ("NORMAL", "PNEUMONIA")
     assert sum(res[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert set(res[2]) == {"file", "error"} and "not an image" in res[2]["error"]
+    assert set(res[2]) == {"file", "file_label", "error"} and "not an image" in res[2]["error"]
+    assert [r["file_label"] for r in res] == [Path(f).name for f in files]  # the safe label: no folders
     assert len(list(cams.glob("*.png"))) == 2
 
     assert main(["predict", str(models / "cli-run"), files[0], "--json"]) == 0

@@ -57,7 +57,7 @@ def _check_results(results, corpus) -> None:
             assert r["label"] in CLASSES, (case.name, r)
             assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         else:
-            assert set(r) == {"file", "error"}, (case.name, r)
+            assert set(r) - {"file_label"} == {"file", "error"}, (case.name, r)  # the CLI adds the safe label
             assert case.error in r["error"], (case.name, r["error"])
 
 
@@ -88,6 +88,47 @@ def test_cli_predict_json_over_the_corpus_leaks_nothing(run_dir, corpus, capsys,
     assert str(corpus["rgb_png"].parent) not in csv_text
 
 
+def test_cli_output_files_and_lines_carry_no_identifier_from_the_file_name(run_dir, tmp_path, capsys):
+    """Issue 26: ``--cam``/``--report`` named their files after the input, patient name, MRN and birth date
+    included. Output names are ``<index>_<safe stem>``, the lines printed the safe label; a file alone or
+    with others gets the same name."""
+    import numpy as np
+
+    from bad_inputs import IDENTIFYING_FILE_NAME, dicom_bytes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    dicom = folder / IDENTIFYING_FILE_NAME
+    dicom.write_bytes(dicom_bytes(np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))))
+    plain = folder / "PatientID_0042_chest.png"  # no header: the name pattern alone
+    plain.write_bytes(_png())
+    names = {}
+    for label, files in (("alone", [dicom]), ("together", [dicom, plain])):
+        out = tmp_path / label
+        assert main(["predict", str(run_dir), *map(str, files), "--cam", str(out / "cams"),
+                     "--report", str(out / "reports")]) == 0
+        printed = capsys.readouterr()
+        written = sorted(p.name for p in out.rglob("*") if p.is_file())
+        text = " ".join([printed.out, printed.err, *written]).lower()
+        assert not [s for s in (*PATIENT_STRINGS, "0042") if s.lower() in text], text
+        names[label] = written
+    assert names["alone"] == ["000_001_redacted_redacted_redacted_redacted_cam.png",
+                              "000_001_redacted_redacted_redacted_redacted_report.pdf"]
+    assert set(names["alone"]) < set(names["together"])
+    assert "001_redacted_chest_cam.png" in names["together"]
+
+
+def _png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (40, 1))).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_cli_predict_good_files_exit_0(run_dir, corpus, capsys):
     assert main(["predict", str(run_dir), str(corpus["rgb_png"]), str(corpus["dicom_monochrome1"]), "--json"]) == 0
     assert all("label" in r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
@@ -101,7 +142,7 @@ def test_cli_as_a_module(run_dir, corpus):
     assert res.returncode == 2, res.stderr[-2000:]
     results = json.loads(res.stdout.strip().splitlines()[-1])
     assert results[0]["label"] in CLASSES
-    assert set(results[1]) == {"file", "error"} and "PDF" in results[1]["error"]
+    assert set(results[1]) == {"file", "file_label", "error"} and "PDF" in results[1]["error"]
     assert "no pixel data" in results[2]["error"]
     assert "Traceback" not in res.stderr and not any(s in res.stdout + res.stderr for s in PATIENT_STRINGS)
 

@@ -45,9 +45,25 @@ def test_roc_figure_with_operating_point():
 
 
 def test_metrics_table_rows():
-    rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 10, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
+    rows = plots.metrics_table({"accuracy": 0.8, "auc": 0.9, "n": 40, "ci95": {"accuracy": [0.7, 0.9], "auc": None}})
     assert rows[0] == {"metric": "Accuracy", "value": "0.800", "95% interval": "0.700 - 0.900"}
-    assert rows[1]["95% interval"] == "" and rows[-1]["value"] == "10"
+    assert rows[1]["95% interval"] == "" and rows[-1]["value"] == "40"
+    # fewer than MIN_RELIABLE_N images (issue 26): no interval that looks precise, a note in its place
+    few = plots.metrics_table({"accuracy": 1.0, "threshold": 0.5, "n": 12, "ci95": {"accuracy": [1.0, 1.0]}})
+    assert [r["95% interval"] for r in few] == ["none: too few images (n = 12)", "", ""]
+
+
+@pytest.mark.parametrize("runs", [1, 2, 3])
+def test_train_and_validation_curves_never_share_a_colour(runs):
+    """Issue 26: solid train and dashed validation were drawn in the same colour."""
+    history = [{"epoch": e, "loss": 1.0 / (e + 1), "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
+               for e in range(3)]
+    fig = plots.training_curves({f"run{k}": history for k in range(runs)} if runs > 1 else history)
+    colours = {t.name: t.line.color for t in fig.data}
+    for k in range(runs):
+        prefix = f"run{k} " if runs > 1 else ""
+        assert colours[prefix + "train"] != colours[prefix + "val"]
+    assert len(set(colours.values())) == 2 * runs
 
 
 def test_reliability_figure_bins_and_ece_in_title():

@@ -88,3 +88,19 @@ def test_the_outcome_is_the_last_final_event():
     p = fold_events([{"event": "error", "message": "first"}, {"event": "error", "message": "with the log's name"}])
     assert (p["outcome"], p["message"]) == ("failed", "with the log's name")
     assert fold_events([{"event": "cancelled", "message": "no model"}])["outcome"] == "cancelled"
+
+
+def test_the_speed_says_what_it_counts():
+    """Issue 26: '10069 images/s' was the classifier head's speed on cached backbone features, not images."""
+    from medclf_core.training.events import fold_events
+
+    def epoch(phase):
+        return [{"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": phase},
+                {"event": "epoch", "epoch": 1, "epochs": 1, "metrics": {}, "images_per_s": 10069.0, "phase": phase}]
+
+    assert fold_events(epoch("train"))["speed"] == "10069 images/s"  # a model trained on images
+    on_features = fold_events([{"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"}, *epoch("train")])
+    assert "images/s" not in on_features["speed"] and "cached backbone features" in on_features["speed"]
+    fine_tuned = fold_events([{"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"},
+                              *epoch("train"), *epoch("fine_tune")])
+    assert fine_tuned["speed"] == "10069 images/s"  # fine-tuning runs on images again
