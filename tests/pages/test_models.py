@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -67,11 +69,16 @@ def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trai
     assert "model 3 val" in curves
 
 
+def _shown(text) -> str:
+    """What the browser shows for a Markdown table cell: the escaping backslashes gone."""
+    return re.sub(r"\\(.)", r"\1", str(text))
+
+
 def _facts(at) -> dict:
-    """The model card's facts (a static table: long values wrap instead of being cut off)."""
+    """The model card's facts as shown (a static table: long values wrap instead of being cut off)."""
     table = at.table[0].value
     assert list(table.columns) == ["value"]
-    return table["value"].to_dict()
+    return {_shown(k): _shown(v) for k, v in table["value"].items()}
 
 
 def _edit_card(run, **changes):
