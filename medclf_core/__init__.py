@@ -11,7 +11,8 @@ Subpackages are layers; imports flow down, never up (``tests/medclf_core/test_la
 - ``explain``: Grad-CAM family, faithfulness, rendering;
 - ``inference``: the :class:`~medclf_core.inference.predictor.Predictor` facade, folders;
 - ``training``: config, session, fitting, jobs in the background, events;
-- ``reports``: PDF, CSV, plots;  ``server``: what the Streamlit server needs;  ``cli``: the ``medclf`` command.
+- ``reports``: PDF, CSV, plots;  ``pacs``: DICOMweb read and DICOM write-back (SR, Secondary Capture, PDF);
+- ``server``: what the Streamlit server needs;  ``cli``: the ``medclf`` command.
 
 Importing this package (or any subpackage) does not import TensorFlow.
 """

@@ -2,7 +2,8 @@
 
 The model is the one chosen in the sidebar (app_ui's shared picker): one choice drives Predict
 and Evaluate. The data is the model's own test split, a folder or zip on the server, or a zip
-or images uploaded from the browser (staged by medclf_core.data.uploads); all three give the same
+or images uploaded from the browser (staged by medclf_core.data.uploads), or a labelled list of studies
+in a PACS (fetched into the same kind of staged folder by medclf_core.pacs.evaluate); all give the same
 result block below.
 """
 
@@ -13,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
+import pacs_ui
 from medclf_core.data import uploads
 from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
@@ -22,6 +24,8 @@ from medclf_core.inference.results import result_key
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
+from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX_STUDIES, read_study_labels,
+                                      stage_studies)
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
 from medclf_core.reports import plots
@@ -33,7 +37,7 @@ MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",
           "test": "test", "val": "val", "train": "train"}
 SOURCES = {"own": "the model's own test split", "folder": "a dataset folder or zip on the server",
-           "upload": "upload a zip or images"}
+           "upload": "upload a zip or images", "pacs": "labelled studies in a PACS"}
 IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
@@ -83,6 +87,23 @@ def _stage(mode: str, zip_file, by_class: dict):
     return staged
 
 
+def _stage_pacs(conn, listing, per_study: int):
+    """The listed studies' images fetched from the PACS into this session's temporary folder (as :func:`_stage`)."""
+    rows = read_study_labels(listing.getvalue(), card.class_names)
+    old = st.session_state.pop("_eval_staged", None)
+    if old is not None:
+        old.remove()
+    bar = st.progress(0.0, text=f"Fetching the images of {len(rows)} studies from the PACS ...")
+    try:
+        staged = stage_studies(conn, rows, max_instances=per_study,
+                               progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                         text=f"Fetched study {done} of {total} ..."))
+    finally:
+        bar.empty()
+    st.session_state["_eval_staged"] = staged
+    return staged
+
+
 data = evaluated = None  # the predictions drawn below; the metrics when evaluate_folder made them
 evaluation_id = result_key(card, kind)  # one per evaluation shown: the threshold slider's state belongs to it
 if kind == "own":
@@ -113,6 +134,25 @@ else:
             st.warning("Type the path of a dataset folder or zip first.")
             go = False
         run = (lambda: resolve_data_path(folder)) if go else None  # data roots only
+    elif kind == "pacs":
+        with st.form("eval-pacs-form", border=False):  # one form: the typed password goes with the button
+            conn = pacs_ui.connection("eval-pacs")
+            c1, c2 = st.columns([3, 2])
+            listing = c1.file_uploader("Labelled studies: a CSV of StudyInstanceUID,label", type=["csv", "txt"],
+                                       key="eval_pacs_csv",
+                                       help=f"One study per line (a header line is optional; at most {MAX_STUDIES}). "
+                                            f"Labels are the model's classes ({', '.join(card.class_names)}).")
+            per_study = c2.number_input("Images per study (at most)", 1, MAX_INSTANCES, DEFAULT_MAX_INSTANCES,
+                                        key="eval_pacs_per_study", help="The first image instances of each study's "
+                                        "image series, in series order; reports and documents are skipped.")
+            go = st.form_submit_button("Evaluate", type="primary", key="eval_go")
+        split = "all"
+        if go and listing is None:
+            st.warning("Choose the CSV of StudyInstanceUID,label first.")
+        go = go and listing is not None and conn is not None
+        key = result_key(card, "pacs", conn.url if conn else "", int(per_study),
+                         hashlib.sha1(listing.getvalue()).hexdigest() if listing is not None else "")
+        run = (lambda: _stage_pacs(conn, listing, int(per_study)).root) if go else None
     else:
         mode = st.radio("Upload", ["zip", "images"], horizontal=True, key="eval_upload_mode",
                         format_func={"zip": "a zip of class folders", "images": "images, by class"}.get)
@@ -152,13 +192,17 @@ else:
     evaluated = store.get(key)
     evaluation_id = (key, st.session_state.get("_eval_seq", 0))
     if evaluated is None:
-        st.info("Choose a folder and press **Evaluate**." if kind == "folder" else
-                "Upload a zip or images and press **Evaluate**.")
+        st.info({"folder": "Choose a folder and press **Evaluate**.",
+                 "pacs": "Give the PACS address and a CSV of StudyInstanceUID,label, then press **Evaluate**."}.get(
+                     kind, "Upload a zip or images and press **Evaluate**."))
         st.stop()
     data = evaluated["predictions"]
     staged = st.session_state.get("_eval_staged")
     if kind == "upload" and staged is not None and staged.skipped:
         with st.expander(f"{len(staged.skipped)} member(s) of the zip were not extracted"):
+            st.dataframe(pd.DataFrame(staged.skipped), hide_index=True, width="stretch")
+    if kind == "pacs" and staged is not None and staged.skipped:
+        with st.expander(f"{len(staged.skipped)} note(s) on the studies (lineNNN: the study's line in the CSV)"):
             st.dataframe(pd.DataFrame(staged.skipped), hide_index=True, width="stretch")
     if data["skipped"]:
         with st.expander(f"{len(data['skipped'])} file(s) could not be read and were skipped"):

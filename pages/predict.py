@@ -1,4 +1,5 @@
-"""Predict: upload images (or click a sample), see the class, the decision, and a heat map."""
+"""Predict: upload images (or click a sample, or open a study from a PACS), see the class, the decision, and a
+heat map; images from a PACS can have their results written back to it as DICOM objects."""
 
 from pathlib import Path
 
@@ -6,10 +7,13 @@ import pandas as pd
 import streamlit as st
 
 import app_ui
+import pacs_ui
 from medclf_core.errors import MedclfError
 from medclf_core.inference.results import image_digest, result_key
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
+from medclf_core.pacs.client import PacsError
+from medclf_core.pacs.writeback import WriteSeries, write_results
 from medclf_core.registry.performance import performance_rows
 from medclf_core.reports import plots
 from medclf_core.reports.pdf import report_bytes, report_file_name
@@ -56,6 +60,12 @@ with st.expander("... or try a bundled sample image", expanded=not uploads):
         st.session_state["predict_samples"] = [str(p) for p in SAMPLE_FILES]
     if st.session_state.get("predict_samples") and c2.button("Clear samples", key="sample-clear"):
         st.session_state["predict_samples"] = []
+
+with st.expander("... or open a study from a PACS (DICOMweb)",
+                 expanded=bool(st.session_state.get("pacs_fetched") or st.session_state.get("_pacs_studies"))):
+    pacs_ui.predict_source()
+    if st.session_state.get("pacs_fetched") and st.button("Clear the PACS images", key="pacs-clear"):
+        st.session_state["pacs_fetched"] = []
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
 predictor, lock = app_ui.load_predictor(card)
@@ -121,9 +131,11 @@ for p in st.session_state.get("predict_samples") or []:
         entries.append(decode(Path(p).name, Path(p).read_bytes()))
     except OSError:
         entries.append({"name": deid.safe_file_label(Path(p).name), "sha": p, "error": "The sample file is missing."})
+for f in st.session_state.get("pacs_fetched") or []:  # the same decode, gate and heat maps as an upload
+    entries.append({**decode(f["name"], f["data"]), "pacs": f})
 
 if not entries:
-    st.info("Upload an image or click a sample above to see a prediction.")
+    st.info("Upload an image or click a sample above to see a prediction (or open a study from a PACS).")
     st.stop()
 
 bad = [e for e in entries if "error" in e]
@@ -280,8 +292,55 @@ def show_detail(entry: dict) -> None:
                     key=f"probs-{entry['sha']}", config={"displayModeBar": False})
 
 
+WRITE_HELP = ("Into the same study, as new series: a DICOM Structured Report with the result (class, probability, "
+              "threshold, verdict, the model and its intended use), a Secondary Capture of the Grad-CAM overlay "
+              "marked 'not for diagnosis' (none for an image the model refused), and optionally the PDF report. "
+              "All or nothing per image.")
+
+
+def write_one(entry: dict, series, with_pdf: bool) -> dict:
+    """One PACS image's result written back: the Grad-CAM of its decided class (the panel's default map) as
+    the overlay, the PDF report when asked."""
+    result, names, heat = entry["result"], predictor.class_names, None
+    if not result.flagged:  # a refused image gets an SR that says so, and no map
+        index = names.index(result.label)
+        try:
+            heat = kept("_heatmaps", result_key(predictor.card, entry["sha"], "gradcam", index),
+                        lambda: predictor.explain([entry["pixels"]], "gradcam", index, compact=True)[0])
+        except Exception:  # noqa: BLE001 - no map for this model: the SR is still written
+            heat = None
+    pdf = report_bytes({"file": entry["name"], **result}, entry["pixels"], heat.heatmap if heat else None,
+                       predictor.card, identifying=entry.get("identifying") or []) if with_pdf else None
+    return write_results(st.session_state["pacs_conn"], entry["pacs"]["data"], result, predictor.card,
+                         overlay=heat.overlay(0.45) if heat else None, pdf=pdf, series=series)
+
+
+def pacs_writeback() -> None:
+    """'Write results to PACS' for the images that came from the PACS, and what was written."""
+    from_pacs = [e for e in good if e.get("pacs")]
+    if not from_pacs or st.session_state.get("pacs_conn") is None:
+        return
+    st.divider()
+    st.subheader("Write results to PACS")
+    with_pdf = st.checkbox("Also the PDF report (as Encapsulated PDF)", key="pacs-write-pdf")
+    if st.button(f"Write results to PACS ({len(from_pacs)} image(s))", key="pacs-write", help=WRITE_HELP):
+        series, written = WriteSeries(), []
+        try:
+            with st.spinner("Writing the results to the PACS ..."):
+                for e in from_pacs:
+                    written.append({"name": e["name"], **write_one(e, series, with_pdf)})
+        except PacsError as exc:
+            st.error(app_ui.md_escape(f"{exc} " + (f"The results of the first {len(written)} image(s) were "
+                                                   "written." if written else "")))
+        st.session_state["pacs_written"] = written
+    if st.session_state.get("pacs_written"):
+        st.success(pacs_ui.written_message(st.session_state["pacs_written"]))
+    st.caption(WRITE_HELP)
+
+
 if len(good) == 1 and not bad:
     show_detail(good[0])
+    pacs_writeback()
     st.stop()
 
 # ---- many images: table, CSV, gallery, then details of one
@@ -334,3 +393,4 @@ names = [e["name"] for e in good]
 choice = st.selectbox("Show the details and heat map of", range(len(good)), format_func=lambda i: names[i],
                       key="predict-detail")
 show_detail(good[choice if choice is not None and choice < len(good) else 0])
+pacs_writeback()

@@ -340,7 +340,8 @@ DICOM_CASES = [
     Case("dicom_garbage_after_marker", lambda: b"\0" * 128 + b"DICM" + b"\xff\xfe\x01" * 200, ".dcm", error="DICOM"),
     Case("dicom_huge_dimensions", _huge_dimensions, ".dcm", error="too large"),
     Case("dicom_zero_rows", lambda: dicom_bytes(np.zeros((4, 4), np.uint8), Rows=0), ".dcm", error="no image size"),
-    Case("dicom_jpeg_ls_no_decoder", lambda: _fake_compressed("1.2.840.10008.1.2.4.80"), ".dcm",
+    # JPEG Lossless (Process 14): no installed plugin decodes it (JPEG-LS does, through highdicom's pyjpegls)
+    Case("dicom_jpeg_lossless_no_decoder", lambda: _fake_compressed("1.2.840.10008.1.2.4.57"), ".dcm",
          error="no installed decoder"),
     Case("dicom_jpeg2000_damaged", lambda: _fake_compressed("1.2.840.10008.1.2.4.90"), ".dcm", error="damaged"),
 ]

@@ -124,7 +124,12 @@ def cmd_predict(args) -> int:
     explained once, and that one map serves both its overlay PNG and its PDF report."""
     from medclf_core.inference.predictor import Predictor
 
+    if bool(args.files) == bool(args.pacs) or bool(args.pacs) != bool(args.study):
+        console.message("error: give image files, or --pacs URL with --study UID (not both)")
+        return 2
     predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta))
+    if args.pacs:
+        return _predict_pacs(predictor, args)
     drawn = bool(args.cam or args.report)
     decoded: dict | None = {} if drawn else None  # kept only when drawn (memory)
     results = predictor.predict_files(args.files, decoded=decoded)
@@ -143,6 +148,30 @@ def cmd_predict(args) -> int:
     else:
         console.print_predictions(results)
     return 2 if any("error" in r for r in results) else 0
+
+
+def _predict_pacs(predictor, args) -> int:
+    """``predict --pacs``: the study's image instances through the same path as files; with ``--store`` the
+    results written back (exit 1 when the write failed: the results are still printed)."""
+    from medclf_core.pacs.client import PacsConnection
+    from medclf_core.pacs.flow import predict_from_pacs
+
+    conn = PacsConnection.from_env(args.pacs)
+    notes: list[str] = []
+    results = predict_from_pacs(predictor, conn, args.study, args.series, store=args.store,
+                                max_instances=args.max_instances, method=args.cam_method, opacity=args.opacity,
+                                report=bool(args.report), notes=notes,
+                                progress=console.progress_bar("Reading from the PACS", not args.no_progress))
+    for note in notes:
+        console.message(f"note: {note}")
+    failed = next((r["store_error"] for r in results if "store_error" in r), None)
+    if failed:
+        console.message(f"error: {failed}")
+    if args.json:
+        console.print_json(results)
+    else:
+        console.print_predictions(results)
+    return 1 if failed else (2 if any("error" in r for r in results) else 0)
 
 
 def _explain_readable(predictor, results: list[dict], decoded: dict, method: str, *, cam: bool) -> dict:

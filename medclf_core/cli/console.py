@@ -221,9 +221,16 @@ def print_predictions(results: Sequence[Mapping]) -> None:
         probs = ", ".join(f"{c} {number(p)}" for c, p in r["probabilities"].items())
         if r.get("ood"):
             print(f"{name}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
-                  f"Model output {r['label']} ({probs})" + _cam_text(r))
+                  f"Model output {r['label']} ({probs})" + _cam_text(r) + _stored_text(r))
         else:
-            print(f"{name}: {r['label']} ({probs})" + _cam_text(r))
+            print(f"{name}: {r['label']} ({probs})" + _cam_text(r) + _stored_text(r))
+
+
+def _stored_text(r: Mapping) -> str:
+    """`` -> stored in the PACS: SR, overlay`` for a result written back (``predict --pacs --store``), else ''."""
+    stored = r.get("stored") or {}
+    kinds = [name for key, name in (("sr", "SR"), ("sc", "heat-map overlay"), ("pdf", "PDF")) if stored.get(key)]
+    return f" -> stored in the PACS: {', '.join(kinds)}" if kinds else ""
 
 
 def print_exported(model: str, fmt: str, out) -> None:

@@ -93,7 +93,7 @@ def _add_predict(sub) -> None:
 
     pr = sub.add_parser("predict", help="classify image files (exit 2 if any file was rejected)")
     pr.add_argument("model", help=_MODEL_HELP)
-    pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, DICOM, ...)")
+    pr.add_argument("files", nargs="*", help="image files (PNG, JPEG, BMP, TIFF, DICOM, ...); or --pacs and --study")
     pr.add_argument("--cam", metavar="DIR", help="write a heat-map overlay PNG per image into DIR, for the predicted "
                                                  "class, with its faithfulness score (deletion curve against random "
                                                  "order: 0 = no better than random, 1 = best; ~38 forward passes)")
@@ -103,7 +103,24 @@ def _add_predict(sub) -> None:
     pr.add_argument("--cam-method", default="gradcam", choices=list(METHODS),
                     help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
     pr.add_argument("--tta", help=_TTA_HELP)
+    _add_pacs(pr)
     _add_common(pr)
+
+
+def _add_pacs(pr) -> None:
+    """``predict --pacs URL --study UID [--series UID] [--store]``: read a study from a PACS over DICOMweb."""
+    from medclf_core.pacs.flow import MAX_INSTANCES
+
+    g = pr.add_argument_group("PACS", "read the images of a study from a PACS over DICOMweb instead of files; "
+                                      "the user and password come from MEDCLF_PACS_USER and MEDCLF_PACS_PASSWORD")
+    g.add_argument("--pacs", metavar="URL", help="DICOMweb root URL, e.g. http://127.0.0.1:8042/dicom-web")
+    g.add_argument("--study", metavar="UID", help="StudyInstanceUID of the study to classify")
+    g.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID of the study")
+    g.add_argument("--store", action="store_true",
+                   help="write each result back into the study as new series: a DICOM SR with the finding, a "
+                        "Secondary Capture of the heat map (not for diagnosis); with --report also the PDF")
+    g.add_argument("--max-instances", type=int, default=MAX_INSTANCES,
+                   help=f"read at most this many image instances (default {MAX_INSTANCES}); the rest are named")
 
 
 def _add_refit_trust(sub) -> None:

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "medclf_core"
 
 # Lowest first. "base" holds the two modules every layer may use.
 LAYERS = ["base", "io", "data", "models", "registry", "trust", "explain", "inference", "training", "reports",
-          "server", "cli", "top"]
+          "pacs", "server", "cli", "top"]
 BASE_MODULES = {"medclf_core.errors", "medclf_core.formatting"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60

@@ -1,0 +1,110 @@
+"""Results written back into a real Orthanc and read back over DICOMweb: every SR field, the overlay's label
+and burned-in notice, the PDF, the UIDs and references; a refused image's SR; a write that fails half way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from medclf_core.pacs import writeback
+from medclf_core.pacs.client import PacsConnection, PacsError
+from medclf_core.pacs.flow import predict_from_pacs
+
+
+def _study_of(paths, prefix):
+    ds = pydicom.dcmread(next(p for p in paths if p.name.startswith(prefix)), stop_before_pixels=True)
+    return ds
+
+
+def _read(conn, study, sop):
+    """An instance read back over DICOMweb (QIDO to find its series, WADO-RS to fetch it)."""
+    for s in conn.list_series(study):
+        if sop in conn.list_instances(study, s.series_uid):
+            return conn.client.retrieve_instance(study, s.series_uid, sop)
+    raise AssertionError("not stored")
+
+
+def test_sr_overlay_and_pdf_read_back_with_every_field(orthanc, dicom_samples, tiny_predictor):
+    src = _study_of(dicom_samples, "CR_")
+    conn = PacsConnection.from_env(orthanc.url)
+    (r,) = predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, store=True, report=True)
+    assert r["sop_instance_uid"] == src.SOPInstanceUID and r["verdict"] == "finding" and "store_error" not in r
+    sr = _read(conn, src.StudyInstanceUID, r["stored"]["sr"])
+    fields = writeback.sr_fields(sr)
+    card = tiny_predictor.card
+    assert fields["Verdict"] == "finding" and fields["Finding"] == r["label"]
+    assert fields["Probability of the finding"] == pytest.approx(r["probabilities"][r["label"]], abs=1e-9)
+    assert fields["Operating threshold"] == 0.5 and fields["Threshold class"] == "PNEUMONIA"
+    assert (fields["Algorithm Name"], fields["Algorithm Version"]) == ("tiny-chest", card["created"])
+    assert fields["Model card fingerprint"] == writeback.card_fingerprint(card)
+    assert "CR, DX" in fields["Intended use"] and "CHEST" in fields["Intended use"]
+    assert "Research use only" in fields["Notice"]
+    assert fields["Source of Measurement"] == src.SOPInstanceUID
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == src.StudyInstanceUID
+    assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    sc = _read(conn, src.StudyInstanceUID, r["stored"]["sc"])
+    pdf = _read(conn, src.StudyInstanceUID, r["stored"]["pdf"])
+    for obj, modality in ((sr, "SR"), (sc, "OT"), (pdf, "DOC")):  # same study and patient, a new series each
+        assert obj.StudyInstanceUID == src.StudyInstanceUID and obj.PatientID == src.PatientID
+        assert obj.Modality == modality and obj.SeriesInstanceUID != src.SeriesInstanceUID
+    assert len({sr.SeriesInstanceUID, sc.SeriesInstanceUID, pdf.SeriesInstanceUID}) == 3
+    assert sc.BurnedInAnnotation == "YES" and "not for diagnosis" in sc.SeriesDescription
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    band = sc.pixel_array[: max(24, sc.Rows // 14)]
+    assert (band == 255).any() and (band == 0).mean() > 0.5  # white letters on a black band
+    assert pdf.MIMETypeOfEncapsulatedDocument == "application/pdf" and bytes(pdf.EncapsulatedDocument[:5]) == b"%PDF-"
+    assert pdf.SourceInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+
+
+def test_a_refused_instance_gets_an_sr_that_says_refused_and_no_finding(orthanc, dicom_samples, tiny_predictor):
+    src = _study_of(dicom_samples, "CT_")  # the model is for chest X-rays: the header gate refuses a CT
+    conn = PacsConnection.from_env(orthanc.url)
+    (r,) = predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, store=True)
+    assert r["ood"] is True and r["verdict"] == "refused"
+    assert r["stored"]["sc"] is None  # no heat map: it would explain a finding the image does not have
+    fields = writeback.sr_fields(_read(conn, src.StudyInstanceUID, r["stored"]["sr"]))
+    assert fields["Verdict"] == "refused: not this kind of image" and "modality CT" in fields["Reason"]
+    assert "Finding" not in fields and "Probability of the finding" not in fields
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_a_write_that_fails_half_way_leaves_no_partial_series(orthanc, dicom_samples, tiny_predictor, monkeypatch,
+                                                              fail_at):
+    src = _study_of(dicom_samples, "CR_")
+    conn = PacsConnection.from_env(orthanc.url)
+    before = {s.series_uid for s in conn.list_series(src.StudyInstanceUID)}
+    real_store, calls = conn.store, []
+
+    def store_then_fail(datasets, study_uid=None):
+        calls.append(len(datasets))
+        if len(calls) == fail_at:  # the first objects really are stored; then the PACS fails
+            real_store(datasets, study_uid)
+            raise PacsError("The PACS at test answered with an error (HTTP 500) (storing results).")
+        return real_store(datasets, study_uid)
+
+    monkeypatch.setattr(conn, "store", store_then_fail)
+    monkeypatch.setattr(writeback, "STORE_CHUNK", 1)
+    (r,) = predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, store=True, report=True)
+    assert len(calls) == fail_at
+    assert "Nothing was left in the PACS" in r["store_error"] and "stored" not in r
+    assert r["label"] in ("NORMAL", "PNEUMONIA")  # the prediction itself is not lost
+    assert {s.series_uid for s in conn.list_series(src.StudyInstanceUID)} == before
+
+
+def test_burn_in_enlarges_small_overlays_and_keeps_the_picture_below_the_band():
+    overlay = np.full((40, 30, 3), 90, np.uint8)
+    out = writeback.burn_in(overlay)
+    assert out.shape[1] == 512 and out.shape[0] == round(40 * 512 / 30)
+    band = max(24, out.shape[0] // 14)
+    assert (out[band:] == 90).all() and (out[:band] == 255).any()
+
+
+def test_verdicts_and_card_fingerprint():
+    assert writeback.verdict_of({"ood": True, "unfamiliar": True}) == "refused"
+    assert writeback.verdict_of({"ood": False, "unfamiliar": True}) == "unfamiliar"
+    assert writeback.verdict_of({"ood": None}) == "finding"
+    card = {"name": "m", "class_names": ["a", "b"], "threshold": 0.5}
+    assert writeback.card_fingerprint(card) == writeback.card_fingerprint({**card, "run_dir": "/elsewhere"})
+    assert writeback.card_fingerprint(card) != writeback.card_fingerprint({**card, "threshold": 0.6})
