@@ -29,7 +29,7 @@ from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
 from medclf_core.reports import plots
-from medclf_core.server.access import resolve_data_path
+from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import stored_probabilities, temperature_of
 from medclf_core.trust.metrics import decide, evaluate_probabilities
 
@@ -107,7 +107,7 @@ def _stage_pacs(conn, listing, per_study: int):
 data = evaluated = None  # the predictions drawn below; the metrics when evaluate_folder made them
 evaluation_id = result_key(card, kind)  # one per evaluation shown: the threshold slider's state belongs to it
 if kind == "own":
-    data = stored_test_predictions(card, read_json(card["run_dir"], "evaluation.json"))
+    data = stored_test_predictions(card, read_json(card["run_dir"], "evaluation.json"), search_roots=data_roots())
     if data is None:
         st.info("This model has no stored test-split predictions; evaluate it on a dataset folder instead.")
         st.stop()

@@ -33,7 +33,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medclf_core.errors import ModelError, brief
@@ -297,7 +297,8 @@ def delete_run(model: str | os.PathLike, models_dir: str | os.PathLike | None = 
     return run_dir
 
 
-def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
+def stored_test_predictions(card, evaluation: dict | None,
+                            search_roots: Sequence[str | os.PathLike] = ()) -> dict | None:
     """The test-split predictions stored with a run (its evaluation.json), in the shape of
     :func:`medclf_core.inference.folder.predict_folder`, with each image's path on this server.
 
@@ -309,7 +310,9 @@ def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
     for: as recorded (a relative one also against the repository root: the folder that holds
     the run's models folder), then every tail of it under the repository root, so that a run trained on
     ``/home/a/medclf/samples/datasets/chest_xray`` finds this checkout's
-    ``samples/datasets/chest_xray``. The candidate that holds the most recorded files wins.
+    ``samples/datasets/chest_xray``. ``search_roots`` are searched the same way after it (the app passes its
+    data roots, so a run kept in another models folder still finds the bundled samples). The candidate that
+    holds the most recorded files wins.
 
     Extra keys: ``n_found`` (how many of the images are on this server) and
     ``dataset_root`` (the folder they were found in, None when none was). ``files``
@@ -328,7 +331,8 @@ def stored_test_predictions(card, evaluation: dict | None) -> dict | None:
     rels = [p["file"] for p in rows]
     run_dir = card.get("run_dir")
     home = Path(run_dir).resolve().parents[1] if run_dir else Path.cwd()  # the folder holding the models folder
-    root, found = _locate_dataset(recorded, rels, home)
+    root, found = max((_locate_dataset(recorded, rels, Path(r)) for r in [home, *search_roots]),
+                      key=lambda located: located[1])
     base = root if root is not None else Path(recorded)
     return {"files": [str(base / r) for r in rels], "rel": rels,
             "y_true": np.array([names.index(p["label"]) for p in rows], dtype=int),
