@@ -247,9 +247,15 @@ def show_out_of_distribution(entry: dict) -> None:
 
 def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
-    if result.get("temperature"):
+    cal = predictor.card.get("calibration") or {}
+    if cal.get("fitted_on") and cal["fitted_on"] != "val":  # a small-data run: out-of-fold, or the stated rule
+        st.caption(esc(f"Calibration: {cal.get('method')}; {cal['fitted_on']}."))
+    elif result.get("temperature"):
         st.caption(f"The probabilities are calibrated on the model's validation images (temperature scaling, "
                    f"T = {result['temperature']:.2f}).")
+    rule = predictor.card.get("threshold_rule") or {}
+    if "threshold" in result and rule.get("chosen_for"):
+        st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))
     if result.get("ensemble"):
         st.caption(f"This model averages {result['ensemble']} networks trained from different random seeds "
                    "(a seed ensemble); the heat map combines where each of them looked.")

@@ -14,6 +14,7 @@ from medclf_core import __version__
 from medclf_core.registry.card import CARD_SCHEMA_VERSION, ModelCard
 from medclf_core.models.ensemble import member_layer_names, member_prefix
 from medclf_core.trust.metrics import THRESHOLD_RULES
+from medclf_core.training.evaluate import CROSS_VALIDATION
 from medclf_core.training.session import TrainingSession
 from medclf_core.trust.calibration import calibration_entry
 
@@ -48,7 +49,7 @@ def build_card(s: TrainingSession, name: str) -> ModelCard:
                     "counts": s.counts, "split_seed": cfg.seed, "audit_warnings": s.report.warnings(),
                     "unreadable": len(s.report.unreadable)},
         "metrics": _summary(ev.test_metrics, ev.eval_split),
-        "validation_metrics": _summary(ev.val_metrics, "val"),
+        "validation_metrics": _summary(ev.val_metrics, "val" if ev.small_data is None else ev.eval_split),
         **_threshold_entries(s),
         "ood": ev.gate.summary(),
         "training": _training_entry(s),
@@ -64,7 +65,7 @@ def _model_entries(s: TrainingSession) -> dict:
     first = trained[0]
     pretrained = first.pretrained
     return {
-        "recipe": {"name": first.recipe, "views": first.views,
+        "recipe": {"name": first.recipe, "views": first.views, "cross_validated_head": s.evaluation.crossfit,
                    "fine_tune_epochs": cfg.fine_tune_epochs if pretrained else 0,
                    "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None},
         "pretrained": ({"weights": "imagenet" if cfg.weights == "imagenet" else "file", "source": spec.pretrained,
@@ -79,7 +80,17 @@ def _model_entries(s: TrainingSession) -> dict:
 def _threshold_entries(s: TrainingSession) -> dict:
     """``threshold``, how it was chosen, and the ``calibration`` it was chosen on."""
     cfg, ev = s.cfg, s.evaluation
-    threshold = ev.threshold
+    threshold, small = ev.threshold, ev.small_data
+    if small is not None:  # cross-validated small-data run: out-of-fold fits, or the rule the card states
+        rule = ({"method": "rule",
+                 "chosen_for": small.threshold_rule, "on": small.threshold_on,
+                 "validation_sensitivity": ev.val_metrics.get("sensitivity"),
+                 "validation_specificity": ev.val_metrics.get("specificity")} if threshold is not None else None)
+        calibration = calibration_entry(ev.temperature, ev.y_val, ev.raw_val_probs, threshold=threshold,
+                                        stored_predictions="calibrated", method=small.calibration_method,
+                                        fitted_on=small.calibration_fitted_on)
+        return {"threshold": threshold, "threshold_method": rule["method"] if rule else None,
+                "threshold_rule": rule, "calibration": calibration}
     return {
         "threshold": threshold,
         "threshold_method": cfg.threshold_method if threshold is not None else None,
@@ -89,7 +100,8 @@ def _threshold_entries(s: TrainingSession) -> dict:
                             "validation_specificity": ev.val_metrics.get("specificity")}
                            if threshold is not None else None),
         "calibration": calibration_entry(ev.temperature, ev.y_val, ev.raw_val_probs, threshold=threshold,
-                                         stored_predictions="calibrated"),
+                                         stored_predictions="calibrated",
+                                         method="temperature scaling (validation NLL, T >= 1: never sharpened)"),
     }
 
 
@@ -153,5 +165,10 @@ def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
 
 
 def _summary(m: dict, split: str) -> dict:
+    """The card's figures of one split; a small-data run's are out-of-fold over every image, and say so."""
     keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "ci95")
-    return {"split": split, **{k: m.get(k) for k in keys if k in m}}
+    out = {"split": split, **{k: m.get(k) for k in keys if k in m}}
+    if split == CROSS_VALIDATION:
+        out["note"] = (f"cross-validated: out-of-fold predictions of all {m.get('n')} labelled images (the final "
+                       "model was fitted on all of them); ci95 are bootstrap 95% intervals")
+    return out

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from medclf_core.models.architectures import ARCHITECTURES, RECIPES, get_architecture
 from medclf_core.data.augment import PRESETS, AugmentConfig
+from medclf_core.training.crossfit import SMALL_DATA_IMAGES
 from medclf_core.training.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry.store import default_models_dir
@@ -123,6 +124,10 @@ class TrainConfig:
     recipe: str = _opt("auto", "auto: transfer for a pretrained backbone (a head on cached features), else scratch "
                                "(fit on images)", choices=RECIPES)
     feature_views: int = _opt(2, "transfer: random augmented views of each training image to cache")
+    small_data_images: int = _opt(SMALL_DATA_IMAGES, "transfer: below this many labelled images the head is "
+                                                        "fitted on all of them, its L2 strength chosen by "
+                                                        "cross-validation, figures out-of-fold (training/"
+                                                        "crossfit.py says why); 0: always hold out val/test")
     fine_tune_epochs: int | None = _opt(None, "pretrained architectures: epochs on images after the head, top "
                                               "blocks unfrozen, BatchNorm frozen", default_text=ARCH_DEFAULT,
                                     min=0, max=100)

@@ -1,8 +1,10 @@
 """A trained run's final evaluation: the out-of-distribution gate, the temperature, the threshold, the test metrics.
 
-The threshold and the temperature are chosen on the validation split; the reported
-metrics are those of the test split (or of validation when there is no test split),
+The threshold and the temperature (never below 1) are chosen on the validation split; the
+reported metrics are those of the test split (or of validation when there is no test split),
 on calibrated probabilities. An ensemble's members are each scored on validation too.
+A small-data run (:mod:`medclf_core.training.crossfit`) reports out-of-fold figures over every
+labelled image instead, and fits a temperature and a threshold only where there are enough.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from medclf_core.registry.card import positive_class_index
 from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
 from medclf_core.trust.ood import fit_gate
 from medclf_core.data.pipeline import make_dataset
-from medclf_core.training.fitting import labels_of, predict_probabilities
+from medclf_core.training.crossfit import calibrate_out_of_fold
+from medclf_core.training.fitting import all_items, labels_of, predict_probabilities
 from medclf_core.training.session import TrainingSession
 from medclf_core.trust.features import features_and_probabilities
+
+
+CROSS_VALIDATION = "cross-validation (out-of-fold)"  # the split a small-data run's figures come from
 
 
 @dataclass
@@ -37,6 +43,8 @@ class RunEvaluation:
     predictions: list[dict]            # per image of eval_split: file, label, calibrated probabilities
     gate: object                       # the fitted ood.Gate
     member_validation: list[dict] | None
+    small_data: object = None          # crossfit.SmallDataCalibration of a cross-validated run (else None)
+    crossfit: dict | None = None       # crossfit.CrossFit.summary()
 
 
 def evaluate_run(s: TrainingSession) -> RunEvaluation:
@@ -44,6 +52,8 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
     cfg, splits, class_names, log, model, tta = s.cfg, s.splits, s.class_names, s.log, s.model, s.tta
     common = s.dataset_options
     positive = positive_class_index(class_names)
+    if s.trained[0].crossfit is not None:
+        return _evaluate_cross_validated(s, positive)
     member_validation = _member_validation(s, positive) if s.members > 1 else None
 
     # --- threshold on validation, metrics on test (or validation when there is no test split)
@@ -54,8 +64,9 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
     gate = fit_gate(_train_features(s), labels_of(splits["train"]), val_features)
     log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                f"{gate.val_fraction_flagged:.1%} of the validation images.")
-    # Temperature scaling on validation; the threshold and every reported figure use calibrated probabilities.
-    temperature = fit_temperature(y_val, raw_val_probs)
+    # Temperature scaling on validation, never below 1 (a near-perfect validation set is not sharpened into
+    # certainty); the threshold and every reported figure use calibrated probabilities.
+    temperature = fit_temperature(y_val, raw_val_probs, lower=1.0)
     val_probs = apply_temperature(raw_val_probs, temperature, positive=positive)
     threshold = None
     if len(class_names) == 2:
@@ -79,6 +90,32 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
                    for it, p in scored]
     return RunEvaluation(tta, positive, threshold, temperature, y_val, raw_val_probs, val_metrics, test_metrics,
                          eval_split, predictions, gate, member_validation)
+
+
+def _evaluate_cross_validated(s: TrainingSession, positive: int | None) -> RunEvaluation:
+    """A small-data run: out-of-fold figures over every labelled image, calibration by :func:`calibrate_out_of_fold`.
+
+    The gate is fitted as in every run (train split's features, threshold on the validation split's).
+    """
+    cfg, cf = s.cfg, s.trained[0].crossfit
+    items = all_items(s)
+    y = labels_of(items)
+    s.log.emit("evaluate", split="cross-validation")
+    val_features = features_and_probabilities(s.model, s.val_ds)[0]
+    gate = fit_gate(_train_features(s), labels_of(s.splits["train"]), val_features)
+    s.log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
+                                 f"{gate.val_fraction_flagged:.1%} of the validation images.")
+    cal = calibrate_out_of_fold(y, cf.oof, positive if len(s.class_names) == 2 else None, folds=cf.folds)
+    s.log.emit("notice", message=f"Calibration: {cal.calibration_method}, {cal.calibration_fitted_on}"
+                                 + (f"; threshold {cal.threshold:.3f} ({cal.threshold_rule})."
+                                    if cal.threshold is not None else "."))
+    probs = apply_temperature(cf.oof, cal.temperature, positive=positive)
+    metrics = evaluate_probabilities(y, probs, s.class_names, threshold=cal.threshold, positive=positive,
+                                     seed=cfg.seed)
+    predictions = [{"file": it.rel, "label": s.class_names[it.label], "probabilities": p.round(6).tolist()}
+                   for it, p in zip(items, probs, strict=True)]
+    return RunEvaluation(s.tta, positive, cal.threshold, cal.temperature, y, cf.oof, metrics, metrics,
+                         CROSS_VALIDATION, predictions, gate, None, cal, cf.summary())
 
 
 def _member_validation(s: TrainingSession, positive: int | None) -> list[dict]:

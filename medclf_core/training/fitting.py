@@ -21,6 +21,8 @@ from medclf_core.data.tta import tf_view
 from medclf_core.errors import MedclfError
 from medclf_core.models.architectures import build_model, set_trainable_from
 from medclf_core.models.ensemble import split_member
+from medclf_core.training.crossfit import use_cross_fit
+from medclf_core.training.transfer import head_options
 from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatistics, Progress
 from medclf_core.training.devices import DevicePlan, precision_policy
 from medclf_core.training.session import MemberSlot, TrainingSession
@@ -45,6 +47,7 @@ class Member:
     recipe: str = "scratch"
     views: list | None = None                 # transfer: the training views whose features were cached
     pretrained_source: str | None = None
+    crossfit: object = None                   # transfer on few images: crossfit.CrossFit (every image, in all_items order)
 
 
 def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
@@ -69,12 +72,15 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
 
     best = BestCheckpoint.new(m.work)
     finished = m.work / "member.done"
-    train_features, views = None, None
+    train_features, views, crossfit = None, None, None
     recipe = _recipe(cfg, pretrained)
     if finished.is_file() and best.weights_path.is_file():
         s.log.emit("notice", message=f"Member {m.k} of {m.members} was already trained; resuming after it.")
     else:
-        if recipe == "transfer":
+        if recipe == "transfer" and use_cross_fit(len(all_items(s)), head_options(model)["dense_units"],
+                                                  cfg.fine_tune_epochs if pretrained else 0, cfg.small_data_images):
+            train_features, views, crossfit = _fit_cross_validated_head(s, m, model, best)
+        elif recipe == "transfer":
             train_features, views = _fit_transfer_head(s, m, model, best)
         else:
             _fit_images(s, m, model, train_ds, steps, best)
@@ -93,7 +99,7 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
     history = json.loads(m.history_path.read_text()) if m.history_path.is_file() else []
     return Member(model, history, m.k, m.seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
                   best.best if np.isfinite(best.best) else None, pretrained, xla_used, train_features, recipe, views,
-                  str(pretrained_source) if pretrained else None)
+                  str(pretrained_source) if pretrained else None, crossfit)
 
 
 def _compiled_model(s: TrainingSession, m: MemberSlot):
@@ -196,28 +202,28 @@ def _statistics_images(s: TrainingSession, m: MemberSlot):
                         image_size=s.cfg.image_size, channels=s.cfg.channels, batch_size=s.global_batch)
 
 
-def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[np.ndarray, list[str]]:
-    """The transfer recipe's first phase: backbone features cached once, the head fitted on them.
+def all_items(s: TrainingSession) -> list:
+    """Every labelled image of the run: the train, then the validation, then the test split."""
+    return [*s.splits["train"], *s.splits["val"], *s.splits["test"]]
 
-    Returns the train split's features (unaugmented view), which the out-of-distribution gate
-    reuses, and the names of the cached views.
-    """
-    from medclf_core.training.transfer import (cache_features, copy_head, feature_extractor, fit_head, head_options,
-                                      view_names)
 
-    cfg, log, splits = s.cfg, s.log, s.splits
+def _backbone_features(s: TrainingSession, m: MemberSlot, model, cached: list, plain: list,
+                       views: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Backbone features, one pass each, with progress: ``cached`` items in every view (V, N, D), ``plain``
+    items unaugmented (M, D; None when there are none)."""
+    from medclf_core.training.transfer import cache_features, feature_extractor
+
+    cfg, log = s.cfg, s.log
     extractor = feature_extractor(model, s.spec.feature_layer)
-    views = view_names(cfg.feature_views if s.augment.enabled else 0, s.augment.horizontal_flip)
-    train_paths = [it.path for it in splits["train"]]
-    val_paths = [it.path for it in splits["val"]]
-    total_images = len(train_paths) * len(views) + len(val_paths)
+    total_images = len(cached) * len(views) + len(plain)
     log.emit("epoch_begin", epoch=1, epochs=1, phase="features")
-    log.emit("notice", message=f"Computing backbone features once: {len(train_paths)} training images x "
-                               f"{len(views)} views ({', '.join(views)}) and {len(val_paths)} validation images.")
+    log.emit("notice", message=f"Computing backbone features once: {len(cached)} training images x "
+                               f"{len(views)} views ({', '.join(views)})"
+                               + (f" and {len(plain)} validation images." if plain else "."))
     started = time.time()
     batch = int(cfg.batch_size)
-    train_batches = int(np.ceil(len(train_paths) / batch)) * len(views)
-    batches = train_batches + int(np.ceil(len(val_paths) / batch))
+    cached_batches = int(np.ceil(len(cached) / batch)) * len(views)
+    batches = cached_batches + int(np.ceil(len(plain) / batch))
 
     def progress(offset: int):
         def report(done: int, _total: int) -> None:
@@ -227,12 +233,33 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[
         return report
 
     common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=batch, cancel=s.cancel)
-    train_f = cache_features(extractor, train_paths, views=views, augment=s.augment, seed=m.seed,
-                             progress=progress(0), **common)
-    val_f = cache_features(extractor, val_paths, progress=progress(train_batches), **common)[0]
+    feats = cache_features(extractor, [it.path for it in cached], views=views, augment=s.augment, seed=m.seed,
+                           progress=progress(0), **common)
+    plain_f = (cache_features(extractor, [it.path for it in plain], progress=progress(cached_batches), **common)[0]
+               if plain else None)
     took = time.time() - started
     log.emit("notice", message=f"Backbone features: {total_images} images in {took:.0f} s "
                                f"({total_images / max(took, 1e-6):.0f} images/s).")
+    return feats, plain_f
+
+
+def _transfer_views(s: TrainingSession) -> list[str]:
+    from medclf_core.training.transfer import view_names
+
+    return view_names(s.cfg.feature_views if s.augment.enabled else 0, s.augment.horizontal_flip)
+
+
+def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[np.ndarray, list[str]]:
+    """The transfer recipe's first phase: backbone features cached once, the head fitted on them.
+
+    Returns the train split's features (unaugmented view), which the out-of-distribution gate
+    reuses, and the names of the cached views.
+    """
+    from medclf_core.training.transfer import copy_head, fit_head
+
+    cfg, log, splits = s.cfg, s.log, s.splits
+    views = _transfer_views(s)
+    train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views)
     y_train = np.tile(labels_of(splits["train"]), len(views))
     x_train = train_f.reshape(-1, train_f.shape[-1])
     steps = int(np.ceil(len(x_train) / 64))
@@ -244,6 +271,35 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[
     copy_head(head, model)
     best.record(model, head.best_val_loss, head.best_epoch - 1)
     return train_f[0], views
+
+
+def _fit_cross_validated_head(s: TrainingSession, m: MemberSlot, model, best):
+    """The transfer recipe on few images (:mod:`~medclf_core.training.crossfit`): every labelled image in the
+    head, its L2 strength chosen by group-aware cross-validation. Returns the train split's features (for the
+    gate), the cached views and the :class:`~medclf_core.training.crossfit.CrossFit`."""
+    from medclf_core.data.split import duplicate_components
+    from medclf_core.io.atomic import write_json
+    from medclf_core.training.crossfit import cross_fit
+
+    items, views = all_items(s), _transfer_views(s)
+    feats, _ = _backbone_features(s, m, model, items, [], views)
+    s.check_cancel()
+    started = time.time()
+    cf = cross_fit(feats, labels_of(items), duplicate_components(items, s.report, s.cfg.group_pattern),
+                   num_classes=model.output_shape[-1], class_weight=s.class_weight, seed=m.seed,
+                   score_views=(0, *[views.index(v) for v in s.tta if v in views]))
+    model.get_layer("predictions").set_weights([cf.kernel, cf.bias])
+    loss = cf.cv_log_loss[cf.C]
+    s.log.emit("notice", message=f"{len(items)} images (fewer than the held-out recipe needs): the head is fitted "
+                                 f"on all of them, L2 strength C = {cf.C:.3g} chosen by {cf.folds}-fold "
+                                 f"cross-validation (out-of-fold log-loss {loss:.3f}).")
+    record = {"epoch": 0, "phase": "cross_validation", "cv_log_loss": loss, "C": cf.C, "folds": cf.folds,
+              "seconds": round(time.time() - started, 2)}
+    write_json(m.history_path, [record])
+    s.log.emit("epoch", epoch=1, epochs=1, metrics={"cv_log_loss": loss}, seconds=record["seconds"],
+               eta_s=0.0, phase="cross_validation")
+    best.record(model, loss, 0)
+    return feats[0][:len(s.splits["train"])], views, cf
 
 
 def _fine_tune(s: TrainingSession, m: MemberSlot, model, train_ds, steps: int, best) -> None:

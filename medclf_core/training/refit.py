@@ -61,12 +61,16 @@ def refit_trust(run: str | os.PathLike, data: str | os.PathLike | None = None, *
     f_val, p_val = features.run(splits["val"], views=tuple(card.get("tta") or ()))
     y_train, y_val = _labels(splits["train"]), _labels(splits["val"])
     gate = fit_gate(f_train, y_train, f_val, percentile=percentile)
-    temperature = fit_temperature(y_val, p_val)
-    threshold = _mapped_threshold(card, temperature)
-    calibration = _calibration(card, run_dir, temperature, y_val, p_val, threshold)
+    if (card.get("recipe") or {}).get("cross_validated_head"):
+        # a small-data run's validation images are in its head: its out-of-fold calibration stays as it is
+        threshold, calibration = card.get("threshold"), dict(card.get("calibration") or {})
+    else:
+        temperature = fit_temperature(y_val, p_val, lower=1.0)
+        threshold = _mapped_threshold(card, temperature)
+        calibration = _calibration(card, run_dir, temperature, y_val, p_val, threshold)
     ood_entry = {**gate.summary(), "split": {"train": len(y_train), "val": len(y_val)},
                  "dataset_fingerprint_matches": report.fingerprint == (card.get("dataset") or {}).get("fingerprint"),
-                 "refit": calibration["refit"]}
+                 "refit": calibration.get("refit") or datetime.now(UTC).isoformat(timespec="seconds")}
     gate.save(run_dir)
     # the card as it is on disk, with only these three entries changed (every other key kept verbatim)
     raw_card = json.loads((run_dir / CARD_FILE).read_text())

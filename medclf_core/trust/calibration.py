@@ -86,11 +86,12 @@ def negative_log_likelihood(y_true, probs, temperature: float = 1.0) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
 
 
-def fit_temperature(y_true, probs) -> float:
-    """The temperature in [0.05, 20] that minimises the NLL of ``y_true`` under ``probs`` (validation data).
+def fit_temperature(y_true, probs, *, lower: float = T_MIN) -> float:
+    """The temperature in [``lower``, 20] that minimises the NLL of ``y_true`` under ``probs`` (validation data).
 
     Returns 1.0 (no change) for fewer than two samples. Bounded scalar search on
-    ``log T`` (scipy), so the result is deterministic.
+    ``log T`` (scipy), so the result is deterministic. ``lower=1.0`` never sharpens: a
+    near-perfect validation set cannot turn the model's own probabilities into certainty.
     """
     from scipy.optimize import minimize_scalar
 
@@ -108,11 +109,12 @@ def fit_temperature(y_true, probs) -> float:
         z = z - z.max(axis=1, keepdims=True)
         return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
 
-    res = minimize_scalar(nll, bounds=(np.log(T_MIN), np.log(T_MAX)), method="bounded",
+    lower = float(np.clip(lower, T_MIN, T_MAX))
+    res = minimize_scalar(nll, bounds=(np.log(lower), np.log(T_MAX)), method="bounded",
                           options={"xatol": 1e-6})
     t = float(np.exp(res.x))
     # keep T = 1 when it is as good (no change for an already calibrated model)
-    return 1.0 if nll(0.0) <= res.fun + 1e-12 else t
+    return 1.0 if lower <= 1.0 and nll(0.0) <= res.fun + 1e-12 else t
 
 
 def map_threshold(threshold: float | None, temperature: float | None) -> float | None:
@@ -168,7 +170,8 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float | None:
 # ---------------------------------------------------------------------------- calibration in the card
 
 def calibration_entry(temperature: float, y_val, raw_val_probs, *, threshold: float | None = None,
-                      stored_predictions: str = "raw") -> dict:
+                      stored_predictions: str = "raw", method: str = "temperature scaling (validation NLL)",
+                      fitted_on: str = "val") -> dict:
     """The card's ``"calibration"`` entry for a temperature fitted on validation data.
 
     ``raw_val_probs`` are the model's own validation probabilities (before scaling).
@@ -176,7 +179,8 @@ def calibration_entry(temperature: float, y_val, raw_val_probs, *, threshold: fl
     records it mapped back (``threshold_uncalibrated``), so a later refit maps it exactly.
     ``stored_predictions`` says whether the probabilities in ``evaluation.json`` are
     ``"raw"`` (the model's own: the app applies the temperature to show them) or
-    ``"calibrated"`` (already scaled by this temperature).
+    ``"calibrated"`` (already scaled by this temperature). ``method`` and ``fitted_on`` say how and on what
+    the temperature was chosen (a small-data run: out-of-fold predictions, or the rule T = 1).
 
     Example::
 
@@ -185,8 +189,7 @@ def calibration_entry(temperature: float, y_val, raw_val_probs, *, threshold: fl
         (2.0, 0.3077)
     """
     cal = apply_temperature(raw_val_probs, temperature)
-    return {"method": "temperature scaling (validation NLL)", "temperature": float(temperature),
-            "fitted_on": "val", "n": int(len(np.asarray(y_val))),
+    return {"method": method, "temperature": float(temperature), "fitted_on": fitted_on, "n": int(len(np.asarray(y_val))),
             "val_nll": [negative_log_likelihood(y_val, raw_val_probs), negative_log_likelihood(y_val, cal)],
             "val_ece": [expected_calibration_error(y_val, raw_val_probs), expected_calibration_error(y_val, cal)],
             "threshold_uncalibrated": map_threshold(threshold, 1.0 / float(temperature)),

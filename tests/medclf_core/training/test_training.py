@@ -303,7 +303,8 @@ def test_transfer_recipe_fits_a_head_on_cached_features_and_keeps_the_backbone(c
 
     events = tmp_path / "events.jsonl"
     run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=64, epochs=20,
-                            feature_views=1), models_dir=tmp_path / "models", events=EventLog(events))
+                            feature_views=1, small_data_images=0),  # the held-out recipe of larger datasets
+                models_dir=tmp_path / "models", events=EventLog(events))
     card = json.loads((run / "card.json").read_text())
     assert card["recipe"]["name"] == "transfer" and card["recipe"]["views"] == ["original", "augment1"]
     assert card["pretrained"]["weights"] == "imagenet" and "efficientnet-lite0" in card["pretrained"]["source"]
@@ -377,27 +378,54 @@ def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_
     assert not np.allclose(model.get_layer("top_conv").get_weights()[0], imagenet.get_layer("top_conv").get_weights()[0])
 
 
-def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, tmp_path):
-    """The Train page's defaults on the 80-image sample give a real model, judged on chest X-rays it never saw."""
-    from pathlib import Path
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1337, 1, 2])  # 1337: the page's default seed
+def test_default_recipe_on_the_bundled_sample_holds_up_outside_it(chest_sample, tmp_path, seed):
+    """The Train page's defaults on the 80-image sample give a real model, judged on chest X-rays it never saw.
 
+    The outside films: the 6 committed demo films, plus the 30 demo films of ../shared where present, less any
+    file that is also in the sample (IM-0434-0001 and person830_virus_1466 are in both). Every committed film
+    must be right for every seed, all of them together >= 0.85 (bench/small_data.py: 26 of the 28 demo films
+    for every seed, as for a plain logistic regression on the same features), with probabilities that are not
+    all 0 or 1. (The cause of this test's old flakiness:
+    a temperature and a threshold fitted on the 12 validation images, T = 0.05 and 0.9999997, so a raw
+    P = 0.88 pneumonia film read NORMAL; which film fell on which side followed the noise of a 68-image fit.)
+    """
     from medclf_core.inference.folder import evaluate_folder
 
+    in_sample = {p.name for p in chest_sample.rglob("*.jp*g")}
     outside = tmp_path / "outside"
-    sources = [REPO / "samples" / "images" / "chest_xray"]
     demo = REPO.parent / "shared" / "data" / "demo_samples" / "chest_xray"  # 30 more, where ../shared is present
     for c in ("NORMAL", "PNEUMONIA"):
         (outside / c).mkdir(parents=True)
-        for f in sources[0].glob(f"{c.lower()}_*"):
-            os.symlink(f, outside / c / f.name)
+        files = {f.name.removeprefix(f"{c.lower()}_"): f
+                 for f in (REPO / "samples" / "images" / "chest_xray").glob(f"{c.lower()}_*")}
         if demo.is_dir():
-            for f in (demo / c).iterdir():
-                os.symlink(f, outside / c / f"demo_{f.name}")
-    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", channels=1),  # the page's defaults
-                models_dir=tmp_path / "models")
-    result = evaluate_folder(Predictor.from_run(run), outside, bootstrap=0)
-    assert result["n"] == len(list(Path(outside).rglob("*.jp*g")))
+            files.update({f.name: f for f in (demo / c).iterdir()})
+        for name, f in files.items():
+            if name not in in_sample:
+                os.symlink(f, outside / c / name)
+    n_outside = len(list(outside.rglob("*.jp*g")))
+    run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", channels=1, seed=seed),  # the page's
+                models_dir=tmp_path / "models")                                                          # defaults
+    card = json.loads((run / "card.json").read_text())
+    # 80 images: the head on all of them, figures cross-validated, labelled so, with intervals and n
+    assert card["recipe"]["cross_validated_head"]["folds"] == 5
+    assert card["metrics"]["split"].startswith("cross-validation") and card["metrics"]["n"] == 80
+    assert "cross-validated" in card["metrics"]["note"] and len(card["metrics"]["ci95"]["accuracy"]) == 2
+    assert card["calibration"]["temperature"] >= 1.0 and "out-of-fold" in card["calibration"]["fitted_on"]
+    assert card["threshold"] == 0.5 and card["threshold_rule"]["chosen_for"].startswith("rule")
+    predictor = Predictor.from_run(run)
+    result = evaluate_folder(predictor, outside, bootstrap=0)
+    assert result["n"] == n_outside >= 5
     assert result["accuracy"] >= 0.85, result["confusion_matrix"]
+    files = sorted(outside.rglob("*.jp*g"))
+    got = predictor.predict_files([str(f) for f in files])
+    committed = {f.name.split("_", 1)[1] for f in (REPO / "samples" / "images" / "chest_xray").iterdir()}
+    wrong = [f.name for f, r in zip(files, got, strict=True) if r["label"] != f.parent.name and f.name in committed]
+    assert not wrong, wrong
+    p = np.array([r["probabilities"]["PNEUMONIA"] for r in got])
+    assert ((p > 0.01) & (p < 0.99)).any() and not ((p < 1e-3) | (p > 1 - 1e-3)).all()
 
 
 def test_the_same_run_twice_at_once_is_refused_and_named_runs_never_share_a_work_folder(chest_sample, tmp_path):

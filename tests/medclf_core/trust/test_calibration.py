@@ -125,3 +125,14 @@ def test_stored_probabilities_scale_only_by_what_is_not_yet_applied():
     np.testing.assert_allclose(stored_probabilities(card, stored), apply_temperature(raw, 3.0, positive=0),
                                atol=1e-12)
     np.testing.assert_allclose(stored_probabilities({"class_names": ["a", "b"]}, raw), raw)  # uncalibrated card
+
+
+def test_a_lower_bound_of_one_never_sharpens_a_near_perfect_validation_set():
+    """Issue 24: 12 validation images all on the right side gave T = 0.05 (every probability 0% or 100%)."""
+    y = np.array([0] * 6 + [1] * 6)
+    p1 = np.array([0.2, 0.1, 0.3, 0.12, 0.25, 0.4, 0.88, 0.7, 0.9, 0.65, 0.8, 0.95])
+    probs = np.stack([1 - p1, p1], axis=1)
+    assert fit_temperature(y, probs) < 0.2                 # unbounded: sharpened towards certainty
+    assert fit_temperature(y, probs, lower=1.0) == 1.0     # bounded: the model's own probabilities
+    over = np.array([[0.999, 0.001]] * 5 + [[0.001, 0.999]] * 5 + [[0.999, 0.001]] * 2)
+    assert fit_temperature(np.array([0] * 5 + [1] * 7), over, lower=1.0) > 1.0  # softening still allowed
