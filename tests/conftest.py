@@ -57,3 +57,14 @@ def trained_run(tmp_path_factory):
     cfg = TrainConfig(data=str(CHEST_SAMPLE), arch="simple_cnn", epochs=2, image_size=TINY, channels=1,
                       batch_size=16, name="tiny-chest")
     return train(cfg, models_dir=models)
+
+
+@pytest.fixture(scope="module")
+def orthanc_server(tmp_path_factory):
+    """A real Orthanc with DICOMweb on a free port (tests/pacs_server.py), one per test module."""
+    from pacs_server import OrthancServer, require_orthanc
+
+    require_orthanc()
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()

@@ -16,17 +16,10 @@ JPEGS = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))
 MR = sorted((SAMPLES / "dicom").glob("MR_*.dcm"))[0]
 
 
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory):
-    require_orthanc()
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def pacs_env(pacs, monkeypatch):
+def pacs_env(orthanc_server, monkeypatch):
     """The PACS emptied; the page's address and the credentials from the environment."""
+    pacs = orthanc_server
     pacs.clear()
     monkeypatch.setenv("MEDCLF_PACS_URL", pacs.url)
     monkeypatch.setenv("MEDCLF_PACS_USER", pacs.user)

@@ -1,6 +1,6 @@
 """A real Orthanc for the PACS tests (tests/pacs_server.py), and a tiny model that is fast to run.
 
-``orthanc``: one server for the module's tests, emptied and loaded with the committed DICOM samples before
+``orthanc``: one server for the module's tests (``orthanc_server``, tests/conftest.py), emptied and loaded with the committed DICOM samples before
 each test. ``private_orthanc``: a server of a test's own, which the test may stop (the PACS going down).
 ``tiny_predictor``: an untrained two-class CNN whose card declares chest X-rays (CR/DX, CHEST), so that the
 header gate refuses the CT and MR samples and accepts the CR one, exactly as for uploads.
@@ -11,14 +11,6 @@ from __future__ import annotations
 import pytest
 
 from pacs_server import OrthancServer, require_orthanc
-
-
-@pytest.fixture(scope="module")
-def orthanc_server(tmp_path_factory):
-    require_orthanc()
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -30,6 +30,15 @@ def _wait(pred, timeout=120.0, poll=0.3):
 
 
 @pytest.mark.slow
+
+def _run_worker_in_this_process(job_dir) -> int:
+    """jobs.run_worker here, with pytest's SIGTERM handler put back afterwards (the worker installs its own)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return jobs.run_worker(job_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 def test_job_runs_refuses_a_second_and_cancels_then_a_new_one_completes(tmp_path, pattern_dataset):
     models, root = tmp_path / "models", tmp_path / "jobs"
     long_cfg = {"data": str(pattern_dataset), "epochs": 300, "image_size": TINY, "channels": 1, "batch_size": 2,
@@ -77,11 +86,7 @@ def test_a_failing_job_reports_a_plain_reason(tmp_path, pattern_dataset):
                                                "config": {"data": str(pattern_dataset), "epochs": 1,
                                                           "image_size": TINY}}))
     (root / jobs.LOCK_FILE).write_text(json.dumps({"job_id": "j-fail", "pid": os.getpid(), "time": time.time()}))
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert jobs.run_worker(d) == 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    assert _run_worker_in_this_process(d) == 1
     p = jobs.job_progress("j-fail", root)
     assert p["state"] == "failed", p
     assert "empty-class" in p["message"] and "Traceback" not in p["message"]
@@ -146,11 +151,7 @@ def test_start_job_validates_once_and_the_worker_trusts_only_an_unchanged_config
     root = tmp_path / "jobs"
     d = _job_folder(root, "j-edited", {**dataclasses.asdict(cfg), "name": "../evil"}, models_dir=str(models),
                     validated=stamp)
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert jobs.run_worker(d) == 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    assert _run_worker_in_this_process(d) == 1
     p = jobs.job_progress("j-edited", root)
     assert p["state"] == "failed" and "not a valid run name" in p["message"]
     assert [e["event"] for e in read_events(d / "events.jsonl")] == ["error"]  # refused before "start"

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
-from helpers import CHEST_SAMPLE, as_older_run
+from helpers import CHEST_SAMPLE
 
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import GATE_FILE
 from medclf_core.training.refit import refit_trust
 from medclf_core.trust.calibration import apply_temperature, stored_probabilities
-
-
-@pytest.fixture(scope="module")
-def older(trained_run, tmp_path_factory):
-    """The tiny run as a run written before the trust layer (no gate, no calibration)."""
-    return as_older_run(trained_run, tmp_path_factory.mktemp("older") / "tiny-old", name="tiny-old")
-
-
-@pytest.fixture(scope="module")
-def refitted(older, tmp_path_factory):
-    """A copy of the older run, refitted (gate + temperature), and the refit's result."""
-    run = tmp_path_factory.mktemp("refit") / "tiny-refit"
-    shutil.copytree(older, run)
-    card = json.loads((run / "card.json").read_text())
-    card["name"] = "tiny-refit"
-    (run / "card.json").write_text(json.dumps(card))
-    return run, refit_trust(run, CHEST_SAMPLE)
 
 
 def test_refit_writes_gate_and_card_and_keeps_decisions(refitted, older):
