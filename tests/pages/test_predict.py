@@ -255,12 +255,19 @@ def test_the_threshold_label_has_room_above_the_chart(app_env, page):
 
 
 def test_the_file_input_is_drawn_before_the_model_loads(app_env, page, tmp_path, monkeypatch):
-    """A model that cannot load still leaves the uploader on the page (it comes before the load)."""
+    """A model that cannot load still leaves the uploader on the page (it comes before the load).
+
+    Its architecture passes the checks made before loading (registry.model_limits: a file that is no
+    .keras at all is not offered), but its weights are damaged, so only the load itself fails."""
     import shutil
+    import zipfile
 
     models = tmp_path / "models"
     shutil.copytree(app_env, models / "broken")
-    (models / "broken" / "model.keras").write_bytes(b"not a keras file")
+    with zipfile.ZipFile(app_env / "model.keras") as good, \
+            zipfile.ZipFile(models / "broken" / "model.keras", "w") as broken:
+        for item in good.infolist():
+            broken.writestr(item, b"not an HDF5 file" if item.filename.endswith(".h5") else good.read(item))
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(models))
     at = page("predict")
     at.run()
