@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -55,6 +56,11 @@ from medclf_core.registry.store import GATE_FILE
 GATE_VERSION = 1
 DEFAULT_PERCENTILE = 99.0
 DEFAULT_RULE = "99th percentile of the validation split's scores"
+#: Below this many validation scores the empirical 99th percentile is about the largest score, so roughly
+#: 1 in n + 1 new images *like the validation ones* would be refused (1 in 13 for 12 images: a tiny model's
+#: tests refused their own kind of image now and then). Then the percentile is read off a log-normal fitted
+#: to the scores instead, and never below the empirical one.
+MIN_EMPIRICAL_SCORES = 100
 METHOD = "class-conditional Mahalanobis distance on the penultimate features, shared Ledoit-Wolf covariance"
 
 FEATURE_REASON = ("its features are far from the model's training images (score {score:.3g} above the "
@@ -225,15 +231,38 @@ def fit_gate(train_features, train_labels, val_features, *, percentile: float = 
     if threshold is None:
         if not len(v):
             raise ValueError("The gate's threshold is chosen on validation features; none were given.")
-        threshold = float(np.percentile(val_scores[np.isfinite(val_scores)], percentile))
-        if rule is None and percentile != DEFAULT_PERCENTILE:
-            gate.rule = f"{percentile:g}th percentile of the validation split's scores"
+        threshold, fitted_rule = percentile_threshold(val_scores, percentile)
+        if rule is None and (fitted_rule or percentile != DEFAULT_PERCENTILE):
+            gate.rule = fitted_rule or f"{percentile:g}th percentile of the validation split's scores"
     else:
         gate.percentile = None
         gate.rule = rule or "threshold given by the caller"
     gate.threshold = float(threshold)
     gate.val_fraction_flagged = float(np.mean(val_scores > gate.threshold)) if len(v) else None
     return gate
+
+
+def percentile_threshold(scores, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, str | None]:
+    """``(threshold, rule)``: the ``percentile`` of the finite ``scores``; with fewer than
+    :data:`MIN_EMPIRICAL_SCORES` of them, the larger of that and the percentile of a log-normal fitted to
+    them, with the rule that says so (None for the plain empirical percentile).
+
+    >>> percentile_threshold(np.linspace(1.0, 2.0, 200))[1] is None
+    True
+    >>> few = np.array([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    >>> t, rule = percentile_threshold(few)
+    >>> bool(t > np.percentile(few, 99)), rule.startswith("99th percentile of a log-normal")
+    (True, True)
+    """
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    empirical = float(np.percentile(finite, percentile))
+    if len(finite) >= MIN_EMPIRICAL_SCORES or len(finite) < 3 or np.any(finite <= 0):
+        return empirical, None
+    logs = np.log(finite)
+    fitted = float(np.exp(logs.mean() + NormalDist().inv_cdf(percentile / 100.0) * logs.std(ddof=1)))
+    return max(empirical, fitted), (f"{percentile:g}th percentile of a log-normal fitted to the validation "
+                                    f"split's {len(finite)} scores (too few for an empirical percentile)")
 
 
 # ---------------------------------------------------------------------------- DICOM header check

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from e2e import test_browser as browser_test
+from e2e.app_browser import go, wait_idle
 from pacs_dicom import PATIENT_ID, PATIENT_NAME, chest_dicom
 from pacs_server import OrthancServer, require_orthanc
 from helpers import SAMPLES
@@ -19,10 +20,9 @@ from helpers import SAMPLES
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
 pytestmark = pytest.mark.slow
-# test_browser's fixtures (the app server, Chromium, the screenshot folder) and helpers, shared
-chromium, server, browser_page, shots = (browser_test.chromium, browser_test.server, browser_test.browser_page,
-                                         browser_test.shots)
-_go, _screenshot, _wait_idle = browser_test._go, browser_test._screenshot, browser_test._wait_idle
+# test_browser's fixtures (the app server, its page, the screenshot folder; Chromium is conftest's) and helpers
+server, browser_page, shots = browser_test.server, browser_test.browser_page, browser_test.shots
+_go, _screenshot, _wait_idle = go, browser_test._screenshot, wait_idle
 
 
 @pytest.fixture(scope="module")

@@ -124,3 +124,26 @@ def test_scores_do_not_depend_on_what_was_scored_before():
     one_by_one = np.concatenate([gate.score(row) for row in probe])
     np.testing.assert_allclose(one_by_one, batch, rtol=1e-12)
     np.testing.assert_array_equal(gate.score(probe), batch)
+
+
+def test_a_small_validation_split_does_not_refuse_one_in_n_of_its_own_kind():
+    """With 12 validation images the empirical 99th percentile is about their largest score, so about 1 in 13
+    new images like them was refused (the cause of a tiny page-test model refusing a chest film now and then).
+    The log-normal rule refuses far fewer of them, says so, and still flags the far images."""
+    from medclf_core.trust.ood import percentile_threshold
+
+    xtr, ytr = _clusters(200)
+    refused_empirical, refused, far_flagged = [], [], []
+    for seed in range(1, 21):
+        xva, _ = _clusters(12, seed=seed)
+        gate = fit_gate(xtr, ytr, xva)
+        assert gate.rule.startswith("99th percentile of a log-normal fitted to the validation split's 12 scores")
+        fresh = gate.score(_clusters(500, seed=100 + seed)[0])
+        empirical = float(np.percentile(gate.score(xva), 99))
+        refused_empirical.append(np.mean(fresh > empirical))
+        refused.append(np.mean(fresh > gate.threshold))
+        far_flagged.append(gate.flag(_clusters(100, seed=200 + seed, shift=6.0)[0]).mean())
+    assert np.mean(refused_empirical) > 0.05  # the old rule: about 1 in n + 1
+    assert np.mean(refused) < 0.03 and min(far_flagged) == 1.0
+    many = gate.score(_clusters(300, seed=7)[0])
+    assert percentile_threshold(many)[1] is None  # enough scores: the plain empirical percentile
