@@ -30,7 +30,7 @@ def orthanc_binary() -> str | None:
 
 def orthanc_missing_reason() -> str | None:
     if orthanc_binary() is None:
-        return "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb; .ci/run does it as root)"
+        return "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb; scripts/test.sh does it as root)"
     if not PLUGIN.exists():
         return f"Orthanc's DICOMweb plugin is not installed ({PLUGIN}: apt-get install orthanc-dicomweb)"
     return None
