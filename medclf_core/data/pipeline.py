@@ -1,4 +1,4 @@
-"""``tf.data`` input pipelines: parallel decode -> cache -> shuffle -> batch -> augment -> prefetch.
+"""``tf.data`` input pipelines: parallel decode -> cache -> shuffle -> batch -> augment (in order) -> prefetch.
 
 Decoding calls :func:`medclf_core.io.images.load_for_model`, the same function the
 Predict page and Grad-CAM use, so a model never sees pixels prepared differently
@@ -51,6 +51,9 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int], *, image_size: int
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     augmenter = build_augmenter(augment, seed) if (training and augment is not None and augment.enabled) else None
     if augmenter is not None:
-        ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x), 0.0, 255.0), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # One batch at a time: Keras's seeded random layers draw from one stateful generator, so parallel calls
+        # took their draws in whatever order they ran and a seed did not give the same training twice (a
+        # repeatability test dipped below its bar now and then). The prefetch below still overlaps this map
+        # with the training step.
+        ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x), 0.0, 255.0), y))
     return ds.prefetch(tf.data.AUTOTUNE)
