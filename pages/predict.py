@@ -20,9 +20,7 @@ from medclf_core.reports.pdf import report_bytes, report_file_name
 from medclf_core.reports.predictions_csv import predictions_csv
 from medclf_core.reports.tables import fitted_widths
 
-# every extension the core decodes (medclf_core.io.images.IMAGE_SUFFIXES), one constant for the label and the
-# uploader's own hint: Streamlit pairs .jpg with .jpeg and .tif with .tiff (both accepted) and its hint names
-# only the first of each pair, so the label names the same list
+# every extension the core decodes, as Streamlit's own hint names them (.jpeg/.tiff also accepted, as pairs)
 _STREAMLIT_PAIRED = {"jpeg": "jpg", "tiff": "tif"}
 UPLOAD_TYPES = sorted({_STREAMLIT_PAIRED.get(s.lstrip("."), s.lstrip(".")) for s in IMAGE_SUFFIXES})
 UPLOAD_LABEL = "Upload one or more images (" + ", ".join(t.upper() for t in UPLOAD_TYPES) + ")"
