@@ -14,7 +14,7 @@ import streamlit as st
 
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.registry.store import MODEL_FILE, default_models_dir, scan_registry
-from medclf_core.server import memory, streamlit_compat
+from medclf_core.server import memory, streamlit_compat, warmup
 from medclf_core.server.text import md_escape, md_escape_frame
 
 REPO = Path(__file__).resolve().parent
@@ -156,14 +156,17 @@ def _stamp(run_dir: str) -> str:
 def _load(run_dir: str, stamp: str):
     """One model per process, shared read-only by every session. The lock serialises model calls.
 
-    The warm-up (one dummy prediction, heat map and faithfulness check) traces the model's
-    graphs here, under the loading message, instead of during the first real upload."""
+    The warm-up traces the model's graphs here, under the loading message, instead of during the first
+    real upload: the prediction and the Grad-CAM map before this returns, the faithfulness check and the
+    other methods in the background afterwards (:func:`medclf_core.server.warmup.warm_in_steps`)."""
     from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(run_dir)
-    predictor.warm_up()
+    lock = threading.Lock()
+    # ready once the prediction and the first map are traced; the rest is warmed between real images
+    warmup.warm_in_steps(predictor, lock, ready_after="gradcam", when_done=memory.freeze_long_lived)
     memory.freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
-    return predictor, threading.Lock()
+    return predictor, lock
 
 
 def load_predictor(card: dict):

@@ -19,11 +19,16 @@ import app_ui  # noqa: E402
 st.set_page_config(page_title="medclf: medical image classification", page_icon="🩺",
                    layout="wide", menu_items={"About": "medclf research demo. " + app_ui.NOTICE})
 
+# Predict is served at "/"; its own name is taken by a hidden page that sends an old bookmark of /predict
+# there (the default page's url_path is never served, so /predict would say "Page not found").
+predict = st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", default=True, url_path="home")
 pages = [
-    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", default=True),
+    predict,
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+    st.Page(lambda: st.switch_page(predict, query_params=st.query_params.to_dict()), title="Predict",
+            url_path="predict", visibility="hidden"),
 ]
 page = st.navigation(pages)
 app_ui.start_page()  # after st.navigation (which ends Streamlit's pages/-folder mode), before anything else

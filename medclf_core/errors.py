@@ -109,3 +109,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     False
     """
     return isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)
+
+
+_missing_apis_reported: set[tuple[str, str]] = set()
+
+
+def warn_missing_api(logger: logging.Logger, library: str, what: str, consequence: str) -> None:
+    """Log once per process that a private API a compatibility patch relies on is gone, and what that costs.
+
+    The patches (``server/streamlit_compat``, ``training/tf_compat``) then change nothing: the app keeps
+    working, slower or with more memory, and the log says why instead of failing silently.
+    """
+    if (library, what) not in _missing_apis_reported:
+        _missing_apis_reported.add((library, what))
+        logger.warning("%s compatibility: %s is missing in this %s version; %s", library, what, library, consequence)

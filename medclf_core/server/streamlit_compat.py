@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import sys
 
+from medclf_core.errors import warn_missing_api
+
 log = logging.getLogger(__name__)
-_warned: set[str] = set()
 
 
 def _warn_once(what: str, consequence: str) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        log.warning("Streamlit compatibility: %s is missing in this Streamlit version; %s", what, consequence)
+    warn_missing_api(log, "Streamlit", what, consequence)
+
 
 
 def keep_keras_between_runs() -> bool:

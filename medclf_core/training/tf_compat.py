@@ -24,19 +24,18 @@ import os
 import shutil
 from pathlib import Path
 
+from medclf_core.errors import warn_missing_api
 from medclf_core.training.devices import gather_min
 
 log = logging.getLogger(__name__)
-_warned: set[str] = set()
+
+
+def _warn_once(what: str, consequence: str) -> None:
+    warn_missing_api(log, "Keras", what, consequence)
 
 #: The private attributes of ``keras.callbacks.BackupAndRestore`` that :func:`synced_backup` reads.
 BACKUP_PATHS = ("_weights_path", "_training_metadata_path", "_prev_weights_path", "_prev_training_metadata_path")
 
-
-def _warn_once(what: str, consequence: str) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        log.warning("Keras compatibility: %s is missing in this Keras version; %s", what, consequence)
 
 
 def forget_restored_epoch(model) -> bool:

@@ -74,6 +74,10 @@ def test_a_bookmarked_page_opened_first_gets_the_apps_navigation_and_model_picke
     assert "model=tiny-" in page.url  # and its pick, in the URL
     assert page.get_by_text("Research demo, not for clinical use").first.is_visible()
     assert "Traceback" not in page.content()
+    # /predict names the default page, which Streamlit serves at "/": the old bookmark is sent there, without
+    # Streamlit's "Page not found" dialog
+    assert page.get_by_text("Page not found").count() == 0
+    assert "/predict" not in page.url and page.get_by_role("link", name="Predict").count() >= 1
 
 
 def test_the_picked_model_survives_a_reload_and_a_bookmark(fresh):

@@ -26,3 +26,20 @@ def refitted(older, tmp_path_factory):
     card["name"] = "tiny-refit"
     (run / "card.json").write_text(json.dumps(card))
     return run, refit_trust(run, CHEST_SAMPLE)
+
+
+@pytest.fixture
+def traces(monkeypatch):
+    """The names of the tf.functions traced while the test runs (every trace TensorFlow counts towards
+    its "triggered tf.function retracing" warning)."""
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function as pf
+
+    seen: list[str] = []
+    original = pf._FrequentTracingDetectorManager.called_with_tracing
+
+    def counting(self, key, function_name, omit_warning):
+        seen.append(getattr(function_name, "__name__", str(function_name)))
+        return original(self, key, function_name, omit_warning)
+
+    monkeypatch.setattr(pf._FrequentTracingDetectorManager, "called_with_tracing", counting)
+    return seen

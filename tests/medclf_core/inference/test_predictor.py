@@ -106,23 +106,6 @@ def test_explain_target_by_name_or_index_and_bad_targets(predictor, sample_image
 
 # ----------------------------------------------------------------------------- tracing (issue 16)
 
-@pytest.fixture
-def traces(monkeypatch):
-    """The names of the tf.functions traced while the test runs (every trace TensorFlow counts towards
-    its "triggered tf.function retracing" warning)."""
-    from tensorflow.python.eager.polymorphic_function import polymorphic_function as pf
-
-    seen: list[str] = []
-    original = pf._FrequentTracingDetectorManager.called_with_tracing
-
-    def counting(self, key, function_name, omit_warning):
-        seen.append(getattr(function_name, "__name__", str(function_name)))
-        return original(self, key, function_name, omit_warning)
-
-    monkeypatch.setattr(pf._FrequentTracingDetectorManager, "called_with_tracing", counting)
-    return seen
-
-
 def test_prediction_is_traced_once_for_every_batch_size(trained_run, sample_images, traces):
     fresh = Predictor.from_run(trained_run)
     imgs = [load_image(p).pixels for p in sample_images]

@@ -11,12 +11,13 @@ import types
 
 import pytest
 
+from medclf_core import errors
 from medclf_core.server import streamlit_compat
 
 
 @pytest.fixture
 def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(streamlit_compat, "_warned", set())
+    monkeypatch.setattr(errors, "_missing_apis_reported", set())
 
 
 def test_streamlit_still_clears_keras_after_each_run_through_the_patched_function(monkeypatch):

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 
+from medclf_core import errors
 from medclf_core.training import tf_compat
 
 
@@ -70,7 +71,7 @@ def test_the_multi_worker_patches_find_the_keras_internals_they_replace():
 
 
 def test_a_missing_private_api_is_a_warning_not_a_silent_no_op(caplog, monkeypatch):
-    monkeypatch.setattr(tf_compat, "_warned", set())
+    monkeypatch.setattr(errors, "_missing_apis_reported", set())
 
     class NotAKerasModel:
         pass

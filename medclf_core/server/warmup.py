@@ -1,0 +1,57 @@
+"""A model made ready for its first image, then warmed further in the background, one step at a time.
+
+Tracing a model's graphs costs seconds on a CPU (forward pass ~1 s, each heat-map method ~1.7 s, the
+faithfulness check ~0.7 s: ``bench/app_latency.py``). The server warms its default model as it starts
+(app.py), and an image uploaded during that warm-up waits for it. :func:`warm_in_steps` returns as soon as
+the prediction and the first heat-map method are traced (what the Predict page shows first), and a daemon
+thread does the rest (the faithfulness check, the other methods) holding the model's lock only for one
+step at a time, so a real image waits at most for one step instead of the whole warm-up.
+
+    >>> import threading                                                    # doctest: +SKIP
+    >>> lock = threading.Lock()                                             # doctest: +SKIP
+    >>> rest = warm_in_steps(predictor, lock)   # predict + Grad-CAM traced # doctest: +SKIP
+    >>> rest.join()                             # everything traced         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+def warm_in_steps(predictor, lock: threading.Lock, ready_after: str = "gradcam",
+                  when_done: Callable[[], None] | None = None) -> threading.Thread | None:
+    """Run ``predictor.warm_up_steps()`` up to and including the step ``ready_after`` here, the rest in a
+    daemon thread that takes ``lock`` around each step; ``when_done`` runs after the last step.
+
+    Returns that thread, or None when nothing was left (the model has no ``ready_after`` map, so every
+    step ran here). An error in a background step ends the warm-up with a log line: the page traces
+    that graph when it is first asked for, as it would without a warm-up.
+    """
+    steps = predictor.warm_up_steps()
+    for step in steps:
+        if step == ready_after:
+            break
+    else:
+        if when_done is not None:
+            when_done()
+        return None
+    thread = threading.Thread(target=_finish, args=(steps, lock, when_done), name="medclf-warm-up-rest",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _finish(steps: Iterator[str], lock: threading.Lock, when_done: Callable[[], None] | None) -> None:
+    try:
+        while True:
+            with lock:
+                if next(steps, None) is None:
+                    break
+    except Exception:  # noqa: BLE001 - a warm-up step failing only means that graph is traced on first use
+        log.warning("The model's background warm-up stopped early", exc_info=True)
+    if when_done is not None:
+        when_done()

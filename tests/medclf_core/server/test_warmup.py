@@ -1,0 +1,43 @@
+"""The model ready after its first map, the rest of the warm-up between real images (issue 22, item 7)."""
+
+from __future__ import annotations
+
+import threading
+
+from medclf_core.inference.predictor import Predictor
+from medclf_core.io.images import load_image
+from medclf_core.server.warmup import warm_in_steps
+
+
+def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_run):
+    assert list(Predictor.from_run(trained_run).warm_up_steps()) == [
+        "predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
+
+
+def test_ready_after_the_first_map_and_the_rest_waits_for_the_models_lock(trained_run, sample_images, traces):
+    fresh = Predictor.from_run(trained_run)
+    lock, done = threading.Lock(), []
+    img = load_image(sample_images[0]).pixels
+    with lock:  # a real image holds the model: the background steps must wait for it
+        rest = warm_in_steps(fresh, lock, ready_after="gradcam", when_done=lambda: done.append(1))
+        ready = len(traces)
+        assert ready >= 2  # the forward pass and the Grad-CAM map were traced before it returned
+        fresh.predict([img])
+        fresh.explain([img], "gradcam")
+        assert len(traces) == ready, traces[ready:]  # the first image traces nothing
+        rest.join(timeout=1.0)
+        assert rest.is_alive() and not done  # blocked on the lock the image holds
+    rest.join(timeout=300)
+    assert not rest.is_alive() and done == [1]
+    warmed = len(traces)
+    assert warmed > ready
+    for method in ("gradcam++", "scorecam"):
+        fresh.explain([img], method, faithfulness=True)
+    assert len(traces) == warmed, traces[warmed:]  # the background steps traced every other graph
+
+
+def test_a_model_without_that_map_is_warmed_entirely_before_it_is_ready(trained_run):
+    done = []
+    rest = warm_in_steps(Predictor.from_run(trained_run), threading.Lock(), ready_after="no-such-method",
+                         when_done=lambda: done.append(1))
+    assert rest is None and done == [1]
