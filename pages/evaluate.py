@@ -32,6 +32,7 @@ from medclf_core.reports import plots
 from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import stored_probabilities, temperature_of
 from medclf_core.trust.metrics import decide, evaluate_probabilities
+from medclf_core.trust.selective import ORDERINGS, deferral_caption
 
 MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",
@@ -267,6 +268,14 @@ st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how 
            + (f"The probabilities are temperature-scaled (T = {temperature:.2f}, fitted on the validation split)."
               if temperature else "This model's probabilities are not calibrated (no temperature in its card)."))
 st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
+
+st.subheader("Deferring to a reader")  # selective prediction: accuracy against coverage
+sel = m.get("selective") or {}
+order = st.radio("Defer first", [k for k, v in (sel.get("orderings") or {}).items() if v], horizontal=True,
+                 key="eval-defer", format_func=lambda k: f"the {ORDERINGS[k]} images")
+if order:
+    st.caption(deferral_caption(sel, order))
+    st.plotly_chart(plots.risk_coverage_figure(sel, order), key="risk-coverage", config={"displayModeBar": False})
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(plots.confusion_matrix_figure(m["confusion_matrix"], class_names, title="Confusion matrix (counts)"),

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from medclf_core.formatting import MIN_RELIABLE_N, number, percent
 from medclf_core.io.deid import safe_file_label
+from medclf_core.trust.selective import deferral_sentence
 
 
 def print_json(obj) -> None:
@@ -153,7 +154,8 @@ class TrainProgressPrinter:
 
 def print_evaluation(result: Mapping) -> None:
     """An evaluation (:func:`medclf_core.inference.folder.evaluate_folder`) as text: figures, per-class
-    table, confusion matrix, calibration and the out-of-distribution summary."""
+    table, confusion matrix, calibration, the out-of-distribution summary and what deferring 10% of the
+    images to a reader gains (:func:`medclf_core.trust.selective.deferral_sentence`, per ordering)."""
     ci = result.get("ci95")
     print(f"Model {result['model']} on {result['dataset']} ({result['split']}, n={result['n']})")
     print(f"Accuracy {number(result['accuracy'], 4)}"
@@ -174,6 +176,9 @@ def print_evaluation(result: Mapping) -> None:
         print(f"Expected calibration error {number(result['ece'], 4)}"
               + (f" (temperature {result['temperature']:.3g})" if result.get("temperature") else " (uncalibrated)"))
     _print_ood_summary(result.get("ood") or {})
+    for ordering in ("confidence", "unfamiliar"):  # selective prediction: what deferring 10% gains
+        if line := deferral_sentence(result.get("selective"), ordering):
+            print(line[0].upper() + line[1:])
     for s in result["skipped"]:
         print(f"skipped {safe_file_label(s['file'])}: {s['error']}")
     if result.get("recorded"):

@@ -22,7 +22,8 @@ from medclf_core.data.fingerprint import evaluated_split
 from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.io.images import load_image
-from medclf_core.trust.metrics import evaluate_probabilities
+from medclf_core.trust.metrics import decide, evaluate_probabilities
+from medclf_core.trust.selective import selective_prediction
 from medclf_core.trust.verdict import ood_block
 
 
@@ -100,12 +101,18 @@ def evaluate_predictions(predictions: dict, *, threshold: float | None, positive
     """:func:`medclf_core.trust.metrics.evaluate_probabilities` of ``predictions`` (``y_true``, ``probs``,
     ``class_names`` and optionally ``ood`` flags, as :func:`predict_folder` returns them) at this
     threshold, plus ``"ood"``: :func:`medclf_core.trust.verdict.ood_block` (how many images were
-    flagged and the metrics without them), or None when the predictions carry no flags."""
+    flagged and the metrics without them), or None when the predictions carry no flags, and
+    ``"selective"``: :func:`medclf_core.trust.selective.selective_prediction` (accuracy against
+    coverage when the least confident or most unfamiliar images are deferred; refused ones first)."""
     y, probs, names = predictions["y_true"], predictions["probs"], list(predictions["class_names"])
     result = evaluate_probabilities(y, probs, names, threshold=threshold, positive=positive, bootstrap=bootstrap)
     flags = predictions.get("ood")
     result["ood"] = None if flags is None else ood_block(y, probs, flags, names, threshold=threshold,
                                                          positive=positive, bootstrap=bootstrap)
+    thr, pos = result["threshold"], (names.index(result["positive_class"]) if result["positive_class"] else None)
+    result["selective"] = selective_prediction(y, probs, decide(probs, thr, pos), threshold=thr, positive=pos,
+                                               ood_score=predictions.get("ood_score"), refused=flags,
+                                               bootstrap=bootstrap)
     return result
 
 

@@ -6,6 +6,7 @@
 - :func:`confusion_matrix_figure`: heat map of counts or row-normalised rates.
 - :func:`roc_figure`: ROC curves with AUC and the operating point.
 - :func:`reliability_figure`: the reliability diagram (accuracy against confidence per bin) with the ECE.
+- :func:`risk_coverage_figure`: accuracy against coverage when images are deferred (selective prediction).
 
 Example::
 
@@ -245,6 +246,41 @@ def reliability_figure(y_true, probs, *, n_bins: int = 15, height: int = 380, ti
     fig.update_layout(barmode="overlay")
     label = title or "Reliability"
     _layout(fig, height, f"{label} (ECE {ece:.3f})" if ece is not None else label)
+    _legend_below(fig, height)
+    return fig
+
+
+def risk_coverage_figure(selective: Mapping, ordering: str = "confidence", *, height: int = 380) -> go.Figure:
+    """Accuracy against coverage (``evaluate``'s ``"selective"`` entry, one ordering): the curve, the
+    best possible ordering (errors deferred first), the table's coverages as markers and, when images
+    were refused, the coverage at which every refused image has been deferred; the AURC in the title."""
+    o = (selective.get("orderings") or {}).get(ordering)
+    fig = go.Figure()
+    if not o or not o["curve"]["coverage"]:
+        fig.add_annotation(text="No curve: no images, or no score for this ordering.", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+        return _layout(fig, height, "Accuracy against coverage")
+    c, n = o["curve"], selective["n"]
+    right = c["accuracy"][-1] * n  # correct answers over every image: the oracle keeps them last
+    fig.add_trace(go.Scatter(x=c["coverage"], y=[min(1.0, right / k) for k in c["n_kept"]], mode="lines",
+                             name="best possible ordering", line=dict(color="#bbbbbb", dash="dot"), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=c["coverage"], y=c["accuracy"], mode="lines", name=f"deferring the {o['label']}",
+                             line=dict(color=PALETTE[0], width=2), customdata=c["n_kept"],
+                             hovertemplate="coverage %{x:.0%} (%{customdata} images)<br>accuracy %{y:.3f}"
+                                           "<extra></extra>"))
+    rows = [r for r in o["table"] if r["accuracy"] is not None]
+    fig.add_trace(go.Scatter(x=[r["coverage"] for r in rows], y=[r["accuracy"] for r in rows], mode="markers",
+                             name="coverage 100/95/90/80%", marker=dict(size=9, color="black"),
+                             customdata=[r["n_kept"] for r in rows],
+                             hovertemplate="coverage %{x:.0%} (%{customdata} images)<br>accuracy %{y:.3f}"
+                                           "<extra></extra>"))
+    if selective.get("n_refused"):
+        fig.add_vline(x=selective["accepted_coverage"], line=dict(color=HIGHLIGHT, dash="dash"),
+                      annotation_text=f"{selective['n_refused']} refused deferred", annotation_position="top left")
+    fig.update_xaxes(title_text="coverage (share of all images the model answers)", range=[0, 1.02],
+                     tickformat=".0%")
+    fig.update_yaxes(title_text="accuracy of the answered images")
+    _layout(fig, height, f"Accuracy against coverage (AURC {o['aurc']:.3f}, lower is better)")
     _legend_below(fig, height)
     return fig
 

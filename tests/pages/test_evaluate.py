@@ -16,7 +16,7 @@ def test_own_test_split_shows_confusion_matrix_roc_and_threshold(app_env, page):
     assert at.subheader[0].value.startswith("tiny-chest on ")
     metrics = at.dataframe[0].value
     assert "Accuracy" in list(metrics["metric"]) and metrics["95% interval"][0]
-    assert _charts(at) == 5  # counts, normalised, at the threshold, ROC, reliability
+    assert _charts(at) == 6  # accuracy against coverage, counts, normalised, at the threshold, ROC, reliability
     assert any("stored test-split predictions carry no out-of-distribution flags" in i.value for i in at.info)
     assert any("Expected calibration error" in c.value for c in at.caption)
     sens = [m.value for m in at.metric]
@@ -36,7 +36,7 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     at.run()
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 80 images"
-    assert _charts(at) == 5
+    assert _charts(at) == 6
     assert "Out-of-distribution check" in [h.value for h in at.subheader]
     assert at.subheader[-1].value == "Misclassified images"
 
@@ -48,12 +48,34 @@ def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibrat
     side = [d.value for d in at.dataframe if "without the flagged" in d.value.columns]
     assert side and {"all images", "without the flagged"} <= set(side[0].columns)
     assert any("temperature-scaled (T = " in c.value for c in at.caption)
-    assert _charts(at) == 5
+    assert _charts(at) == 6
     # the own test split: calibrated stored predictions, no flags stored
     at.radio(key="eval_source").set_value("own")
     at.run()
     assert not at.exception
     assert any("carry no out-of-distribution flags" in i.value for i in at.info)
+
+
+def test_accuracy_against_coverage_for_both_orderings(refitted_env, page):
+    """Issue 24 item 4: what deferring 10% gains, in words and as a chart, for the ordering chosen."""
+    import json
+
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    assert not at.exception and "Deferring to a reader" in [h.value for h in at.subheader]
+    assert at.radio(key="eval-defer").options == ["the least confident images", "the most unfamiliar images"]
+
+    def shown(ordering: str) -> tuple[str, str]:
+        chart = next(c for c in at.get("plotly_chart") if "Accuracy against coverage" in c.proto.spec)
+        names = [t.get("name") for t in json.loads(chart.proto.spec)["data"]]
+        words = next(c.value for c in at.caption if "Coverage is the share of all images" in c.value)
+        assert f"deferring the {ordering}" in names and ordering in words and "of 80)" in words
+        return names, words
+
+    shown("least confident")
+    at.radio(key="eval-defer").set_value("unfamiliar")
+    at.run()
+    assert not at.exception
+    shown("most unfamiliar")
 
 
 def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
@@ -155,7 +177,7 @@ def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_fo
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 10 images"  # auto: the test folder
     assert at.get("progress")[0].proto.text == "10 of 10 images read and classified."
-    assert _charts(at) == 5 and at.subheader[-1].value == "Misclassified images"
+    assert _charts(at) == 6 and at.subheader[-1].value == "Misclassified images"
     first = at.session_state["_eval_staged"].folder
     assert first.is_dir() and len(_staged_folders() - before) == 1
     # another upload replaces it: the first folder is removed
@@ -247,7 +269,7 @@ def test_the_own_split_whose_images_are_elsewhere_says_so_plainly(own_models, pa
     # issue 26: the training machine's path means nothing here: no path anywhere on the page
     shown = " ".join(rendered(e.value) for e in [*at.info, *at.caption, *at.markdown])
     assert "elsewhere" not in shown and "chest_films" not in shown
-    assert at.subheader[0].value.startswith("tiny-") and _charts(at) == 5
+    assert at.subheader[0].value.startswith("tiny-") and _charts(at) == 6
 
 
 def test_a_folder_is_evaluated_by_the_core_once_and_drawn(app_env, page, monkeypatch):

@@ -194,3 +194,19 @@ def test_predict_with_cam_and_report_decodes_and_explains_each_image_once(traine
     assert all(Path(r["cam"]).is_file() and Path(r["report"]).is_file() for r in results)
     assert sorted(decoded) == sorted(Path(f).name for f in files)  # each file decoded once
     assert explained == [len(files)]  # one batch of maps, each image in it once
+
+
+def test_evaluate_reports_what_deferring_gains(trained_run, chest_sample, capsys):
+    """`evaluate --json` carries the "selective" entry; the text says what deferring 10% does, per ordering."""
+    args = ["evaluate", str(trained_run), str(chest_sample), "--no-progress", "--bootstrap", "0"]
+    assert main([*args, "--json"]) == 0
+    sel = _json_out(capsys)["selective"]
+    row = sel["orderings"]["confidence"]["table"][2]
+    assert row["coverage"] == 0.9 and row["n_kept"] == 72 and sel["n"] == 80
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    from medclf_core.trust.selective import deferral_sentence
+    for ordering in ("confidence", "unfamiliar"):
+        line = deferral_sentence(sel, ordering)
+        assert line.endswith("(n 72 of 80)") and line[0].upper() + line[1:] + "\n" in text
+    assert "least confident" in text and "most unfamiliar" in text

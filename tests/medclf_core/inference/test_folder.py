@@ -43,3 +43,18 @@ def test_the_page_and_the_cli_get_the_same_figures(predictor, chest_sample):
     stored = {k: p[k] for k in ("y_true", "probs", "class_names")}  # e.g. a run's stored test split: no flags
     assert evaluate_predictions(stored, threshold=predictor.threshold, positive=predictor.positive,
                                 bootstrap=0)["ood"] is None
+
+
+def test_evaluate_folder_has_the_selective_entry(predictor, chest_sample):
+    """Coverage 1.0 answers every image (the top-level figures); both orderings when the gate scored them."""
+    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
+    s = r["selective"]
+    assert s["n"] == r["n"] == 80 and s["n_refused"] == r["ood"]["n_flagged"]
+    for key in ("confidence", "unfamiliar"):
+        o = s["orderings"][key]
+        full = o["table"][0]
+        assert full["coverage"] == 1.0 and full["n_kept"] == 80
+        assert full["accuracy"] == pytest.approx(r["accuracy"])
+        assert full["sensitivity"] == pytest.approx(r["sensitivity"])
+        assert [row["n_kept"] for row in o["table"]] == [80, 76, 72, 64]
+        assert 0 <= o["aurc_oracle"] <= o["aurc"] <= 1 and len(o["curve"]["coverage"]) == 80

@@ -91,3 +91,24 @@ def test_the_legend_sits_below_the_plot_with_room_for_every_run():
     assert many.layout.height - one.layout.height == many.layout.margin.b - one.layout.margin.b  # the plot keeps its size
     rel = plots.reliability_figure([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]), height=380)
     assert rel.layout.legend.yref == "container" and rel.layout.height > 380
+
+
+def test_risk_coverage_figure_draws_the_ordering_the_oracle_and_the_refusals():
+    from medclf_core.trust.metrics import decide
+    from medclf_core.trust.selective import selective_prediction
+
+    p1 = np.array([0.1, 0.45, 0.9, 0.2, 0.8, 0.3, 0.7, 0.6, 0.05, 0.95])
+    probs = np.stack([1 - p1, p1], axis=1)
+    y = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 0])
+    sel = selective_prediction(y, probs, decide(probs, 0.5, 1), threshold=0.5, positive=1, bootstrap=0,
+                               ood_score=list(np.linspace(0, 1, 10)), refused=[False] * 9 + [True])
+    fig = plots.risk_coverage_figure(sel, "unfamiliar")
+    curve, oracle, marks = fig.data[1], fig.data[0], fig.data[2]
+    o = sel["orderings"]["unfamiliar"]
+    assert curve.name == "deferring the most unfamiliar" and list(curve.y) == o["curve"]["accuracy"]
+    assert list(marks.x) == [1.0, 0.95, 0.9, 0.8] and list(oracle.y)[-1] == pytest.approx(o["curve"]["accuracy"][-1])
+    assert all(a >= b - 1e-5 for a, b in zip(oracle.y, curve.y))  # nothing beats the oracle (5 decimals)
+    assert fig.layout.shapes[0].x0 == pytest.approx(0.9) and f"AURC {o['aurc']:.3f}" in fig.layout.title.text
+    assert plots.risk_coverage_figure(sel, "confidence").data[1].name == "deferring the least confident"
+    empty = plots.risk_coverage_figure({**sel, "orderings": {"confidence": None}})
+    assert not empty.data and "No curve" in empty.layout.annotations[0].text
