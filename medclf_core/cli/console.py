@@ -164,7 +164,7 @@ def print_evaluation(result: Mapping) -> None:
         print(f"ROC-AUC  {number(result['auc'], 4)}")
     if "sensitivity" in result:
         print(f"At threshold {number(result['threshold'])} on P({result['positive_class']}): "
-              f"sensitivity {result['sensitivity']}, specificity {result['specificity']}")
+              f"sensitivity {number(result['sensitivity'], 4)}, specificity {number(result['specificity'], 4)}")
     print(f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for c, m in result["per_class"].items():
         print(f"{c:<16}{number(m['precision'], 4):>10}{number(m['recall'], 4):>10}{number(m['f1'], 4):>10}"
@@ -194,7 +194,7 @@ def _print_ood_summary(ood: Mapping) -> None:
     if rest:
         print(f"  without them (n={rest['n']}): accuracy {number(rest['accuracy'], 4)}"
               + (f", ROC-AUC {number(rest['auc'], 4)}" if rest.get("auc") is not None else "")
-              + (f", sensitivity {rest['sensitivity']}, specificity {rest['specificity']}"
+              + (f", sensitivity {number(rest['sensitivity'], 4)}, specificity {number(rest['specificity'], 4)}"
                  if "sensitivity" in rest else ""))
 
 

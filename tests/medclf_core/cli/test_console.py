@@ -10,7 +10,7 @@ from medclf_core.cli import console
 EVALUATION = {
     "model": "chest", "dataset": "chest_xray", "split": "test", "n": 80, "accuracy": 0.91234,
     "ci95": {"accuracy": [0.8512, 0.9634]}, "auc": 0.95, "threshold": 0.35, "positive_class": "PNEUMONIA",
-    "sensitivity": "0.950 (38/40)", "specificity": "0.875 (35/40)", "class_names": ["NORMAL", "PNEUMONIA"],
+    "sensitivity": 0.95, "specificity": 0.875, "class_names": ["NORMAL", "PNEUMONIA"],
     "per_class": {"NORMAL": {"precision": 0.9, "recall": 0.875, "f1": 0.8874, "support": 40},
                   "PNEUMONIA": {"precision": 0.88, "recall": 0.95, "f1": 0.9137, "support": 40}},
     "confusion_matrix": [[35, 5], [2, 38]], "ece": 0.0412, "temperature": 1.37,
@@ -46,7 +46,7 @@ def test_evaluation_text(capsys):
     out = capsys.readouterr().out
     assert "Model chest on chest_xray (test, n=80)" in out
     assert "Accuracy 0.9123  95% CI 0.851-0.963" in out
-    assert "At threshold 0.350 on P(PNEUMONIA): sensitivity 0.950 (38/40)" in out
+    assert "At threshold 0.350 on P(PNEUMONIA): sensitivity 0.9500, specificity 0.8750" in out
     assert "NORMAL              0.9000    0.8750    0.8874       40" in out
     assert "Expected calibration error 0.0412 (temperature 1.37)" in out
     assert "4 of 80 images flagged (5.0%)" in out and "without them (n=76): accuracy 0.9200\n" in out
