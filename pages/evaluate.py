@@ -227,6 +227,8 @@ m = evaluated if evaluated is not None else stored_metrics(
     tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
+if (overlap := (evaluated or {}).get("overlap") or {}).get("message"):  # the model's own training images
+    st.warning(app_ui.md_escape(overlap["message"]))
 left, right = st.columns(2)
 with left:
     st.markdown("**Metrics** (95% bootstrap intervals)")

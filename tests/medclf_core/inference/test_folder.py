@@ -43,3 +43,20 @@ def test_the_page_and_the_cli_get_the_same_figures(predictor, chest_sample):
     stored = {k: p[k] for k in ("y_true", "probs", "class_names")}  # e.g. a run's stored test split: no flags
     assert evaluate_predictions(stored, threshold=predictor.threshold, positive=predictor.positive,
                                 bootstrap=0)["ood"] is None
+
+
+def test_an_evaluation_on_the_training_images_says_so_before_its_metrics(predictor, trained_run, chest_sample):
+    """Issue 24: the run keeps its images' pixel digests (training_images.json), so evaluating it on the folder
+    it was trained on counts the train and validation images as overlapping, and not its held-out test images."""
+    import json
+
+    from medclf_core.registry.store import TRAINING_IMAGES_FILE
+
+    kept = json.loads((trained_run / TRAINING_IMAGES_FILE).read_text())["splits"]
+    counts = predictor.card["dataset"]["counts"]
+    assert {s: len(v) for s, v in kept.items()} == {s: sum(c.values()) for s, c in counts.items()}
+    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
+    o = r["overlap"]
+    assert list(r)[0] == "overlap" and o["basis"] == "image hashes" and o["n"] == 80
+    assert o["n_overlapping"] == len(kept["train"]) + len(kept["val"]) and o["n_test"] == len(kept["test"]) > 0
+    assert o["message"].startswith(f"{o['n_overlapping']} of the 80 evaluated images")
