@@ -84,6 +84,9 @@ def test_the_misclassified_maps_can_be_checked_for_faithfulness(app_env, page):
     at.run()
     assert not at.exception and at.subheader[-1].value == "Misclassified images"
     assert not any(c.value.startswith("Mean faithfulness") for c in at.caption)   # not computed unasked
+    # issue 24: a mistake's caption gives P(positive class) with the decision, capped, never the decided class's own
+    captions = [rendered(c) for im in at.image for c in im.captions if ", predicted " in c]
+    assert captions and all(" (P(PNEUMONIA) " in c for c in captions), captions
     at.button(key="eval-faithfulness").click()
     at.run()
     assert not at.exception
