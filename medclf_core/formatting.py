@@ -6,8 +6,8 @@ behind it says so instead of showing an interval that looks precise.
 
     >>> number(0.96412), number(0.4173, digits=2), number(None)
     ('0.964', '0.42', 'n/a')
-    >>> percent(0.9641)
-    '96.4%'
+    >>> percent(0.9641), probability_text(0.9996), probability_text(0.62)
+    ('96.4%', '>99%', '62.0%')
     >>> metric_with_n(0.964, ci=(0.951, 0.977), n=779)
     '0.964 (95% CI 0.951-0.977, n = 779)'
 
@@ -55,6 +55,32 @@ def percent(value, digits: int = 1) -> str:
     if not is_number(value):
         return NOT_AVAILABLE
     return f"{float(value):.{digits}%}"
+
+
+PROBABILITY_CAP = 0.01  # a probability shown to a clinician reads ">99%" above 1 - this, "<1%" below it
+
+
+def probability_text(value, digits: int = 1) -> str:
+    """A probability as shown to a clinician: a percentage, capped at ``>99%`` and ``<1%``.
+
+    A model's probability is never certainty: ``100.0%`` or ``0.0%`` (what a near-saturated,
+    calibrated output prints) would claim more than a model can know, and the digits past 99% mean
+    nothing at the precision calibration reaches. Values above ``1 - PROBABILITY_CAP`` read ``>99%``,
+    below ``PROBABILITY_CAP`` read ``<1%``; the rest as :func:`percent`. Only for display: the JSON and
+    CSV exports keep the exact numbers.
+
+    >>> probability_text(0.995), probability_text(0.005), probability_text(0.99), probability_text(0.01)
+    ('>99%', '<1%', '99.0%', '1.0%')
+    >>> probability_text(None)
+    'n/a'
+    """
+    if not is_number(value):
+        return NOT_AVAILABLE
+    if value > 1.0 - PROBABILITY_CAP:
+        return ">99%"
+    if value < PROBABILITY_CAP:
+        return "<1%"
+    return percent(value, digits)
 
 
 def rounded(value, digits: int = 3):

@@ -20,7 +20,7 @@ from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
 from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
-from medclf_core.inference.results import result_key
+from medclf_core.inference.results import headline, result_key
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
@@ -228,6 +228,8 @@ m = evaluated if evaluated is not None else stored_metrics(
     tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
+if (overlap := (evaluated or {}).get("overlap") or {}).get("message"):  # the model's own training images
+    st.warning(app_ui.md_escape(overlap["message"]))
 left, right = st.columns(2)
 with left:
     st.markdown("**Metrics** (95% bootstrap intervals)")
@@ -385,7 +387,9 @@ else:
     for k, i in enumerate(shown):
         true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
         shown_name = deid.safe_file_label(data["rel"][i], deid.file_identifiers(data["files"][i]))  # one name rule
-        caption = f"{shown_name}: true {true_c}, predicted {pred_c} ({probs[i][y_pred[i]]:.0%})"
+        caption = f"{shown_name}: true {true_c}, predicted " + headline(  # with P(positive class), capped
+            {"label": pred_c, "probabilities": dict(zip(class_names, map(float, probs[i]), strict=True)),
+             "threshold": threshold if binary else None, "positive_class": class_names[positive] if binary else None}).title
         if faith.get(k) is not None:
             caption += f"; faithfulness {format_faithfulness(faith[k])}"
         caption = app_ui.md_escape(caption)  # file and class names; image captions are Markdown too

@@ -9,7 +9,7 @@ import streamlit as st
 import app_ui
 import pacs_ui
 from medclf_core.errors import MedclfError
-from medclf_core.inference.results import image_digest, result_key
+from medclf_core.inference.results import calibration_in_use, image_digest, result_key, table_row
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -163,18 +163,6 @@ for e in good:
     e["result"] = preds[result_key(predictor.card, e["sha"])]
 
 
-def decision_text(result: dict) -> str:
-    probs = result["probabilities"]
-    label = result["label"]
-    if "threshold" in result:
-        pos = result["positive_class"]
-        p, t = probs[pos], result["threshold"]
-        sign = "at or above" if p >= t else "below"
-        return (f"Decision at the model's operating threshold: **{esc(label)}** "
-                f"(P({esc(pos)}) = {p:.1%}, {sign} the threshold {t:.1%}).")
-    return f"Decision: **{esc(label)}** (the most probable class; this model has no tuned threshold)."
-
-
 FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
                      "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
                      "faster this class's probability falls compared with blanking random regions, the higher the "
@@ -220,7 +208,7 @@ def cam_panel(entry: dict) -> None:
     st.download_button("Download report (PDF)", mime="application/pdf", key=f"report-{sha}",
                        file_name=report_file_name(entry["name"], ids),
                        data=lambda: report_bytes({"file": entry["name"], **entry["result"]}, entry["pixels"],
-                                                 shown.heatmap, predictor.card, identifying=ids, opacity=opacity))
+                                                 scored, predictor.card, identifying=ids, opacity=opacity))
 
 
 def show_out_of_distribution(entry: dict) -> None:
@@ -245,12 +233,7 @@ def show_out_of_distribution(entry: dict) -> None:
 
 def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
-    cal = predictor.card.get("calibration") or {}
-    if cal.get("fitted_on") and cal["fitted_on"] != "val":  # a small-data run: out-of-fold, or the stated rule
-        st.caption(esc(f"Calibration: {cal.get('method')}; {cal['fitted_on']}."))
-    elif result.get("temperature"):
-        st.caption(f"The probabilities are calibrated on the model's validation images (temperature scaling, "
-                   f"T = {result['temperature']:.2f}).")
+    st.caption(esc(f"Calibration in use: {calibration_in_use(predictor.card)}."))  # the PDF says the same
     rule = predictor.card.get("threshold_rule") or {}
     if "threshold" in result and rule.get("chosen_for"):
         st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))
@@ -279,9 +262,9 @@ def show_detail(entry: dict) -> None:
     if result.get("ood"):
         show_out_of_distribution(entry)
         return
-    label = result["label"]
-    st.subheader(f"{esc(entry['name'])}: {esc(label)} ({result['probabilities'][label]:.1%})")
-    st.markdown(decision_text(result))
+    label, h = result["label"], result.headline  # the decision and P(positive class), borderline when it is
+    st.subheader(f"{esc(entry['name'])}: {esc(h.title)}")
+    st.markdown(esc(h.sentence))
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "
                    "`python -m medclf_core refit-trust` adds one.")
@@ -313,7 +296,7 @@ def write_one(entry: dict, series, with_pdf: bool) -> dict:
                         lambda: predictor.explain([entry["pixels"]], "gradcam", index, compact=True)[0])
         except Exception:  # noqa: BLE001 - no map for this model: the SR is still written
             heat = None
-    pdf = report_bytes({"file": entry["name"], **result}, entry["pixels"], heat.heatmap if heat else None,
+    pdf = report_bytes({"file": entry["name"], **result}, entry["pixels"], heat,
                        predictor.card, identifying=entry.get("identifying") or []) if with_pdf else None
     return write_results(st.session_state["pacs_conn"], entry["pacs"]["data"], result, predictor.card,
                          overlay=heat.overlay(0.45) if heat else None, pdf=pdf, series=series)
@@ -351,29 +334,16 @@ if len(good) == 1 and not bad:
 rows = []
 for e in entries:
     if "error" in e:
-        rows.append({"file": e["name"], "class": None, "probability": None, "decision": "not read: " + e["error"]})
+        rows.append({"file": e["name"], "decision": "not read: " + e["error"], "probability": None})
         continue
-    r = e["result"]
-    top = max(r["probabilities"], key=r["probabilities"].get)
-    if r.get("ood"):  # not presented as a finding
-        row = {"file": e["name"], "class": None, "probability": None,
-               "decision": "out of distribution: not a finding"}
-    else:
-        row = {"file": e["name"], "class": top, "probability": round(r["probabilities"][top], 4),
-               "decision": r["label"]}
-    row["out of distribution"] = {True: "yes", False: "no", None: "not checked"}[r.get("ood")]
-    row["out-of-distribution reason"] = (r.get("ood_reason") or "") if r.get("ood") else ""
-    row.update({f"P({c})": round(p, 4) for c, p in r["probabilities"].items()})
-    rows.append(row)
+    rows.append({"file": e["name"], **table_row(e["result"])})  # a refused image: not presented as a finding
 table = pd.DataFrame(rows)
 st.subheader(f"Results for {len(entries)} files")
 # every column as wide as its longest text, header included (medclf_core.reports.tables): nothing is cut off,
 # the grid scrolls sideways instead; the out-of-distribution reason has its own column
 widths = fitted_widths(dict(table.items()))
-st.dataframe(table, hide_index=True, width="stretch", column_config={
-    **{c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()},
-    **{c: st.column_config.NumberColumn(c, format="%.4f", width=widths[c]) for c in table.columns
-       if c.startswith("P(") or c == "probability"}})
+st.dataframe(table, hide_index=True, width="stretch",  # probabilities as text, capped at >99% / <1%
+             column_config={c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()})
 # The export holds base file names and model outputs only; DICOM identifiers are scrubbed from file names too.
 # each row is labelled by its own file's identifiers only (deid.safe_file_label): alone or with others, one name
 export_rows = [{"file": e["name"], "identifying": e.get("identifying") or [], "error": e["error"]} if "error" in e
@@ -390,7 +360,7 @@ for i, e in enumerate(good):
     r = e["result"]
     cols[i % 4].image(e["pixels"], width="stretch",
                       caption=esc(f"{e['name']}: out of distribution" if r.get("ood")
-                                  else f"{e['name']}: {r['label']} ({r['probabilities'][r['label']]:.0%})"))
+                                  else f"{e['name']}: {r.headline.title}"))
 
 st.divider()
 names = [e["name"] for e in good]

@@ -123,6 +123,7 @@ def cmd_predict(args) -> int:
     """Classify the files; with ``--cam`` and/or ``--report``, each readable file is decoded once and
     explained once, and that one map serves both its overlay PNG and its PDF report."""
     from medclf_core.inference.predictor import Predictor
+    from medclf_core.inference.results import exported
 
     if bool(args.files) == bool(args.pacs) or bool(args.pacs) != bool(args.study):
         console.message("error: give image files, or --pacs URL with --study UID (not both)")
@@ -143,8 +144,8 @@ def cmd_predict(args) -> int:
         written = write_reports(predictor, results, args.report, method=args.cam_method, opacity=args.opacity,
                                 decoded=decoded, explanations=explained)
         console.message(f"Wrote {len(written)} PDF report(s) to {args.report}")
-    if args.json:
-        console.print_json(results)
+    if args.json:  # a refused image's label is empty (medclf_core.inference.results.exported)
+        console.print_json([exported(r) for r in results])
     else:
         console.print_predictions(results)
     return 2 if any("error" in r for r in results) else 0
@@ -153,6 +154,7 @@ def cmd_predict(args) -> int:
 def _predict_pacs(predictor, args) -> int:
     """``predict --pacs``: the study's image instances through the same path as files; with ``--store`` the
     results written back (exit 1 when the write failed: the results are still printed)."""
+    from medclf_core.inference.results import exported
     from medclf_core.pacs.client import PacsConnection
     from medclf_core.pacs.flow import predict_from_pacs
 
@@ -168,7 +170,7 @@ def _predict_pacs(predictor, args) -> int:
     if failed:
         console.message(f"error: {failed}")
     if args.json:
-        console.print_json(results)
+        console.print_json([exported(r) for r in results])
     else:
         console.print_predictions(results)
     return 1 if failed else (2 if any("error" in r for r in results) else 0)
@@ -176,7 +178,7 @@ def _predict_pacs(predictor, args) -> int:
 
 def _explain_readable(predictor, results: list[dict], decoded: dict, method: str, *, cam: bool) -> dict:
     """``{index: HeatMap}`` (:meth:`Predictor.explain`) of every readable result, in one batch: the map
-    of the class each result names. With ``cam`` each map is also scored by a deletion curve, and a
+    of the class each result names, scored by a deletion curve (faithfulness). With ``cam`` a
     model without heat maps is an error; for reports alone such a model gives ``{index: None}`` (each
     report then says it has no map)."""
     readable = [i for i, r in enumerate(results) if "error" not in r and i in decoded]
@@ -186,8 +188,8 @@ def _explain_readable(predictor, results: list[dict], decoded: dict, method: str
     labels = [results[i]["label"] for i in readable]
     if cam:
         return dict(zip(readable, predictor.explain(images, method, labels, faithfulness=True), strict=True))
-    try:
-        maps = predictor.explain(images, method, labels)
+    try:  # scored too: the report names the map's faithfulness
+        maps = predictor.explain(images, method, labels, faithfulness=True)
     except Exception:  # noqa: BLE001 - no heat map for this model: the reports say so
         maps = [None] * len(readable)
     return dict(zip(readable, maps, strict=True))

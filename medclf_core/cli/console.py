@@ -5,9 +5,10 @@ One ``print_*`` function per command's result, the progress bars of long reads
 result: :mod:`medclf_core.cli.commands` hands over what the core returned. Numbers go through
 :mod:`medclf_core.formatting`.
 
-    >>> print_predictions([{"file": "a.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}},
+    >>> print_predictions([{"file": "a.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.38, "PNEUMONIA": 0.62},
+    ...                     "threshold": 0.75, "positive_class": "PNEUMONIA"},
     ...                    {"file": "b.png", "error": "The file is empty (0 bytes)."}])
-    a.png: NORMAL (NORMAL 0.900, PNEUMONIA 0.100)
+    a.png: NORMAL (P(PNEUMONIA) = 62.0%), below the threshold 75.0% [NORMAL 38.0%, PNEUMONIA 62.0%]
     b.png: ERROR The file is empty (0 bytes).
 """
 
@@ -17,7 +18,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 
-from medclf_core.formatting import MIN_RELIABLE_N, number, percent
+from medclf_core.formatting import MIN_RELIABLE_N, number, percent, probability_text
 from medclf_core.io.deid import safe_file_label
 from medclf_core.trust.selective import deferral_sentence
 
@@ -158,6 +159,7 @@ def print_evaluation(result: Mapping) -> None:
     images to a reader gains (:func:`medclf_core.trust.selective.deferral_sentence`, per ordering)."""
     ci = result.get("ci95")
     print(f"Model {result['model']} on {result['dataset']} ({result['split']}, n={result['n']})")
+    _print_overlap(result.get("overlap"))
     print(f"Accuracy {number(result['accuracy'], 4)}"
           + (f"  95% CI {number(ci['accuracy'][0])}-{number(ci['accuracy'][1])}" if ci else ""))
     if result.get("auc") is not None:
@@ -183,6 +185,22 @@ def print_evaluation(result: Mapping) -> None:
         print(f"skipped {safe_file_label(s['file'])}: {s['error']}")
     if result.get("recorded"):
         print(f"Recorded in {result['recorded']}")
+
+
+def _print_overlap(overlap: Mapping | None) -> None:
+    """Whether these are the model's training images (:func:`medclf_core.inference.overlap.training_overlap`),
+    before any figure."""
+    if not overlap:
+        return
+    if overlap.get("message"):
+        print(f"WARNING: {overlap['message']}")
+    elif overlap.get("basis") == "image hashes":
+        print("Training images: none of these images is one the model was trained or tuned on (image hashes).")
+    elif overlap.get("basis"):
+        print("Training images: not the model's training dataset (dataset fingerprint; a partial overlap shows only "
+              "by image hashes, which runs trained with this version keep).")
+    else:
+        print("Training images: not checked (the model card records no dataset fingerprint).")
 
 
 def _print_ood_summary(ood: Mapping) -> None:
@@ -217,18 +235,25 @@ def _cam_text(r: Mapping) -> str:
 
 
 def print_predictions(results: Sequence[Mapping]) -> None:
-    """One line per file: its label and probabilities (an out-of-distribution image said so first), or its error."""
+    """One line per file: its headline (:func:`medclf_core.inference.results.headline`: the decision and
+    P(positive class), borderline when it is) and every class's probability, capped at >99% / <1%; a refused
+    (out-of-distribution) image says so and gives no decision; or the file's error."""
+    from medclf_core.inference.results import headline
+
     for r in results:
         name = r.get("file_label") or safe_file_label(r["file"])  # never the path: the one file-name rule
         if "error" in r:
             print(f"{name}: ERROR {r['error']}")
             continue
-        probs = ", ".join(f"{c} {number(p)}" for c, p in r["probabilities"].items())
+        probs = ", ".join(f"{c} {probability_text(p)}" for c, p in r["probabilities"].items())
         if r.get("ood"):
             print(f"{name}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
-                  f"Model output {r['label']} ({probs})" + _cam_text(r) + _stored_text(r))
-        else:
-            print(f"{name}: {r['label']} ({probs})" + _cam_text(r) + _stored_text(r))
+                  f"Model output (not a finding): {probs}" + _cam_text(r) + _stored_text(r))
+            continue
+        h = headline(r)
+        side = "" if h.threshold is None else \
+            f", {'at or above' if h.probability >= h.threshold else 'below'} the threshold {percent(h.threshold)}"
+        print(f"{name}: {h.title}{side} [{probs}]" + _cam_text(r) + _stored_text(r))
 
 
 def _stored_text(r: Mapping) -> str:

@@ -109,7 +109,7 @@ def _inspect(item: Item) -> tuple[str | None, str | None, str | None, int, list[
         return None, None, "The image is too large to decode with the memory available.", 0, []
     except Exception as exc:  # a decoder bug must not stop the audit
         return None, None, f"The file could not be decoded ({type(exc).__name__}).", 0, []
-    digest = hashlib.md5(img.pixels.tobytes() + str(img.pixels.shape).encode()).hexdigest()
+    digest = pixel_digest(img.pixels)
     return digest, dhash(img.pixels), None, int(img.pixels.shape[0] * img.pixels.shape[1]), list(img.warnings)
 
 
@@ -244,6 +244,25 @@ def _class_counts(items: list[Item], class_names: list[str]) -> tuple[dict[str, 
     sizes = [totals.get(c, 0) for c in range(len(class_names))]
     imbalance = (max(sizes) / min(sizes)) if min(sizes) > 0 else float("inf")
     return split_counts(by_split, class_names), imbalance
+
+
+def pixel_digest(pixels) -> str:
+    """The identity of an image's decoded pixels (md5 of their bytes and shape): what the audit calls two
+    identical images, what training records of its images (``training_images.json``) and evaluation compares.
+
+    >>> import numpy as np
+    >>> a, b = np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.uint8)   # the same bytes, another shape
+    >>> pixel_digest(a) == pixel_digest(a.copy()), pixel_digest(a) == pixel_digest(b)
+    (True, False)
+    """
+    return hashlib.md5(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+def pixel_fingerprint(hashes: dict[str, str]) -> str:
+    """The audit's dataset fingerprint (what ``card["dataset"]["fingerprint"]`` holds) from ``{relative path:
+    pixel_digest}`` of the readable files: an evaluation that decoded the same files gets the same value."""
+    text = "\n".join(f"{rel}\t{digest}" for rel, digest in sorted(hashes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _fingerprint(items: list[Item], hashes: dict[str, str]) -> str:

@@ -44,6 +44,7 @@ from medclf_core.explain.views import cam_view, resolve_model, view_cache
 from medclf_core.io.images import to_model_input
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}  # as shown to people
 # "compiled": Grad-CAM / Grad-CAM++ as one traced TensorFlow graph (forward + pruned backward),
 # the tf-keras-vis 0.8.7 formulas ported; "tf-keras-vis": the library itself, run eagerly
 # (3-15x slower, kept as the reference the compiled path is tested against). Score-CAM

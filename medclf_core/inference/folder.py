@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from medclf_core.data.audit import pixel_digest
 from medclf_core.data.fingerprint import evaluated_split
 from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError, ImageError
+from medclf_core.inference.overlap import training_overlap
 from medclf_core.io.images import load_image
 from medclf_core.trust.metrics import decide, evaluate_probabilities
 from medclf_core.trust.selective import selective_prediction
@@ -37,17 +39,18 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     ``progress(done, total)`` is called after each image is read.
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
     "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
-    "ood_score" (N, None without a gate), "ood_reason" (N)}``: what a threshold slider or a
+    "ood_score" (N, None without a gate), "ood_reason" (N), "hashes" ({rel: pixel digest})}``: what a threshold slider or a
     metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
     index, items, split, label_of = _items(predictor, data, split)
-    arrays, headers, out = [], [], {"files": [], "rel": [], "labels": [], "skipped": []}
-    for n, (item, (arr, err, facts)) in enumerate(zip(items, _read(predictor, items), strict=True), 1):
+    arrays, headers, out = [], [], {"files": [], "rel": [], "labels": [], "skipped": [], "hashes": {}}
+    for n, (item, (arr, err, facts, digest)) in enumerate(zip(items, _read(predictor, items), strict=True), 1):
         if err:
             out["skipped"].append({"file": item.rel, "error": err})
         else:
             arrays.append(arr)
             headers.append(facts)
+            out["hashes"][item.rel] = digest
             out["labels"].append(label_of[index.class_names[item.label].lower()])
             out["files"].append(item.path)
             out["rel"].append(item.rel)
@@ -61,7 +64,7 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
             "probs": probs, "skipped": out["skipped"], "split": split,
             "class_names": list(predictor.class_names), "dataset": str(data),
             "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
-            "ood_reason": [v["ood_reason"] for v in verdicts]}
+            "ood_reason": [v["ood_reason"] for v in verdicts], "hashes": out["hashes"]}
 
 
 def _items(predictor, data, split: str):
@@ -81,16 +84,17 @@ def _items(predictor, data, split: str):
 
 
 def _read(predictor, items):
-    """``(prepared input or None, error or None, DICOM facts or None)`` per item, in order, read by four
-    threads (decoding is most of an evaluation's time)."""
+    """``(prepared input or None, error or None, DICOM facts or None, pixel digest or None)`` per item, in
+    order, read by four threads (decoding is most of an evaluation's time; the digest, for
+    :func:`~medclf_core.inference.overlap.training_overlap`, is a few ms)."""
     def prepare(item):
         try:
             img = load_image(item.path)
-            return predictor.prepare(img.pixels), None, predictor.dicom_facts(img)
+            return predictor.prepare(img.pixels), None, predictor.dicom_facts(img), pixel_digest(img.pixels)
         except ImageError as exc:
-            return None, str(exc), None
+            return None, str(exc), None, None
         except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
-            return None, f"The file could not be processed ({type(exc).__name__}).", None
+            return None, f"The file could not be processed ({type(exc).__name__}).", None, None
 
     with ThreadPoolExecutor(4) as pool:
         yield from pool.map(prepare, items)
@@ -120,12 +124,15 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
                     progress=None, with_predictions: bool = False) -> dict:
     """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split`` and
     ``progress``): :func:`evaluate_predictions` at the model's threshold, plus ``split``, ``dataset``,
-    ``skipped`` (unreadable files), ``model``, ``temperature`` (None when uncalibrated) and in ``ood``
-    the ``flagged_files``; the top-level metrics stay over every image. ``with_predictions``: also
+    ``skipped`` (unreadable files), ``model``, ``temperature`` (None when uncalibrated), in ``ood``
+    the ``flagged_files``, and first ``overlap``: :func:`~medclf_core.inference.overlap.training_overlap`
+    (are these images the model's training images? its ``message`` goes before the metrics); the
+    top-level metrics stay over every image. ``with_predictions``: also
     ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them)."""
     p = predict_folder(predictor, data, split, progress=progress)
     result = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=bootstrap)
     ood = result.pop("ood")  # after the run's facts, as `evaluate --json` has always printed it
+    result = {"overlap": training_overlap(predictor.card, p["hashes"]), **result}
     result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
                    "model": predictor.card.get("name"), "temperature": predictor.temperature, "ood": ood})
     result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]

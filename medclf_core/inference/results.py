@@ -5,6 +5,9 @@
   verdict's words as a property.
 - :class:`HeatMap`: one heat map with what it explains, the overlay at any opacity (re-rendered
   from the map, never recomputed) and its faithfulness score in words.
+- :func:`headline`: what a clinician reads first (the decision, P(positive class), "borderline"),
+  the one rule the Predict page, the CLI and the PDF report all show; :func:`exported` is a result as
+  the JSON/CSV exports give it (no ``label`` for a refused image).
 - :func:`result_key`: the one rule for what invalidates a result, for a caller that keeps
   results between runs (the Predict page's per-session cache).
 
@@ -25,13 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
 from medclf_core.explain.render import overlay
-from medclf_core.trust.calibration import temperature_of
+from medclf_core.formatting import percent, probability_text
+from medclf_core.trust.calibration import calibration_in_use, temperature_of  # noqa: F401 - the pages read it here
 from medclf_core.trust.verdict import ood_message
 
 
@@ -51,9 +56,126 @@ class Prediction(dict):
         return self.get("ood") is True
 
     @property
+    def headline(self) -> Headline:
+        """What a clinician reads first (:func:`headline`)."""
+        return headline(self)
+
+    @property
     def verdict_words(self) -> str | None:
         """The plain warning for a flagged image (:func:`medclf_core.trust.verdict.ood_message`), else None."""
         return ood_message(self)
+
+
+BORDERLINE_MARGIN = 0.05  # |P(positive) - threshold| below this (absolute) marks a decision "borderline"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The headline of one result (:func:`headline`): the decision, the probability shown with it, and
+    whether the case is borderline. ``shown_class``: whose probability ``probability`` is (the positive
+    class for a thresholded binary model, else the decided class); ``threshold``: None for an argmax model."""
+
+    decision: str
+    shown_class: str
+    probability: float
+    threshold: float | None
+    borderline: bool
+    finding: bool  # the decision is the positive class (a binary model's finding); False otherwise
+
+    @property
+    def probability_text(self) -> str:
+        """``P(PNEUMONIA) = 62.0%``, or ``P(PNEUMONIA) > 99%`` (capped:
+        :func:`medclf_core.formatting.probability_text`)."""
+        text = probability_text(self.probability)
+        return f"P({self.shown_class}) " + (f"{text[0]} {text[1:]}" if text[0] in "<>" else f"= {text}")
+
+    @property
+    def title(self) -> str:
+        """One line: ``NORMAL (P(PNEUMONIA) = 62.0%, borderline)``."""
+        return f"{self.decision} ({self.probability_text}" + (", borderline)" if self.borderline else ")")
+
+    @property
+    def sentence(self) -> str:
+        """The decision with the rule behind it, and what borderline means when it is (plain text)."""
+        if self.threshold is None:
+            text = f"Decision: {self.decision}, the most probable class ({self.probability_text}; this model has " \
+                   "no operating threshold)."
+            why = f"the two most probable classes are less than {percent(2 * BORDERLINE_MARGIN, 0)} apart"
+        else:
+            side = "at or above" if self.probability >= self.threshold else "below"
+            text = (f"Decision at the model's operating threshold: {self.decision} ({self.probability_text}, "
+                    f"{side} the threshold {percent(self.threshold)}).")
+            why = (f"P({self.shown_class}) is less than {percent(BORDERLINE_MARGIN, 0)} (absolute) from the "
+                   "threshold")
+        if self.borderline:
+            text += f" Borderline: {why}; a small change in the image could change the decision."
+        return text
+
+
+def headline(result: Mapping) -> Headline:
+    """The headline of a prediction result (a :class:`Prediction` or its dict).
+
+    A binary model with an operating threshold (``threshold`` and ``positive_class`` in the result):
+    the decision at the threshold and P(positive class), whichever class was decided; so "NORMAL" at
+    P(PNEUMONIA) = 0.62 below a 0.75 threshold reads ``NORMAL (P(PNEUMONIA) = 62.0%)``, never
+    ``NORMAL (38.0%)``. Borderline when ``|P(positive) - threshold| < BORDERLINE_MARGIN`` (0.05).
+    Any other model: the decided class (the most probable) and its probability; borderline when the
+    two most probable classes are less than ``2 * BORDERLINE_MARGIN`` apart (the same rule as a
+    two-class model at threshold 0.5).
+
+    >>> h = headline({"label": "NORMAL", "probabilities": {"NORMAL": 0.38, "PNEUMONIA": 0.62},
+    ...               "threshold": 0.75, "positive_class": "PNEUMONIA"})
+    >>> h.title, h.finding
+    ('NORMAL (P(PNEUMONIA) = 62.0%)', False)
+    >>> headline({"label": "MRI", "probabilities": {"CT": 0.001, "MRI": 0.998, "XRAY": 0.001}}).title
+    'MRI (P(MRI) > 99%)'
+    """
+    probs = {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
+    decision = str(result.get("label"))
+    pos, threshold = result.get("positive_class"), result.get("threshold")
+    if threshold is not None and pos in probs:
+        p = probs[pos]
+        return Headline(decision, str(pos), p, float(threshold), abs(p - float(threshold)) < BORDERLINE_MARGIN,
+                        decision == pos)
+    ranked = sorted(probs.values(), reverse=True)
+    lead = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
+    return Headline(decision, decision, probs.get(decision, float("nan")), None, lead < 2 * BORDERLINE_MARGIN,
+                    decision == pos)
+
+
+def table_row(result: Mapping) -> dict:
+    """One accepted or refused result as a row of the results table a clinician reads (the Predict page's):
+    ``decision``, ``probability`` (the headline's: P(positive class), capped), ``borderline``, the
+    out-of-distribution verdict and reason, then each class's capped probability ``P(<class>)``. A refused
+    image's decision says it is not a finding, with no probability beside it.
+
+    >>> row = table_row({"label": "NORMAL", "probabilities": {"NORMAL": 0.38, "PNEUMONIA": 0.62},
+    ...                  "threshold": 0.75, "positive_class": "PNEUMONIA", "ood": False})
+    >>> row["decision"], row["probability"], row["P(NORMAL)"]
+    ('NORMAL', 'P(PNEUMONIA) = 62.0%', '38.0%')
+    """
+    h, ood = headline(result), result.get("ood")
+    row = {"decision": h.decision, "probability": h.probability_text, "borderline": "yes" if h.borderline else ""}
+    if ood:
+        row = {"decision": "out of distribution: not a finding", "probability": None, "borderline": ""}
+    row["out of distribution"] = {True: "yes", False: "no", None: "not checked"}[ood]
+    row["out-of-distribution reason"] = (result.get("ood_reason") or "") if ood else ""
+    row.update({f"P({c})": probability_text(p) for c, p in (result.get("probabilities") or {}).items()})
+    return row
+
+
+def exported(result: Mapping) -> dict:
+    """A result as the JSON and CSV exports give it: a refused image (``ood`` True: no finding) has no
+    ``label`` (None), so no spreadsheet or script reads the model's output on it as a finding; its
+    probabilities stay (what the model output, exactly).
+
+    >>> exported({"label": "PNEUMONIA", "ood": True})["label"] is None
+    True
+    """
+    out = dict(result)
+    if out.get("ood") is True and "label" in out:
+        out["label"] = None
+    return out
 
 
 @dataclass(frozen=True)

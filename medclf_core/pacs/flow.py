@@ -150,7 +150,7 @@ def _overlays(predictor, todo: list[dict], method: str, opacity: float) -> list[
     except Exception:  # noqa: BLE001 - no heat map for this model: the SR is written without its overlay
         return out
     for i, m in zip(wanted, maps, strict=True):
-        out[i] = {"overlay": m.overlay(opacity), "heatmap": m.heatmap}
+        out[i] = {"overlay": m.overlay(opacity), "heatmap": m.heatmap, "map": m}
     return out
 
 
@@ -162,7 +162,7 @@ def _pdf(predictor, result: dict, overlay: dict | None) -> bytes | None:
     values = list(img.dicom.identifying) if img.dicom is not None else []
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     try:
-        return report_bytes(public, img.pixels, overlay["heatmap"] if overlay else None, predictor.card,
+        return report_bytes(public, img.pixels, overlay["map"] if overlay else None, predictor.card,
                             identifying=values)
     except Exception:  # noqa: BLE001 - the SR and overlay are still written; the result says the PDF is missing
         result["report_error"] = "The PDF report could not be made."

@@ -47,6 +47,7 @@ MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
+TRAINING_IMAGES_FILE = "training_images.json"  # pixel digests of the run's train/val/test images (inference.overlap)
 GATE_FILE = "ood.npz"  # the out-of-distribution gate: written and read by medclf_core.trust.ood, exported too
 REGISTRATION_TMP_PREFIX = ".tmp-"  # write_run_atomically writes a run here first; a killed one leaves it
 MODELS_DIR_ENV = "MEDCLF_MODELS_DIR"

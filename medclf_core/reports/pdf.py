@@ -2,8 +2,10 @@
 
 :func:`write_report` writes one A4 PDF for one prediction result (a row of
 :meth:`medclf_core.inference.predictor.Predictor.predict_files` / ``predict``): the image and its
-heat-map overlay side by side, the decision and the threshold it was taken at, every class
-probability, the out-of-distribution verdict when the result has one (``"ood"``), the model
+heat-map overlay side by side, the verdict (finding or refused, with the out-of-distribution reason), the
+headline (:func:`medclf_core.inference.results.headline`) and the threshold it was taken at, the calibration
+in use, every class probability (capped at >99% / <1%), the heat map's method, target class and
+faithfulness, the model
 card's facts (name, task, architecture, input, test metrics with their n, intended use) and the
 research-use notice on every page.
 
@@ -44,13 +46,17 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medclf_core.formatting import number
+from medclf_core.formatting import number, probability_text
 from medclf_core.io.atomic import write_bytes_atomically
 from medclf_core.io.deid import redact, safe_file_label, safe_file_stem
 from medclf_core.io.images import as_gray_or_rgb_uint8, load_image
+
+if TYPE_CHECKING:
+    from medclf_core.inference.results import HeatMap
 
 NOTICE = "Research demo, not for clinical use."
 NOTICE_DETAIL = ("The models are not medical devices. This report shows what a model computed; it is not a "
@@ -59,15 +65,16 @@ _MAX_IMAGE_SIDE = 800  # pixels embedded per picture: enough for print, keeps a 
 _IMAGE_W = 85.0  # mm per picture (two side by side on A4)
 
 
-def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | None, card: Mapping,
+def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | HeatMap | None, card: Mapping,
                  path: str | os.PathLike, *, identifying: Iterable[str] = (), opacity: float = 0.4) -> Path:
     """Write the report of one image to ``path`` (atomically: a temporary file, then a rename).
 
     ``result``: the image's prediction (``file``, ``label``, ``probabilities``, and optionally
     ``threshold``, ``positive_class``, ``temperature``, ``tta``, ``ood``, ``ood_score``, ``ood_reason``).
-    ``pixels``: the decoded image (uint8 (H, W) or (H, W, 3)); ``heatmap``: its map in [0, 1] (or
-    None: the report says there is none). ``card``: the model card. ``identifying``: strings to
-    scrub from the file name and texts (:func:`medclf_core.io.deid.identifying_values` of a DICOM).
+    ``pixels``: the decoded image (uint8 (H, W) or (H, W, 3)); ``heatmap``: its ``HeatMap`` (the report names
+    its method, target class and faithfulness), a bare map in [0, 1], or None (the report says there is none).
+    ``card``: the model card. ``identifying``: strings to scrub from the file name and texts
+    (:func:`medclf_core.io.deid.identifying_values` of a DICOM).
     """
     path = Path(path)
     data = report_bytes(result, pixels, heatmap, card, identifying=identifying, opacity=opacity)
@@ -76,7 +83,7 @@ def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     return path
 
 
-def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | None, card: Mapping, *,
+def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | HeatMap | None, card: Mapping, *,
                  identifying: Iterable[str] = (), opacity: float = 0.4) -> bytes:
     """The PDF of :func:`write_report` as bytes: title, pictures, decision, class probabilities, model card."""
     from medclf_core.registry.card import ModelCard
@@ -85,9 +92,10 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     c = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card))
     page = _Page()
     _title(page, result, c.name, identifying)
-    _pictures(page, pixels, heatmap, opacity)
-    _decision(page, result, identifying)
+    _pictures(page, pixels, getattr(heatmap, "heatmap", heatmap), opacity)
+    _decision(page, result, c, identifying)
     _probabilities(page, result)
+    _heat_map_facts(page, heatmap)
     page.heading("Model card")
     page.rows(_card_facts(c))
     return bytes(page.pdf.output())
@@ -204,42 +212,56 @@ def _pictures(page: _Page, pixels: np.ndarray | None, heatmap: np.ndarray | None
     pdf.set_xy(pdf.l_margin, bottom + 1)
 
 
-def _decision(page: _Page, result: Mapping, identifying: list[str]) -> None:
-    """The model's output with the rule and threshold behind it, how the probabilities were made, and
-    the out-of-distribution verdict (a flagged image said so first: its label is not a finding)."""
+def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> None:
+    """The verdict, then the headline (:func:`medclf_core.inference.results.headline`) with the rule behind
+    it, the calibration in use and how else the probabilities were made (a refused image: its reason first,
+    and the model's output only as what it output, not a finding)."""
+    from medclf_core.inference.results import headline
+    from medclf_core.trust.calibration import calibration_in_use
+
     page.heading("Decision")
-    ood = result.get("ood")
+    ood, h = result.get("ood"), headline(result)
     if ood:
         reason = _scrub(result.get("ood_reason") or "the image does not look like the training images", identifying)
-        page.line(f"OUT OF DISTRIBUTION: {reason}. The label below is not a finding; it is only what the model "
+        page.line(f"Verdict: refused, OUT OF DISTRIBUTION: {reason}. Not a finding; below is only what the model "
                   "output.", 9.5, "B")
-    pos, threshold = result.get("positive_class"), result.get("threshold")
-    if threshold is not None and pos:
-        rule = f"threshold {number(threshold)} on P({pos}): {pos} when P({pos}) >= {number(threshold)}"
+        page.line(f"Model output (not a finding): {result.get('label', 'n/a')} ({h.probability_text})", 10, "B")
     else:
-        rule = "argmax (the most probable class; this model has no operating threshold)"
-    label_prob = _probabilities_of(result).get(str(result.get("label")))
-    page.line(f"Model output: {result.get('label', 'n/a')}"
-              + (f" (P = {number(label_prob)})" if label_prob is not None else ""), 12, "B", 6)
-    page.line(f"Decision rule: {rule}.", 9)
-    if threshold is not None:
-        page.line(f"Decision threshold: {number(threshold)}", 9)
-    extras = _how_made(result)
-    if extras:
+        page.line("Verdict: accepted (the image passed the out-of-distribution check)" if ood is False else
+                  "Verdict: accepted, not checked for out-of-distribution images (this model has no gate).", 9.5, "B")
+        page.line(f"Decision: {h.title}", 12, "B", 6)
+        page.line(h.sentence, 9)
+    pos, threshold = result.get("positive_class"), result.get("threshold")
+    page.line(f"Decision threshold: {number(threshold)} (decision {pos} when P({pos}) >= {number(threshold)})."
+              if threshold is not None and pos else "Decision rule: argmax (the most probable class; this model has "
+              "no operating threshold).", 9)
+    page.line(f"Calibration in use: {calibration_in_use(card)}.", 8.5)
+    if extras := _how_made(result):
         page.line("; ".join(extras).capitalize() + ".", 8.5)
-    if ood is None:
-        page.line("Out-of-distribution check: not checked (this model has no out-of-distribution gate).", 8.5)
-    elif not ood:
+    if ood is False:
         score = result.get("ood_score")
         page.line("Out-of-distribution check: passed, the image resembles the training images"
                   + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
 
 
+def _heat_map_facts(page: _Page, heat) -> None:
+    """What the heat map shows: method, target class and its faithfulness score with the verdict in words
+    (``heat``: a :class:`~medclf_core.inference.results.HeatMap`; a bare array says only that it is a map)."""
+    from medclf_core.explain.cams import METHOD_NAMES
+
+    if not hasattr(heat, "method"):  # no map, or a bare map: nothing known about it
+        return
+    page.heading("Heat map")
+    page.rows([("Method", METHOD_NAMES.get(heat.method, str(heat.method))),
+               ("Target class", f"{heat.class_name} (red = regions that raised this class's score)"),
+               ("Faithfulness", heat.faithfulness_caption.removeprefix("Faithfulness").lstrip(": ")
+                + " Deletion test: the hottest regions blanked 10% at a time against random regions; "
+                  "1 = the score falls at once, 0 = no better than random.")])
+
+
 def _how_made(result: Mapping) -> list[str]:
-    """Calibration, test-time views and ensemble size behind the probabilities, as phrases."""
+    """Test-time views and ensemble size behind the probabilities, as phrases."""
     extras = []
-    if result.get("temperature"):
-        extras.append(f"probabilities calibrated with temperature {float(result['temperature']):.3g}")
     if result.get("tta"):
         extras.append("averaged over test-time views: " + ", ".join(str(v) for v in result["tta"]))
     if result.get("ensemble"):
@@ -261,7 +283,7 @@ def _probabilities(page: _Page, result: Mapping) -> None:
         pdf.set_font("Helvetica", "B" if name == result.get("label") else "", 9)
         y = pdf.get_y()
         pdf.cell(50, 5, _t(name))
-        pdf.cell(20, 5, number(p), align="R")
+        pdf.cell(20, 5, probability_text(p), align="R")
         x0 = pdf.get_x() + 4
         pdf.set_fill_color(220, 220, 220)
         pdf.rect(x0, y + 1, bar_w, 3, style="F")
@@ -299,7 +321,7 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
             img = decoded[k] if k in decoded else load_image(r["file"])
             values = list(img.dicom.identifying) if img.dicom is not None else []  # the one parse
             ex = explanations[k] if k in explanations else _explain_one(predictor, img, method)
-            target = write_report(r, img.pixels, None if ex is None else ex.heatmap, predictor.card,
+            target = write_report(r, img.pixels, ex, predictor.card,
                                   out_dir / report_file_name(r["file"], values, prefix=f"{k:03d}_"),
                                   identifying=values, opacity=opacity)
         except Exception as exc:  # noqa: BLE001 - one report that fails never stops the others
@@ -311,9 +333,9 @@ def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike
 
 
 def _explain_one(predictor, img, method: str):
-    """The predicted class's map of one decoded image, or None when the model has no heat map."""
+    """The predicted class's map of one decoded image, scored (faithfulness), or None without a heat map."""
     try:
-        return predictor.explain([img], method)[0]
+        return predictor.explain([img], method, faithfulness=True)[0]
     except Exception:  # noqa: BLE001 - no heat map for this model: the report says so
         return None
 

@@ -23,10 +23,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medclf_core.formatting import MIN_RELIABLE_N
+from medclf_core.formatting import MIN_RELIABLE_N, probability_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
+DECIDED_NOT_FINDING = "#1f77b4"  # the decided class when it is not the positive class (no finding): not red
 
 
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
@@ -65,15 +66,20 @@ def _legend_below(fig: go.Figure, height: int, axis_px: int = 60) -> int:
 
 def probability_bars(probabilities: Mapping[str, float], *, label: str | None = None, threshold: float | None = None,
                      positive: str | None = None, height: int | None = None) -> go.Figure:
-    """Horizontal bars, one per class (0-100 %); ``label`` (default: the most probable) highlighted."""
+    """Horizontal bars, one per class (0-100 %), each labelled with its capped probability
+    (:func:`medclf_core.formatting.probability_text`); ``label`` (the decision; default: the most probable)
+    highlighted. With a ``positive`` class, red marks a finding only: a decision for another class (NORMAL
+    below the threshold) is drawn in a calm colour, never red, whatever its probability."""
     names = list(probabilities)
     values = [float(probabilities[n]) for n in names]
     label = label if label in names else (names[int(np.argmax(values))] if names else None)
+    decided = DECIDED_NOT_FINDING if positive in names and label != positive else HIGHLIGHT
+    shown = [probability_text(v) for v in values]
     fig = go.Figure(go.Bar(
         x=[v * 100 for v in values], y=names, orientation="h",
-        marker_color=[HIGHLIGHT if n == label else MUTED for n in names],
-        text=[f"{v:.1%}" for v in values], textposition="auto",
-        hovertemplate="%{y}: %{x:.1f}%<extra></extra>"))
+        marker_color=[decided if n == label else MUTED for n in names],
+        text=shown, textposition="auto", customdata=shown,
+        hovertemplate="%{y}: %{customdata}<extra></extra>"))
     fig.update_xaxes(range=[0, 100], title_text="probability (%)")
     fig.update_yaxes(autorange="reversed")
     if threshold is not None and positive in names:

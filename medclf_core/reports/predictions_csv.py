@@ -26,6 +26,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 
 from medclf_core.formatting import number
+from medclf_core.inference.results import exported
 from medclf_core.io.deid import redact, safe_file_label
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -39,7 +40,8 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     (optionally ``threshold``, ``positive_class``, ``ood``, ``ood_score``, ``ood_reason``,
     ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
     (the model has no out-of-distribution gate); empty for a file that could not be read.
-    A row with ``ood`` true is not a finding: its ``label`` is only what the model said.
+    A row with ``ood`` true is refused, not a finding: its ``label`` is empty
+    (:func:`medclf_core.inference.results.exported`); its probabilities are what the model output.
     A result's own ``identifying`` values (:func:`~medclf_core.io.deid.identifying_values` of that
     file's header; never written) are what its file name is scrubbed of, with the MRN-like patterns
     (:func:`~medclf_core.io.deid.safe_file_label`): a file's label is the same whether it is exported
@@ -54,11 +56,11 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
-    for r in results:
+    for r in map(exported, results):
         probs = r.get("probabilities") or {}
         own = r.get("identifying")
         texts = [*identifying, *(own or ())]
-        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label", ""),
+        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "",
                *(_probability(probs.get(c)) for c in classes),
                _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),

@@ -18,8 +18,9 @@ from medclf_core.data.pipeline import make_dataset
 from medclf_core.errors import TRAINING_OUT_OF_MEMORY, MedclfError, TrainingCancelled, brief, is_out_of_memory
 from medclf_core.models.ensemble import count_members, merge_members
 from medclf_core.io.atomic import write_json
-from medclf_core.registry.store import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, default_models_dir,
-                                        unique_run_name, write_run_atomically)
+from medclf_core.inference.overlap import training_image_hashes
+from medclf_core.registry.store import (CARD_FILE, EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, TRAINING_IMAGES_FILE,
+                                        default_models_dir, unique_run_name, write_run_atomically)
 from medclf_core.training.card import build_card
 from medclf_core.training.config import TrainConfig
 from medclf_core.training.evaluate import evaluate_run
@@ -126,6 +127,9 @@ def register(session: TrainingSession) -> Path:
         write_json(folder / HISTORY_FILE, session.history)
         write_json(folder / EVALUATION_FILE, {"split": ev.eval_split, "test": ev.test_metrics, "val": ev.val_metrics,
                                               "predictions": ev.predictions})
+        # the pixel digests of its images (from the audit: no extra reading), for evaluations to say when they
+        # score the model on its own training images (medclf_core.inference.overlap)
+        write_json(folder / TRAINING_IMAGES_FILE, training_image_hashes(session.splits, session.report.hashes))
 
     session.check_cancel()  # a cancel during the final evaluation still registers nothing
     if not session.plan.is_chief:  # only the chief registers; the others took part in training

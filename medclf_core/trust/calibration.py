@@ -201,6 +201,26 @@ def temperature_of(card: Mapping) -> float | None:
     return _positive((card.get("calibration") or {}).get("temperature"))
 
 
+def calibration_in_use(card: Mapping) -> str:
+    """The calibration behind a model's probabilities, in words, from the card's ``"calibration"`` entry:
+    method, temperature and what it was fitted on (the Predict page and the PDF report say it).
+
+    >>> calibration_in_use({"calibration": {"method": "temperature scaling (validation NLL)", "temperature": 1.0265,
+    ...                                     "fitted_on": "val", "n": 779}})
+    "temperature scaling (validation NLL), T = 1.03, fitted on the model's validation split (n = 779)"
+    >>> calibration_in_use({})
+    "none: the model's own probabilities (uncalibrated)"
+    """
+    cal = card.get("calibration") or {}
+    t = _positive(cal.get("temperature"))
+    if t is None:
+        return "none: the model's own probabilities (uncalibrated)"
+    where = cal.get("fitted_on")
+    where = "the model's validation split" if where == "val" else str(where or "not recorded")
+    n = f" (n = {cal['n']})" if isinstance(cal.get("n"), int) else ""
+    return f"{cal.get('method') or 'temperature scaling'}, T = {t:.3g}, fitted on {where}{n}"
+
+
 def _positive(t) -> float | None:
     try:
         t = float(t)

@@ -36,6 +36,8 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     at.run()
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 80 images"
+    # issue 24: the model was trained on this folder, and the page says so above the metrics
+    assert any("evaluated images are identical" in rendered(w.value) and "overstate" in w.value for w in at.warning)
     assert _charts(at) == 6
     assert "Out-of-distribution check" in [h.value for h in at.subheader]
     assert at.subheader[-1].value == "Misclassified images"
@@ -104,6 +106,9 @@ def test_the_misclassified_maps_can_be_checked_for_faithfulness(app_env, page):
     at.run()
     assert not at.exception and at.subheader[-1].value == "Misclassified images"
     assert not any(c.value.startswith("Mean faithfulness") for c in at.caption)   # not computed unasked
+    # issue 24: a mistake's caption gives P(positive class) with the decision, capped, never the decided class's own
+    captions = [rendered(c) for im in at.image for c in im.captions if ", predicted " in c]
+    assert captions and all(" (P(PNEUMONIA) " in c for c in captions), captions
     at.button(key="eval-faithfulness").click()
     at.run()
     assert not at.exception

@@ -20,7 +20,8 @@ def test_upload_shows_prediction_decision_chart_and_overlay(app_env, page):
     assert "Upload an image" in at.info[0].value
     _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
     assert at.subheader[0].value.startswith(f"{JPEG.name}: ")
-    assert any("Decision at the model's operating threshold" in m.value for m in at.markdown)
+    assert "(P(PNEUMONIA) " in rendered(at.subheader[0].value)  # decision + P(positive)
+    assert any("Decision at the model's operating threshold" in rendered(m.value) for m in at.markdown)
     assert len(at.image) == 2  # the original and the Grad-CAM overlay
     assert len(at.get("plotly_chart")) == 1
 
@@ -46,7 +47,8 @@ def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env
     table = at.dataframe[0].value
     assert list(table["file"]) == [JPEG.name, "broken.png"]
     assert table["decision"][1].startswith("not read")
-    assert table["class"][0] in ("NORMAL", "PNEUMONIA")
+    assert table["decision"][0] in ("NORMAL", "PNEUMONIA")
+    assert table["probability"][0].startswith("P(PNEUMONIA) ")  # the headline's probability: P(positive class)
 
 
 def test_sample_buttons_and_many_images(app_env, page):
@@ -132,7 +134,7 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     assert "modality MR" in reason
     width = json.loads(at.dataframe[0].proto.columns)["out-of-distribution reason"]["width"]
     assert width == fitted_widths({"r": [reason]})["r"] and width >= 7 * len(reason)
-    assert row["class"] is None or row["class"] != row["class"]  # None or NaN
+    assert row["probability"] is None or row["probability"] != row["probability"]  # None or NaN: no finding
     assert set(table["out of distribution"]) <= {"yes", "no"}
     csv_text = at.session_state["predict_csv"]
     assert "ood,ood_score,ood_reason" in csv_text.splitlines()[0]

@@ -40,7 +40,7 @@ def test_every_corpus_file_predicts_or_gets_its_message(app_env, page):
             assert name not in warnings, warnings.get(name)
             row = table[table["file"] == name].iloc[0]
             # a readable file is classified, or flagged as unlike the training images (then no class is shown)
-            assert row["class"] in ("NORMAL", "PNEUMONIA") or row["out of distribution"] == "yes", dict(row)
+            assert row["decision"] in ("NORMAL", "PNEUMONIA") or row["out of distribution"] == "yes", dict(row)
             if row["out of distribution"] == "yes":
                 assert row["decision"].startswith("out of distribution: not a finding")
     for text in [m.value for m in at.markdown] + [c.value for c in at.caption] + list(warnings.values()):
@@ -85,7 +85,7 @@ def test_a_65535_by_1_png_gets_its_message_and_the_others_keep_their_results(app
     assert list(table["file"]) == ["line.png", "strip.png", JPEG.name]
     assert table.iloc[0]["decision"].startswith("not read: ")
     good = table[table["file"] == JPEG.name].iloc[0]
-    assert good["class"] in ("NORMAL", "PNEUMONIA") or good["out of distribution"] == "yes"
+    assert good["decision"] in ("NORMAL", "PNEUMONIA") or good["out of distribution"] == "yes"
     # the 65535 x 8 strip is either refused with its own message or shown without breaking the page
     assert "strip.png" in warnings or table.iloc[1]["decision"] != ""
 

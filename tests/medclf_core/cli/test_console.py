@@ -35,10 +35,25 @@ def test_predictions_flag_ood_and_show_the_map_with_its_faithfulness(capsys):
         {"file": "c.png", "label": "NORMAL", "probabilities": probs, "cam": "maps/001_c_cam.png", "faithfulness": None},
         {"file": "d.png", "error": "not an image"}])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "a.png: PNEUMONIA (NORMAL 0.250, PNEUMONIA 0.750) -> maps/000_a_cam.png (faithfulness 0.00)"
-    assert lines[1].startswith("b.png: OUT OF DISTRIBUTION (modality MR); not a finding. Model output NORMAL")
+    assert lines[0] == ("a.png: PNEUMONIA (P(PNEUMONIA) = 75.0%) [NORMAL 25.0%, PNEUMONIA 75.0%] -> "
+                        "maps/000_a_cam.png (faithfulness 0.00)")
+    assert lines[1].startswith("b.png: OUT OF DISTRIBUTION (modality MR); not a finding. Model output (not a finding)")
+    assert "NORMAL (" not in lines[1]  # a refused image gets no decision
     assert lines[2].endswith("(faithfulness n/a)")
     assert lines[3] == "d.png: ERROR not an image"
+
+
+def test_a_prediction_line_gives_the_decision_with_p_positive_borderline_and_capped(capsys):
+    """Issue 24: NORMAL below the threshold reads with P(PNEUMONIA), not NORMAL's own probability; within
+    0.05 of the threshold it is borderline; no probability prints as 100.0% or 0.0%."""
+    rule = {"threshold": 0.75, "positive_class": "PNEUMONIA"}
+    console.print_predictions([
+        {"file": "a.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.28, "PNEUMONIA": 0.72}, **rule},
+        {"file": "b.png", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.0004, "PNEUMONIA": 0.9996}, **rule}])
+    a, b = capsys.readouterr().out.splitlines()
+    assert a.startswith("a.png: NORMAL (P(PNEUMONIA) = 72.0%, borderline), below the threshold 75.0%")
+    assert "28.0%" not in a.split("[")[0]
+    assert b.startswith("b.png: PNEUMONIA (P(PNEUMONIA) > 99%), at or above") and "<1%" in b and "100" not in b
 
 
 def test_evaluation_text(capsys):

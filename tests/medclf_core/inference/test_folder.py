@@ -58,3 +58,20 @@ def test_evaluate_folder_has_the_selective_entry(predictor, chest_sample):
         assert full["sensitivity"] == pytest.approx(r["sensitivity"])
         assert [row["n_kept"] for row in o["table"]] == [80, 76, 72, 64]
         assert 0 <= o["aurc_oracle"] <= o["aurc"] <= 1 and len(o["curve"]["coverage"]) == 80
+
+
+def test_an_evaluation_on_the_training_images_says_so_before_its_metrics(predictor, trained_run, chest_sample):
+    """Issue 24: the run keeps its images' pixel digests (training_images.json), so evaluating it on the folder
+    it was trained on counts the train and validation images as overlapping, and not its held-out test images."""
+    import json
+
+    from medclf_core.registry.store import TRAINING_IMAGES_FILE
+
+    kept = json.loads((trained_run / TRAINING_IMAGES_FILE).read_text())["splits"]
+    counts = predictor.card["dataset"]["counts"]
+    assert {s: len(v) for s, v in kept.items()} == {s: sum(c.values()) for s, c in counts.items()}
+    r = evaluate_folder(predictor, chest_sample, bootstrap=0)
+    o = r["overlap"]
+    assert list(r)[0] == "overlap" and o["basis"] == "image hashes" and o["n"] == 80
+    assert o["n_overlapping"] == len(kept["train"]) + len(kept["val"]) and o["n_test"] == len(kept["test"]) > 0
+    assert o["message"].startswith(f"{o['n_overlapping']} of the 80 evaluated images")

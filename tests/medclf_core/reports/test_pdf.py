@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medclf_core.formatting import probability_text
 from medclf_core.reports.pdf import NOTICE, report_bytes, report_file_name, write_report, write_reports
 
 PATIENT_DICOM = "CR_RG1_J2KI.dcm"  # PatientName 'CompressedSamples^RG1', PatientID '9RG1'
@@ -83,9 +84,13 @@ def test_the_report_holds_classes_decision_threshold_card_and_notice(reports, pr
         assert NOTICE in text
         assert f"Decision threshold: {predictor.threshold:.3f}" in text
         assert f"P({predictor.class_names[predictor.positive]})" in text
-        assert f"Model output: {r['label']}" in text
+        assert f"Decision: {r['label']} (P({predictor.class_names[predictor.positive]})" in text  # the headline
         for c, p in r["probabilities"].items():
-            assert f"{p:.3f}" in text
+            assert probability_text(p) in text  # capped at >99% / <1%
+        assert "Calibration in use: temperature scaling" in text and "validation split" in text
+        # the map the CLI made for it: method, target class and its faithfulness score with the verdict words
+        assert "Grad-CAM" in text and f"{r['label']} (red = regions" in text
+        assert re.search(r"Faithfulness\n(-?\d\.\d\d \((the model relies|somewhat|no better)|n/a)", text), text
         assert "tiny-chest" in text and "simple_cnn" in text
         assert "n = 12" in text  # the card's test metrics come with their n
         assert "Out-of-distribution" in text or "OUT OF DISTRIBUTION" in text
@@ -118,8 +123,9 @@ def test_ood_verdict_intended_use_and_scrubbed_reason(predictor, tmp_path):
     path = write_report(result, px, np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64), card,
                         tmp_path / "r.pdf", identifying=["Doe^Jane", "Doe", "Jane"])
     text = pdf_text(path.read_bytes())
-    assert "OUT OF DISTRIBUTION" in text and "not a finding" in text
-    assert "Decision threshold: 0.350" in text and "0.800" in text
+    assert "Verdict: refused, OUT OF DISTRIBUTION" in text and "not a finding" in text
+    assert "Decision: " not in text  # a refused image gets no decision headline
+    assert "Decision threshold: 0.350" in text and "80.0%" in text
     assert "Adult frontal chest radiographs" in text and "CR, DX / CHEST" in text and "children" in text
     assert "Doe" not in text and "Jane" not in text and "12345" not in text and "secret" not in text
     assert [p.name for p in tmp_path.iterdir()] == ["r.pdf"]
@@ -165,3 +171,31 @@ def test_a_model_without_heat_map_still_gets_its_report(predictor, sample_images
     results = predictor.predict_files([sample_images[0]])
     written = write_reports(predictor, results, tmp_path)
     assert len(written) == 1 and "No heat map" in pdf_text(written[0].read_bytes())
+
+
+def test_the_report_names_method_target_faithfulness_calibration_and_the_headline(tmp_path):
+    """Issue 24: the PDF says which heat map it shows (method, target class), how far to trust it
+    (faithfulness with its verdict words), which calibration made the probabilities, and the headline:
+    the decision with P(positive class), borderline, and no probability printed as 100% or 0%."""
+    from medclf_core.inference.results import HeatMap
+
+    card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.75,
+            "positive_class": "PNEUMONIA", "calibration": {"method": "temperature scaling (validation NLL)",
+                                                           "temperature": 0.74, "fitted_on": "val", "n": 779}}
+    result = {"file": "a.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.28, "PNEUMONIA": 0.72},
+              "threshold": 0.75, "positive_class": "PNEUMONIA", "ood": False, "ood_score": 3.2}
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    heat = HeatMap(heatmap=px / 255.0, image=px, method="scorecam", class_index=1, class_name="PNEUMONIA",
+                   faithfulness=0.05)
+    text = pdf_text(report_bytes(result, px, heat, card))
+    assert "Verdict: accepted (the image passed the out-of-distribution check)" in text
+    assert "Decision: NORMAL (P(PNEUMONIA) = 72.0%, borderline)" in text and "28.0%" in text
+    assert "below the threshold 75.0%" in text and "Borderline" in text
+    assert "Score-CAM" in text and "PNEUMONIA (red = regions" in text
+    assert "0.05 (no better than random regions: do not read much into this map)" in text
+    assert "Calibration in use: temperature scaling (validation NLL), T = 0.74, fitted on the model's validation " \
+           "split (n = 779)" in text
+    sure = {**result, "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.0001, "PNEUMONIA": 0.9999}}
+    text = pdf_text(report_bytes(sure, px, heat, {**card, "calibration": None}))
+    assert "P(PNEUMONIA) > 99%" in text and "<1%" in text and "100.0%" not in text and "0.000" not in text
+    assert "Calibration in use: none" in text

@@ -16,6 +16,18 @@ def test_probability_bars_highlight_and_threshold():
     assert fig.data[0].marker.color[2] == plots.HIGHLIGHT and not fig.layout.shapes
 
 
+def test_a_decision_below_the_threshold_is_not_drawn_as_a_finding_and_labels_are_capped():
+    """Issue 24: NORMAL at P(PNEUMONIA) = 0.62 below 0.75 had its 38% bar drawn red, as if it were the finding."""
+    fig = plots.probability_bars({"NORMAL": 0.38, "PNEUMONIA": 0.62}, label="NORMAL", threshold=0.75,
+                                 positive="PNEUMONIA")
+    colours = list(fig.data[0].marker.color)
+    assert colours == [plots.DECIDED_NOT_FINDING, plots.MUTED] and plots.HIGHLIGHT not in colours
+    fig = plots.probability_bars({"NORMAL": 0.0004, "PNEUMONIA": 0.9996}, label="PNEUMONIA", threshold=0.75,
+                                 positive="PNEUMONIA")
+    assert list(fig.data[0].text) == ["<1%", ">99%"] and list(fig.data[0].customdata) == ["<1%", ">99%"]
+    assert fig.data[0].marker.color[1] == plots.HIGHLIGHT  # the finding
+
+
 def test_training_curves_single_and_overlaid():
     h = [{"epoch": 0, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55},
          {"epoch": 1, "loss": 0.6, "accuracy": 0.7, "val_loss": float("nan"), "val_accuracy": 0.6}]

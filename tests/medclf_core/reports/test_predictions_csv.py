@@ -69,3 +69,15 @@ def test_out_of_distribution_columns():
     assert [r["ood"] for r in rows] == ["true", "false", "not checked", ""]
     assert float(rows[0]["ood_score"]) == 41.5 and rows[2]["ood_score"] == "" and rows[1]["ood_reason"] == ""
     assert "modality MR" in rows[0]["ood_reason"]
+
+
+def test_a_refused_image_has_no_label_but_keeps_its_probabilities():
+    """Issue 24: a refused image (ood true) is no finding, so its row gives no label (an MR DICOM was
+    'PNEUMONIA' on the chest model); an accepted one keeps its label, and the input is not changed."""
+    results = [{"file": "mr.dcm", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9},
+                "ood": True, "ood_reason": "modality MR"},
+               {"file": "cxr.png", "label": "NORMAL", "probabilities": {"NORMAL": 0.8, "PNEUMONIA": 0.2}, "ood": False}]
+    rows = _rows(predictions_csv(results))
+    assert rows[0]["label"] == "" and rows[0]["ood"] == "true" and float(rows[0]["p_PNEUMONIA"]) == 0.9
+    assert rows[1]["label"] == "NORMAL"
+    assert results[0]["label"] == "PNEUMONIA"  # the export does not rewrite the caller's results
