@@ -282,6 +282,7 @@ def show_detail(entry: dict) -> None:
     label = result["label"]
     st.subheader(f"{esc(entry['name'])}: {esc(label)} ({result['probabilities'][label]:.1%})")
     st.markdown(decision_text(result))
+    app_ui.unfamiliar_caution(result, predictor.card)
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "
                    "`python -m medclf_core refit-trust` adds one.")
