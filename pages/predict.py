@@ -265,6 +265,7 @@ def show_detail(entry: dict) -> None:
     label, h = result["label"], result.headline  # the decision and P(positive class), borderline when it is
     st.subheader(f"{esc(entry['name'])}: {esc(h.title)}")
     st.markdown(esc(h.sentence))
+    app_ui.unfamiliar_caution(result, predictor.card)
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "
                    "`python -m medclf_core refit-trust` adds one.")

@@ -208,6 +208,9 @@ def _print_ood_summary(ood: Mapping) -> None:
         print("Out of distribution: not checked (the model has no ood.npz; run refit-trust)")
         return
     print(f"Out of distribution: {ood['n_flagged']} of {ood['n']} images flagged ({percent(ood['fraction_flagged'])})")
+    if ood.get("coverage") is not None:
+        print(f"  coverage (share not refused) {percent(ood['coverage'])}"
+              + (f"; {ood['n_unfamiliar']} shown with a caution (unfamiliar)" if ood.get("n_unfamiliar") else ""))
     rest = ood.get("metrics_without_flagged")
     if rest:
         print(f"  without them (n={rest['n']}): accuracy {number(rest['accuracy'], 4)}"
@@ -254,6 +257,8 @@ def print_predictions(results: Sequence[Mapping]) -> None:
         side = "" if h.threshold is None else \
             f", {'at or above' if h.probability >= h.threshold else 'below'} the threshold {percent(h.threshold)}"
         print(f"{name}: {h.title}{side} [{probs}]" + _cam_text(r) + _stored_text(r))
+        if r.get("unfamiliar"):  # a finding shown with a caution (the "unfamiliar source" tier)
+            print(f"  caution: {r.get('unfamiliar_reason') or 'unlike the training images'}")
 
 
 def _stored_text(r: Mapping) -> str:

@@ -39,7 +39,8 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     ``progress(done, total)`` is called after each image is read.
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
     "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
-    "ood_score" (N, None without a gate), "ood_reason" (N), "hashes" ({rel: pixel digest})}``: what a threshold slider or a
+    "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "hashes"
+    ({rel: pixel digest})}``: what a threshold slider or a
     metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
     index, items, split, label_of = _items(predictor, data, split)
@@ -58,13 +59,15 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
             progress(n, len(items))
     if not arrays:
         raise DatasetError("None of the images could be read.")
-    probs, feats = predictor.predict_batch_with_features(np.stack(arrays))
-    verdicts = predictor.verdicts(feats, headers, len(arrays))
+    prepared = np.stack(arrays)
+    probs, feats = predictor.predict_batch_with_features(prepared)
+    verdicts = predictor.verdicts(feats, headers, len(arrays), prepared)
     return {"files": out["files"], "rel": out["rel"], "y_true": np.asarray(out["labels"], dtype=int),
             "probs": probs, "skipped": out["skipped"], "split": split,
             "class_names": list(predictor.class_names), "dataset": str(data),
             "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
-            "ood_reason": [v["ood_reason"] for v in verdicts], "hashes": out["hashes"]}
+            "ood_reason": [v["ood_reason"] for v in verdicts], "unfamiliar": [v["unfamiliar"] for v in verdicts],
+            "hashes": out["hashes"]}
 
 
 def _items(predictor, data, split: str):
@@ -112,7 +115,8 @@ def evaluate_predictions(predictions: dict, *, threshold: float | None, positive
     result = evaluate_probabilities(y, probs, names, threshold=threshold, positive=positive, bootstrap=bootstrap)
     flags = predictions.get("ood")
     result["ood"] = None if flags is None else ood_block(y, probs, flags, names, threshold=threshold,
-                                                         positive=positive, bootstrap=bootstrap)
+                                                         positive=positive, bootstrap=bootstrap,
+                                                         unfamiliar=predictions.get("unfamiliar"))
     thr, pos = result["threshold"], (names.index(result["positive_class"]) if result["positive_class"] else None)
     result["selective"] = selective_prediction(y, probs, decide(probs, thr, pos), threshold=thr, positive=pos,
                                                ood_score=predictions.get("ood_score"), refused=flags,

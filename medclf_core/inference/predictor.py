@@ -61,6 +61,7 @@ from medclf_core.registry.store import load_run
 from medclf_core.trust.calibration import apply_temperature, temperature_of
 from medclf_core.trust.features import feature_model
 from medclf_core.trust.metrics import decide
+from medclf_core.inference.router import router_for
 from medclf_core.trust.ood import load_gate
 from medclf_core.trust.verdict import NOT_CHECKED, verdict
 
@@ -68,9 +69,10 @@ from medclf_core.trust.verdict import NOT_CHECKED, verdict
 class Predictor:
     """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none)."""
 
-    def __init__(self, model, card: dict, tta: Sequence[str] | None = None):
+    def __init__(self, model, card: dict, tta: Sequence[str] | None = None, router=None):
         self.model = model
         self.card = card
+        self.router = router  # a ModalityRouter (medclf_core.inference.router) or None: no modality check
         self.image_size, self.channels = _image_input(model)
         n_outputs = _class_output(model)
         self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(n_outputs)])
@@ -97,9 +99,13 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
-                 tta: Sequence[str] | None = None) -> Predictor:
+                 tta: Sequence[str] | None = None, router: str | None = "auto") -> Predictor:
+        """``router="auto"``: the bundled imaging-modality model routes the images of a model whose card
+        declares its modalities (:func:`medclf_core.inference.router.router_for`); None: no router."""
         model, card = load_run(run, models_dir)
-        return cls(model, card, tta)
+        routed = router_for(card, lambda d: cls.from_run(d, tta=(), router=None), models_dir) \
+            if router == "auto" else None
+        return cls(model, card, tta, router=routed)
 
     @property
     def cam_layer(self) -> str | None:
@@ -178,14 +184,17 @@ class Predictor:
             np.zeros((0, len(self.class_names)))
 
     def verdicts(self, features: np.ndarray | None, dicom: Sequence[dict | None] | None = None,
-                 n: int | None = None) -> list[dict]:
+                 n: int | None = None, prepared: np.ndarray | None = None) -> list[dict]:
         """The OOD fields (:func:`medclf_core.trust.verdict.verdict`) of ``n`` results, from their features (or None
-        without a gate) and their DICOM header facts (``Modality``, ``BodyPartExamined``; None for non-DICOM)."""
+        without a gate), their DICOM header facts (``Modality``, ``BodyPartExamined``, ``PatientAge``; None for
+        non-DICOM) and, with a router, the modality probabilities of their ``prepared`` inputs."""
         n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
         dicom = list(dicom) if dicom is not None else [None] * n
         scores = self.gate.score(features) if self.gate is not None and features is not None else None
+        routes = self.router.probabilities(prepared) if self.router is not None and prepared is not None \
+            else [None] * n
         return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
-                        score=None if scores is None else scores[i]) for i in range(n)]
+                        score=None if scores is None else scores[i], router=routes[i]) for i in range(n)]
 
     def predict(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
                 batch_size: int = 32) -> list[Prediction]:
@@ -198,8 +207,10 @@ class Predictor:
         arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]
         if not arrays:
             return []
-        probs, feats = self.predict_batch_with_features(np.stack([self.prepare(a) for a in arrays]), batch_size)
-        return [self.describe(row, v) for row, v in zip(probs, self.verdicts(feats, dicom, len(arrays)), strict=True)]
+        prepared = np.stack([self.prepare(a) for a in arrays])
+        probs, feats = self.predict_batch_with_features(prepared, batch_size)
+        verdicts = self.verdicts(feats, dicom, len(arrays), prepared)
+        return [self.describe(row, v) for row, v in zip(probs, verdicts, strict=True)]
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return decide(probs, self.threshold, self.positive)
@@ -335,8 +346,9 @@ class Predictor:
                 entry["error"] = f"The file could not be processed ({type(exc).__name__})."
             results.append(entry)
         if good:
-            probs, feats = self.predict_batch_with_features(np.stack([a for _, a in good]), batch_size)
-            for (i, _), row, v in zip(good, probs, self.verdicts(feats, headers, len(good)), strict=True):
+            prepared = np.stack([a for _, a in good])
+            probs, feats = self.predict_batch_with_features(prepared, batch_size)
+            for (i, _), row, v in zip(good, probs, self.verdicts(feats, headers, len(good), prepared), strict=True):
                 results[i].update(self.describe(row, v))
         return results
 
@@ -347,7 +359,7 @@ class Predictor:
         if not self.intended_use or img.dicom is None:
             return None
         facts = img.dicom.metadata
-        return {k: facts[k] for k in ("Modality", "BodyPartExamined") if k in facts}
+        return {k: facts[k] for k in ("Modality", "BodyPartExamined", "PatientAge") if k in facts}
 
 
 def _forward_function(model, side: int, channels: int):

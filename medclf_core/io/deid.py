@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from medclf_core.io.dicom_header import read_header
+from medclf_core.io.dicom_header import read_header, shown_patient_age
 from medclf_core.io.pixels import DicomFacts
 
 REDACTED = "[redacted]"
@@ -231,6 +231,9 @@ def safe_metadata(source) -> dict:
         if keyword in ds:
             out[keyword] = _plain(ds[keyword].value)
     out.setdefault("NumberOfFrames", 1)
+    age = shown_patient_age(ds.get("PatientAge")) if "PatientAge" in ds else None
+    if age:  # for the card's age range (trust.population.age_reason); over 89 years it reads "090Y"
+        out["PatientAge"] = age
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax:
         out["TransferSyntax"] = str(getattr(syntax, "name", "") or syntax)

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from medclf_core.errors import ImageError
@@ -54,3 +55,35 @@ def read_header(source):
     one parse gives both. Raises :class:`medclf_core.errors.ImageError` if it is not readable DICOM.
     """
     return read_dataset(read_bytes(source), stop_before_pixels=True)
+
+
+_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY]?)\s*$", re.IGNORECASE)
+_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0, "": 1.0}
+#: Ages above this are shown as "090Y" (90 or older): an exact high age can identify a patient (HIPAA safe harbor).
+MAX_SHOWN_AGE_YEARS = 89
+
+
+def parse_patient_age(value) -> float | None:
+    """A DICOM ``PatientAge`` (``"045Y"``, ``"006M"``, ``"003W"``, ``"010D"``; a bare number is years) in years,
+    or None when it is missing, zero (``000Y`` is a common placeholder for "unknown") or not an age string
+    (never an error: a damaged header never refuses).
+
+    >>> parse_patient_age("045Y"), parse_patient_age("018M"), parse_patient_age("003W"), parse_patient_age("old")
+    (45.0, 1.5, 0.06, None)
+    """
+    if value is None:
+        return None
+    m = _AGE.match(str(value))
+    if not m:
+        return None
+    years = round(int(m.group(1)) * _UNIT_YEARS[m.group(2).upper()], 2)
+    return years if years > 0 else None
+
+
+def shown_patient_age(value) -> str | None:
+    """The ``PatientAge`` a result may carry: the header's string, ``"090Y"`` for any age over 89 years, None
+    when it is not an age. Only the refuse rule reads it (the card's age range); it is never displayed."""
+    years = parse_patient_age(value)
+    if years is None:
+        return None
+    return "090Y" if years > MAX_SHOWN_AGE_YEARS else str(value).strip().upper()

@@ -196,3 +196,8 @@ def _validate_intended_use(u) -> None:
     if bad:
         raise InvalidField(f"'intended_use.modalities' must be DICOM Modality codes such as CT, MR, CR, DX "
                            f"(found {bad[0][:20]!r})")
+    age = u.get("age_years")
+    if age is not None and not (isinstance(age, list) and len(age) == 2
+                                and all(isinstance(a, int | float) and not isinstance(a, bool) for a in age)
+                                and 0 <= age[0] <= age[1] <= 150):
+        raise InvalidField("'intended_use.age_years' must be [youngest, oldest] in years, e.g. [1, 5]")

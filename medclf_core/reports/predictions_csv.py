@@ -14,9 +14,9 @@ Example (``results`` as :meth:`~medclf_core.inference.predictor.Predictor.predic
     ...             "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": False},
     ...            {"file": "b.dcm", "error": "The file is empty (0 bytes)."}]
     >>> print(predictions_csv(results, identifying=["Doe", "Jane"]), end="")
-    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,ood,ood_score,ood_reason,error,notes
-    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,,,,
-    b.dcm,,,,,,,,,The file is empty (0 bytes).,
+    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,ood,ood_score,ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes
+    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,,,not checked,,,,
+    b.dcm,,,,,,,,,,,,The file is empty (0 bytes).,
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = ()) -> str:
     """CSV text: one row per result, columns ``file, label, p_<class>..., threshold,
-    positive_class, ood, ood_score, ood_reason, error, notes``.
+    positive_class, ood, ood_score, ood_reason, unfamiliar, unfamiliar_score, unfamiliar_reason, error, notes``.
 
     ``results`` are dicts with ``file`` and either ``label``/``probabilities``
     (optionally ``threshold``, ``positive_class``, ``ood``, ``ood_score``, ``ood_reason``,
     ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
-    (the model has no out-of-distribution gate); empty for a file that could not be read.
+    (the model has no out-of-distribution gate); empty for a file that could not be read. ``unfamiliar``
+    (a finding shown with a caution: unlike the training images, not refused) is written the same way.
     A row with ``ood`` true is refused, not a finding: its ``label`` is empty
     (:func:`medclf_core.inference.results.exported`); its probabilities are what the model output.
     A result's own ``identifying`` values (:func:`~medclf_core.io.deid.identifying_values` of that
@@ -52,7 +53,7 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     identifying = list(identifying)
     classes = _class_names(results)
     columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "ood", "ood_score",
-               "ood_reason", "error", "notes"]
+               "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
@@ -64,7 +65,9 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
                *(_probability(probs.get(c)) for c in classes),
                _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
-               _scrub(r.get("error", ""), texts), _scrub("; ".join(r.get("notes") or []), texts)]
+               _ood(r, "unfamiliar"), _number(r.get("unfamiliar_score")),
+               _scrub(r.get("unfamiliar_reason") or "", texts), _scrub(r.get("error", ""), texts),
+               _scrub("; ".join(r.get("notes") or []), texts)]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
@@ -79,10 +82,10 @@ def _class_names(results: Sequence[Mapping]) -> list[str]:
     return names
 
 
-def _ood(r: Mapping) -> str:
+def _ood(r: Mapping, key: str = "ood") -> str:
     if "probabilities" not in r:
         return ""
-    v = r.get("ood")
+    v = r.get(key)
     return "not checked" if v is None else ("true" if v else "false")
 
 

@@ -36,7 +36,7 @@ from medclf_core.registry.store import CARD_FILE, GATE_FILE, load_run, resolve_r
 from medclf_core.trust.calibration import (apply_temperature, calibration_entry, expected_calibration_error,
                                            fit_temperature, map_threshold, stored_temperature, temperature_of)
 from medclf_core.trust.features import feature_model, features_and_probabilities
-from medclf_core.trust.ood import fit_gate
+from medclf_core.trust.ood import REFUSE_FACTOR, fit_gate, load_gate, with_refuse_tier
 
 REFIT_CHUNK = 256  # images decoded and run at a time: bounded memory on large datasets
 
@@ -179,3 +179,32 @@ def _calibration(card: Mapping, run_dir: Path, temperature: float, y_val, p_val,
             expected_calibration_error(y_t, p_t), expected_calibration_error(y_t, apply_temperature(p_t, temperature))]
     calibration["refit"] = datetime.now(UTC).isoformat(timespec="seconds")
     return calibration
+
+
+def add_unfamiliar_tier(run: str | os.PathLike, *, models_dir: str | os.PathLike | None = None,
+                        factor: float = REFUSE_FACTOR) -> dict:
+    """Give a run's one-threshold (version-1) gate the two tiers of today's training, without new statistics.
+
+    Its threshold (the 99th-percentile rule) becomes the *unfamiliar* tier and ``factor`` times it the
+    *refuse* tier (:func:`medclf_core.trust.ood.with_refuse_tier`). Rewrites ``ood.npz`` (same means and
+    covariance) and only the card's ``"ood"`` entry; weights, calibration and threshold are untouched.
+    A gate that has the tier already is left alone. Returns the card's new ``"ood"`` entry.
+    """
+    run_dir = Path(resolve_run(run, models_dir))
+    gate = load_gate(run_dir)
+    if gate is None:
+        raise DatasetError(f"{run_dir.name} has no out-of-distribution gate ({GATE_FILE}): run refit-trust.")
+    raw_card = json.loads((run_dir / CARD_FILE).read_text())
+    if gate.near_threshold is not None:
+        return raw_card.get("ood") or gate.summary()
+    old_flagged = gate.val_fraction_flagged
+    gate = with_refuse_tier(gate, gate.threshold, factor)
+    # the validation scores are not stored: the share above the old threshold bounds the share refused now
+    gate.val_fraction_flagged = old_flagged
+    gate.save(run_dir)
+    entry = {**(raw_card.get("ood") or {}), **gate.summary(), "val_fraction_unfamiliar": old_flagged,
+             "val_fraction_flagged_is_upper_bound": True,
+             "two_tiers_added": datetime.now(UTC).isoformat(timespec="seconds")}
+    raw_card["ood"] = entry
+    write_json(run_dir / CARD_FILE, raw_card)
+    return entry

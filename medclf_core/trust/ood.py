@@ -53,8 +53,14 @@ import numpy as np
 from medclf_core.errors import ModelError
 from medclf_core.registry.store import GATE_FILE
 
-GATE_VERSION = 1
+GATE_VERSION = 2  # 2: adds ``near_threshold`` (the "unfamiliar source" tier); version 1 files still load
 DEFAULT_PERCENTILE = 99.0
+#: The refuse ("not this kind of image") threshold is this multiple of the unfamiliar one (the 99th percentile of
+#: the validation scores). Chosen on bench/ood_scores.py: on the brain model, other-source brain MRIs (Sartaj) reach
+#: at most 1.80x (95th percentile 1.62x) while chest X-rays start at 2.1x and photographs at 1.8x; on the chest
+#: model, other-preprocessing chest films reach 1.10x and brain MRIs start well above 2x.
+REFUSE_FACTOR = 1.75
+REFUSE_RULE = "{factor:g} x the unfamiliar threshold ({near})"
 DEFAULT_RULE = "99th percentile of the validation split's scores"
 #: Below this many validation scores the empirical 99th percentile is about the largest score, so roughly
 #: 1 in n + 1 new images *like the validation ones* would be refused (1 in 13 for 12 images: a tiny model's
@@ -65,6 +71,8 @@ METHOD = "class-conditional Mahalanobis distance on the penultimate features, sh
 
 FEATURE_REASON = ("its features are far from the model's training images (score {score:.3g} above the "
                   "threshold {threshold:.3g})")
+NEAR_REASON = ("unlike this model's training images (score {score:.3g} above {threshold:.3g}, the score only 1% of "
+               "its validation images exceed): perhaps another scanner, hospital or preprocessing")
 
 # Modality words a card may use beside DICOM Modality codes.
 MODALITY_ALIASES = {
@@ -89,6 +97,7 @@ class OODGate:
     n_train: int = 0
     n_val: int = 0
     shrinkage: float | None = None
+    near_threshold: float | None = None  # "unfamiliar source" tier (caution); None in version-1 files
 
     @property
     def dim(self) -> int:
@@ -123,8 +132,17 @@ class OODGate:
         return v, self.eigenvalues.astype(np.float64), mu, mu @ v
 
     def flag(self, features) -> np.ndarray:
-        """``(N,)`` bool: True where the score is above the threshold."""
+        """``(N,)`` bool: True where the score is above the (refuse) threshold."""
         return self.score(features) > self.threshold
+
+    def tier(self, score: float) -> str:
+        """``"refuse"`` above :attr:`threshold`, ``"unfamiliar"`` above :attr:`near_threshold` (when the gate has
+        one), else ``"familiar"``; a non-finite score is refused."""
+        if not np.isfinite(score) or score > self.threshold:
+            return "refuse"
+        if self.near_threshold is not None and score > self.near_threshold:
+            return "unfamiliar"
+        return "familiar"
 
     def summary(self) -> dict:
         """The card's ``"ood"`` entry (JSON-ready)."""
@@ -134,7 +152,8 @@ class OODGate:
                 "val_fraction_flagged": None if self.val_fraction_flagged is None else float(self.val_fraction_flagged),
                 "n_train": int(self.n_train), "n_val": int(self.n_val),
                 "shrinkage": None if self.shrinkage is None else float(self.shrinkage),
-                "components": int(self.components.shape[1])}
+                "components": int(self.components.shape[1]),
+                "near_threshold": None if self.near_threshold is None else float(self.near_threshold)}
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/ood.npz`` (float32, atomically: temporary file then rename)."""
@@ -149,7 +168,8 @@ class OODGate:
             percentile=np.float64(np.nan if self.percentile is None else self.percentile),
             val_fraction_flagged=np.float64(np.nan if self.val_fraction_flagged is None else self.val_fraction_flagged),
             n_train=np.int64(self.n_train), n_val=np.int64(self.n_val),
-            shrinkage=np.float64(np.nan if self.shrinkage is None else self.shrinkage))
+            shrinkage=np.float64(np.nan if self.shrinkage is None else self.shrinkage),
+            near_threshold=np.float64(np.nan if self.near_threshold is None else self.near_threshold))
         os.replace(tmp, target)
         return target
 
@@ -175,7 +195,8 @@ def load_gate(folder: str | os.PathLike) -> OODGate | None:
                            eigenvalues=z["eigenvalues"], floor=float(z["floor"]), threshold=float(z["threshold"]),
                            rule=str(z["rule"]), percentile=_nan_none(z["percentile"]),
                            val_fraction_flagged=_nan_none(z["val_fraction_flagged"]), n_train=int(z["n_train"]),
-                           n_val=int(z["n_val"]), shrinkage=_nan_none(z["shrinkage"]))
+                           n_val=int(z["n_val"]), shrinkage=_nan_none(z["shrinkage"]),
+                           near_threshold=_nan_none(z["near_threshold"]) if "near_threshold" in z.files else None)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip, key and value errors on a damaged file
@@ -183,15 +204,17 @@ def load_gate(folder: str | os.PathLike) -> OODGate | None:
 
 
 def fit_gate(train_features, train_labels, val_features, *, percentile: float = DEFAULT_PERCENTILE,
-             threshold: float | None = None, rule: str | None = None) -> OODGate:
+             threshold: float | None = None, rule: str | None = None,
+             refuse_factor: float = REFUSE_FACTOR) -> OODGate:
     """Fit the feature gate on the training split, choose its threshold on the validation split.
 
     ``train_features`` (N, D) and ``train_labels`` (N,) are the training images'
     penultimate features (unflipped, no augmentation) and classes; ``val_features``
-    (M, D) are the validation images' features. The threshold is the ``percentile``
-    of the validation scores (default: the 99th) unless ``threshold`` is given
-    (then ``rule`` should say how it was chosen). The gate records the rule and the
-    fraction of validation images it flags.
+    (M, D) are the validation images' features. Two tiers: the ``percentile`` of the
+    validation scores (default: the 99th) is the *unfamiliar* threshold (``near_threshold``,
+    a caution) and ``refuse_factor`` times it the *refuse* threshold (``threshold``); unless
+    ``threshold`` is given (one tier; then ``rule`` should say how it was chosen). The gate
+    records the rule and the fraction of validation images it refuses.
 
     Example::
 
@@ -231,14 +254,37 @@ def fit_gate(train_features, train_labels, val_features, *, percentile: float = 
     if threshold is None:
         if not len(v):
             raise ValueError("The gate's threshold is chosen on validation features; none were given.")
-        threshold, fitted_rule = percentile_threshold(val_scores, percentile)
+        near, fitted_rule = percentile_threshold(val_scores, percentile)
         if rule is None and (fitted_rule or percentile != DEFAULT_PERCENTILE):
             gate.rule = fitted_rule or f"{percentile:g}th percentile of the validation split's scores"
-    else:
-        gate.percentile = None
-        gate.rule = rule or "threshold given by the caller"
+        return with_refuse_tier(gate, near, refuse_factor, val_scores)
+    gate.percentile = None
+    gate.rule = rule or "threshold given by the caller"
     gate.threshold = float(threshold)
     gate.val_fraction_flagged = float(np.mean(val_scores > gate.threshold)) if len(v) else None
+    return gate
+
+
+def with_refuse_tier(gate: OODGate, near_threshold: float, factor: float = REFUSE_FACTOR,
+                     val_scores=None) -> OODGate:
+    """The gate with two tiers: ``near_threshold`` (unfamiliar: caution) and ``factor`` times it (refuse).
+
+    Also turns a version-1 gate (one threshold, chosen by the percentile rule) into a two-tier one
+    without new statistics: ``with_refuse_tier(old, old.threshold)``. The rule records both thresholds.
+
+    >>> g = with_refuse_tier(fit_gate(np.eye(3).repeat(20, 0), np.arange(60) % 2, np.eye(3)), 10.0, 2.0)
+    >>> g.near_threshold, g.threshold, g.tier(5.0), g.tier(15.0), g.tier(25.0)
+    (10.0, 20.0, 'familiar', 'unfamiliar', 'refuse')
+    """
+    if not (np.isfinite(near_threshold) and factor >= 1):
+        raise ValueError(f"near_threshold must be finite and factor >= 1 (got {near_threshold}, {factor}).")
+    near_rule = gate.rule.split(" | refuse: ")[0]
+    gate.near_threshold = float(near_threshold)
+    gate.threshold = float(factor * near_threshold)
+    gate.rule = f"unfamiliar: {near_rule.removeprefix('unfamiliar: ')} | refuse: " + \
+        REFUSE_RULE.format(factor=factor, near=f"{near_threshold:.4g}")
+    if val_scores is not None and len(val_scores):
+        gate.val_fraction_flagged = float(np.mean(np.asarray(val_scores) > gate.threshold))
     return gate
 
 

@@ -30,50 +30,83 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from medclf_core.trust.ood import OODGate, feature_reason, header_reason
+from medclf_core.formatting import percent
 from medclf_core.trust.metrics import evaluate_probabilities
+from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
+from medclf_core.trust.population import age_reason, router_reason
 
 #: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
-#: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution".
-NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None}
+#: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
+#: ``"unfamiliar": None`` (no gate, or a version-1 gate without the unfamiliar tier).
+NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None,
+               "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_reason": None}
 
 
 def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Mapping | None = None,
-            dicom: Mapping | None = None, *, score: float | None = None) -> dict:
-    """The OOD fields of one result.
+            dicom: Mapping | None = None, *, score: float | None = None,
+            router: Mapping[str, float] | None = None) -> dict:
+    """The two-tier OOD fields of one result: refused (``ood``) or shown with a caution (``unfamiliar``).
 
-    ``{"ood": True|False|None, "ood_score": float|None, "ood_reason": str|None, "ood_checks": [...]}``:
+    - ``ood`` (refused, no finding) is True when the features are above the gate's refuse
+      threshold, the DICOM header contradicts the card's ``intended_use`` (modality, body part,
+      ``PatientAge`` outside ``age_years``), or the modality ``router``'s probabilities
+      (``{"CT": p, "MRI": p, "XRAY": p}``) confidently name another modality
+      (:func:`~medclf_core.trust.population.router_reason`); False when the feature gate ran and
+      nothing refused; **None ("not checked")** when the model has no gate and nothing refused.
+    - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's
+      unfamiliar and refuse thresholds, False below, None without that tier; ``unfamiliar_score``
+      is the score, ``unfamiliar_reason`` a plain fragment (None unless unfamiliar). A refused
+      image is not also unfamiliar.
+    - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
+      ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``).
 
-    - ``ood`` is True when the features are above the gate's threshold or the DICOM
-      header contradicts the card's ``intended_use``; False when the feature gate ran
-      and nothing flagged; **None ("not checked")** when the model has no gate
-      (no ``ood.npz``) and the header did not flag.
-    - ``ood_score`` is the gate's distance (None without a gate), ``ood_reason`` a plain
-      sentence fragment (None unless flagged), ``ood_checks`` the checks that ran
-      (``"features"``, ``"dicom_header"``).
-
-    ``score`` is the gate's score of ``features`` when the caller has already computed it
-    (a batch at once: :meth:`OODGate.score`).
+    ``score`` is the gate's score of ``features`` when the caller has already computed it.
     """
     out = dict(NOT_CHECKED)
     checks, reasons = [], []
     if gate is not None and (features is not None or score is not None):
         score = float(gate.score(np.asarray(features)[None])[0] if score is None else score)
         checks.append("features")
+        tier = gate.tier(score)
         out["ood_score"] = score if np.isfinite(score) else None
-        out["ood"] = bool(score > gate.threshold)
+        out["ood"] = tier == "refuse"
         if out["ood"]:
             reasons.append(feature_reason(score, gate.threshold) if np.isfinite(score)
                            else "its features could not be computed as numbers")
+        if gate.near_threshold is not None:
+            out["unfamiliar"] = tier == "unfamiliar"
+            out["unfamiliar_score"] = out["ood_score"]
+            if out["unfamiliar"]:
+                out["unfamiliar_reason"] = NEAR_REASON.format(score=score, threshold=gate.near_threshold)
     if intended_use and dicom:
         checks.append("dicom_header")
-        reason = header_reason(intended_use, dicom)
-        if reason:
-            out["ood"] = True
-            reasons.append(reason)
+        reasons += [r for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom)) if r]
+    if intended_use and router:
+        checks.append("modality_router")
+        reasons += [r for r in (router_reason(intended_use, router),) if r]
+    if reasons:
+        out["ood"] = True
+    if out["ood"]:
+        out["unfamiliar"], out["unfamiliar_reason"] = (False if out["unfamiliar"] is not None else None), None
     out["ood_reason"] = "; ".join(reasons) or None
     out["ood_checks"] = checks
     return out
+
+
+def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> str | None:
+    """The plain caution shown beside an unfamiliar result's finding (None when not unfamiliar).
+
+    ``other_source`` is a recorded other-source evaluation (``{"dataset", "n", "metrics": {"accuracy"}}``,
+    :func:`medclf_core.registry.evaluations.list_evaluations`); its accuracy is quoted when there is one.
+    """
+    if result.get("unfamiliar") is not True:
+        return None
+    text = "Caution: this image is unlike this model's training images, so the finding is less certain"
+    acc = ((other_source or {}).get("metrics") or {}).get("accuracy")
+    if acc is not None and (other_source or {}).get("n"):
+        text += (f" (on images from another source, {other_source.get('dataset', 'recorded')}, its accuracy was "
+                 f"{percent(acc)} on {int(other_source['n'])} images)")
+    return text + "."
 
 
 def ood_message(result: Mapping) -> str | None:
@@ -86,11 +119,13 @@ def ood_message(result: Mapping) -> str | None:
 
 
 def ood_block(y_true, probs, ood: Sequence, class_names: list[str], *, threshold: float | None = None,
-              positive: int | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
+              positive: int | None = None, bootstrap: int = 1000, seed: int = 0,
+              unfamiliar: Sequence | None = None) -> dict:
     """``evaluate``'s ``"ood"`` entry: how many images were flagged, and the metrics without them.
 
-    ``ood`` holds each image's flag (True, False, or None = not checked). Returns
-    ``{"checked", "n", "n_flagged", "fraction_flagged", "n_not_checked", "metrics_without_flagged"}``;
+    ``ood`` holds each image's flag (True, False, or None = not checked); ``unfamiliar`` (optional) each
+    image's caution flag. Returns ``{"checked", "n", "n_flagged", "fraction_flagged", "coverage", "n_unfamiliar",
+    "n_not_checked", "metrics_without_flagged"}`` (``coverage``: the share *not* refused, whose metrics follow);
     ``metrics_without_flagged`` is :func:`~medclf_core.trust.metrics.evaluate_probabilities` over
     the images that were not flagged (None when none are left or nothing was checked).
     """
@@ -99,7 +134,10 @@ def ood_block(y_true, probs, ood: Sequence, class_names: list[str], *, threshold
     checked = [f for f in flags if f is not None]
     n_flagged = int(sum(1 for f in checked if f))
     out = {"checked": bool(checked), "n": n, "n_flagged": n_flagged,
-           "fraction_flagged": (n_flagged / n) if n else None, "n_not_checked": n - len(checked),
+           "fraction_flagged": (n_flagged / n) if n else None,
+           "coverage": (1 - n_flagged / n) if n else None,
+           "n_unfamiliar": None if unfamiliar is None else int(sum(1 for u in unfamiliar if u is True)),
+           "n_not_checked": n - len(checked),
            "metrics_without_flagged": None}
     keep = np.array([f is not True for f in flags], dtype=bool)
     if checked and keep.any():

@@ -120,7 +120,7 @@ def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, ch
     assert main(["refit-trust", "tiny-chest", str(chest_sample), "--models-dir", str(models), "--json",
                  "--no-progress"]) == 0
     out = _json_out(capsys)
-    assert (run / "ood.npz").is_file() and out["ood"]["rule"].startswith("99th percentile")
+    assert (run / "ood.npz").is_file() and out["ood"]["rule"].startswith("unfamiliar: 99th percentile")
     card = json.loads((run / "card.json").read_text())
     assert card["calibration"]["temperature"] == out["calibration"]["temperature"]
     assert card["ood"]["threshold"] == out["ood"]["threshold"] and card["threshold"] == out["threshold"]
@@ -128,12 +128,14 @@ def test_refit_trust_then_predict_and_evaluate_carry_ood_and_ece(trained_run, ch
     assert main(["predict", str(run), *map(str, sample_images[:2]), "--json"]) == 0
     res = _json_out(capsys)
     assert all(isinstance(r["ood"], bool) and isinstance(r["ood_score"], float) and "ood_reason" in r for r in res)
+    assert all(isinstance(r["unfamiliar"], bool) and "unfamiliar_reason" in r for r in res)  # the caution tier
 
     assert main(["evaluate", str(run), str(chest_sample), "--json", "--no-progress", "--bootstrap", "0"]) == 0
     ev = _json_out(capsys)
     assert 0 <= ev["ece"] <= 1 and ev["n"] == 80
     o = ev["ood"]
     assert o["checked"] and o["n"] == 80 and 0 <= o["fraction_flagged"] <= 1 and "metrics_without_flagged" in o
+    assert o["coverage"] == 1 - o["fraction_flagged"] and isinstance(o["n_unfamiliar"], int)
     # text output mentions both
     assert main(["evaluate", str(run), str(chest_sample), "--no-progress", "--bootstrap", "0"]) == 0
     text = capsys.readouterr().out

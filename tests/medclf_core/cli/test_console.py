@@ -101,3 +101,16 @@ def test_refit_text(capsys):
     out = capsys.readouterr().out
     assert "threshold 12.35 (99th percentile; flags 1.2% of 80 validation images)" in out
     assert "Temperature 1.5: validation ECE 0.0800 -> 0.0300; threshold 0.35 -> 0.41 (same decisions)" in out
+
+
+def test_an_unfamiliar_result_prints_its_caution_and_the_summary_its_coverage(capsys):
+    from medclf_core.cli.console import _print_ood_summary, print_predictions
+
+    base = {"file": "a.png", "label": "yes", "probabilities": {"no": 0.1, "yes": 0.9}, "ood": False}
+    print_predictions([{**base, "unfamiliar": True, "unfamiliar_reason": "unlike this model's training images"},
+                       {**base, "file": "b.png", "unfamiliar": False}])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "  caution: unlike this model's training images" and len(out) == 3
+    _print_ood_summary({"checked": True, "n": 10, "n_flagged": 1, "fraction_flagged": 0.1, "coverage": 0.9,
+                        "n_unfamiliar": 3, "metrics_without_flagged": None})
+    assert "coverage (share not refused) 90.0%; 3 shown with a caution" in capsys.readouterr().out

@@ -36,8 +36,9 @@ def test_predictor_with_gate_and_temperature(refitted, older, sample_images):
     rng = np.random.default_rng(0)
     odd = [rng.integers(0, 256, (64, 64), dtype=np.uint8), np.full((64, 64), 255, np.uint8),
            np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))]
-    flags = [r["ood"] for r in p.predict(odd)]
+    flags = [r["ood"] or r["unfamiliar"] for r in p.predict(odd)]  # refused, or at least shown with a caution
     assert sum(flags) >= 2, [r["ood_score"] for r in p.predict(odd)]
+    assert all(isinstance(r["unfamiliar"], bool) for r in p.predict(odd))  # a refit gate has both tiers
     # the training images are not
     train_like = [load_image(f).pixels for f in sorted((CHEST_SAMPLE / "PNEUMONIA").iterdir())[:10]]
     assert sum(r["ood"] for r in p.predict(train_like)) <= 2
@@ -81,6 +82,7 @@ def test_evaluate_folder_reports_ece_and_ood(refitted, older):
     o = r["ood"]
     assert o["checked"] and o["n"] == 80 and o["n_flagged"] == len(o["flagged_files"])
     assert o["fraction_flagged"] == pytest.approx(o["n_flagged"] / 80)
+    assert o["coverage"] == pytest.approx(1 - o["fraction_flagged"]) and 0 <= o["n_unfamiliar"] <= 80 - o["n_flagged"]
     if o["n_flagged"] < 80:
         assert o["metrics_without_flagged"]["n"] == 80 - o["n_flagged"]
     plain = evaluate_folder(Predictor.from_run(older), CHEST_SAMPLE, bootstrap=0)

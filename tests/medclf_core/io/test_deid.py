@@ -158,3 +158,19 @@ def test_the_predictions_csv_uses_the_same_rule():
                              "probabilities": probs}], identifying=values)
     assert "RG1_J2KI.dcm" in text and f"{REDACTED}_{REDACTED}_{REDACTED}.dcm" in text
     assert not any(s in text for s in PATIENT_STRINGS)
+
+
+def test_safe_metadata_carries_patient_age_capped_at_90():
+    """PatientAge reaches the refuse rule (the card's age range) through the display facts; an age over 89 years,
+    which can identify a patient, is carried as 090Y."""
+    from pydicom.dataset import Dataset
+
+    from medclf_core.io.deid import safe_metadata
+
+    ds = Dataset()
+    ds.Modality, ds.PatientAge = "CR", "045Y"
+    assert safe_metadata(ds)["PatientAge"] == "045Y"
+    ds.PatientAge = "097Y"
+    assert safe_metadata(ds)["PatientAge"] == "090Y"
+    ds.PatientAge = "unknown"
+    assert "PatientAge" not in safe_metadata(ds)

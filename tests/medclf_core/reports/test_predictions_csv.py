@@ -27,7 +27,8 @@ def _rows(text: str) -> list[dict]:
 def test_columns_and_values():
     rows = _rows(predictions_csv(RESULTS))
     assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "ood",
-                             "ood_score", "ood_reason", "error", "notes"]
+                             "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error",
+                             "notes"]
     assert rows[0]["file"] == "chest_001.dcm" and rows[0]["label"] == "PNEUMONIA"
     assert float(rows[0]["p_PNEUMONIA"]) == 0.8 and float(rows[0]["threshold"]) == 0.35
     assert rows[0]["notes"] == "MONOCHROME1 inverted for display"
@@ -52,7 +53,8 @@ def test_formula_cells_are_neutralised():
 
 
 def test_empty_results():
-    assert predictions_csv([]).strip() == "file,label,threshold,positive_class,ood,ood_score,ood_reason,error,notes"
+    assert predictions_csv([]).strip() == ("file,label,threshold,positive_class,ood,ood_score,ood_reason,"
+                                           "unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes")
 
 
 def test_out_of_distribution_columns():
@@ -81,3 +83,17 @@ def test_a_refused_image_has_no_label_but_keeps_its_probabilities():
     assert rows[0]["label"] == "" and rows[0]["ood"] == "true" and float(rows[0]["p_PNEUMONIA"]) == 0.9
     assert rows[1]["label"] == "NORMAL"
     assert results[0]["label"] == "PNEUMONIA"  # the export does not rewrite the caller's results
+
+
+def test_unfamiliar_columns():
+    """An unfamiliar result (a finding with a caution) says so with its score and reason; a result without the
+    unfamiliar tier says "not checked"; an unreadable file leaves the cells empty."""
+    shown = {"file": "a.png", "label": "yes", "probabilities": {"no": 0.2, "yes": 0.8}, "ood": False,
+             "ood_score": 101.5, "unfamiliar": True, "unfamiliar_score": 101.5,
+             "unfamiliar_reason": "unlike this model's training images"}
+    rows = _rows(predictions_csv([shown, {**shown, "unfamiliar": None, "unfamiliar_score": None,
+                                          "unfamiliar_reason": None}, {"file": "b.png", "error": "unreadable"}]))
+    assert (rows[0]["unfamiliar"], float(rows[0]["unfamiliar_score"])) == ("true", 101.5)
+    assert rows[0]["unfamiliar_reason"].startswith("unlike") and rows[0]["ood"] == "false"
+    assert rows[1]["unfamiliar"] == "not checked" and rows[1]["unfamiliar_score"] == ""
+    assert rows[2]["unfamiliar"] == ""

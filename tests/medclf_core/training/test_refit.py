@@ -22,7 +22,8 @@ def test_refit_writes_gate_and_card_and_keeps_decisions(refitted, older):
     counts = old["dataset"]["counts"]
     ood, cal = card["ood"], card["calibration"]
     assert ood["n_train"] == sum(counts["train"].values()) and ood["n_val"] == sum(counts["val"].values())
-    assert ood["rule"].startswith("99th percentile") and 0 <= ood["val_fraction_flagged"] <= 0.1
+    assert ood["rule"].startswith("unfamiliar: 99th percentile") and ood["near_threshold"] < ood["threshold"]
+    assert 0 <= ood["val_fraction_flagged"] <= 0.1
     assert ood["threshold"] == res["ood"]["threshold"] and ood["dataset_fingerprint_matches"] is True
     t = cal["temperature"]
     assert 0.05 <= t <= 20 and cal["n"] == ood["n_val"] and cal["stored_predictions"] == "raw"

@@ -28,17 +28,19 @@ def test_gate_flags_far_images_and_keeps_the_rule():
     xtr, ytr = _clusters(600)
     xva, _ = _clusters(300, seed=1)
     gate = fit_gate(xtr, ytr, xva)
-    assert gate.rule == DEFAULT_RULE and gate.percentile == 99.0
-    assert gate.val_fraction_flagged == pytest.approx(0.01, abs=0.01)
+    assert gate.rule.startswith("unfamiliar: " + DEFAULT_RULE) and gate.percentile == 99.0
+    assert np.mean(gate.score(xva) > gate.near_threshold) == pytest.approx(0.01, abs=0.01)
+    assert gate.val_fraction_flagged <= 0.01  # refused: the loose tier
     xte, _ = _clusters(300, seed=2)
     assert gate.flag(xte).mean() < 0.05  # same distribution: few flagged
     far, _ = _clusters(100, seed=3, shift=6.0)
-    assert gate.flag(far).all()  # another distribution: all flagged
+    assert (gate.score(far) > gate.near_threshold).all()  # another distribution: at least unfamiliar, all
+    assert gate.flag(_clusters(100, seed=3, shift=20.0)[0]).all()  # far away: all refused
     # a point between the two clusters along the low-variance axis is far in Mahalanobis terms
     odd = np.zeros((1, 16))
     odd[0, 0] = -2.0 + 3.0  # 10 standard deviations along the 0.3-sd axis of class 0
     odd[0, 1:] = -2.0
-    assert gate.flag(odd)[0]
+    assert gate.tier(float(gate.score(odd)[0])) != "familiar"
     assert gate.score(np.full((1, 16), np.nan))[0] == np.inf
     s = gate.summary()
     assert s["threshold"] == pytest.approx(gate.threshold) and s["n_train"] == 600 and s["n_val"] == 300
@@ -137,12 +139,13 @@ def test_a_small_validation_split_does_not_refuse_one_in_n_of_its_own_kind():
     for seed in range(1, 21):
         xva, _ = _clusters(12, seed=seed)
         gate = fit_gate(xtr, ytr, xva)
-        assert gate.rule.startswith("99th percentile of a log-normal fitted to the validation split's 12 scores")
+        assert gate.rule.startswith("unfamiliar: 99th percentile of a log-normal fitted to the validation "
+                                    "split's 12 scores")
         fresh = gate.score(_clusters(500, seed=100 + seed)[0])
         empirical = float(np.percentile(gate.score(xva), 99))
         refused_empirical.append(np.mean(fresh > empirical))
-        refused.append(np.mean(fresh > gate.threshold))
-        far_flagged.append(gate.flag(_clusters(100, seed=200 + seed, shift=6.0)[0]).mean())
+        refused.append(np.mean(fresh > gate.near_threshold))  # even the unfamiliar tier: few of its own kind
+        far_flagged.append(np.mean(gate.score(_clusters(100, seed=200 + seed, shift=6.0)[0]) > gate.near_threshold))
     assert np.mean(refused_empirical) > 0.05  # the old rule: about 1 in n + 1
     assert np.mean(refused) < 0.03 and min(far_flagged) == 1.0
     many = gate.score(_clusters(300, seed=7)[0])

@@ -1,0 +1,84 @@
+"""Two "not this kind of image" checks beside the feature gate: the patient's age and the modality router.
+
+- :func:`~medclf_core.io.dicom_header.parse_patient_age` reads a DICOM ``PatientAge`` (``nnnD``, ``nnnW``,
+  ``nnnM`` or ``nnnY``) in years; :func:`age_reason` refuses an age outside the card's
+  ``intended_use.age_years`` (``[min, max]``, in years) with a plain sentence ("adult patient (45 years): this model was trained on children aged 1-5").
+- :func:`router_reason`: the bundled imaging-modality model (CT / MRI / XRAY) as a router. A model whose
+  card declares its modalities refuses an image that the router calls another modality with probability
+  at least :data:`ROUTER_MIN_CONFIDENCE` (0.9); below that, or when the card declares nothing, the router
+  says nothing. The rule takes the router's probabilities, so it is tested without a model.
+
+Example::
+
+    >>> parse_patient_age("045Y"), parse_patient_age("018M"), parse_patient_age("")
+    (45.0, 1.5, None)
+    >>> age_reason({"age_years": [1, 5]}, {"PatientAge": "045Y"})
+    'adult patient (45 years): this model was trained on children aged 1-5'
+    >>> router_reason({"modalities": ["MR"]}, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01})
+    'the imaging-modality model calls it CT (P = 0.95); this model is for MR'
+    >>> router_reason({"modalities": ["MR"]}, {"CT": 0.6, "MRI": 0.4, "XRAY": 0.0}) is None
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from medclf_core.io.dicom_header import parse_patient_age
+
+ROUTER_MIN_CONFIDENCE = 0.9
+ROUTER_RULE = (f"refused when the bundled imaging-modality model gives another modality than the card's a "
+               f"probability >= {ROUTER_MIN_CONFIDENCE:g}")
+#: The router's classes and the DICOM Modality codes (or card words) each one covers.
+ROUTER_CLASSES = {"CT": {"CT"}, "MRI": {"MR", "MRI"}, "XRAY": {"CR", "DX", "DR", "RG", "XRAY", "X-RAY", "RADIOGRAPH"}}
+ADULT_YEARS = 18.0
+
+
+def age_range(intended_use: Mapping | None) -> tuple[float, float] | None:
+    """The card's ``intended_use.age_years`` as ``(min, max)`` years, or None when not declared or malformed."""
+    rng = (intended_use or {}).get("age_years")
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if 0 <= lo <= hi else None
+
+
+def _years(x: float) -> str:
+    return f"{x:g}" if x >= 1 or x == 0 else f"{x * 12:.0f} months"
+
+
+def age_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str | None:
+    """A plain refuse reason when the header's ``PatientAge`` is outside the card's age range, else None."""
+    rng = age_range(intended_use)
+    age = parse_patient_age((dicom or {}).get("PatientAge"))
+    if rng is None or age is None or rng[0] <= age <= rng[1]:
+        return None
+    lo, hi = rng
+    shown = f"{age:g} years" if age >= 1 else f"{_years(age)}"
+    if hi < ADULT_YEARS <= age:
+        return f"adult patient ({shown}): this model was trained on children aged {_years(lo)}-{_years(hi)}"
+    if age < ADULT_YEARS <= lo:
+        return f"child ({shown}): this model was trained on adults aged {_years(lo)}-{_years(hi)}"
+    return f"patient aged {shown}: this model was trained on patients aged {_years(lo)}-{_years(hi)} years"
+
+
+def router_classes(intended_use: Mapping | None) -> set[str]:
+    """The router's classes the card's ``modalities`` cover (empty when it declares none the router knows)."""
+    declared = {str(m).strip().upper() for m in (intended_use or {}).get("modalities") or []}
+    return {cls for cls, codes in ROUTER_CLASSES.items() if codes & declared}
+
+
+def router_reason(intended_use: Mapping | None, probabilities: Mapping[str, float] | None,
+                  min_confidence: float = ROUTER_MIN_CONFIDENCE) -> str | None:
+    """A plain refuse reason when the router calls the image another modality than the card's with
+    probability >= ``min_confidence``; None otherwise (no router output, no declared modality, or unsure)."""
+    wanted = router_classes(intended_use)
+    if not wanted or not probabilities:
+        return None
+    top = max(probabilities, key=lambda k: probabilities[k])
+    p = float(probabilities[top])
+    if top in wanted or top not in ROUTER_CLASSES or p < min_confidence:
+        return None
+    declared = " or ".join(str(m) for m in (intended_use or {}).get("modalities") or [])
+    return f"the imaging-modality model calls it {top} (P = {p:.2f}); this model is for {declared}"
