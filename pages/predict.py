@@ -66,7 +66,7 @@ with st.expander("... or open a study from a PACS (DICOMweb)",
         st.session_state["pacs_fetched"] = []
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
-predictor, lock = app_ui.load_predictor(card)
+predictor, lock = app_ui.load_predictor(card, site=True)
 
 esc = app_ui.md_escape
 with about:
@@ -245,12 +245,7 @@ def show_out_of_distribution(entry: dict) -> None:
 
 def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
-    cal = predictor.card.get("calibration") or {}
-    if cal.get("fitted_on") and cal["fitted_on"] != "val":  # a small-data run: out-of-fold, or the stated rule
-        st.caption(esc(f"Calibration: {cal.get('method')}; {cal['fitted_on']}."))
-    elif result.get("temperature"):
-        st.caption(f"The probabilities are calibrated on the model's validation images (temperature scaling, "
-                   f"T = {result['temperature']:.2f}).")
+    app_ui.calibration_caption(predictor)  # the card's calibration, or the site's picked in the sidebar
     rule = predictor.card.get("threshold_rule") or {}
     if "threshold" in result and rule.get("chosen_for"):
         st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))
