@@ -4,12 +4,13 @@ A model's card carries the calibration fitted on its own validation split (same 
 training images). A site whose images differ (scanner, population, processing) can fit its own:
 :func:`site_calibration` fits, on the site's probabilities,
 
-- a **temperature** ``T`` applied to the model's own (raw) probabilities, by validation NLL
+- a **temperature** ``T`` applied to the model's own (raw) probabilities, by NLL on the site's images
   (:func:`medclf_core.trust.calibration.fit_temperature`), bounded ``T >= 1`` by default
   (:data:`MIN_TEMPERATURE`): the site data is other-source and honest, but it is small (100
   images), and on a set the model nearly separates the NLL optimum runs to sharpening (measured:
-  T = 0.18 on 50 + 50 chest films), which is the over-certainty this layer exists to remove; a
-  site whose model is under-confident keeps T = 1 rather than a sharpening fitted on few images;
+  T = 0.18 on 50 + 50 chest films; docs/BENCHMARKS.md), which is the over-certainty this layer exists
+  to remove; a site whose model is under-confident keeps T = 1 rather than a sharpening fitted on few
+  images;
 - for a **binary** model, a **threshold** on the site-calibrated ``P(positive)`` for a stated target
   (default sensitivity 0.95: :func:`conservative_threshold`, a low bootstrap percentile of the highest
   threshold that keeps the fitted images' sensitivity at or above it); multi-class models get the
