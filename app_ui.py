@@ -114,9 +114,85 @@ def sidebar_model_picker() -> str | None:
         if st.query_params.get(MODEL_QUERY_PARAM) != card["name"]:
             st.query_params[MODEL_QUERY_PARAM] = card["name"]
         st.caption(md_escape(f"{card.architecture or '?'} · classes: {', '.join(card.class_names)}"))
+        sidebar_site_picker(card)
         st.divider()
         st.caption(NOTICE)
     return st.session_state["model_name"]
+
+
+CARD_CALIBRATION = "Card calibration"
+
+
+def sidebar_site_picker(card) -> str | None:
+    """A calibration picker under the model picker, only when the model has site calibrations
+    (``sites/<name>.json``, from ``medclf recalibrate`` or the Evaluate page): the card's (default) or a
+    site's. The choice is kept per model in ``session_state["site_name"]``; the Predict page uses it."""
+    from medclf_core.trust.sites import list_sites
+
+    sites = list_sites(card.get("run_dir"))
+    if st.session_state.get("site_model") != card["name"] or st.session_state.get("site_name") not in [None, *sites]:
+        st.session_state["site_model"], st.session_state["site_name"] = card["name"], None  # another model
+    if not sites:
+        return None
+    st.selectbox("Calibration", [None, *sites], key="site_name",
+                 format_func=lambda s: CARD_CALIBRATION if s is None else f"Site: {s}",
+                 help="The model card's temperature and threshold, or those a site fitted on its own labelled "
+                      "images (`medclf recalibrate`, or the Evaluate page). Used by the Predict page.")
+    return st.session_state["site_name"]
+
+
+def picked_site() -> str | None:
+    """The site calibration picked in the sidebar for the current model, or None (the card's)."""
+    return st.session_state.get("site_name")
+
+
+def calibration_caption(predictor) -> None:
+    """One caption line: which calibration the predictor's results use (the site's or the card's)."""
+    from medclf_core.trust.sites import calibration_caption as caption
+
+    text = caption(predictor.card, predictor.site)
+    if text:
+        st.caption(md_escape(text))
+
+
+def adopt_site_panel(card, predictions: dict) -> None:
+    """The Evaluate page's "adopt as this site's calibration", after an evaluation of uploaded labelled images:
+    fit a site's temperature (and threshold) on these predictions with the same core call as ``medclf
+    recalibrate`` (:func:`medclf_core.inference.sites.adopt_site`), show before (card) and after (site,
+    cross-fitted on held-back halves), and save it beside the model only when asked."""
+    from medclf_core.data.fingerprint import dataset_fingerprint
+    from medclf_core.inference.sites import adopt_site
+    from medclf_core.trust.sites import metric_texts, save_site
+
+    with st.expander("Adopt as this site's calibration"):
+        st.caption("Fits a temperature (never sharper than the model's own) and, for a two-class model, the threshold "
+                   "that keeps sensitivity at the target on these images; checks both on held-back halves; saves it "
+                   "beside the model (the weights and the card are not changed). The sidebar then offers it.")
+        c1, c2 = st.columns([3, 2])
+        name = c1.text_input("Site name", key="adopt_site_name", placeholder="e.g. st-marys")
+        target = c2.number_input("Target sensitivity", 0.5, 0.999, 0.95, 0.01, key="adopt_site_target",
+                                 disabled=len(card.class_names) != 2)
+        key = (card["run_dir"], predictions["dataset"], len(predictions["y_true"]), name.strip(), float(target))
+        if st.button("Fit and check", key="adopt_site_fit", disabled=not name.strip()):
+            try:
+                predictor, _ = load_predictor(card)
+                fp = dataset_fingerprint(predictions["dataset"], split=predictions["split"])
+                st.session_state["_adopt_site"] = (key, adopt_site(
+                    predictor, predictions, name.strip(), dataset="upload", fingerprint=fp,
+                    target_sensitivity=float(target), save=False))
+            except MedclfError as exc:
+                st.error(md_escape(user_message(exc)))
+        kept, rec = st.session_state.get("_adopt_site") or (None, None)
+        if kept != key:
+            return
+        for label, block in (("Before (card calibration)", rec["before"]),
+                             ("After (site, cross-fitted)", rec["after"])):
+            st.text(f"{label}: " + "; ".join(metric_texts(block)))
+        if st.button(f"Save as site '{rec['site']}'", type="primary", key="adopt_site_save"):
+            try:
+                st.success(md_escape(f"Saved {save_site(card['run_dir'], rec)}; pick it in the sidebar."))
+            except MedclfError as exc:
+                st.error(md_escape(user_message(exc)))
 
 
 def current_card() -> dict | None:
@@ -169,10 +245,12 @@ def _load(run_dir: str, stamp: str):
     return predictor, lock
 
 
-def load_predictor(card: dict):
-    """(Predictor, lock) for a card; shows a plain message and stops the page if it cannot load."""
+def load_predictor(card: dict, site: bool = False):
+    """(Predictor, lock) for a card; shows a plain message and stops the page if it cannot load. ``site``:
+    with the calibration picked in the sidebar (:func:`picked_site`; the same loaded model, no reload)."""
     try:
-        return _load(card["run_dir"], _stamp(card["run_dir"]))
+        predictor, lock = _load(card["run_dir"], _stamp(card["run_dir"]))
+        return (predictor.with_site(picked_site()) if site and picked_site() else predictor), lock
     except MedclfError as exc:
         st.error(md_escape(f"The model '{card.get('name')}' cannot be loaded: {user_message(exc)}"))
         st.stop()

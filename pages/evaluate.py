@@ -270,6 +270,8 @@ st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how 
            + (f"The probabilities are temperature-scaled (T = {temperature:.2f}, fitted on the validation split)."
               if temperature else "This model's probabilities are not calibrated (no temperature in its card)."))
 st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
+if kind == "upload":  # labelled images of a site: fit and check its own calibration (medclf recalibrate's core)
+    app_ui.adopt_site_panel(card, data)
 
 st.subheader("Deferring to a reader")  # selective prediction: accuracy against coverage
 sel = m.get("selective") or {}

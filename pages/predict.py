@@ -9,7 +9,7 @@ import streamlit as st
 import app_ui
 import pacs_ui
 from medclf_core.errors import MedclfError
-from medclf_core.inference.results import calibration_in_use, image_digest, result_key, table_row
+from medclf_core.inference.results import image_digest, result_key, table_row
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -66,7 +66,7 @@ with st.expander("... or open a study from a PACS (DICOMweb)",
         st.session_state["pacs_fetched"] = []
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
-predictor, lock = app_ui.load_predictor(card)
+predictor, lock = app_ui.load_predictor(card, site=True)
 
 esc = app_ui.md_escape
 with about:
@@ -233,7 +233,7 @@ def show_out_of_distribution(entry: dict) -> None:
 
 def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
-    st.caption(esc(f"Calibration in use: {calibration_in_use(predictor.card)}."))  # the PDF says the same
+    app_ui.calibration_caption(predictor)  # the card's calibration, or the site's picked in the sidebar
     rule = predictor.card.get("threshold_rule") or {}
     if "threshold" in result and rule.get("chosen_for"):
         st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))

@@ -1,4 +1,5 @@
-"""Command-line twin of the app: ``python -m medclf_core {audit,train,evaluate,predict,list,refit-trust,export}``.
+"""Command-line twin of the app: ``python -m medclf_core {audit,train,evaluate,predict,list,refit-trust,recalibrate,
+export}``.
 
 One function per command: it calls the core and hands the result to :mod:`medclf_core.cli.console`.
 :func:`main` is the ``medclf`` entry point (``pyproject.toml``): it parses the arguments
@@ -83,7 +84,7 @@ def cmd_evaluate(args) -> int:
     from medclf_core.inference.folder import evaluate_folder
     from medclf_core.inference.predictor import Predictor
 
-    predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta))
+    predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta), site=args.site)
     result = evaluate_folder(predictor, args.data, args.split, bootstrap=args.bootstrap,
                              progress=console.progress_bar("Evaluating", not args.no_progress))
     if args.record:
@@ -119,6 +120,26 @@ def cmd_refit_trust(args) -> int:
     return 0
 
 
+def cmd_recalibrate(args) -> int:
+    """Fit, cross-fit and save a site's calibration (medclf_core.inference.sites.recalibrate)."""
+    from medclf_core.inference.predictor import Predictor
+    from medclf_core.inference.sites import recalibrate
+    from medclf_core.registry.names import check_site_name
+
+    if not 0.0 < args.target_sensitivity < 1.0:
+        console.message("error: --target-sensitivity must be between 0 and 1 (e.g. 0.95)")
+        return 2
+    check_site_name(args.site)  # before the model loads
+    predictor = Predictor.from_run(args.model, args.models_dir)
+    rec = recalibrate(predictor, args.data, args.site, split=args.split, target_sensitivity=args.target_sensitivity,
+                      bootstrap=args.bootstrap, progress=console.progress_bar("Reading images", not args.no_progress))
+    if args.json:
+        console.print_json(rec)
+    else:
+        console.print_site(rec)
+    return 0
+
+
 def cmd_predict(args) -> int:
     """Classify the files; with ``--cam`` and/or ``--report``, each readable file is decoded once and
     explained once, and that one map serves both its overlay PNG and its PDF report."""
@@ -128,7 +149,7 @@ def cmd_predict(args) -> int:
     if bool(args.files) == bool(args.pacs) or bool(args.pacs) != bool(args.study):
         console.message("error: give image files, or --pacs URL with --study UID (not both)")
         return 2
-    predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta))
+    predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta), site=args.site)
     if args.pacs:
         return _predict_pacs(predictor, args)
     drawn = bool(args.cam or args.report)
@@ -144,6 +165,8 @@ def cmd_predict(args) -> int:
         written = write_reports(predictor, results, args.report, method=args.cam_method, opacity=args.opacity,
                                 decoded=decoded, explanations=explained)
         console.message(f"Wrote {len(written)} PDF report(s) to {args.report}")
+    if predictor.site is not None:
+        console.message(f"Calibration: site {args.site} (its temperature and threshold, not the card's)")
     if args.json:  # a refused image's label is empty (medclf_core.inference.results.exported)
         console.print_json([exported(r) for r in results])
     else:
@@ -258,4 +281,5 @@ def cmd_list(args) -> int:
 
 
 COMMANDS = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "refit-trust": cmd_refit_trust, "export": cmd_export, "list": cmd_list}
+            "refit-trust": cmd_refit_trust,
+            "recalibrate": cmd_recalibrate, "export": cmd_export, "list": cmd_list}

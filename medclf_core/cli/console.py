@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from medclf_core.formatting import MIN_RELIABLE_N, number, percent, probability_text
 from medclf_core.io.deid import safe_file_label
 from medclf_core.trust.selective import deferral_sentence
+from medclf_core.trust.sites import metric_texts
 
 
 def print_json(obj) -> None:
@@ -177,6 +178,8 @@ def print_evaluation(result: Mapping) -> None:
     if result.get("ece") is not None:
         print(f"Expected calibration error {number(result['ece'], 4)}"
               + (f" (temperature {result['temperature']:.3g})" if result.get("temperature") else " (uncalibrated)"))
+    if result.get("calibration"):  # only with --site: the card's calibration is the default, as it always was
+        print(f"Calibration: {result['calibration']} (the site's temperature and threshold, not the card's)")
     _print_ood_summary(result.get("ood") or {})
     for ordering in ("confidence", "unfamiliar"):  # selective prediction: what deferring 10% gains
         if line := deferral_sentence(result.get("selective"), ordering):
@@ -228,6 +231,20 @@ def print_refit(res: Mapping) -> None:
           f"{number(c['val_ece'][1], 4)}"
           + (f"; threshold {c['threshold_uncalibrated']:.4g} -> {res['threshold']:.4g} (same decisions)"
              if res.get("threshold") is not None else ""))
+
+
+def print_site(rec: Mapping) -> None:
+    """What ``recalibrate`` fitted and how it did on held-back halves, before (card) and after (site)."""
+    counts = ", ".join(f"{c} {k}" for c, k in rec["n_per_class"].items())
+    print(f"Site '{rec['site']}' for model {rec['model']}: {rec['n']} images ({counts}) from {rec['dataset']}")
+    print(f"Temperature {rec['temperature']:.4g} ({rec['rule']['temperature']})")
+    if rec.get("threshold") is not None:
+        print(f"Threshold {number(rec['threshold'], 4)} on P({rec['positive_class']}) ({rec['rule']['threshold']})")
+    print(f"Checked {rec['rule']['check']}:")
+    for label, m in (("before (card) ", rec["before"]), ("after (site)  ", rec["after"])):
+        print(f"  {label}" + ";  ".join(metric_texts(m)))
+    if rec.get("path"):
+        print(f"Saved {rec['path']}; use it with --site {rec['site']}")
 
 
 def _cam_text(r: Mapping) -> str:

@@ -28,6 +28,7 @@ EPILOG_DATA = """dataset layout:
 _MODEL_HELP = "run folder, or run name in the models dir"
 _DATA_HELP = "dataset folder or .zip"
 _TTA_HELP = "test-time views to average: 'none', or e.g. 'hflip' (default: the model card's)"
+_SITE_HELP = "use this site's calibration (temperature and threshold, from `recalibrate --site`) instead of the card's"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train, evaluate and use medical image classifiers (the medclf engine).",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_audit, _add_train, _add_evaluate, _add_predict, _add_refit_trust, _add_export, _add_list):
+    for add in (_add_audit, _add_train, _add_evaluate, _add_predict, _add_refit_trust, _add_recalibrate, _add_export,
+                _add_list):
         add(sub)
     return p
 
@@ -82,6 +84,7 @@ def _add_evaluate(sub) -> None:
                    help="auto: the test folder of a pre-split dataset, else all images")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
     e.add_argument("--tta", help=_TTA_HELP)
+    e.add_argument("--site", metavar="NAME", help=_SITE_HELP)
     e.add_argument("--record", action="store_true",
                    help="keep the result beside the model (evaluations/: dataset fingerprint, n, metrics, date); "
                         "the Models and Predict pages show it next to the model's own test figures")
@@ -103,6 +106,7 @@ def _add_predict(sub) -> None:
     pr.add_argument("--cam-method", default="gradcam", choices=list(METHODS),
                     help="heat-map method for --cam (default gradcam; scorecam is ~16 forward passes per image)")
     pr.add_argument("--tta", help=_TTA_HELP)
+    pr.add_argument("--site", metavar="NAME", help=_SITE_HELP + " (also in --report)")
     _add_pacs(pr)
     _add_common(pr)
 
@@ -134,6 +138,25 @@ def _add_refit_trust(sub) -> None:
     rt.add_argument("--percentile", type=float, default=99.0,
                     help="gate threshold: this percentile of the validation scores (default 99)")
     _add_common(rt)
+
+
+def _add_recalibrate(sub) -> None:
+    rc = sub.add_parser("recalibrate", help="fit a site's own temperature and threshold on its labelled images",
+                        description="Runs the model on the site's labelled images (DATA/<class>/<images>), fits a "
+                                    "temperature (T >= 1) and, for a binary model, the threshold that reaches the "
+                                    "target sensitivity; checks both by cross-fitting on two held-back halves; and "
+                                    "writes sites/NAME.json in the model folder (the weights and card are untouched). "
+                                    "`predict`, `evaluate` and `predict --report` then take --site NAME.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
+    rc.add_argument("model", help=_MODEL_HELP)
+    rc.add_argument("data", help=_DATA_HELP + " of the site's labelled images")
+    rc.add_argument("--site", required=True, metavar="NAME", help="the site's name (letters, digits, '.', '_', '-')")
+    rc.add_argument("--target-sensitivity", type=float, default=0.95,
+                    help="binary models: the sensitivity the threshold keeps on the site's images (default 0.95)")
+    rc.add_argument("--split", default="all", choices=["auto", "all", "train", "val", "test"],
+                    help="which images of a pre-split folder (default: all)")
+    rc.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
+    _add_common(rc)
 
 
 def _add_export(sub) -> None:

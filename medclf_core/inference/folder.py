@@ -140,6 +140,8 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
     result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
                    "model": predictor.card.get("name"), "temperature": predictor.temperature, "ood": ood})
     result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
+    if getattr(predictor, "site", None):  # a site's calibration (without one the result is as it always was)
+        result["calibration"] = f"site:{predictor.site['site']}"
     if with_predictions:
         result["predictions"] = p
     return result

@@ -13,6 +13,8 @@ The trust layer (issue 14):
   ``predict_files``, ``predict``, and so ``describe`` of their rows) is
   temperature-scaled (:mod:`medclf_core.trust.calibration`); the card's threshold is on
   those calibrated probabilities. Older cards without it are used as they are.
+  ``Predictor(..., site=NAME)`` uses a site's own temperature and threshold instead
+  (:mod:`medclf_core.inference.sites`); its results then say ``"calibration": "site:NAME"``.
 - **Out-of-distribution gate**: when the run folder has ``ood.npz``
   (:mod:`medclf_core.trust.ood`), the penultimate features come out of the same forward
   pass as the probabilities and are scored. Every result of ``predict_files`` /
@@ -54,6 +56,7 @@ from medclf_core.explain import cams
 from medclf_core.explain.faithfulness import deletion_faithfulness
 from medclf_core.explain.render import compact_map
 from medclf_core.inference.results import HeatMap, Prediction
+from medclf_core.inference.sites import use_site, with_site
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
 from medclf_core.registry.card import positive_class_index
@@ -69,7 +72,7 @@ from medclf_core.trust.verdict import NOT_CHECKED, verdict
 class Predictor:
     """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none)."""
 
-    def __init__(self, model, card: dict, tta: Sequence[str] | None = None, router=None):
+    def __init__(self, model, card: dict, tta: Sequence[str] | None = None, router=None, site: str | None = None):
         self.model = model
         self.card = card
         self.router = router  # a ModalityRouter (medclf_core.inference.router) or None: no modality check
@@ -96,16 +99,24 @@ class Predictor:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
         self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
+        self.site: dict | None = None  # a site calibration in use (site=NAME), else the card's
+        if site is not None:
+            use_site(self, site)
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
-                 tta: Sequence[str] | None = None, router: str | None = "auto") -> Predictor:
+                 tta: Sequence[str] | None = None, router: str | None = "auto", site: str | None = None) -> Predictor:
         """``router="auto"``: the bundled imaging-modality model routes the images of a model whose card
-        declares its modalities (:func:`medclf_core.inference.router.router_for`); None: no router."""
+        declares its modalities (:func:`medclf_core.inference.router.router_for`); None: no router.
+        ``site``: a site calibration of this run (``sites/NAME.json``) instead of the card's."""
         model, card = load_run(run, models_dir)
         routed = router_for(card, lambda d: cls.from_run(d, tta=(), router=None), models_dir) \
             if router == "auto" else None
-        return cls(model, card, tta, router=routed)
+        return cls(model, card, tta, router=routed, site=site)
+
+    def with_site(self, site: str | None) -> Predictor:
+        """This predictor (the same loaded model) with a site's calibration, or the card's for None."""
+        return with_site(self, site)
 
     @property
     def cam_layer(self) -> str | None:
@@ -304,6 +315,8 @@ class Predictor:
         out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
         if self.temperature is not None:
             out["temperature"] = self.temperature
+        if self.site is not None:
+            out["calibration"] = f"site:{self.site['site']}"
         if self.threshold is not None and self.positive is not None:
             out["threshold"] = self.threshold
             out["positive_class"] = self.class_names[self.positive]

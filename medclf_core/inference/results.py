@@ -36,7 +36,7 @@ import numpy as np
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
 from medclf_core.explain.render import overlay
 from medclf_core.formatting import percent, probability_text
-from medclf_core.trust.calibration import calibration_in_use, temperature_of  # noqa: F401 - the pages read it here
+from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.verdict import ood_message
 
 
@@ -226,9 +226,9 @@ def result_key(card, *asked) -> tuple:
     """The key under which a result of the model of ``card`` may be kept and reused.
 
     A result stays valid while the model's run (folder and creation time), its out-of-distribution
-    threshold and its calibration temperature stay the same, and what was asked of it (``asked``:
-    e.g. the image's :func:`image_digest`, the heat-map method and class; or a dataset and split);
-    any change gives another key. ``card``: the model's card (a Predictor's ``card``).
+    threshold, its calibration temperature and the site calibration in use (if any) stay the same, and
+    what was asked of it (``asked``: e.g. the image's :func:`image_digest`, the heat-map method and
+    class; or a dataset and split); any change gives another key. ``card``: the model's card (a Predictor's ``card``).
 
     >>> card = {"run_dir": "models/chest", "created": "2026-01-01"}
     >>> result_key(card, "a9993e", "gradcam", 1) == result_key(dict(card), "a9993e", "gradcam", 1)
@@ -237,4 +237,7 @@ def result_key(card, *asked) -> tuple:
     False
     """
     model = (card.get("run_dir"), card.get("created"), (card.get("ood") or {}).get("threshold"), temperature_of(card))
+    site = card.get("site_calibration")  # a site's calibration in use (medclf_core.inference.sites)
+    if site:
+        model = (*model, tuple(sorted(site.items())))
     return (model, *asked)

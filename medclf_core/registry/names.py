@@ -23,3 +23,16 @@ def check_run_name(name: str) -> str:
         raise ModelError(f"'{name}' is not a valid run name: use letters, digits, '.', '_' and '-' "
                          "(at most 100, starting with a letter or digit).")
     return name
+
+
+def check_site_name(name: str) -> str:
+    """``name`` if it can name a site calibration (``sites/<name>.json`` in a run folder: the run-name rule,
+    so no path separator, no ``..``), else :class:`ModelError` saying what a name may hold.
+
+    >>> check_site_name("st-marys")
+    'st-marys'
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):  # fullmatch: no trailing newline
+        raise ModelError(f"'{name}' is not a valid site name: use letters, digits, '.', '_' and '-' "
+                         "(at most 100, starting with a letter or digit).")
+    return name

@@ -15,7 +15,8 @@ from medclf_core.cli.parser import build_parser, train_config_from_args, tta_vie
 def test_every_command_has_its_sub_parser_and_the_common_options():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"audit", "train", "evaluate", "predict", "refit-trust", "export", "list"}
+    assert set(commands) == {"audit", "train", "evaluate", "predict", "refit-trust", "recalibrate", "export",
+                             "list"}
     for name, sub in commands.items():
         dests = {a.dest for a in sub._actions}
         assert {"json", "no_progress"} <= dests, name
@@ -93,3 +94,14 @@ def test_bundled_training_configs_are_valid():
         # what the config declares for the card must read back as a valid card
         ModelCard.from_dict({"name": cfg.name, "class_names": ["a", "b"], "intended_use": cfg.intended_use,
                              "training_data": cfg.training_data})
+
+
+def test_recalibrate_and_site_flags():
+    """``recalibrate`` needs ``--site``; ``predict`` and ``evaluate`` take ``--site`` (None: the card's calibration)."""
+    parser = build_parser()
+    args = parser.parse_args(["recalibrate", "run", "data", "--site", "north"])
+    assert (args.site, args.target_sensitivity, args.split) == ("north", 0.95, "all")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["recalibrate", "run", "data"])
+    assert parser.parse_args(["predict", "run", "a.png"]).site is None
+    assert parser.parse_args(["evaluate", "run", "d", "--site", "x"]).site == "x"

@@ -1,0 +1,101 @@
+"""A site's own calibration in use: a Predictor switched to it, and ``medclf recalibrate`` (fit, check, save).
+
+:func:`use_site` makes a :class:`~medclf_core.inference.predictor.Predictor` use a site record's
+temperature and threshold (:mod:`medclf_core.trust.sites`) instead of its card's; every result then
+says ``"calibration": "site:<name>"``, and without a site nothing in a result changes.
+:func:`with_site` gives a copy of a loaded predictor (the same model, no reload: what the app's site
+picker needs). :func:`recalibrate` runs the model once over a site's labelled folder and
+:func:`adopt_site` fits, cross-fits and saves from predictions already made (``recalibrate`` and the
+Evaluate page's "adopt as this site's calibration" both end there).
+
+Example (``predictor`` from ``Predictor.from_run``)::
+
+    >>> rec = recalibrate(predictor, "site_images/", "st-marys")          # doctest: +SKIP
+    >>> rec["after"]["ece"], rec["path"]                                  # doctest: +SKIP
+    (0.031, 'models/chest-xray-pneumonia/sites/st-marys.json')
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from medclf_core.data.fingerprint import dataset_fingerprint
+from medclf_core.inference.folder import predict_folder
+from medclf_core.registry.names import check_site_name
+from medclf_core.trust.calibration import apply_temperature, temperature_of
+from medclf_core.trust.sites import DEFAULT_TARGET_SENSITIVITY, load_site, save_site, site_calibration
+
+
+def use_site(predictor, name: str):
+    """Switch ``predictor`` (in place) to the site calibration ``name`` of its run; the predictor back.
+
+    Its ``temperature`` and (binary models) ``threshold`` become the site's; its ``card`` becomes a copy
+    with a ``site_calibration`` entry (so results kept under
+    :func:`~medclf_core.inference.results.result_key` are kept apart from the card's) and the site's
+    ``threshold_rule``. Unknown site: :class:`~medclf_core.errors.ModelError` listing the known ones.
+    """
+    card = base_card(predictor)
+    rec = load_site(card.get("run_dir") or ".", name, model=card.get("name"))
+    predictor.site, predictor.temperature = rec, float(rec["temperature"])
+    site_card = copy.copy(card)
+    site_card["site_calibration"] = {k: rec.get(k) for k in ("site", "date", "temperature", "threshold")}
+    if len(predictor.class_names) == 2:
+        predictor.threshold = rec.get("threshold")
+        site_card["threshold_rule"] = {"method": "site", "chosen_for": rec["rule"]["threshold"],
+                                       "on": f"the images of site '{name}', site-calibrated probabilities"}
+    predictor.model_card, predictor.card = card, site_card
+    return predictor
+
+
+def base_card(predictor) -> dict:
+    """The model's own card, also when a site calibration is in use."""
+    return getattr(predictor, "model_card", None) or predictor.card
+
+
+def with_site(predictor, name: str | None):
+    """A shallow copy of ``predictor`` (sharing its loaded model and compiled forward pass) using the site
+    calibration ``name``, or the card's calibration for None."""
+    other = copy.copy(predictor)
+    other.card, other.site, other.model_card = base_card(predictor), None, None
+    other.temperature, other.threshold = temperature_of(other.card), other.card.get("threshold")
+    return use_site(other, name) if name is not None else other
+
+
+def raw_probabilities(predictor, probs):
+    """The model's own probabilities from ``probs`` the predictor returned (its temperature undone:
+    temperatures compose, so scaling by ``1/T`` undoes ``T``)."""
+    t = predictor.temperature
+    return apply_temperature(probs, None if t is None else 1.0 / t, positive=predictor.positive)
+
+
+def adopt_site(predictor, predictions: dict, name: str, *, dataset: str, fingerprint: str | None,
+               target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, bootstrap: int = 1000,
+               save: bool = True) -> dict:
+    """Fit, cross-fit and (``save``) write the site calibration ``name`` from labelled ``predictions`` of
+    ``predictor`` (what :func:`medclf_core.inference.folder.predict_folder` returns: ``y_true``, ``probs``).
+
+    The record (:func:`medclf_core.trust.sites.site_calibration`) is returned with ``"path"`` added when saved.
+    """
+    check_site_name(name)
+    card = base_card(predictor)
+    raw = raw_probabilities(predictor, predictions["probs"])
+    rec = site_calibration(name, predictions["y_true"], raw, card, target_sensitivity=target_sensitivity,
+                           dataset=dataset, fingerprint=fingerprint, bootstrap=bootstrap)
+    if save:
+        rec["path"] = str(save_site(card["run_dir"], rec))
+    return rec
+
+
+def recalibrate(predictor, data: str | os.PathLike, name: str, *, split: str = "all",
+                target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, bootstrap: int = 1000,
+                progress=None) -> dict:
+    """``medclf recalibrate``: the model over a site's labelled folder or zip (``<class>/`` images, as
+    ``evaluate`` takes; every image unless ``split`` says otherwise), then :func:`adopt_site`; the record
+    with ``"path"``. The weights and the card are not touched."""
+    check_site_name(name)  # before the model runs over the whole folder
+    predictions = predict_folder(predictor, data, split, progress=progress)
+    return adopt_site(predictor, predictions, name, dataset=Path(data).name or str(data),
+                      fingerprint=dataset_fingerprint(data, split=predictions["split"]),
+                      target_sensitivity=target_sensitivity, bootstrap=bootstrap)
