@@ -14,7 +14,8 @@ import streamlit as st
 
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.registry.store import MODEL_FILE, default_models_dir, scan_registry
-from medclf_core.server import memory, streamlit_compat, warmup
+from medclf_core.inference import warmup
+from medclf_core.server import memory, streamlit_compat
 from medclf_core.server.text import md_escape, md_escape_frame
 
 REPO = Path(__file__).resolve().parent
@@ -234,7 +235,7 @@ def _load(run_dir: str, stamp: str):
 
     The warm-up traces the model's graphs here, under the loading message, instead of during the first
     real upload: the prediction and the Grad-CAM map before this returns, the faithfulness check and the
-    other methods in the background afterwards (:func:`medclf_core.server.warmup.warm_in_steps`)."""
+    other methods in the background afterwards (:func:`medclf_core.inference.warmup.warm_in_steps`)."""
     from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(run_dir)

@@ -46,7 +46,7 @@ tiny untrained model whose zero bias gives every class 0.5, so the card's thresh
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,6 +65,7 @@ from medclf_core.trust.calibration import apply_temperature, temperature_of
 from medclf_core.trust.features import feature_model
 from medclf_core.trust.metrics import decide
 from medclf_core.inference.router import router_for
+from medclf_core.inference.warmup import WARM_METHODS, warm_up_steps
 from medclf_core.trust.ood import load_gate
 from medclf_core.trust.verdict import NOT_CHECKED, verdict
 
@@ -160,34 +161,11 @@ class Predictor:
             return np.asarray(out, dtype=np.float64), None
         return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
 
-    def warm_up(self, methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam")) -> None:
-        """One dummy prediction, one dummy heat map per method and one faithfulness check, so that
-        neither the first real image nor the first switch of method pays for tracing. A method this
-        model has no map for is skipped: the page says so when that map is asked for. The same
-        work in steps, for a caller that serves between them: :meth:`warm_up_steps`."""
-        for _ in self.warm_up_steps(methods):
+    def warm_up(self, methods: Sequence[str] = WARM_METHODS) -> None:
+        """Trace every graph a page uses (prediction, each method's map, the faithfulness check) on a dummy
+        image, so no real image pays for it: :func:`medclf_core.inference.warmup.warm_up_steps`, run to the end."""
+        for _ in warm_up_steps(self, methods):
             pass
-
-    def warm_up_steps(self, methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam")) -> Iterator[str]:
-        """The warm-up one traced graph at a time, what a first image needs first: ``"predict"``, then
-        ``methods[0]`` (its map), ``"faithfulness"`` (its score, which a page shows after the map), then
-        the other methods. Each step is done when its name is yielded, so the app can stop after the
-        first map and finish the rest in the background, releasing the model between steps
-        (``app_ui._load``): an image uploaded meanwhile waits for one step, not for all of them."""
-        side = self.image_size
-        ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
-        dummy = np.repeat(ramp.astype(np.uint8)[..., None], self.channels, axis=2)
-        self.predict([dummy])
-        yield "predict"
-        for k, method in enumerate(methods):
-            try:
-                maps = self.explain([dummy], method, 0)
-            except Exception:  # noqa: BLE001 - no heat map of this kind for this model
-                continue
-            yield method
-            if k == 0:
-                self.check_faithfulness(maps)
-                yield "faithfulness"
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], batch_size: int = 32) -> np.ndarray:
         arrays = [im.pixels if isinstance(im, DecodedImage) else im for im in images]

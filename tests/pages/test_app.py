@@ -94,11 +94,12 @@ def test_streamlit_run_app_py_serves_the_session_script_and_warms_the_default_mo
     assert server.app == "the app" and built["script"] == REPO / "streamlit_app.py"
 
     loads, warm_ups = [], []
-    from_run, warm_up_steps = Predictor.from_run.__func__, Predictor.warm_up_steps
+    from medclf_core.inference import warmup
+
+    from_run, warm_up_steps = Predictor.from_run.__func__, warmup.warm_up_steps
     monkeypatch.setattr(Predictor, "from_run", classmethod(
         lambda cls, *a, **k: (loads.append(threading.current_thread().name), from_run(cls, *a, **k))[1]))
-    monkeypatch.setattr(Predictor, "warm_up_steps",
-                        lambda self, *a, **k: (warm_ups.append(1), warm_up_steps(self, *a, **k))[1])
+    monkeypatch.setattr(warmup, "warm_up_steps", lambda p, *a, **k: (warm_ups.append(1), warm_up_steps(p, *a, **k))[1])
     monkeypatch.setattr(app_ui, "_warming", None)
     app_ui.forget_models()
 

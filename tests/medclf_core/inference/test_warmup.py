@@ -6,11 +6,11 @@ import threading
 
 from medclf_core.inference.predictor import Predictor
 from medclf_core.io.images import load_image
-from medclf_core.server.warmup import warm_in_steps
+from medclf_core.inference.warmup import warm_in_steps, warm_up_steps
 
 
 def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_run):
-    assert list(Predictor.from_run(trained_run).warm_up_steps()) == [
+    assert list(warm_up_steps(Predictor.from_run(trained_run))) == [
         "predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
 
 

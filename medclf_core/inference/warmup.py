@@ -11,27 +11,55 @@ step at a time, so a real image waits at most for one step instead of the whole 
     >>> lock = threading.Lock()                                             # doctest: +SKIP
     >>> rest = warm_in_steps(predictor, lock)   # predict + Grad-CAM traced # doctest: +SKIP
     >>> rest.join()                             # everything traced         # doctest: +SKIP
+
+:func:`warm_up_steps` is the warm-up itself (``Predictor.warm_up`` runs it to the end).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: The heat-map methods a warm-up traces, the page's default first.
+WARM_METHODS = ("gradcam", "gradcam++", "scorecam")
+
+
+def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[str]:
+    """The warm-up one traced graph at a time, on a dummy image, what a first image needs first: ``"predict"``,
+    then ``methods[0]`` (its map), ``"faithfulness"`` (its score, which a page shows after the map), then the
+    other methods. Each step is done when its name is yielded. A method this model has no map for is skipped
+    (the page says so when that map is asked for)."""
+    side = predictor.image_size
+    ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
+    dummy = np.repeat(ramp.astype(np.uint8)[..., None], predictor.channels, axis=2)
+    predictor.predict([dummy])
+    yield "predict"
+    for k, method in enumerate(methods):
+        try:
+            maps = predictor.explain([dummy], method, 0)
+        except Exception:  # noqa: BLE001 - no heat map of this kind for this model
+            continue
+        yield method
+        if k == 0:
+            predictor.check_faithfulness(maps)
+            yield "faithfulness"
 
 
 def warm_in_steps(predictor, lock: threading.Lock, ready_after: str = "gradcam",
                   when_done: Callable[[], None] | None = None) -> threading.Thread | None:
-    """Run ``predictor.warm_up_steps()`` up to and including the step ``ready_after`` here, the rest in a
+    """Run :func:`warm_up_steps` up to and including the step ``ready_after`` here, the rest in a
     daemon thread that takes ``lock`` around each step; ``when_done`` runs after the last step.
 
     Returns that thread, or None when nothing was left (the model has no ``ready_after`` map, so every
     step ran here). An error in a background step ends the warm-up with a log line: the page traces
     that graph when it is first asked for, as it would without a warm-up.
     """
-    steps = predictor.warm_up_steps()
+    steps = warm_up_steps(predictor)
     for step in steps:
         if step == ready_after:
             break
