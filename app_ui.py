@@ -357,3 +357,37 @@ def unfamiliar_caution(result: dict, card: dict) -> None:
     if result.get("unfamiliar") is True:
         records = list_evaluations(card["run_dir"]) if card.get("run_dir") else []
         st.warning(md_escape(unfamiliar_message(result, records[0] if records else None)))
+
+
+def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:
+    """The Evaluate page's out-of-distribution check (:func:`medclf_core.trust.verdict.ood_block`): how many images
+    were refused (coverage), how many got a caution, and the metrics over every image beside those without the
+    refused ones (``all_rows``: :func:`medclf_core.reports.plots.metrics_table` of every image)."""
+    import pandas as pd
+
+    from medclf_core.formatting import percent
+    from medclf_core.reports.plots import metrics_table
+
+    if ob is None:
+        st.info("The stored test-split predictions carry no out-of-distribution flags: evaluate the model on a "
+                "dataset folder to see how many images its gate refuses.")
+        return
+    if not ob["checked"]:
+        st.info("Not checked: this model has no out-of-distribution gate (ood.npz). "
+                "`python -m medclf_core refit-trust` adds one.")
+        return
+    caution = "" if ob.get("n_unfamiliar") is None else \
+        f" {ob['n_unfamiliar']} more were answered with a caution (unlike the training images, not refused)."
+    st.markdown(f"**{ob['n_flagged']} of {ob['n']} images refused** ({percent(ob['fraction_flagged'])}: not the kind "
+                f"of image this model reads; coverage {percent(ob.get('coverage'))}).{caution} The metrics above are "
+                "over every image, refused ones included.")
+    rest = ob["metrics_without_flagged"]
+    if rest is None:
+        st.warning("Every image was refused: there are no metrics without them.")
+        return
+    both = pd.DataFrame(all_rows).set_index("metric")
+    wo = pd.DataFrame(metrics_table(rest)).set_index("metric")
+    side = pd.DataFrame({"all images": both["value"], "all: 95% interval": both["95% interval"],
+                         "without the refused": wo["value"].reindex(both.index),
+                         "without: 95% interval": wo["95% interval"].reindex(both.index)})
+    st.dataframe(side.reset_index(), hide_index=True, width="stretch", key="ood-metrics")

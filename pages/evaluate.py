@@ -240,27 +240,7 @@ with right:
 
 
 st.subheader("Out-of-distribution check")
-ob = m["ood"]
-if ob is None:
-    st.info("The stored test-split predictions carry no out-of-distribution flags: evaluate the model on a "
-            "dataset folder to see how many images its gate flags.")
-else:
-    if not ob["checked"]:
-        st.info("Not checked: this model has no out-of-distribution gate (ood.npz). "
-                "`python -m medclf_core refit-trust` adds one.")
-    else:
-        st.markdown(f"**{ob['n_flagged']} of {ob['n']} images** ({ob['fraction_flagged']:.1%}) do not look like "
-                    "the images this model was trained on; the metrics above are over every image.")
-        rest = ob["metrics_without_flagged"]
-        if rest is None:
-            st.warning("Every image was flagged: there are no metrics without them.")
-        else:
-            both = pd.DataFrame(plots.metrics_table(m)).set_index("metric")
-            wo = pd.DataFrame(plots.metrics_table(rest)).set_index("metric")
-            side = pd.DataFrame({"all images": both["value"], "all: 95% interval": both["95% interval"],
-                                 "without the flagged": wo["value"].reindex(both.index),
-                                 "without: 95% interval": wo["95% interval"].reindex(both.index)})
-            st.dataframe(side.reset_index(), hide_index=True, width="stretch", key="ood-metrics")
+app_ui.ood_panel(m["ood"], plots.metrics_table(m))
 
 st.subheader("Calibration")
 ece = m.get("ece")

@@ -46,9 +46,9 @@ def test_another_folder_and_a_bad_folder(app_env, page):
 def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
     at = server_folder(page, "evaluate", CHEST_SAMPLE)
     assert not at.exception and not at.error
-    assert any("of 80 images" in m.value and "do not look like the images" in m.value for m in at.markdown)
-    side = [d.value for d in at.dataframe if "without the flagged" in d.value.columns]
-    assert side and {"all images", "without the flagged"} <= set(side[0].columns)
+    assert any("of 80 images" in m.value and "images refused" in m.value and "coverage" in m.value for m in at.markdown)
+    side = [d.value for d in at.dataframe if "without the refused" in d.value.columns]
+    assert side and {"all images", "without the refused"} <= set(side[0].columns)
     assert any("temperature-scaled (T = " in c.value for c in at.caption)
     assert _charts(at) == 6
     # the own test split: calibrated stored predictions, no flags stored
