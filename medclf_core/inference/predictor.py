@@ -53,6 +53,7 @@ from medclf_core.errors import MedclfError, ModelError
 from medclf_core.explain import cams
 from medclf_core.explain.faithfulness import deletion_faithfulness
 from medclf_core.explain.render import compact_map
+from medclf_core.explain.views import logits_view
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
@@ -94,6 +95,7 @@ class Predictor:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
         self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
+        self._logits = None  # the logits view's forward function, made by the first faithfulness check
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, models_dir: str | os.PathLike | None = None,
@@ -225,13 +227,15 @@ class Predictor:
 
     def check_faithfulness(self, heat_maps: Sequence[HeatMap], *, prepared: np.ndarray | None = None) -> list[HeatMap]:
         """The same maps with their deletion-curve score (:func:`medclf_core.explain.faithfulness.deletion_faithfulness`,
-        on the model's own probabilities; ~38 extra forward passes per image, all in one batch): lets a
-        caller show a map first and score it after. ``prepared`` as in :meth:`explain`."""
+        on the class's log-odds from the model's own pre-softmax logits, one view, uncalibrated; ~38 extra
+        forward passes per image, all in one batch): lets a caller show a map first and score it after.
+        ``prepared`` as in :meth:`explain`."""
         if not heat_maps:
             return []
         x = self._prepared([h.image for h in heat_maps], prepared)
-        scores = deletion_faithfulness(self._model_probabilities, x, [h.heatmap for h in heat_maps],
-                                            np.asarray([h.class_index for h in heat_maps], dtype=np.int64))
+        scores = deletion_faithfulness(self._model_logits, x, [h.heatmap for h in heat_maps],
+                                       np.asarray([h.class_index for h in heat_maps], dtype=np.int64),
+                                       output="logits")
         return [h.scored(d) for h, d in zip(heat_maps, scores, strict=True)]
 
     def _prepared(self, arrays: Sequence[np.ndarray], prepared: np.ndarray | None) -> np.ndarray:
@@ -262,9 +266,14 @@ class Predictor:
             out.append(int(v))
         return np.asarray(out, dtype=np.int64)
 
-    def _model_probabilities(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """The model's own probabilities (one view, uncalibrated): what a heat map explains."""
-        return np.concatenate([self._run(np.asarray(batch[s:s + batch_size], np.float32))[0]
+    def _model_logits(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The model's own pre-softmax logits (one view, uncalibrated): what a heat map explains. They come
+        from the logits view the heat maps already use (:func:`medclf_core.explain.views.logits_view`: the
+        model's layers up to its classifier Dense, activation left out), traced once per Predictor."""
+        if self._logits is None:
+            self._logits = _forward_function(logits_view(self.model, self.cam_layer)[0], self.image_size,
+                                             self.channels)
+        return np.concatenate([np.asarray(self._logits(np.asarray(batch[s:s + batch_size], np.float32)), np.float64)
                                for s in range(0, len(batch), batch_size)])
 
     def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> Prediction:
