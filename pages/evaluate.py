@@ -346,7 +346,7 @@ else:
     # the deletion test costs ~38 predictions per map (about 3x the maps themselves): on request only
     faith_cache = st.session_state.setdefault("_eval_faithfulness", {})
     faith_help = ("Deletion test: the most highlighted regions are blanked 10% at a time and the model re-run; the "
-                  "faster the predicted class's probability falls compared with random regions, the higher. "
+                  "faster the predicted class's log-odds fall compared with random regions, the higher. "
                   "1 = falls at once, 0 = no better than random regions, below 0 = worse than random.")
     scored = [k for k, e in enumerate(explanations) if e is not None]
     if scored and cam_key not in faith_cache and st.button("Check these heat maps (faithfulness)",

@@ -165,9 +165,9 @@ for e in good:
 
 FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
                      "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
-                     "faster this class's probability falls compared with blanking random regions, the higher the "
-                     "score. 1: the probability falls at once; 0: no better than random regions (the map does not "
-                     "show what the model used); below 0: worse than random. 'n/a': the blank image itself reads "
+                     "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
+                     "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
+                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
                      "as this class, so blanking cannot test the map.")
 
 

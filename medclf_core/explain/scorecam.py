@@ -37,6 +37,13 @@ of probabilities makes the weights signed and class-specific: for two classes
 The blank is the image's mean, not black: the chest model reads dark, mostly-black inputs
 as PNEUMONIA.
 
+Not the faithfulness check's measure (issue 24): scoring Score-CAM by the very masked-input
+scores that weigh it would be circular. The deletion test
+(:func:`medclf_core.explain.faithfulness.deletion_faithfulness`) reads the class's *log-odds*,
+not the probability used here, and deletes *hard grid cells, cumulatively in the map's order*
+(10% to 90% of the image, against random orders), not one soft activation-shaped mask at a
+time on an otherwise whole image; the two share only the blank value.
+
 Example::
 
     >>> from medclf_core.explain.views import cam_view

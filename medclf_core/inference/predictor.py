@@ -55,11 +55,13 @@ from medclf_core.errors import MedclfError, ModelError
 from medclf_core.explain import cams
 from medclf_core.explain.faithfulness import deletion_faithfulness
 from medclf_core.explain.render import compact_map
+from medclf_core.explain.views import logits_view
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.inference.sites import use_site, with_site
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
 from medclf_core.registry.card import positive_class_index
+from medclf_core.registry.model_limits import class_outputs, image_input
 from medclf_core.registry.store import load_run
 from medclf_core.trust.calibration import apply_temperature, temperature_of
 from medclf_core.trust.features import feature_model
@@ -77,8 +79,8 @@ class Predictor:
         self.model = model
         self.card = card
         self.router = router  # a ModalityRouter (medclf_core.inference.router) or None: no modality check
-        self.image_size, self.channels = _image_input(model)
-        n_outputs = _class_output(model)
+        self.image_size, self.channels = image_input(model)
+        n_outputs = class_outputs(model)
         self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(n_outputs)])
         if len(self.class_names) != n_outputs:
             raise ModelError(f"The model card lists {len(self.class_names)} classes but the model has {n_outputs} "
@@ -100,6 +102,7 @@ class Predictor:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
         self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
+        self._logits = None  # the logits view's forward function, made by the first faithfulness check
         self.site: dict | None = None  # a site calibration in use (site=NAME), else the card's
         if site is not None:
             use_site(self, site)
@@ -239,13 +242,15 @@ class Predictor:
 
     def check_faithfulness(self, heat_maps: Sequence[HeatMap], *, prepared: np.ndarray | None = None) -> list[HeatMap]:
         """The same maps with their deletion-curve score (:func:`medclf_core.explain.faithfulness.deletion_faithfulness`,
-        on the model's own probabilities; ~38 extra forward passes per image, all in one batch): lets a
-        caller show a map first and score it after. ``prepared`` as in :meth:`explain`."""
+        on the class's log-odds from the model's own pre-softmax logits, one view, uncalibrated; ~38 extra
+        forward passes per image, all in one batch): lets a caller show a map first and score it after.
+        ``prepared`` as in :meth:`explain`."""
         if not heat_maps:
             return []
         x = self._prepared([h.image for h in heat_maps], prepared)
-        scores = deletion_faithfulness(self._model_probabilities, x, [h.heatmap for h in heat_maps],
-                                            np.asarray([h.class_index for h in heat_maps], dtype=np.int64))
+        scores = deletion_faithfulness(self._model_logits, x, [h.heatmap for h in heat_maps],
+                                       np.asarray([h.class_index for h in heat_maps], dtype=np.int64),
+                                       output="logits")
         return [h.scored(d) for h, d in zip(heat_maps, scores, strict=True)]
 
     def _prepared(self, arrays: Sequence[np.ndarray], prepared: np.ndarray | None) -> np.ndarray:
@@ -276,9 +281,14 @@ class Predictor:
             out.append(int(v))
         return np.asarray(out, dtype=np.int64)
 
-    def _model_probabilities(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """The model's own probabilities (one view, uncalibrated): what a heat map explains."""
-        return np.concatenate([self._run(np.asarray(batch[s:s + batch_size], np.float32))[0]
+    def _model_logits(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The model's own pre-softmax logits (one view, uncalibrated): what a heat map explains. They come
+        from the logits view the heat maps already use (:func:`medclf_core.explain.views.logits_view`: the
+        model's layers up to its classifier Dense, activation left out), traced once per Predictor."""
+        if self._logits is None:
+            self._logits = _forward_function(logits_view(self.model, self.cam_layer)[0], self.image_size,
+                                             self.channels)
+        return np.concatenate([np.asarray(self._logits(np.asarray(batch[s:s + batch_size], np.float32)), np.float64)
                                for s in range(0, len(batch), batch_size)])
 
     def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> Prediction:
@@ -366,32 +376,3 @@ def _forward_function(model, side: int, channels: int):
         return model(x, training=False)
 
     return forward
-
-
-def _image_input(model) -> tuple[int, int]:
-    """``(side, channels)`` of a model taking one square image, else a plain :class:`ModelError`."""
-    shapes = model.input_shape
-    if isinstance(shapes, list):
-        if len(shapes) != 1:
-            raise ModelError(f"This model takes {len(shapes)} inputs; medclf models take one image.")
-        shapes = shapes[0]
-    shape = tuple(shapes[1:])
-    if len(shape) != 3 or shape[2] not in (1, 3):
-        raise ModelError(f"This model expects input of shape {shape}; medclf needs images of shape "
-                         "(size, size, 1) for grayscale or (size, size, 3) for colour.")
-    if shape[0] is None or shape[1] is None or shape[0] != shape[1]:
-        raise ModelError(f"This model expects {shape[0]}x{shape[1]} images; medclf needs a fixed square size.")
-    return int(shape[0]), int(shape[2])
-
-
-def _class_output(model) -> int:
-    """Number of classes of a model with one (N, K) probability output, else :class:`ModelError`."""
-    shape = model.output_shape
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            raise ModelError(f"This model has {len(shape)} outputs; medclf needs one output of class probabilities.")
-        shape = shape[0]
-    if len(shape) != 2 or not shape[1] or shape[1] < 2:
-        raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
-                         "(at least two classes).")
-    return int(shape[1])

@@ -196,3 +196,34 @@ def _elements(shape) -> int:
     if not isinstance(shape, (list, tuple)):
         return 0
     return math.prod(int(s) if _is_int(s) else 1 for s in shape)
+
+
+# A loaded model's shape, as medclf needs it: one square image in, one probability per class out.
+
+def image_input(model) -> tuple[int, int]:
+    """``(side, channels)`` of a model taking one square image, else a plain :class:`ModelError`."""
+    shapes = model.input_shape
+    if isinstance(shapes, list):
+        if len(shapes) != 1:
+            raise ModelError(f"This model takes {len(shapes)} inputs; medclf models take one image.")
+        shapes = shapes[0]
+    shape = tuple(shapes[1:])
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise ModelError(f"This model expects input of shape {shape}; medclf needs images of shape "
+                         "(size, size, 1) for grayscale or (size, size, 3) for colour.")
+    if shape[0] is None or shape[1] is None or shape[0] != shape[1]:
+        raise ModelError(f"This model expects {shape[0]}x{shape[1]} images; medclf needs a fixed square size.")
+    return int(shape[0]), int(shape[2])
+
+
+def class_outputs(model) -> int:
+    """Number of classes of a model with one (N, K) probability output, else :class:`ModelError`."""
+    shape = model.output_shape
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ModelError(f"This model has {len(shape)} outputs; medclf needs one output of class probabilities.")
+        shape = shape[0]
+    if len(shape) != 2 or not shape[1] or shape[1] < 2:
+        raise ModelError(f"This model's output has shape {tuple(shape)}; medclf needs one probability per class "
+                         "(at least two classes).")
+    return int(shape[1])

@@ -137,10 +137,41 @@ def test_after_the_warm_up_the_first_image_traces_nothing(trained_run, sample_im
     assert result["label"] in fresh.class_names and e.heatmap.shape == img.shape[:2]
 
 
-def test_the_traced_forward_pass_gives_keras_probabilities(trained_run, sample_images):
+def test_faithfulness_reads_the_logits_beyond_what_float32_probabilities_hold():
+    """A hand-built model with a class-1 logit of about 120 on a bright square (P = 1.0, the other class's
+    probability underflows to 0 in float32): the check's score is that logit, not the ~87 that clipped
+    probabilities would give, and its curve falls at the first step where the probability's would not move."""
+    import keras
+
+    inputs = keras.Input((40, 40, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(1, 3, padding="same", activation="relu", name="conv")(x)
+    out = keras.layers.Dense(2, activation="softmax", name="predictions")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, out)
+    model.get_layer("conv").set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.array([-0.5], np.float32)])
+    model.get_layer("predictions").set_weights([np.array([[0.0, 2000.0]], np.float32),
+                                                np.array([0.0, -5.0], np.float32)])
+    image = np.random.default_rng(0).integers(0, 40, (40, 40), dtype=np.uint8)
+    image[4:20, 4:20] = 255
+    predictor = Predictor(model, {"class_names": ["empty", "square"]})
+    heat = np.zeros((40, 40), np.float32)
+    heat[4:20, 4:20] = 1.0
+    (scored,) = predictor.check_faithfulness([HeatMap(heatmap=heat, image=image, method="gradcam", class_index=1,
+                                                      class_name="square")])
+    assert predictor.predict([image])[0]["probabilities"]["square"] == 1.0
+    assert scored.deletion["scale"] == "log-odds" and scored.deletion["score"] > 100.0
+    assert scored.deletion["curve_map"][1] < scored.deletion["score"] - 10.0
+    assert scored.faithfulness is not None and scored.faithfulness >= 0.3
+
+
+def test_the_traced_logits_are_those_of_keras_probabilities(trained_run, sample_images):
+    """The faithfulness check's logits (the logits view, traced once) give the model's own probabilities."""
     fresh = Predictor.from_run(trained_run)
     x = np.stack([fresh.prepare(load_image(p).pixels) for p in sample_images[:3]]).astype(np.float32)
-    np.testing.assert_allclose(fresh._model_probabilities(x), fresh.model.predict_on_batch(x), atol=1e-6)
+    z = fresh._model_logits(x)
+    softmax = np.exp(z - z.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax, fresh.model.predict_on_batch(x), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the facade: results ready to show
