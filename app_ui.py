@@ -239,7 +239,7 @@ def _load(run_dir: str, stamp: str):
     from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(run_dir)
-    lock = threading.Lock()
+    lock = warmup.ModelLock()
     # ready once the prediction and the first map are traced; the rest is warmed between real images
     warmup.warm_in_steps(predictor, lock, ready_after="gradcam", when_done=memory.freeze_long_lived)
     memory.freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries

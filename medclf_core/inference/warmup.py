@@ -4,11 +4,10 @@ Tracing a model's graphs costs seconds on a CPU (forward pass ~1 s, each heat-ma
 faithfulness check ~0.7 s: ``bench/app_latency.py``). The server warms its default model as it starts
 (app.py), and an image uploaded during that warm-up waits for it. :func:`warm_in_steps` returns as soon as
 the prediction and the first heat-map method are traced (what the Predict page shows first), and a daemon
-thread does the rest (the faithfulness check, the other methods) holding the model's lock only for one
-step at a time, so a real image waits at most for one step instead of the whole warm-up.
+thread does the rest (the faithfulness check, the other methods), one step at a time and only while no real
+image uses the model (:class:`ModelLock`): an image uploaded meanwhile waits at most for the one step under way.
 
-    >>> import threading                                                    # doctest: +SKIP
-    >>> lock = threading.Lock()                                             # doctest: +SKIP
+    >>> lock = ModelLock()                                                  # doctest: +SKIP
     >>> rest = warm_in_steps(predictor, lock)   # predict + Grad-CAM traced # doctest: +SKIP
     >>> rest.join()                             # everything traced         # doctest: +SKIP
 
@@ -19,11 +18,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: Seconds without a real call before the background warm-up takes the model for its next step.
+QUIET_S = 1.0
 
 #: The heat-map methods a warm-up traces, the page's default first.
 WARM_METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -50,10 +53,52 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
             yield "faithfulness"
 
 
-def warm_in_steps(predictor, lock: threading.Lock, ready_after: str = "gradcam",
+class ModelLock:
+    """The lock that serialises a loaded model's calls (``with lock:``), which also knows whether a real call
+    holds it, waits for it, or used it lately.
+
+    A plain :class:`threading.Lock` is not fair: the background warm-up, releasing it and taking it again at
+    once, kept an image uploaded meanwhile waiting for every remaining step (13 s after the server's start in
+    ``bench/app_latency.py``). :meth:`run_when_idle` takes the model only when no call holds it or waits
+    for it and none has for ``quiet_s``, so a page's two calls for one image (prediction, then its map) are
+    not split by a step.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._state = threading.Lock()
+        self._waiting = 0
+        self.last_used = time.monotonic()
+
+    def __enter__(self) -> ModelLock:
+        with self._state:
+            self._waiting += 1
+        self._lock.acquire()
+        with self._state:
+            self._waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.last_used = time.monotonic()
+        self._lock.release()
+
+    def run_when_idle(self, work: Callable[[], object], quiet_s: float = QUIET_S, poll_s: float = 0.05):
+        """``work()`` under the lock, once the model has had no call for ``quiet_s`` and none waits; its result."""
+        while True:
+            if self._waiting == 0 and time.monotonic() - self.last_used >= quiet_s and self._lock.acquire(False):
+                try:
+                    if self._waiting == 0:
+                        return work()
+                finally:
+                    self._lock.release()
+            time.sleep(poll_s)
+
+
+def warm_in_steps(predictor, lock: ModelLock, ready_after: str = "gradcam",
                   when_done: Callable[[], None] | None = None) -> threading.Thread | None:
     """Run :func:`warm_up_steps` up to and including the step ``ready_after`` here, the rest in a
-    daemon thread that takes ``lock`` around each step; ``when_done`` runs after the last step.
+    daemon thread that runs each step when the model is idle (:meth:`ModelLock.run_when_idle`); ``when_done``
+    runs after the last step.
 
     Returns that thread, or None when nothing was left (the model has no ``ready_after`` map, so every
     step ran here). An error in a background step ends the warm-up with a log line: the page traces
@@ -73,12 +118,10 @@ def warm_in_steps(predictor, lock: threading.Lock, ready_after: str = "gradcam",
     return thread
 
 
-def _finish(steps: Iterator[str], lock: threading.Lock, when_done: Callable[[], None] | None) -> None:
+def _finish(steps: Iterator[str], lock: ModelLock, when_done: Callable[[], None] | None) -> None:
     try:
-        while True:
-            with lock:
-                if next(steps, None) is None:
-                    break
+        while lock.run_when_idle(lambda: next(steps, None)) is not None:
+            pass
     except Exception:  # noqa: BLE001 - a warm-up step failing only means that graph is traced on first use
         log.warning("The model's background warm-up stopped early", exc_info=True)
     if when_done is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from medclf_core.inference.predictor import Predictor
 from medclf_core.io.images import load_image
-from medclf_core.inference.warmup import warm_in_steps, warm_up_steps
+from medclf_core.inference.warmup import ModelLock, warm_in_steps, warm_up_steps
 
 
 def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_run):
@@ -16,7 +17,7 @@ def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_ru
 
 def test_ready_after_the_first_map_and_the_rest_waits_for_the_models_lock(trained_run, sample_images, traces):
     fresh = Predictor.from_run(trained_run)
-    lock, done = threading.Lock(), []
+    lock, done = ModelLock(), []
     img = load_image(sample_images[0]).pixels
     with lock:  # a real image holds the model: the background steps must wait for it
         rest = warm_in_steps(fresh, lock, ready_after="gradcam", when_done=lambda: done.append(1))
@@ -38,6 +39,37 @@ def test_ready_after_the_first_map_and_the_rest_waits_for_the_models_lock(traine
 
 def test_a_model_without_that_map_is_warmed_entirely_before_it_is_ready(trained_run):
     done = []
-    rest = warm_in_steps(Predictor.from_run(trained_run), threading.Lock(), ready_after="no-such-method",
+    rest = warm_in_steps(Predictor.from_run(trained_run), ModelLock(), ready_after="no-such-method",
                          when_done=lambda: done.append(1))
     assert rest is None and done == [1]
+
+
+def test_a_real_call_waiting_for_the_model_goes_before_the_next_background_step():
+    """A plain Lock let the background loop take the model again at once, so an image waited for every step."""
+    lock, events, started = ModelLock(), [], threading.Event()
+
+    def step(k):
+        events.append(f"step {k}")
+        started.set()
+        time.sleep(0.3)
+
+    def background():
+        for k in range(3):
+            lock.run_when_idle(lambda k=k: step(k), quiet_s=0.0)
+
+    worker = threading.Thread(target=background)
+    worker.start()
+    started.wait(5)
+    with lock:  # blocks while step 0 runs
+        events.append("image")
+    worker.join(10)
+    assert events == ["step 0", "image", "step 1", "step 2"]
+
+
+def test_the_background_waits_until_the_model_has_been_quiet():
+    lock = ModelLock()
+    with lock:
+        pass
+    t0 = time.monotonic()
+    ran = lock.run_when_idle(lambda: time.monotonic(), quiet_s=0.4)
+    assert ran - t0 >= 0.35  # not at once after the image's call
