@@ -251,6 +251,7 @@ def load_predictor(card: dict, site: bool = False):
     with the calibration picked in the sidebar (:func:`picked_site`; the same loaded model, no reload)."""
     try:
         predictor, lock = _load(card["run_dir"], _stamp(card["run_dir"]))
+        lock.touch()  # a page run that may use the model: the background warm-up waits for it
         return (predictor.with_site(picked_site()) if site and picked_site() else predictor), lock
     except MedclfError as exc:
         st.error(md_escape(f"The model '{card.get('name')}' cannot be loaded: {user_message(exc)}"))

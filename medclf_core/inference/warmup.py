@@ -26,7 +26,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Seconds without a real call before the background warm-up takes the model for its next step.
-QUIET_S = 1.0
+QUIET_S = 2.0
 
 #: The heat-map methods a warm-up traces, the page's default first.
 WARM_METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -57,11 +57,11 @@ class ModelLock:
     """The lock that serialises a loaded model's calls (``with lock:``), which also knows whether a real call
     holds it, waits for it, or used it lately.
 
-    A plain :class:`threading.Lock` is not fair: the background warm-up, releasing it and taking it again at
-    once, kept an image uploaded meanwhile waiting for every remaining step (13 s after the server's start in
-    ``bench/app_latency.py``). :meth:`run_when_idle` takes the model only when no call holds it or waits
-    for it and none has for ``quiet_s``, so a page's two calls for one image (prediction, then its map) are
-    not split by a step.
+    A plain :class:`threading.Lock` is not fair: the background warm-up, releasing it and taking it again
+    at once, kept an image uploaded meanwhile waiting for every remaining step (13 s in
+    ``bench/app_latency.py``). :meth:`run_when_idle` takes the model only when no call holds it or waits for
+    it and none has used it (or fetched it: :meth:`touch`) for ``quiet_s``, so a page's calls for one image
+    (prediction, then its map) are not split by a step.
     """
 
     def __init__(self):
@@ -81,6 +81,11 @@ class ModelLock:
     def __exit__(self, *exc) -> None:
         self.last_used = time.monotonic()
         self._lock.release()
+
+    def touch(self) -> None:
+        """Say that a real call is about to come (a page run that has just fetched the model): the background
+        warm-up waits ``quiet_s`` from now, so it does not take the model between the page's start and its call."""
+        self.last_used = time.monotonic()
 
     def run_when_idle(self, work: Callable[[], object], quiet_s: float = QUIET_S, poll_s: float = 0.05):
         """``work()`` under the lock, once the model has had no call for ``quiet_s`` and none waits; its result."""
@@ -107,6 +112,7 @@ def warm_in_steps(predictor, lock: ModelLock, ready_after: str = "gradcam",
     steps = warm_up_steps(predictor)
     for step in steps:
         if step == ready_after:
+            lock.touch()  # ready: the background steps wait until the model has been quiet since
             break
     else:
         if when_done is not None:

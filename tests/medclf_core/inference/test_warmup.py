@@ -73,3 +73,13 @@ def test_the_background_waits_until_the_model_has_been_quiet():
     t0 = time.monotonic()
     ran = lock.run_when_idle(lambda: time.monotonic(), quiet_s=0.4)
     assert ran - t0 >= 0.35  # not at once after the image's call
+
+
+def test_a_page_that_has_just_fetched_the_model_keeps_the_background_waiting():
+    """The page fetches the model (app_ui.load_predictor touches its lock) a moment before it calls it."""
+    lock = ModelLock()
+    time.sleep(0.5)  # quiet for longer than quiet_s below ...
+    lock.touch()  # ... but a page has just fetched the model
+    t0 = time.monotonic()
+    ran = lock.run_when_idle(lambda: time.monotonic(), quiet_s=0.4)
+    assert ran - t0 >= 0.35
