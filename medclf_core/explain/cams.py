@@ -95,8 +95,10 @@ def _check_class_range(indices: np.ndarray | None, num_classes: int) -> None:
         raise ValueError(f"class_index must be in 0..{num_classes - 1}.")
 
 
-def _compiled_cam_function(view, layers: tuple[str, ...], method: str):
-    """A cached ``tf.function(x, indices) -> raw CAMs`` for Grad-CAM or Grad-CAM++.
+def _compiled_cam_function(view, layers: tuple[str, ...]):
+    """A cached ``tf.function(x, indices) -> raw CAMs (2, N, h, w)``: Grad-CAM's and Grad-CAM++'s, from one
+    forward and one backward pass (the two differ only in how they weight the same gradients, so one trace
+    serves both and switching between them traces nothing).
 
     With several ``layers`` (the members of an ensemble) the maps are summed: one
     backward pass gives every member's gradients of the shared (mean) logit.
@@ -112,11 +114,11 @@ def _compiled_cam_function(view, layers: tuple[str, ...], method: str):
     import tensorflow as tf
 
     cache = view_cache(view)
-    key = (layers, method)
+    key = (layers, "gradcam and gradcam++")
     if key in cache:
         return cache[key]
     both = keras.Model(view.inputs, [[view.get_layer(layer).output for layer in layers], view.output])
-    # batch dimension None: one trace serves every batch size (plain Python branching on `method` only)
+    # batch dimension None: one trace serves every batch size
     signature = [tf.TensorSpec([None, *(int(d) for d in view.input_shape[1:])], tf.float32),
                  tf.TensorSpec([None], tf.int32)]
 
@@ -126,24 +128,22 @@ def _compiled_cam_function(view, layers: tuple[str, ...], method: str):
             all_acts, logits = both(x, training=False)
             predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
             score = tf.gather(logits, tf.where(indices < 0, predicted, indices), axis=1, batch_dims=1)
-        cams = []
+        plain, plus = [], []
         for acts, grads in zip(all_acts, tape.gradient(score, all_acts), strict=True):
-            if method == "gradcam":
-                weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            else:
-                second, third = grads ** 2, grads ** 3
-                global_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
-                denominator = 2.0 * second + third * global_sum
-                alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
-                alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
-                alphas = alphas / (alpha_sum + tf.cast(alpha_sum == 0.0, alpha_sum.dtype))
-                weights = tf.reduce_sum(tf.nn.relu(grads) * alphas, axis=(1, 2), keepdims=True)
-            cams.append(tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)))
-        return tf.add_n(cams)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            plain.append(tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)))
+            second, third = grads ** 2, grads ** 3
+            global_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
+            denominator = 2.0 * second + third * global_sum
+            alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
+            alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+            alphas = alphas / (alpha_sum + tf.cast(alpha_sum == 0.0, alpha_sum.dtype))
+            weights = tf.reduce_sum(tf.nn.relu(grads) * alphas, axis=(1, 2), keepdims=True)
+            plus.append(tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1)))
+        return tf.stack([tf.add_n(plain), tf.add_n(plus)])
 
     cache[key] = run
     return run
-
 
 
 def _raw_cams(view, layers: Sequence[str], x: np.ndarray, method: str, indices, max_channels: int,
@@ -153,7 +153,7 @@ def _raw_cams(view, layers: Sequence[str], x: np.ndarray, method: str, indices, 
         return sum(scorecam_raw(view, layer, x, indices, max_channels) for layer in layers)
     if engine == "compiled":
         chosen = np.full(len(x), -1, np.int32) if indices is None else np.asarray(indices, np.int32)
-        return _compiled_cam_function(view, tuple(layers), method)(x, chosen).numpy()
+        return _compiled_cam_function(view, tuple(layers))(x, chosen).numpy()[0 if method == "gradcam" else 1]
     return sum(_raw_cams_one(view, layer, x, method, indices) for layer in layers)
 
 

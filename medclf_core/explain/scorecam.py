@@ -61,7 +61,7 @@ import cv2
 import numpy as np
 
 from medclf_core.explain.geometry import cam_geometry, place_on_grid
-from medclf_core.explain.views import view_cache
+from medclf_core.explain.views import view_cache, view_forward
 
 
 def _acts_and_logits(view, layer: str):
@@ -123,7 +123,8 @@ def _deleted_inputs(image: np.ndarray, acts: np.ndarray, channels: np.ndarray, g
 
 def _predict_in_chunks(view, batch: np.ndarray, chunk: int) -> np.ndarray:
     """The view's logits for ``batch``, ``chunk`` inputs per call, as float64."""
-    return np.concatenate([np.asarray(view.predict_on_batch(batch[s:s + chunk]), np.float64)
+    forward = view_forward(view)  # the same traced pass as the faithfulness check's
+    return np.concatenate([np.asarray(forward(batch[s:s + chunk]), np.float64)
                            for s in range(0, len(batch), chunk)])
 
 

@@ -246,3 +246,21 @@ def view_cache(view) -> dict:
     except TypeError:
         return {}
     return _PER_VIEW.setdefault(view, {})
+
+
+def view_forward(view):
+    """``view(x, training=False)`` as one cached ``tf.function`` whose batch dimension is None: traced once
+    per view for every batch size, and shared by Score-CAM's masked passes and the faithfulness check's
+    deletion curves (both run the logits view of :func:`cam_view`), so the second of them traces nothing."""
+    cache = view_cache(view)
+    if "forward" not in cache:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, *(int(d) for d in view.input_shape[1:])], tf.float32)
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def forward(x):
+            return view(x, training=False)
+
+        cache["forward"] = forward
+    return cache["forward"]

@@ -55,7 +55,7 @@ from medclf_core.errors import MedclfError, ModelError
 from medclf_core.explain import cams
 from medclf_core.explain.faithfulness import deletion_faithfulness
 from medclf_core.explain.render import compact_map
-from medclf_core.explain.views import logits_view
+from medclf_core.explain.views import cam_view, view_forward
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.inference.sites import use_site, with_site
 from medclf_core.io.images import load_image, to_model_input
@@ -102,7 +102,6 @@ class Predictor:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
         self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
-        self._logits = None  # the logits view's forward function, made by the first faithfulness check
         self.site: dict | None = None  # a site calibration in use (site=NAME), else the card's
         if site is not None:
             use_site(self, site)
@@ -284,11 +283,9 @@ class Predictor:
     def _model_logits(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """The model's own pre-softmax logits (one view, uncalibrated): what a heat map explains. They come
         from the logits view the heat maps already use (:func:`medclf_core.explain.views.logits_view`: the
-        model's layers up to its classifier Dense, activation left out), traced once per Predictor."""
-        if self._logits is None:
-            self._logits = _forward_function(logits_view(self.model, self.cam_layer)[0], self.image_size,
-                                             self.channels)
-        return np.concatenate([np.asarray(self._logits(np.asarray(batch[s:s + batch_size], np.float32)), np.float64)
+        model's layers up to its classifier Dense, activation left out), traced once per view (views.view_forward)."""
+        forward = view_forward(cam_view(self.model, self.cam_layer)[0])  # Score-CAM's traced pass too
+        return np.concatenate([np.asarray(forward(np.asarray(batch[s:s + batch_size], np.float32)), np.float64)
                                for s in range(0, len(batch), batch_size)])
 
     def describe(self, probs_row: np.ndarray, ood: dict | None = None) -> Prediction:

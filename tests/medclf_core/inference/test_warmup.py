@@ -83,3 +83,17 @@ def test_a_page_that_has_just_fetched_the_model_keeps_the_background_waiting():
     t0 = time.monotonic()
     ran = lock.run_when_idle(lambda: time.monotonic(), quiet_s=0.4)
     assert ran - t0 >= 0.35
+
+
+def test_the_graphs_are_shared_so_a_method_switch_traces_little(trained_run, sample_images, traces):
+    """Grad-CAM and Grad-CAM++ come from one traced function; Score-CAM's masked passes reuse the faithfulness
+    check's traced forward pass (explain.views.view_forward): only Score-CAM's activations model is new."""
+    fresh = Predictor.from_run(trained_run)
+    img = load_image(sample_images[0]).pixels
+    (shown,) = fresh.explain([img], "gradcam")
+    fresh.check_faithfulness([shown])
+    before = len(traces)
+    fresh.explain([img], "gradcam++")
+    assert len(traces) == before, traces[before:]
+    fresh.explain([img], "scorecam")
+    assert len(traces) <= before + 1, traces[before:]
