@@ -19,7 +19,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def check_run_name(name: str) -> str:
     """``name`` if it can name a run folder, else :class:`ModelError` saying what a name may hold."""
-    if not _NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):  # fullmatch: "$" alone lets "run\n" through
         raise ModelError(f"'{name}' is not a valid run name: use letters, digits, '.', '_' and '-' "
                          "(at most 100, starting with a letter or digit).")
     return name
@@ -32,7 +32,7 @@ def check_site_name(name: str) -> str:
     >>> check_site_name("st-marys")
     'st-marys'
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):  # fullmatch: no trailing newline
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ModelError(f"'{name}' is not a valid site name: use letters, digits, '.', '_' and '-' "
                          "(at most 100, starting with a letter or digit).")
     return name

@@ -8,7 +8,7 @@ from medclf_core.errors import ModelError
 from medclf_core.registry.names import check_run_name, check_site_name
 
 
-@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 101])
+@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 101, "run\n", None])
 def test_bad_names(name):
     with pytest.raises(ModelError):
         check_run_name(name)
