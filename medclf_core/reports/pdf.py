@@ -2,12 +2,11 @@
 
 :func:`write_report` writes one A4 PDF for one prediction result (a row of
 :meth:`medclf_core.inference.predictor.Predictor.predict_files` / ``predict``): the image and its
-heat-map overlay side by side, the verdict (finding or refused, with the out-of-distribution reason), the
-headline (:func:`medclf_core.inference.results.headline`) and the threshold it was taken at, the calibration
-in use, every class probability (capped at >99% / <1%), the heat map's method, target class and
-faithfulness, the model
-card's facts (name, task, architecture, input, test metrics with their n, intended use) and the
-research-use notice on every page.
+heat-map overlay side by side, the verdict (finding, finding with a caution, or refused, with the reason),
+the headline (:func:`medclf_core.inference.results.headline`) and the threshold it was taken at, the
+calibration in use, every class probability (capped at >99% / <1%), the heat map's method, target class and
+faithfulness, the model card's facts (name, task, architecture, input, test metrics with their n, intended
+use) and the research-use notice on every page.
 
 What a report never holds: a folder path, a DICOM header value (only the file's *base name*,
 scrubbed by :func:`medclf_core.io.deid.safe_file_label`, the rule the CSV export uses: the header's
@@ -226,8 +225,10 @@ def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> Non
         page.line(f"Verdict: refused, OUT OF DISTRIBUTION: {reason}. Not a finding; below is only what the model "
                   "output.", 9.5, "B")
         page.line(f"Model output (not a finding): {result.get('label', 'n/a')} ({h.probability_text})", 10, "B")
-    else:
-        page.line("Verdict: accepted (the image passed the out-of-distribution check)" if ood is False else
+    else:  # an unfamiliar image (issue 24's second tier) is a finding shown with its caution
+        caution = result.get("unfamiliar") and _scrub(result.get("unfamiliar_reason") or "unfamiliar", identifying)
+        page.line(f"Verdict: accepted with a caution, UNFAMILIAR: {caution}." if caution else
+                  "Verdict: accepted (the image passed the out-of-distribution check)" if ood is False else
                   "Verdict: accepted, not checked for out-of-distribution images (this model has no gate).", 9.5, "B")
         page.line(f"Decision: {h.title}", 12, "B", 6)
         page.line(h.sentence, 9)
@@ -238,7 +239,7 @@ def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> Non
     page.line(f"Calibration in use: {calibration_in_use(card)}.", 8.5)
     if extras := _how_made(result):
         page.line("; ".join(extras).capitalize() + ".", 8.5)
-    if ood is False:
+    if ood is False and not result.get("unfamiliar"):
         score = result.get("ood_score")
         page.line("Out-of-distribution check: passed, the image resembles the training images"
                   + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
@@ -386,8 +387,7 @@ def _scrub(text: str, identifying: list[str]) -> str:
 
 def _t(text) -> str:
     """Text the PDF's built-in Latin-1 font can write (other characters as '?')."""
-    s = str(text).replace("\u2013", "-").replace("\u2014", "-").replace("\u2019", "'").replace("\u2264", "<=") \
-        .replace("\u2265", ">=")
+    s = str(text).translate({0x2013: "-", 0x2014: "-", 0x2019: "'", 0x2264: "<=", 0x2265: ">="})
     return s.encode("latin-1", "replace").decode("latin-1")
 
 

@@ -199,3 +199,19 @@ def test_the_report_names_method_target_faithfulness_calibration_and_the_headlin
     text = pdf_text(report_bytes(sure, px, heat, {**card, "calibration": None}))
     assert "P(PNEUMONIA) > 99%" in text and "<1%" in text and "100.0%" not in text and "0.000" not in text
     assert "Calibration in use: none" in text
+
+
+def test_an_unfamiliar_image_is_a_finding_with_its_caution_and_a_site_calibration_is_named():
+    """Issue 24: the second tier (unlike the training images, not refused) and a site's calibration reach the PDF."""
+    card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.4, "positive_class": "PNEUMONIA",
+            "calibration": {"temperature": 1.2, "fitted_on": "val"},
+            "site_calibration": {"site": "north", "date": "2026-12-06T10:00:00", "temperature": 1.8, "threshold": 0.4}}
+    result = {"file": "a.png", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.3, "PNEUMONIA": 0.7},
+              "threshold": 0.4, "positive_class": "PNEUMONIA", "ood": False, "ood_score": 90.0, "unfamiliar": True,
+              "unfamiliar_reason": "unlike this model's training images"}
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    text = pdf_text(report_bytes(result, px, None, card))
+    assert "Verdict: accepted with a caution, UNFAMILIAR: unlike this model's training images." in text
+    assert "passed, the image resembles the training images" not in text
+    assert "Decision: PNEUMONIA" in text
+    assert "Calibration in use: site 'north': T = 1.8, threshold 0.4, fitted on the site's own images (2026-12-06)" in text
