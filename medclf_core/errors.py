@@ -123,3 +123,19 @@ def warn_missing_api(logger: logging.Logger, library: str, what: str, consequenc
     if (library, what) not in _missing_apis_reported:
         _missing_apis_reported.add((library, what))
         logger.warning("%s compatibility: %s is missing in this %s version; %s", library, what, library, consequence)
+
+
+def private_attribute(logger: logging.Logger, library: str, module: str, attr: str, consequence: str):
+    """``module.attr`` of a library's private API that a compatibility patch replaces, or None when the module
+    or the attribute is gone (then :func:`warn_missing_api` has said so, naming ``<last module part>.<attr>``)."""
+    import importlib
+
+    try:
+        owner = importlib.import_module(module)
+    except ImportError:
+        warn_missing_api(logger, library, module, consequence)
+        return None
+    found = getattr(owner, attr, None)
+    if found is None:
+        warn_missing_api(logger, library, f"{module.rpartition('.')[2]}.{attr}", consequence)
+    return found

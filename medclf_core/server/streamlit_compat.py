@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from medclf_core.errors import warn_missing_api
+from medclf_core.errors import private_attribute, warn_missing_api
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,9 @@ def keep_keras_between_runs() -> bool:
     never builds models in its own process (training runs in a subprocess), so that clear frees nothing.
     Streamlit's other clean-up, closing matplotlib figures, is kept.
     """
-    try:
-        from streamlit.runtime.scriptrunner import script_runner
-    except ImportError:
-        _warn_once("streamlit.runtime.scriptrunner.script_runner", "Keras is cleared after every run (slower)")
-        return False
-    original = getattr(script_runner, "_clean_problem_modules", None)
+    original = private_attribute(log, "Streamlit", "streamlit.runtime.scriptrunner.script_runner",
+                                 "_clean_problem_modules", "Keras is cleared after every run (slower)")
     if original is None:
-        _warn_once("script_runner._clean_problem_modules", "Keras is cleared after every run (slower)")
         return False
     if getattr(original, "keeps_keras", False):
         return True
@@ -59,7 +54,7 @@ def keep_keras_between_runs() -> bool:
 
     clean_problem_modules_but_keras.keeps_keras = True
     clean_problem_modules_but_keras.replaces = original  # Streamlit's own, for the test of what it does
-    script_runner._clean_problem_modules = clean_problem_modules_but_keras
+    sys.modules["streamlit.runtime.scriptrunner.script_runner"]._clean_problem_modules = clean_problem_modules_but_keras
     return True
 
 

@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-from medclf_core.errors import warn_missing_api
+from medclf_core.errors import private_attribute, warn_missing_api
 from medclf_core.training.devices import gather_min
 
 log = logging.getLogger(__name__)
@@ -169,16 +169,13 @@ def fix_reduce_per_replica_for_multi_worker() -> bool:
     """
     import tensorflow as tf
 
-    try:
-        from keras.src import tree
-        from keras.src.backend.tensorflow import trainer as tf_trainer
-    except ImportError:
-        _warn_once("keras.src.backend.tensorflow.trainer", "multi-worker training may fail to trace its step")
-        return False
-    original = getattr(tf_trainer, "reduce_per_replica", None)
+    original = private_attribute(log, "Keras", "keras.src.backend.tensorflow.trainer", "reduce_per_replica",
+                                 "multi-worker training may fail to trace its step")
     if original is None:
-        _warn_once("trainer.reduce_per_replica", "multi-worker training may fail to trace its step")
         return False
+    from keras.src import tree  # present wherever that trainer module is (Keras 3)
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
     if getattr(original, "_medclf_fixed", False):
         return True
 

@@ -73,3 +73,18 @@ def test_a_keras_refusal_reaches_the_user_as_one_short_line(tmp_path, caplog):
     assert shown.startswith("The model file is damaged or not a Keras model (")
     assert len(shown) < 300 and "Full object config" not in shown and "x" * 200 not in shown
     assert "Full object config" in caplog.text  # the detail is in the server log
+
+
+def test_a_private_api_is_found_or_its_absence_is_logged_once(caplog, monkeypatch):
+    from medclf_core import errors
+
+    monkeypatch.setattr(errors, "_missing_apis_reported", set())
+    log = logging.getLogger("medclf.test")
+    assert errors.private_attribute(log, "Lib", "json.decoder", "JSONDecoder", "x") is __import__("json").JSONDecoder
+    with caplog.at_level(logging.WARNING, logger="medclf.test"):
+        for _ in range(2):
+            assert errors.private_attribute(log, "Lib", "json.decoder", "_gone", "slower") is None
+            assert errors.private_attribute(log, "Lib", "no_such_module_xyz", "x", "slower") is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["Lib compatibility: decoder._gone is missing in this Lib version; slower",
+                        "Lib compatibility: no_such_module_xyz is missing in this Lib version; slower"]
