@@ -53,7 +53,8 @@ def folder_images(folder: Path, limit: int) -> list[Path]:
     return spaced([p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES], limit)
 
 
-def photo_arrays() -> list[np.ndarray]:
+def photos_named() -> list[tuple[str, np.ndarray]]:
+    """``(name, pixels)`` of scikit-image's sample images that load without a download."""
     from skimage import data
 
     out = []
@@ -64,8 +65,12 @@ def photo_arrays() -> list[np.ndarray]:
         except Exception:  # noqa: BLE001 - some need a download
             continue
         arr = arr.astype(np.uint8) * (255 if arr.dtype == bool else 1)
-        out.append(arr[..., :3] if arr.ndim == 3 else arr)
+        out.append((name, arr[..., :3] if arr.ndim == 3 else arr))
     return out
+
+
+def photo_arrays() -> list[np.ndarray]:
+    return [arr for _, arr in photos_named()]
 
 
 def mnist_arrays(limit: int) -> list[np.ndarray]:

@@ -64,6 +64,7 @@ from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.model_limits import class_outputs, image_input
 from medclf_core.registry.store import load_run
 from medclf_core.trust.calibration import apply_temperature, temperature_of
+from medclf_core.trust.colour import mean_chroma
 from medclf_core.trust.features import feature_model
 from medclf_core.trust.metrics import decide
 from medclf_core.inference.router import router_for
@@ -175,17 +176,21 @@ class Predictor:
             np.zeros((0, len(self.class_names)))
 
     def verdicts(self, features: np.ndarray | None, dicom: Sequence[dict | None] | None = None,
-                 n: int | None = None, prepared: np.ndarray | None = None) -> list[dict]:
+                 n: int | None = None, prepared: np.ndarray | None = None,
+                 chroma: Sequence[float | None] | None = None) -> list[dict]:
         """The OOD fields (:func:`medclf_core.trust.verdict.verdict`) of ``n`` results, from their features (or None
         without a gate), their DICOM header facts (``Modality``, ``BodyPartExamined``, ``PatientAge``; None for
-        non-DICOM) and, with a router, the modality probabilities of their ``prepared`` inputs."""
+        non-DICOM), with a router the modality probabilities of their ``prepared`` inputs, and the mean ``chroma``
+        of their original pixels (:func:`medclf_core.trust.colour.mean_chroma`; None: not measured)."""
         n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
         dicom = list(dicom) if dicom is not None else [None] * n
         scores = self.gate.score(features) if self.gate is not None and features is not None else None
         routes = self.router.probabilities(prepared) if self.router is not None and prepared is not None \
             else [None] * n
+        chroma = list(chroma) if chroma is not None else [None] * n
         return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
-                        score=None if scores is None else scores[i], router=routes[i]) for i in range(n)]
+                        score=None if scores is None else scores[i], router=routes[i], chroma=chroma[i])
+                for i in range(n)]
 
     def predict(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
                 batch_size: int = 32) -> list[Prediction]:
@@ -200,7 +205,7 @@ class Predictor:
             return []
         prepared = np.stack([self.prepare(a) for a in arrays])
         probs, feats = self.predict_batch_with_features(prepared, batch_size)
-        verdicts = self.verdicts(feats, dicom, len(arrays), prepared)
+        verdicts = self.verdicts(feats, dicom, len(arrays), prepared, [mean_chroma(a) for a in arrays])
         return [self.describe(row, v) for row, v in zip(probs, verdicts, strict=True)]
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
@@ -330,7 +335,7 @@ class Predictor:
                 img = load_image(f)
                 if decoded is not None:
                     decoded[len(results)] = img
-                good.append((len(results), self.prepare(img.pixels)))
+                good.append((len(results), self.prepare(img.pixels), mean_chroma(img.pixels)))
                 headers.append(self.dicom_facts(img))
                 if img.notes:
                     entry["notes"] = img.notes
@@ -344,9 +349,10 @@ class Predictor:
                 entry["error"] = f"The file could not be processed ({type(exc).__name__})."
             results.append(entry)
         if good:
-            prepared = np.stack([a for _, a in good])
+            prepared = np.stack([a for _, a, _ in good])
             probs, feats = self.predict_batch_with_features(prepared, batch_size)
-            for (i, _), row, v in zip(good, probs, self.verdicts(feats, headers, len(good), prepared), strict=True):
+            verdicts = self.verdicts(feats, headers, len(good), prepared, [c for _, _, c in good])
+            for (i, _, _), row, v in zip(good, probs, verdicts, strict=True):
                 results[i].update(self.describe(row, v))
         return results
 

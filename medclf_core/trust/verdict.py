@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medclf_core.formatting import percent
+from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
 from medclf_core.trust.population import age_reason, router_reason
@@ -44,21 +45,23 @@ NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None,
 
 def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Mapping | None = None,
             dicom: Mapping | None = None, *, score: float | None = None,
-            router: Mapping[str, float] | None = None) -> dict:
+            router: Mapping[str, float] | None = None, chroma: float | None = None) -> dict:
     """The two-tier OOD fields of one result: refused (``ood``) or shown with a caution (``unfamiliar``).
 
     - ``ood`` (refused, no finding) is True when the features are above the gate's refuse
       threshold, the DICOM header contradicts the card's ``intended_use`` (modality, body part,
       ``PatientAge`` outside ``age_years``), or the modality ``router``'s probabilities
       (``{"CT": p, "MRI": p, "XRAY": p}``) confidently name another modality
-      (:func:`~medclf_core.trust.population.router_reason`); False when the feature gate ran and
+      (:func:`~medclf_core.trust.population.router_reason`), or the original pixels' mean ``chroma``
+      shows a colour image on a model whose card declares CT / MR / X-ray
+      (:func:`~medclf_core.trust.colour.colour_reason`); False when the feature gate ran and
       nothing refused; **None ("not checked")** when the model has no gate and nothing refused.
     - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's
       unfamiliar and refuse thresholds, False below, None without that tier; ``unfamiliar_score``
       is the score, ``unfamiliar_reason`` a plain fragment (None unless unfamiliar). A refused
       image is not also unfamiliar.
     - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
-      ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``).
+      ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``).
 
     ``score`` is the gate's score of ``features`` when the caller has already computed it.
     """
@@ -84,6 +87,9 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
     if intended_use and router:
         checks.append("modality_router")
         reasons += [r for r in (router_reason(intended_use, router),) if r]
+    if chroma is not None and colour_applies(intended_use):
+        checks.append("colour")
+        reasons += [r for r in (colour_reason(intended_use, chroma),) if r]
     if reasons:
         out["ood"] = True
     if out["ood"]:

@@ -167,3 +167,16 @@ def test_brain_and_modality_models_flag_chest_films_and_photos(sample_images, tm
     assert all(r["ood"] is True for r in brain), [(r["file"], r.get("ood_score")) for r in brain]
     modality = Predictor.from_run(MODELS / "imaging-modality").predict_files(photos)
     assert all(r["ood"] is True for r in modality), [(r["file"], r.get("ood_score")) for r in modality]
+
+
+def test_every_bundled_model_refuses_a_colour_graphic_as_not_a_scan():
+    """scikit-image's ``logo`` (a colour graphic) passed the imaging-modality model's feature gate; the colour
+    check on the original pixels refuses it on all three bundled models, with the plain reason."""
+    from skimage import data
+
+    from medclf_core.trust.colour import COLOUR_REASON
+
+    logo = np.asarray(data.logo())[..., :3]
+    for name in ("imaging-modality", "brain-mri-tumour", "chest-xray-pneumonia"):
+        (r,) = Predictor.from_run(MODELS / name, router=None).predict([logo])
+        assert r["ood"] is True and COLOUR_REASON in r["ood_reason"] and "colour" in r["ood_checks"], (name, r)
