@@ -8,6 +8,17 @@ Br35H files are re-encoded or resized copies of Navoneel images (SOURCES.md sect
 ``N0001``..., and its Br35H twins carry the same id at the start of their names, so the training
 config's ``group_pattern`` (``^(N\\d{4})__``) keeps each image and its twins in one split. The audit's
 own near-duplicate search groups the rest.
+
+``--sartaj`` adds the third source, ``brain_tumor_sartaj`` (731 images, SOURCES.md section 8; glioma,
+meningioma and pituitary count as ``yes``) into ``build/brain_mri_three_sources``. Grouping rule: every
+near-duplicate link in the manifests (Br35H -> Navoneel twin; Sartaj -> its nearest Navoneel, Br35H and
+Sartaj neighbour, dHash <= 16 or gradient correlation >= 0.60, mirrors and rotations included) joins two
+files into one group, and groups are closed under chaining (union-find), so a run of neighbouring
+slices of one patient is one group. A Sartaj link between a ``no`` and a ``yes`` file is not followed:
+SOURCES.md says all such pairs were different images on inspection (Br35H twins are copies and always join). Every group of two or more files gets an id
+``G0001``... at the start of its names (``group_pattern`` ``^(G\\d{4})__``), then the source
+(``navoneel__``, ``br35h__``, ``sartaj__``), so a group never straddles a split and a benchmark can drop
+from training every group that touches a held-out source. Nothing is dropped here.
 """
 
 from __future__ import annotations
@@ -54,10 +65,79 @@ def build(shared: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+SOURCES = ("navoneel", "br35h", "sartaj")
+SARTAJ_LABEL = {"glioma": "yes", "meningioma": "yes", "pituitary": "yes", "no": "no"}
+
+
+def _label(rel: str) -> str:
+    """The yes/no label of a manifest path such as ``brain_tumor_sartaj/glioma/x.jpg``."""
+    folder, cls = rel.split("/")[:2]
+    return SARTAJ_LABEL[cls] if folder == "brain_tumor_sartaj" else cls
+
+
+def _find(parent: dict[str, str], k: str) -> str:
+    while parent.setdefault(k, k) != k:
+        parent[k] = parent[parent[k]]
+        k = parent[k]
+    return k
+
+
+def three_source_files(shared: Path) -> tuple[list[tuple[str, str, str]], dict[str, str], int]:
+    """Every file of the three sources as (source, label, manifest path), its group root, and the
+    number of cross-label links ignored (see the module docstring for the rule)."""
+    files = [("navoneel", c, f"brain_tumor_mri/{c}/{f.name}") for c in CLASSES
+             for f in sorted((shared / "brain_tumor_mri" / c).iterdir()) if f.is_file()]
+    parent: dict[str, str] = {}
+    ignored = 0
+    for source, manifest, cols in (("br35h", "brain_tumor_br35h.csv", ("near_duplicate_of_brain_tumor_mri",)),
+                                   ("sartaj", "brain_tumor_sartaj.csv", ("near_duplicate_of_brain_tumor_mri",
+                                    "near_duplicate_of_brain_tumor_br35h", "near_duplicate_within_sartaj"))):
+        with open(shared / "manifests" / manifest, newline="") as fh:
+            for row in csv.DictReader(fh):
+                files.append((source, _label(row["file"]), row["file"]))
+                for col in cols:
+                    other = (row.get(col) or "").strip()
+                    if other and not other.startswith("brain_tumor_"):  # Br35H names the Navoneel twin as "c/name"
+                        other = "brain_tumor_mri/" + other.split(":", 1)[-1].strip()
+                    if not other:
+                        continue
+                    if source == "sartaj" and _label(other) != _label(row["file"]):
+                        ignored += 1
+                        continue
+                    parent[_find(parent, row["file"])] = _find(parent, other)
+    return files, {rel: _find(parent, rel) for _, _, rel in files}, ignored
+
+
+def build_three(shared: Path, out: Path) -> dict[str, int]:
+    """The three-source folder of links (module docstring); returns counts per source and of groups."""
+    files, root, ignored = three_source_files(shared)
+    sizes: dict[str, int] = {}
+    for r in root.values():
+        sizes[r] = sizes.get(r, 0) + 1
+    gid: dict[str, str] = {}
+    if out.exists():
+        shutil.rmtree(out)
+    for c in CLASSES:
+        (out / c).mkdir(parents=True)
+    counts = {s: 0 for s in SOURCES} | {"sartaj_grouped": 0, "cross_label_links_ignored": ignored}
+    for source, label, rel in files:
+        g = root[rel]
+        prefix = f"{gid.setdefault(g, f'G{len(gid) + 1:04d}')}__" if sizes[g] > 1 else ""
+        name = safe(rel.split("/", 1)[1] if source == "sartaj" else rel.rsplit("/", 1)[1])
+        os.symlink((shared / rel).resolve(), out / label / f"{prefix}{source}__{name}")
+        counts[source] += 1
+        counts["sartaj_grouped"] += bool(prefix) and source == "sartaj"
+    counts["groups"] = len(gid)
+    return counts
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = Path(__file__).resolve().parent.parent
     ap.add_argument("--shared", type=Path, default=here.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=here / "build" / "brain_mri_combined")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default build/brain_mri_combined, or build/brain_mri_three_sources with --sartaj")
+    ap.add_argument("--sartaj", action="store_true", help="add brain_tumor_sartaj as a third source, grouped")
     a = ap.parse_args()
-    print(build(a.shared, a.out), "->", a.out)
+    out = a.out or here / "build" / ("brain_mri_three_sources" if a.sartaj else "brain_mri_combined")
+    print((build_three if a.sartaj else build)(a.shared, out), "->", out)
