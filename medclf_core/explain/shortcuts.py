@@ -94,10 +94,13 @@ def burned_in_marks(pixels: np.ndarray) -> np.ndarray:
     joined = cv2.dilate(candidate, np.ones((3, 3), np.uint8))
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(joined, connectivity=8)
     body = body_mask(gray)
+    flat = labels.ravel()
+    on_body = np.bincount(flat, weights=body.ravel(), minlength=n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    peak = np.zeros(n, np.int64)
+    np.maximum.at(peak, flat, tophat.ravel().astype(np.int64))
     keep = np.zeros(n, bool)
     for i in range(1, n):
-        inside = labels == i
-        keep[i] = _is_mark(stats[i], centroids[i], (h, w), body[inside].mean(), int(tophat[inside].max()))
+        keep[i] = _is_mark(stats[i], centroids[i], (h, w), float(on_body[i]), int(peak[i]))
     mask = keep[labels] & (candidate > 0) if n > 1 else np.zeros((h, w), bool)
     return cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) if mask.any() else mask
 
