@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from medclf_core.formatting import percent
+from medclf_core.io.pixels import to_uint8
 
 TOPHAT_FRACTION = 0.06   # the top-hat's square side, as a share of the image's shorter side
 MIN_TOPHAT = 60          # grey levels a mark stands above its neighbourhood (of 255)
@@ -54,15 +55,14 @@ MARK_MARGIN = 0.03       # marks widened by this share of the shorter side for t
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
-    """uint8 grey levels of a grayscale or RGB(A) image; a clear message on anything else."""
-    arr = np.asarray(pixels)
+    """uint8 grey levels of a grayscale or RGB(A) image (other dtypes scaled by their range,
+    :func:`~medclf_core.io.pixels.to_uint8`); a clear message on anything else."""
+    arr = to_uint8(np.asarray(pixels))
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
-        arr = arr[..., 0] if arr.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(arr[..., :3]).astype(np.uint8),
+        arr = arr[..., 0] if arr.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(arr[..., :3]),
                                                                  cv2.COLOR_RGB2GRAY)
     if arr.ndim != 2 or min(arr.shape) < 8:
         raise ValueError(f"Expected a grayscale or RGB image of at least 8 x 8 pixels, not shape {np.shape(pixels)}.")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
     return arr
 
 
@@ -188,22 +188,22 @@ def map_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
 def inpaint_marks(pixels: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
     """``pixels`` with the masked marks painted over from their surroundings (``cv2.inpaint``, Telea).
 
-    Same shape and dtype uint8 as a uint8 grayscale or RGB input; an empty mask returns a copy.
+    Same shape as the input, uint8 (other dtypes are first scaled by their range,
+    :func:`~medclf_core.io.pixels.to_uint8`); an empty mask returns a copy.
     """
-    arr = np.asarray(pixels)
+    arr = to_uint8(np.asarray(pixels))
     mask = np.asarray(mask, bool)
     if mask.shape != arr.shape[:2]:
         raise ValueError(f"The mask {mask.shape} is not the image's size {arr.shape[:2]}.")
-    img = np.clip(arr, 0, 255).astype(np.uint8) if arr.dtype != np.uint8 else arr
     if not mask.any():
-        return img.copy()
-    if img.ndim == 3 and img.shape[2] == 4:
-        out = img.copy()
-        out[..., :3] = cv2.inpaint(np.ascontiguousarray(img[..., :3]), mask.astype(np.uint8), radius,
+        return arr.copy()
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        out = arr.copy()
+        out[..., :3] = cv2.inpaint(np.ascontiguousarray(arr[..., :3]), mask.astype(np.uint8), radius,
                                    cv2.INPAINT_TELEA)
         return out
-    out = cv2.inpaint(np.ascontiguousarray(img), mask.astype(np.uint8), radius, cv2.INPAINT_TELEA)
-    return out.reshape(img.shape)
+    out = cv2.inpaint(np.ascontiguousarray(arr), mask.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    return out.reshape(arr.shape)
 
 
 def shortcut_masses(heatmap: np.ndarray, pixels: np.ndarray) -> dict[str, float]:

@@ -132,3 +132,13 @@ def test_shortcut_warning_names_what_the_map_lights_up():
     warning = shortcut_warning(on_mark, img)
     assert warning is not None and "burned-in" in warning
     assert shortcut_warning(np.zeros((256, 256), np.float32), img) is None
+
+
+def test_a_float_image_is_read_by_its_range_like_its_uint8_twin():
+    img = film()
+    cv2.putText(img, "R", (8, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    img[0, 0] = 0
+    scaled = img.astype(np.float32) * 4.0                      # range 0..1020, scaled back to 0..255
+    assert burned_in_marks(img).any()
+    assert np.array_equal(burned_in_marks(scaled), burned_in_marks(img))
+    assert np.array_equal(inpaint_marks(scaled, burned_in_marks(img)), inpaint_marks(img, burned_in_marks(img)))
