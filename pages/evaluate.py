@@ -230,17 +230,18 @@ m = evaluated if evaluated is not None else stored_metrics(
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
 if (overlap := (evaluated or {}).get("overlap") or {}).get("message"):  # the model's own training images
     st.warning(app_ui.md_escape(overlap["message"]))
+metric_rows = plots.metrics_table(m)  # the table here and the out-of-distribution panel's "all images" column
 left, right = st.columns(2)
 with left:
     st.markdown("**Metrics** (95% bootstrap intervals)")
-    st.dataframe(pd.DataFrame(plots.metrics_table(m)), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(metric_rows), hide_index=True, width="stretch")
 with right:
     st.markdown("**Per class**")
     st.dataframe(pd.DataFrame(m["per_class"]).T.round(3), width="stretch")
 
 
 st.subheader("Out-of-distribution check")
-app_ui.ood_panel(m["ood"], plots.metrics_table(m))
+app_ui.ood_panel(m["ood"], metric_rows)
 
 st.subheader("Calibration")
 ece = m.get("ece")

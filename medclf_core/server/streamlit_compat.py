@@ -43,6 +43,7 @@ def keep_keras_between_runs() -> bool:
         return False
     if getattr(original, "keeps_keras", False):
         return True
+    from streamlit.runtime.scriptrunner import script_runner  # importable: private_attribute found it there
 
     def clean_problem_modules_but_keras() -> None:
         plt = sys.modules.get("matplotlib.pyplot")
@@ -54,7 +55,7 @@ def keep_keras_between_runs() -> bool:
 
     clean_problem_modules_but_keras.keeps_keras = True
     clean_problem_modules_but_keras.replaces = original  # Streamlit's own, for the test of what it does
-    sys.modules["streamlit.runtime.scriptrunner.script_runner"]._clean_problem_modules = clean_problem_modules_but_keras
+    script_runner._clean_problem_modules = clean_problem_modules_but_keras
     return True
 
 
