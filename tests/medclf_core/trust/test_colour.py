@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medclf_core.trust.colour import COLOUR_MIN_CHROMA, COLOUR_REASON, colour_applies, colour_reason, mean_chroma
+from medclf_core.trust.colour import (COLOUR_MIN_CHROMA, COLOUR_REASON, DARK_LEVEL, colour_applies, colour_reason,
+                                      mean_chroma)
 from medclf_core.trust.verdict import verdict
 
 MR = {"modalities": ["MR"]}
@@ -58,8 +59,8 @@ def test_mean_chroma_of_grayscale_colour_and_other_dtypes():
     full = _coloured()
     full[0, 0], full[0, 1] = 0, 255  # full range 0-255: a float copy scaled by its own range keeps the values
     assert mean_chroma(full.astype(np.float32) / 255) == pytest.approx(mean_chroma(full), abs=1)
-    big = np.zeros((2000, 2000, 3), np.uint8)
-    big[:, :1000, 0] = 255  # half of it pure red: the subsample sees the same half
+    big = np.full((2000, 2000, 3), 128, np.uint8)
+    big[:, :1000] = (255, 0, 0)  # half of it pure red, half grey: the subsample sees the same half
     assert mean_chroma(big) == pytest.approx(127.5, abs=2)
 
 
@@ -76,6 +77,37 @@ def test_colour_image_refused_by_radiological_models_only():
     assert colour_reason({}, chroma) is None and colour_reason(MR, None) is None
     assert colour_applies(XRAY) and not colour_applies({"modalities": ["US"]}) and not colour_applies(None)
     assert colour_reason(MR, COLOUR_MIN_CHROMA) is not None and colour_reason(MR, COLOUR_MIN_CHROMA - 0.1) is None
+
+
+def _on_black(side: int = 96) -> np.ndarray:
+    """Mostly black, with a few small bright coloured blobs: a night sky or a fundus photograph on black."""
+    rgb = np.zeros((side, side, 3), np.uint8)
+    for k, colour in enumerate([(220, 150, 60), (90, 140, 230), (230, 90, 120)]):
+        y, x = 10 + 30 * k, 15 + 25 * k
+        rgb[y:y + 6, x:x + 6] = colour
+    return rgb
+
+
+def _scan_with_annotation(side: int = 96) -> np.ndarray:
+    """A grayscale scan (disc on black, with JPEG-like noise) carrying a small yellow annotation arrow."""
+    y, x = np.mgrid[:side, :side]
+    disc = ((x - side / 2) ** 2 + (y - side / 2) ** 2 < (side / 3) ** 2) * (80 + (x + y) % 120)
+    rgb = np.repeat(disc[..., None], 3, axis=2).astype(np.int16)
+    rgb += np.random.default_rng(1).integers(-2, 3, rgb.shape, dtype=np.int16)
+    rgb[20:23, 20:40] = (240, 230, 30)  # 60 pixels of the arrow's shaft
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def test_near_black_pixels_do_not_dilute_the_colour():
+    photo = _on_black()
+    lit_share = (photo.max(axis=2) >= DARK_LEVEL).mean()
+    assert lit_share < 0.05  # over all pixels the mean chroma would be tiny ...
+    assert float(np.mean(photo.max(axis=2) - photo.min(axis=2))) < COLOUR_MIN_CHROMA / 4
+    assert mean_chroma(photo) > 3 * COLOUR_MIN_CHROMA  # ... over the lit ones it is a colour image
+    assert colour_reason(MR, mean_chroma(photo)) is not None
+    assert colour_reason(MR, mean_chroma(_scan_with_annotation())) is None  # a scan with a coloured arrow stays a scan
+    assert colour_reason(MR, mean_chroma(_jpeg_round_trip(_scan_with_annotation()))) is None
+    assert mean_chroma(np.zeros((16, 16, 3), np.uint8)) == 0.0  # all black: nothing lit, nothing coloured
 
 
 def test_verdict_refuses_a_colour_image_with_the_reason():
