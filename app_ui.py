@@ -142,6 +142,21 @@ def sidebar_site_picker(card) -> str | None:
     return st.session_state["site_name"]
 
 
+def card_in_use(card: dict) -> dict:
+    """``card`` as calibrated by the site picked in the sidebar (:func:`medclf_core.trust.sites.site_card`: its
+    temperature and threshold), or ``card`` itself when none is picked: what the Evaluate page reads."""
+    from medclf_core.trust.sites import load_site, site_card
+
+    site = picked_site()
+    if not site:
+        return card
+    try:
+        return site_card(card, load_site(card["run_dir"], site, model=card.get("name")))
+    except MedclfError as exc:
+        st.warning(md_escape(f"{user_message(exc)} The model card's calibration is used."))
+        return card
+
+
 def picked_site() -> str | None:
     """The site calibration picked in the sidebar for the current model, or None (the card's)."""
     return st.session_state.get("site_name")
@@ -176,7 +191,7 @@ def adopt_site_panel(card, predictions: dict) -> None:
         key = (card["run_dir"], predictions["dataset"], len(predictions["y_true"]), name.strip(), float(target))
         if st.button("Fit and check", key="adopt_site_fit", disabled=not name.strip()):
             try:
-                predictor, _ = load_predictor(card)
+                predictor, _ = load_predictor(card, site=True)  # the calibration the predictions were made with
                 fp = dataset_fingerprint(predictions["dataset"], split=predictions["split"])
                 st.session_state["_adopt_site"] = (key, adopt_site(
                     predictor, predictions, name.strip(), dataset="upload", fingerprint=fp,

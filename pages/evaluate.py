@@ -30,7 +30,7 @@ from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
 from medclf_core.reports import plots
 from medclf_core.server.access import data_roots, resolve_data_path
-from medclf_core.trust.calibration import stored_probabilities, temperature_of
+from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
 from medclf_core.trust.metrics import decide, evaluate_probabilities
 from medclf_core.trust.selective import ORDERINGS, deferral_caption
 
@@ -43,7 +43,7 @@ IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Evaluate")
-card = app_ui.require_card()
+card = app_ui.card_in_use(app_ui.require_card())  # a site picked in the sidebar: its temperature and threshold
 name = card["name"]
 st.caption(f"Model: **{app_ui.md_escape(name)}** (the model chosen in the sidebar; change it there).")
 kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", format_func=SOURCES.get)
@@ -184,7 +184,7 @@ else:
             old.remove()  # an earlier upload is not shown any more
         try:
             source = run()
-            predictor, lock = app_ui.load_predictor(card)
+            predictor, lock = app_ui.load_predictor(card, site=True)
             store[key] = _evaluate(predictor, lock, source, split)
         except MedclfError as exc:
             st.error(f"This dataset cannot be evaluated: {app_ui.md_escape(exc)}")
@@ -245,11 +245,8 @@ app_ui.ood_panel(m["ood"], metric_rows)
 
 st.subheader("Calibration")
 ece = m.get("ece")
-temperature = temperature_of(card)
 st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how far the model's confidence "
-           "is from its accuracy. "
-           + (f"The probabilities are temperature-scaled (T = {temperature:.2f}, fitted on the validation split)."
-              if temperature else "This model's probabilities are not calibrated (no temperature in its card)."))
+           f"is from its accuracy. Calibration in use: {app_ui.md_escape(calibration_in_use(card))}.")
 st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
 if kind == "upload":  # labelled images of a site: fit and check its own calibration (medclf recalibrate's core)
     app_ui.adopt_site_panel(card, data)
@@ -281,7 +278,9 @@ def threshold_panel() -> None:
     slider_key = "eval-thr-" + hashlib.sha1(repr(evaluation_id).encode()).hexdigest()[:16]
     t = float(st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
                         key=slider_key,
-                        help=f"The model's operating threshold is {start:.3f}, chosen on its validation split."))
+                        help=f"The operating threshold in use is {start:.3f}, chosen on "
+                        + (f"the images of site '{site['site']}'." if (site := card.get("site_calibration"))
+                           else "the model's validation split.")))
     tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)
     c1, c2, c3 = st.columns(3)
     c1.metric("Sensitivity", percent(tm["sensitivity"]))
@@ -331,7 +330,7 @@ else:
     cache = st.session_state.setdefault("_eval_explained", {})
     cam_key = result_key(card, data["dataset"], tuple(int(i) for i in shown))
     if cam_key not in cache and any(p is not None for p in pixels):
-        predictor, lock = app_ui.load_predictor(card)
+        predictor, lock = app_ui.load_predictor(card, site=True)
         try:
             with st.spinner("Computing heat maps ..."), lock:
                 ok = [k for k, p in enumerate(pixels) if p is not None]
@@ -352,7 +351,7 @@ else:
     scored = [k for k, e in enumerate(explanations) if e is not None]
     if scored and cam_key not in faith_cache and st.button("Check these heat maps (faithfulness)",
                                                            key="eval-faithfulness", help=faith_help):
-        predictor, lock = app_ui.load_predictor(card)
+        predictor, lock = app_ui.load_predictor(card, site=True)
         try:
             with st.spinner("Deletion test on each map ..."), lock:
                 checked = predictor.check_faithfulness([explanations[k] for k in scored])

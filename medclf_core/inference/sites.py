@@ -25,27 +25,23 @@ from medclf_core.data.fingerprint import dataset_fingerprint
 from medclf_core.inference.folder import predict_folder
 from medclf_core.registry.names import check_site_name
 from medclf_core.trust.calibration import apply_temperature, temperature_of
-from medclf_core.trust.sites import DEFAULT_TARGET_SENSITIVITY, load_site, save_site, site_calibration
+from medclf_core.trust.sites import DEFAULT_TARGET_SENSITIVITY, load_site, save_site, site_calibration, site_card
 
 
 def use_site(predictor, name: str):
     """Switch ``predictor`` (in place) to the site calibration ``name`` of its run; the predictor back.
 
-    Its ``temperature`` and (binary models) ``threshold`` become the site's; its ``card`` becomes a copy
-    with a ``site_calibration`` entry (so results kept under
-    :func:`~medclf_core.inference.results.result_key` are kept apart from the card's) and the site's
-    ``threshold_rule``. Unknown site: :class:`~medclf_core.errors.ModelError` listing the known ones.
+    Its ``temperature`` and (binary models) ``threshold`` become the site's; its ``card`` becomes
+    :func:`~medclf_core.trust.sites.site_card` (the site's temperature, threshold and ``threshold_rule``, and a
+    ``site_calibration`` entry, so results kept under :func:`~medclf_core.inference.results.result_key` are kept
+    apart from the card's); ``model_card`` keeps the model's own. Unknown site: :class:`~medclf_core.errors.ModelError` listing the known ones.
     """
     card = base_card(predictor)
     rec = load_site(card.get("run_dir") or ".", name, model=card.get("name"))
     predictor.site, predictor.temperature = rec, float(rec["temperature"])
-    site_card = copy.copy(card)
-    site_card["site_calibration"] = {k: rec.get(k) for k in ("site", "date", "temperature", "threshold")}
     if len(predictor.class_names) == 2:
         predictor.threshold = rec.get("threshold")
-        site_card["threshold_rule"] = {"method": "site", "chosen_for": rec["rule"]["threshold"],
-                                       "on": f"the images of site '{name}', site-calibrated probabilities"}
-    predictor.model_card, predictor.card = card, site_card
+    predictor.model_card, predictor.card = card, site_card(card, rec)
     return predictor
 
 

@@ -58,6 +58,7 @@ from medclf_core.trust.calibration import (
     calibration_in_use,
     expected_calibration_error,
     fit_temperature,
+    stored_temperature,
     temperature_of,
 )
 from medclf_core.trust.metrics import bootstrap_intervals, choose_threshold, decide
@@ -287,6 +288,34 @@ def load_site(run_dir: str | os.PathLike, name: str, *, model: str | None = None
         raise ModelError(f"No site calibration '{name}' for {what} (known sites: {', '.join(known) or 'none'}; "
                          "make one with `medclf recalibrate MODEL DATA --site NAME`).")
     return rec
+
+
+def site_card(card: Mapping, record: Mapping) -> dict:
+    """A copy of a model's ``card`` that reads as calibrated by the site ``record``: its calibration temperature
+    and (two-class model) threshold are the site's, ``site_calibration`` names the site, and the temperature
+    already applied to the stored test predictions is kept, so every reader of a card (the Evaluate page,
+    :func:`~medclf_core.trust.calibration.stored_probabilities`, result keys, reports) gets the site's numbers
+    without a branch of its own.
+
+    >>> card = {"class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.7,
+    ...         "calibration": {"temperature": 0.8, "stored_predictions": "calibrated"}}
+    >>> c = site_card(card, {"site": "north", "temperature": 1.5, "threshold": 0.4, "date": "2026-12-06",
+    ...                      "rule": {"threshold": "sensitivity >= 0.95"}})
+    >>> c["threshold"], c["calibration"]["temperature"], c["calibration"]["stored_temperature"], card["threshold"]
+    (0.4, 1.5, 0.8, 0.7)
+    """
+    out = dict(card)
+    cal = dict(card.get("calibration") or {})
+    if cal.get("stored_predictions") == "calibrated":  # what evaluation.json holds does not change with the site
+        cal["stored_temperature"] = stored_temperature(card)
+    cal["temperature"] = float(record["temperature"])
+    out["calibration"] = cal
+    out["site_calibration"] = {k: record.get(k) for k in ("site", "date", "temperature", "threshold")}
+    if len(card.get("class_names") or []) == 2:
+        out["threshold"] = record.get("threshold")
+        out["threshold_rule"] = {"method": "site", "chosen_for": (record.get("rule") or {}).get("threshold"),
+                                 "on": f"the images of site '{record['site']}', site-calibrated probabilities"}
+    return out
 
 
 def metric_texts(m: Mapping) -> list[str]:

@@ -102,3 +102,25 @@ def test_the_evaluate_page_adopts_an_uploaded_evaluation_as_a_site(own_models, p
     assert not at.exception and list_sites(own_models / "tiny-a") == ["north"]
     assert load_site(own_models / "tiny-a", "north")["n"] == 20
     at.session_state["_eval_staged"].remove()
+
+
+def test_the_evaluate_page_uses_the_site_picked_in_the_sidebar(own_models, page):
+    """With a site picked, the Evaluate page's threshold and calibration are the site's (and it says so); with
+    none, the card's."""
+    from medclf_core.io.atomic import read_json
+
+    rec = _add_site(own_models / "tiny-a")
+    card = read_json(own_models / "tiny-a", "card.json")
+    at = page("evaluate")
+    at.session_state["model_name"] = "tiny-a"
+    at.session_state["site_model"], at.session_state["site_name"] = "tiny-a", "north"
+    at.run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Calibration in use: site 'north'" in captions, captions
+    assert at.slider[0].value == round(rec["threshold"], 3) != round(card["threshold"], 3)
+    at.session_state["site_name"] = None
+    at.run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "site 'north'" not in captions and "Calibration in use:" in captions
+    assert at.slider[0].value == round(card["threshold"], 3)

@@ -165,3 +165,24 @@ def test_the_site_threshold_leaves_room_below_the_plain_rule():
     low = conservative_threshold(y, probs, 1, 0.95)
     assert low < plain
     assert np.mean(p1[y == 1] >= low) >= 0.95
+
+
+def test_site_card_reads_as_the_site_and_keeps_the_stored_temperature():
+    from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
+    from medclf_core.trust.sites import site_card
+
+    card = {"name": "m", "class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA", "threshold": 0.7,
+            "calibration": {"temperature": 0.5, "stored_predictions": "calibrated"}}
+    rec = {"site": "north", "temperature": 2.0, "threshold": 0.3, "date": "2026-12-06",
+           "rule": {"threshold": "sensitivity >= 0.95"}}
+    c = site_card(card, rec)
+    assert c["threshold"] == 0.3 and card["threshold"] == 0.7 and card["calibration"]["temperature"] == 0.5
+    assert calibration_in_use(c).startswith("site 'north'")
+    stored = np.array([[0.2, 0.8]])  # stored at T = 0.5: the card's own output
+    np.testing.assert_allclose(stored_probabilities(card, stored), stored)
+    raw = stored_probabilities({**card, "calibration": {"temperature": 1.0, "stored_predictions": "calibrated",
+                                                        "stored_temperature": 0.5}}, stored)
+    np.testing.assert_allclose(stored_probabilities(c, stored), stored_probabilities(
+        {**card, "calibration": {"temperature": 2.0}}, raw))  # the site's T on the raw probabilities
+    multi = site_card({**card, "class_names": ["a", "b", "c"]}, rec)
+    assert multi["threshold"] == 0.7 and multi["calibration"]["temperature"] == 2.0  # argmax decides: no threshold
