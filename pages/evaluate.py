@@ -228,8 +228,9 @@ m = evaluated if evaluated is not None else stored_metrics(
     tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
-if (overlap := (evaluated or {}).get("overlap") or {}).get("message"):  # the model's own training images
-    st.warning(app_ui.md_escape(overlap["message"]))
+for warning in ("site_message", "message"):  # the site's fitting images; the model's own training images
+    if ((evaluated or {}).get("overlap") or {}).get(warning):
+        st.warning(app_ui.md_escape(evaluated["overlap"][warning]))
 metric_rows = plots.metrics_table(m)  # the table here and the out-of-distribution panel's "all images" column
 left, right = st.columns(2)
 with left:

@@ -192,9 +192,11 @@ def print_evaluation(result: Mapping) -> None:
 
 def _print_overlap(overlap: Mapping | None) -> None:
     """Whether these are the model's training images (:func:`medclf_core.inference.overlap.training_overlap`),
-    before any figure."""
+    or the images the site calibration in use was fitted on, before any figure."""
     if not overlap:
         return
+    if overlap.get("site_message"):
+        print(f"WARNING: {overlap['site_message']}")
     if overlap.get("message"):
         print(f"WARNING: {overlap['message']}")
     elif overlap.get("basis") == "image hashes":

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from medclf_core.data.audit import pixel_digest
-from medclf_core.data.fingerprint import evaluated_split
+from medclf_core.data.fingerprint import dataset_fingerprint, evaluated_split
 from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.inference.overlap import training_overlap
@@ -27,6 +27,7 @@ from medclf_core.io.images import load_image
 from medclf_core.trust.colour import mean_chroma
 from medclf_core.trust.metrics import decide, evaluate_probabilities
 from medclf_core.trust.selective import selective_prediction
+from medclf_core.trust.sites import site_overlap_message
 from medclf_core.trust.verdict import ood_block
 
 
@@ -135,7 +136,8 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
     ``progress``): :func:`evaluate_predictions` at the model's threshold, plus ``split``, ``dataset``,
     ``skipped`` (unreadable files), ``model``, ``temperature`` (None when uncalibrated), in ``ood``
     the ``flagged_files``, and first ``overlap``: :func:`~medclf_core.inference.overlap.training_overlap`
-    (are these images the model's training images? its ``message`` goes before the metrics); the
+    (are these images the model's training images? its ``message`` goes before the metrics; with a site
+    calibration in use, also ``site_message``: :func:`~medclf_core.trust.sites.site_overlap_message`); the
     top-level metrics stay over every image. ``with_predictions``: also
     ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them)."""
     p = predict_folder(predictor, data, split, progress=progress)
@@ -147,6 +149,9 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
     result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]
     if getattr(predictor, "site", None):  # a site's calibration (without one the result is as it always was)
         result["calibration"] = f"site:{predictor.site['site']}"
+        fitted_on = predictor.site.get("fingerprint")
+        result["overlap"]["site_message"] = fitted_on and site_overlap_message(
+            predictor.site, dataset_fingerprint(data, split=p["split"]))
     if with_predictions:
         result["predictions"] = p
     return result

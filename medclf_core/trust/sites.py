@@ -290,6 +290,24 @@ def load_site(run_dir: str | os.PathLike, name: str, *, model: str | None = None
     return rec
 
 
+def site_overlap_message(record: Mapping | None, fingerprint: str | None) -> str | None:
+    """A warning when the images evaluated are the ones the site calibration was fitted on (the same dataset
+    fingerprint, :func:`medclf_core.data.fingerprint.dataset_fingerprint`): its temperature and threshold were
+    chosen on them, so metrics there flatter it. None for another dataset or no site.
+
+    >>> site_overlap_message({"site": "north", "n": 100, "fingerprint": "ab"}, "ab")[:60]
+    "These are the images site 'north' was calibrated on (the sam"
+    >>> site_overlap_message({"site": "north", "fingerprint": "ab"}, "cd") is None
+    True
+    """
+    if not record or not fingerprint or record.get("fingerprint") != fingerprint:
+        return None
+    return (f"These are the images site '{record['site']}' was calibrated on (the same dataset fingerprint; "
+            f"n = {record.get('n')}): its temperature and threshold were chosen on them, so these figures are not "
+            "an independent check of it. Evaluate on other images of the site, or read the cross-fitted figures "
+            "in its record.")
+
+
 def site_card(card: Mapping, record: Mapping) -> dict:
     """A copy of a model's ``card`` that reads as calibrated by the site ``record``: its calibration temperature
     and (two-class model) threshold are the site's, ``site_calibration`` names the site, and the temperature

@@ -52,6 +52,8 @@ def test_recalibrate_then_site_flags(models, chest_sample, sample_images, capsys
     ev = json.loads(ev.strip().splitlines()[-1])
     assert ev["calibration"] == "site:north" and ev["temperature"] == rec["temperature"]
     assert "Calibration: site:north" in text
+    assert "WARNING: These are the images site 'north' was calibrated on" in text  # evaluated on its fitting images
+    assert "calibrated on" not in before[2]
 
     assert main(["recalibrate", "tiny", str(chest_sample), "--site", "south", "--models-dir", str(models),
                  "--no-progress", "--bootstrap", "0", "--target-sensitivity", "0.9"]) == 0

@@ -70,6 +70,21 @@ def test_without_a_site_nothing_changes(site_run, refitted, sample_images):
     assert a == b and "calibration" not in b
     c = evaluate_folder(with_sites.with_site("north"), CHEST_SAMPLE, bootstrap=50)
     assert c["calibration"] == "site:north" and c["threshold"] == load_site(run, "north")["threshold"]
+    assert "site_message" not in b["overlap"]
+    assert c["overlap"]["site_message"].startswith("These are the images site 'north' was calibrated on")
+
+
+def test_evaluating_a_site_on_other_images_gives_no_fitting_warning(site_run, tmp_path):
+    """Only the very images the site was fitted on are flagged: a subset is another dataset."""
+    import shutil
+
+    run, _, _ = site_run
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / cls).mkdir()
+        for f in sorted((CHEST_SAMPLE / cls).iterdir())[:6]:
+            shutil.copy(f, tmp_path / cls / f.name)
+    other = evaluate_folder(Predictor.from_run(run, site="north"), tmp_path, bootstrap=0)
+    assert other["calibration"] == "site:north" and other["overlap"]["site_message"] is None
 
 
 def test_with_site_shares_the_model_and_keys_results_apart(site_run):
