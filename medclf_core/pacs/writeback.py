@@ -3,7 +3,8 @@
 For one source instance and its result (a row of ``Predictor.predict_files``):
 
 - a **Comprehensive SR** (:func:`build_sr`): the verdict (``finding``, ``unfamiliar`` or ``refused: not this
-  kind of image``), and unless refused the class, its probability and the operating threshold; the model's
+  kind of image``), and unless refused the decided class, the headline the page shows (decision with
+  P(positive class), borderline), that probability with the class it is of, and the operating threshold; the model's
   name, version, card fingerprint and intended use; "research use only"; a reference to the source image.
   A refused image's SR carries no class and no probability: it is never a finding;
 - a **Secondary Capture** of the heat-map overlay (:func:`build_overlay_sc`), labelled as such, with
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medclf_core import __version__
+from medclf_core.inference.results import headline
 from medclf_core.pacs.client import PacsConnection, PacsError
 
 MANUFACTURER = "medclf"
@@ -101,14 +103,19 @@ def _num(name, value: float):
 
 
 def _finding_items(result: Mapping, verdict: str) -> list:
-    """The verdict, and unless refused the class, its probability and the threshold (with its class)."""
+    """The verdict, and unless refused: the decided class, the headline (:func:`~medclf_core.inference.results.headline`:
+    the decision with P(positive class) for a thresholded model, capped at ">99%" / "<1%", and "borderline"),
+    that probability exactly with the class it is of, borderline yes/no, and the threshold (with its class)."""
     items = [_text(_code("VERDICT", "Verdict"), REFUSED_TEXT if verdict == "refused" else verdict)]
     if verdict == "refused":
         items.append(_text(_code("REASON", "Reason"), result.get("ood_reason") or "the out-of-distribution gate"))
         return items
-    label = str(result["label"])
-    items.append(_text(_code("121071", "Finding", "DCM"), label))
-    items.append(_num(_code("PROB", "Probability of the finding"), result["probabilities"][label]))
+    head = headline(result)  # the decision with P(positive class), as the page, the CLI and the PDF give it
+    items.append(_text(_code("121071", "Finding", "DCM"), str(result["label"])))
+    items.append(_text(_code("HEADLINE", "Headline"), head.title))
+    items.append(_num(_code("PROB", "Probability"), head.probability))  # exact here; the headline caps it
+    items.append(_text(_code("PROBCLASS", "Probability class"), head.shown_class))
+    items.append(_text(_code("BORDERLINE", "Borderline"), "yes" if head.borderline else "no"))
     if result.get("threshold") is not None:
         items.append(_num(_code("THRESH", "Operating threshold"), result["threshold"]))
         items.append(_text(_code("THRCLASS", "Threshold class"), result.get("positive_class") or ""))

@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from medclf_core.inference.results import headline
 from medclf_core.pacs import writeback
 from medclf_core.pacs.client import PacsConnection, PacsError
 from medclf_core.pacs.flow import predict_from_pacs
@@ -34,7 +35,10 @@ def test_sr_overlay_and_pdf_read_back_with_every_field(orthanc, dicom_samples, t
     fields = writeback.sr_fields(sr)
     card = tiny_predictor.card
     assert fields["Verdict"] == "finding" and fields["Finding"] == r["label"]
-    assert fields["Probability of the finding"] == pytest.approx(r["probabilities"][r["label"]], abs=1e-9)
+    assert fields["Probability class"] == "PNEUMONIA"  # P(positive class), whichever class was decided
+    assert fields["Probability"] == pytest.approx(r["probabilities"]["PNEUMONIA"], abs=1e-9)
+    assert fields["Headline"] == headline(r).title and fields["Headline"].startswith(f"{r['label']} (P(PNEUMONIA)")
+    assert fields["Borderline"] == ("yes" if headline(r).borderline else "no")
     assert fields["Operating threshold"] == 0.5 and fields["Threshold class"] == "PNEUMONIA"
     assert (fields["Algorithm Name"], fields["Algorithm Version"]) == ("tiny-chest", card["created"])
     assert fields["Model card fingerprint"] == writeback.card_fingerprint(card)
@@ -66,7 +70,7 @@ def test_a_refused_instance_gets_an_sr_that_says_refused_and_no_finding(orthanc,
     assert r["stored"]["sc"] is None  # no heat map: it would explain a finding the image does not have
     fields = writeback.sr_fields(_read(conn, src.StudyInstanceUID, r["stored"]["sr"]))
     assert fields["Verdict"] == "refused: not this kind of image" and "modality CT" in fields["Reason"]
-    assert "Finding" not in fields and "Probability of the finding" not in fields
+    assert not {"Finding", "Headline", "Probability", "Probability class"} & set(fields)
 
 
 @pytest.mark.parametrize("fail_at", [1, 2])
@@ -108,3 +112,19 @@ def test_verdicts_and_card_fingerprint():
     card = {"name": "m", "class_names": ["a", "b"], "threshold": 0.5}
     assert writeback.card_fingerprint(card) == writeback.card_fingerprint({**card, "run_dir": "/elsewhere"})
     assert writeback.card_fingerprint(card) != writeback.card_fingerprint({**card, "threshold": 0.6})
+
+
+def test_the_sr_carries_the_headline_not_the_decided_class_probability(dicom_samples):
+    """A NORMAL decision at P(PNEUMONIA) = 0.62 below a 0.75 threshold: the SR gives P(PNEUMONIA) = 0.62 and
+    says whose probability it is, never "probability of the finding" = 0.38 (no PACS needed: built and read)."""
+    src = pydicom.dcmread(next(p for p in dicom_samples if p.name.startswith("CR_")))
+    result = {"label": "NORMAL", "probabilities": {"NORMAL": 0.38, "PNEUMONIA": 0.62}, "threshold": 0.75,
+              "positive_class": "PNEUMONIA", "ood": False}
+    card = {"name": "m", "created": "2026-12-06", "intended_use": {"modalities": ["CR"], "body_parts": ["CHEST"]}}
+    fields = writeback.sr_fields(writeback.build_sr(src, result, card, writeback.WriteSeries()))
+    assert fields["Finding"] == "NORMAL" and fields["Headline"] == "NORMAL (P(PNEUMONIA) = 62.0%)"
+    assert fields["Probability class"] == "PNEUMONIA" and fields["Probability"] == pytest.approx(0.62)
+    assert fields["Borderline"] == "no" and fields["Operating threshold"] == 0.75
+    near = writeback.sr_fields(writeback.build_sr(src, {**result, "probabilities": {"NORMAL": 0.28, "PNEUMONIA": 0.72}},
+                                                  card, writeback.WriteSeries()))
+    assert near["Borderline"] == "yes" and near["Headline"].endswith("borderline)")
