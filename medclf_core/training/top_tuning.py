@@ -54,7 +54,7 @@ def trunk_to(model, start: str):
     """``model`` from its input to the activation entering ``start`` (the frozen part), sharing its layers."""
     import keras
 
-    return keras.Model(model.inputs, cut_input(model, start), name=f"{model.name}_trunk")
+    return keras.Model(model.inputs[0], cut_input(model, start), name=f"{model.name}_trunk")
 
 
 def top_of(model, start: str, feature_layer: str | None = None):
