@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 CHEST_SAMPLE = SAMPLES / "datasets" / "chest_xray"
 TINY = 32  # image side used by training tests: fast on a 2-core CPU
+# EfficientNet-Lite1 and Lite2 are Lite0's code with a larger table (more blocks, wider): the per-architecture
+# tests that train or merge whole models run Lite0 for the family, and tests/medclf_core/models/
+# test_efficientnet_lite.py and test_architectures.py build, convert, train a step, save and reload each one.
+LARGER_LITE = ("efficientnet_lite1", "efficientnet_lite2")
 
 
 def make_pattern_dataset(root: Path, n_per_class: int = 12, size: int = 40, classes=("circle", "square"),
