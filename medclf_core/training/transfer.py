@@ -49,7 +49,8 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
                    views: Sequence[str] = ("original",), augment: AugmentConfig | None = None, seed: int = 1337,
                    progress: Callable[[int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """Features ``(len(views), N, D)``: every image decoded once, each view through the backbone once.
+    """Features ``(len(views), N, D)``: every image decoded once, each view through the backbone once, in one
+    traced call per batch shared by every call on ``extractor`` (:func:`traced_forward`).
 
     Views: ``original``, ``hflip`` (mirror), ``augmentK`` (a random transform of the
     dataset's augmentation config, seeded by ``seed + K``). ``progress(done, total)``
@@ -111,8 +112,10 @@ def traced_forward(extractor, batch_size: int, image_size: int, channels: int) -
     per_shape = _TRACED.setdefault(extractor, {})
     shape = (batch_size, image_size, image_size, channels)
     if shape not in per_shape:
+        held = weakref.ref(extractor)  # not the extractor itself: the cache entry must not keep its key alive
+
         def backbone_forward(x):
-            return extractor(x, training=False)
+            return held()(x, training=False)
 
         per_shape[shape] = tf.function(backbone_forward, input_signature=[tf.TensorSpec(shape, tf.float32)])
     forward = per_shape[shape]

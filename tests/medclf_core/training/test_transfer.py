@@ -59,6 +59,22 @@ def test_a_new_batch_shape_gets_its_own_trace(extractor, paths, traces):
     assert traces.count("backbone_forward") == 1
 
 
+def test_the_traced_call_does_not_keep_its_extractor_alive(paths):
+    """The per-extractor cache holds the extractor weakly: a finished run's backbone can be freed."""
+    import gc
+    import weakref
+
+    from medclf_core.models.architectures import build_model
+    from medclf_core.training.transfer import feature_extractor
+
+    extractor = feature_extractor(build_model("bn_cnn", 2, SIZE, 1, filters=(4,), dense_units=0), "gap")
+    cache_features(extractor, paths[:3], image_size=SIZE, channels=1, batch_size=4)
+    gone = weakref.ref(extractor)
+    del extractor
+    gc.collect()
+    assert gone() is None
+
+
 def test_traced_augmentation_draws_what_the_eager_layers_draw():
     """Seeded: the traced augmenter gives the same pixels as the eager layers, batch after batch and on a
     partial batch, so cached augmented views are those of the eager path."""
