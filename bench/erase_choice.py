@@ -14,7 +14,7 @@ split:
 
 Candidates (each on top of the ``chest_xray`` geometric transforms): ``baseline`` (no erasing), ``marks``
 (inpaint detected marks, p=1), ``border`` (random border boxes off the body, p=1), ``both`` (p=0.5 each),
-``marks+clean-original`` (``marks``, and the original view's marks inpainted too), and each cached view
+``marks`` (or ``both``) with the original view's marks inpainted too, and each cached view
 with ``k`` of the marks' feature directions projected out of the head
 (:mod:`medclf_core.training.invariance`). Features are kept in ``--features`` (an .npz), so a second
 run with other ``--k`` or ``--head-seeds`` only refits heads.
@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     print(f"features in {time.perf_counter() - t0:.0f} s")
     weights = class_weight_for(y_tr.tolist(), 2, "auto")
     runs = {name: (f_orig, v, 0) for name, v in views.items()}
-    runs["marks+clean-original"] = (f_orig_clean, views.get("marks", views["both"]), 0)
+    other = "marks" if "marks" in views else "both"
+    runs[f"{other}, the original view's marks inpainted too"] = (f_orig_clean, views[other], 0)
     for name in views:
         for k in args.k:
             runs[f"{name}, k={k} mark directions projected out"] = (f_orig, views[name], k)
