@@ -255,13 +255,15 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[
     Returns the train split's features (unaugmented view), which the out-of-distribution gate
     reuses, and the names of the cached views.
     """
+    from medclf_core.training.invariance import fold_projection, project, session_mark_projection
     from medclf_core.training.transfer import copy_head, fit_head
 
     cfg, log, splits = s.cfg, s.log, s.splits
     views = _transfer_views(s)
     train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views)
     y_train = np.tile(labels_of(splits["train"]), len(views))
-    x_train = train_f.reshape(-1, train_f.shape[-1])
+    proj = session_mark_projection(s, model, train_f[0])  # None unless the augmentation projects marks out
+    x_train, val_f = project(train_f.reshape(-1, train_f.shape[-1]), proj), project(val_f, proj)
     steps = int(np.ceil(len(x_train) / 64))
     head = fit_head(x_train, y_train, val_f, labels_of(splits["val"]), num_classes=model.output_shape[-1],
                     epochs=cfg.epochs, learning_rate=cfg.learning_rate, **head_options(model),
@@ -269,6 +271,7 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[
                     callbacks=[Progress.new(log, cfg.epochs, steps, m.history_path, s.cancel, "train",
                                             n_train=len(x_train))])
     copy_head(head, model)
+    fold_projection(model, proj)
     best.record(model, head.best_val_loss, head.best_epoch - 1)
     return train_f[0], views
 
