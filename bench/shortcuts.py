@@ -1,7 +1,7 @@
 """Shortcuts measured on the chest model (issue 23 item 4): burned-in marks inpainted, and where Grad-CAM's mass lies.
 
 For each chest film it finds the burned-in marks (letters such as the "R" marker, corner text,
-thin lines at the edge) and the body with :mod:`medclf_core.explain.shortcuts` (OpenCV, no
+thin lines at the edge) and the body with :mod:`medclf_core.data.marks` (OpenCV, no
 model), and reports:
 
 - P(PNEUMONIA) (calibrated, as the app shows it) before and after inpainting the marks
@@ -88,9 +88,8 @@ def measure(predictor, pixels: list[np.ndarray]) -> list[dict]:
     """One row per film: P(PNEUMONIA), decision and map shares before and after inpainting its marks."""
     import cv2
 
-    from medclf_core.explain.shortcuts import (
-        MARK_MARGIN, body_mask, burned_in_marks, inpaint_marks, map_mass, shortcut_warning,
-    )
+    from medclf_core.data.marks import body_mask, burned_in_marks, inpaint_marks
+    from medclf_core.explain.shortcuts import MARK_MARGIN, map_mass, shortcut_warning
 
     pos = predictor.positive if predictor.positive is not None else 1
     rows = []

@@ -105,3 +105,17 @@ def server_folder(page, name: str, path, *, split: str | None = None):
         at.button(key="eval_go").click()
     at.run()
     return at
+
+
+def drawn_film(size: int = 256, seed: int = 0) -> np.ndarray:
+    """A dark film with a noisy elliptical body and two darker lungs inside it (for the mark and body tests)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 20, (size, size)).astype(np.uint8)
+    c = size // 2
+    cv2.ellipse(img, (c, c + size // 10), (int(size * 0.34), int(size * 0.45)), 0, 0, 360, 130, -1)
+    for dx in (-1, 1):
+        cv2.ellipse(img, (c + dx * size // 7, c), (size // 12, size // 5), 0, 0, 360, 70, -1)
+    noise = rng.integers(-8, 9, img.shape)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)

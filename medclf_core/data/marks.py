@@ -1,6 +1,6 @@
 """Burned-in marks and the body on a radiograph, found with plain OpenCV (no model).
 
-Moved here from :mod:`medclf_core.explain.shortcuts` (which re-exports them) so that training-time
+Moved here from :mod:`medclf_core.explain.shortcuts` so that training-time
 augmentation (:mod:`medclf_core.data.erase`) can inpaint the marks without importing a higher layer.
 
 - :func:`burned_in_marks`: bright, high-contrast, small connected components (letters, text,
@@ -41,7 +41,7 @@ LINE_WIDTH = 0.02        # ... unless it is a line this thin (share of the short
 BORDER = 0.18            # the band along the border, as a share of each side, where marks lie
 
 
-def _gray(pixels: np.ndarray) -> np.ndarray:
+def gray_levels(pixels: np.ndarray) -> np.ndarray:
     """uint8 grey levels of a grayscale or RGB(A) image (other dtypes scaled by their range,
     :func:`~medclf_core.io.pixels.to_uint8`); a clear message on anything else."""
     arr = to_uint8(np.asarray(pixels))
@@ -74,7 +74,7 @@ def burned_in_marks(pixels: np.ndarray, body: np.ndarray | None = None) -> np.nd
     Each found component is widened by 2 px, which covers the JPEG halo around burned-in text.
     ``body``: the image's :func:`body_mask` when the caller has it already (it is computed otherwise).
     """
-    gray = _gray(pixels)
+    gray = gray_levels(pixels)
     h, w = gray.shape
     side = max(5, int(round(min(h, w) * TOPHAT_FRACTION)) | 1)
     tophat = cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
@@ -122,7 +122,7 @@ def body_mask(pixels: np.ndarray) -> np.ndarray:
     gives the air; a lung field that reaches the image's edge through dark air is not filled.
     A burned-in mark that touches the body can be counted as body.
     """
-    gray = _gray(pixels)
+    gray = gray_levels(pixels)
     h, w = gray.shape
     k = max(3, int(round(0.02 * min(h, w))) | 1)
     blur = cv2.blur(gray, (k, k))

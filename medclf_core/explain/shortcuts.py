@@ -3,20 +3,22 @@
 A model can learn a data set's shortcuts instead of its finding: on the Kermany chest films
 the pneumonia films more often carry ECG leads, an "R" marker and burned-in corner text, and
 Grad-CAM on the bundled chest model lights them up (issue 23 item 4). The marks and the patient's
-body are found with plain OpenCV (no model) in :mod:`medclf_core.data.marks` (re-exported here; the
-data layer's training augmentation inpaints them too, :mod:`medclf_core.data.erase`), so a benchmark
+body are found with plain OpenCV (no model) in :mod:`medclf_core.data.marks` (the data layer's training
+augmentation inpaints them too, :mod:`medclf_core.data.erase`), so a benchmark
 (``bench/shortcuts.py``) can ask how much P(class) moves when the marks are inpainted, and how
 much of a map lies outside the body or on the marks.
 
-- :func:`burned_in_marks`: bright, high-contrast, small connected components (letters, text,
-  thin lines) near the image's border or in the air around the body;
-- :func:`body_mask`: the patient's body against the air around it;
 - :func:`map_mass`: the share of a heat map's mass inside a mask;
-- :func:`inpaint_marks`: the marks painted over from their surroundings (``cv2.inpaint``);
+- :func:`shortcut_masses`: a map's share outside the body and on the (widened) marks;
 - :func:`shortcut_warning`: a sentence when most of a map lies outside the body or on marks.
+
+The detector itself (:mod:`medclf_core.data.marks`): ``burned_in_marks`` (bright, high-contrast, small
+connected components near the border or in the air), ``body_mask`` (the body against the air) and
+``inpaint_marks`` (the marks painted over from their surroundings, ``cv2.inpaint``).
 
 Example (a dark film with a body in the middle and a white "R" in the top-left corner)::
 
+    >>> from medclf_core.data.marks import inpaint_marks
     >>> img = np.full((200, 200), 10, np.uint8)
     >>> img[30:190, 40:160] = 120                              # the body
     >>> _ = cv2.putText(img, "R", (6, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
@@ -39,17 +41,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from medclf_core.data.marks import (  # re-exported (__all__): the detector lives in the data layer
-    BORDER, LINE_WIDTH, MAX_AREA, MAX_EXTENT, MIN_BRIGHT, MIN_TOPHAT, MIN_TOPHAT_ON_BODY, TOPHAT_FRACTION,
-    _gray, body_mask, burned_in_marks, inpaint_marks,
-)
+from medclf_core.data.marks import body_mask, burned_in_marks, gray_levels
 from medclf_core.formatting import percent
-
-__all__ = [  # the detector's names stay importable from here (bench/shortcuts.py, the tests)
-    "BORDER", "LINE_WIDTH", "MAX_AREA", "MAX_EXTENT", "MIN_BRIGHT", "MIN_TOPHAT", "MIN_TOPHAT_ON_BODY",
-    "TOPHAT_FRACTION", "MARK_MARGIN", "ON_MARKS", "OUTSIDE_BODY", "body_mask", "burned_in_marks",
-    "inpaint_marks", "map_mass", "shortcut_masses", "shortcut_warning",
-]
 
 OUTSIDE_BODY = 0.5       # a map with more than this share of its mass outside the body: a warning
 ON_MARKS = 0.25          # a map with more than this share of its mass on (widened) marks: a warning
@@ -84,7 +77,7 @@ def shortcut_masses(heatmap: np.ndarray, pixels: np.ndarray) -> dict[str, float]
     Grad-CAM is a coarse grid (7 x 7 at 224 px) smoothly upsampled, so its mass on a thin
     letter's strokes alone is small even when the map is centred on the letter.
     """
-    gray = _gray(pixels)
+    gray = gray_levels(pixels)
     marks = burned_in_marks(gray)
     if marks.any():
         k = max(3, int(round(MARK_MARGIN * min(gray.shape))) * 2 + 1)
