@@ -1,7 +1,7 @@
 """Shortcuts measured on the chest model (issue 23 item 4): burned-in marks inpainted, and where Grad-CAM's mass lies.
 
 For each chest film it finds the burned-in marks (letters such as the "R" marker, corner text,
-thin lines at the edge) and the body with :mod:`medclf_core.explain.shortcuts` (OpenCV, no
+thin lines at the edge) and the body with :mod:`medclf_core.data.marks` (OpenCV, no
 model), and reports:
 
 - P(PNEUMONIA) (calibrated, as the app shows it) before and after inpainting the marks
@@ -31,6 +31,7 @@ Usage::
 
     PYTHONPATH=. .venv/bin/python bench/shortcuts.py            # 100 test films per class + 30 demo films
     PYTHONPATH=. .venv/bin/python bench/shortcuts.py --n 5 --no-demo
+    PYTHONPATH=. .venv/bin/python bench/shortcuts.py --model /tmp/chest_old --films-from /tmp/chest_old
 
 The printed tables and their reading: docs/BENCHMARKS.md, "Shortcuts: burned-in marks and where
 Grad-CAM looks (issue 23 item 4)".
@@ -57,9 +58,9 @@ CLASSES = ("NORMAL", "PNEUMONIA")
 CAM_GRID = 7  # the chest model's Grad-CAM grid (7 x 7 at 224 px): "near marks" is within one cell of a mark
 
 
-def test_films(n: int, seed: int = 0) -> list[tuple[str, str, Path]]:
+def test_films(n: int, seed: int = 0, model: Path = MODEL) -> list[tuple[str, str, Path]]:
     """``(group, class, path)`` of ``n`` films per class of the model's stored test split, a seeded draw."""
-    files = [p["file"] for p in json.loads((MODEL / "evaluation.json").read_text())["predictions"]]
+    files = [p["file"] for p in json.loads((model / "evaluation.json").read_text())["predictions"]]
     rng = np.random.default_rng(seed)
     out = []
     for cls in CLASSES:
@@ -87,9 +88,8 @@ def measure(predictor, pixels: list[np.ndarray]) -> list[dict]:
     """One row per film: P(PNEUMONIA), decision and map shares before and after inpainting its marks."""
     import cv2
 
-    from medclf_core.explain.shortcuts import (
-        MARK_MARGIN, body_mask, burned_in_marks, inpaint_marks, map_mass, shortcut_warning,
-    )
+    from medclf_core.data.marks import body_mask, burned_in_marks, inpaint_marks
+    from medclf_core.explain.shortcuts import MARK_MARGIN, map_mass, shortcut_warning
 
     pos = predictor.positive if predictor.positive is not None else 1
     rows = []
@@ -173,9 +173,15 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=100, help="test-split films per class (default 100)")
     ap.add_argument("--no-demo", action="store_true", help="leave out the 30 demo films")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=MODEL, help="the run folder to measure (default: the bundled "
+                    "chest model)")
+    ap.add_argument("--films-from", type=Path, default=None, help="the run folder whose stored test split gives "
+                    "the test films (default: --model), so two models are measured on the same films")
     args = ap.parse_args(argv)
-    films = test_films(args.n, args.seed) + ([] if args.no_demo else demo_films())
-    predictor = Predictor.from_run(MODEL)
+    films_from = args.films_from or args.model
+    films = test_films(args.n, args.seed, films_from) + ([] if args.no_demo else demo_films())
+    predictor = Predictor.from_run(args.model)
+    print(f"model {args.model}; test films from {films_from}")
     t0 = time.perf_counter()
     rows = measure(predictor, [load_image(p).pixels for _, _, p in films])
     groups: dict[str, list[dict]] = {}
@@ -183,7 +189,7 @@ def main(argv=None) -> None:
         groups.setdefault(f"{group} {cls}", []).append(row)
     for group in ("test", "demo"):
         groups[f"{group} all"] = [r for (g, _, _), r in zip(films, rows, strict=True) if g == group]
-    test_names = {p["file"] for p in json.loads((MODEL / "evaluation.json").read_text())["predictions"]}
+    test_names = {p["file"] for p in json.loads((films_from / "evaluation.json").read_text())["predictions"]}
     demo_in_test = sum(f"{c}/{p.name}" in test_names for g, c, p in films if g == "demo")
     print(f"{len(films)} films in {time.perf_counter() - t0:.0f} s; demo films whose 224 px copy is in the "
           f"model's test split: {demo_in_test} of {sum(g == 'demo' for g, _, _ in films)}\n")

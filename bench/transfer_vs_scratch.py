@@ -50,6 +50,19 @@ def time_to_best(events: list[dict]) -> tuple[float, float, int]:
     return first["time"] - start, best, len(epochs)
 
 
+def phases(events: list[dict]) -> dict[str, float]:
+    """Seconds of each phase up to the best epoch: audit and split, model build, backbone features, head epochs."""
+    t = {"start": next(e["time"] for e in events if e["event"] == "start")}
+    t["split"] = next(e["time"] for e in events if e["event"] == "split")
+    begins = [e for e in events if e["event"] == "epoch_begin"]
+    features = [e for e in begins if e.get("phase") == "features"]
+    t["fit"] = begins[0]["time"] if begins else t["split"]
+    t["head"] = next((e["time"] for e in begins if e.get("phase") == "train"), t["fit"]) if features else t["fit"]
+    t["best"] = t["start"] + time_to_best(events)[0]
+    return {"audit + split": t["split"] - t["start"], "build": t["fit"] - t["split"],
+            "features": t["head"] - t["fit"], "epochs to best": t["best"] - t["head"]}
+
+
 def run(data: Path, models: Path, **cfg) -> dict:
     from medclf_core.training.events import EventLog
     from medclf_core.registry.store import read_card
@@ -63,7 +76,7 @@ def run(data: Path, models: Path, **cfg) -> dict:
     seconds, best, epochs = time_to_best(events)
     card = read_card(run_dir)
     return {"arch": cfg["arch"], "to_best_s": seconds, "best_val_accuracy": best, "epochs": epochs,
-            "total_s": total, "test_accuracy": card["metrics"].get("accuracy"), "test_n": card["metrics"].get("n")}
+            "total_s": total, "phases": phases(events), "test_accuracy": card["metrics"].get("accuracy"), "test_n": card["metrics"].get("n")}
 
 
 def main() -> None:
@@ -86,6 +99,9 @@ def main() -> None:
     for r in (scratch, transfer):
         print(f"| {r['arch']} | {r['epochs']} | {r['best_val_accuracy']:.3f} | {r['to_best_s']:.0f} | "
               f"{r['total_s']:.0f} | {r['test_accuracy']:.3f} ({r['test_n']}) |")
+    print("\n| recipe | " + " | ".join(scratch["phases"]) + " |\n|---|" + "---|" * len(scratch["phases"]))
+    for r in (scratch, transfer):
+        print(f"| {r['arch']} | " + " | ".join(f"{v:.1f}" for v in r["phases"].values()) + " |")
     print(f"\nratio, seconds to the best validation accuracy, bn_cnn / transfer: "
           f"{scratch['to_best_s'] / transfer['to_best_s']:.1f}x")
 

@@ -301,6 +301,7 @@ if submitted:
     else:
         augment = {k: ((preset.get(k) or AUG_SWITCHES[k][1]) if on else (False if isinstance(AUG_SWITCHES[k][1], bool) else 0.0))
                    for k, on in switches.items()}
+        augment.update({k: v for k, v in preset.items() if k not in AUG_SWITCHES})  # no switch: the preset's (erasing)
         cfg = {"data": report["root"], "arch": arch, "epochs": int(epochs), "batch_size": int(batch_size),
                "learning_rate": float(lr), "image_size": int(image_size),
                "channels": 1 if colour == "grayscale" else 3, "augment": augment, "class_weights": class_weights,

@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 CHEST_SAMPLE = SAMPLES / "datasets" / "chest_xray"
 TINY = 32  # image side used by training tests: fast on a 2-core CPU
+# EfficientNet-Lite1 and Lite2 are Lite0's code with a larger table (more blocks, wider): the per-architecture
+# tests that train or merge whole models run Lite0 for the family, and tests/medclf_core/models/
+# test_efficientnet_lite.py and test_architectures.py build, convert, train a step, save and reload each one.
+LARGER_LITE = ("efficientnet_lite1", "efficientnet_lite2")
 
 
 def make_pattern_dataset(root: Path, n_per_class: int = 12, size: int = 40, classes=("circle", "square"),
@@ -101,3 +105,17 @@ def server_folder(page, name: str, path, *, split: str | None = None):
         at.button(key="eval_go").click()
     at.run()
     return at
+
+
+def drawn_film(size: int = 256, seed: int = 0) -> np.ndarray:
+    """A dark film with a noisy elliptical body and two darker lungs inside it (for the mark and body tests)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 20, (size, size)).astype(np.uint8)
+    c = size // 2
+    cv2.ellipse(img, (c, c + size // 10), (int(size * 0.34), int(size * 0.45)), 0, 0, 360, 130, -1)
+    for dx in (-1, 1):
+        cv2.ellipse(img, (c + dx * size // 7, c), (size // 12, size // 5), 0, 0, 360, 70, -1)
+    noise = rng.integers(-8, 9, img.shape)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)

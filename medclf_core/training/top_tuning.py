@@ -42,6 +42,13 @@ def cached_start(s, pretrained: bool) -> str | None:
     return s.spec.cached_fine_tune_from
 
 
+def start_cache(s, model, pretrained: bool):
+    """A :class:`CachedActivations` for the run when it fine-tunes on cached activations (:func:`cached_start`),
+    else None."""
+    start = cached_start(s, pretrained)
+    return CachedActivations(model, start, s.spec.feature_layer) if start else None
+
+
 def cut_input(model, start: str):
     """The tensor entering block ``start`` of ``model``: the input of the first layer named ``<start>_...``."""
     for layer in model.layers:
@@ -153,10 +160,13 @@ def _train_step(top, conv_vars, head_vars, conv_lr: float, class_weight: dict | 
     return step
 
 
-def fine_tune_top(s, m, model, cache: CachedActivations, y_train, y_val, best) -> tuple[np.ndarray, dict]:
+def fine_tune_top(s, m, model, cache: CachedActivations, y_train, y_val, best, *,
+                  projected: bool = False) -> tuple[np.ndarray, dict]:
     """Train the top of ``model`` on ``cache`` for at most ``fine_tune_epochs`` epochs, restore the best epoch by
     calibrated validation loss, record it as the run's best weights; return the final model's training features
-    (for the gate) and what the card says about the fine-tuning."""
+    (for the gate) and what the card says about the fine-tuning. ``projected``: the probe head has the marks'
+    feature directions folded in (training/invariance.py), which fine-tuning does not keep up (not measured
+    together): the card says so."""
     import keras
 
     cfg, log = s.cfg, s.log
@@ -187,6 +197,8 @@ def fine_tune_top(s, m, model, cache: CachedActivations, y_train, y_val, best) -
             "best_val_loss_calibrated": round(kept["val_loss_calibrated"], 6),
             "conv_learning_rate": cfg.fine_tune_learning_rate, "head_learning_rate": HEAD_LEARNING_RATE,
             "weight_decay": WEIGHT_DECAY, "label_smoothing": LABEL_SMOOTHING, "patience": PATIENCE}
+    if projected:
+        info["mark_projection"] = "folded into the probe head before fine-tuning; not refitted after it"
     log.emit("notice", message=f"Fine-tuned {cache.start} to the head on cached activations: epoch "
                                f"{kept['epoch']} of {kept['epochs_run']} kept (calibrated validation loss "
                                f"{start_loss:.4f} -> {kept['val_loss_calibrated']:.4f}).")

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -48,14 +49,13 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
                    views: Sequence[str] = ("original",), augment: AugmentConfig | None = None, seed: int = 1337,
                    progress: Callable[[int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """Features ``(len(views), N, D)``: every image decoded once, each view through the backbone once.
+    """Features ``(len(views), N, D)``: every image decoded once, each view through the backbone once, in one
+    traced call per batch shared by every call on ``extractor`` (:func:`traced_forward`).
 
     Views: ``original``, ``hflip`` (mirror), ``augmentK`` (a random transform of the
     dataset's augmentation config, seeded by ``seed + K``). ``progress(done, total)``
     counts backbone batches; ``cancel()`` is checked after each.
     """
-    import tensorflow as tf
-
     ds = make_dataset(list(paths), np.zeros(len(paths), dtype=np.int32), image_size=image_size, channels=channels,
                       batch_size=batch_size, training=False, cache=False)
     augmenters = {}
@@ -63,26 +63,70 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
         if view.startswith("augment"):
             if augment is None or not augment.enabled:
                 raise ValueError(f"View '{view}' needs an augmentation config that does something.")
-            augmenters[view] = build_augmenter(augment, seed + k)
+            augmenters[view] = traced_augmenter(augment, seed + k)
     steps = int(np.ceil(len(paths) / batch_size)) * len(views)
     out: dict[str, list[np.ndarray]] = {v: [] for v in views}
     done = 0
-    predict = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    predict = traced_forward(extractor, batch_size, image_size, channels)
     for x, _ in ds:
         for view in views:
-            if view == "original":
-                v = x
-            elif view == "hflip":
-                v = tf.reverse(x, axis=[2])
-            else:
-                v = tf.clip_by_value(augmenters[view](x), 0.0, 255.0)
-            out[view].append(np.asarray(predict(v), dtype=np.float32))
+            out[view].append(predict(_view(x, view, augmenters)))
             done += 1
             if cancel is not None and cancel():
                 raise TrainingCancelled("Training was cancelled.")
             if progress:
                 progress(done, steps)
     return np.stack([np.concatenate(out[v]) if out[v] else np.zeros((0, 0), np.float32) for v in views])
+
+
+def _view(x, view: str, augmenters: dict):
+    """One view of a decoded batch: itself, its mirror, or a seeded random augmentation clipped to 0..255."""
+    import tensorflow as tf
+
+    if view == "original":
+        return x
+    if view == "hflip":
+        return tf.reverse(x, axis=[2])
+    return tf.clip_by_value(augmenters[view](x), 0.0, 255.0)
+
+
+def traced_augmenter(augment: AugmentConfig, seed: int):
+    """:func:`~medclf_core.data.augment.build_augmenter` as one ``tf.function``: the same seeded draws as running
+    its layers eagerly, in half the time (the layers' random state advances in the traced graph as it would)."""
+    import tensorflow as tf
+
+    return tf.function(build_augmenter(augment, seed), reduce_retracing=True)
+
+
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def traced_forward(extractor, batch_size: int, image_size: int, channels: int) -> Callable:
+    """``batch -> float32 features``: one ``tf.function`` per extractor and batch shape, traced once and reused by
+    every :func:`cache_features` call on that extractor (a trace of the backbone costs seconds on a CPU). A last,
+    partial batch is padded with zeros to the fixed shape and its padding rows dropped, so it does not trace
+    again; inference-mode layers treat every row on its own, so the real rows' features are those of an
+    unpadded call."""
+    import tensorflow as tf
+
+    per_shape = _TRACED.setdefault(extractor, {})
+    shape = (batch_size, image_size, image_size, channels)
+    if shape not in per_shape:
+        held = weakref.ref(extractor)  # not the extractor itself: the cache entry must not keep its key alive
+
+        def backbone_forward(x):
+            return held()(x, training=False)
+
+        per_shape[shape] = tf.function(backbone_forward, input_signature=[tf.TensorSpec(shape, tf.float32)])
+    forward = per_shape[shape]
+
+    def features(x) -> np.ndarray:
+        n = int(x.shape[0])
+        if n < batch_size:
+            x = tf.pad(x, [[0, batch_size - n], [0, 0], [0, 0], [0, 0]])
+        return np.asarray(forward(x), dtype=np.float32)[:n]
+
+    return features
 
 
 def build_head(feature_dim: int, num_classes: int, *, dense_units: int = 0, dropout: float = 0.2):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import TINY
+from helpers import LARGER_LITE, TINY
 
 from medclf_core.explain import cams, views
 from medclf_core.models.architectures import ARCHITECTURES, build_model
@@ -32,7 +32,7 @@ def _logits(model, x):
     return features @ np.asarray(head.kernel) + np.asarray(head.bias)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a not in LARGER_LITE])
 def test_merged_model_is_flat_and_averages_the_members_logits(arch, tmp_path):
     import keras
 

