@@ -151,8 +151,8 @@ def test_a_run_with_fine_tune_epochs_saves_the_fine_tuned_model(arch, chest_samp
     original = top_tuning.fine_tune_top
     x = np.random.default_rng(1).uniform(0, 255, (6, SIDE, SIDE, 1)).astype(np.float32)
 
-    def spy(s, m, model, cache, y_train, y_val, best):
-        features, info = original(s, m, model, cache, y_train, y_val, best)
+    def spy(s, m, model, cache, y_train, y_val, best, **kwargs):
+        features, info = original(s, m, model, cache, y_train, y_val, best, **kwargs)
         seen["probs"] = np.asarray(model(x, training=False))
         seen["features"] = features
         seen["direct"] = cache_features(feature_extractor(model, "gap"), [it.path for it in s.splits["train"]],
@@ -168,6 +168,7 @@ def test_a_run_with_fine_tune_epochs_saves_the_fine_tuned_model(arch, chest_samp
     ft = card["recipe"]["fine_tune"]
     assert ft["method"] == top_tuning.METHOD and ft["from"] == ARCHITECTURES[arch].cached_fine_tune_from
     assert 1 <= ft["best_epoch"] <= ft["epochs"] <= 2 and ft["conv_learning_rate"] == CACHED_FINE_TUNE_LR
+    assert ("mark_projection" in ft) == bool(card["config"]["augment_resolved"].get("mark_directions"))
     history = json.loads((run / "history.json").read_text())
     assert [h["phase"] for h in history][-ft["epochs"]:] == ["fine_tune"] * ft["epochs"]
     assert card["training"]["best_epoch"] == len(history) - ft["epochs"] + ft["best_epoch"]
