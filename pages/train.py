@@ -262,8 +262,10 @@ with st.form("train_form"):
                            "model. Choose colour for colour images. The default follows the dataset's images.")
     fine_tune_epochs = _number_input(
         st, "Fine-tuning epochs (pretrained architectures)", "fine_tune_epochs", 0, key="train_finetune",
-        help="After the head: this many epochs over the images with the top blocks unfrozen at a lower learning "
-             "rate (BatchNorm statistics kept). Slow on a CPU: minutes per epoch on thousands of images.")
+        help="After the head: at most this many epochs with the top blocks unfrozen at a lower learning rate "
+             "(BatchNorm statistics kept), the best kept. EfficientNet-Lite0 trains them on activations cached "
+             "with the features (minutes on a CPU); other architectures over the images (slow on a CPU: minutes "
+             "per epoch on thousands of images).")
     st.markdown("**Augmentation** (training images only)")
     if is_sample or not report:
         preset_name = "chest_xray" if is_sample else "default"

@@ -46,6 +46,9 @@ class ArchSpec:
     ``feature_layer``: the layer whose output feeds the classifier (pooled features: the transfer
     recipe caches them, the out-of-distribution gate measures distances on them).
     ``fine_tune_from``: the first layer that trains when a pretrained model is fine-tuned.
+    ``cached_fine_tune_from``: the block whose input activations the transfer recipe caches, so that
+    ``fine_tune_epochs > 0`` trains that block and those above it on the cache
+    (:mod:`medclf_core.training.top_tuning`); None: fine-tuning runs on images from ``fine_tune_from``.
     """
 
     name: str
@@ -57,6 +60,7 @@ class ArchSpec:
     preprocessing: str = "x / 255"
     feature_layer: str = "gap"
     fine_tune_from: str | None = None
+    cached_fine_tune_from: str | None = None
 
     @property
     def is_pretrained(self) -> bool:
@@ -68,10 +72,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {}
 
 def register(name: str, *, cam_layer: str, description: str, pretrained: str | None = None,
              preprocessing: str = "x / 255", feature_layer: str = "gap", fine_tune_from: str | None = None,
-             **defaults):
+             cached_fine_tune_from: str | None = None, **defaults):
     def deco(fn):
         ARCHITECTURES[name] = ArchSpec(name, fn, cam_layer, description, defaults, pretrained, preprocessing,
-                                       feature_layer, fine_tune_from)
+                                       feature_layer, fine_tune_from, cached_fine_tune_from)
         return fn
     return deco
 
@@ -294,6 +298,8 @@ def _register_lite(variant: str, params: str) -> None:
                         f"in ${weights_env(variant)}",
              preprocessing="(x - 127) / 128 per channel; grayscale repeated to 3 channels inside the model",
              fine_tune_from=f"block{lite_block_count(variant) - 2}_expand_conv",
+             # fine-tuning on cached activations: measured on Lite0 only (bench/finetune.py)
+             cached_fine_tune_from="block14" if variant == "lite0" else None,
              image_size=v.image_size, channels=1, batch_size=32, learning_rate=1e-3, epochs=60, weights="imagenet",
              fine_tune_epochs=0, fine_tune_learning_rate=1e-4)(build)
 

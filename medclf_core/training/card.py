@@ -67,7 +67,8 @@ def _model_entries(s: TrainingSession) -> dict:
     return {
         "recipe": {"name": first.recipe, "views": first.views, "cross_validated_head": s.evaluation.crossfit,
                    "fine_tune_epochs": cfg.fine_tune_epochs if pretrained else 0,
-                   "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None},
+                   "fine_tune_from": spec.fine_tune_from if pretrained and cfg.fine_tune_epochs else None,
+                   **({"fine_tune": first.fine_tune} if first.fine_tune else {})},  # training/top_tuning.py
         "pretrained": ({"weights": "imagenet" if cfg.weights == "imagenet" else "file", "source": spec.pretrained,
                         "file": os.path.basename(first.pretrained_source)} if pretrained else None),
         "ensemble": ({"members": s.members, "seeds": [t.seed for t in trained], "combination": "mean of logits",

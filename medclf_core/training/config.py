@@ -57,6 +57,9 @@ CLASS_WEIGHT_MODES = ("auto", "on", "off")
 AUGMENT_CHOICES = ("auto", *PRESETS)
 # Keys a config file may carry for its readers; they are not settings.
 DOC_KEYS = ("comment", "description")
+# fine_tune_learning_rate's default where the architecture fine-tunes on cached activations (training/top_tuning.py):
+# bench/finetune.py's rate for the top blocks' convolutions
+CACHED_FINE_TUNE_LR = 2e-4
 
 
 def _threshold_methods() -> tuple[str, ...]:
@@ -128,10 +131,13 @@ class TrainConfig:
                                                         "fitted on all of them, its L2 strength chosen by "
                                                         "cross-validation, figures out-of-fold (training/"
                                                         "crossfit.py says why); 0: always hold out val/test")
-    fine_tune_epochs: int | None = _opt(None, "pretrained architectures: epochs on images after the head, top "
-                                              "blocks unfrozen, BatchNorm frozen", default_text=ARCH_DEFAULT,
+    fine_tune_epochs: int | None = _opt(None, "pretrained architectures: at most this many epochs after the head, "
+                                              "top blocks unfrozen, BatchNorm frozen (efficientnet_lite0: on "
+                                              "activations cached with the features)", default_text=ARCH_DEFAULT,
                                     min=0, max=100)
-    fine_tune_learning_rate: float | None = _opt(None, "learning rate of --fine-tune-epochs", flag="fine_tune_lr",
+    fine_tune_learning_rate: float | None = _opt(None, "learning rate of --fine-tune-epochs (cached fine-tuning: "
+                                                       "of the convolutions, default 2e-4; the head's is 1e-3)",
+                                                 flag="fine_tune_lr",
                                                  default_text=ARCH_DEFAULT)
     mixed_precision: str = _opt("auto", "mixed precision; auto: on GPUs only", choices=MIXED_PRECISION_CHOICES)
     xla: str = _opt("auto", "XLA compilation; auto: on a single GPU when every layer supports it",
@@ -273,6 +279,9 @@ class TrainConfig:
         for key in ("fine_tune_epochs", "fine_tune_learning_rate"):
             if d[key] is None:
                 d[key] = spec.defaults.get(key, 0 if key == "fine_tune_epochs" else None)
+        if (self.fine_tune_learning_rate is None and d["fine_tune_epochs"] and spec.cached_fine_tune_from
+                and self.recipe != "scratch"):
+            d["fine_tune_learning_rate"] = CACHED_FINE_TUNE_LR  # training/top_tuning.py: the bench's rate
         return TrainConfig(**d)
 
     def augment_config(self, class_names: list[str], dataset_name: str) -> AugmentConfig:

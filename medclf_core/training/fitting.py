@@ -48,6 +48,7 @@ class Member:
     views: list | None = None                 # transfer: the training views whose features were cached
     pretrained_source: str | None = None
     crossfit: object = None                   # transfer on few images: crossfit.CrossFit (every image, in all_items order)
+    fine_tune: dict | None = None             # fine-tuned on cached activations: top_tuning.fine_tune_top's card entry
 
 
 def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
@@ -72,7 +73,7 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
 
     best = BestCheckpoint.new(m.work)
     finished = m.work / "member.done"
-    train_features, views, crossfit = None, None, None
+    train_features, views, crossfit, fine_tuned = None, None, None, None
     recipe = _recipe(cfg, pretrained)
     if finished.is_file() and best.weights_path.is_file():
         s.log.emit("notice", message=f"Member {m.k} of {m.members} was already trained; resuming after it.")
@@ -81,10 +82,10 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
                                                   cfg.fine_tune_epochs if pretrained else 0, cfg.small_data_images):
             train_features, views, crossfit = _fit_cross_validated_head(s, m, model, best)
         elif recipe == "transfer":
-            train_features, views = _fit_transfer_head(s, m, model, best)
+            train_features, views, fine_tuned = _fit_transfer_head(s, m, model, best, pretrained)
         else:
             _fit_images(s, m, model, train_ds, steps, best)
-        if pretrained and cfg.fine_tune_epochs:
+        if pretrained and cfg.fine_tune_epochs and fine_tuned is None:
             _fine_tune(s, m, model, train_ds, steps, best)
             train_features = None  # the backbone changed: cached features no longer describe it
         if m.members > 1:
@@ -99,7 +100,7 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
     history = json.loads(m.history_path.read_text()) if m.history_path.is_file() else []
     return Member(model, history, m.k, m.seed, (best.best_epoch + 1) if best.best_epoch is not None else None,
                   best.best if np.isfinite(best.best) else None, pretrained, xla_used, train_features, recipe, views,
-                  str(pretrained_source) if pretrained else None, crossfit)
+                  str(pretrained_source) if pretrained else None, crossfit, fine_tuned)
 
 
 def _compiled_model(s: TrainingSession, m: MemberSlot):
@@ -208,13 +209,14 @@ def all_items(s: TrainingSession) -> list:
 
 
 def _backbone_features(s: TrainingSession, m: MemberSlot, model, cached: list, plain: list,
-                       views: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+                       views: list[str], extractor=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Backbone features, one pass each, with progress: ``cached`` items in every view (V, N, D), ``plain``
-    items unaugmented (M, D; None when there are none)."""
+    items unaugmented (M, D; None when there are none). ``extractor``: another part of the backbone to run
+    (cached fine-tuning: up to the activations it starts from)."""
     from medclf_core.training.transfer import cache_features, feature_extractor
 
     cfg, log = s.cfg, s.log
-    extractor = feature_extractor(model, s.spec.feature_layer)
+    extractor = extractor or feature_extractor(model, s.spec.feature_layer)
     total_images = len(cached) * len(views) + len(plain)
     log.emit("epoch_begin", epoch=1, epochs=1, phase="features")
     log.emit("notice", message=f"Computing backbone features once: {len(cached)} training images x "
@@ -249,18 +251,23 @@ def _transfer_views(s: TrainingSession) -> list[str]:
     return view_names(s.cfg.feature_views if s.augment.enabled else 0, s.augment.horizontal_flip)
 
 
-def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[np.ndarray, list[str]]:
-    """The transfer recipe's first phase: backbone features cached once, the head fitted on them.
+def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best, pretrained: bool):
+    """The transfer recipe's first phase: backbone features cached once, the head fitted on them; then, where
+    the architecture fine-tunes on cached activations (:mod:`~medclf_core.training.top_tuning`), its top blocks.
 
-    Returns the train split's features (unaugmented view), which the out-of-distribution gate
-    reuses, and the names of the cached views.
+    Returns the train split's features (unaugmented view) of the final model, which the out-of-distribution
+    gate reuses, the names of the cached views, and the fine-tuning's card entry (None: not fine-tuned here).
     """
     from medclf_core.training.invariance import fold_projection, project, session_mark_projection
+    from medclf_core.training.top_tuning import fine_tune_top, start_cache
     from medclf_core.training.transfer import copy_head, fit_head
 
     cfg, log, splits = s.cfg, s.log, s.splits
     views = _transfer_views(s)
-    train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views)
+    cache = start_cache(s, model, pretrained)  # None unless fine-tuning on cached activations
+    train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views,
+                                        cache.trunk if cache else None)
+    train_f, val_f = cache.keep(train_f, val_f) if cache else (train_f, val_f)
     y_train = np.tile(labels_of(splits["train"]), len(views))
     proj = session_mark_projection(s, model, train_f[0])  # None unless the augmentation projects marks out
     x_train, val_f = project(train_f.reshape(-1, train_f.shape[-1]), proj), project(val_f, proj)
@@ -273,7 +280,11 @@ def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best) -> tuple[
     copy_head(head, model)
     fold_projection(model, proj)
     best.record(model, head.best_val_loss, head.best_epoch - 1)
-    return train_f[0], views
+    if cache:
+        features, info = fine_tune_top(s, m, model, cache, labels_of(splits["train"]), labels_of(splits["val"]), best,
+                                       projected=proj is not None)
+        return features, views, info
+    return train_f[0], views, None
 
 
 def _fit_cross_validated_head(s: TrainingSession, m: MemberSlot, model, best):

@@ -359,11 +359,12 @@ def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_
     only when fine-tuning lowered it. With the default rates that was a coin flip here (the head phase is
     repeatable; the image phase is not, its random augmentation runs in a parallel map), and the fine-tuned
     weights were lost in 4 of 9 runs. A head learning rate of 0 keeps the head at its initial loss (0.72
-    here), so the fine-tuning phase is the one kept (its best epoch 0.65-0.67 in 3 of 3 runs)."""
+    here), so the fine-tuning phase is the one kept (its best epoch 0.65-0.67 in 3 of 3 runs). The image path:
+    recipe ``scratch`` (the transfer recipe fine-tunes efficientnet_lite0 on cached activations, test_top_tuning.py)."""
     from medclf_core.models.architectures import build_model
 
     run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=2,
-                            learning_rate=0.0, fine_tune_epochs=2, batch_size=16),
+                            learning_rate=0.0, fine_tune_epochs=2, batch_size=16, recipe="scratch"),
                 models_dir=tmp_path / "models")
     model = Predictor.from_run(run).model
     imagenet = build_model("efficientnet_lite0", 2, 32, 1)
