@@ -49,7 +49,7 @@ def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibrat
     assert any("of 80 images" in m.value and "images refused" in m.value and "coverage" in m.value for m in at.markdown)
     side = [d.value for d in at.dataframe if "without the refused" in d.value.columns]
     assert side and {"all images", "without the refused"} <= set(side[0].columns)
-    assert any("temperature-scaled (T = " in c.value for c in at.caption)
+    assert any("Calibration in use: temperature scaling" in c.value and "T = " in c.value for c in at.caption)
     assert _charts(at) == 6
     # the own test split: calibrated stored predictions, no flags stored
     at.radio(key="eval_source").set_value("own")
@@ -84,7 +84,8 @@ def test_an_older_model_says_not_checked_and_uncalibrated(older_env, page):
     at = server_folder(page, "evaluate", CHEST_SAMPLE)
     assert not at.exception and not at.error
     assert any("no out-of-distribution gate" in i.value for i in at.info)
-    assert any("not calibrated" in c.value for c in at.caption)
+    assert any("Calibration in use: none: the model's own probabilities" in c.value and "uncalibrated" in c.value
+               for c in at.caption)
 
 
 def test_a_class_folder_named_like_markdown_is_shown_as_text(app_env, page, tmp_path):
