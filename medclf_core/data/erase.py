@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from medclf_core.data.marks import body_mask, burned_in_marks
+from medclf_core.data.marks import body_mask, burned_in_marks, gray_levels
 
 CORNER_SIDE = (0.08, 0.25)    # a corner box's sides, as a share of the image's height and width
 STRIP_WIDTH = (0.03, 0.10)    # a border strip's thickness, as a share of the side it runs along
@@ -45,11 +45,6 @@ STRIP_LENGTH = (0.3, 1.0)     # ... and its length
 MAX_BOXES = 3                 # boxes per erased view (1 to this many)
 INPAINT_RADIUS = 3
 CACHE_IMAGES = 128          # images whose body and marks are remembered (two views of a batch of 64)
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else (image[..., 0] if image.shape[2] == 1 else
-                                          cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY))
 
 
 def border_boxes(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -98,7 +93,7 @@ def _draw(shape: tuple[int, int], rng: np.random.Generator, marks: float, border
 def _erase(image: np.ndarray, do_marks: bool, boxes: np.ndarray | None) -> np.ndarray:
     if not do_marks and boxes is None:
         return image.copy()
-    gray = _gray(image)
+    gray = gray_levels(image)
     found = _masks(gray, do_marks)
     region = found["marks"].copy() if do_marks else np.zeros(gray.shape, bool)
     if boxes is not None:

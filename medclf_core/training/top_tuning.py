@@ -117,13 +117,12 @@ def calibrated_log_loss(y, probs) -> float:
     """Validation log-loss after a temperature fitted on the same images: what early stopping compares."""
     from medclf_core.trust.calibration import apply_temperature, fit_temperature
 
-    y = np.asarray(y, dtype=int)
-    p = apply_temperature(probs, fit_temperature(y, probs))
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))))
+    return raw_log_loss(y, apply_temperature(probs, fit_temperature(np.asarray(y, dtype=int), probs)))
 
 
 def raw_log_loss(y, probs) -> float:
-    """Plain validation log-loss (what the head phase's ``val_loss`` is)."""
+    """Plain validation log-loss, probabilities clipped at 1e-7 as Keras' cross-entropy clips them (what the head
+    phase's ``val_loss`` is; :func:`medclf_core.trust.calibration.negative_log_likelihood` clips at 1e-12)."""
     y = np.asarray(y, dtype=int)
     return float(-np.mean(np.log(np.clip(np.asarray(probs, np.float64)[np.arange(len(y)), y], 1e-7, 1.0))))
 
