@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     from medclf_core.data.split import split_dataset
     from medclf_core.models.architectures import get_architecture
     from medclf_core.registry.store import load_run
-    from medclf_core.training.fitting import class_weight_for
+    from medclf_core.training.labels import class_weight_for
     from medclf_core.training.invariance import mark_projection, project
     from medclf_core.training.transfer import feature_extractor, fit_head, head_options
 

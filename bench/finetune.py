@@ -218,7 +218,7 @@ def run_task(task, acts_tr, y_tr_all, groups, acts_test, y_test, class_names, va
     import keras
 
     from medclf_core.training.crossfit import cross_fit
-    from medclf_core.training.fitting import class_weight_for
+    from medclf_core.training.labels import class_weight_for
     from medclf_core.training.transfer import copy_head, fit_head
 
     k = len(class_names)

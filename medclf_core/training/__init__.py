@@ -13,9 +13,10 @@ One job per module:
 - ``session``: :class:`~medclf_core.training.session.TrainingSession`, one run's state from validated
   settings to registration (devices, data and split, work folder and its lock, results);
 - ``run``: the job, step by step on the session (fit, evaluate, register; cancel and errors as events);
-- ``fitting``: one model's fit, phase by phase;
+- ``fitting``: one model's fit, phase by phase; ``head_phase``: the transfer recipe's head on cached
+  features (held-out, or cross-validated on few images); ``labels``: items' labels and class weights;
 - ``callbacks``: progress events and cancel, the best-epoch checkpoint, synced backups (Keras imported lazily);
-- ``evaluate``: gate, temperature, threshold and test metrics of the trained model;
+- ``evaluate``: gate, temperature, threshold and test metrics of the trained model (and its predictions);
 - ``card``: the run's :class:`medclf_core.registry.card.ModelCard`;
 - ``refit``: the gate and the temperature of a registered run, refitted without retraining;
 - ``jobs`` and ``events``: background jobs for the app, and a run's progress as events (the job's one record);
@@ -32,7 +33,8 @@ Example::
 """
 
 from medclf_core.training.config import CHEST_HINTS, TrainConfig
-from medclf_core.training.fitting import class_weight_for, predict_probabilities
+from medclf_core.training.evaluate import predict_probabilities
+from medclf_core.training.labels import class_weight_for
 from medclf_core.training.run import train
 from medclf_core.training.session import work_key
 

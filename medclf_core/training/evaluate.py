@@ -18,8 +18,9 @@ from medclf_core.registry.card import positive_class_index
 from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
 from medclf_core.trust.ood import fit_gate
 from medclf_core.data.pipeline import make_dataset
+from medclf_core.data.tta import tf_view
 from medclf_core.training.crossfit import calibrate_out_of_fold
-from medclf_core.training.fitting import all_items, labels_of, predict_probabilities
+from medclf_core.training.labels import all_items, labels_of
 from medclf_core.training.session import TrainingSession
 from medclf_core.trust.features import features_and_probabilities
 
@@ -142,3 +143,12 @@ def _train_features(s: TrainingSession) -> np.ndarray:
     train = s.splits["train"]
     ds = make_dataset([it.path for it in train], labels_of(train), training=False, cache=False, **s.dataset_options)
     return features_and_probabilities(s.model, ds)[0]
+
+
+def predict_probabilities(model, ds, views: tuple[str, ...] = ()) -> np.ndarray:
+    """Class probabilities for a batched ``(x, y)`` dataset, averaged over the test-time ``views``."""
+    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    for name in views:
+        flipped = ds.map(lambda x, y, name=name: (tf_view(name, x), y))
+        probs = probs + np.asarray(model.predict(flipped, verbose=0), dtype=np.float64)
+    return probs / (1 + len(views))

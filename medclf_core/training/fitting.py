@@ -1,7 +1,7 @@
 """Fitting one model: build it (or take over an earlier run's), run the recipe's phases, restore the best epoch.
 
 Recipes: ``scratch`` fits on images (:func:`_fit_images`); ``transfer`` fits a head on
-backbone features cached once (:func:`_fit_transfer_head`); a pretrained model may then
+backbone features cached once (:mod:`~medclf_core.training.head_phase`); a pretrained model may then
 fine-tune its top blocks on images (:func:`_fine_tune`). Everything one fit needs is in
 the run's :class:`~medclf_core.training.session.TrainingSession` and the member's
 :class:`~medclf_core.training.session.MemberSlot`; :func:`fit_member` returns a :class:`Member`.
@@ -10,14 +10,12 @@ the run's :class:`~medclf_core.training.session.TrainingSession` and the member'
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from medclf_core.data.pipeline import make_dataset
-from medclf_core.data.tta import tf_view
 from medclf_core.errors import MedclfError
 from medclf_core.models.architectures import build_model, set_trainable_from
 from medclf_core.models.ensemble import split_member
@@ -25,6 +23,8 @@ from medclf_core.training.crossfit import use_cross_fit
 from medclf_core.training.transfer import head_options
 from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatistics, Progress
 from medclf_core.training.devices import DevicePlan, precision_policy
+from medclf_core.training.head_phase import fit_cross_validated_head, fit_transfer_head
+from medclf_core.training.labels import all_items, labels_of
 from medclf_core.training.session import MemberSlot, TrainingSession
 from medclf_core.training.tf_compat import fix_symbolic_build_for_multi_worker, forget_restored_epoch, synced_backup
 
@@ -80,9 +80,9 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
     else:
         if recipe == "transfer" and use_cross_fit(len(all_items(s)), head_options(model)["dense_units"],
                                                   cfg.fine_tune_epochs if pretrained else 0, cfg.small_data_images):
-            train_features, views, crossfit = _fit_cross_validated_head(s, m, model, best)
+            train_features, views, crossfit = fit_cross_validated_head(s, m, model, best)
         elif recipe == "transfer":
-            train_features, views, fine_tuned = _fit_transfer_head(s, m, model, best, pretrained)
+            train_features, views, fine_tuned = fit_transfer_head(s, m, model, best, pretrained)
         else:
             _fit_images(s, m, model, train_ds, steps, best)
         if pretrained and cfg.fine_tune_epochs and fine_tuned is None:
@@ -203,119 +203,6 @@ def _statistics_images(s: TrainingSession, m: MemberSlot):
                         image_size=s.cfg.image_size, channels=s.cfg.channels, batch_size=s.global_batch)
 
 
-def all_items(s: TrainingSession) -> list:
-    """Every labelled image of the run: the train, then the validation, then the test split."""
-    return [*s.splits["train"], *s.splits["val"], *s.splits["test"]]
-
-
-def _backbone_features(s: TrainingSession, m: MemberSlot, model, cached: list, plain: list,
-                       views: list[str], extractor=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Backbone features, one pass each, with progress: ``cached`` items in every view (V, N, D), ``plain``
-    items unaugmented (M, D; None when there are none). ``extractor``: another part of the backbone to run
-    (cached fine-tuning: up to the activations it starts from)."""
-    from medclf_core.training.transfer import cache_features, feature_extractor
-
-    cfg, log = s.cfg, s.log
-    extractor = extractor or feature_extractor(model, s.spec.feature_layer)
-    total_images = len(cached) * len(views) + len(plain)
-    log.emit("epoch_begin", epoch=1, epochs=1, phase="features")
-    log.emit("notice", message=f"Computing backbone features once: {len(cached)} training images x "
-                               f"{len(views)} views ({', '.join(views)})"
-                               + (f" and {len(plain)} validation images." if plain else "."))
-    started = time.time()
-    batch = int(cfg.batch_size)
-    cached_batches = int(np.ceil(len(cached) / batch)) * len(views)
-    batches = cached_batches + int(np.ceil(len(plain) / batch))
-
-    def progress(offset: int):
-        def report(done: int, _total: int) -> None:
-            done += offset
-            eta = (time.time() - started) / done * (batches - done)
-            log.emit("batch", epoch=1, epochs=1, batch=done, batches=batches, eta_s=round(eta, 1), phase="features")
-        return report
-
-    common = dict(image_size=cfg.image_size, channels=cfg.channels, batch_size=batch, cancel=s.cancel)
-    feats = cache_features(extractor, [it.path for it in cached], views=views, augment=s.augment, seed=m.seed,
-                           progress=progress(0), **common)
-    plain_f = (cache_features(extractor, [it.path for it in plain], progress=progress(cached_batches), **common)[0]
-               if plain else None)
-    took = time.time() - started
-    log.emit("notice", message=f"Backbone features: {total_images} images in {took:.0f} s "
-                               f"({total_images / max(took, 1e-6):.0f} images/s).")
-    return feats, plain_f
-
-
-def _transfer_views(s: TrainingSession) -> list[str]:
-    from medclf_core.training.transfer import view_names
-
-    return view_names(s.cfg.feature_views if s.augment.enabled else 0, s.augment.horizontal_flip)
-
-
-def _fit_transfer_head(s: TrainingSession, m: MemberSlot, model, best, pretrained: bool):
-    """The transfer recipe's first phase: backbone features cached once, the head fitted on them; then, where
-    the architecture fine-tunes on cached activations (:mod:`~medclf_core.training.top_tuning`), its top blocks.
-
-    Returns the train split's features (unaugmented view) of the final model, which the out-of-distribution
-    gate reuses, the names of the cached views, and the fine-tuning's card entry (None: not fine-tuned here).
-    """
-    from medclf_core.training.invariance import fold_projection, project, session_mark_projection
-    from medclf_core.training.top_tuning import fine_tune_top, start_cache
-    from medclf_core.training.transfer import copy_head, fit_head
-
-    cfg, log, splits = s.cfg, s.log, s.splits
-    views = _transfer_views(s)
-    cache = start_cache(s, model, pretrained)  # None unless fine-tuning on cached activations
-    train_f, val_f = _backbone_features(s, m, model, splits["train"], splits["val"], views,
-                                        cache.trunk if cache else None)
-    train_f, val_f = cache.keep(train_f, val_f) if cache else (train_f, val_f)
-    y_train = np.tile(labels_of(splits["train"]), len(views))
-    proj = session_mark_projection(s, model, train_f[0])  # None unless the augmentation projects marks out
-    x_train, val_f = project(train_f.reshape(-1, train_f.shape[-1]), proj), project(val_f, proj)
-    steps = int(np.ceil(len(x_train) / 64))
-    head = fit_head(x_train, y_train, val_f, labels_of(splits["val"]), num_classes=model.output_shape[-1],
-                    epochs=cfg.epochs, learning_rate=cfg.learning_rate, **head_options(model),
-                    class_weight=s.class_weight, patience=cfg.patience, seed=m.seed,
-                    callbacks=[Progress.new(log, cfg.epochs, steps, m.history_path, s.cancel, "train",
-                                            n_train=len(x_train))])
-    copy_head(head, model)
-    fold_projection(model, proj)
-    best.record(model, head.best_val_loss, head.best_epoch - 1)
-    if cache:
-        features, info = fine_tune_top(s, m, model, cache, labels_of(splits["train"]), labels_of(splits["val"]), best,
-                                       projected=proj is not None)
-        return features, views, info
-    return train_f[0], views, None
-
-
-def _fit_cross_validated_head(s: TrainingSession, m: MemberSlot, model, best):
-    """The transfer recipe on few images (:mod:`~medclf_core.training.crossfit`): every labelled image in the
-    head, its L2 strength chosen by group-aware cross-validation. Returns the train split's features (for the
-    gate), the cached views and the :class:`~medclf_core.training.crossfit.CrossFit`."""
-    from medclf_core.data.split import duplicate_components
-    from medclf_core.io.atomic import write_json
-    from medclf_core.training.crossfit import cross_fit
-
-    items, views = all_items(s), _transfer_views(s)
-    feats, _ = _backbone_features(s, m, model, items, [], views)
-    s.check_cancel()
-    started = time.time()
-    cf = cross_fit(feats, labels_of(items), duplicate_components(items, s.report, s.cfg.group_pattern),
-                   num_classes=model.output_shape[-1], class_weight=s.class_weight, seed=m.seed,
-                   score_views=(0, *[views.index(v) for v in s.tta if v in views]))
-    model.get_layer("predictions").set_weights([cf.kernel, cf.bias])
-    loss = cf.cv_log_loss[cf.C]
-    s.log.emit("notice", message=f"{len(items)} images (fewer than the held-out recipe needs): the head is fitted "
-                                 f"on all of them, L2 strength C = {cf.C:.3g} chosen by {cf.folds}-fold "
-                                 f"cross-validation (out-of-fold log-loss {loss:.3f}).")
-    record = {"epoch": 0, "phase": "cross_validation", "cv_log_loss": loss, "C": cf.C, "folds": cf.folds,
-              "seconds": round(time.time() - started, 2)}
-    write_json(m.history_path, [record])
-    s.log.emit("epoch", epoch=1, epochs=1, metrics={"cv_log_loss": loss}, seconds=record["seconds"],
-               eta_s=0.0, phase="cross_validation")
-    best.record(model, loss, 0)
-    return feats[0][:len(s.splits["train"])], views, cf
-
-
 def _fine_tune(s: TrainingSession, m: MemberSlot, model, train_ds, steps: int, best) -> None:
     """Pretrained models: more epochs on images, the top blocks unfrozen, BatchNorm statistics frozen."""
     import keras
@@ -368,32 +255,3 @@ def _replace_head(model, num_classes: int):
     return keras.Model(model.inputs, out, name=model.name)
 
 
-def labels_of(items) -> np.ndarray:
-    """The integer labels of dataset items."""
-    return np.array([it.label for it in items], dtype=int)
-
-
-def class_weight_for(labels: list[int], n_classes: int, mode: str) -> dict[int, float] | None:
-    """Balanced class weights (n / (k * count)) when ``mode`` is on, or auto and imbalanced (>= 1.5:1).
-
-    >>> class_weight_for([0] * 10 + [1] * 30, 2, "auto")
-    {0: 2.0, 1: 0.6666666666666666}
-    >>> class_weight_for([0, 1, 0, 1], 2, "auto") is None
-    True
-    """
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    if mode == "off" or counts.min() == 0:
-        return None
-    if mode == "auto" and counts.max() / counts.min() < 1.5:
-        return None
-    weights = counts.sum() / (n_classes * counts)
-    return {i: float(w) for i, w in enumerate(weights)}
-
-
-def predict_probabilities(model, ds, views: tuple[str, ...] = ()) -> np.ndarray:
-    """Class probabilities for a batched ``(x, y)`` dataset, averaged over the test-time ``views``."""
-    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
-    for name in views:
-        flipped = ds.map(lambda x, y, name=name: (tf_view(name, x), y))
-        probs = probs + np.asarray(model.predict(flipped, verbose=0), dtype=np.float64)
-    return probs / (1 + len(views))

@@ -25,7 +25,8 @@ from medclf_core.training.card import build_card
 from medclf_core.training.config import TrainConfig
 from medclf_core.training.evaluate import evaluate_run
 from medclf_core.training.events import EventLog
-from medclf_core.training.fitting import class_weight_for, fit_member, for_strategy, labels_of
+from medclf_core.training.fitting import fit_member, for_strategy
+from medclf_core.training.labels import class_weight_for, labels_of
 from medclf_core.training.session import TrainingSession
 
 OUT_OF_MEMORY = TRAINING_OUT_OF_MEMORY

@@ -21,7 +21,7 @@ from medclf_core.inference.predictor import Predictor
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.card import CARD_KEYS
 from medclf_core.registry.store import list_runs
-from medclf_core.training import TrainConfig, class_weight_for, train
+from medclf_core.training import TrainConfig, train
 
 
 @pytest.mark.slow
@@ -165,14 +165,6 @@ def test_a_class_without_readable_images_is_a_clear_error(tmp_path):
         train(TrainConfig(data=str(tmp_path / "d"), epochs=1, image_size=TINY), models_dir=tmp_path / "m",
               events=EventLog(events))
     assert read_events(events)[-1]["event"] == "error"
-
-
-def test_class_weights():
-    assert class_weight_for([0, 1, 0, 1], 2, "auto") is None
-    w = class_weight_for([0] * 10 + [1] * 30, 2, "auto")
-    assert w[0] == pytest.approx(2.0) and w[1] == pytest.approx(40 / 60)
-    assert class_weight_for([0] * 10 + [1] * 30, 2, "off") is None
-    assert class_weight_for([0, 1], 2, "on") == {0: 1.0, 1: 1.0}
 
 
 def test_augmentation_preset_follows_the_data():
