@@ -8,10 +8,11 @@ import streamlit as st
 
 import app_ui
 from medclf_core.training import jobs
-from medclf_core.training.config import auto_augment_preset, field_choices, form_range, suggested_values
+from medclf_core.training.config import (ARCH_DEFAULT, auto_augment_preset, field_choices, form_range,
+                                         suggested_values)
 from medclf_core.reports import plots
 from medclf_core.server.access import resolve_data_path
-from medclf_core.models.architectures import get_architecture, list_architectures
+from medclf_core.models.architectures import get_architecture, image_size_choices, list_architectures
 from medclf_core.data.augment import AugmentConfig
 from medclf_core.data.audit import audit_source
 from medclf_core.errors import MedclfError
@@ -206,7 +207,9 @@ archs = list_architectures()
 # ImageNet features trains the bundled sample in well under a minute on a CPU and holds up on other images.
 DEFAULT_ARCH = "efficientnet_lite0" if "efficientnet_lite0" in archs else archs[0]
 default_spec = get_architecture(DEFAULT_ARCH)
-IMAGE_SIZES = list(suggested_values("image_size"))  # the form's choices and ranges: TrainConfig's field metadata
+# the form's choices and ranges: TrainConfig's field metadata; sizes also every architecture's native one, and
+# first the architecture's own (None: TrainConfig resolves it for the architecture chosen, a form cannot follow it)
+IMAGE_SIZES = [ARCH_DEFAULT, *image_size_choices(suggested_values("image_size"))]
 CHANNELS = field_choices("channels")
 WEIGHT_MODES = list(field_choices("class_weights"))
 
@@ -227,8 +230,7 @@ def _last_settings() -> dict:
 last = _last_settings()
 same_data = bool(report) and last.get("data") == report["root"]  # dataset-specific choices only for that dataset
 last_arch = last.get("arch") if last.get("arch") in archs else DEFAULT_ARCH
-last_size = (last.get("image_size") if last.get("image_size") in IMAGE_SIZES
-             else int(default_spec.defaults["image_size"]))
+last_size = last.get("image_size") if last.get("image_size") in IMAGE_SIZES[1:] else ARCH_DEFAULT
 channels = last.get("channels") if same_data and last.get("channels") in CHANNELS else (report or {}).get("channels", 1)
 
 
@@ -256,7 +258,10 @@ with st.form("train_form"):
     batch_size = _number_input(c3, "Batch size", "batch_size", 16 if is_sample else 32)
     c1, c2, c3 = st.columns(3)
     lr = _number_input(c1, "Learning rate", "learning_rate", 1e-3, format="%.5f", step=1e-4)
-    image_size = c2.select_slider("Image size (px)", IMAGE_SIZES, value=last_size)
+    image_size = c2.select_slider("Image size (px)", IMAGE_SIZES, value=last_size,
+                                  format_func=lambda v: "native" if v == ARCH_DEFAULT else str(v),
+                                  help="native: the architecture's own input size (" + ", ".join(
+                                      f"{a} {get_architecture(a).defaults['image_size']}" for a in archs) + " px).")
     colour = c3.radio("Input", ["grayscale", "colour (RGB)"], index=0 if channels == 1 else 1, horizontal=True,
                       help="Grayscale suits X-ray, CT and MRI; pretrained models repeat the channel inside the "
                            "model. Choose colour for colour images. The default follows the dataset's images.")
@@ -303,7 +308,7 @@ if submitted:
                    for k, on in switches.items()}
         augment.update({k: v for k, v in preset.items() if k not in AUG_SWITCHES})  # no switch: the preset's (erasing)
         cfg = {"data": report["root"], "arch": arch, "epochs": int(epochs), "batch_size": int(batch_size),
-               "learning_rate": float(lr), "image_size": int(image_size),
+               "learning_rate": float(lr), "image_size": None if image_size == ARCH_DEFAULT else int(image_size),
                "channels": 1 if colour == "grayscale" else 3, "augment": augment, "class_weights": class_weights,
                "patience": int(patience), "name": run_name.strip() or None, "tta": ["hflip"] if tta_flip else [],
                "ensemble": int(ensemble), "task": report["name"], "fine_tune_epochs": int(fine_tune_epochs)}

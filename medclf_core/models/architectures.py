@@ -91,6 +91,17 @@ def list_architectures() -> list[str]:
     return list(ARCHITECTURES)
 
 
+def image_size_choices(suggested=()) -> list[int]:
+    """The input sizes a form offers: ``suggested`` and every registered architecture's native size, sorted
+    (the Train page: TrainConfig's suggested sizes, and EfficientNet-Lite1/Lite2's 240/260 px).
+
+    >>> image_size_choices((64, 224))
+    [64, 224, 240, 260]
+    """
+    native = {int(spec.defaults["image_size"]) for spec in ARCHITECTURES.values() if "image_size" in spec.defaults}
+    return sorted({int(v) for v in suggested} | native)
+
+
 @register("simple_cnn", cam_layer="conv3", feature_layer="flatten",
           description="Seed 001: Conv32-Pool, Conv64-Pool, Conv128-Pool, Dense128, Dropout 0.5.",
           image_size=224, channels=3, batch_size=32, learning_rate=1e-3, epochs=10)

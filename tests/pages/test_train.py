@@ -8,6 +8,8 @@ import pytest
 
 from helpers import rendered, server_folder
 
+from medclf_core.training.config import ARCH_DEFAULT
+
 LAUNCH = "FormSubmitter:train_form-Launch training"
 
 
@@ -41,7 +43,7 @@ def test_audit_shows_before_launch(app_env, page):
     counts = at.dataframe[0].value
     assert counts.to_dict() == {"all": {"NORMAL": 40, "PNEUMONIA": 40}}
     # the default is the transfer recipe on the pretrained backbone at its native size
-    assert _arch(at).value == "efficientnet_lite0" and at.select_slider[0].value == 224
+    assert _arch(at).value == "efficientnet_lite0" and at.select_slider[0].value == ARCH_DEFAULT
 
 
 def test_missing_folder_and_no_dataset_show_plain_messages(app_env, page):
@@ -189,6 +191,7 @@ _FORM_NUMBERS = {"Epochs": "epochs", "Batch size": "batch_size", "Learning rate"
 
 def test_the_forms_ranges_and_choices_are_train_configs(app_env, page):
     """Every range and choice the form offers comes from TrainConfig's field metadata (as the CLI's flags do)."""
+    from medclf_core.models.architectures import image_size_choices
     from medclf_core.training.config import field_choices, form_range, suggested_values
 
     at = page("train")
@@ -198,8 +201,31 @@ def test_the_forms_ranges_and_choices_are_train_configs(app_env, page):
     assert set(_FORM_NUMBERS) <= set(inputs)
     for label, name in _FORM_NUMBERS.items():
         assert (inputs[label].min, inputs[label].max) == pytest.approx(form_range(name)), label
-    assert [int(v) for v in at.select_slider[0].options] == list(suggested_values("image_size"))
+    sizes = [ARCH_DEFAULT, *image_size_choices(suggested_values("image_size"))]
+    assert at.select_slider[0].options == ["native", *map(str, sizes[1:])]  # shown as format_func writes them
     assert _radio(at, "Class weights").options == list(field_choices("class_weights"))
+
+
+@pytest.mark.parametrize("arch,native", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_the_image_size_defaults_to_the_chosen_architectures_native_size(app_env, page, arch, native):
+    """Lite1/Lite2 train at 240/260 px unless another size is chosen: the form offers those sizes, and its
+    default is "native" (TrainConfig's None, resolved for the architecture chosen), not Lite0's 224."""
+    from medclf_core.training.config import TrainConfig
+
+    at = page("train")
+    at.run()
+    assert str(native) in at.select_slider[0].options
+    _arch(at).set_value(arch)
+    at.checkbox(key="train_tta").check()                # refused after the settings are kept: nothing trains
+    at.button(key=LAUNCH).click()
+    at.run()
+    assert not at.exception and "needs a model trained with horizontal flips" in at.error[0].value
+    saved = at.session_state["train_settings"]
+    assert saved["arch"] == arch and TrainConfig.from_dict(saved).resolved().image_size == native
+    at.select_slider[0].set_value(260 if native == 240 else 240)  # a size chosen by hand is kept as chosen
+    at.button(key=LAUNCH).click()
+    at.run()
+    assert at.session_state["train_settings"]["image_size"] == (260 if native == 240 else 240)
 
 
 @pytest.mark.parametrize("folder,flips", [("cxr_2024", False), ("shapes", True)])

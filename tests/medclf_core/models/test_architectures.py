@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from helpers import LARGER_LITE
 
-from medclf_core.models.architectures import ARCHITECTURES, build_model, get_architecture, resolve_imagenet_weights
+from medclf_core.models.architectures import (ARCHITECTURES, build_model, get_architecture, image_size_choices,
+                                             resolve_imagenet_weights)
 from medclf_core.registry.store import load_model_file
 
 ARCHS = list(ARCHITECTURES)
@@ -19,6 +20,15 @@ def test_registry_has_the_seed_architectures():
             "efficientnet_lite2"} <= set(ARCHS)
     for spec in ARCHITECTURES.values():
         assert {"image_size", "channels", "batch_size", "learning_rate", "epochs"} <= set(spec.defaults)
+
+
+def test_image_size_choices_offer_every_architectures_native_size():
+    """A form's sizes include each architecture's native input (Lite1 240, Lite2 260), once each, sorted."""
+    native = {int(spec.defaults["image_size"]) for spec in ARCHITECTURES.values()}
+    assert {240, 260} <= native
+    choices = image_size_choices((64, 224, 64))
+    assert choices == sorted(set(choices)) and native <= set(choices) and 64 in choices
+    assert image_size_choices() == sorted(native)
 
 
 def test_unknown_architecture():
