@@ -67,12 +67,18 @@ def test_lite_pretrained_features_match_the_imagenet_trunk(imagenet_model):
 
 
 def test_lite_variants_scale_depth_and_width_not_stem_and_head():
-    """Lite1 is deeper than Lite0, Lite2 deeper and wider; all keep the 32-filter stem and the 1280-filter head."""
+    """Lite1 is deeper than Lite0, Lite2 deeper and wider; all keep the 32-filter stem and the 1280-filter head.
+    The registry's descriptions state each trunk's parameter count (README's too): the count of the model built."""
+    import keras
+
     shapes = {}
     for variant in VARIANTS:
         model = build_model(f"efficientnet_{variant}", 2, 32, 3, weights=None)
         shapes[variant] = (lite_block_count(variant), model.get_layer("stem_conv").filters,
                            model.get_layer("top_conv").kernel.shape[-2:])
+        trunk = keras.Model(model.inputs, model.get_layer("gap").output).count_params()
+        description = get_architecture(f"efficientnet_{variant}").description
+        assert f"{trunk / 1e6:.1f} M trunk parameters" in description, (variant, trunk, description)
     assert shapes["lite0"] == (16, 32, (320, 1280))
     assert shapes["lite1"] == (21, 32, (320, 1280))
     assert shapes["lite2"] == (21, 32, (352, 1280))
