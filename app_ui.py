@@ -145,13 +145,12 @@ def sidebar_site_picker(card) -> str | None:
 def card_in_use(card: dict) -> dict:
     """``card`` as calibrated by the site picked in the sidebar (:func:`medclf_core.trust.sites.site_card`: its
     temperature and threshold), or ``card`` itself when none is picked: what the Evaluate page reads."""
-    from medclf_core.trust.sites import load_site, site_card
+    from medclf_core.trust.sites import site_card
 
-    site = picked_site()
-    if not site:
+    if not picked_site():
         return card
     try:
-        return site_card(card, load_site(card["run_dir"], site, model=card.get("name")))
+        return site_card(card, picked_site_record(card))
     except MedclfError as exc:
         st.warning(md_escape(f"{user_message(exc)} The model card's calibration is used."))
         return card
@@ -160,6 +159,29 @@ def card_in_use(card: dict) -> dict:
 def picked_site() -> str | None:
     """The site calibration picked in the sidebar for the current model, or None (the card's)."""
     return st.session_state.get("site_name")
+
+
+def picked_site_record(card: dict) -> dict | None:
+    """The record of the site picked for ``card``'s run (None: none picked), read once per version of its file
+    (mtime, size, inode: a site saved again is read again), so the card in use (:func:`card_in_use`) and the
+    predictor (:func:`load_predictor`) share one read. Unknown or damaged: ``load_site``'s MedclfError."""
+    from medclf_core.trust.sites import site_path
+
+    if not (site := picked_site()):
+        return None
+    try:
+        stat = site_path(card["run_dir"], site).stat()
+        version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    except OSError:
+        version = None  # load_site says what is missing
+    return _site_record(card["run_dir"], site, card.get("name"), version)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _site_record(run_dir: str, site: str, model: str | None, version) -> dict:
+    from medclf_core.trust.sites import load_site
+
+    return load_site(run_dir, site, model=model)
 
 
 def calibration_caption(predictor) -> None:
@@ -267,7 +289,11 @@ def load_predictor(card: dict, site: bool = False):
     try:
         predictor, lock = _load(card["run_dir"], _stamp(card["run_dir"]))
         lock.touch()  # a page run that may use the model: the background warm-up waits for it
-        return (predictor.with_site(picked_site()) if site and picked_site() else predictor), lock
+        if site and picked_site():
+            from medclf_core.inference.sites import with_site
+
+            predictor = with_site(predictor, picked_site(), picked_site_record(card))
+        return predictor, lock
     except MedclfError as exc:
         st.error(md_escape(f"The model '{card.get('name')}' cannot be loaded: {user_message(exc)}"))
         st.stop()

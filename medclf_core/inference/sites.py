@@ -28,8 +28,10 @@ from medclf_core.trust.calibration import apply_temperature, temperature_of
 from medclf_core.trust.sites import DEFAULT_TARGET_SENSITIVITY, load_site, save_site, site_calibration, site_card
 
 
-def use_site(predictor, name: str):
+def use_site(predictor, name: str, record: dict | None = None):
     """Switch ``predictor`` (in place) to the site calibration ``name`` of its run; the predictor back.
+    ``record``: that site's record when the caller has already read it (:func:`~medclf_core.trust.sites.load_site`;
+    the app reads it once for the card in use and the predictor), else it is read here.
 
     Its ``temperature`` and (binary models) ``threshold`` become the site's; its ``card`` becomes
     :func:`~medclf_core.trust.sites.site_card` (the site's temperature, threshold and ``threshold_rule``, and a
@@ -37,7 +39,7 @@ def use_site(predictor, name: str):
     apart from the card's); ``model_card`` keeps the model's own. Unknown site: :class:`~medclf_core.errors.ModelError` listing the known ones.
     """
     card = base_card(predictor)
-    rec = load_site(card.get("run_dir") or ".", name, model=card.get("name"))
+    rec = record if record is not None else load_site(card.get("run_dir") or ".", name, model=card.get("name"))
     predictor.site, predictor.temperature = rec, float(rec["temperature"])
     if len(predictor.class_names) == 2:
         predictor.threshold = rec.get("threshold")
@@ -50,13 +52,13 @@ def base_card(predictor) -> dict:
     return getattr(predictor, "model_card", None) or predictor.card
 
 
-def with_site(predictor, name: str | None):
+def with_site(predictor, name: str | None, record: dict | None = None):
     """A shallow copy of ``predictor`` (sharing its loaded model and compiled forward pass) using the site
-    calibration ``name``, or the card's calibration for None."""
+    calibration ``name`` (its ``record`` when already read: :func:`use_site`), or the card's calibration for None."""
     other = copy.copy(predictor)
     other.card, other.site, other.model_card = base_card(predictor), None, None
     other.temperature, other.threshold = temperature_of(other.card), other.card.get("threshold")
-    return use_site(other, name) if name is not None else other
+    return use_site(other, name, record) if name is not None else other
 
 
 def raw_probabilities(predictor, probs):

@@ -124,3 +124,26 @@ def test_the_evaluate_page_uses_the_site_picked_in_the_sidebar(own_models, page)
     captions = " ".join(c.value for c in at.caption)
     assert "site 'north'" not in captions and "Calibration in use:" in captions
     assert at.slider[0].value == round(card["threshold"], 3)
+
+
+def test_the_evaluate_page_reads_the_site_calibration_once_per_version_of_its_file(own_models, page, monkeypatch):
+    """The site's JSON is read once for the card in use and the predictor (heat maps) together, not once each,
+    and read again only when the file changes (a site adopted again is not shown stale)."""
+    from medclf_core.trust import sites
+
+    reads = []
+    real = sites.read_json
+    monkeypatch.setattr(sites, "read_json", lambda folder, name, *a: reads.append(name) or real(folder, name, *a))
+    rec = _add_site(own_models / "tiny-a")
+    at = page("evaluate")
+    at.session_state["model_name"] = "tiny-a"
+    at.session_state["site_model"], at.session_state["site_name"] = "tiny-a", "north"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.get("image"), "no heat maps drawn: the predictor with the site was not used"
+    assert reads.count("north.json") == 1
+    at.run()
+    assert reads.count("north.json") == 1  # the same file: not read again
+    save_site(own_models / "tiny-a", {**rec, "threshold": 0.123})  # adopted again: a new version of the file
+    at.run()
+    assert reads.count("north.json") == 2 and at.slider[0].value == 0.123

@@ -102,6 +102,21 @@ def test_with_site_shares_the_model_and_keys_results_apart(site_run):
         Predictor.from_run(run, site="south")
 
 
+def test_with_site_takes_a_record_already_read_without_reading_it_again(site_run, monkeypatch):
+    """The app reads a site's file once for the card in use and the predictor: a record passed in is used as
+    it is (the file is not opened), and gives the same calibration as the site read by name."""
+    from medclf_core.inference import sites
+
+    run, _, _ = site_run
+    p = Predictor.from_run(run)
+    record = {**load_site(run, "north"), "threshold": 0.25}
+    by_name = p.with_site("north")
+    monkeypatch.setattr(sites, "load_site", lambda *a, **k: pytest.fail("the site file was read again"))
+    given = sites.with_site(p, "north", record)
+    assert given.site is record and given.threshold == 0.25 != by_name.threshold
+    assert given.temperature == by_name.temperature and given.card["site_calibration"]["site"] == "north"
+
+
 def test_adopt_from_predictions_already_made(site_run, tmp_path):
     """The Evaluate page's path: the predictions of an evaluation, fitted without running the model again."""
     run, rec, _ = site_run
