@@ -108,24 +108,33 @@ def three_source_files(shared: Path) -> tuple[list[tuple[str, str, str]], dict[s
     return files, {rel: _find(parent, rel) for _, _, rel in files}, ignored
 
 
-def build_three(shared: Path, out: Path) -> dict[str, int]:
-    """The three-source folder of links (module docstring); returns counts per source and of groups."""
+def build_three(shared: Path, out: Path, hold_out: str | None = None, held_out_dir: Path | None = None) -> dict:
+    """The three-source folder of links (module docstring); returns counts per source and of groups.
+
+    ``hold_out`` (a source): the files of that source whose group holds no file of another source go to
+    ``held_out_dir`` instead (an other-source test set for the model trained on ``out``: no copy or
+    neighbouring slice of them is trained on); its files grouped with another source's stay in ``out``."""
     files, root, ignored = three_source_files(shared)
     sizes: dict[str, int] = {}
-    for r in root.values():
-        sizes[r] = sizes.get(r, 0) + 1
+    sources_of: dict[str, set[str]] = {}
+    for source, _, rel in files:
+        sizes[root[rel]] = sizes.get(root[rel], 0) + 1
+        sources_of.setdefault(root[rel], set()).add(source)
     gid: dict[str, str] = {}
-    if out.exists():
-        shutil.rmtree(out)
-    for c in CLASSES:
-        (out / c).mkdir(parents=True)
+    for folder in (out, held_out_dir if hold_out else None):
+        if folder is not None:
+            if folder.exists():
+                shutil.rmtree(folder)
+            for c in CLASSES:
+                (folder / c).mkdir(parents=True)
     counts = {s: 0 for s in SOURCES} | {"sartaj_grouped": 0, "cross_label_links_ignored": ignored}
     for source, label, rel in files:
         g = root[rel]
         prefix = f"{gid.setdefault(g, f'G{len(gid) + 1:04d}')}__" if sizes[g] > 1 else ""
         name = safe(rel.split("/", 1)[1] if source == "sartaj" else rel.rsplit("/", 1)[1])
-        os.symlink((shared / rel).resolve(), out / label / f"{prefix}{source}__{name}")
-        counts[source] += 1
+        held = hold_out is not None and sources_of[g] == {hold_out}
+        os.symlink((shared / rel).resolve(), (held_out_dir if held else out) / label / f"{prefix}{source}__{name}")
+        counts[f"{source}_held_out" if held else source] = counts.get(f"{source}_held_out" if held else source, 0) + 1
         counts["sartaj_grouped"] += bool(prefix) and source == "sartaj"
     counts["groups"] = len(gid)
     return counts
@@ -138,6 +147,18 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=None,
                     help="default build/brain_mri_combined, or build/brain_mri_three_sources with --sartaj")
     ap.add_argument("--sartaj", action="store_true", help="add brain_tumor_sartaj as a third source, grouped")
+    ap.add_argument("--hold-out", choices=SOURCES, default=None,
+                    help="with --sartaj: this source's files that share no group with another source go to "
+                         "build/brain_mri_<source>_held_out (an other-source test set), the rest to "
+                         "build/brain_mri_without_<source>")
     a = ap.parse_args()
-    out = a.out or here / "build" / ("brain_mri_three_sources" if a.sartaj else "brain_mri_combined")
-    print((build_three if a.sartaj else build)(a.shared, out), "->", out)
+    if a.hold_out and not a.sartaj:
+        ap.error("--hold-out needs --sartaj")
+    default = ("brain_mri_without_" + a.hold_out if a.hold_out else "brain_mri_three_sources") if a.sartaj \
+        else "brain_mri_combined"
+    out = a.out or here / "build" / default
+    if a.sartaj:
+        held = here / "build" / f"brain_mri_{a.hold_out}_held_out" if a.hold_out else None
+        print(build_three(a.shared, out, a.hold_out, held), "->", out, *(["and", held] if held else []))
+    else:
+        print(build(a.shared, out), "->", out)

@@ -104,7 +104,7 @@ def _record(predictor, result: dict, data) -> Path:
     ood = result.get("ood") or {}
     return record_evaluation(predictor.card["run_dir"], result, dataset=Path(data).name or str(data),
                              fingerprint=dataset_fingerprint(data, split=result["split"]),
-                             extra={"ood": {k: ood.get(k) for k in ("checked", "n_flagged", "fraction_flagged")},
+                             extra={"ood": {k: ood.get(k) for k in ("checked", "n_flagged", "fraction_flagged", "n_unfamiliar")},
                                     "data_path": str(data)})
 
 

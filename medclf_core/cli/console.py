@@ -24,6 +24,10 @@ from medclf_core.trust.selective import deferral_sentence
 from medclf_core.trust.sites import metric_texts
 
 
+
+#: The metrics an epoch line shows, in order, with their short names.
+_EPOCH_METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
+
 def print_json(obj) -> None:
     """``obj`` as one line of JSON (values JSON does not know, such as paths, as text)."""
     print(json.dumps(obj, default=str))
@@ -138,14 +142,15 @@ class TrainProgressPrinter:
             self.bar.total = p["batches"]
             self.bar.n = p["batch"]
             m = ev.get("metrics") or {}
-            self.bar.set_postfix(loss=number(m.get("loss", 0)), acc=number(m.get("accuracy", 0)),
-                                 eta=format_eta(p["eta_s"]), refresh=True)
+            shown = {short: number(m[k]) for k, short in _EPOCH_METRICS[:2] if k in m}  # training loss, accuracy
+            self.bar.set_postfix(**shown, eta=format_eta(p["eta_s"]), refresh=True)
         elif kind == "epoch":
             m = ev["metrics"]
             self._close()
-            print(f"Epoch {ev['epoch']}/{ev['epochs']}: loss {number(m.get('loss', 0), 4)} "
-                  f"acc {number(m.get('accuracy', 0), 4)} val_loss {number(m.get('val_loss', 0), 4)} "
-                  f"val_acc {number(m.get('val_accuracy', 0), 4)} "
+            # a metric the phase does not compute is left out, not printed as 0 (fine-tuning on cached
+            # activations has no training accuracy)
+            shown = " ".join(f"{short} {number(m[k], 4)}" for k, short in _EPOCH_METRICS if k in m)
+            print(f"Epoch {ev['epoch']}/{ev['epochs']}: {shown} "
                   f"({number(ev['seconds'], 1)}s, ETA {format_eta(p['eta_s'])})", file=sys.stderr)
 
     def _close(self):

@@ -114,3 +114,15 @@ def test_an_unfamiliar_result_prints_its_caution_and_the_summary_its_coverage(ca
     _print_ood_summary({"checked": True, "n": 10, "n_flagged": 1, "fraction_flagged": 0.1, "coverage": 0.9,
                         "n_unfamiliar": 3, "metrics_without_flagged": None})
     assert "coverage (share not refused) 90.0%; 3 shown with a caution" in capsys.readouterr().out
+
+
+def test_an_epoch_line_leaves_out_metrics_the_phase_does_not_compute(capsys):
+    # fine-tuning on cached activations reports no training accuracy: it must not read "acc 0.0000"
+    printer = console.TrainProgressPrinter()
+    printer({"event": "epoch", "epoch": 3, "epochs": 5, "seconds": 1.5, "eta_s": 3.0, "phase": "fine_tune",
+             "metrics": {"loss": 0.25, "val_loss": 0.125, "val_accuracy": 0.9}})
+    printer({"event": "epoch", "epoch": 1, "epochs": 5, "seconds": 1.5, "eta_s": 3.0,
+             "metrics": {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.5, "val_accuracy": 0.8}})
+    first, second = capsys.readouterr().err.strip().splitlines()
+    assert " acc " not in first and "val_acc 0.9" in first and "loss 0.25" in first
+    assert "acc 0.75" in second

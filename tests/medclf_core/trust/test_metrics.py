@@ -104,3 +104,25 @@ def test_sensitivity_specificity_and_matrix_move_with_the_threshold():
     assert decide(probs, 0.3, 1).tolist() == [0, 1, 1, 1]
     multi = evaluate_probabilities([0, 1, 2], np.eye(3), ["a", "b", "c"], bootstrap=0)
     assert multi["accuracy"] == 1.0 and multi.get("sensitivity") is None
+
+
+@pytest.mark.parametrize("method", ["youden", "balanced"])
+def test_threshold_sits_in_the_middle_of_a_separating_gap_not_on_the_edge(method):
+    # A validation split the model separates with a wide gap (as a near-perfect model's is): the old rule put
+    # the threshold on the least certain positive (0.94), so any shift off-source lost sensitivity.
+    rng = np.random.default_rng(0)
+    neg = rng.uniform(0.001, 0.05, 60)
+    pos = rng.uniform(0.94, 0.999, 40)
+    y = np.array([0] * 60 + [1] * 40)
+    t = choose_threshold(y, _binary(np.concatenate([neg, pos])), positive=1, method=method)
+    logit = np.log(t / (1 - t))
+    gap = np.log(np.array([neg.max(), pos.min()]) / (1 - np.array([neg.max(), pos.min()])))
+    assert gap[0] < logit < gap[1]
+    assert abs(logit - gap.mean()) < 0.25 * (gap[1] - gap[0])
+
+
+def test_positive_class_zero_gets_the_same_midpoint():
+    y = np.array([0] * 5 + [1] * 5)
+    p = _binary([.1, .2, .25, .3, .45, .5, .7, .8, .85, .9])
+    assert choose_threshold(1 - y, p[:, ::-1], positive=0, method="youden") == pytest.approx(
+        choose_threshold(y, p, positive=1, method="youden"))
