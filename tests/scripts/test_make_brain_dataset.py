@@ -60,3 +60,13 @@ def test_three_sources_are_grouped_by_chained_links(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "no").iterdir())[-1].endswith("sartaj__no-s1.jpg")
     assert counts == {"navoneel": 2, "br35h": 3, "sartaj": 4, "sartaj_grouped": 2,
                       "cross_label_links_ignored": 1, "groups": 2}
+
+
+def test_holding_out_a_source_keeps_out_only_its_files_that_share_no_group(tmp_path):
+    # Navoneel Y1 is grouped with Br35H twins (it stays in training, with them); N1 shares no group: held out.
+    counts = _script().build_three(_shared(tmp_path), tmp_path / "train", "navoneel", tmp_path / "held")
+    held = sorted(p.name for p in (tmp_path / "held").glob("*/*"))
+    train = sorted(p.name for p in (tmp_path / "train").glob("*/*"))
+    assert held == ["navoneel__N1.jpg"]
+    assert any(n.endswith("navoneel__Y1.jpg") for n in train) and not set(held) & set(train)
+    assert len(train) == 8 and counts["navoneel"] == 1 and counts["navoneel_held_out"] == 1
