@@ -19,12 +19,16 @@ scores each on the class's log-odds from the pre-softmax logits:
     the mean: ``cv2.inpaint`` (Telea, Navier-Stokes) or a normalised convolution (a blur of the kept
     pixels only), over the union of the cells deleted so far, computed at FILL_SIZE px;
   - ``blobs``, ``blobs-telea`` (round three): the shipped rule (mean blank, or the Telea fill) with
-    random orders that delete contiguous blobs (smoothed noise) instead of scattered cells.
+    random orders that delete contiguous blobs (smoothed noise) instead of scattered cells;
+  - ``reverse-outside``: ``reverse``'s orders and score with the ``outside`` fill;
+  - ``copy`` (round three, the lead): the shipped rule with each deleted cell replaced by the nearest kept
+    cell of the same image (the image's own texture, no smooth patch).
 
 Two control maps per image: the Grad-CAM map *moved off* its place (rolled by half the image
 in both directions), and 3 *noise* maps per image (uniform random values, seeded), a random
-order: how far from 0 chance alone takes a score. Intervals are 95% bootstrap intervals of the
-mean (2000 resamples, seeded).
+order: how far from 0 chance alone takes a score; with ``--smooth-noise`` also 3 smooth noise maps per
+image (7 x 7 noise resized: random maps with contiguous hot regions, as a CAM has). Intervals are 95%
+bootstrap intervals of the mean (2000 resamples, seeded).
 
 Images (read from ../shared/data, never copied into the repository):
 
@@ -42,6 +46,7 @@ Usage::
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py            # 12 images per model
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --n 6 --models chest-xray-pneumonia
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules telea ns outside blobs blobs-telea
+    PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules copy --smooth-noise
 """
 
 from __future__ import annotations
@@ -141,7 +146,7 @@ FILL_SIZE = 64       # fills are computed at 64 px (grid cells of 4 px) and resi
 FILL_RADIUS = 3      # cv2.inpaint's neighbourhood, in FILL_SIZE pixels (about 10 px at 224)
 FILL_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)   # "outside": Gaussian widths tried in turn, in FILL_SIZE pixels
 BLOB_SIGMA = 2.0     # "blobs": random orders from 16 x 16 white noise smoothed by this many cells (Gaussian)
-RULES = ("reverse", "telea", "ns", "outside", "blobs", "blobs-telea", "reverse-outside")
+RULES = ("reverse", "telea", "ns", "outside", "blobs", "blobs-telea", "reverse-outside", "copy")
 
 
 def fill_deleted(small: np.ndarray, small_mask: np.ndarray, rule: str) -> np.ndarray:
@@ -164,6 +169,32 @@ def fill_deleted(small: np.ndarray, small_mask: np.ndarray, rule: str) -> np.nda
     return out
 
 
+def copy_nearest_cells(x: np.ndarray, deleted_cells: np.ndarray, grid: int, tie: np.ndarray) -> np.ndarray:
+    """``copy``: each deleted cell takes the pixels of the nearest kept cell of the same image (cell centres,
+    ties by ``tie``): the image's own texture instead of a smooth patch. Cells of unequal size (a side not
+    divisible by the grid) copy the source cell's top-left part, its last row / column repeated if shorter."""
+    kept = np.flatnonzero(~deleted_cells)
+    if not len(kept):
+        return x.copy()
+    rc = np.stack(np.divmod(np.arange(grid * grid), grid), axis=1)
+    dist = ((rc[:, None, :] - rc[None, kept, :]) ** 2).sum(axis=2) + tie[kept][None, :] * 1e-3
+    source = np.where(deleted_cells, kept[np.argmin(dist, axis=1)], np.arange(grid * grid))
+    axes = []
+    for size in x.shape[:2]:
+        cell = np.minimum(np.arange(size) * grid // size, grid - 1)
+        start = np.searchsorted(cell, np.arange(grid))
+        length = np.bincount(cell, minlength=grid)
+        axes.append((cell, start, length))
+    (ry, sy, hy), (cx, sx, wx) = axes
+    cell_yx = ry[:, None] * grid + cx[None, :]
+    src_r, src_c = np.divmod(source[cell_yx], grid)
+    offset_y = np.arange(x.shape[0])[:, None] - sy[ry][:, None]
+    offset_x = np.arange(x.shape[1])[None, :] - sx[cx][None, :]
+    yy = sy[src_r] + np.minimum(offset_y, hy[src_r] - 1)
+    xx = sx[src_c] + np.minimum(offset_x, wx[src_c] - 1)
+    return x[yy, xx]
+
+
 def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, steps: int = 10, random_orders: int = 3,
                 seed: int = 0) -> list[np.ndarray]:
     """The shipped check's variants (same cells, same seeded orders: the map's, then 3 random; the same
@@ -172,7 +203,8 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
     random orders that delete contiguous blobs (smoothed noise, BLOB_SIGMA cells) like a heat map's order
     does, instead of scattered cells; ``blobs-telea``: those orders with the Telea fill; ``reverse-outside``:
     the orders of :func:`candidate_inputs` (hottest first, coldest first, CANDIDATE_RANDOM_ORDERS random)
-    with the ``outside`` fill, for :func:`candidate_score`."""
+    with the ``outside`` fill, for :func:`candidate_score`; ``copy``: the shipped orders, each deleted cell
+    replaced by the nearest kept cell (:func:`copy_nearest_cells`)."""
     import cv2
 
     size, channels = x.shape[0], x.shape[-1]
@@ -196,6 +228,7 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
     else:
         orders += [rng.permutation(grid * grid) for _ in range(random_orders)]
     fill = {"blobs": "mean", "blobs-telea": "telea", "reverse-outside": "outside"}.get(rule, rule)
+    tie = rng.random(grid * grid)
     mean = x.reshape(-1, channels).mean(axis=0)
     small_idx = np.arange(FILL_SIZE) * grid // FILL_SIZE
     small_cell = small_idx[:, None] * grid + small_idx[None, :]
@@ -207,6 +240,9 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
         rank[order] = np.arange(grid * grid)
         for n in (int(round(grid * grid * j / steps)) for j in range(1, steps)):
             deleted, small_mask = rank[cell_of] < n, (rank[small_cell] < n).astype(np.uint8)
+            if fill == "copy":
+                out.append(copy_nearest_cells(x, rank < n, grid, tie))
+                continue
             v = x.copy()
             for c in range(channels):
                 if fill == "mean":
@@ -251,16 +287,25 @@ def _heat(predictor, heatmap, image, class_index):
 NOISE_SEEDS = 3  # noise maps per image: the null distribution of the score
 
 
-def controls(maps: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+def controls(maps: list[np.ndarray], smooth: bool = False) -> dict[str, list[np.ndarray]]:
     """The Grad-CAM maps moved off their place, and ``NOISE_SEEDS`` noise maps per image (seeded), image after
-    image for each seed in turn."""
+    image for each seed in turn; with ``smooth``, also ``NOISE_SEEDS`` *smooth* noise maps per image (7 x 7
+    uniform noise resized bilinearly, a CAM's resolution at 224 px: a random map with contiguous hot regions)."""
+    import cv2
+
     moved = [np.roll(m, (m.shape[0] // 2, m.shape[1] // 2), axis=(0, 1)) for m in maps]
     noise = [np.random.default_rng(1000 * s + i).random(m.shape).astype(np.float32)
              for s in range(NOISE_SEEDS) for i, m in enumerate(maps)]
-    return {"gradcam moved off": moved, "noise map": noise}
+    out = {"gradcam moved off": moved, "noise map": noise}
+    if smooth:
+        out["smooth noise map"] = [
+            cv2.resize(np.random.default_rng(5000 + 1000 * s + i).random((7, 7)).astype(np.float32),
+                       m.shape[::-1], interpolation=cv2.INTER_LINEAR)
+            for s in range(NOISE_SEEDS) for i, m in enumerate(maps)]
+    return out
 
 
-def run_model(name: str, n: int, blank: str = "background", rules=("reverse",)) -> list[dict]:
+def run_model(name: str, n: int, blank: str = "background", rules=("reverse",), smooth: bool = False) -> list[dict]:
     from medclf_core.inference.predictor import Predictor
     from medclf_core.io.images import load_image
 
@@ -275,7 +320,7 @@ def run_model(name: str, n: int, blank: str = "background", rules=("reverse",)) 
     for method in METHODS:
         # maps at the model input's size: the deletion test resizes them to it anyway
         maps_by[method] = [h.heatmap for h in predictor.explain(list(x), method, positive, prepared=x)]
-    maps_by.update(controls(maps_by["gradcam"]))
+    maps_by.update(controls(maps_by["gradcam"], smooth))
     for kind, maps in maps_by.items():
         t0 = time.perf_counter()
         reps = len(maps) // len(x)   # noise maps: several per image
@@ -319,10 +364,12 @@ def main(argv=None) -> None:
                     help="candidate ('after') rules, one table each: 'reverse' (round two: the map's order against "
                          "its reverse, blank per --blank), or the shipped rule with deleted cells refilled from "
                          "their surroundings: 'telea' / 'ns' (cv2.inpaint), 'outside' (normalised convolution)")
+    ap.add_argument("--smooth-noise", action="store_true",
+                    help="add a control: smooth noise maps (contiguous random hot regions), 3 per image")
     args = ap.parse_args(argv)
     rows = []
     for name in args.models:
-        rows += run_model(name, args.n, args.blank, args.rules)
+        rows += run_model(name, args.n, args.blank, args.rules, args.smooth_noise)
     for rule in args.rules:
         cost = {r["model"]: np.mean([x["cost"][rule] for x in rows if x["model"] == r["model"]]) for r in rows}
         print(f"\n'after' = {rule}" + (f" (blank: {args.blank})" if rule == "reverse" else "")
