@@ -22,7 +22,8 @@ scores each on the class's log-odds from the pre-softmax logits:
     random orders that delete contiguous blobs (smoothed noise) instead of scattered cells;
   - ``reverse-outside``: ``reverse``'s orders and score with the ``outside`` fill;
   - ``copy`` (round three, the lead): the shipped rule with each deleted cell replaced by the nearest kept
-    cell of the same image (the image's own texture, no smooth patch).
+    cell of the same image (the image's own texture, no smooth patch); ``copy-far``: the nearest kept cell
+    at least COPY_FAR cells away.
 
 Two control maps per image: the Grad-CAM map *moved off* its place (rolled by half the image
 in both directions), and 3 *noise* maps per image (uniform random values, seeded), a random
@@ -46,7 +47,7 @@ Usage::
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py            # 12 images per model
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --n 6 --models chest-xray-pneumonia
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules telea ns outside blobs blobs-telea
-    PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules copy --smooth-noise
+    PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules copy copy-far --smooth-noise
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ FILL_SIZE = 64       # fills are computed at 64 px (grid cells of 4 px) and resi
 FILL_RADIUS = 3      # cv2.inpaint's neighbourhood, in FILL_SIZE pixels (about 10 px at 224)
 FILL_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)   # "outside": Gaussian widths tried in turn, in FILL_SIZE pixels
 BLOB_SIGMA = 2.0     # "blobs": random orders from 16 x 16 white noise smoothed by this many cells (Gaussian)
-RULES = ("reverse", "telea", "ns", "outside", "blobs", "blobs-telea", "reverse-outside", "copy")
+RULES = ("reverse", "telea", "ns", "outside", "blobs", "blobs-telea", "reverse-outside", "copy", "copy-far")
 
 
 def fill_deleted(small: np.ndarray, small_mask: np.ndarray, rule: str) -> np.ndarray:
@@ -169,15 +170,22 @@ def fill_deleted(small: np.ndarray, small_mask: np.ndarray, rule: str) -> np.nda
     return out
 
 
-def copy_nearest_cells(x: np.ndarray, deleted_cells: np.ndarray, grid: int, tie: np.ndarray) -> np.ndarray:
+COPY_FAR = 3.0   # "copy-far": the source cell is the nearest kept cell at least this many cells away
+
+
+def copy_nearest_cells(x: np.ndarray, deleted_cells: np.ndarray, grid: int, tie: np.ndarray,
+                       min_distance: float = 0.0) -> np.ndarray:
     """``copy``: each deleted cell takes the pixels of the nearest kept cell of the same image (cell centres,
     ties by ``tie``): the image's own texture instead of a smooth patch. Cells of unequal size (a side not
-    divisible by the grid) copy the source cell's top-left part, its last row / column repeated if shorter."""
+    divisible by the grid) copy the source cell's top-left part, its last row / column repeated if shorter.
+    ``min_distance``: only kept cells at least that far (in cells) are sources, where there are any."""
     kept = np.flatnonzero(~deleted_cells)
     if not len(kept):
         return x.copy()
     rc = np.stack(np.divmod(np.arange(grid * grid), grid), axis=1)
     dist = ((rc[:, None, :] - rc[None, kept, :]) ** 2).sum(axis=2) + tie[kept][None, :] * 1e-3
+    far = dist >= min_distance ** 2
+    dist = np.where(far | ~far.any(axis=1, keepdims=True), dist, dist + 1e6)
     source = np.where(deleted_cells, kept[np.argmin(dist, axis=1)], np.arange(grid * grid))
     axes = []
     for size in x.shape[:2]:
@@ -204,7 +212,8 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
     does, instead of scattered cells; ``blobs-telea``: those orders with the Telea fill; ``reverse-outside``:
     the orders of :func:`candidate_inputs` (hottest first, coldest first, CANDIDATE_RANDOM_ORDERS random)
     with the ``outside`` fill, for :func:`candidate_score`; ``copy``: the shipped orders, each deleted cell
-    replaced by the nearest kept cell (:func:`copy_nearest_cells`)."""
+    replaced by the nearest kept cell (:func:`copy_nearest_cells`); ``copy-far``: the nearest at least
+    COPY_FAR cells away."""
     import cv2
 
     size, channels = x.shape[0], x.shape[-1]
@@ -240,8 +249,8 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
         rank[order] = np.arange(grid * grid)
         for n in (int(round(grid * grid * j / steps)) for j in range(1, steps)):
             deleted, small_mask = rank[cell_of] < n, (rank[small_cell] < n).astype(np.uint8)
-            if fill == "copy":
-                out.append(copy_nearest_cells(x, rank < n, grid, tie))
+            if fill.startswith("copy"):
+                out.append(copy_nearest_cells(x, rank < n, grid, tie, COPY_FAR if fill == "copy-far" else 0.0))
                 continue
             v = x.copy()
             for c in range(channels):
