@@ -7,7 +7,10 @@ hottest regions are blanked first than when random regions are. How it deletes:
 - *Blank* means the pixel takes the image's own mean value (per channel) of the
   model input: a flat grey carrying no structure. Not black, which on a radiograph
   is itself a strong signal (background), and not a blurred copy, which keeps the
-  coarse shapes a model can still read.
+  coarse shapes a model can still read. Deleted cells filled from their surroundings
+  (cv2.inpaint, or a blur of the kept pixels) were measured too (docs/BENCHMARKS.md, issue 24
+  round three): better on chest films and the synthetic patterns, worse on brain MRIs (a smooth patch
+  in a brain reads as a mass), so not used; a copy of the nearest kept cell is the lead there.
 - Pixels are deleted by cells of a ``grid`` x ``grid`` partition of the model input
   (16 x 16: 7 px cells at 112 px), ranked by their mean heat; each map is resized to
   the model input first, as the image is (:func:`medclf_core.io.images.to_model_input`).
