@@ -101,20 +101,29 @@ def blank_value(x: np.ndarray, blank: str) -> np.ndarray:
     return np.percentile(flat, BACKGROUND_PERCENTILE, axis=0) if blank == "background" else flat.mean(axis=0)
 
 
-def candidate_inputs(x: np.ndarray, heatmap: np.ndarray, blank: str, grid: int = 16, steps: int = 10,
-                     seed: int = 0) -> list[np.ndarray]:
-    """``[x, blank, hottest first x9, coldest first x9, random order x9 per order]``: cells of a 16 x 16 grid
-    ranked by mean heat as in the check; ties take one seeded order, the same in both of the map's orders."""
+def cell_grid(x: np.ndarray, heatmap: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cell_of, cells, cell_heat)``: each pixel's cell of a ``grid`` x ``grid`` grid (2-D), the pixels per
+    cell and each cell's mean heat, the map resized to the image as the shipped check does."""
     import cv2
 
-    size, channels = x.shape[0], x.shape[-1]
+    size = x.shape[0]
     heat = np.nan_to_num(np.asarray(heatmap, np.float32))
     if heat.shape != x.shape[:2]:
         heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_AREA if heat.size > size * size
                           else cv2.INTER_LINEAR)
     idx = np.minimum(np.arange(size) * grid // size, grid - 1)
-    cell_of = (idx[:, None] * grid + idx[None, :]).ravel()
-    cell_heat = np.bincount(cell_of, heat.ravel(), grid * grid) / np.bincount(cell_of, None, grid * grid)
+    cell_of = idx[:, None] * grid + idx[None, :]
+    cells = np.bincount(cell_of.ravel(), None, grid * grid)
+    return cell_of, cells, np.bincount(cell_of.ravel(), heat.ravel(), grid * grid) / cells
+
+
+def candidate_inputs(x: np.ndarray, heatmap: np.ndarray, blank: str, grid: int = 16, steps: int = 10,
+                     seed: int = 0) -> list[np.ndarray]:
+    """``[x, blank, hottest first x9, coldest first x9, random order x9 per order]``: cells of a 16 x 16 grid
+    ranked by mean heat as in the check; ties take one seeded order, the same in both of the map's orders."""
+    channels = x.shape[-1]
+    cell_of, _, cell_heat = cell_grid(x, heatmap, grid)
+    cell_of = cell_of.ravel()
     rng = np.random.default_rng(seed)
     ties = rng.random(grid * grid)
     orders = [np.lexsort((ties, -cell_heat)), np.lexsort((ties, cell_heat))]
@@ -217,14 +226,7 @@ def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, s
     import cv2
 
     size, channels = x.shape[0], x.shape[-1]
-    heat = np.nan_to_num(np.asarray(heatmap, np.float32))
-    if heat.shape != x.shape[:2]:
-        heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_AREA if heat.size > size * size
-                          else cv2.INTER_LINEAR)
-    idx = np.minimum(np.arange(size) * grid // size, grid - 1)
-    cell_of = (idx[:, None] * grid + idx[None, :])
-    cells = np.bincount(cell_of.ravel(), None, grid * grid)
-    cell_heat = np.bincount(cell_of.ravel(), heat.ravel(), grid * grid) / cells
+    cell_of, cells, cell_heat = cell_grid(x, heatmap, grid)
     rng = np.random.default_rng(seed)   # as medclf_core.explain.faithfulness._deletion_inputs
     ties = rng.random(grid * grid)
     orders = [np.lexsort((ties, -cell_heat))]
