@@ -264,6 +264,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_lite(args) -> int:
+    """Write each named run's (or, with --all, every run's) LiteRT files; a run without a fast path is said so."""
+    from medclf_core.inference.lite_export import export_lite
+    from medclf_core.registry.store import scan_registry
+
+    names = [r["run_dir"] for r in scan_registry(args.models_dir)[0]] if args.all else args.models
+    if not names:
+        raise MedclfError("Name at least one model, or pass --all.")
+    done = {str(n): export_lite(n, args.models_dir) for n in names}
+    if args.json:
+        console.print_json(done)
+    else:
+        for name, out in done.items():
+            print(f"{name}: {out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     """Every run; a run whose card is damaged or not valid is listed as unreadable, with the reason."""
     from medclf_core.registry.store import scan_registry
@@ -282,4 +299,5 @@ def cmd_list(args) -> int:
 
 COMMANDS = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "refit-trust": cmd_refit_trust,
-            "recalibrate": cmd_recalibrate, "export": cmd_export, "list": cmd_list}
+            "recalibrate": cmd_recalibrate, "export": cmd_export,
+            "export-lite": cmd_export_lite, "list": cmd_list}
