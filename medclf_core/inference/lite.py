@@ -18,7 +18,9 @@ cell, and tf-keras-vis' formulas (:func:`medclf_core.explain.cams._compiled_cam_
 
 Both are scaled by their peak afterwards (:func:`medclf_core.explain.geometry.to_image_heatmap`), so the
 ``1 / (h w)`` goes too. For a two-class softmax ``W_c = (w_c - w_other) / 2``: the log-odds' weights, halved.
-Score-CAM still runs on TensorFlow.
+Score-CAM is medclf's own (:func:`medclf_core.explain.scorecam.scorecam_maps`) on these activations and the
+logits of its masked inputs; the faithfulness check reads the same logits. Only the ``tf-keras-vis`` engine
+needs the Keras model (loaded on first use).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from medclf_core.registry.store import MODEL_FILE
 
 #: ``MEDCLF_BACKEND=keras`` turns the fast path off (TensorFlow for everything, as before it existed).
 BACKEND_ENV = "MEDCLF_BACKEND"
-FAST_METHODS = ("gradcam", "gradcam++")
+FAST_METHODS = ("gradcam", "gradcam++", "scorecam")
 #: Forward passes kept (~0.25 MB each at 224 px): a page's map of the image it has just predicted costs no pass.
 KEPT_PASSES = 8
 log = logging.getLogger(__name__)
@@ -88,13 +90,21 @@ class LiteModel:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """The centred pre-softmax logits (N, K) the heat maps explain (:func:`medclf_core.explain.views.logits_view`)."""
-        return self.run(x)[1].mean(axis=(1, 2), dtype=np.float64) @ self.kernel + self.bias
+        return self._logits_of(self.run(x)[1])
 
-    def raw_cams(self, x: np.ndarray, method: str, indices: np.ndarray) -> np.ndarray:
-        """Grad-CAM or Grad-CAM++ maps (N, h, w) at the layer's resolution, ReLU applied, not scaled."""
+    def _logits_of(self, acts: np.ndarray) -> np.ndarray:
+        return acts.mean(axis=(1, 2), dtype=np.float64) @ self.kernel + self.bias
+
+    def raw_cams(self, x: np.ndarray, method: str, indices: np.ndarray, max_channels: int = 16) -> np.ndarray:
+        """Grad-CAM, Grad-CAM++ or Score-CAM maps (N, h, w) at the layer's resolution, ReLU applied, not scaled
+        (Score-CAM on at most ``max_channels`` channels, as :func:`medclf_core.explain.cams.heatmaps`)."""
         if method not in FAST_METHODS:
             raise ValueError(f"The LiteRT backend computes {', '.join(FAST_METHODS)} maps, not '{method}'.")
         acts = self.run(x)[1]
+        if method == "scorecam":
+            from medclf_core.explain.scorecam import scorecam_maps
+
+            return scorecam_maps(x, acts, self._logits_of(acts), indices, max_channels, self.geometry, self.logits)
         weights = self.kernel[:, np.asarray(indices, np.int64)].T  # (N, D)
         if method == "gradcam++":
             weights = np.maximum(weights, 0.0)
@@ -156,7 +166,7 @@ def load_lite(run_dir: str | os.PathLike, card: dict) -> LiteModel | None:
 
 
 def lite_heatmaps(model: LiteModel, arrays, x: np.ndarray, method: str, indices: np.ndarray,
-                  batch_size: int = 16) -> list[np.ndarray]:
+                  batch_size: int = 16, max_channels: int = 16) -> list[np.ndarray]:
     """Maps in [0, 1] at each image's size, as :func:`medclf_core.explain.cams.heatmaps` gives them, from the
     prepared inputs ``x`` (N, S, S, C) of ``arrays`` and one class index per image."""
     from medclf_core.explain.geometry import to_image_heatmap
@@ -164,7 +174,7 @@ def lite_heatmaps(model: LiteModel, arrays, x: np.ndarray, method: str, indices:
     out: list[np.ndarray] = []
     for start in range(0, len(x), batch_size):
         cams = model.raw_cams(np.asarray(x[start:start + batch_size], np.float32), method,
-                              indices[start:start + batch_size])
+                              indices[start:start + batch_size], max_channels)
         out.extend(to_image_heatmap(cam, im, model.geometry, model.image_size)
                    for im, cam in zip(arrays[start:start + batch_size], cams, strict=True))
     return out

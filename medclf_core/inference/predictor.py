@@ -78,7 +78,7 @@ from medclf_core.trust.verdict import NOT_CHECKED, verdict
 class Predictor:
     """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none).
     ``model``: a Keras model, or a :class:`~medclf_core.inference.lite.LiteModel` (:meth:`from_run`'s choice when
-    the run's LiteRT files match: no TensorFlow until :attr:`model` is needed, e.g. Score-CAM; same results)."""
+    the run's LiteRT files match: no TensorFlow until :attr:`model` is needed; same results, tested)."""
 
     def __init__(self, model, card: dict, tta: Sequence[str] | None = None, router=None, site: str | None = None):
         self.lite: LiteModel | None = model if isinstance(model, LiteModel) else None
@@ -137,7 +137,7 @@ class Predictor:
         return self._keras
 
     def needs_keras(self, method: str = "gradcam", engine: str = "compiled") -> bool:
-        """True when :meth:`explain` needs the Keras model: without LiteRT, for Score-CAM, for ``tf-keras-vis``."""
+        """True when :meth:`explain` needs the Keras model: without LiteRT, or for the ``tf-keras-vis`` engine."""
         return self.lite is None or method not in FAST_METHODS or engine != "compiled"
 
     @property
@@ -265,7 +265,8 @@ class Predictor:
         if method not in cams.METHODS:
             raise ValueError(f"Unknown method '{method}'; choose from {', '.join(cams.METHODS)}.")
         if not self.needs_keras(method, engine):
-            maps = lite_heatmaps(self.lite, arrays, x, method, indices, batch_size)
+            maps = lite_heatmaps(self.lite, arrays, x, method, indices, batch_size,
+                                 cams.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
         else:
             maps = cams.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
                                  batch_size=batch_size, engine=engine, inputs=x,

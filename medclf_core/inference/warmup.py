@@ -31,17 +31,11 @@ QUIET_S = 2.0
 #: The heat-map methods a warm-up traces, the page's default first.
 WARM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
-#: The step a LiteRT-backed predictor yields *before* its first step that needs the Keras model (TensorFlow's
-#: import and the model's load, ~7 s): the consumer loads it (``predictor.model``) outside the model's lock.
-LOAD_KERAS = "load keras"
-
 
 def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[str]:
     """The warm-up one traced graph at a time, on a dummy image, what a first image needs first: ``"predict"``,
     then ``methods[0]`` (its map), ``"faithfulness"`` (its score, which a page shows after the map), then the
-    other methods. Each step is done when its name is yielded, but for :data:`LOAD_KERAS` (a predictor on
-    LiteRT, :mod:`medclf_core.inference.lite`, before its first method that needs TensorFlow), which is yielded
-    for the consumer to do (else the next step does it). A method this model has no map for is skipped
+    other methods. Each step is done when its name is yielded. A method this model has no map for is skipped
     (the page says so when that map is asked for)."""
     side = predictor.image_size
     ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
@@ -49,9 +43,6 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
     predictor.predict([dummy])
     yield "predict"
     for k, method in enumerate(methods):
-        if getattr(predictor, "lite", None) is not None and predictor.needs_keras(method) \
-                and not predictor.keras_loaded:
-            yield LOAD_KERAS
         try:
             maps = predictor.explain([dummy], method, 0)
         except Exception:  # noqa: BLE001 - no heat map of this kind for this model
@@ -96,12 +87,6 @@ class ModelLock:
         warm-up waits ``quiet_s`` from now, so it does not take the model between the page's start and its call."""
         self.last_used = time.monotonic()
 
-    def wait_quiet(self, quiet_s: float = QUIET_S, poll_s: float = 0.05) -> None:
-        """Return once no call holds or waits for the model and none has used it for ``quiet_s`` (without
-        taking it: for work beside the model, such as loading TensorFlow for a LiteRT-backed one)."""
-        while self._waiting or self._lock.locked() or time.monotonic() - self.last_used < quiet_s:
-            time.sleep(poll_s)
-
     def run_when_idle(self, work: Callable[[], object], quiet_s: float = QUIET_S, poll_s: float = 0.05):
         """``work()`` under the lock, once the model has had no call for ``quiet_s`` and none waits; its result."""
         while True:
@@ -133,18 +118,16 @@ def warm_in_steps(predictor, lock: ModelLock, ready_after: str = "gradcam",
         if when_done is not None:
             when_done()
         return None
-    thread = threading.Thread(target=_finish, args=(predictor, steps, lock, when_done), name="medclf-warm-up-rest",
+    thread = threading.Thread(target=_finish, args=(steps, lock, when_done), name="medclf-warm-up-rest",
                               daemon=True)
     thread.start()
     return thread
 
 
-def _finish(predictor, steps: Iterator[str], lock: ModelLock, when_done: Callable[[], None] | None) -> None:
+def _finish(steps: Iterator[str], lock: ModelLock, when_done: Callable[[], None] | None) -> None:
     try:
-        while (step := lock.run_when_idle(lambda: next(steps, None))) is not None:
-            if step == LOAD_KERAS:  # TensorFlow's import beside the model: a page's LiteRT call never waits for it
-                lock.wait_quiet()
-                _ = predictor.model
+        while lock.run_when_idle(lambda: next(steps, None)) is not None:
+            pass
     except Exception:  # noqa: BLE001 - a warm-up step failing only means that graph is traced on first use
         log.warning("The model's background warm-up stopped early", exc_info=True)
     if when_done is not None:

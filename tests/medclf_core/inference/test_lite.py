@@ -20,7 +20,7 @@ import pytest
 from medclf_core.inference.lite import BACKEND_ENV, lite_mismatch
 from medclf_core.inference.lite_export import LITE_FILE, LITE_META, lite_problem, write_lite
 from medclf_core.inference.predictor import Predictor
-from medclf_core.inference.warmup import LOAD_KERAS, warm_up_steps
+from medclf_core.inference.warmup import warm_up_steps
 from medclf_core.io.atomic import write_json
 from medclf_core.registry.store import CARD_FILE, MODEL_FILE
 
@@ -142,27 +142,32 @@ def _well_posed(lite: Predictor, images, method: str, k: int) -> list[bool]:
     return [bool(r.max() > 1e-4 * s.max()) for r, s in zip(raw, scale, strict=True)]
 
 
-def test_score_cam_loads_the_keras_model_on_first_use(fast_run, monkeypatch):
+def test_score_cam_on_litert_and_the_keras_model_only_for_the_tf_keras_vis_engine(fast_run, monkeypatch):
     lite, keras_one = _both(fast_run, monkeypatch)
-    assert not lite.keras_loaded and lite.needs_keras("scorecam") and not lite.needs_keras("gradcam++")
-    images = _images(2)
-    got = lite.explain(images, "scorecam", 0)
-    assert lite.keras_loaded
-    for g, w in zip(got, keras_one.explain(images, "scorecam", 0), strict=True):
-        assert np.abs(g.heatmap - w.heatmap).max() < 1e-3
+    images = _images(3)
+    for k in range(len(lite.class_names)):
+        posed = _well_posed(lite, images, "gradcam", k)
+        for g, w, ok in zip(lite.explain(images, "scorecam", k, max_channels=6),
+                            keras_one.explain(images, "scorecam", k, max_channels=6), posed, strict=True):
+            assert not ok or np.abs(g.heatmap - w.heatmap).max() < 1e-3, k
+    assert not lite.keras_loaded and not lite.needs_keras("scorecam") and lite.needs_keras("gradcam", "tf-keras-vis")
+    got = lite.explain(images[:1], "gradcam", 0, engine="tf-keras-vis")[0]
+    assert lite.keras_loaded and np.abs(got.heatmap - lite.explain(images[:1], "gradcam", 0)[0].heatmap).max() < 1e-3
     with pytest.raises(ValueError, match="Unknown method"):
         lite.explain(images, "occlusion")
 
 
-def test_the_warm_up_asks_for_the_keras_model_only_before_score_cam(fast_run):
-    assert list(warm_up_steps(Predictor.from_run(fast_run, router=None))) == [
-        "predict", "gradcam", "faithfulness", "gradcam++", LOAD_KERAS, "scorecam"]
+def test_the_warm_up_of_a_litert_model_never_loads_tensorflows_model(fast_run):
+    p = Predictor.from_run(fast_run, router=None)
+    assert list(warm_up_steps(p)) == ["predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
+    assert not p.keras_loaded
 
 
 def test_a_fresh_process_predicts_and_draws_without_tensorflow(fast_run):
     code = ("import sys, numpy as np; from medclf_core.inference.predictor import Predictor; "
             f"p = Predictor.from_run({str(fast_run)!r}, router=None); img = np.eye(50, dtype=np.uint8) * 200; "
             "r = p.predict([img])[0]; h = p.explain([img], 'gradcam', faithfulness=True)[0]; "
+            "p.explain([img], 'scorecam', 0); p.explain([img], 'gradcam++', 1); "
             "print(p.lite is not None, h.heatmap.shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     env.pop(BACKEND_ENV, None)
