@@ -41,6 +41,9 @@ from medclf_core.registry.store import MODEL_FILE
 #: ``MEDCLF_BACKEND=keras`` turns the fast path off (TensorFlow for everything, as before it existed).
 BACKEND_ENV = "MEDCLF_BACKEND"
 FAST_METHODS = ("gradcam", "gradcam++", "scorecam")
+#: LiteRT threads per model. One: on the 2-core benchmark machine a second (spinning) XNNPACK thread made the
+#: browser's warm uploads slower (median 0.51 s against 0.41 s), while one pass is ~35 ms either way.
+THREADS = 1
 #: Forward passes kept (~0.25 MB each at 224 px): a page's map of the image it has just predicted costs no pass.
 KEPT_PASSES = 8
 log = logging.getLogger(__name__)
@@ -81,6 +84,11 @@ class LiteModel:
                 while len(self._kept) > KEPT_PASSES:
                     self._kept.popitem(last=False)
         return result
+
+    def forget(self) -> None:
+        """Drop the kept forward passes (a benchmark's repeats of one image then each pay their pass)."""
+        with self._lock:
+            self._kept.clear()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, features (N, D))``: the features are the classifier's input, the activations'
@@ -154,7 +162,7 @@ def load_lite(run_dir: str | os.PathLike, card: dict) -> LiteModel | None:
             why = "LiteRT (ai-edge-litert) is not installed"
     if why is None:
         try:
-            model = LiteModel(Interpreter(model_path=str(Path(run_dir) / LITE_FILE)), meta)
+            model = LiteModel(Interpreter(model_path=str(Path(run_dir) / LITE_FILE), num_threads=THREADS), meta)
         except (ValueError, RuntimeError, KeyError, IndexError) as exc:
             why = f"LiteRT cannot load {LITE_FILE} ({type(exc).__name__}: {str(exc)[:120]})"
     if why is None and len(card.get("class_names") or [None] * model.n_classes) != model.n_classes:
