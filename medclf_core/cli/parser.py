@@ -181,6 +181,9 @@ def _add_export_lite(sub) -> None:
                                     "Run it after replacing a model.keras by hand; training writes them itself.")
     el.add_argument("models", nargs="*", metavar="MODEL", help=_MODEL_HELP)
     el.add_argument("--all", action="store_true", help="every registered model")
+    el.add_argument("--stale", action="store_true",
+                    help="only the runs whose files are missing or do not match their model.keras (e.g. before "
+                         "starting the app after a retraining)")
     _add_common(el)
 
 
