@@ -121,7 +121,7 @@ class Predictor:
         declares its modalities (:func:`medclf_core.inference.router.router_for`); None: no router.
         ``site``: a site calibration of this run (``sites/NAME.json``) instead of the card's."""
         run_dir = resolve_run(run, models_dir)
-        card = {**read_card(run_dir), "run_dir": str(run_dir)}
+        (card := read_card(run_dir))["run_dir"] = str(run_dir)  # a ModelCard, as load_run gives it
         model = load_lite(run_dir, card) or load_model_file(run_dir / MODEL_FILE)  # LiteRT when its files match
         routed = router_for(card, lambda d: cls.from_run(d, tta=(), router=None), models_dir) \
             if router == "auto" else None
