@@ -257,7 +257,7 @@ def require_card() -> dict:
 def _stamp(run_dir: str) -> str:
     """Changes whenever what the Predictor loads changes: the model, its card (calibration) or its gate."""
     stamps = []
-    for name in (MODEL_FILE, "card.json", "ood.npz"):
+    for name in (MODEL_FILE, "card.json", "ood.npz", "model.tflite.json"):  # the last: the LiteRT fast path's
         try:
             stamps.append(str((Path(run_dir) / name).stat().st_mtime_ns))
         except OSError:

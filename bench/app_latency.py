@@ -96,6 +96,8 @@ def in_process(files: list[Path], model: str, repeats: int = 5) -> dict[str, flo
     predictor = _warmed_predictor(model)
 
     def work(f: Path) -> None:
+        if getattr(predictor, "lite", None) is not None:  # LiteRT keeps recent forward passes: each repeat pays its own
+            predictor.lite.forget()
         img = load_image(f.read_bytes()).pixels
         predictor.predict([img])
         predictor.explain([img], "gradcam")

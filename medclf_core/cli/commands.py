@@ -264,6 +264,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_lite(args) -> int:
+    """Write each named run's (or, with --all, every run's; with --stale, only those whose files are missing or
+    do not match) LiteRT files; a run without a fast path is said so."""
+    from medclf_core.inference.lite import lite_mismatch
+    from medclf_core.inference.lite_export import export_lite
+    from medclf_core.registry.store import resolve_run, scan_registry
+
+    names = [r["run_dir"] for r in scan_registry(args.models_dir)[0]] if args.all else args.models
+    if not names:
+        raise MedclfError("Name at least one model, or pass --all.")
+    if args.stale:
+        names = [n for n in names if lite_mismatch(resolve_run(n, args.models_dir))[0] is not None]
+    done = {str(n): export_lite(n, args.models_dir) for n in names}
+    if args.json:
+        console.print_json(done)
+    else:
+        for name, out in done.items():
+            print(f"{name}: {out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     """Every run; a run whose card is damaged or not valid is listed as unreadable, with the reason."""
     from medclf_core.registry.store import scan_registry
@@ -282,4 +303,5 @@ def cmd_list(args) -> int:
 
 COMMANDS = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "refit-trust": cmd_refit_trust,
-            "recalibrate": cmd_recalibrate, "export": cmd_export, "list": cmd_list}
+            "recalibrate": cmd_recalibrate, "export": cmd_export,
+            "export-lite": cmd_export_lite, "list": cmd_list}

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_DATA)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_audit, _add_train, _add_evaluate, _add_predict, _add_refit_trust, _add_recalibrate, _add_export,
-                _add_list):
+                _add_export_lite, _add_list):
         add(sub)
     return p
 
@@ -172,6 +172,19 @@ def _add_export(sub) -> None:
                     help="savedmodel: the folder to create; tflite: the .tflite file to write")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_common(ex)
+
+
+def _add_export_lite(sub) -> None:
+    el = sub.add_parser("export-lite", help="(re)write registered models' fast-start LiteRT files (model.tflite)",
+                        description="Writes model.tflite and model.tflite.json beside each run's model.keras, so the "
+                                    "app predicts and draws Grad-CAM without TensorFlow (medclf_core.inference.lite). "
+                                    "Run it after replacing a model.keras by hand; training writes them itself.")
+    el.add_argument("models", nargs="*", metavar="MODEL", help=_MODEL_HELP)
+    el.add_argument("--all", action="store_true", help="every registered model")
+    el.add_argument("--stale", action="store_true",
+                    help="only the runs whose files are missing or do not match their model.keras (e.g. before "
+                         "starting the app after a retraining)")
+    _add_common(el)
 
 
 def _add_list(sub) -> None:

@@ -89,15 +89,26 @@ def scorecam_raw(view, layer: str, x: np.ndarray, indices, max_channels: int,
     ``predict_batch`` chunks.
     """
     acts, logits = (np.asarray(a, np.float32) for a in _acts_and_logits(view, layer).predict_on_batch(x))
+    forward = view_forward(view)  # the same traced pass as the faithfulness check's
+    return scorecam_maps(x, acts, logits, indices, max_channels, cam_geometry(view, layer),
+                         lambda batch: np.asarray(forward(batch), np.float64), predict_batch)
+
+
+def scorecam_maps(x: np.ndarray, acts: np.ndarray, logits: np.ndarray, indices, max_channels: int, geometry,
+                  logits_of, predict_batch: int = 64) -> np.ndarray:
+    """:func:`scorecam_raw` from what any backend gives: the layer's activations ``acts`` (N, h, w, D) and the
+    logits (N, K) of ``x``, the layer's ``geometry`` (:func:`~medclf_core.explain.geometry.cam_geometry`) and
+    ``logits_of(batch) -> (n, K)`` for the masked inputs (the LiteRT backend, :mod:`medclf_core.inference.lite`,
+    passes its own)."""
     targets = np.argmax(logits, axis=1) if indices is None else np.asarray(indices, np.int64)
     channels = acts.shape[-1]
     cap = min(max_channels, channels) if max_channels and max_channels > 0 else channels
     chosen = [_widest_channels(image_acts, cap) for image_acts in acts]
-    geometry = cam_geometry(view, layer)
     deleted = [v for image, image_acts, top in zip(x, acts, chosen, strict=True)
                for v in _deleted_inputs(image, image_acts, top, geometry)]
     batch = np.asarray(deleted, np.float32).reshape(-1, *x.shape[1:])
-    scores = _softmax(_predict_in_chunks(view, batch, predict_batch)).reshape(len(x), cap, -1)
+    masked = [logits_of(batch[s:s + predict_batch]) for s in range(0, len(batch), predict_batch)]
+    scores = _softmax(np.concatenate(masked)).reshape(len(x), cap, -1)
     own = _softmax(logits)  # the image's own score comes with its activations
     return _weighted_sum(acts, chosen, own, scores, targets)
 
@@ -119,13 +130,6 @@ def _deleted_inputs(image: np.ndarray, acts: np.ndarray, channels: np.ndarray, g
         mask = (mask - low) / (high - low) if high - low > 1e-12 else np.zeros_like(mask)
         deleted.append(image - (image - blank) * mask[..., None])
     return deleted
-
-
-def _predict_in_chunks(view, batch: np.ndarray, chunk: int) -> np.ndarray:
-    """The view's logits for ``batch``, ``chunk`` inputs per call, as float64."""
-    forward = view_forward(view)  # the same traced pass as the faithfulness check's
-    return np.concatenate([np.asarray(forward(batch[s:s + chunk]), np.float64)
-                           for s in range(0, len(batch), chunk)])
 
 
 def _weighted_sum(acts: np.ndarray, chosen: list, own: np.ndarray, scores: np.ndarray,

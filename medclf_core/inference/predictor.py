@@ -46,6 +46,7 @@ tiny untrained model whose zero bias gives every class 0.5, so the card's thresh
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,13 +57,14 @@ from medclf_core.explain import cams
 from medclf_core.explain.faithfulness import deletion_faithfulness
 from medclf_core.explain.render import compact_map
 from medclf_core.explain.views import cam_view, view_forward
+from medclf_core.inference.lite import FAST_METHODS, LiteModel, lite_heatmaps, load_lite
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.inference.sites import use_site, with_site
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.model_limits import class_outputs, image_input
-from medclf_core.registry.store import load_run
+from medclf_core.registry.store import MODEL_FILE, load_model_file, read_card, resolve_run
 from medclf_core.trust.calibration import apply_temperature, temperature_of
 from medclf_core.trust.colour import mean_chroma
 from medclf_core.trust.features import feature_model
@@ -74,14 +76,19 @@ from medclf_core.trust.verdict import NOT_CHECKED, verdict
 
 
 class Predictor:
-    """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none)."""
+    """A model with its card. ``tta``: test-time views to average (default: the card's ``tta``; ``()`` for none).
+    ``model``: a Keras model, or a :class:`~medclf_core.inference.lite.LiteModel` (:meth:`from_run`'s choice when
+    the run's LiteRT files match: no TensorFlow until :attr:`model` is needed; same results, tested)."""
 
     def __init__(self, model, card: dict, tta: Sequence[str] | None = None, router=None, site: str | None = None):
-        self.model = model
+        self.lite: LiteModel | None = model if isinstance(model, LiteModel) else None
+        self._keras = None if self.lite is not None else model
+        self._keras_lock = threading.Lock()
         self.card = card
         self.router = router  # a ModalityRouter (medclf_core.inference.router) or None: no modality check
-        self.image_size, self.channels = image_input(model)
-        n_outputs = class_outputs(model)
+        lite = self.lite
+        self.image_size, self.channels = (lite.image_size, lite.channels) if lite else image_input(model)
+        n_outputs = lite.n_classes if lite else class_outputs(model)
         self.class_names: list[str] = list(card.get("class_names") or [f"class_{i}" for i in range(n_outputs)])
         if len(self.class_names) != n_outputs:
             raise ModelError(f"The model card lists {len(self.class_names)} classes but the model has {n_outputs} "
@@ -95,14 +102,14 @@ class Predictor:
         self.temperature: float | None = temperature_of(card)
         self.intended_use: dict | None = card.get("intended_use") if isinstance(card.get("intended_use"), dict) else None
         self.gate = load_gate(card["run_dir"]) if card.get("run_dir") else None
-        self._feature_model = None
+        fm = feature_model(model) if self.gate is not None and self.lite is None else None
         if self.gate is not None:
-            self._feature_model = feature_model(model)
-            n_feat = int(np.prod(self._feature_model.outputs[1].shape[1:]))
+            n_feat = self.lite.feature_dim if self.lite is not None else int(np.prod(fm.outputs[1].shape[1:]))
             if n_feat != self.gate.dim:
                 raise ModelError(f"The out-of-distribution gate (ood.npz) expects {self.gate.dim} features but the "
                                  f"model gives {n_feat}; refit it with `python -m medclf_core refit-trust`.")
-        self._forward = _forward_function(self._feature_model or model, self.image_size, self.channels)
+        self._forward = self.lite.forward if self.lite is not None else \
+            view_forward(fm or model)  # one tf.function, batch dimension None: one trace for every batch size
         self.site: dict | None = None  # a site calibration in use (site=NAME), else the card's
         if site is not None:
             use_site(self, site)
@@ -113,10 +120,29 @@ class Predictor:
         """``router="auto"``: the bundled imaging-modality model routes the images of a model whose card
         declares its modalities (:func:`medclf_core.inference.router.router_for`); None: no router.
         ``site``: a site calibration of this run (``sites/NAME.json``) instead of the card's."""
-        model, card = load_run(run, models_dir)
+        run_dir = resolve_run(run, models_dir)
+        (card := read_card(run_dir))["run_dir"] = str(run_dir)  # a ModelCard, as load_run gives it
+        model = load_lite(run_dir, card) or load_model_file(run_dir / MODEL_FILE)  # LiteRT when its files match
         routed = router_for(card, lambda d: cls.from_run(d, tta=(), router=None), models_dir) \
             if router == "auto" else None
         return cls(model, card, tta, router=routed, site=site)
+
+    @property
+    def model(self):
+        """The Keras model; with the LiteRT backend loaded (TensorFlow imported) on first use, once."""
+        if self._keras is None:
+            with self._keras_lock:
+                if self._keras is None:
+                    self._keras = load_model_file(os.path.join(self.card["run_dir"], MODEL_FILE))
+        return self._keras
+
+    def needs_keras(self, method: str = "gradcam", engine: str = "compiled") -> bool:
+        """True when :meth:`explain` needs the Keras model: without LiteRT, or for the ``tf-keras-vis`` engine."""
+        return self.lite is None or method not in FAST_METHODS or engine != "compiled"
+
+    @property
+    def keras_loaded(self) -> bool:
+        return self._keras is not None
 
     def with_site(self, site: str | None) -> Predictor:
         """This predictor (the same loaded model) with a site's calibration, or the card's for None."""
@@ -153,15 +179,15 @@ class Predictor:
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)))
         if self.temperature is not None and len(out):
             out = apply_temperature(out, self.temperature, positive=self.positive)
-        if self._feature_model is None:
+        if self.gate is None:
             return out, None
         return out, (np.concatenate(feats) if feats else np.zeros((0, self.gate.dim), dtype=np.float32))
 
     def _run(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(probabilities float64, features float32 or None)`` of one float32 chunk, one forward pass."""
         out = self._forward(chunk)
-        if self._feature_model is None:
-            return np.asarray(out, dtype=np.float64), None
+        if self.gate is None:
+            return np.asarray(out[0] if self.lite is not None else out, dtype=np.float64), None
         return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
 
     def warm_up(self, methods: Sequence[str] = WARM_METHODS) -> None:
@@ -236,9 +262,15 @@ class Predictor:
             return []
         x = self._prepared(arrays, prepared)
         indices = self._class_indices(class_index, x, batch_size)
-        maps = cams.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
-                             batch_size=batch_size, engine=engine, inputs=x,
-                             max_channels=cams.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
+        if method not in cams.METHODS:
+            raise ValueError(f"Unknown method '{method}'; choose from {', '.join(cams.METHODS)}.")
+        if not self.needs_keras(method, engine):
+            maps = lite_heatmaps(self.lite, arrays, x, method, indices, batch_size,
+                                 cams.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
+        else:
+            maps = cams.heatmaps(self.model, arrays, method=method, class_index=indices, cam_layer=self.cam_layer,
+                                 batch_size=batch_size, engine=engine, inputs=x,
+                                 max_channels=cams.SCORECAM_MAX_CHANNELS if max_channels is None else max_channels)
         out = [HeatMap(heatmap=compact_map(m) if compact else m, image=a, method=method, class_index=int(k),
                        class_name=self.class_names[int(k)])
                for m, a, k in zip(maps, arrays, indices, strict=True)]
@@ -289,7 +321,8 @@ class Predictor:
         """The model's own pre-softmax logits (one view, uncalibrated): what a heat map explains. They come
         from the logits view the heat maps already use (:func:`medclf_core.explain.views.logits_view`: the
         model's layers up to its classifier Dense, activation left out), traced once per view (views.view_forward)."""
-        forward = view_forward(cam_view(self.model, self.cam_layer)[0])  # Score-CAM's traced pass too
+        forward = self.lite.logits if self.lite is not None else \
+            view_forward(cam_view(self.model, self.cam_layer)[0])  # Score-CAM's traced pass too
         return np.concatenate([np.asarray(forward(np.asarray(batch[s:s + batch_size], np.float32)), np.float64)
                                for s in range(0, len(batch), batch_size)])
 
@@ -365,17 +398,3 @@ class Predictor:
         facts = img.dicom.metadata
         return {k: facts[k] for k in ("Modality", "BodyPartExamined", "PatientAge") if k in facts}
 
-
-def _forward_function(model, side: int, channels: int):
-    """``model(x, training=False)`` as one ``tf.function`` whose batch dimension is None: traced once,
-    for every batch size. ``predict_on_batch`` traces again for a second batch size, and since every
-    Keras model's predict step shares one Python function, TensorFlow then warns of retracing."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, side, side, channels], tf.float32)
-
-    @tf.function(input_signature=[spec], autograph=False)
-    def forward(x):
-        return model(x, training=False)
-
-    return forward

@@ -10,6 +10,7 @@ stops within one batch, removes the work folder, and registers nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,17 @@ def fit_members(session: TrainingSession) -> None:
         session.history = [{**h, "member": t.member} for t in session.trained for h in t.history]
 
 
+def write_fast_start_files(model, card: dict, folder: Path) -> None:
+    """The run's LiteRT files beside its model.keras (:mod:`medclf_core.inference.lite_export`): the app then
+    serves its first images without TensorFlow. A model that cannot be converted is registered without them."""
+    from medclf_core.inference.lite_export import write_lite
+
+    try:
+        write_lite(model, card, folder)
+    except Exception as exc:  # noqa: BLE001 - an optional artefact never stops a registration
+        logging.getLogger(__name__).warning("Registered without the LiteRT fast path: %s", brief(exc))
+
+
 def register(session: TrainingSession) -> Path:
     """Write the run into the registry atomically (the chief only) and emit ``done``; return its folder."""
     import keras
@@ -123,6 +135,7 @@ def register(session: TrainingSession) -> Path:
     def write(folder: Path) -> None:
         # An uncompiled view of the same layers: the file holds no optimizer state (3x smaller).
         keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
+        write_fast_start_files(model, card, folder)
         write_json(folder / CARD_FILE, card)
         ev.gate.save(folder)
         write_json(folder / HISTORY_FILE, session.history)

@@ -16,7 +16,7 @@ def test_every_command_has_its_sub_parser_and_the_common_options():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"audit", "train", "evaluate", "predict", "refit-trust", "recalibrate", "export",
-                             "list"}
+                             "export-lite", "list"}
     for name, sub in commands.items():
         dests = {a.dest for a in sub._actions}
         assert {"json", "no_progress"} <= dests, name

@@ -358,7 +358,9 @@ def test_fine_tuning_after_the_head_moves_only_the_top_blocks(chest_sample, tmp_
     run = train(TrainConfig(data=str(chest_sample), arch="efficientnet_lite0", image_size=32, epochs=2,
                             learning_rate=0.0, fine_tune_epochs=2, batch_size=16, recipe="scratch"),
                 models_dir=tmp_path / "models")
-    model = Predictor.from_run(run).model
+    served = Predictor.from_run(run)
+    assert served.lite is not None and not served.keras_loaded  # registered with its LiteRT files (the fast path)
+    model = served.model
     imagenet = build_model("efficientnet_lite0", 2, 32, 1)
     np.testing.assert_array_equal(model.get_layer("block10_dw_conv").get_weights()[0],
                                   imagenet.get_layer("block10_dw_conv").get_weights()[0])
