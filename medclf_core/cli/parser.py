@@ -183,7 +183,8 @@ def _add_export_lite(sub) -> None:
     el.add_argument("--all", action="store_true", help="every registered model")
     el.add_argument("--stale", action="store_true",
                     help="only the runs whose files are missing or do not match their model.keras (e.g. before "
-                         "starting the app after a retraining)")
+                         "starting the app after a retraining); a model already found to have no fast path is "
+                         "not tried again until its model.keras changes")
     _add_common(el)
 
 

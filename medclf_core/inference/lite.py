@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.inference.lite_export import LITE_FILE, LITE_META, OUTPUTS, file_sha256
+from medclf_core.inference.lite_export import LITE_FILE, LITE_META, NO_FAST_PATH, OUTPUTS, file_sha256
 from medclf_core.registry.store import MODEL_FILE
 
 #: ``MEDCLF_BACKEND=keras`` turns the fast path off (TensorFlow for everything, as before it existed).
@@ -132,12 +132,16 @@ def lite_mismatch(run_dir: str | os.PathLike) -> tuple[str | None, dict | None]:
     """``(why not, sidecar)``: why a run's fast-path files cannot be used (None: they can, and the sidecar)."""
     run_dir = Path(run_dir)
     meta_path, lite_path = run_dir / LITE_META, run_dir / LITE_FILE
-    if not meta_path.is_file() or not lite_path.is_file():
+    if not meta_path.is_file():
         return f"no {LITE_FILE} with its {LITE_META}", None
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("model_sha256") != file_sha256(run_dir / MODEL_FILE):
             return f"{LITE_FILE} was made from another {MODEL_FILE} (regenerate it: medclf export-lite)", None
+        if meta.get(NO_FAST_PATH):
+            return f"no fast path: {meta[NO_FAST_PATH]}", None
+        if not lite_path.is_file():
+            return f"no {LITE_FILE} with its {LITE_META}", None
         if meta.get("tflite_sha256") != file_sha256(lite_path):
             return f"{LITE_FILE} does not match the checksum in {LITE_META}", None
         if not isinstance(meta.get("kernel"), list) or not isinstance(meta.get("cam_layer"), str):

@@ -18,6 +18,9 @@ Files (written atomically, the ``.tflite`` first, the sidecar last):
   sigmoid head as ``[-z/2, z/2]``, minus the mean over classes).
 
 A run whose files do not match (retrained, copied without the sidecar) is served by TensorFlow as before.
+A model with no fast path gets a sidecar alone, ``{"model_sha256", "no_fast_path": why}``: its files are then
+current (:func:`recorded_no_fast_path`), so ``export-lite --stale``, which ``scripts/app.sh`` runs before every
+server start, does not load it (and TensorFlow) again until its ``model.keras`` changes.
 :func:`lite_problem` says why a model has no fast path. Regenerate the shipped models' files after a
 retraining with ``python -m medclf_core export-lite --all`` (or one run name).
 """
@@ -25,6 +28,7 @@ retraining with ``python -m medclf_core export-lite --all`` (or one run name).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -42,6 +46,8 @@ LITE_FILE = "model.tflite"
 LITE_META = "model.tflite.json"
 OUTPUTS = ("activations", "probabilities")
 HEAD_LAYER = "predictions"
+#: The sidecar's key for a model with no fast path: why, beside the ``model_sha256`` it was said of (no ``.tflite``).
+NO_FAST_PATH = "no_fast_path"
 log = logging.getLogger(__name__)
 
 
@@ -123,9 +129,11 @@ def write_lite(model, card: dict, folder: str | os.PathLike) -> Path | None:
     folder = Path(folder)
     cam_layer = card.get("cam_layer")
     problem = lite_problem(model, cam_layer)
-    if problem is not None:
+    if problem is not None:  # said once per model file: `export-lite --stale` (every app start) skips it after
         log.info("No LiteRT fast path for %s: %s.", folder.name, problem)
         remove_lite(folder)
+        write_bytes_atomically(folder / LITE_META, json_text(
+            {"model_sha256": file_sha256(folder / MODEL_FILE), NO_FAST_PATH: problem}).encode())
         return None
     data = convert(model, cam_layer)
     kernel, bias = centred_logits(model)
@@ -135,6 +143,20 @@ def write_lite(model, card: dict, folder: str | os.PathLike) -> Path | None:
     write_bytes_atomically(folder / LITE_FILE, data)
     write_bytes_atomically(folder / LITE_META, json_text(meta).encode())
     return folder / LITE_META
+
+
+def recorded_no_fast_path(folder: str | os.PathLike) -> str | None:
+    """Why the run's current ``model.keras`` has no fast path, as :func:`write_lite` recorded it in the sidecar;
+    None when nothing is recorded, or it was recorded for another model file."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / LITE_META).read_text())
+        if isinstance(meta, dict) and meta.get(NO_FAST_PATH) and meta.get("model_sha256") == file_sha256(
+                folder / MODEL_FILE):
+            return str(meta[NO_FAST_PATH])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def remove_lite(folder: str | os.PathLike) -> None:
@@ -148,6 +170,6 @@ def export_lite(run: str | os.PathLike, models_dir: str | os.PathLike | None = N
     (the ``.tflite``'s path and size, or why the run has no fast path)."""
     model, card = load_run(run, models_dir)
     if write_lite(model, card, card["run_dir"]) is None:
-        return f"no fast path: {lite_problem(model, card.get('cam_layer'))}"
+        return f"no fast path: {recorded_no_fast_path(card['run_dir'])}"
     path = Path(card["run_dir"]) / LITE_FILE
     return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"

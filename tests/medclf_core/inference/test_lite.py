@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from medclf_core.inference.lite import BACKEND_ENV, lite_mismatch
-from medclf_core.inference.lite_export import LITE_FILE, LITE_META, lite_problem, write_lite
+from medclf_core.inference.lite_export import LITE_FILE, LITE_META, lite_problem, recorded_no_fast_path, write_lite
 from medclf_core.inference.predictor import Predictor
 from medclf_core.inference.warmup import warm_up_steps
 from medclf_core.io.atomic import write_json
@@ -208,7 +208,10 @@ def test_a_classifier_that_is_not_linear_on_pooled_features_has_no_fast_path(nam
     model, card = load_run(run)
     assert "global average pooling" in lite_problem(model, card["cam_layer"])  # no GAP, or not on the layer
     (run / LITE_META).write_text("{}")  # left by an earlier model of another architecture
-    assert write_lite(model, card, run) is None and not (run / LITE_META).exists()
+    (run / LITE_FILE).write_bytes(b"old")
+    assert write_lite(model, card, run) is None and not (run / LITE_FILE).exists()
+    assert recorded_no_fast_path(run) == lite_problem(model, card["cam_layer"])  # said once for this model file
+    assert lite_mismatch(run)[0].startswith("no fast path: ")
     p = Predictor.from_run(run, router=None)
     assert p.lite is None and p.explain(_images(1), "gradcam")[0].heatmap.max() > 0
     assert lite_problem(model, None).startswith("the card names no single")
