@@ -1,4 +1,4 @@
-"""Heat-map faithfulness, issue 24 item 5 rounds two and three: the shipped deletion check against candidate
+"""Heat-map faithfulness, issue 24 item 5 rounds two to four: the shipped deletion check against candidate
 rules, measured and not adopted.
 
 For each bundled model and a few images with a known finding, it computes the heat maps of
@@ -23,24 +23,32 @@ scores each on the class's log-odds from the pre-softmax logits:
   - ``reverse-outside``: ``reverse``'s orders and score with the ``outside`` fill;
   - ``copy`` (round three, the lead): the shipped rule with each deleted cell replaced by the nearest kept
     cell of the same image (the image's own texture, no smooth patch); ``copy-far``: the nearest kept cell
-    at least COPY_FAR cells away.
+    at least COPY_FAR cells away;
+  - ``reverse-copy`` (round four): ``reverse``'s orders and score (most relevant first against least relevant
+    first: the symmetric comparison of ROAD, Rong et al. 2022) with the ``copy`` fill;
+  - ``shift``, ``shift-copy`` (round four): the shipped rule (mean fill / ``copy`` fill) whose reference orders
+    delete the map's own shape moved elsewhere (rolled by >= SHIFT_MIN cells) instead of random cells.
 
 Two control maps per image: the Grad-CAM map *moved off* its place (rolled by half the image
 in both directions), and 3 *noise* maps per image (uniform random values, seeded), a random
 order: how far from 0 chance alone takes a score; with ``--smooth-noise`` also 3 smooth noise maps per
-image (7 x 7 noise resized: random maps with contiguous hot regions, as a CAM has). Intervals are 95%
+image (7 x 7 noise resized: random maps with contiguous hot regions, as a CAM has) and one centre blob
+per image (a Gaussian on the image centre: a map that says nothing about the image). Intervals are 95%
 bootstrap intervals of the mean (2000 resamples, seeded).
 
 Images (read from ../shared/data, never copied into the repository):
 
-- brain-mri-tumour: SARTAJ ``test_`` images (a source the model was not trained on) of
-  meningioma, glioma and pituitary tumours, the first ``--n`` / 3 of each in sorted order;
+- brain-mri-tumour: SARTAJ ``test_`` images (a source the model of rounds one to three was not trained on) of
+  meningioma, glioma and pituitary tumours, the first ``--n`` / 3 of each in sorted order; with
+  ``--brain-set held-out`` (round four) the Sartaj tumour images in the retrained model's held-out test split;
 - chest-xray-pneumonia: the demo PNEUMONIA films (``demo_samples/chest_xray/PNEUMONIA``), the
   first ``--n`` in sorted order.
 
 The printed tables and their reading: docs/BENCHMARKS.md, "Heat-map faithfulness: the map's order
 against its reverse, a candidate not adopted (issue 24, round two)" and "Heat-map faithfulness:
-deleted cells filled from their surroundings, a candidate not adopted (issue 24, round three)".
+deleted cells filled from their surroundings, a candidate not adopted (issue 24, round three)" and
+"Heat-map faithfulness on the retrained brain model: symmetric and same-shape references, none adopted
+(issue 24, round four)".
 
 Usage::
 
@@ -48,6 +56,10 @@ Usage::
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --n 6 --models chest-xray-pneumonia
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules telea ns outside blobs blobs-telea
     PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --rules copy copy-far --smooth-noise
+    PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --models brain-mri-tumour --brain-set held-out \
+        --blank "image mean" --rules copy reverse reverse-copy shift shift-copy --smooth-noise   # round four
+    PYTHONPATH=. .venv/bin/python bench/faithfulness_scale.py --models brain-mri-tumour --brain-set held-out \
+        --run /tmp/oldbrain --rules copy shift-copy --smooth-noise   # an older model folder (git show 7cae2ba:...)
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from faithfulness_fills import CANDIDATE_RANDOM_ORDERS, RULES, cell_grid, fill_inputs  # noqa: E402 (rounds 3-4)
 
 DATA = Path(os.environ.get("MEDCLF_DATA", REPO.parent.parent / "shared" / "data"))
 METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -81,7 +94,26 @@ def chest_images(n: int) -> list[Path]:
     return sorted((DATA / "demo_samples" / "chest_xray" / "PNEUMONIA").iterdir())[:n]
 
 
+def brain_heldout_images(n: int) -> list[Path]:
+    """Round four: Sartaj tumour images in the shipped brain model's held-out ``test`` split (its
+    training_images.json, by pixel digest), the first ``n`` / 3 of each class in sorted order: neither the
+    retrained model (three sources) nor the older one (no Sartaj) trained on them."""
+    import json
+
+    from medclf_core.data.audit import pixel_digest
+    from medclf_core.io.images import load_image
+
+    test = set(json.loads((REPO / "models" / "brain-mri-tumour" / "training_images.json").read_text())
+               ["splits"]["test"])
+    out, per = [], max(n // 3, 1)
+    for cls in ("meningioma", "glioma", "pituitary"):
+        files = sorted((DATA / "brain_tumor_sartaj" / cls).iterdir())
+        out += [f for f in files if pixel_digest(load_image(f).pixels) in test][:per]
+    return out
+
+
 CASES = {"brain-mri-tumour": brain_images, "chest-xray-pneumonia": chest_images}
+BRAIN_SETS = {"sartaj-test": brain_images, "held-out": brain_heldout_images}
 
 
 def bootstrap_ci(values, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
@@ -91,7 +123,6 @@ def bootstrap_ci(values, seed: int = 0, resamples: int = 2000) -> tuple[float, f
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-CANDIDATE_RANDOM_ORDERS = 2   # with the reverse order: 2 + 9 * (2 + 2) = 38 passes, the check's cost
 BACKGROUND_PERCENTILE = 1.0
 
 
@@ -99,22 +130,6 @@ def blank_value(x: np.ndarray, blank: str) -> np.ndarray:
     """A deleted pixel's value (per channel): the image's 1st percentile ("background") or its mean."""
     flat = x.reshape(-1, x.shape[-1])
     return np.percentile(flat, BACKGROUND_PERCENTILE, axis=0) if blank == "background" else flat.mean(axis=0)
-
-
-def cell_grid(x: np.ndarray, heatmap: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(cell_of, cells, cell_heat)``: each pixel's cell of a ``grid`` x ``grid`` grid (2-D), the pixels per
-    cell and each cell's mean heat, the map resized to the image as the shipped check does."""
-    import cv2
-
-    size = x.shape[0]
-    heat = np.nan_to_num(np.asarray(heatmap, np.float32))
-    if heat.shape != x.shape[:2]:
-        heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_AREA if heat.size > size * size
-                          else cv2.INTER_LINEAR)
-    idx = np.minimum(np.arange(size) * grid // size, grid - 1)
-    cell_of = idx[:, None] * grid + idx[None, :]
-    cells = np.bincount(cell_of.ravel(), None, grid * grid)
-    return cell_of, cells, np.bincount(cell_of.ravel(), heat.ravel(), grid * grid) / cells
 
 
 def candidate_inputs(x: np.ndarray, heatmap: np.ndarray, blank: str, grid: int = 16, steps: int = 10,
@@ -152,120 +167,6 @@ def candidate_score(s: np.ndarray, steps: int = 10) -> float | None:
     return min((area[1] - area[0]) / (2.0 * area[2]), 1.0)
 
 
-FILL_SIZE = 64       # fills are computed at 64 px (grid cells of 4 px) and resized up: < 0.1 s per map
-FILL_RADIUS = 3      # cv2.inpaint's neighbourhood, in FILL_SIZE pixels (about 10 px at 224)
-FILL_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)   # "outside": Gaussian widths tried in turn, in FILL_SIZE pixels
-BLOB_SIGMA = 2.0     # "blobs": random orders from 16 x 16 white noise smoothed by this many cells (Gaussian)
-RULES = ("reverse", "telea", "ns", "outside", "blobs", "blobs-telea", "reverse-outside", "copy", "copy-far")
-
-
-def fill_deleted(small: np.ndarray, small_mask: np.ndarray, rule: str) -> np.ndarray:
-    """The deleted cells of one channel refilled from their surroundings, at FILL_SIZE px: ``small`` (L, L) float32,
-    ``small_mask`` (L, L) uint8, 1 = deleted. ``telea`` / ``ns``: cv2.inpaint (Telea 2004 / Navier-Stokes);
-    ``outside``: a normalised convolution, i.e. a Gaussian blur of the kept pixels only divided by the blur of
-    the kept mask, at the narrowest width in FILL_SIGMAS that reaches each deleted pixel (weight >= 0.05)."""
-    import cv2
-
-    if rule in ("telea", "ns"):
-        return cv2.inpaint(small, small_mask, FILL_RADIUS, cv2.INPAINT_TELEA if rule == "telea" else cv2.INPAINT_NS)
-    keep = (small_mask == 0).astype(np.float32)
-    out, todo = small.copy(), small_mask.astype(bool)
-    for sigma in FILL_SIGMAS:
-        num, den = cv2.GaussianBlur(small * keep, (0, 0), sigma), cv2.GaussianBlur(keep, (0, 0), sigma)
-        ok = todo & (den >= 0.05)
-        out[ok] = num[ok] / den[ok]
-        todo &= ~ok
-    out[todo] = small[keep > 0].mean() if keep.any() else small.mean()
-    return out
-
-
-COPY_FAR = 3.0   # "copy-far": the source cell is the nearest kept cell at least this many cells away
-
-
-def copy_nearest_cells(x: np.ndarray, deleted_cells: np.ndarray, grid: int, tie: np.ndarray,
-                       min_distance: float = 0.0) -> np.ndarray:
-    """``copy``: each deleted cell takes the pixels of the nearest kept cell of the same image (cell centres,
-    ties by ``tie``): the image's own texture instead of a smooth patch. Cells of unequal size (a side not
-    divisible by the grid) copy the source cell's top-left part, its last row / column repeated if shorter.
-    ``min_distance``: only kept cells at least that far (in cells) are sources, where there are any."""
-    kept = np.flatnonzero(~deleted_cells)
-    if not len(kept):
-        return x.copy()
-    rc = np.stack(np.divmod(np.arange(grid * grid), grid), axis=1)
-    dist = ((rc[:, None, :] - rc[None, kept, :]) ** 2).sum(axis=2) + tie[kept][None, :] * 1e-3
-    far = dist >= min_distance ** 2
-    dist = np.where(far | ~far.any(axis=1, keepdims=True), dist, dist + 1e6)
-    source = np.where(deleted_cells, kept[np.argmin(dist, axis=1)], np.arange(grid * grid))
-    axes = []
-    for size in x.shape[:2]:
-        cell = np.minimum(np.arange(size) * grid // size, grid - 1)
-        start = np.searchsorted(cell, np.arange(grid))
-        length = np.bincount(cell, minlength=grid)
-        axes.append((cell, start, length))
-    (ry, sy, hy), (cx, sx, wx) = axes
-    cell_yx = ry[:, None] * grid + cx[None, :]
-    src_r, src_c = np.divmod(source[cell_yx], grid)
-    offset_y = np.arange(x.shape[0])[:, None] - sy[ry][:, None]
-    offset_x = np.arange(x.shape[1])[None, :] - sx[cx][None, :]
-    yy = sy[src_r] + np.minimum(offset_y, hy[src_r] - 1)
-    xx = sx[src_c] + np.minimum(offset_x, wx[src_c] - 1)
-    return x[yy, xx]
-
-
-def fill_inputs(x: np.ndarray, heatmap: np.ndarray, rule: str, grid: int = 16, steps: int = 10, random_orders: int = 3,
-                seed: int = 0) -> list[np.ndarray]:
-    """The shipped check's variants (same cells, same seeded orders: the map's, then 3 random; the same
-    fully blank image-mean endpoint) with each step's deleted cells refilled by :func:`fill_deleted` over
-    the union of the cells deleted so far, instead of the image mean. ``blobs``: the image-mean blank, but
-    random orders that delete contiguous blobs (smoothed noise, BLOB_SIGMA cells) like a heat map's order
-    does, instead of scattered cells; ``blobs-telea``: those orders with the Telea fill; ``reverse-outside``:
-    the orders of :func:`candidate_inputs` (hottest first, coldest first, CANDIDATE_RANDOM_ORDERS random)
-    with the ``outside`` fill, for :func:`candidate_score`; ``copy``: the shipped orders, each deleted cell
-    replaced by the nearest kept cell (:func:`copy_nearest_cells`); ``copy-far``: the nearest at least
-    COPY_FAR cells away."""
-    import cv2
-
-    size, channels = x.shape[0], x.shape[-1]
-    cell_of, cells, cell_heat = cell_grid(x, heatmap, grid)
-    rng = np.random.default_rng(seed)   # as medclf_core.explain.faithfulness._deletion_inputs
-    ties = rng.random(grid * grid)
-    orders = [np.lexsort((ties, -cell_heat))]
-    if rule == "reverse-outside":
-        orders += [np.lexsort((ties, cell_heat))] + [rng.permutation(grid * grid)
-                                                     for _ in range(CANDIDATE_RANDOM_ORDERS)]
-    elif rule.startswith("blobs"):
-        orders += [np.argsort(-cv2.GaussianBlur(rng.random((grid, grid)), (0, 0), BLOB_SIGMA).ravel(), kind="stable")
-                   for _ in range(random_orders)]
-    else:
-        orders += [rng.permutation(grid * grid) for _ in range(random_orders)]
-    fill = {"blobs": "mean", "blobs-telea": "telea", "reverse-outside": "outside"}.get(rule, rule)
-    tie = rng.random(grid * grid)
-    mean = x.reshape(-1, channels).mean(axis=0)
-    small_idx = np.arange(FILL_SIZE) * grid // FILL_SIZE
-    small_cell = small_idx[:, None] * grid + small_idx[None, :]
-    small = [cv2.resize(np.ascontiguousarray(x[..., c]), (FILL_SIZE, FILL_SIZE), interpolation=cv2.INTER_AREA)
-             for c in range(channels)]
-    out = [x, np.broadcast_to(x.reshape(-1, channels).mean(axis=0), x.shape).astype(np.float32)]
-    for order in orders:
-        rank = np.empty(grid * grid, np.int64)
-        rank[order] = np.arange(grid * grid)
-        for n in (int(round(grid * grid * j / steps)) for j in range(1, steps)):
-            deleted, small_mask = rank[cell_of] < n, (rank[small_cell] < n).astype(np.uint8)
-            if fill.startswith("copy"):
-                out.append(copy_nearest_cells(x, rank < n, grid, tie, COPY_FAR if fill == "copy-far" else 0.0))
-                continue
-            v = x.copy()
-            for c in range(channels):
-                if fill == "mean":
-                    v[..., c][deleted] = mean[c]
-                    continue
-                filled = cv2.resize(fill_deleted(small[c], small_mask, fill), (size, size),
-                                    interpolation=cv2.INTER_LINEAR)
-                v[..., c][deleted] = filled[deleted]
-            out.append(v)
-    return out
-
-
 def score_maps(predictor, x, maps, classes, blank: str, rules=("reverse",)) -> tuple[list, dict, dict]:
     """``(before, {rule: after}, {rule: seconds building the variants per map})``: the shipped check, and each
     candidate rule on the same log-odds (pre-softmax logits); None where the test cannot tell."""
@@ -301,7 +202,9 @@ NOISE_SEEDS = 3  # noise maps per image: the null distribution of the score
 def controls(maps: list[np.ndarray], smooth: bool = False) -> dict[str, list[np.ndarray]]:
     """The Grad-CAM maps moved off their place, and ``NOISE_SEEDS`` noise maps per image (seeded), image after
     image for each seed in turn; with ``smooth``, also ``NOISE_SEEDS`` *smooth* noise maps per image (7 x 7
-    uniform noise resized bilinearly, a CAM's resolution at 224 px: a random map with contiguous hot regions)."""
+    uniform noise resized bilinearly, a CAM's resolution at 224 px: a random map with contiguous hot regions) and a
+    *centre blob* per image (a Gaussian on the image centre, sigma 0.15 of its side: a map that points at the
+    middle of the head whatever the image, round four)."""
     import cv2
 
     moved = [np.roll(m, (m.shape[0] // 2, m.shape[1] // 2), axis=(0, 1)) for m in maps]
@@ -313,15 +216,19 @@ def controls(maps: list[np.ndarray], smooth: bool = False) -> dict[str, list[np.
             cv2.resize(np.random.default_rng(5000 + 1000 * s + i).random((7, 7)).astype(np.float32),
                        m.shape[::-1], interpolation=cv2.INTER_LINEAR)
             for s in range(NOISE_SEEDS) for i, m in enumerate(maps)]
+        yy, xx = (np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in maps[0].shape)
+        centre = np.exp(-(yy[:, None] ** 2 + xx[None, :] ** 2) / (2 * 0.3 ** 2))
+        out["centre blob"] = [cv2.resize(centre, m.shape[::-1]) for m in maps]
     return out
 
 
-def run_model(name: str, n: int, blank: str = "background", rules=("reverse",), smooth: bool = False) -> list[dict]:
+def run_model(name: str, n: int, blank: str = "background", rules=("reverse",), smooth: bool = False,
+              run: Path | None = None, brain_set: str = "sartaj-test") -> list[dict]:
     from medclf_core.inference.predictor import Predictor
     from medclf_core.io.images import load_image
 
-    predictor = Predictor.from_run(REPO / "models" / name)
-    files = CASES[name](n)
+    predictor = Predictor.from_run(run or REPO / "models" / name)
+    files = BRAIN_SETS[brain_set](n) if name == "brain-mri-tumour" else CASES[name](n)
     pixels = [load_image(f).pixels for f in files]
     x = np.stack([predictor.prepare(p) for p in pixels])
     positive = predictor.positive if predictor.positive is not None else 1
@@ -375,12 +282,17 @@ def main(argv=None) -> None:
                     help="candidate ('after') rules, one table each: 'reverse' (round two: the map's order against "
                          "its reverse, blank per --blank), or the shipped rule with deleted cells refilled from "
                          "their surroundings: 'telea' / 'ns' (cv2.inpaint), 'outside' (normalised convolution)")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="a model folder to load instead of models/<model> (one --models entry), e.g. an older run")
+    ap.add_argument("--brain-set", default="sartaj-test", choices=list(BRAIN_SETS),
+                    help="brain images: the first Sartaj test_ files (rounds one to three) or Sartaj tumour "
+                         "images in the shipped brain model's held-out test split (round four)")
     ap.add_argument("--smooth-noise", action="store_true",
                     help="add a control: smooth noise maps (contiguous random hot regions), 3 per image")
     args = ap.parse_args(argv)
     rows = []
     for name in args.models:
-        rows += run_model(name, args.n, args.blank, args.rules, args.smooth_noise)
+        rows += run_model(name, args.n, args.blank, args.rules, args.smooth_noise, args.run, args.brain_set)
     for rule in args.rules:
         cost = {r["model"]: np.mean([x["cost"][rule] for x in rows if x["model"] == r["model"]]) for r in rows}
         print(f"\n'after' = {rule}" + (f" (blank: {args.blank})" if rule == "reverse" else "")

@@ -17,6 +17,7 @@ candidate not adopted (issue 24, round three)".
 Usage (about 5 minutes on the shared 2 cores)::
 
     PYTHONPATH=. .venv/bin/python bench/faithfulness_synthetic.py telea ns outside blobs blobs-telea
+    PYTHONPATH=. .venv/bin/python bench/faithfulness_synthetic.py copy reverse-copy shift shift-copy   # round four
 """
 
 from __future__ import annotations

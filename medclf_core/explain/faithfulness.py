@@ -10,7 +10,11 @@ hottest regions are blanked first than when random regions are. How it deletes:
   coarse shapes a model can still read. Deleted cells filled from their surroundings
   (cv2.inpaint, or a blur of the kept pixels) were measured too (docs/BENCHMARKS.md, issue 24
   round three): better on chest films and the synthetic patterns, worse on brain MRIs (a smooth patch
-  in a brain reads as a mass), so not used; a copy of the nearest kept cell is the lead there.
+  in a brain reads as a mass), so not used. Round four measured a copy of the nearest kept cell, ROAD's
+  most- against least-relevant-first comparison and a reference that deletes the map's own shape elsewhere
+  on the retrained brain model: none met the criteria set before the runs. A Gaussian on the image centre,
+  a map that ignores the image, scored as high as Grad-CAM under this rule, the copy and the same-shape one
+  (the centre of the organ carries the class score), so the rule below is unchanged.
 - Pixels are deleted by cells of a ``grid`` x ``grid`` partition of the model input
   (16 x 16: 7 px cells at 112 px), ranked by their mean heat; each map is resized to
   the model input first, as the image is (:func:`medclf_core.io.images.to_model_input`).
