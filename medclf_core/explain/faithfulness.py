@@ -38,7 +38,8 @@ hottest regions are blanked first than when random regions are. How it deletes:
   kept for comparison (bench/faithfulness_scale.py). Measured there (12 images per
   model, positive class): chest Grad-CAM 0.03 -> 0.12, Grad-CAM++ 0.06 -> 0.18,
   Score-CAM 0.04 -> 0.13 (mean, before -> after), maps moved off their place and noise
-  maps stay near 0; brain tumour MRIs: Grad-CAM -0.03 -> -0.03, Score-CAM 0.05 -> 0.10:
+  maps stay near 0; brain tumour MRIs (the brain model of 7cae2ba, before its retraining): Grad-CAM
+  -0.03 -> -0.03, Score-CAM 0.05 -> 0.10:
   the scale makes the curves move (flat first step 58% -> 42% of Grad-CAM maps) but
   does not make the brain model's maps score high. Their raw curves rise again as cells
   are blanked (grey cells in a dark MRI read as more tumour), which the running minimum
@@ -83,7 +84,7 @@ DELETION_GRID = 16           # pixels are deleted by cells of a 16 x 16 grid on 
 # What a score means to a reader (faithfulness_verdict): at or above RELIES_ON_MAP the map's
 # regions carry the decision; above BETTER_THAN_RANDOM they do somewhat; else not noticeably.
 # Kept at 0.3 / 0.1 on the log-odds scale (issue 24), from measurements (bench/faithfulness_scale.py,
-# tests/medclf_core/explain/test_faithfulness.py): noise maps (a random order) on 12 brain MRIs and
+# tests/medclf_core/explain/test_faithfulness.py; brain: the model of 7cae2ba): noise maps (a random order) on 12 brain MRIs and
 # 12 chest films, 3 each, reach 0.3 in 4 of 72 (about the 95th percentile: "relies" is rarely
 # chance) and exceed 0.1 in 14 of 72 (so the middle words are weak evidence); Grad-CAM maps moved
 # off their place score <= 0.1 in 12/12 (chest), 10/12 (brain), 24/24 and 22/24 (trained pattern
