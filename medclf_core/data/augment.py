@@ -100,15 +100,9 @@ def build_augmenter(cfg: AugmentConfig, seed: int):
         mode = "horizontal_and_vertical" if cfg.horizontal_flip and cfg.vertical_flip else (
             "horizontal" if cfg.horizontal_flip else "vertical")
         layers.append(keras.layers.RandomFlip(mode, seed=seed))
-    if cfg.rotation:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed + 1))
-    if cfg.shift:
-        layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 2))
-    if cfg.zoom:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, cfg.zoom, fill_mode="constant", seed=seed + 3))
-    if cfg.shear:
-        layers.append(keras.layers.RandomShear(x_factor=cfg.shear, y_factor=cfg.shear, fill_mode="constant",
-                                               seed=seed + 4))
+    geometric = _geometric_layers(cfg, seed)
+    if geometric:
+        layers.append(_fused_affine(geometric))
     if cfg.brightness:
         layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 5))
     if cfg.contrast:
@@ -122,6 +116,77 @@ def build_augmenter(cfg: AugmentConfig, seed: int):
         return images
 
     return apply
+
+
+def _geometric_layers(cfg: AugmentConfig, seed: int) -> list:
+    """The random geometric layers that are on, in the order they compose, each with its own seed (as before the
+    fusion, so each draws the same parameters for the same seed)."""
+    import keras
+
+    layers = []
+    if cfg.rotation:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed + 1))
+    if cfg.shift:
+        layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 2))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, cfg.zoom, fill_mode="constant", seed=seed + 3))
+    if cfg.shear:
+        layers.append(keras.layers.RandomShear(x_factor=cfg.shear, y_factor=cfg.shear, fill_mode="constant",
+                                               seed=seed + 4))
+    return layers
+
+
+def _fused_affine(layers: list):
+    """Rotation, shift, zoom and shear as ONE resampling: each layer draws its parameters as it would
+    (``get_random_transformation``, same seeds, same ranges), the matrices (output pixel -> input pixel) are
+    multiplied in the order the layers ran, and the batch is interpolated once (bilinear, zeros outside).
+
+    Four layers in a row interpolated four times: four times the work and four blurs; a corner that one
+    step moved out of the frame was lost even if the next moved it back. One resampling of the composed
+    map is the exact composition of the four transforms, in a quarter of the time."""
+    import keras
+    from keras import ops
+
+    def step(images, training=True):
+        images = ops.cast(images, "float32")
+        height, width = ops.cast(ops.shape(images)[1], "float32"), ops.cast(ops.shape(images)[2], "float32")
+        total = None
+        for layer in layers:
+            m = _layer_matrix(layer, layer.get_random_transformation(images, training=True), height, width)
+            total = m if total is None else ops.matmul(total, m)
+        flat = ops.reshape(total, (-1, 9))[:, :8]
+        return keras.ops.image.affine_transform(images, flat, interpolation="bilinear", fill_mode="constant",
+                                                fill_value=0.0)
+
+    return step
+
+
+def _layer_matrix(layer, t: dict, height, width):
+    """The 3x3 matrices (N, 3, 3) that ``layer`` (Keras 3's random geometric layers) resamples with for draw ``t``:
+    output pixel (x, y, 1) -> input pixel, the same matrices as each layer's own transform."""
+    from keras import ops
+
+    name = type(layer).__name__
+    if name == "RandomRotation":
+        rows = ops.cast(t["rotation_matrix"], "float32")
+    elif name == "RandomTranslation":
+        d = ops.cast(t["translations"], "float32")
+        one, zero = ops.ones_like(d[:, :1]), ops.zeros_like(d[:, :1])
+        rows = ops.concatenate([one, zero, -d[:, :1], zero, one, -d[:, 1:]], axis=1)
+    elif name == "RandomZoom":
+        zx, zy = ops.cast(t["width_zoom"], "float32"), ops.cast(t["height_zoom"], "float32")
+        zero = ops.zeros_like(zx)
+        rows = ops.concatenate([zx, zero, (width - 1.0) / 2.0 * (1.0 - zx),
+                                zero, zy, (height - 1.0) / 2.0 * (1.0 - zy)], axis=1)
+    elif name == "RandomShear":
+        s = ops.cast(t["shear_factor"], "float32")
+        one, zero = ops.ones_like(s[:, :1]), ops.zeros_like(s[:, :1])
+        rows = ops.concatenate([one, s[:, :1], zero, s[:, 1:], one, zero], axis=1)
+    else:
+        raise TypeError(f"No matrix for {name}.")
+    rows = rows[:, :6]
+    bottom = ops.concatenate([ops.zeros_like(rows[:, :2]), ops.ones_like(rows[:, :1])], axis=1)
+    return ops.reshape(ops.concatenate([rows, bottom], axis=1), (-1, 3, 3))
 
 
 def _eraser_layer(cfg: AugmentConfig, seed: int):
