@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,7 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
         if view.startswith("augment"):
             if augment is None or not augment.enabled:
                 raise ValueError(f"View '{view}' needs an augmentation config that does something.")
-            augmenters[view] = traced_augmenter(augment, seed + k)
+            augmenters[view] = traced_augmenter(augment, seed + k, slot=k)
     steps = int(np.ceil(len(paths) / batch_size)) * len(views)
     out: dict[str, list[np.ndarray]] = {v: [] for v in views}
     done = 0
@@ -107,14 +108,31 @@ def _view(x, view: str, augmenters: dict):
     return tf.clip_by_value(augmenters[view](x), 0.0, 255.0)
 
 
-def traced_augmenter(augment: AugmentConfig, seed: int):
+def traced_augmenter(augment: AugmentConfig, seed: int, slot: int = 0):
     """:func:`~medclf_core.data.augment.build_augmenter` as one ``tf.function``: the same seeded draws as running
-    its layers eagerly, in half the time (the layers' random state advances in the traced graph as it would)."""
+    its layers eagerly, in half the time (the layers' random state advances in the traced graph as it would).
+
+    Traced once per config and ``slot`` (a view's place among the views of one call) in each thread, for
+    any batch size: a later call reseeds the same layers (:meth:`~medclf_core.data.augment.Augmenter.reseed`)
+    instead of tracing new ones, which cost about 0.5 s per trace and per batch shape (the last, partial
+    batch), twice per augmented view and call before. The function returned draws from ``seed`` until the next
+    call with the same config and slot in the same thread."""
     import tensorflow as tf
 
-    return tf.function(build_augmenter(augment, seed), reduce_retracing=True)
+    cache = _AUGMENTERS.__dict__.setdefault("by_config", {})
+    key = (tuple(sorted(augment.to_dict().items())), slot)
+    if key not in cache:
+        if len(cache) >= 32:
+            cache.clear()
+        augmenter = build_augmenter(augment, seed)
+        spec = tf.TensorSpec((None, None, None, None), tf.float32)
+        cache[key] = (augmenter, tf.function(augmenter, input_signature=[spec]))
+    augmenter, traced = cache[key]
+    augmenter.reseed(seed)
+    return traced
 
 
+_AUGMENTERS = threading.local()
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

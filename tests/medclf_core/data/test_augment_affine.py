@@ -75,3 +75,18 @@ def test_the_batch_is_resampled_once(monkeypatch):
     cfg = AugmentConfig(**{**AugmentConfig.preset("default").to_dict(), "horizontal_flip": False})
     build_augmenter(cfg, 0)(smooth_batch(2))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("preset", ["chest_xray", "brain_mri"])
+def test_reseeding_gives_the_draws_of_a_new_augmenter(preset):
+    """``reseed(s)`` puts every random step (eraser, flip, the geometric layers) back where
+    ``build_augmenter(cfg, s)`` starts, batch after batch: the traced augmenter is reused, not rebuilt."""
+    cfg = AugmentConfig.preset(preset)
+    batch = smooth_batch(4)
+    batch[:, :8] = 5.0   # some air along the top for the eraser's border boxes
+    reused = build_augmenter(cfg, 1)
+    reused(batch)
+    reused.reseed(8)
+    fresh = build_augmenter(cfg, 8)
+    for _ in range(2):
+        np.testing.assert_array_equal(np.asarray(reused(batch)), np.asarray(fresh(batch)))

@@ -125,3 +125,17 @@ def test_the_views_of_a_partial_last_batch_share_backbone_calls(extractor, paths
         want = np.concatenate([np.asarray(extractor(direct[view][:4], training=False)),
                                np.asarray(extractor(direct[view][4:], training=False))])
         np.testing.assert_allclose(feats[k], want, rtol=1e-5, atol=1e-5)
+
+
+def test_augmenters_are_traced_once_for_every_call_and_batch_size(extractor, paths, traces):
+    """Each augmented view's augmenter is traced once per thread and config, for every batch size and call
+    (a trace costs about half a second on a CPU; twice per view and call before); reseeded, the second call
+    draws what the first did."""
+    cfg = AugmentConfig.preset("brain_mri")
+    common = dict(image_size=SIZE, channels=1, batch_size=4, views=("original", "augment1", "augment2"), augment=cfg)
+    a = cache_features(extractor, paths, seed=21, **common)   # a full and a partial batch
+    cache_features(extractor, paths[:2], seed=99, **common)
+    b = cache_features(extractor, paths, seed=21, **common)
+    np.testing.assert_array_equal(a, b)
+    augment_traces = [name for name in traces if name != "backbone_forward"]
+    assert len(augment_traces) <= 2, traces   # one per augmented view (none if an earlier test traced them)
