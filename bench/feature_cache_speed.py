@@ -9,7 +9,10 @@
 
 Both run in one process on one warm extractor (traces are paid before the clock), interleaved
 ``--repeats`` times; the table gives the median and the spread (min-max). The decode pipeline alone
-and one augmented view alone are timed the same way, to show where the gap goes.
+and one augmented view alone are timed the same way, to show where the gap goes. On a machine that
+other jobs load, the wall-clock ratio swings with their load from one step to the next; the ratio of
+this process's CPU seconds (all its threads) per image is printed too, which the other jobs move
+less (it counts the work, not the idle waits of a core short of work).
 
 Usage::
 
@@ -49,9 +52,13 @@ def raw_pass(forward, images, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+CPU: list[float] = []   # process CPU seconds of the last timed() call
+
+
 def timed(fn) -> float:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fn()
+    CPU.append(time.process_time() - cpu)
     return time.perf_counter() - started
 
 
@@ -101,11 +108,14 @@ def main() -> None:
     augmenter(batch)
 
     rows = {"raw": [], "decode": [], "augment": [], **{bs: [] for bs in a.cache_batch_sizes}}
+    cpu = {"raw": [], **{bs: [] for bs in a.cache_batch_sizes}}   # CPU seconds per image (x view)
     for _ in range(a.repeats):
-        rows["raw"].append(len(paths) / raw_pass(forwards[best], images, best))
+        rows["raw"].append(len(paths) / timed(lambda: raw_pass(forwards[best], images, best)))
+        cpu["raw"].append(CPU[-1] / len(paths))
         for bs in a.cache_batch_sizes:
             rows[bs].append(len(paths) * len(a.views)
                             / timed(lambda: cache_features(extractor, paths, batch_size=bs, **cache)))
+            cpu[bs].append(CPU[-1] / (len(paths) * len(a.views)))
         ds = make_dataset(paths, np.zeros(len(paths), np.int32), image_size=size, channels=channels,
                           batch_size=recipe_batch, training=False, cache=False)
         rows["decode"].append(len(paths) / timed(lambda: [None for _ in ds]))
@@ -128,6 +138,10 @@ def main() -> None:
         ratios = [c / r for c, r in zip(rows[bs], rows["raw"])]
         print(f"cache (batch {bs}) / raw, per repeat: {', '.join(f'{r:.0%}' for r in ratios)}; "
               f"median {statistics.median(ratios):.0%}; its one-off warm-up call (trace): {trace_s[bs]:.1f} s.")
+        by_cpu = [r / c for c, r in zip(cpu[bs], cpu["raw"])]
+        print(f"  by CPU seconds per image (raw {1000 * statistics.median(cpu['raw']):.0f} ms, cache "
+              f"{1000 * statistics.median(cpu[bs]):.0f} ms per image x view): {', '.join(f'{r:.0%}' for r in by_cpu)}; "
+              f"median {statistics.median(by_cpu):.0%}.")
 
 
 if __name__ == "__main__":

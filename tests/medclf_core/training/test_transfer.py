@@ -95,3 +95,47 @@ def test_augmented_views_are_seeded_and_differ_from_the_image(extractor, paths):
     b = cache_features(extractor, paths, **common)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a[0], a[1])
+
+
+def test_the_views_of_a_partial_last_batch_share_backbone_calls(extractor, paths, monkeypatch):
+    """Seven images in batches of 4, three views: the last batch's 3 x 3 rows go through in 3 calls of 4 rows,
+    not 3 padded calls, and each view's features are those of its own unpadded call."""
+    from medclf_core.training import transfer
+
+    cfg = AugmentConfig.preset("brain_mri")
+    views = ("original", "hflip", "augment2")
+    common = dict(image_size=SIZE, channels=1, batch_size=4, views=views, augment=cfg, seed=5)
+    feats = cache_features(extractor, paths, **common)
+    sizes = []
+    forward = transfer.traced_forward
+
+    def counting(*args):
+        predict = forward(*args)
+        return lambda x: (sizes.append(int(x.shape[0])), predict(x))[1]
+
+    monkeypatch.setattr(transfer, "traced_forward", counting)
+    assert np.array_equal(cache_features(extractor, paths, **common), feats)   # seeded, same as unpacked
+    assert sizes == [4, 4, 4, 4, 4, 1]   # the full batch's 3 views, then the last batch's 9 rows as 4 + 4 + 1
+
+    images = np.stack([load_for_model(p, SIZE, 1) for p in paths]).astype(np.float32)
+    augment = build_augmenter(cfg, 7)  # seed 5 + the view's index 2, its draws batch after batch
+    direct = {"original": images, "hflip": images[:, :, ::-1],
+              "augment2": np.concatenate([np.clip(np.asarray(augment(images[i:i + 4])), 0, 255) for i in (0, 4)])}
+    for k, view in enumerate(views):
+        want = np.concatenate([np.asarray(extractor(direct[view][:4], training=False)),
+                               np.asarray(extractor(direct[view][4:], training=False))])
+        np.testing.assert_allclose(feats[k], want, rtol=1e-5, atol=1e-5)
+
+
+def test_augmenters_are_traced_once_for_every_call_and_batch_size(extractor, paths, traces):
+    """Each augmented view's augmenter is traced once per thread and config, for every batch size and call
+    (a trace costs about half a second on a CPU; twice per view and call before); reseeded, the second call
+    draws what the first did."""
+    cfg = AugmentConfig.preset("brain_mri")
+    common = dict(image_size=SIZE, channels=1, batch_size=4, views=("original", "augment1", "augment2"), augment=cfg)
+    a = cache_features(extractor, paths, seed=21, **common)   # a full and a partial batch
+    cache_features(extractor, paths[:2], seed=99, **common)
+    b = cache_features(extractor, paths, seed=21, **common)
+    np.testing.assert_array_equal(a, b)
+    augment_traces = [name for name in traces if name != "backbone_forward"]
+    assert len(augment_traces) <= 2, traces   # one per augmented view (none if an earlier test traced them)
