@@ -60,13 +60,11 @@ def auc(y, p) -> float:
 
 
 def main(argv=None) -> None:
+    from chest_subset import chest_split_subset
 
     from shortcuts import bootstrap_ci, log_odds
 
-    from medclf_core.data.audit import audit_dataset
     from medclf_core.data.augment import AugmentConfig
-    from medclf_core.data.scan import scan_dataset
-    from medclf_core.data.split import split_dataset
     from medclf_core.models.architectures import get_architecture
     from medclf_core.registry.store import load_run
     from medclf_core.training.labels import class_weight_for
@@ -82,17 +80,8 @@ def main(argv=None) -> None:
     ap.add_argument("--throughput", type=int, default=0, help="only time the caching pass on this many images")
     ap.add_argument("--features", default="/tmp/erase_choice_features.npz", help="cached features (reused)")
     args = ap.parse_args(argv)
-    import json
-    cfg = json.loads((REPO / "configs" / "chest-xray-pneumonia.json").read_text())
-    data = REPO.parent.parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
     t0 = time.perf_counter()
-    index = scan_dataset(data)
-    splits = split_dataset(index, audit_dataset(index, near_duplicate_distance=8), val_fraction=0.15,
-                           test_fraction=0.15, seed=cfg["seed"], group_pattern=cfg["group_pattern"])
-    rng = np.random.default_rng(args.seed)
-    train = [splits["train"][i] for i in sorted(rng.choice(len(splits["train"]), args.train, replace=False))]
-    val = splits["val"]
-    y_tr, y_val = np.array([it.label for it in train]), np.array([it.label for it in val])
+    train, val, y_tr, y_val = chest_split_subset(args.train, args.seed)
     print(f"split in {time.perf_counter() - t0:.0f} s: train subset {len(train)} "
           f"({int((y_tr == 0).sum())} NORMAL), val {len(val)}")
     model, _ = load_run(REPO / "models" / "chest-xray-pneumonia")

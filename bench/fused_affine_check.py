@@ -94,12 +94,9 @@ def paired_ci(y, fused: list, chained: list, resamples: int = 1000, seed: int = 
 
 
 def main(argv=None) -> None:
-    import json
+    from chest_subset import chest_split_subset
 
-    from medclf_core.data.audit import audit_dataset
     from medclf_core.data.augment import AugmentConfig
-    from medclf_core.data.scan import scan_dataset
-    from medclf_core.data.split import split_dataset
     from medclf_core.models.architectures import get_architecture
     from medclf_core.registry.store import load_run
     from medclf_core.training.labels import class_weight_for
@@ -111,15 +108,7 @@ def main(argv=None) -> None:
     ap.add_argument("--aug-seeds", type=int, default=2, help="augmentation seeds (views cached per seed)")
     ap.add_argument("--head-seeds", type=int, default=3, help="head fits per augmentation seed")
     args = ap.parse_args(argv)
-    cfg = json.loads((REPO / "configs" / "chest-xray-pneumonia.json").read_text())
-    data = REPO.parent.parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
-    index = scan_dataset(data)
-    splits = split_dataset(index, audit_dataset(index, near_duplicate_distance=8), val_fraction=0.15,
-                           test_fraction=0.15, seed=cfg["seed"], group_pattern=cfg["group_pattern"])
-    rng = np.random.default_rng(args.seed)
-    train = [splits["train"][i] for i in sorted(rng.choice(len(splits["train"]), args.train, replace=False))]
-    val = splits["val"]
-    y_tr, y_val = np.array([it.label for it in train]), np.array([it.label for it in val])
+    train, val, y_tr, y_val = chest_split_subset(args.train, args.seed)
     model, _ = load_run(REPO / "models" / "chest-xray-pneumonia")
     extractor = feature_extractor(model, get_architecture("efficientnet_lite0").feature_layer)
     common = dict(image_size=224, channels=1, batch_size=32)
