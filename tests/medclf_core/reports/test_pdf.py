@@ -21,11 +21,14 @@ MRN = "9988776655"
 def pdf_text(data: bytes) -> str:
     """The text drawn in a PDF written by fpdf2 (built-in font): the (...) Tj strings of its content streams."""
     streams = []
-    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+    # each stream's bytes by its dictionary's /Length: a compressed stream may itself end in a \r byte, which a
+    # "stream ... \r?\nendstream" pattern would eat (1 PDF in ~256: the text then reads as empty)
+    for m in re.finditer(rb"/Length (\d+)[^>]*>>\s*stream\r?\n", data):
+        body = data[m.end():m.end() + int(m.group(1))]
         try:
-            streams.append(zlib.decompress(m.group(1)))
+            streams.append(zlib.decompress(body))
         except zlib.error:
-            streams.append(m.group(1))  # an uncompressed stream
+            streams.append(body)  # an uncompressed stream, or an image (DCT)
     out = []
     for s in streams:
         for lit in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", s, re.S):
