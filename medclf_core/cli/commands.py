@@ -268,15 +268,18 @@ def cmd_export_lite(args) -> int:
     """Write each named run's (or, with --all, every run's; with --stale, only those whose files are missing or
     do not match) LiteRT files; a run without a fast path is said so."""
     from medclf_core.inference.lite import lite_mismatch
-    from medclf_core.inference.lite_export import export_lite, recorded_no_fast_path
+    from medclf_core.inference.lite_export import NO_FAST_PATH, export_lite
     from medclf_core.registry.store import resolve_run, scan_registry
+
+    def stale(name) -> bool:  # current: files that match the model, or "no fast path" recorded for this model file
+        why, sidecar = lite_mismatch(resolve_run(name, args.models_dir))
+        return why is not None and not (sidecar or {}).get(NO_FAST_PATH)
 
     names = [r["run_dir"] for r in scan_registry(args.models_dir)[0]] if args.all else args.models
     if not names:
         raise MedclfError("Name at least one model, or pass --all.")
-    if args.stale:  # current: files that match the model, or "no fast path" recorded for this model file
-        names = [n for n in names if lite_mismatch(run := resolve_run(n, args.models_dir))[0] is not None
-                 and recorded_no_fast_path(run) is None]
+    if args.stale:
+        names = [n for n in names if stale(n)]
     done = {str(n): export_lite(n, args.models_dir) for n in names}
     if args.json:
         console.print_json(done)

@@ -129,7 +129,9 @@ def backend_choice() -> str:
 
 
 def lite_mismatch(run_dir: str | os.PathLike) -> tuple[str | None, dict | None]:
-    """``(why not, sidecar)``: why a run's fast-path files cannot be used (None: they can, and the sidecar)."""
+    """``(why not, sidecar)``: why a run's fast-path files cannot be used (None: they can, and the sidecar). A
+    sidecar that records "no fast path" for this very ``model.keras`` comes back too, beside its why: the files
+    are then current (``export-lite --stale`` skips the run), though not usable."""
     run_dir = Path(run_dir)
     meta_path, lite_path = run_dir / LITE_META, run_dir / LITE_FILE
     if not meta_path.is_file():
@@ -139,7 +141,7 @@ def lite_mismatch(run_dir: str | os.PathLike) -> tuple[str | None, dict | None]:
         if meta.get("model_sha256") != file_sha256(run_dir / MODEL_FILE):
             return f"{LITE_FILE} was made from another {MODEL_FILE} (regenerate it: medclf export-lite)", None
         if meta.get(NO_FAST_PATH):
-            return f"no fast path: {meta[NO_FAST_PATH]}", None
+            return f"no fast path: {meta[NO_FAST_PATH]}", meta
         if not lite_path.is_file():
             return f"no {LITE_FILE} with its {LITE_META}", None
         if meta.get("tflite_sha256") != file_sha256(lite_path):
