@@ -96,6 +96,14 @@ class LiteModel:
         probs, acts = self.run(x)
         return probs, acts.mean(axis=(1, 2))
 
+    def probabilities_of(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities (N, K) float64 of this model's classifier on ``features`` (N, D) that were not computed by
+        its own forward pass (a softmax of the centred logits: the same probabilities, as centring leaves a softmax
+        unchanged). For another model with the same trunk (:func:`medclf_core.inference.router.shares_trunk`)."""
+        logits = np.asarray(features, np.float64) @ self.kernel + self.bias
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """The centred pre-softmax logits (N, K) the heat maps explain (:func:`medclf_core.explain.views.logits_view`)."""
         return self._logits_of(self.run(x)[1])

@@ -211,8 +211,8 @@ class Predictor:
         n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
         dicom = list(dicom) if dicom is not None else [None] * n
         scores = self.gate.score(features) if self.gate is not None and features is not None else None
-        routes = self.router.probabilities(prepared) if self.router is not None and prepared is not None \
-            else [None] * n
+        routes = self.router.probabilities(prepared, features, routed=self) if self.router is not None and \
+            prepared is not None else [None] * n
         chroma = list(chroma) if chroma is not None else [None] * n
         return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
                         score=None if scores is None else scores[i], router=routes[i], chroma=chroma[i])

@@ -69,3 +69,77 @@ def test_router_for_declared_modalities_only_and_loaded_once(tmp_path):
     first = router_for(BRAIN_CARD, load, tmp_path)
     assert isinstance(first, ModalityRouter) and router_for(BRAIN_CARD, load, tmp_path) is first
     assert len(loads) == 1 and router_for(MODALITY_CARD, load, tmp_path) is None
+
+
+def _counted(lite, monkeypatch) -> list:
+    """Count the forward passes of a LiteModel (its ``run``, which ``forward`` calls), until the test ends."""
+    calls = []
+    run = lite.run
+
+    def counting(x):
+        calls.append(len(x))
+        return run(x)
+
+    monkeypatch.setattr(lite, "run", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled chest X-ray and brain MRI models on LiteRT, each with the bundled modality router."""
+    from helpers import REPO
+
+    return {name: Predictor.from_run(REPO / "models" / name) for name in ("chest-xray-pneumonia", "brain-mri-tumour")}
+
+
+def _samples(predictor) -> np.ndarray:
+    from helpers import SAMPLES
+    from medclf_core.io.images import load_image
+
+    files = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[:3] + sorted((SAMPLES / "dicom").glob("*.dcm"))
+    return np.stack([predictor.prepare(load_image(f.read_bytes()).pixels) for f in files])
+
+
+def test_a_router_on_the_main_models_frozen_trunk_reads_its_features_instead_of_a_second_pass(bundled, monkeypatch):
+    chest = bundled["chest-xray-pneumonia"]
+    router = chest.router
+    assert chest.lite is not None and router.predictor.lite is not None
+    assert router.shares_trunk_with(chest)  # both linear probes on ImageNet EfficientNet-Lite0, 224 px grayscale
+    prepared = _samples(chest)
+    own = router.probabilities(prepared)  # the router's own forward pass
+    _, features = chest.predict_batch_with_features(prepared)
+    calls = _counted(router.predictor.lite, monkeypatch)
+    shared = router.probabilities(prepared, features, routed=chest)
+    assert calls == []  # no pass of the router's own
+    for a, b in zip(own, shared, strict=True):
+        assert a.keys() == b.keys() and all(abs(a[c] - b[c]) < 1e-5 for c in a)
+    assert any(max(p, key=p.get) != "XRAY" for p in own) and any(max(p, key=p.get) == "XRAY" for p in own)
+    chest.lite.forget()
+    assert [r["ood"] for r in chest.predict(list(prepared[..., 0]))] == [r["ood"] for r in
+                                                                         chest.predict(list(prepared[..., 0]))]
+    assert calls == []  # Predictor.predict routes through the shared features too
+
+
+def test_a_fine_tuned_trunk_keeps_the_routers_own_pass(bundled, monkeypatch):
+    brain = bundled["brain-mri-tumour"]  # top blocks fine-tuned: other features than the modality model's
+    router = brain.router
+    assert not router.shares_trunk_with(brain)
+    prepared = _samples(brain)
+    calls = _counted(router.predictor.lite, monkeypatch)
+    _, features = brain.predict_batch_with_features(prepared)
+    shared = router.probabilities(prepared, features, routed=brain)
+    assert calls and shared == router.probabilities(prepared)
+
+
+def test_shares_trunk_needs_the_same_input_and_feature_size(bundled):
+    from medclf_core.inference.router import probe_images, shares_trunk
+
+    chest = bundled["chest-xray-pneumonia"].lite
+
+    class Other:  # another input size: no pass is run to tell
+        image_size, channels, feature_dim = 112, 1, chest.feature_dim
+
+    assert not shares_trunk(chest, Other()) and shares_trunk(chest, chest)
+    probes = probe_images(32, 3)
+    assert probes.shape == (3, 32, 32, 3) and probes.min() >= 0 and probes.max() <= 255
+    assert len({p.tobytes() for p in probes}) == 3
