@@ -17,8 +17,12 @@ Lite0 extractor is ~13 MB, its trunk up to ``block14`` ~7.5 MB). Deleting the fo
 
 ``MEDCLF_LITE_FEATURES`` (:data:`LITE_ENV`) chooses: ``0`` TensorFlow always; ``1`` LiteRT whenever it
 works (converting on a cache miss whatever the job's size); unset or ``auto``: LiteRT on a cache hit, and
-on a miss only for a job of at least :data:`MIN_PASSES_TO_CONVERT` forward passes, below which the
-conversion costs more than it saves. A LiteRT interpreter is not thread-safe: each thread gets its own.
+on a miss for a job of at least :data:`MIN_PASSES_TO_CONVERT` forward passes. The transfer recipe's
+backbone is always pretrained, so its key comes back in every later run of the same architecture, image
+size and channels: the conversion is paid once per machine and backbone, not per run, and a job of 1000
+passes or more repays it within a few runs; a smaller job (a few hundred images) on a miss stays on
+TensorFlow, where the conversion would cost more than it saves for many runs. A LiteRT interpreter is
+not thread-safe: each thread gets its own.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ CACHE_SUBFOLDER = "lite_backbones"
 LITE_BATCH = 8
 #: XNNPACK threads per interpreter (the benchmark CPU has 2 cores).
 THREADS = max(1, min(4, os.cpu_count() or 1))
-#: Forward passes (images x views) that repay a conversion on a cache miss (``auto``): the conversion
-#: costs ~10 s more than TensorFlow's trace and LiteRT saves ~3-5 ms per pass (docs/BENCHMARKS.md, session 13).
-MIN_PASSES_TO_CONVERT = 2500
+#: Forward passes (images x views) of one job below which a cache miss stays on TensorFlow (``auto``): the
+#: conversion costs ~8-10 s more than TensorFlow's trace, LiteRT saves a few ms per pass, and the file serves
+#: every later run with the same backbone (docs/BENCHMARKS.md, session 13).
+MIN_PASSES_TO_CONVERT = 1000
 #: The cache folder's bound; the least recently used files go first.
 MAX_CACHE_BYTES = 500 * 1024 * 1024
 #: Bumped when the way files are made changes, so older files are never read as current.
