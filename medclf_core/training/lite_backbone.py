@@ -2,8 +2,9 @@
 
 :func:`~medclf_core.training.transfer.cache_features` runs every training view and validation image
 through the frozen backbone once. On the 2-core benchmark CPU the same EfficientNet-Lite0 extractor runs
-faster as a float32 ``.tflite`` on LiteRT's XNNPACK delegate than as a traced TensorFlow call (features
-within ~2e-5 of TensorFlow's, values up to ~6; docs/BENCHMARKS.md, session 13). XLA was slower still,
+faster as a float32 ``.tflite`` on LiteRT's XNNPACK delegate than as a traced TensorFlow call (about
+twice the images per second, features within ~2e-5 of TensorFlow's, values up to ~6; docs/BENCHMARKS.md,
+session 13). XLA was slower still,
 so it is not used. :func:`lite_forward` gives that LiteRT forward, or None and why not (then the caller
 runs TensorFlow and logs the reason).
 
@@ -17,12 +18,12 @@ Lite0 extractor is ~13 MB, its trunk up to ``block14`` ~7.5 MB). Deleting the fo
 
 ``MEDCLF_LITE_FEATURES`` (:data:`LITE_ENV`) chooses: ``0`` TensorFlow always; ``1`` LiteRT whenever it
 works (converting on a cache miss whatever the job's size); unset or ``auto``: LiteRT on a cache hit, and
-on a miss for a job of at least :data:`MIN_PASSES_TO_CONVERT` forward passes. The transfer recipe's
-backbone is always pretrained, so its key comes back in every later run of the same architecture, image
-size and channels: the conversion is paid once per machine and backbone, not per run, and a job of 1000
-passes or more repays it within a few runs; a smaller job (a few hundred images) on a miss stays on
-TensorFlow, where the conversion would cost more than it saves for many runs. A LiteRT interpreter is
-not thread-safe: each thread gets its own.
+on a miss for a job of at least :data:`MIN_PASSES_TO_CONVERT` forward passes: measured on the chest
+bench, the conversion costs ~5 s more than TensorFlow's trace and LiteRT saves ~5 ms per image x view, so
+from about 1000 passes the conversion pays for itself within the job, and the transfer recipe's backbone,
+always pretrained, comes back with the same key in every later run of the same architecture, image size
+and channels (one conversion per machine and backbone). A smaller job on a miss stays on TensorFlow.
+A LiteRT interpreter is not thread-safe: each thread gets its own.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ CACHE_SUBFOLDER = "lite_backbones"
 LITE_BATCH = 8
 #: XNNPACK threads per interpreter (the benchmark CPU has 2 cores).
 THREADS = max(1, min(4, os.cpu_count() or 1))
-#: Forward passes (images x views) of one job below which a cache miss stays on TensorFlow (``auto``): the
-#: conversion costs ~8-10 s more than TensorFlow's trace, LiteRT saves a few ms per pass, and the file serves
-#: every later run with the same backbone (docs/BENCHMARKS.md, session 13).
+#: Forward passes (images x views) of one job below which a cache miss stays on TensorFlow (``auto``): about
+#: where the conversion (~10.5 s against TensorFlow's 5.3 s trace and first batch) is repaid by LiteRT's
+#: ~5 ms per pass (7.3 against 12.2 ms, the cache end to end; docs/BENCHMARKS.md, session 13).
 MIN_PASSES_TO_CONVERT = 1000
 #: The cache folder's bound; the least recently used files go first.
 MAX_CACHE_BYTES = 500 * 1024 * 1024

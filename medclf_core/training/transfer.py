@@ -5,7 +5,8 @@ through the whole backbone in every epoch, which is what makes transfer learning
 slow on a CPU. Here each image (and each of a few augmented *views* of it) goes
 through the backbone once; the head (Dropout + Dense, the same layers as the
 model's own) then trains for many epochs on the cached feature vectors in
-milliseconds, and its weights are copied into the model's head. Optional
+milliseconds, and its weights are copied into the model's head. The backbone pass runs on LiteRT where it
+can (:mod:`~medclf_core.training.lite_backbone`, converted once and kept on disk). Optional
 fine-tuning of the top blocks then runs on images, in :mod:`medclf_core.training`.
 
 Example::
