@@ -159,18 +159,24 @@ def print_tables(results: list[dict], note: str) -> None:
           + "---|" * len(results[0]["phases"]))
     for r in results:
         print(f"| {r['recipe']} | {r['seed_offset']} | " + " | ".join(f"{v:.1f}" for v in r["phases"].values()) + " |")
-    by = {(r["recipe"], r["seed_offset"]): r for r in results}
+    by: dict[tuple, list[dict]] = {}
+    for r in results:
+        by.setdefault((r["recipe"], r["seed_offset"]), []).append(r)
+
+    def median_s(label, s):  # a seed run more than once (combined files): the median of its runs
+        return statistics.median(r["to_best_s"] for r in by[label, s])
+
     seeds = sorted({r["seed_offset"] for r in results})
     for label in ("transfer LiteRT warm", "transfer LiteRT cold", "transfer TensorFlow"):
-        ratios = [by["bn_cnn", s]["to_best_s"] / by[label, s]["to_best_s"] for s in seeds
-                  if ("bn_cnn", s) in by and (label, s) in by]
+        ratios = [median_s("bn_cnn", s) / median_s(label, s) for s in seeds if ("bn_cnn", s) in by and (label, s) in by]
         if ratios:
             print(f"\nbn_cnn / {label}, seconds to the best validation accuracy, per seed: "
                   f"{', '.join(f'{x:.1f}x' for x in ratios)}; median {statistics.median(ratios):.1f}x, "
-                  f"range {min(ratios):.1f}-{max(ratios):.1f}x (n = {len(ratios)})")
+                  f"range {min(ratios):.1f}-{max(ratios):.1f}x (n = {len(ratios)} seeds; a seed run more than "
+                  f"once: the median of its runs)")
     for s in seeds:
         if ("transfer TensorFlow", s) in by and ("transfer LiteRT warm", s) in by:
-            tf_, lite = by["transfer TensorFlow", s], by["transfer LiteRT warm", s]
+            tf_, lite = by["transfer TensorFlow", s][0], by["transfer LiteRT warm", s][0]
             print(f"seed {s}: LiteRT - TensorFlow features: best val accuracy "
                   f"{lite['best_val_accuracy'] - tf_['best_val_accuracy']:+.4f}, val AUC "
                   f"{(lite['val_auc'] or 0) - (tf_['val_auc'] or 0):+.4f}, test accuracy "
