@@ -21,6 +21,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains several models or starts processes (still part of CI)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Converted backbones (:mod:`medclf_core.training.lite_backbone`) go to a folder of this session's, never
+    to the user's ``~/.cache/medclf``: a test neither reads a file an earlier session left nor leaves one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDCLF_CACHE_DIR", str(tmp_path_factory.mktemp("medclf-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def chest_sample() -> Path:
     return CHEST_SAMPLE
