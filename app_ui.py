@@ -63,19 +63,6 @@ def table(frame) -> None:
     st.table(md_escape_frame(frame))
 
 
-def lazy_expander(label: str, key: str, *, open_at_start: bool = False, fold: bool = False):
-    """An expander whose body is drawn only while it is open: ``(container, open)``; write into the container
-    only when ``open``. Opening or closing it reruns the page (Streamlit's state-tracking expander), so a closed
-    one costs the page one element, not its whole body: on a fresh Predict page the folded sample buttons and
-    PACS form made each upload's heat map ~0.1 s later (docs/BENCHMARKS.md, issue 22 item 7, session 13).
-    ``open_at_start``: open on the session's first run; ``fold``: close it now (e.g. a new upload folds the
-    sample picker away); the user can open it again."""
-    if fold or key not in st.session_state:
-        st.session_state[key] = open_at_start and not fold
-    box = st.expander(label, key=key, on_change="rerun")
-    return box, bool(box.open)
-
-
 def research_notice() -> None:
     st.caption(f":warning: **{NOTICE}**")
 

@@ -48,29 +48,22 @@ about = st.container()  # filled once the model is loaded; the file input comes 
 
 uploads = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, accept_multiple_files=True, key="predict_upload")
 
-# Both pickers are drawn only while open (app_ui.lazy_expander): a new upload folds the samples away.
-upload_ids = [f.file_id for f in uploads or []]
-new_upload = bool(upload_ids) and upload_ids != st.session_state.get("_predict_upload_ids")
-st.session_state["_predict_upload_ids"] = upload_ids
-box, box_open = app_ui.lazy_expander("... or try a bundled sample image", "predict-samples-open",
-                                     open_at_start=not uploads, fold=new_upload)
-if box_open:
-    cols = box.columns(5)
+with st.expander("... or try a bundled sample image", expanded=not uploads):
+    cols = st.columns(5)
     for i, path in enumerate(SAMPLE_FILES):
         if cols[i % 5].button(sample_label(path), key=f"sample-{path.name}", help=path.name, width="stretch"):
             st.session_state["predict_samples"] = [str(path)]
-    c1, c2 = box.columns(2)
+    c1, c2 = st.columns(2)
     if c1.button("All sample images", key="sample-all"):
         st.session_state["predict_samples"] = [str(p) for p in SAMPLE_FILES]
     if st.session_state.get("predict_samples") and c2.button("Clear samples", key="sample-clear"):
         st.session_state["predict_samples"] = []
 
-box, box_open = app_ui.lazy_expander("... or open a study from a PACS (DICOMweb)", "predict-pacs-open")
-if box_open:
-    with box:
-        pacs_ui.predict_source()
-        if st.session_state.get("pacs_fetched") and st.button("Clear the PACS images", key="pacs-clear"):
-            st.session_state["pacs_fetched"] = []
+with st.expander("... or open a study from a PACS (DICOMweb)",
+                 expanded=bool(st.session_state.get("pacs_fetched") or st.session_state.get("_pacs_studies"))):
+    pacs_ui.predict_source()
+    if st.session_state.get("pacs_fetched") and st.button("Clear the PACS images", key="pacs-clear"):
+        st.session_state["pacs_fetched"] = []
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
 predictor, lock = app_ui.load_predictor(card, site=True)
@@ -80,19 +73,16 @@ with about:
     st.markdown(f"Model **{esc(card['name'])}** ({esc(card.get('task', ''))}): classes "
                 f"{esc(', '.join(predictor.class_names))}. Images are resized to {predictor.image_size} px "
                 f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
-    box, box_open = app_ui.lazy_expander("What this model is for, and how well it did", "predict-card-open")
-    if box_open:
-        with box:
-            use = card.get("intended_use") or {}
-            st.text(f"Intended use: {use.get('summary') or 'not stated on the model card'}")
-            if use.get("not_for"):
-                st.text("Not for: " + "; ".join(use["not_for"]))
-            if card.get("training_data"):
-                st.text(f"Trained on: {card['training_data']}")
-            app_ui.table(pd.DataFrame(performance_rows(card)).set_index("data"))
-            st.caption("Same source: the model's own held-out split of its training data. Other data: "
-                       "evaluations recorded with `evaluate --record`. Expect lower figures on images from other "
-                       "hospitals.")
+    with st.expander("What this model is for, and how well it did"):
+        use = card.get("intended_use") or {}
+        st.text(f"Intended use: {use.get('summary') or 'not stated on the model card'}")
+        if use.get("not_for"):
+            st.text("Not for: " + "; ".join(use["not_for"]))
+        if card.get("training_data"):
+            st.text(f"Trained on: {card['training_data']}")
+        app_ui.table(pd.DataFrame(performance_rows(card)).set_index("data"))
+        st.caption("Same source: the model's own held-out split of its training data. Other data: evaluations "
+                   "recorded with `evaluate --record`. Expect lower figures on images from other hospitals.")
 
 
 def _cache(name: str) -> dict:

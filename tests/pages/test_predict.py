@@ -152,9 +152,6 @@ def test_the_model_says_what_it_is_for_and_how_it_did_same_source_and_elsewhere(
     """Intended use and the figures with their n: the own test split beside recorded other-source evaluations."""
     at = page("predict")
     at.run()
-    assert not at.exception and not at.table  # folded: its body is not drawn until it is opened
-    at.session_state["predict-card-open"] = True  # what opening the expander does
-    at.run()
     assert not at.exception
     (table,) = at.table
     rows = table.value
@@ -361,22 +358,3 @@ def test_the_predict_page_computes_nothing_itself():
                                                          "medclf_core.server.memory", "medclf_core.models"))]
     assert not below, below
     assert {"hashlib", "numpy"}.isdisjoint(imported)
-
-
-def test_the_pickers_are_drawn_only_while_open_and_a_new_upload_folds_the_samples(app_env, page):
-    """Issue 22 item 7: folded pickers cost the page one element each, not their bodies (the sample buttons, the
-    PACS form); the samples are open on a fresh page, a new upload folds them, and they open again when asked."""
-    at = page("predict")
-    at.run()
-    sample_keys = [b.key for b in at.button if b.key.startswith("sample-")]
-    assert len(sample_keys) == 11 and not [t for t in at.text_input if t.key.startswith("pacs")]  # 10 + All; PACS folded
-    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
-    assert not at.exception and not [b for b in at.button if b.key.startswith("sample-")]  # folded by the upload
-    at.session_state["predict-samples-open"] = True  # the user opens them again: the same upload does not fold
-    at.run()
-    assert {b.key for b in at.button if b.key.startswith("sample-")} == set(sample_keys)
-    at.run()
-    assert {b.key for b in at.button if b.key.startswith("sample-")} == set(sample_keys)
-    at.session_state["predict-pacs-open"] = True
-    at.run()
-    assert not at.exception and at.text_input(key="pacs-patient")

@@ -46,12 +46,6 @@ def _page_text(at) -> str:
     return rendered("\n".join(map(str, parts)))
 
 
-def _pacs_open(at):
-    """The Predict page with its PACS picker open (folded, it draws nothing: app_ui.lazy_expander)."""
-    at.session_state["predict-pacs-open"] = True
-    return at
-
-
 def _search(at, patient: str = "", modality: str = ""):
     at.text_input(key="pacs-patient").set_value(patient)
     at.selectbox(key="pacs-modality").set_value(modality)
@@ -85,7 +79,7 @@ def _only(server, study_uid: str, modality: str):
 def test_search_pick_predict_and_write_back(older_env, pacs_env, page, tmp_path):
     uids = _chest_study(pacs_env, tmp_path)
     pacs_env.upload([MR])  # another patient's study: the search by patient ID must leave it out
-    at = _pacs_open(page("predict"))
+    at = page("predict")
     at.run()
     assert not at.exception
     _search(at, patient=PATIENT_ID)
@@ -128,7 +122,7 @@ def test_search_pick_predict_and_write_back(older_env, pacs_env, page, tmp_path)
 
 def test_an_image_the_gate_refuses_gets_a_refused_sr_and_no_heat_map(refitted_env, pacs_env, page):
     pacs_env.upload([MR])
-    at = _search(_pacs_open(page("predict")).run(), modality="MR")
+    at = _search(page("predict").run(), modality="MR")
     at.button(key="pacs-fetch").click()
     at.run()
     assert not at.exception
@@ -153,7 +147,7 @@ def test_wrong_password_then_the_pacs_down_mid_way_lose_nothing(older_env, tmp_p
         monkeypatch.setenv("MEDCLF_PACS_URL", own.url)
         monkeypatch.delenv("MEDCLF_PACS_USER", raising=False)
         monkeypatch.delenv("MEDCLF_PACS_PASSWORD", raising=False)
-        at = _pacs_open(page("predict")).run()
+        at = page("predict").run()
         at.text_input(key="pacs-user").set_value(own.user)
         at.text_input(key="pacs-password").set_value("not-the-password")
         _search(at)
@@ -178,7 +172,7 @@ def test_wrong_password_then_the_pacs_down_mid_way_lose_nothing(older_env, tmp_p
 
 
 def test_no_match_a_study_without_images_and_a_huge_series(older_env, pacs_env, page, tmp_path):
-    at = _search(_pacs_open(page("predict")).run(), patient="NOBODY")
+    at = _search(page("predict").run(), patient="NOBODY")
     assert any("No study in the PACS matches" in i.value for i in at.info)
     # a study holding only a report and a PDF: its SR and Encapsulated PDF written, then its image removed
     from medclf_core.pacs.client import PacsConnection
