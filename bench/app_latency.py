@@ -19,6 +19,9 @@ One run measures, for the bundled models:
 - **brain model**: in a fresh session per image, the sidebar switched to ``brain-mri-tumour`` (not
   timed), then the image uploaded -> overlay.
 
+The output names each bundled model's backend (``backends``: LiteRT, or TensorFlow and why): a checkout
+without ``model.tflite`` files serves on TensorFlow, ~0.1 s slower per upload, so compare runs with the same.
+
 Each browser figure is followed by its ratio to the in-process time of the same work. Browser times are
 taken on the page's own clock, from the user's action (the click, key press or file choice, seen by a
 capturing listener) to the frame in which the overlay's ``<img>`` has a new source, is decoded, and its
@@ -324,6 +327,19 @@ def browser(args, inproc: dict) -> dict:
     return res
 
 
+def backends() -> dict[str, str]:
+    """How the server will run each bundled model: "LiteRT", or "TensorFlow (why)". A checkout whose
+    ``model.tflite`` files were never made (they are not committed; ``scripts/app.sh`` makes them) serves on
+    TensorFlow and its uploads are ~0.1 s slower: compare figures only between runs with the same backends."""
+    from medclf_core.inference.lite import lite_mismatch
+
+    out = {}
+    for run in sorted(p for p in (REPO / "models").iterdir() if (p / "model.keras").is_file()):
+        why = lite_mismatch(run)[0]
+        out[run.name] = "LiteRT" if why is None else f"TensorFlow ({why})"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--uploads", type=int, default=6, help="warm uploads (one fresh session each)")
@@ -345,7 +361,8 @@ def main() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True)
     inproc = json.loads(out.stdout.strip().splitlines()[-1])
-    res = {"load_average_before": [round(v, 2) for v in load], "in_process_s": inproc, **browser(args, inproc)}
+    res = {"load_average_before": [round(v, 2) for v in load], "backends": backends(), "in_process_s": inproc,
+           **browser(args, inproc)}
     res["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     if args.json:
         print(json.dumps(res, indent=2))
