@@ -84,62 +84,111 @@ def _counted(lite, monkeypatch) -> list:
     return calls
 
 
+def _images(n: int, side: int = 32) -> np.ndarray:
+    """Prepared inputs (n, side, side, 1) uint8: blobs on noise, each different."""
+    rng = np.random.default_rng(n)
+    yy, xx = np.mgrid[:side, :side]
+    out = [np.clip(200 * np.exp(-((yy - rng.uniform(0, side)) ** 2 + (xx - rng.uniform(0, side)) ** 2) / 40)
+                   + rng.normal(60, 20, (side, side)), 0, 255) for _ in range(n)]
+    return np.stack(out).astype(np.uint8)[..., None]
+
+
+def _lite_run(folder, trunk_from, classes: list[str], card: dict, gate: bool):
+    """A run folder with LiteRT files: a small GAP network whose trunk (conv1, conv2) has the weights of
+    ``trunk_from`` (a Keras model) or of a fresh seeded init, and a head of its own."""
+    import keras
+
+    from medclf_core.inference.lite_export import write_lite
+    from medclf_core.io.atomic import write_json
+    from medclf_core.models.head import classifier_head
+    from medclf_core.registry.store import CARD_FILE, MODEL_FILE, load_run
+    from medclf_core.trust.features import features_and_probabilities
+    from medclf_core.trust.ood import fit_gate
+
+    keras.utils.set_random_seed(len(classes) + (0 if trunk_from is not None else 7))
+    inputs = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    for i, f in enumerate((6, 8), 1):
+        x = keras.layers.Conv2D(f, 3, strides=2, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, classifier_head(x, len(classes), 0, 0.3), name=folder.name)
+    if trunk_from is not None:
+        for name in ("conv1", "conv2"):
+            model.get_layer(name).set_weights(trunk_from.get_layer(name).get_weights())
+    head = model.get_layer("predictions")
+    rng = np.random.default_rng(len(classes))
+    head.set_weights([w + rng.normal(0, 2.0, w.shape).astype(np.float32) for w in head.get_weights()])
+    folder.mkdir(parents=True)
+    model.save(folder / MODEL_FILE)
+    write_json(folder / CARD_FILE, {"name": folder.name, "class_names": classes, "cam_layer": "conv2_relu",
+                                    "architecture": "gap-cnn", "input_shape": [32, 32, 1], **card})
+    if gate:
+        feats, probs = features_and_probabilities(model, _images(24))
+        fit_gate(feats[:16], probs[:16].argmax(1), feats[16:], percentile=90).save(folder)
+    assert write_lite(*load_run(folder), folder) is not None
+    return model
+
+
 @pytest.fixture(scope="module")
-def bundled():
-    """The bundled chest X-ray and brain MRI models on LiteRT, each with the bundled modality router."""
-    from helpers import REPO
+def lite_runs(tmp_path_factory):
+    """On LiteRT: a modality router, an MR model on the router's own trunk (both frozen-trunk heads, as the
+    bundled chest X-ray and modality models), and one on another trunk (as the fine-tuned brain model)."""
+    root = tmp_path_factory.mktemp("shared-trunk")
+    router_model = _lite_run(root / "modality", None, ["CT", "MRI", "XRAY"], {}, gate=False)
+    _lite_run(root / "same-trunk", router_model, ["no", "yes"], {**BRAIN_CARD, "class_names": ["no", "yes"]},
+              gate=True)
+    _lite_run(root / "own-trunk", None, ["no", "yes"], {**BRAIN_CARD, "class_names": ["no", "yes"]}, gate=True)
+    router = ModalityRouter(Predictor.from_run(root / "modality", tta=(), router=None))
+    out = {"router": router}
+    for name in ("same-trunk", "own-trunk"):
+        out[name] = Predictor.from_run(root / name, router=None)
+        out[name].router = router
+    assert router.predictor.lite is not None and all(out[n].lite is not None for n in ("same-trunk", "own-trunk"))
+    return out
 
-    return {name: Predictor.from_run(REPO / "models" / name) for name in ("chest-xray-pneumonia", "brain-mri-tumour")}
 
-
-def _samples(predictor) -> np.ndarray:
-    from helpers import SAMPLES
-    from medclf_core.io.images import load_image
-
-    files = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[:3] + sorted((SAMPLES / "dicom").glob("*.dcm"))
-    return np.stack([predictor.prepare(load_image(f.read_bytes()).pixels) for f in files])
-
-
-def test_a_router_on_the_main_models_frozen_trunk_reads_its_features_instead_of_a_second_pass(bundled, monkeypatch):
-    chest = bundled["chest-xray-pneumonia"]
-    router = chest.router
-    assert chest.lite is not None and router.predictor.lite is not None
-    assert router.shares_trunk_with(chest)  # both linear probes on ImageNet EfficientNet-Lite0, 224 px grayscale
-    prepared = _samples(chest)
+def test_a_router_on_the_main_models_frozen_trunk_reads_its_features_instead_of_a_second_pass(lite_runs,
+                                                                                              monkeypatch):
+    routed, router = lite_runs["same-trunk"], lite_runs["router"]
+    assert router.shares_trunk_with(routed)
+    prepared = _images(6)
     own = router.probabilities(prepared)  # the router's own forward pass
-    _, features = chest.predict_batch_with_features(prepared)
+    _, features = routed.predict_batch_with_features(prepared)
     calls = _counted(router.predictor.lite, monkeypatch)
-    shared = router.probabilities(prepared, features, routed=chest)
+    shared = router.probabilities(prepared, features, routed=routed)
     assert calls == []  # no pass of the router's own
     for a, b in zip(own, shared, strict=True):
         assert a.keys() == b.keys() and all(abs(a[c] - b[c]) < 1e-5 for c in a)
-    assert any(max(p, key=p.get) != "XRAY" for p in own) and any(max(p, key=p.get) == "XRAY" for p in own)
-    chest.lite.forget()
-    assert [r["ood"] for r in chest.predict(list(prepared[..., 0]))] == [r["ood"] for r in
-                                                                         chest.predict(list(prepared[..., 0]))]
+    assert len({max(p, key=p.get) for p in own}) > 1 or max(max(p.values()) for p in own) < 0.99  # not constant
+    results = routed.predict(list(prepared[..., 0]))
     assert calls == []  # Predictor.predict routes through the shared features too
+    monkeypatch.undo()
+    routed.router = None
+    unrouted = routed.predict(list(prepared[..., 0]))
+    routed.router = router
+    assert [r["probabilities"] for r in results] == [r["probabilities"] for r in unrouted]
 
 
-def test_a_fine_tuned_trunk_keeps_the_routers_own_pass(bundled, monkeypatch):
-    brain = bundled["brain-mri-tumour"]  # top blocks fine-tuned: other features than the modality model's
-    router = brain.router
-    assert not router.shares_trunk_with(brain)
-    prepared = _samples(brain)
+def test_a_model_on_another_trunk_keeps_the_routers_own_pass(lite_runs, monkeypatch):
+    routed, router = lite_runs["own-trunk"], lite_runs["router"]  # as the fine-tuned brain model
+    assert not router.shares_trunk_with(routed)
+    prepared = _images(4)
+    _, features = routed.predict_batch_with_features(prepared)
     calls = _counted(router.predictor.lite, monkeypatch)
-    _, features = brain.predict_batch_with_features(prepared)
-    shared = router.probabilities(prepared, features, routed=brain)
+    shared = router.probabilities(prepared, features, routed=routed)
     assert calls and shared == router.probabilities(prepared)
 
 
-def test_shares_trunk_needs_the_same_input_and_feature_size(bundled):
+def test_shares_trunk_needs_the_same_input_and_feature_size(lite_runs):
     from medclf_core.inference.router import probe_images, shares_trunk
 
-    chest = bundled["chest-xray-pneumonia"].lite
+    lite = lite_runs["same-trunk"].lite
 
     class Other:  # another input size: no pass is run to tell
-        image_size, channels, feature_dim = 112, 1, chest.feature_dim
+        image_size, channels, feature_dim = 64, 1, lite.feature_dim
 
-    assert not shares_trunk(chest, Other()) and shares_trunk(chest, chest)
+    assert not shares_trunk(lite, Other()) and shares_trunk(lite, lite)
     probes = probe_images(32, 3)
     assert probes.shape == (3, 32, 32, 3) and probes.min() >= 0 and probes.max() <= 255
     assert len({p.tobytes() for p in probes}) == 3
