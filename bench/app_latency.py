@@ -223,7 +223,8 @@ def map_changes(page, classes: tuple[str, str]) -> dict[str, list[tuple[str, flo
     change("target", "Target class", other, "Grad-CAM++", other)
     change("method", "Method", "Score-CAM", "Score-CAM", other)
     change("target", "Target class", first, "Score-CAM", first)
-    slider = page.locator("[data-testid='stSlider']").filter(has_text="Opacity").get_by_role("slider")
+    # the image's own slider: the page's reading guide (above the results) has an "Opacity for new images" one
+    slider = page.locator("[data-testid='stSlider']").filter(has_text="Opacity").last.get_by_role("slider")
     for _ in range(3):
         src = overlay(page)["src"]
         slider.focus()

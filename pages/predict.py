@@ -9,7 +9,8 @@ import streamlit as st
 import app_ui
 import pacs_ui
 from medclf_core.errors import MedclfError
-from medclf_core.inference.results import image_digest, result_key, table_row
+from medclf_core.formatting import percent
+from medclf_core.inference.results import BORDERLINE_MARGIN, HeatMap, image_digest, result_key, table_row
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -41,6 +42,27 @@ def sample_label(path: Path) -> str:
     return f"{kind} {same.index(path) + 1}"
 
 
+FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
+                     "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
+                     "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
+                     "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
+                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
+                     "as this class, so blanking cannot test the map.")
+READING_GUIDE = (
+    "##### The decision\n"
+    "The headline is the model's decision at its operating threshold, with the probability of the finding class "
+    "(for example P(PNEUMONIA)), whichever class was decided. *Borderline*: that probability is less than "
+    f"{percent(BORDERLINE_MARGIN, 0)} from the threshold, so a small change in the image could change the decision. "
+    "Probabilities are shown capped at >99% and <1%.\n"
+    "##### Refused, or shown with a caution\n"
+    "*Not an image this model knows*: refused (another kind of image, body part or population); what the model "
+    "output anyway is not a finding. *Unlike this model's training images*: the finding is shown with a caution; "
+    "expect lower accuracy than on the model card.")
+HEATMAP_GUIDE = (
+    "##### The heat map\n"
+    "Where the image raised the score of the chosen class; not an outline of a lesion. The method and opacity "
+    "below apply to images opened from now on; each image's own controls change its map.")
+
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Predict")
 card = app_ui.require_card()
@@ -64,6 +86,23 @@ with st.expander("... or open a study from a PACS (DICOMweb)",
     pacs_ui.predict_source()
     if st.session_state.get("pacs_fetched") and st.button("Clear the PACS images", key="pacs-clear"):
         st.session_state["pacs_fetched"] = []
+
+# How to read a result, and the heat-map defaults for new images. Before any upload this also draws, collapsed,
+# the kinds of elements a result is made of, so a new browser tab builds their code and styles while it waits
+# rather than on the first upload (docs/BENCHMARKS.md, issue 22 item 7, session 14).
+with st.expander("How to read a result, and heat-map settings"):
+    left, right = st.columns(2)
+    left.markdown(READING_GUIDE)
+    with right:
+        st.markdown(HEATMAP_GUIDE)
+        st.image(HeatMap.legend(), width="stretch", caption="Heat-map colours: from blue (the class's score was "
+                                                         "raised least here) to red (raised most).")
+        c1, c2 = st.columns(2)
+        c1.selectbox("Method for new images", list(CAM_METHODS), format_func=CAM_METHODS.get,
+                     key="heatmap-pref-method")
+        c2.slider("Opacity for new images", 0.0, 1.0, 0.45, 0.05, key="heatmap-pref-opacity")
+        st.caption("The score beside each map (its faithfulness) says how much the model relied on the highlighted "
+                   "regions; hover the ? for how it is tested.", help=FAITHFULNESS_HELP)
 
 # the first time after the server starts this loads the model and warms it up, under a progress message
 predictor, lock = app_ui.load_predictor(card, site=True)
@@ -163,23 +202,17 @@ for e in good:
     e["result"] = preds[result_key(predictor.card, e["sha"])]
 
 
-FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
-                     "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
-                     "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
-                     "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
-                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
-                     "as this class, so blanking cannot test the map.")
-
-
 @st.fragment
 def cam_panel(entry: dict) -> None:
     """The heat-map view; its controls rerun only this panel. The map is drawn first, its check after."""
     names = predictor.class_names
     sha = entry["sha"]
     c1, c2, c3 = st.columns(3)
-    method = c1.selectbox("Method", list(CAM_METHODS), format_func=CAM_METHODS.get, key=f"cam-method-{sha}")
+    pref_method, pref_opacity = st.session_state["heatmap-pref-method"], st.session_state["heatmap-pref-opacity"]
+    method = c1.selectbox("Method", list(CAM_METHODS), index=list(CAM_METHODS).index(pref_method),
+                          format_func=CAM_METHODS.get, key=f"cam-method-{sha}")
     target = c2.selectbox("Target class", names, index=names.index(entry["result"].label), key=f"cam-class-{sha}")
-    opacity = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=f"cam-opacity-{sha}")
+    opacity = c3.slider("Opacity", 0.0, 1.0, pref_opacity, 0.05, key=f"cam-opacity-{sha}")
     key = result_key(predictor.card, sha, method, names.index(target))
     try:
         with st.spinner(f"Computing {CAM_METHODS[method]} ..."):

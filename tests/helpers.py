@@ -119,3 +119,11 @@ def drawn_film(size: int = 256, seed: int = 0) -> np.ndarray:
         cv2.ellipse(img, (c + dx * size // 7, c), (size // 12, size // 5), 0, 0, 360, 70, -1)
     noise = rng.integers(-8, 9, img.shape)
     return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+COLOUR_SCALE_CAPTION = "Heat-map colours"  # the Predict page's legend (its reading guide), always drawn
+
+
+def result_images(at) -> list:
+    """The Predict page's images of results (originals, overlays, gallery), not its colour-scale legend."""
+    return [im for im in at.image if not any(COLOUR_SCALE_CAPTION in str(c) for c in im.captions)]

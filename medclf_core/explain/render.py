@@ -1,7 +1,8 @@
 """Drawing heat maps: the colour overlay, the PNG file, and the map kept at display size.
 
 :func:`overlay` blends a map on the original with an OpenCV colour map;
-:func:`compact_map` shrinks a map to what a screen shows, so a session can keep many.
+:func:`compact_map` shrinks a map to what a screen shows, so a session can keep many;
+:func:`colour_scale` is the legend of :func:`overlay`'s colours.
 
 Example::
 
@@ -10,6 +11,8 @@ Example::
     (48, 64, 3)
     >>> compact_map(np.ones((2048, 1024), np.float32)).shape
     (512, 256)
+    >>> colour_scale(256, 12).shape
+    (12, 256, 3)
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), colormap), cv2.COLOR_BGR2RGB)
     opacity = float(np.clip(opacity, 0.0, 1.0))
     return cv2.addWeighted(colour, opacity, base, 1.0 - opacity, 0.0)
+
+
+def colour_scale(width: int = 512, height: int = 16, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """RGB uint8 strip ``(height, width, 3)``: :func:`overlay`'s colours for map values 0 (left) to 1 (right),
+    from the same OpenCV colour map, so a legend drawn with it cannot disagree with the overlays.
+
+    >>> strip = colour_scale(64, 4)
+    >>> bool(strip[0, 0, 2] > strip[0, 0, 0]), bool(strip[0, -1, 0] > strip[0, -1, 2])  # blue low, red high
+    (True, True)
+    """
+    ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+    return cv2.cvtColor(cv2.applyColorMap(ramp, colormap), cv2.COLOR_BGR2RGB)
 
 
 def save_png(path, rgb: np.ndarray) -> None:

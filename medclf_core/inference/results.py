@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
-from medclf_core.explain.render import overlay
+from medclf_core.explain.render import colour_scale, overlay
 from medclf_core.formatting import percent, probability_text
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.verdict import ood_message
@@ -199,6 +199,12 @@ class HeatMap:
     def overlay(self, opacity: float = 0.4) -> np.ndarray:
         """The map in colour over the image (RGB uint8 at the image's size): cheap, for any opacity."""
         return overlay(self.image, self.heatmap, opacity)
+
+    @staticmethod
+    def legend(width: int = 512, height: int = 16) -> np.ndarray:
+        """The colour scale of every :meth:`overlay` (RGB uint8, map value 0 at the left to 1 at the right),
+        for a legend drawn before any map exists (:func:`~medclf_core.explain.render.colour_scale`)."""
+        return colour_scale(width, height)
 
     def scored(self, deletion: dict) -> HeatMap:
         """This map with its deletion-test result (one dict of :func:`~medclf_core.explain.faithfulness.deletion_faithfulness`)."""

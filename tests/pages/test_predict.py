@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import SAMPLES, rendered
+from helpers import SAMPLES, rendered, result_images
 
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
@@ -22,7 +22,7 @@ def test_upload_shows_prediction_decision_chart_and_overlay(app_env, page):
     assert at.subheader[0].value.startswith(f"{JPEG.name}: ")
     assert "(P(PNEUMONIA) " in rendered(at.subheader[0].value)  # decision + P(positive)
     assert any("Decision at the model's operating threshold" in rendered(m.value) for m in at.markdown)
-    assert len(at.image) == 2  # the original and the Grad-CAM overlay
+    assert len(result_images(at)) == 2  # the original and the Grad-CAM overlay
     assert len(at.get("plotly_chart")) == 1
 
     # the heat-map controls rerun the fragment only and keep the page intact
@@ -30,10 +30,29 @@ def test_upload_shows_prediction_decision_chart_and_overlay(app_env, page):
         at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0]).set_value(method)
         at.run()
         assert not at.exception
-        assert len(at.image) == 2 or any("not available" in i.value for i in at.info)
+        assert len(result_images(at)) == 2 or any("not available" in i.value for i in at.info)
     at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0]).set_value(0.8)
     at.run()
-    assert not at.exception and len(at.image) >= 1
+    assert not at.exception and len(result_images(at)) >= 1
+
+
+def test_reading_guide_and_heatmap_settings_before_and_after_an_upload(app_env, page):
+    """Issue 22 item 7: the guide (collapsed) is on the empty page with the colour legend and the heat-map
+    settings, and stays after an upload; the settings are the defaults of a new image's panel."""
+    at = page("predict")
+    at.run()
+    guide = [e for e in at.expander if e.label.startswith("How to read a result")]
+    assert len(guide) == 1 and not result_images(at)
+    assert len(at.image) == 1  # the colour legend
+    at.selectbox(key="heatmap-pref-method").set_value("gradcam++")
+    at.slider(key="heatmap-pref-opacity").set_value(0.7)
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    assert [e.label for e in at.expander].count(guide[0].label) == 1
+    method = at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0])
+    opacity = at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0])
+    assert method.value == "gradcam++" and opacity.value == 0.7
+    assert "Grad-CAM++ for" in " ".join(c for im in result_images(at) for c in im.captions)
 
 
 def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env, page):
@@ -67,7 +86,7 @@ def test_sample_buttons_and_many_images(app_env, page):
     table = at.dataframe[0].value
     assert len(table) == 10 and {"P(NORMAL)", "P(PNEUMONIA)", "decision"} <= set(table.columns)
     assert at.get("download_button")
-    assert len(at.image) >= 10 + 2  # gallery + details of one
+    assert len(result_images(at)) >= 10 + 2  # gallery + details of one
 
 
 def _runs_with_cards(trained_run, models, **variants) -> None:

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from helpers import SAMPLES, rendered
+from helpers import SAMPLES, rendered, result_images
 from pacs_dicom import PATIENT_ID, PATIENT_NAME, chest_dicom
 from pacs_server import OrthancServer, require_orthanc
 
@@ -94,7 +94,7 @@ def test_search_pick_predict_and_write_back(older_env, pacs_env, page, tmp_path)
     assert at.subheader[0].value.startswith("PACS CR series 1 image 1.dcm: ")
     label = rendered(at.subheader[0].value).split(": ")[1].split(" (")[0]
     assert any("Decision at the model's operating threshold" in m.value for m in at.markdown)
-    assert len(at.image) == 2
+    assert len(result_images(at)) == 2
     at.checkbox(key="pacs-write-pdf").check()
     at.button(key="pacs-write").click()
     at.run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medclf_core.explain.render import compact_map, overlay, save_png
+from medclf_core.explain.render import colour_scale, compact_map, overlay, save_png
 
 
 def test_overlay_blends():
@@ -40,3 +40,13 @@ def test_save_png_writes_rgb_in_the_right_channel_order(tmp_path):
     save_png(tmp_path / "red.png", rgb)
     back = cv2.imread(str(tmp_path / "red.png"))        # OpenCV reads BGR
     assert back.shape == (4, 5, 3) and (back[..., 2] == 255).all() and not back[..., :2].any()
+
+
+def test_the_colour_scale_is_the_overlays_colours_from_0_to_1():
+    """The legend cannot disagree with the maps: the overlay of a 0..1 ramp at opacity 1 is the scale."""
+    strip = colour_scale(64, 3)
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (3, 1))
+    drawn = overlay(np.zeros((3, 64), np.uint8), ramp, opacity=1.0)
+    assert strip.shape == (3, 64, 3) and strip.dtype == np.uint8
+    assert np.abs(strip.astype(int) - drawn.astype(int)).max() <= 4  # 255 * linspace vs its uint8 rounding
+    assert strip[0, 0].tolist() == [0, 0, 128] and strip[0, -1].tolist() == [128, 0, 0]  # JET: dark blue, dark red
