@@ -76,6 +76,7 @@ import numpy as np
 
 from medclf_core.explain.cams import class_indices
 from medclf_core.formatting import number
+from medclf_core.trust.calibration import softmax
 
 DELETION_STEPS = 10          # blank 10%, 20%, ... 100% of the pixels
 DELETION_RANDOM_ORDERS = 3   # random orders averaged for the reference curve
@@ -171,8 +172,7 @@ def class_scores(outputs: np.ndarray, class_index: int, output: str = "probabili
     z = np.asarray(outputs, np.float64)
     if output == "logits":
         if scale == "probability":
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e[:, class_index] / e.sum(axis=1)
+            return softmax(z, axis=1)[:, class_index]
         others = np.delete(z, class_index, axis=1)
         top = others.max(axis=1)
         return z[:, class_index] - (top + np.log(np.exp(others - top[:, None]).sum(axis=1)))

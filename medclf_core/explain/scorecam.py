@@ -62,6 +62,7 @@ import numpy as np
 
 from medclf_core.explain.geometry import cam_geometry, place_on_grid
 from medclf_core.explain.views import view_cache, view_forward
+from medclf_core.trust.calibration import softmax
 
 
 def _acts_and_logits(view, layer: str):
@@ -108,8 +109,8 @@ def scorecam_maps(x: np.ndarray, acts: np.ndarray, logits: np.ndarray, indices, 
                for v in _deleted_inputs(image, image_acts, top, geometry)]
     batch = np.asarray(deleted, np.float32).reshape(-1, *x.shape[1:])
     masked = [logits_of(batch[s:s + predict_batch]) for s in range(0, len(batch), predict_batch)]
-    scores = _softmax(np.concatenate(masked)).reshape(len(x), cap, -1)
-    own = _softmax(logits)  # the image's own score comes with its activations
+    scores = softmax(np.concatenate(masked)).reshape(len(x), cap, -1)
+    own = softmax(logits)  # the image's own score comes with its activations
     return _weighted_sum(acts, chosen, own, scores, targets)
 
 
@@ -142,9 +143,3 @@ def _weighted_sum(acts: np.ndarray, chosen: list, own: np.ndarray, scores: np.nd
         weights = own[i, targets[i]] - scores[i, :, targets[i]]
         cams[i] = np.maximum(np.tensordot(acts[i][..., chosen[i]], weights, axes=([2], [0])), 0.0)
     return cams
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)

@@ -37,6 +37,7 @@ import numpy as np
 
 from medclf_core.inference.lite_export import LITE_FILE, LITE_META, NO_FAST_PATH, OUTPUTS, file_sha256
 from medclf_core.registry.store import MODEL_FILE
+from medclf_core.trust.calibration import softmax
 
 #: ``MEDCLF_BACKEND=keras`` turns the fast path off (TensorFlow for everything, as before it existed).
 BACKEND_ENV = "MEDCLF_BACKEND"
@@ -100,9 +101,7 @@ class LiteModel:
         """Probabilities (N, K) float64 of this model's classifier on ``features`` (N, D) that were not computed by
         its own forward pass (a softmax of the centred logits: the same probabilities, as centring leaves a softmax
         unchanged). For another model with the same trunk (:func:`medclf_core.inference.router.shares_trunk`)."""
-        logits = np.asarray(features, np.float64) @ self.kernel + self.bias
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(np.asarray(features, np.float64) @ self.kernel + self.bias, axis=1)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """The centred pre-softmax logits (N, K) the heat maps explain (:func:`medclf_core.explain.views.logits_view`)."""

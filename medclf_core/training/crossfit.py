@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medclf_core.trust.calibration import softmax
+
 # Below this many labelled images the head is fitted on all of them and judged by cross-validation. Why 400: with
 # the default 15% validation split that is 60 images, about 30 per class for two classes (fewer for more classes);
 # under that, one image moves validation accuracy by 2 points or more and early stopping, the temperature and the
@@ -100,12 +102,6 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight:
     return w, b - mu @ w
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def cross_fit(views: np.ndarray, labels, groups: list[list[int]], *, num_classes: int,
               class_weight: dict | None = None, seed: int = 1337, grid=C_GRID,
               score_views: tuple[int, ...] = (0,)) -> CrossFit:
@@ -126,7 +122,7 @@ def cross_fit(views: np.ndarray, labels, groups: list[list[int]], *, num_classes
             tr, te = fold != f, fold == f
             w, b = _fit(views[:, tr].reshape(-1, views.shape[2]), np.tile(y[tr], n_views), C, num_classes,
                         class_weight)
-            oof[te] = np.mean([_softmax(views[v, te] @ w + b) for v in score_views], axis=0)
+            oof[te] = np.mean([softmax(views[v, te] @ w + b) for v in score_views], axis=0)
         losses[C] = float(-np.mean(np.log(np.clip(oof[np.arange(len(y)), y], 1e-12, 1.0))))
         oofs[C] = oof
     best = min(grid, key=lambda c: (round(losses[c], 6), c))  # ties: the stronger regularisation

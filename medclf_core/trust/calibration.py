@@ -73,10 +73,20 @@ def apply_temperature(probs, temperature: float | None, *, positive: int | None 
         out = np.empty_like(p)
         out[:, pos], out[:, 1 - pos] = c, 1.0 - c
         return out
-    z = np.log(np.clip(p, EPS, 1.0)) / t
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(p, EPS, 1.0)) / t, axis=1)
+
+
+def softmax(z, axis: int = -1) -> np.ndarray:
+    """``exp(z) / sum(exp(z))`` along ``axis`` in float64, stable for large logits (the maximum is taken
+    out first). The one softmax of the package: probabilities from a head's logits, Score-CAM's masked
+    scores, cross-fitted heads' out-of-fold predictions and temperature scaling all use it.
+
+    >>> softmax(np.array([[0.0, 0.0], [1000.0, 0.0]])).round(6).tolist()
+    [[0.5, 0.5], [1.0, 0.0]]
+    """
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def negative_log_likelihood(y_true, probs, temperature: float = 1.0) -> float:
