@@ -20,7 +20,7 @@ from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
 from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
-from medclf_core.inference.results import headline, result_key
+from medclf_core.inference.results import DISPLAY_SIDE, for_display, headline, result_key
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
@@ -380,6 +380,6 @@ else:
         if pixels[k] is None:
             col.markdown(caption)
         elif explanations[k] is not None:
-            col.image(explanations[k].overlay(0.4), caption=caption, width="stretch")
+            col.image(explanations[k].overlay(0.4, DISPLAY_SIDE // 2), caption=caption, width="stretch")
         else:
-            col.image(pixels[k], caption=caption, width="stretch")
+            col.image(for_display(pixels[k], DISPLAY_SIDE // 2), caption=caption, width="stretch")

@@ -10,7 +10,8 @@ import app_ui
 import pacs_ui
 from medclf_core.errors import MedclfError
 from medclf_core.formatting import percent
-from medclf_core.inference.results import BORDERLINE_MARGIN, HeatMap, image_digest, result_key, table_row
+from medclf_core.inference.results import (BORDERLINE_MARGIN, DISPLAY_SIDE, HeatMap, for_display, image_digest,
+                                           result_key, table_row)
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -227,7 +228,7 @@ def cam_panel(entry: dict) -> None:
     except Exception as exc:  # noqa: BLE001
         st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
         return
-    st.image(shown.overlay(opacity), width="stretch",
+    st.image(shown.overlay(opacity, DISPLAY_SIDE), width="stretch",
              caption=f"{CAM_METHODS[method]} for {esc(target)}: red = regions that raised this class's score")
     try:
         with st.spinner("Checking the map (deletion test) ..."):  # ~38 forward passes
@@ -279,7 +280,7 @@ def model_notes(result: dict) -> None:
 
 
 def image_panel(entry: dict) -> None:
-    st.image(entry["pixels"], width="stretch",
+    st.image(for_display(entry["pixels"]), width="stretch",
              caption=esc(f"{entry['name']} ({entry['format']}, {entry['pixels'].shape[1]}x{entry['pixels'].shape[0]})"))
     for note in entry.get("notes") or []:
         st.caption(esc(note))
@@ -392,7 +393,7 @@ st.subheader("Gallery")
 cols = st.columns(4)
 for i, e in enumerate(good):
     r = e["result"]
-    cols[i % 4].image(e["pixels"], width="stretch",
+    cols[i % 4].image(for_display(e["pixels"], DISPLAY_SIDE // 2), width="stretch",
                       caption=esc(f"{e['name']}: out of distribution" if r.get("ood")
                                   else f"{e['name']}: {r.headline.title}"))
 

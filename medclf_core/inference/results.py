@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
-from medclf_core.explain.render import colour_scale, overlay
+from medclf_core.explain.render import DISPLAY_SIDE, colour_scale, fit_for_display, overlay
 from medclf_core.formatting import percent, probability_text
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.verdict import ood_message
@@ -196,9 +196,12 @@ class HeatMap:
     faithfulness: float | None = None
     deletion: dict | None = None
 
-    def overlay(self, opacity: float = 0.4) -> np.ndarray:
-        """The map in colour over the image (RGB uint8 at the image's size): cheap, for any opacity."""
-        return overlay(self.image, self.heatmap, opacity)
+    def overlay(self, opacity: float = 0.4, max_side: int | None = None) -> np.ndarray:
+        """The map in colour over the image (RGB uint8 at the image's size): cheap, for any opacity.
+        ``max_side``: blended on the image shrunk to fit it (:func:`~medclf_core.explain.render.fit_for_display`),
+        what a screen shows; the full size is for files (a PACS object, a report)."""
+        image = self.image if max_side is None else fit_for_display(self.image, max_side)
+        return overlay(image, self.heatmap, opacity)
 
     @staticmethod
     def legend(width: int = 512, height: int = 16) -> np.ndarray:
@@ -217,6 +220,13 @@ class HeatMap:
         if self.faithfulness is None:
             return "Faithfulness: n/a (" + ((self.deletion or {}).get("note") or "not computed") + ")."
         return f"Faithfulness {format_faithfulness(self.faithfulness)} ({faithfulness_verdict(self.faithfulness)})."
+
+
+def for_display(pixels: np.ndarray, max_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The copy of an image a page shows: at most ``max_side`` px on its longer side
+    (:func:`~medclf_core.explain.render.fit_for_display`); the image itself when it fits. Pair it with
+    ``HeatMap.overlay(opacity, max_side)`` so the original and its overlay are drawn at the same size."""
+    return fit_for_display(pixels, max_side)
 
 
 def image_digest(data: bytes) -> str:

@@ -333,7 +333,7 @@ def test_the_page_draws_what_the_predictor_hands_back(app_env, page, monkeypatch
     """Upload to heat map: one Predictor.explain and one check_faithfulness per (image, method, class), kept
     under the core's result_key; another opacity re-draws the kept map (HeatMap.overlay), nothing recomputed."""
     from medclf_core.inference.predictor import Predictor
-    from medclf_core.inference.results import HeatMap
+    from medclf_core.inference.results import DISPLAY_SIDE, HeatMap
 
     at = page("predict")
     at.run()  # the model loads and warms up here
@@ -351,17 +351,50 @@ def test_the_page_draws_what_the_predictor_hands_back(app_env, page, monkeypatch
     counting(Predictor, "check_faithfulness")
     counting(HeatMap, "overlay")
     _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
-    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"] == [(0.45,)]
+    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"] == [(0.45, DISPLAY_SIDE)]
     at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0]).set_value(0.8)
     at.run()
     assert not at.exception
-    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"][-1] == (0.8,)
+    assert len(calls["explain"]) == 1 and len(calls["check_faithfulness"]) == 1 and calls["overlay"][-1] == (0.8, DISPLAY_SIDE)
     method = at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("cam-method")][0])
     method.set_value("gradcam++").run()
     method.set_value("gradcam").run()
     assert not at.exception
     assert [c[0] for c in calls["explain"]] == ["gradcam", "gradcam++"]      # the first map was kept
     assert len(calls["check_faithfulness"]) == 2
+
+
+def test_a_large_film_is_shown_at_display_size(app_env, page, monkeypatch):
+    """A 2048 px film: the original and its overlay reach the browser at most DISPLAY_SIDE px on their longer
+    side (blended at that size) and the caption gives the full size."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from medclf_core.inference.results import DISPLAY_SIDE
+
+    sent = []
+    real_add = MediaFileManager.add
+
+    def recording(self, data, mimetype, *args, **kwargs):
+        if mimetype.startswith("image/") and isinstance(data, bytes):
+            sent.append(Image.open(io.BytesIO(data)).size)
+        return real_add(self, data, mimetype, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", recording)
+    film = np.asarray(Image.open(JPEG).convert("L").resize((1536, 2048)))
+    buf = io.BytesIO()
+    Image.fromarray(film).save(buf, format="PNG")
+    at = page("predict")
+    at.run()
+    sent.clear()
+    _upload(at, ("film.png", buf.getvalue(), "image/png"))
+    shown = result_images(at)
+    assert len(shown) == 2 and any("1536x2048" in rendered(c) for c in shown[0].captions)
+    pictures = [size for size in sent if size[1] > 100]  # not the colour legend (16 px high)
+    assert pictures == [(DISPLAY_SIDE * 3 // 4, DISPLAY_SIDE)] * 2, sent  # (width, height): original, overlay
 
 
 def test_the_predict_page_computes_nothing_itself():
