@@ -53,6 +53,9 @@ def test_reading_guide_and_heatmap_settings_before_and_after_an_upload(app_env, 
     opacity = at.slider(key=[s.key for s in at.slider if s.key.startswith("cam-opacity")][0])
     assert method.value == "gradcam++" and opacity.value == 0.7
     assert "Grad-CAM++ for" in " ".join(c for im in result_images(at) for c in im.captions)
+    method.set_value("scorecam").run()  # this image's own choice outlives a later change of the defaults
+    at.selectbox(key="heatmap-pref-method").set_value("gradcam").run()
+    assert not at.exception and at.selectbox(key=method.key).value == "scorecam"
 
 
 def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env, page):
