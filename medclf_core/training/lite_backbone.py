@@ -12,7 +12,9 @@ The conversion costs seconds (~9-12 s for Lite0), so the converted extractor is 
 :func:`cache_folder`: ``$MEDCLF_CACHE_DIR/lite_backbones/`` (default ``$XDG_CACHE_HOME/medclf`` or
 ``~/.cache/medclf``), one ``<key>.tflite`` per extractor, the key a SHA-256 of everything that determines
 its output (:func:`extractor_key`: the extractor's Keras config, which names its layers and output, a hash
-of its weights, the input shape, TensorFlow/Keras/LiteRT versions). Files are written atomically; the
+of its weights, the input shape, TensorFlow/Keras/LiteRT versions). Files are written atomically, each with a
+``<key>.sha256`` beside it: a file whose bytes do not match it (altered, or kept without one) is converted
+again, as a model file that loads but was changed would give wrong features without a word; the
 folder is kept under :data:`MAX_CACHE_BYTES`, the least recently used files removed first (a pretrained
 Lite0 extractor is ~13 MB, its trunk up to ``block14`` ~7.5 MB). Deleting the folder is always safe.
 
@@ -191,17 +193,32 @@ def lite_forward(extractor, image_size: int, channels: int, passes: int,
     return forward, None
 
 
+def checksum_path(path: Path) -> Path:
+    """The ``<key>.sha256`` kept beside a converted backbone ``<key>.tflite``: the hex SHA-256 of its bytes."""
+    return path.with_suffix(".sha256")
+
+
 def _load(path: Path, interpreter_class) -> LiteForward | None:
-    """The cached file's forward (its use time refreshed), or None when it is missing or unreadable (removed)."""
+    """The cached file's forward (its use time refreshed), or None when it is missing, does not match its
+    checksum or is unreadable (then it is removed)."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
     try:
+        kept = checksum_path(path).read_text().strip()
+    except OSError:
+        kept = None
+    if kept != hashlib.sha256(data).hexdigest():
+        log.info("Removing a converted backbone %s that does not match its checksum (%s).", path.name,
+                 "none kept" if kept is None else "altered")
+        _remove(path)
+        return None
+    try:
         forward = LiteForward(data, interpreter_class)
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:
         log.info("Removing an unreadable converted backbone %s (%s).", path.name, type(exc).__name__)
-        path.unlink(missing_ok=True)
+        _remove(path)
         return None
     try:
         os.utime(path)
@@ -229,7 +246,8 @@ def _convert_and_keep(extractor, shape, key: str, path: Path, interpreter_class)
                  time.perf_counter() - started, len(data) / 1e6, path.parent)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomically(path, data)
+            write_bytes_atomically(path, data)  # then its checksum: a file without one is never read
+            write_bytes_atomically(checksum_path(path), hashlib.sha256(data).hexdigest().encode())
             prune(path.parent, MAX_CACHE_BYTES, keep=path)
         except OSError as exc:  # a read-only or full disk: this run still uses the converted backbone
             log.info("The converted backbone could not be kept in %s (%s).", path.parent, type(exc).__name__)
@@ -248,8 +266,14 @@ def prune(folder: Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
     total, removed = 0, []
     for _, size, f in sorted(stats, key=lambda t: t[0], reverse=True):
         if f != keep and total + size > max_bytes:
-            f.unlink(missing_ok=True)
+            _remove(f)
             removed.append(f)
         else:
             total += size
     return removed
+
+
+def _remove(path: Path) -> None:
+    """A converted backbone and its checksum."""
+    path.unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)

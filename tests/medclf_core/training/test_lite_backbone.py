@@ -201,6 +201,26 @@ def test_an_unreadable_file_is_replaced(cache, paths, conversions):
     assert len(conversions) == 2 and path.stat().st_size > 100
 
 
+def test_a_file_that_loads_but_was_altered_is_replaced(cache, paths, conversions, caplog):
+    """Another backbone's file under this key loads and runs, with wrong features: its checksum catches it, and
+    so does a kept file without one."""
+    extractor, other = tiny_extractor(), tiny_extractor(scale=2.0)
+    want = cache_features(extractor, paths, **COMMON)
+    cache_features(other, paths, **COMMON)
+    mine = next(p for p in cache.glob("*.tflite") if p.stem == lite_backbone.extractor_key(
+        extractor, (lite_backbone.LITE_BATCH, SIZE, SIZE, 1)))
+    theirs = next(p for p in cache.glob("*.tflite") if p != mine)
+    mine.write_bytes(theirs.read_bytes())
+    lite_backbone._LOCAL.__dict__.clear()
+    with caplog.at_level(logging.INFO, logger=lite_backbone.__name__):
+        np.testing.assert_array_equal(cache_features(extractor, paths, **COMMON), want)
+    assert len(conversions) == 3 and "does not match its checksum (altered)" in caplog.text
+    lite_backbone.checksum_path(mine).unlink()
+    lite_backbone._LOCAL.__dict__.clear()
+    np.testing.assert_array_equal(cache_features(extractor, paths, **COMMON), want)
+    assert len(conversions) == 4 and lite_backbone.checksum_path(mine).exists()
+
+
 def test_the_cache_folder_keeps_the_most_recently_used_files_under_its_bound(tmp_path):
     """Pruned oldest first down to the bound; the file just written stays."""
     for k, size in enumerate((300, 300, 300, 500)):
