@@ -9,7 +9,6 @@ import streamlit as st
 import app_ui
 import pacs_ui
 from medclf_core.errors import MedclfError
-from medclf_core.formatting import percent
 from medclf_core.inference.results import (BORDERLINE_MARGIN, DISPLAY_SIDE, HeatMap, for_display, image_digest,
                                            result_key, table_row)
 from medclf_core.io import deid
@@ -53,7 +52,7 @@ READING_GUIDE = (
     "##### The decision\n"
     "The headline is the model's decision at its operating threshold, with the probability of the finding class "
     "(for example P(PNEUMONIA)), whichever class was decided. *Borderline*: that probability is less than "
-    f"{percent(BORDERLINE_MARGIN, 0)} from the threshold, so a small change in the image could change the decision. "
+    f"{BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image could change the decision. "
     "Probabilities are shown capped at >99% and <1%.\n"
     "##### Refused, or shown with a caution\n"
     "*Not an image this model knows*: refused (another kind of image, body part or population); what the model "
