@@ -44,7 +44,9 @@ STRIP_WIDTH = (0.03, 0.10)    # a border strip's thickness, as a share of the si
 STRIP_LENGTH = (0.3, 1.0)     # ... and its length
 MAX_BOXES = 3                 # boxes per erased view (1 to this many)
 INPAINT_RADIUS = 3
-CACHE_IMAGES = 128          # images whose body and marks are remembered (two views of a batch of 64)
+#: Bytes of remembered body and mark masks, packed 8 pixels a byte (~12.5 kB an image of 224 px: ~2600 images):
+#: a run's training images, so the mark-projection pass finds the masks its augmented views found.
+CACHE_BYTES = 32 * 1024 * 1024
 
 
 def border_boxes(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -106,25 +108,37 @@ def _erase(image: np.ndarray, do_marks: bool, boxes: np.ndarray | None) -> np.nd
 
 
 def _masks(gray: np.ndarray, with_marks: bool) -> dict:
-    """``{"body", "marks"?}`` of ``gray``, remembered for the last ``CACHE_IMAGES`` images: the feature-caching
-    pass erases the same batch once per augmented view, and finding the body and marks is most of the cost."""
+    """``{"body", "marks"?}`` of ``gray``, remembered (packed) for the most recent images up to
+    :data:`CACHE_BYTES`: finding the body and marks is most of an erase's cost, and the feature-caching passes
+    erase each training image in several views (the same batch once per augmented view), then once more with
+    every mark inpainted (the mark projection, :mod:`medclf_core.training.invariance`). Pure functions of
+    ``gray``: remembered or not, the masks are the same."""
+    global _CACHED_BYTES
     key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest() + bytes(str(gray.shape), "ascii")
     with _LOCK:
-        found = _CACHE.get(key)
-        if found is not None:
+        packed = _CACHE.get(key)
+        if packed is not None:
             _CACHE.move_to_end(key)
-    if found is None:
-        found = {"body": body_mask(gray)}
+    found = {name: np.unpackbits(bits, count=gray.size).reshape(gray.shape).view(bool)
+             for name, bits in (packed or {}).items()}
+    if "body" in found and (not with_marks or "marks" in found):
+        return found
+    if "body" not in found:
+        found["body"] = body_mask(gray)
     if with_marks and "marks" not in found:
         found["marks"] = burned_in_marks(gray, body=found["body"])
+    packed = {name: np.packbits(mask.reshape(-1)) for name, mask in found.items()}
     with _LOCK:
-        _CACHE[key] = found
-        while len(_CACHE) > CACHE_IMAGES:
-            _CACHE.popitem(last=False)
+        old = _CACHE.pop(key, None)
+        _CACHED_BYTES += sum(b.nbytes for b in packed.values()) - sum(b.nbytes for b in (old or {}).values())
+        _CACHE[key] = packed
+        while _CACHED_BYTES > CACHE_BYTES and len(_CACHE) > 1:
+            _CACHED_BYTES -= sum(b.nbytes for b in _CACHE.popitem(last=False)[1].values())
     return found
 
 
 _CACHE: OrderedDict[bytes, dict] = OrderedDict()
+_CACHED_BYTES = 0
 _LOCK = threading.Lock()
 
 

@@ -118,3 +118,29 @@ def test_in_the_tf_data_pipeline_the_erasing_runs_and_repeats(tmp_path, marks, b
         assert not np.array_equal(first[k], original)
         body = _body(film(seed=k))
         assert np.array_equal(first[k][body], original[body])
+
+
+def test_a_second_pass_over_a_runs_images_finds_their_masks_and_erases_the_same(monkeypatch):
+    """300 images erased twice (a run's augmented views, then its mark-projection pass): the second pass finds
+    every body and mark mask remembered (the old 128-image bound found none of them: a scan in the same order
+    evicts each before its turn), and erases exactly what a fresh computation does."""
+    from medclf_core.data import erase
+
+    calls = []
+    for name in ("body_mask", "burned_in_marks"):
+        found = getattr(erase, name)
+        monkeypatch.setattr(erase, name, lambda *a, _f=found, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+    monkeypatch.setattr(erase, "_CACHE", erase.OrderedDict())
+    monkeypatch.setattr(erase, "_CACHED_BYTES", 0, raising=False)
+    images = [film(seed=i) for i in range(300)]   # distinct noisy films, each with an "R"
+    first = [erase._erase(img, True, None) for img in images]
+    assert calls.count("body_mask") == 300
+    calls.clear()
+    second = [erase._erase(img, True, None) for img in images]
+    assert calls == []
+    monkeypatch.setattr(erase, "_CACHE", erase.OrderedDict())
+    fresh = [erase._erase(img, True, None) for img in images]
+    for a, b, c in zip(first, second, fresh):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert sum(not np.array_equal(a, img) for a, img in zip(first, images)) > 0   # marks were inpainted
