@@ -22,9 +22,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 
 import numpy as np
 
@@ -34,6 +36,9 @@ from medclf_core.data.pipeline import make_dataset
 from medclf_core.models.head import classifier_head
 
 HEAD_LAYERS = ("head_dense", "predictions")
+#: Views :func:`cache_features` augments ahead of the backbone (:func:`run_ahead`): a 32-image batch of
+#: 224 px views is ~6 MB per channel.
+VIEWS_AHEAD = 2
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +66,8 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
     dataset's augmentation config, seeded by ``seed + K``). ``progress(done, total)``
     counts batches x views; ``cancel()`` is checked after each. The views of the last, partial batch go
     through the backbone together (:func:`_packed`): 300 images in batches of 32 with 3 views are 29 backbone
-    calls, not 30 with 20 padding rows in each of 3.
+    calls, not 30 with 20 padding rows in each of 3. Decoding and augmentation run on a background thread a
+    view or two ahead of the backbone (:func:`run_ahead`), in the same order, so with the same draws.
     """
     ds = make_dataset(list(paths), np.zeros(len(paths), dtype=np.int32), image_size=image_size, channels=channels,
                       batch_size=batch_size, training=False, cache=False)
@@ -75,19 +81,76 @@ def cache_features(extractor, paths: Sequence[str], *, image_size: int, channels
     out: dict[str, list[np.ndarray]] = {v: [] for v in views}
     done = 0
     predict = backbone_forward(extractor, batch_size, image_size, channels, len(paths) * len(views), cancel)
-    for x, _ in ds:
-        if int(x.shape[0]) < batch_size:  # the last batch: every view in as few backbone calls as fit
-            for view, feats in zip(views, _packed(predict, [_view(x, v, augmenters) for v in views], batch_size)):
-                out[view].append(feats)
-        for view in views:
-            if int(x.shape[0]) == batch_size:
-                out[view].append(predict(_view(x, view, augmenters)))
-            done += 1
-            if cancel is not None and cancel():
-                raise TrainingCancelled("Training was cancelled.")
-            if progress:
-                progress(done, steps)
+    with closing(run_ahead(_view_batches(ds, views, augmenters, batch_size), VIEWS_AHEAD)) as ready:
+        for names, batches, packed in ready:
+            feats = _packed(predict, batches, batch_size) if packed else [predict(batches[0])]
+            for view, f in zip(names, feats):
+                out[view].append(f)
+                done += 1
+                if cancel is not None and cancel():
+                    raise TrainingCancelled("Training was cancelled.")
+                if progress:
+                    progress(done, steps)
     return np.stack([np.concatenate(out[v]) if out[v] else np.zeros((0, 0), np.float32) for v in views])
+
+
+def _view_batches(ds, views: Sequence[str], augmenters: dict, batch_size: int) -> Iterator[tuple]:
+    """``(view names, their batches, packed?)`` in the order :func:`cache_features` feeds the backbone: each view
+    of a full batch on its own, the views of the last, partial batch together (to go through :func:`_packed`).
+    Decoding and augmenting happen here, in this order, whichever thread runs it: the seeded draws follow it."""
+    for x, _ in ds:
+        if int(x.shape[0]) < batch_size:
+            yield list(views), [_view(x, v, augmenters) for v in views], True
+        else:
+            for view in views:
+                yield [view], [_view(x, view, augmenters)], False
+
+
+def run_ahead(items: Iterable, depth: int) -> Iterator:
+    """The items of ``items`` in order, each computed on one background thread up to ``depth`` items before the
+    caller asks for it; ``close()`` it (``contextlib.closing``) to stop that thread.
+
+    Why: :func:`cache_features` ran decoding and augmentation (TensorFlow ops, the eraser's OpenCV), then the
+    backbone (LiteRT's XNNPACK threads), one after the other; each left a core of the benchmark's two idle
+    part of the time (docs/BENCHMARKS.md, session 14). Run ahead, the next view is being augmented while the
+    backbone runs on this one. One thread computes every item, in the order of ``items``, so seeded random draws
+    are those of the plain loop. An exception raised while computing an item is raised in the caller when it
+    reaches that item; closing the generator early (cancellation, the caller's error) stops the thread after
+    the item it is computing."""
+    pending: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop, end = threading.Event(), object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+            put((end, exc))
+
+    worker = threading.Thread(target=produce, name="medclf-run-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = pending.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _packed(predict, batches: list, batch_size: int) -> list[np.ndarray]:

@@ -139,3 +139,61 @@ def test_augmenters_are_traced_once_for_every_call_and_batch_size(extractor, pat
     np.testing.assert_array_equal(a, b)
     augment_traces = [name for name in traces if name != "backbone_forward"]
     assert len(augment_traces) <= 2, traces   # one per augmented view (none if an earlier test traced them)
+
+
+def test_the_next_view_is_augmented_while_the_backbone_runs(extractor, paths, monkeypatch):
+    """Run ahead (:func:`~medclf_core.training.transfer.run_ahead`): the backbone's first call waits until the
+    second view has been made; one after the other (the old loop), that never happens while it waits. The
+    features stay those of the plain order (seeded draws included)."""
+    import threading
+
+    from medclf_core.training import transfer
+
+    cfg = AugmentConfig.preset("brain_mri")
+    common = dict(image_size=SIZE, channels=1, batch_size=4, views=("original", "augment1"), augment=cfg, seed=3)
+    plain = cache_features(extractor, paths, **common)
+    made, second_view, overlapped = [], threading.Event(), []
+    view, forward = transfer._view, transfer.backbone_forward
+
+    def counting_view(*args):
+        made.append(args[1])
+        if len(made) == 2:
+            second_view.set()
+        return view(*args)
+
+    def waiting_forward(*args):
+        predict = forward(*args)
+
+        def call(x):
+            if not overlapped:
+                overlapped.append(second_view.wait(timeout=10))
+            return predict(x)
+        return call
+
+    monkeypatch.setattr(transfer, "_view", counting_view)
+    monkeypatch.setattr(transfer, "backbone_forward", waiting_forward)
+    np.testing.assert_array_equal(cache_features(extractor, paths, **common), plain)
+    assert overlapped == [True]
+
+
+def test_run_ahead_keeps_order_raises_where_it_failed_and_stops_when_closed():
+    """Items in order; a producer's error reaches the caller at its item; closed early, the thread ends."""
+    import threading
+    from contextlib import closing
+
+    from medclf_core.training.transfer import run_ahead
+
+    assert list(run_ahead(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad image")
+
+    got = []
+    with pytest.raises(ValueError, match="bad image"):
+        for item in run_ahead(failing(), 2):
+            got.append(item)
+    assert got == [1]
+    with closing(run_ahead(iter(range(10**6)), 2)) as items:
+        assert next(items) == 0
+    assert not [t for t in threading.enumerate() if t.name == "medclf-run-ahead"]
