@@ -98,10 +98,4 @@ def compact_map(heatmap: np.ndarray, max_side: int = MAP_SIDE) -> np.ndarray:
     >>> compact_map(np.ones((30, 40), np.float32)).shape
     (30, 40)
     """
-    heat = np.asarray(heatmap, dtype=np.float32)
-    h, w = heat.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return heat
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
+    return fit_for_display(np.asarray(heatmap, dtype=np.float32), max_side)
