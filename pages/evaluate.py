@@ -15,6 +15,7 @@ import streamlit as st
 
 import app_ui
 import pacs_ui
+import site_ui
 from medclf_core.data import uploads
 from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
@@ -43,7 +44,7 @@ IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Evaluate")
-card = app_ui.card_in_use(app_ui.require_card())  # a site picked in the sidebar: its temperature and threshold
+card = site_ui.card_in_use(app_ui.require_card())  # a site picked in the sidebar: its temperature and threshold
 name = card["name"]
 st.caption(f"Model: **{app_ui.md_escape(name)}** (the model chosen in the sidebar; change it there).")
 kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", format_func=SOURCES.get)
@@ -250,7 +251,7 @@ st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how 
            f"is from its accuracy. Calibration in use: {app_ui.md_escape(calibration_in_use(card))}.")
 st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
 if kind == "upload":  # labelled images of a site: fit and check its own calibration (medclf recalibrate's core)
-    app_ui.adopt_site_panel(card, data)
+    site_ui.adopt_site_panel(card, data, lambda c: app_ui.load_predictor(c, site=True)[0])
 
 st.subheader("Deferring to a reader")  # selective prediction: accuracy against coverage
 sel = m.get("selective") or {}

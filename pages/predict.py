@@ -8,8 +8,10 @@ import streamlit as st
 
 import app_ui
 import pacs_ui
+import site_ui
 from medclf_core.errors import MedclfError
-from medclf_core.inference.results import (BORDERLINE_MARGIN, DISPLAY_SIDE, HeatMap, for_display, image_digest,
+from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
+from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, for_display, image_digest,
                                            result_key, table_row)
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
@@ -41,27 +43,6 @@ def sample_label(path: Path) -> str:
             and p.stem.split("_")[0].lower() == path.stem.split("_")[0].lower()]
     return f"{kind} {same.index(path) + 1}"
 
-
-FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
-                     "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
-                     "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
-                     "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
-                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
-                     "as this class, so blanking cannot test the map.")
-READING_GUIDE = (
-    "##### The decision\n"
-    "The headline is the model's decision at its operating threshold, with the probability of the finding class "
-    "(for example P(PNEUMONIA)), whichever class was decided. *Borderline*: that probability is less than "
-    f"{BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image could "
-    "change the decision. Probabilities are shown capped at >99% and <1%.\n"
-    "##### Refused, or shown with a caution\n"
-    "*Not an image this model knows*: refused (another kind of image, body part or population); what the model "
-    "output anyway is not a finding. *Unlike this model's training images*: the finding is shown with a caution; "
-    "expect lower accuracy than on the model card.")
-HEATMAP_GUIDE = (
-    "##### The heat map\n"
-    "Where the image raised the score of the chosen class; not an outline of a lesion. The method and opacity "
-    "below apply to images opened from now on; each image's own controls change its map.")
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without app.py
 st.title("Predict")
@@ -266,7 +247,7 @@ def show_out_of_distribution(entry: dict) -> None:
 
 def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
-    app_ui.calibration_caption(predictor)  # the card's calibration, or the site's picked in the sidebar
+    site_ui.calibration_caption(predictor)  # the card's calibration, or the site's picked in the sidebar
     rule = predictor.card.get("threshold_rule") or {}
     if "threshold" in result and rule.get("chosen_for"):
         st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))

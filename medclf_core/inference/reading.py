@@ -1,0 +1,30 @@
+"""How to read a result, in the words the Predict page shows beside it: the decision and its borderline margin,
+refusals and cautions, the heat map, and its faithfulness score. Kept beside the constants they quote
+(:data:`~medclf_core.inference.results.BORDERLINE_MARGIN`), so a changed margin changes the words too.
+
+    >>> "5 percentage points" in READING_GUIDE
+    True
+"""
+
+from medclf_core.inference.results import BORDERLINE_MARGIN
+
+FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
+                     "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
+                     "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
+                     "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
+                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
+                     "as this class, so blanking cannot test the map.")
+READING_GUIDE = (
+    "##### The decision\n"
+    "The headline is the model's decision at its operating threshold, with the probability of the finding class "
+    "(for example P(PNEUMONIA)), whichever class was decided. *Borderline*: that probability is less than "
+    f"{BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image could "
+    "change the decision. Probabilities are shown capped at >99% and <1%.\n"
+    "##### Refused, or shown with a caution\n"
+    "*Not an image this model knows*: refused (another kind of image, body part or population); what the model "
+    "output anyway is not a finding. *Unlike this model's training images*: the finding is shown with a caution; "
+    "expect lower accuracy than on the model card.")
+HEATMAP_GUIDE = (
+    "##### The heat map\n"
+    "Where the image raised the score of the chosen class; not an outline of a lesion. The method and opacity "
+    "below apply to images opened from now on; each image's own controls change its map.")
