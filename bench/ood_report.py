@@ -6,7 +6,10 @@ DICOM header check, calibrated probabilities), the fraction of images flagged ou
 - images of another body part or modality (chest X-rays for the brain model, brain MRIs and CT/MRI
   slices for the chest model, natural photographs for every model);
 - images of the model's own kind that it was not trained on (the chest model on the demo chest X-rays;
-  the brain and chest models on their test split), which should mostly pass;
+  the brain model on MedPix head MRIs, a source none of its training sets shares: structural sequences
+  (T1, T1 with gadolinium, T2, FLAIR) and, apart, the others (angiography, diffusion, SWI, montages ...)),
+  which should mostly pass. The imaging-modality model in front of the brain model was trained on MedPix
+  images, so its part in these refusals is optimistic there;
 - the bundled DICOM samples, whose header names the modality and body part.
 
 It also prints the expected calibration error of each model on its own test split and on the
@@ -56,6 +59,26 @@ def photos(tmp: Path) -> list[Path]:
     return out
 
 
+STRUCTURAL_MR = ("MR - T1W - noncontrast", "MR - T1W w/Gadolinium", "MR - T1W w/Gd (fat suppressed)",
+                 "MR - T2 weighted", "MR - FLAIR")
+
+
+def medpix_head(structural: bool) -> list[Path]:
+    """The MedPix MRI slices whose case location is the head (``manifests/modality.csv``), of the structural
+    sequences or of the others."""
+    import csv
+    import re
+
+    out = []
+    with open(SHARED / "manifests" / "modality.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            sequence = re.search(r"modality_field=([^;]*)", row["processing"])
+            if row["file"].startswith("modality/MRI/") and "location=Head" in row["processing"] and sequence:
+                if (sequence.group(1) in STRUCTURAL_MR) == structural:
+                    out.append(SHARED / row["file"])
+    return sorted(out)
+
+
 def flagged(predictor, files: list[Path]) -> tuple[int, int, int]:
     """(n read, n flagged, n refused as unreadable)."""
     results = predictor.predict_files(files)
@@ -78,6 +101,8 @@ def main() -> None:
         "chest X-rays (demo, 512 px)": images(SHARED / "demo_samples" / "chest_xray", 0),
         "brain MRI (Navoneel)": images(SHARED / "brain_tumor_mri", a.limit),
         "brain MRI (Br35H)": images(SHARED / "brain_tumor_br35h", a.limit),
+        "brain MRI, other source (MedPix head: T1, T1+Gd, T2, FLAIR)": medpix_head(structural=True),
+        "brain MRI, other source (MedPix head: other sequences)": medpix_head(structural=False),
         "CT slices (MedPix)": images(SHARED / "modality" / "CT", a.limit),
         "MRI slices (MedPix)": images(SHARED / "modality" / "MRI", a.limit),
         "natural photographs": photos(tmp),
