@@ -191,8 +191,8 @@ class Predictor:
         return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
 
     def warm_up(self, methods: Sequence[str] = WARM_METHODS) -> None:
-        """Trace every graph a page uses (prediction, each method's map, the faithfulness check) on a dummy
-        image, so no real image pays for it: :func:`medclf_core.inference.warmup.warm_up_steps`, run to the end."""
+        """Trace every graph a page uses (prediction, maps, faithfulness check; on LiteRT, which traces nothing, the
+        prediction and first map) on a dummy image: :func:`medclf_core.inference.warmup.warm_up_steps`, to the end."""
         for _ in warm_up_steps(self, methods):
             pass
 

@@ -6,6 +6,7 @@ faithfulness check ~0.7 s: ``bench/app_latency.py``). The server warms its defau
 the prediction and the first heat-map method are traced (what the Predict page shows first), and a daemon
 thread does the rest (the faithfulness check, the other methods), one step at a time and only while no real
 image uses the model (:class:`ModelLock`): an image uploaded meanwhile waits at most for the one step under way.
+A model on LiteRT traces nothing and has no rest (:func:`warm_up_steps`).
 
     >>> lock = ModelLock()                                                  # doctest: +SKIP
     >>> rest = warm_in_steps(predictor, lock)   # predict + Grad-CAM traced # doctest: +SKIP
@@ -36,19 +37,26 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
     """The warm-up one traced graph at a time, on a dummy image, what a first image needs first: ``"predict"``,
     then ``methods[0]`` (its map), ``"faithfulness"`` (its score, which a page shows after the map), then the
     other methods. Each step is done when its name is yielded. A method this model has no map for is skipped
-    (the page says so when that map is asked for)."""
+    (the page says so when that map is asked for).
+
+    A model on LiteRT (``predictor.lite``) stops after ``methods[0]``: it traces nothing, so the later steps
+    would only spend CPU (the faithfulness check ~0.55 s, of which ~0.2 s happen once; Score-CAM ~0.23 s, the
+    same every time), and in the background they ran just when an image uploaded soon after the page opened
+    needed the model and the CPU (docs/BENCHMARKS.md, session 15: such an upload 0.89 s -> 0.46 s, median of 7
+    server starts with the file cache dropped)."""
     side = predictor.image_size
     ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
     dummy = np.repeat(ramp.astype(np.uint8)[..., None], predictor.channels, axis=2)
     predictor.predict([dummy])
     yield "predict"
-    for k, method in enumerate(methods):
+    on_litert = getattr(predictor, "lite", None) is not None
+    for k, method in enumerate(methods[:1] if on_litert else methods):
         try:
             maps = predictor.explain([dummy], method, 0)
         except Exception:  # noqa: BLE001 - no heat map of this kind for this model
             continue
         yield method
-        if k == 0:
+        if k == 0 and not on_litert:
             predictor.check_faithfulness(maps)
             yield "faithfulness"
 

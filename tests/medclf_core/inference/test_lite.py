@@ -163,7 +163,7 @@ def test_score_cam_on_litert_and_the_keras_model_only_for_the_tf_keras_vis_engin
 
 def test_the_warm_up_of_a_litert_model_never_loads_tensorflows_model(fast_run):
     p = Predictor.from_run(fast_run, router=None)
-    assert list(warm_up_steps(p)) == ["predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
+    assert list(warm_up_steps(p)) == ["predict", "gradcam"]  # nothing is traced on LiteRT: no CPU spent on the rest
     assert not p.keras_loaded
 
 
