@@ -15,6 +15,20 @@ TINY = 32  # image side used by training tests: fast on a 2-core CPU
 # tests that train or merge whole models run Lite0 for the family, and tests/medclf_core/models/
 # test_efficientnet_lite.py and test_architectures.py build, convert, train a step, save and reload each one.
 LARGER_LITE = ("efficientnet_lite1", "efficientnet_lite2")
+# The house's size rules, for medclf_core (tests/medclf_core/test_layout.py) and the app side (tests/pages/
+# test_app_layout.py).
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(source: str) -> tuple[int, list[str]]:
+    """``(lines, functions over MAX_FUNCTION_LINES as "name (n lines)")`` of a module's source."""
+    import ast
+
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    return len(source.splitlines()), long
 
 
 def make_pattern_dataset(root: Path, n_per_class: int = 12, size: int = 40, classes=("circle", "square"),

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import MAX_FUNCTION_LINES, MAX_MODULE_LINES, oversized
 
 PACKAGE = Path(__file__).resolve().parents[2] / "medclf_core"
 
@@ -23,8 +24,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "medclf_core"
 LAYERS = ["base", "io", "data", "models", "registry", "trust", "explain", "inference", "training", "reports",
           "pacs", "server", "cli", "top"]
 BASE_MODULES = {"medclf_core.errors", "medclf_core.formatting"}
-MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 60
 HEAVY = ("tensorflow", "keras", "sklearn", "plotly", "streamlit")  # cv2 and numpy are the image layer's own
 
 
@@ -122,11 +121,8 @@ def test_the_layer_check_sees_an_upward_and_a_cyclic_import(tmp_path):
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_and_function_sizes(module):
-    source = MODULES[module].read_text()
-    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{module}: {len(source.splitlines())} lines"
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(source))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    lines, long = oversized(MODULES[module].read_text())
+    assert lines <= MAX_MODULE_LINES, f"{module}: {lines} lines"
     assert not long, f"{module}: functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
