@@ -47,6 +47,12 @@ FAST_METHODS = ("gradcam", "gradcam++", "scorecam")
 THREADS = 1
 #: Forward passes kept (~0.25 MB each at 224 px): a page's map of the image it has just predicted costs no pass.
 KEPT_PASSES = 8
+#: Rows per interpreter call. One: a batch of another size makes LiteRT resize its input and allocate its
+#: tensors again, holding the GIL (~0.12 s for the faithfulness check's 38 rows, and again back to one row
+#: for the next prediction), which kept Streamlit's server from sending the overlay the browser was waiting
+#: for; on one thread a row at a time is as fast (the check 0.38 s against 0.44 s) and gives the same numbers
+#: (docs/BENCHMARKS.md, session 16).
+ROWS_PER_CALL = 1
 log = logging.getLogger(__name__)
 
 
@@ -76,8 +82,9 @@ class LiteModel:
             if key in self._kept:
                 self._kept.move_to_end(key)
                 return self._kept[key]
-            out = self._runner(image=x)
-            result = np.asarray(out[OUTPUTS[1]], np.float64), np.array(out[OUTPUTS[0]], np.float32)
+            outs = [self._runner(image=x[i:i + ROWS_PER_CALL]) for i in range(0, max(len(x), 1), ROWS_PER_CALL)]
+            result = (np.concatenate([np.asarray(o[OUTPUTS[1]], np.float64) for o in outs]),
+                      np.concatenate([np.asarray(o[OUTPUTS[0]], np.float32) for o in outs]))
             for a in result:
                 a.flags.writeable = False
             if key is not None:

@@ -40,10 +40,10 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
     (the page says so when that map is asked for).
 
     A model on LiteRT (``predictor.lite``) stops after ``methods[0]``: it traces nothing, so the later steps
-    would only spend CPU (the faithfulness check ~0.55 s, of which ~0.2 s happen once; Score-CAM ~0.23 s, the
-    same every time), and in the background they ran just when an image uploaded soon after the page opened
-    needed the model and the CPU (docs/BENCHMARKS.md, session 15: such an upload 0.89 s -> 0.46 s, median of 7
-    server starts with the file cache dropped)."""
+    would only spend CPU (the faithfulness check ~0.4 s, Score-CAM ~0.2 s, the same every time), and in the
+    background they ran just when an image uploaded soon after the page opened needed the model and the CPU
+    (docs/BENCHMARKS.md, session 15: such an upload 0.89 s -> 0.46 s, median of 7 server starts with the file
+    cache dropped)."""
     side = predictor.image_size
     ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
     dummy = np.repeat(ramp.astype(np.uint8)[..., None], predictor.channels, axis=2)

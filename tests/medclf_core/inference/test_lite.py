@@ -161,6 +161,24 @@ def test_score_cam_on_litert_and_the_keras_model_only_for_the_tf_keras_vis_engin
         lite.explain(images, "occlusion")
 
 
+def test_a_batch_runs_a_row_at_a_time_so_the_interpreter_is_never_resized(fast_run):
+    """A batch of another size would make LiteRT allocate its tensors again, holding the GIL (the server then
+    could not send the overlay the browser waited for): every call runs one row, with the numbers of a batch."""
+    from medclf_core.inference.lite import ROWS_PER_CALL
+
+    p = Predictor.from_run(fast_run, router=None)
+    runner = p.lite._runner
+    x = np.stack([p.prepare(a) for a in _images(5, seed=7)]).astype(np.float32)
+    probs, acts = p.lite.run(x)
+    assert ROWS_PER_CALL == 1 and list(runner.get_input_details()["image"]["shape"])[0] == 1
+    rows = [p.lite.run(x[i:i + 1]) for i in range(len(x))]
+    assert np.array_equal(probs, np.concatenate([r[0] for r in rows]))
+    assert np.array_equal(acts, np.concatenate([r[1] for r in rows]))
+    assert len({float(a.sum()) for a in acts}) == len(x)  # five different images, five answers
+    p.explain(_images(1), "gradcam", faithfulness=True)  # its deletion test: dozens of masked copies in one call
+    assert list(runner.get_input_details()["image"]["shape"])[0] == 1
+
+
 def test_the_warm_up_of_a_litert_model_never_loads_tensorflows_model(fast_run):
     p = Predictor.from_run(fast_run, router=None)
     assert list(warm_up_steps(p)) == ["predict", "gradcam"]  # nothing is traced on LiteRT: no CPU spent on the rest
