@@ -282,6 +282,7 @@ def browser(args, inproc: dict) -> dict:
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            res["browser"] = f"Chromium {b.version}"  # the browser's share of an upload moves with its release
             page = b.new_page(viewport={"width": 1400, "height": 1450})
             page.add_init_script(f"({_CLOCK_JS})()")
             app.wait_health()
