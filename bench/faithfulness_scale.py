@@ -77,7 +77,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from faithfulness_fills import CANDIDATE_RANDOM_ORDERS, RULES, cell_grid, fill_inputs  # noqa: E402 (rounds 3-4)
 
-DATA = Path(os.environ.get("MEDCLF_DATA", REPO.parent.parent / "shared" / "data"))
+DATA = Path(os.environ.get("MEDCLF_DATA", REPO.parent / "shared" / "data"))  # ../shared beside the checkout
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
 

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-DATA = Path(os.environ.get("MEDCLF_DATA", REPO.parent.parent / "shared" / "data"))
+DATA = Path(os.environ.get("MEDCLF_DATA", REPO.parent / "shared" / "data"))  # ../shared beside the checkout
 MODEL = REPO / "models" / "chest-xray-pneumonia"
 CLASSES = ("NORMAL", "PNEUMONIA")
 CAM_GRID = 7  # the chest model's Grad-CAM grid (7 x 7 at 224 px): "near marks" is within one cell of a mark
