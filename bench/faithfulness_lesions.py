@@ -14,7 +14,8 @@ shipped deletion check (:func:`medclf_core.explain.faithfulness`, log-odds of th
 - ``centre blob``: a Gaussian on the image centre (round four's control: "the middle of the organ").
 
 Also per image: the share of the Grad-CAM's mass inside the box against the box's share of the image, and
-whether its peak lies in the box (the pointing game). A score that tells lesions from other brain must rank
+whether its peak lies in the box (the pointing game); P(tumour) with the box (or the same box elsewhere)
+inpainted, and with only the box kept; and P(tumour) of the source's normal slices that the model held out. A score that tells lesions from other brain must rank
 ``lesion box`` above ``box elsewhere``. Docs: docs/BENCHMARKS.md, "Heat-map faithfulness against drawn
 lesions".
 
@@ -120,6 +121,19 @@ def main(rules: list[str]) -> None:
         print(f"  {f.parent.name[:4] + ' ' + f.name:22s} " + " / ".join(f"{v[j]:.3f}" for v in ps.values()))
     print("  median " + " / ".join(f"{np.median(v):.3f}" for v in ps.values()) + "; below 0.5: "
           + " / ".join(str(int((v < 0.5).sum())) for v in ps.values()) + f" of {len(x)}")
+
+    # the same question from the other side: the source's normal slices that the model did not train on
+    import json
+
+    from medclf_core.data.audit import pixel_digest
+
+    splits = json.loads((fs.REPO / "models" / "brain-mri-tumour" / "training_images.json").read_text())["splits"]
+    held = set(splits["val"]) | set(splits["test"])
+    normals = [load_image(f).pixels for f in sorted((fs.DATA / "brain_tumor_sartaj" / "no").iterdir())]
+    normals = [a for a in normals if pixel_digest(a) in held]
+    pn = predictor.predict_batch(np.stack([predictor.prepare(a) for a in normals]))[:, positive]
+    print(f"\nSartaj no-tumour slices in the model's validation and test splits: n = {len(pn)}, median P(tumour) "
+          f"{np.median(pn):.3f}, called tumour (>= {predictor.threshold:.2f}) {int((pn >= predictor.threshold).sum())}")
 
     for rule in rules:
         table = {}
