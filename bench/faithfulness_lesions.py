@@ -15,7 +15,8 @@ shipped deletion check (:func:`medclf_core.explain.faithfulness`, log-odds of th
 
 Also per image: the share of the Grad-CAM's mass inside the box against the box's share of the image, and
 whether its peak lies in the box (the pointing game); P(tumour) with the box (or the same box elsewhere)
-inpainted, and with only the box kept; and P(tumour) of the source's normal slices that the model held out. A score that tells lesions from other brain must rank
+inpainted (:func:`medclf_core.data.marks.inpaint_marks`), and with only the box kept; and P(tumour) of the
+source's normal slices that the model held out. A score that tells lesions from other brain must rank
 ``lesion box`` above ``box elsewhere``. Docs: docs/BENCHMARKS.md, "Heat-map faithfulness against drawn
 lesions".
 
@@ -27,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -70,10 +72,21 @@ def elsewhere(box: tuple[int, int, int, int]) -> tuple[tuple[int, int, int, int]
     return (x0, max(y0 - h, 0), x1, max(y1 - h, y1 - y0)), "moved up"
 
 
+def grown(box: tuple[int, int, int, int], by: int = 8) -> tuple[int, int, int, int]:
+    return max(box[0] - by, 0), max(box[1] - by, 0), min(box[2] + by, SIDE), min(box[3] + by, SIDE)
+
+
+def only(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The image inside ``box``, black around it."""
+    return img * box_map(box)[..., None].astype(img.dtype)
+
+
 def main(rules: list[str]) -> None:
     import cv2
     import faithfulness_scale as fs
 
+    from medclf_core.data.audit import pixel_digest
+    from medclf_core.data.marks import inpaint_marks
     from medclf_core.explain.faithfulness import _deletion_inputs, _deletion_summary, class_scores
     from medclf_core.inference.predictor import Predictor
     from medclf_core.io.images import load_image
@@ -100,19 +113,12 @@ def main(rules: list[str]) -> None:
 
     # the model's reliance on the lesion itself: the tumour class's probability with the box inpainted
     def inpainted(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        mask = box_map(box).astype(np.uint8)
-        return np.stack([cv2.inpaint(np.ascontiguousarray(img[..., c]).astype(np.uint8), mask, 5, cv2.INPAINT_TELEA)
-                         for c in range(img.shape[-1])], axis=-1)
-
-    def grown(box: tuple[int, int, int, int], by: int = 8) -> tuple[int, int, int, int]:
-        return max(box[0] - by, 0), max(box[1] - by, 0), min(box[2] + by, SIDE), min(box[3] + by, SIDE)
-
-    def only(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        return img * box_map(box)[..., None].astype(img.dtype)  # the (grown) box, black around it
+        return inpaint_marks(img, box_map(box) > 0)
 
     variants = {"as is": x,
                 "lesion box inpainted": np.stack([inpainted(i, b) for i, b in zip(x, boxes, strict=True)]),
-                "lesion box + 8 px inpainted": np.stack([inpainted(i, grown(b)) for i, b in zip(x, boxes, strict=True)]),
+                "lesion box + 8 px inpainted": np.stack([inpainted(i, grown(b))
+                                                         for i, b in zip(x, boxes, strict=True)]),
                 "box elsewhere inpainted": np.stack([inpainted(i, m[0]) for i, m in zip(x, moved, strict=True)]),
                 "only the lesion box + 8 px": np.stack([only(i, grown(b)) for i, b in zip(x, boxes, strict=True)])}
     ps = {k: predictor.predict_batch(v)[:, positive] for k, v in variants.items()}
@@ -123,10 +129,6 @@ def main(rules: list[str]) -> None:
           + " / ".join(str(int((v < 0.5).sum())) for v in ps.values()) + f" of {len(x)}")
 
     # the same question from the other side: the source's normal slices that the model did not train on
-    import json
-
-    from medclf_core.data.audit import pixel_digest
-
     splits = json.loads((fs.REPO / "models" / "brain-mri-tumour" / "training_images.json").read_text())["splits"]
     held = set(splits["val"]) | set(splits["test"])
     normals = [load_image(f).pixels for f in sorted((fs.DATA / "brain_tumor_sartaj" / "no").iterdir())]
@@ -151,11 +153,13 @@ def main(rules: list[str]) -> None:
         diff = table["lesion box"] - table["box elsewhere"]
         lo, hi = fs.bootstrap_ci(diff)
         print(f"  lesion box - box elsewhere: {diff.mean():.2f} ({lo:.2f}, {hi:.2f}); lesion box higher in "
-              f"{int((diff > 0).sum())} of {len(diff)}; lesion box >= 0.3 in {int((table['lesion box'] >= 0.3).sum())}, "
+              f"{int((diff > 0).sum())} of {len(diff)}; "
+              f"lesion box >= 0.3 in {int((table['lesion box'] >= 0.3).sum())}, "
               f"box elsewhere >= 0.3 in {int((table['box elsewhere'] >= 0.3).sum())}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rules", nargs="+", default=["shipped"], help="shipped, or round three's fills (copy, shift, ...)")
+    ap.add_argument("--rules", nargs="+", default=["shipped"],
+                    help="shipped, or round three's fills (copy, shift, ...)")
     main(ap.parse_args().rules)
