@@ -167,8 +167,9 @@ def _load(run_dir: str, stamp: str):
     predictor = Predictor.from_run(run_dir)
     lock = warmup.ModelLock()
     # ready once the prediction and the first map are traced; the rest is warmed between real images
-    warmup.warm_in_steps(predictor, lock, ready_after="gradcam", when_done=memory.freeze_long_lived)
-    memory.freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
+    rest = warmup.warm_in_steps(predictor, lock, ready_after="gradcam", when_done=memory.freeze_long_lived)
+    if rest is not None:  # else nothing was left (a LiteRT model) and when_done has just run
+        memory.freeze_long_lived()  # Streamlit's collection after each run then skips the model and the libraries
     return predictor, lock
 
 

@@ -44,12 +44,12 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
     background they ran just when an image uploaded soon after the page opened needed the model and the CPU
     (docs/BENCHMARKS.md, session 15: such an upload 0.89 s -> 0.46 s, median of 7 server starts with the file
     cache dropped)."""
+    on_litert = _on_litert(predictor)
     side = predictor.image_size
     ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
     dummy = np.repeat(ramp.astype(np.uint8)[..., None], predictor.channels, axis=2)
     predictor.predict([dummy])
     yield "predict"
-    on_litert = getattr(predictor, "lite", None) is not None
     for k, method in enumerate(methods[:1] if on_litert else methods):
         try:
             maps = predictor.explain([dummy], method, 0)
@@ -59,6 +59,23 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
         if k == 0 and not on_litert:
             predictor.check_faithfulness(maps)
             yield "faithfulness"
+
+
+def warm_up_plan(predictor, methods: Sequence[str] = WARM_METHODS) -> list[str]:
+    """The names :func:`warm_up_steps` yields at most, in order (a method this model has no map for is skipped,
+    and with it a faithfulness step it would have led to).
+
+    >>> class OnLiteRT: lite = object()
+    >>> warm_up_plan(OnLiteRT())
+    ['predict', 'gradcam']
+    """
+    if _on_litert(predictor):
+        return ["predict", *methods[:1]]
+    return ["predict", *methods[:1], "faithfulness", *methods[1:]]
+
+
+def _on_litert(predictor) -> bool:
+    return getattr(predictor, "lite", None) is not None
 
 
 class ModelLock:
@@ -113,13 +130,15 @@ def warm_in_steps(predictor, lock: ModelLock, ready_after: str = "gradcam",
     daemon thread that runs each step when the model is idle (:meth:`ModelLock.run_when_idle`); ``when_done``
     runs after the last step.
 
-    Returns that thread, or None when nothing was left (the model has no ``ready_after`` map, so every
-    step ran here). An error in a background step ends the warm-up with a log line: the page traces
-    that graph when it is first asked for, as it would without a warm-up.
+    Returns that thread, or None when nothing was left (``ready_after`` is the plan's last step, as on
+    LiteRT, or the model has no ``ready_after`` map, so every step ran here). An error in a background step
+    ends the warm-up with a log line: the page traces that graph when it is first asked for, as it would without
+    a warm-up.
     """
     steps = warm_up_steps(predictor)
+    nothing_after = warm_up_plan(predictor)[-1] == ready_after  # a LiteRT model: no thread that finds no work
     for step in steps:
-        if step == ready_after:
+        if step == ready_after and not nothing_after:
             lock.touch()  # ready: the background steps wait until the model has been quiet since
             break
     else:

@@ -20,7 +20,7 @@ import pytest
 from medclf_core.inference.lite import BACKEND_ENV, lite_mismatch
 from medclf_core.inference.lite_export import LITE_FILE, LITE_META, lite_problem, recorded_no_fast_path, write_lite
 from medclf_core.inference.predictor import Predictor
-from medclf_core.inference.warmup import warm_up_steps
+from medclf_core.inference.warmup import ModelLock, warm_in_steps, warm_up_plan, warm_up_steps
 from medclf_core.io.atomic import write_json
 from medclf_core.registry.store import CARD_FILE, MODEL_FILE
 
@@ -183,6 +183,13 @@ def test_the_warm_up_of_a_litert_model_never_loads_tensorflows_model(fast_run):
     p = Predictor.from_run(fast_run, router=None)
     assert list(warm_up_steps(p)) == ["predict", "gradcam"]  # nothing is traced on LiteRT: no CPU spent on the rest
     assert not p.keras_loaded
+
+
+def test_a_litert_model_is_warmed_entirely_before_it_is_ready_so_no_thread_waits_for_nothing(fast_run):
+    p, done = Predictor.from_run(fast_run, router=None), []
+    assert warm_up_plan(p) == list(warm_up_steps(p))
+    assert warm_in_steps(p, ModelLock(), ready_after="gradcam", when_done=lambda: done.append(1)) is None
+    assert done == [1]
 
 
 def test_a_fresh_process_predicts_and_draws_without_tensorflow(fast_run):

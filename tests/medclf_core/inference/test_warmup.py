@@ -7,12 +7,12 @@ import time
 
 from medclf_core.inference.predictor import Predictor
 from medclf_core.io.images import load_image
-from medclf_core.inference.warmup import ModelLock, warm_in_steps, warm_up_steps
+from medclf_core.inference.warmup import ModelLock, warm_in_steps, warm_up_plan, warm_up_steps
 
 
 def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_run):
-    assert list(warm_up_steps(Predictor.from_run(trained_run))) == [
-        "predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
+    p = Predictor.from_run(trained_run)
+    assert list(warm_up_steps(p)) == warm_up_plan(p) == ["predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
 
 
 def test_ready_after_the_first_map_and_the_rest_waits_for_the_models_lock(trained_run, sample_images, traces):
