@@ -111,7 +111,12 @@ def _record(predictor, result: dict, data) -> Path:
 def cmd_refit_trust(args) -> int:
     from medclf_core.training.refit import refit_trust
 
+    if args.refuse_factor is not None and not args.refuse_factor >= 1:
+        console.message("error: --refuse-factor must be at least 1 (the refuse threshold cannot be below the "
+                        "unfamiliar one)")
+        return 2
     res = refit_trust(args.model, args.data, models_dir=args.models_dir, percentile=args.percentile,
+                      refuse_factor=args.refuse_factor,
                       progress=console.progress_bar("Reading images", not args.no_progress))
     if args.json:
         console.print_json(res)

@@ -137,6 +137,9 @@ def _add_refit_trust(sub) -> None:
     rt.add_argument("data", nargs="?", help="the dataset the run was trained on (default: the card's source)")
     rt.add_argument("--percentile", type=float, default=99.0,
                     help="gate threshold: this percentile of the validation scores (default 99)")
+    rt.add_argument("--refuse-factor", type=float, default=None, metavar="F",
+                    help="refuse (no finding) above F times that threshold; between the two the finding is shown "
+                         "with a caution (default: the run's, else 1.75)")
     _add_common(rt)
 
 

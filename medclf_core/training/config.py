@@ -51,6 +51,7 @@ from medclf_core.training.crossfit import SMALL_DATA_IMAGES
 from medclf_core.training.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry.store import default_models_dir
+from medclf_core.trust.ood import REFUSE_FACTOR
 
 CHEST_HINTS = ("chest", "xray", "x-ray", "cxr", "pneumonia")
 CLASS_WEIGHT_MODES = ("auto", "on", "off")
@@ -148,6 +149,10 @@ class TrainConfig:
                                    "device", choices=DISTRIBUTE_CHOICES)
     logical_devices: int | None = _opt(None, "split the CPU into N logical devices and mirror over them (tests, "
                                              "benchmarks)", flag="devices", metavar="N", default_text="off")
+    ood_refuse_factor: float = _opt(REFUSE_FACTOR, "the out-of-distribution gate refuses an image (no finding) "
+                                                   "above this multiple of its unfamiliar threshold (the validation "
+                                                   "scores' 99th percentile); between the two the finding is shown "
+                                                   "with a caution", min=1.0, max=5.0)
     near_duplicate_distance: int = _opt(8, "dHash bits within which images count as near-duplicates (-1: off)")
     group_pattern: str | None = _opt(None, "regex on file names giving a patient id; a patient's images stay in "
                                            "one split", default_text="none")
@@ -223,6 +228,9 @@ class TrainConfig:
                                   "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
         else:
             transfer = self.recipe == "transfer"
+        if not self.ood_refuse_factor >= 1:
+            raise MedclfError(f"ood_refuse_factor must be at least 1 (the refuse threshold cannot be below the "
+                              f"unfamiliar one), not {self.ood_refuse_factor}.")
         if transfer and self.ensemble > 1:
             raise MedclfError("The transfer recipe trains one head on one frozen backbone; an ensemble of identical "
                               "backbones adds nothing. Use ensemble 1.")

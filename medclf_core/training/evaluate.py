@@ -62,7 +62,7 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
     y_val = labels_of(splits["val"])
     # One forward pass gives the validation probabilities and the features the out-of-distribution gate needs.
     val_features, raw_val_probs = features_and_probabilities(model, s.val_ds, tta)
-    gate = fit_gate(_train_features(s), labels_of(splits["train"]), val_features)
+    gate = fit_gate(_train_features(s), labels_of(splits["train"]), val_features, refuse_factor=cfg.ood_refuse_factor)
     log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                f"{gate.val_fraction_flagged:.1%} of the validation images.")
     # Temperature scaling on validation, never below 1 (a near-perfect validation set is not sharpened into
@@ -103,7 +103,8 @@ def _evaluate_cross_validated(s: TrainingSession, positive: int | None) -> RunEv
     y = labels_of(items)
     s.log.emit("evaluate", split="cross-validation")
     val_features = features_and_probabilities(s.model, s.val_ds)[0]
-    gate = fit_gate(_train_features(s), labels_of(s.splits["train"]), val_features)
+    gate = fit_gate(_train_features(s), labels_of(s.splits["train"]), val_features,
+                    refuse_factor=cfg.ood_refuse_factor)
     s.log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                  f"{gate.val_fraction_flagged:.1%} of the validation images.")
     cal = calibrate_out_of_fold(y, cf.oof, positive if len(s.class_names) == 2 else None, folds=cf.folds)

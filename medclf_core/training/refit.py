@@ -43,12 +43,15 @@ REFIT_CHUNK = 256  # images decoded and run at a time: bounded memory on large d
 
 def refit_trust(run: str | os.PathLike, data: str | os.PathLike | None = None, *,
                 models_dir: str | os.PathLike | None = None, percentile: float = 99.0,
-                progress: Callable[[int, int], None] | None = None) -> dict:
+                refuse_factor: float | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Fit the OOD gate and the temperature of a registered run, without retraining its weights.
 
-    ``data`` defaults to the card's dataset source. Writes ``ood.npz`` and updates
-    ``card.json`` (``"ood"``, ``"calibration"``, ``"threshold"``; every other key kept
-    verbatim). Returns ``{"run_dir", "ood", "calibration", "threshold", "gate_file"}``.
+    ``data`` defaults to the card's dataset source. ``refuse_factor``: the refuse tier's multiple of the
+    unfamiliar threshold; None keeps the run's (its config's ``ood_refuse_factor``, else
+    :data:`~medclf_core.trust.ood.REFUSE_FACTOR`), a number is also written to the card's config so a later
+    refit keeps it. Writes ``ood.npz`` and updates ``card.json`` (``"ood"``, ``"calibration"``,
+    ``"threshold"``, and that config key; every other key kept verbatim). Returns ``{"run_dir", "ood",
+    "calibration", "threshold", "gate_file"}``.
     """
     run_dir = Path(resolve_run(run, models_dir))
     model, card = load_run(run_dir)
@@ -60,7 +63,9 @@ def refit_trust(run: str | os.PathLike, data: str | os.PathLike | None = None, *
     f_train, _ = features.run(splits["train"])
     f_val, p_val = features.run(splits["val"], views=tuple(card.get("tta") or ()))
     y_train, y_val = _labels(splits["train"]), _labels(splits["val"])
-    gate = fit_gate(f_train, y_train, f_val, percentile=percentile)
+    factor = refuse_factor if refuse_factor is not None else \
+        float((card.get("config") or {}).get("ood_refuse_factor", REFUSE_FACTOR))
+    gate = fit_gate(f_train, y_train, f_val, percentile=percentile, refuse_factor=factor)
     if (card.get("recipe") or {}).get("cross_validated_head"):
         # a small-data run's validation images are in its head: its out-of-fold calibration stays as it is
         threshold, calibration = card.get("threshold"), dict(card.get("calibration") or {})
@@ -75,6 +80,8 @@ def refit_trust(run: str | os.PathLike, data: str | os.PathLike | None = None, *
     # the card as it is on disk, with only these three entries changed (every other key kept verbatim)
     raw_card = json.loads((run_dir / CARD_FILE).read_text())
     raw_card.update({"ood": ood_entry, "calibration": calibration, "threshold": threshold})
+    if refuse_factor is not None:
+        raw_card["config"] = {**(raw_card.get("config") or {}), "ood_refuse_factor": float(refuse_factor)}
     write_json(run_dir / CARD_FILE, raw_card)
     return {"run_dir": str(run_dir), "ood": ood_entry, "calibration": calibration, "threshold": threshold,
             "gate_file": str(run_dir / GATE_FILE)}

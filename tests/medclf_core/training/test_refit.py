@@ -11,6 +11,7 @@ from helpers import CHEST_SAMPLE
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import GATE_FILE
 from medclf_core.training.refit import refit_trust
+from medclf_core.trust.ood import load_gate
 from medclf_core.trust.calibration import apply_temperature, stored_probabilities
 
 
@@ -58,3 +59,17 @@ def test_refit_refuses_another_dataset(older, tmp_path, pattern_dataset):
     with pytest.raises(DatasetError, match="not the dataset the model was trained on"):
         refit_trust(run, part)
     assert not (run / GATE_FILE).exists()
+
+
+def test_a_refuse_factor_given_to_refit_is_the_runs_from_then_on(refitted, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(refitted[0], run)
+    near = read_json(run, "card.json")["ood"]["near_threshold"]
+    res = refit_trust(run, CHEST_SAMPLE, refuse_factor=2.5)
+    card = read_json(run, "card.json")
+    assert card["config"]["ood_refuse_factor"] == 2.5 and card["ood"]["rule"].endswith(f"2.5 x the unfamiliar "
+                                                                                      f"threshold ({near:.4g})")
+    assert card["ood"]["threshold"] == pytest.approx(2.5 * near) == res["ood"]["threshold"]
+    assert load_gate(run).threshold == pytest.approx(2.5 * near)
+    refit_trust(run, CHEST_SAMPLE)  # no factor given: the run's stays
+    assert read_json(run, "card.json")["ood"]["threshold"] == pytest.approx(2.5 * near)

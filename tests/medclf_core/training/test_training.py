@@ -199,6 +199,8 @@ def test_importing_the_config_and_the_package_does_not_import_tensorflow():
     ({"arch": "efficientnet_lite0", "ensemble": 2}, MedclfError, "Use ensemble 1"),
     ({"arch": "simple_cnn", "recipe": "transfer", "ensemble": 2}, MedclfError, "Use ensemble 1"),
     ({"arch": "simple_cnn", "freeze_batchnorm": True}, MedclfError, "freeze_batchnorm"),
+    ({"ood_refuse_factor": 0.9}, MedclfError, "ood_refuse_factor must be at least 1"),
+    ({"ood_refuse_factor": float("nan")}, MedclfError, "ood_refuse_factor must be at least 1"),
 ])
 def test_validate_refuses_each_bad_setting_with_one_plain_message(changes, error, fragment, chest_sample):
     cfg = TrainConfig(**{"data": str(chest_sample), **changes})
@@ -497,3 +499,13 @@ def test_running_out_of_memory_is_one_plain_message_in_the_log_and_the_error(tmp
                            events=EventLog(listeners=[seen.append]))
     assert str(raised.value) == TRAINING_OUT_OF_MEMORY
     assert [(e["event"], e.get("message")) for e in seen] == [("error", TRAINING_OUT_OF_MEMORY)]
+
+
+def test_the_refuse_factor_of_the_config_places_the_gates_refuse_tier(chest_sample, tmp_path):
+    from medclf_core.trust.ood import load_gate
+
+    run = train(TrainConfig(data=str(chest_sample), arch="simple_cnn", epochs=1, image_size=TINY, channels=1,
+                            batch_size=16, name="wide-gate", ood_refuse_factor=3.0), models_dir=tmp_path)
+    gate, card = load_gate(run), read_json(run, "card.json")
+    assert gate.threshold == pytest.approx(3.0 * gate.near_threshold)
+    assert card["config"]["ood_refuse_factor"] == 3.0 and "refuse: 3 x the unfamiliar threshold" in card["ood"]["rule"]
