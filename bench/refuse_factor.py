@@ -36,7 +36,7 @@ from ood_scores import SHARED, folder_images, photos_named  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FACTORS = (1.75, 2.0, 2.25, 2.5)
-OTHER_CHECKS = ("imaging-modality", "colour image", "header says")
+OTHER_CHECKS = ("imaging-modality", "body-part check", "colour image", "header says")
 
 
 def medpix_locations() -> dict[str, str]:

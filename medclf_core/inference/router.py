@@ -26,6 +26,7 @@ import numpy as np
 
 from medclf_core.io.images import to_model_input
 from medclf_core.registry.store import default_models_dir
+from medclf_core.trust.body_part import HEAD, BodyPartProbe, load_probe
 from medclf_core.trust.calibration import apply_temperature
 from medclf_core.trust.population import ROUTER_CLASSES, router_classes
 
@@ -35,11 +36,12 @@ ROUTER_MODEL = "imaging-modality"
 class ModalityRouter:
     """Modality probabilities (``{"CT": p, "MRI": p, "XRAY": p}``) of images, from a modality Predictor."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, body_part: BodyPartProbe | None = None):
         if set(predictor.class_names) != set(ROUTER_CLASSES):
             raise ValueError(f"A modality router needs the classes {sorted(ROUTER_CLASSES)}, "
                              f"not {predictor.class_names}.")
         self.predictor = predictor
+        self.body_part = body_part  # its P(head) joins each image's probabilities as "HEAD" (trust.body_part)
         self._shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # routed LiteModel -> shares_trunk
         self._lock = threading.Lock()
 
@@ -47,7 +49,7 @@ class ModalityRouter:
                       routed=None) -> list[dict[str, float]]:
         """One ``{class: probability}`` per image of ``prepared`` ((N, S, S, C) uint8, any S and C): from the
         ``features`` (N, D) that the ``routed`` Predictor computed on them when the two share a trunk, else from
-        the router's own forward pass."""
+        the router's own forward pass; with a body-part probe, also ``"HEAD"``: its P(head)."""
         if not len(prepared):
             return []
         p = self.predictor
@@ -56,8 +58,12 @@ class ModalityRouter:
         else:
             batch = np.stack([to_model_input(np.asarray(x)[..., 0] if x.shape[-1] == 1 else np.asarray(x),
                                              p.image_size, p.channels) for x in prepared])
-            probs = p.predict_batch(batch)
-        return [{c: float(row[i]) for i, c in enumerate(p.class_names)} for row in probs]
+            probs, features = p.predict_batch_with_features(batch)
+        out = [{c: float(row[i]) for i, c in enumerate(p.class_names)} for row in probs]
+        if self.body_part is not None and features is not None:
+            for row, p_head in zip(out, self.body_part.p_head(features), strict=True):
+                row[HEAD] = float(p_head)
+        return out
 
     def shares_trunk_with(self, routed) -> bool:
         """:func:`shares_trunk` of ``routed`` and the router, decided once per routed model."""
@@ -114,5 +120,7 @@ def router_for(card: dict, load: Callable[[str], object], models_dir: str | os.P
         return None
     with _LOCK:
         if str(run) not in _ROUTERS:
-            _ROUTERS[str(run)] = ModalityRouter(load(str(run)))
+            predictor = load(str(run))
+            probe = load_probe(run, for_model=predictor.card.get("created", ""))
+            _ROUTERS[str(run)] = ModalityRouter(predictor, body_part=probe)
         return _ROUTERS[str(run)]

@@ -1,8 +1,11 @@
-"""Two "not this kind of image" checks beside the feature gate: the patient's age and the modality router.
+"""Three "not this kind of image" checks beside the feature gate: the patient's age, the modality router and
+its body-part probe.
 
 - :func:`~medclf_core.io.dicom_header.parse_patient_age` reads a DICOM ``PatientAge`` (``nnnD``, ``nnnW``,
   ``nnnM`` or ``nnnY``) in years; :func:`age_reason` refuses an age outside the card's
   ``intended_use.age_years`` (``[min, max]``, in years) with a plain sentence ("adult patient (45 years): this model was trained on children aged 1-5").
+- :func:`body_part_reason`: the router's body-part probe (:mod:`medclf_core.trust.body_part`) refuses an image
+  it gives P(head) < 0.1, for a model whose card declares head body parts only.
 - :func:`router_reason`: the bundled imaging-modality model (CT / MRI / XRAY) as a router. A model whose
   card declares its modalities refuses an image that the router calls another modality with probability
   at least :data:`ROUTER_MIN_CONFIDENCE` (0.9); below that, or when the card declares nothing, the router
@@ -18,6 +21,8 @@ Example::
     'the imaging-modality model calls it CT (P = 0.95); this model is for MR'
     >>> router_reason({"modalities": ["MR"]}, {"CT": 0.6, "MRI": 0.4, "XRAY": 0.0}) is None
     True
+    >>> body_part_reason({"body_parts": ["HEAD", "BRAIN"]}, {"MRI": 0.99, "HEAD": 0.03})
+    'the body-part check calls it another body part than the head (P(head) = 0.03); this model is for BRAIN or HEAD'
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from medclf_core.io.dicom_header import parse_patient_age
+from medclf_core.trust.body_part import HEAD, MAX_P_HEAD
 
 ROUTER_MIN_CONFIDENCE = 0.9
 ROUTER_RULE = (f"refused when the bundled imaging-modality model gives another modality than the card's a "
@@ -32,6 +38,8 @@ ROUTER_RULE = (f"refused when the bundled imaging-modality model gives another m
 #: The router's classes and the DICOM Modality codes (or card words) each one covers.
 ROUTER_CLASSES = {"CT": {"CT"}, "MRI": {"MR", "MRI"}, "XRAY": {"CR", "DX", "DR", "RG", "XRAY", "X-RAY", "RADIOGRAPH"}}
 ADULT_YEARS = 18.0
+#: Card body parts that the body-part probe's "head" covers.
+HEAD_PARTS = {"HEAD", "BRAIN", "SKULL"}
 
 
 def age_range(intended_use: Mapping | None) -> tuple[float, float] | None:
@@ -76,9 +84,24 @@ def router_reason(intended_use: Mapping | None, probabilities: Mapping[str, floa
     wanted = router_classes(intended_use)
     if not wanted or not probabilities:
         return None
-    top = max(probabilities, key=lambda k: probabilities[k])
+    modalities = [k for k in probabilities if k in ROUTER_CLASSES]  # not the body-part probe's HEAD
+    if not modalities:
+        return None
+    top = max(modalities, key=lambda k: probabilities[k])
     p = float(probabilities[top])
-    if top in wanted or top not in ROUTER_CLASSES or p < min_confidence:
+    if top in wanted or p < min_confidence:
         return None
     declared = " or ".join(str(m) for m in (intended_use or {}).get("modalities") or [])
     return f"the imaging-modality model calls it {top} (P = {p:.2f}); this model is for {declared}"
+
+
+def body_part_reason(intended_use: Mapping | None, probabilities: Mapping[str, float] | None,
+                     max_p_head: float = MAX_P_HEAD) -> str | None:
+    """A plain refuse reason when the card declares head body parts only and the router's body-part probe gives
+    the image ``P(head) < max_p_head``; None otherwise (no probe output, another body part declared, or a head)."""
+    parts = {str(b).strip().upper() for b in (intended_use or {}).get("body_parts") or []}
+    p_head = (probabilities or {}).get(HEAD)
+    if not parts or not parts <= HEAD_PARTS or p_head is None or p_head >= max_p_head:
+        return None
+    return (f"the body-part check calls it another body part than the head (P(head) = {p_head:.2f}); this model "
+            f"is for {' or '.join(sorted(parts))}")

@@ -34,7 +34,7 @@ from medclf_core.formatting import percent
 from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
-from medclf_core.trust.population import age_reason, router_reason
+from medclf_core.trust.population import age_reason, body_part_reason, router_reason
 
 #: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
 #: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
@@ -52,7 +52,9 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
       threshold, the DICOM header contradicts the card's ``intended_use`` (modality, body part,
       ``PatientAge`` outside ``age_years``), or the modality ``router``'s probabilities
       (``{"CT": p, "MRI": p, "XRAY": p}``) confidently name another modality
-      (:func:`~medclf_core.trust.population.router_reason`), or the original pixels' mean ``chroma``
+      (:func:`~medclf_core.trust.population.router_reason`), or the router's body-part probe (its ``"HEAD"``)
+      puts a head model's image elsewhere (:func:`~medclf_core.trust.population.body_part_reason`), or the
+      original pixels' mean ``chroma``
       shows a colour image on a model whose card declares CT / MR / X-ray
       (:func:`~medclf_core.trust.colour.colour_reason`); False when the feature gate ran and
       nothing refused; **None ("not checked")** when the model has no gate and nothing refused.
@@ -86,7 +88,7 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
         reasons += [r for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom)) if r]
     if intended_use and router:
         checks.append("modality_router")
-        reasons += [r for r in (router_reason(intended_use, router),) if r]
+        reasons += [r for r in (router_reason(intended_use, router), body_part_reason(intended_use, router)) if r]
     if chroma is not None and colour_applies(intended_use):
         checks.append("colour")
         reasons += [r for r in (colour_reason(intended_use, chroma),) if r]

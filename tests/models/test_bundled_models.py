@@ -183,3 +183,16 @@ def test_every_bundled_model_refuses_a_colour_graphic_as_not_a_scan():
     for name in ("imaging-modality", "brain-mri-tumour", "chest-xray-pneumonia"):
         (r,) = Predictor.from_run(MODELS / name, router=None).predict([logo])
         assert r["ood"] is True and COLOUR_REASON in r["ood_reason"] and "colour" in r["ood_checks"], (name, r)
+
+
+def test_the_bundled_router_knows_the_head_and_keeps_the_committed_head_mr(dicom_samples):
+    """configs/make_body_part.py's probe is bundled beside the modality model; the body-part check refuses neither
+    committed head MR (MR_small, emri_small) on the brain model, and the chest model is not subject to it."""
+    brain = Predictor.from_run(MODELS / "brain-mri-tumour")
+    probe = brain.router.body_part
+    assert probe is not None and probe.n > 1000 and 0 < probe.n_head < probe.n and probe.source.startswith("MedPix")
+    assert probe.for_model == brain.router.predictor.card["created"]  # fitted on this modality model's features
+    heads = brain.predict_files([f for f in dicom_samples if f.name.startswith("MR_")])
+    assert len(heads) == 2 and all("body-part" not in (r["ood_reason"] or "") for r in heads), heads
+    chest = Predictor.from_run(MODELS / "chest-xray-pneumonia")
+    assert all("body-part" not in (r["ood_reason"] or "") for r in chest.predict_files(dicom_samples))

@@ -192,3 +192,23 @@ def test_shares_trunk_needs_the_same_input_and_feature_size(lite_runs):
     probes = probe_images(32, 3)
     assert probes.shape == (3, 32, 32, 3) and probes.min() >= 0 and probes.max() <= 255
     assert len({p.tobytes() for p in probes}) == 3
+
+
+def test_a_routers_body_part_probe_lets_a_model_for_the_head_refuse_another_body_part(tmp_path):
+    from medclf_core.trust.body_part import BodyPartProbe
+
+    router_model = _lite_run(tmp_path / "modality", None, ["CT", "MRI", "XRAY"], {}, gate=True)  # gated: features
+    head_card = {"class_names": ["no", "yes"], "intended_use": {"modalities": ["MR"], "body_parts": ["BRAIN"]}}
+    _lite_run(tmp_path / "brain", router_model, ["no", "yes"], head_card, gate=True)
+    modality = Predictor.from_run(tmp_path / "modality", tta=(), router=None)
+    prepared = _images(3)
+    for intercept, refused in ((-6.0, True), (6.0, False)):  # P(head) ~0.002 for every image, then ~0.998
+        probe = BodyPartProbe(coef=np.zeros(8, np.float32), intercept=intercept, n=2, n_head=1, source="", fitted="")
+        router = ModalityRouter(modality, body_part=probe)
+        heads = [p["HEAD"] for p in router.probabilities(prepared)]
+        assert all((h < 0.01) == refused and (h > 0.99) != refused for h in heads)
+        brain = Predictor.from_run(tmp_path / "brain", router=None)
+        brain.router = router
+        for r in brain.predict(list(prepared[..., 0])):
+            assert ("body-part check calls it another body part" in (r["ood_reason"] or "")) == refused
+            assert not refused or r["ood"] is True

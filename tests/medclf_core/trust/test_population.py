@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medclf_core.io.dicom_header import parse_patient_age, shown_patient_age
-from medclf_core.trust.population import ROUTER_MIN_CONFIDENCE, age_range, age_reason, router_reason
+from medclf_core.trust.population import ROUTER_MIN_CONFIDENCE, age_range, age_reason, body_part_reason, router_reason
 
 CHILDREN = {"age_years": [1, 5]}
 
@@ -53,3 +53,22 @@ def test_router_rule_refuses_only_a_confident_other_modality():
     assert router_reason({"modalities": ["US"]}, {"CT": 0.99, "MRI": 0.0, "XRAY": 0.01}) is None
     assert router_reason(None, {"CT": 0.99}) is None and router_reason(mr, None) is None
     assert router_reason(mr, {"CT": 0.95, "MRI": 0.05}, min_confidence=0.99) is None
+
+
+def test_the_body_part_rule_refuses_only_a_model_for_the_head_and_only_below_the_cut():
+    head_model = {"modalities": ["MR"], "body_parts": ["HEAD", "BRAIN"]}
+    reason = body_part_reason(head_model, {"MRI": 0.98, "HEAD": 0.02})
+    assert reason == ("the body-part check calls it another body part than the head (P(head) = 0.02); this model is "
+                      "for BRAIN or HEAD")
+    assert body_part_reason(head_model, {"MRI": 0.98, "HEAD": 0.1}) is None           # at the cut: kept
+    assert body_part_reason(head_model, {"MRI": 0.98}) is None                         # no probe: no check
+    assert body_part_reason({"body_parts": ["CHEST"]}, {"HEAD": 0.0}) is None          # a chest model: not this check
+    assert body_part_reason({"body_parts": ["HEAD", "NECK"]}, {"HEAD": 0.0}) is None   # not the head only
+    assert body_part_reason({"modalities": ["MR"]}, {"HEAD": 0.0}) is None             # no body part declared
+
+
+def test_the_modality_rule_reads_the_modalities_and_not_the_probes_head():
+    assert router_reason({"modalities": ["MR"]}, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01, "HEAD": 0.99}) == \
+        "the imaging-modality model calls it CT (P = 0.95); this model is for MR"
+    assert router_reason({"modalities": ["MR"]}, {"MRI": 0.5, "CT": 0.5, "HEAD": 0.99}) is None
+    assert router_reason({"modalities": ["MR"]}, {"HEAD": 0.99}) is None
