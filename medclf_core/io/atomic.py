@@ -1,4 +1,5 @@
-"""Files that appear whole: JSON and bytes written to a temporary file beside the target, then renamed.
+"""Files that appear whole: JSON, bytes and NumPy archives written to a temporary file beside the target, then
+renamed; a versioned NumPy archive read back with one plain error for a damaged or newer file.
 
 A reader (the app listing runs, a job's status poll) never sees half a file, and a crash
 leaves the old file or none. JSON is written indented, with NumPy scalars and arrays and
@@ -18,7 +19,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def _temporary_beside(path: Path) -> Path:
@@ -75,3 +80,34 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_npz(path: Path, **arrays) -> Path:
+    """``numpy.savez_compressed`` of ``arrays`` via a temporary file and rename; returns ``path``."""
+    import numpy as np
+
+    tmp = _temporary_beside(path).with_suffix(".npz")  # numpy adds .npz to a name without it
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_versioned_npz(path: Path, max_version: int, what: str, build: Callable[..., T]) -> T:
+    """``build(archive)`` of the NumPy archive at ``path`` (no pickles), whose ``version`` entry must be at most
+    ``max_version``. A newer or damaged file raises :class:`~medclf_core.errors.ModelError` naming ``what``."""
+    import numpy as np
+
+    from medclf_core.errors import ModelError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) > max_version:
+                raise ModelError(f"{path.name} was written by a newer medclf (version {int(z['version'])}).")
+            return build(z)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip, key and value errors on a damaged file
+        raise ModelError(f"The {what} {path.name} is damaged ({type(exc).__name__}).") from None

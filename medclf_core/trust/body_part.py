@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclf_core.errors import ModelError
+from medclf_core.io.atomic import read_versioned_npz, write_npz
 
 BODY_PART_FILE = "body_part.npz"
 #: The router's key for the probe's probability that the image shows a head.
@@ -61,20 +61,16 @@ class BodyPartProbe:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/body_part.npz`` atomically (temporary file, then rename)."""
-        target = Path(folder) / BODY_PART_FILE
-        tmp = target.with_name(f".{BODY_PART_FILE}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, version=np.int32(VERSION), coef=self.coef.astype(np.float32),
-                            intercept=np.float64(self.intercept), n=np.int64(self.n), n_head=np.int64(self.n_head),
-                            source=np.str_(self.source), fitted=np.str_(self.fitted),
-                            for_model=np.str_(self.for_model))
-        os.replace(tmp, target)
-        return target
+        return write_npz(Path(folder) / BODY_PART_FILE, version=np.int32(VERSION), coef=self.coef.astype(np.float32),
+                         intercept=np.float64(self.intercept), n=np.int64(self.n), n_head=np.int64(self.n_head),
+                         source=np.str_(self.source), fitted=np.str_(self.fitted), for_model=np.str_(self.for_model))
 
 
 def fit_probe(features, is_head, *, source: str, for_model: str = "") -> BodyPartProbe:
     """A logistic regression (L2 strength by 5-fold cross-validated log-loss, so its probabilities are not
-    flattened; balanced classes) of head (1) against other body parts (0) on router features ``(N, D)``; ``source`` says which images, ``for_model`` which modality model
-    (its card's ``created``) gave the features (both kept in the file)."""
+    flattened; balanced classes) of head (1) against other body parts (0) on router features ``(N, D)``.
+    ``source`` says which images, ``for_model`` which modality model (its card's ``created``) gave the features;
+    both are kept in the file."""
     import warnings
 
     from sklearn.linear_model import LogisticRegressionCV
@@ -95,17 +91,9 @@ def load_probe(folder: str | os.PathLike, for_model: str | None = None) -> BodyP
     path = Path(folder) / BODY_PART_FILE
     if not path.is_file():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) > VERSION:
-                raise ModelError(f"{BODY_PART_FILE} was written by a newer medclf (version {int(z['version'])}).")
-            probe = BodyPartProbe(coef=z["coef"], intercept=float(z["intercept"]), n=int(z["n"]),
-                                  n_head=int(z["n_head"]), source=str(z["source"]), fitted=str(z["fitted"]),
-                                  for_model=str(z["for_model"]))
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip, key and value errors on a damaged file
-        raise ModelError(f"The body-part probe {path.name} is damaged ({type(exc).__name__}).") from None
+    probe = read_versioned_npz(path, VERSION, "body-part probe", lambda z: BodyPartProbe(
+        coef=z["coef"], intercept=float(z["intercept"]), n=int(z["n"]), n_head=int(z["n_head"]),
+        source=str(z["source"]), fitted=str(z["fitted"]), for_model=str(z["for_model"])))
     if for_model is not None and probe.for_model != for_model:
         log.warning("The body-part probe in %s was fitted for the modality model of %s, not this one (%s): not used; "
                     "refit it with configs/make_body_part.py.", path.parent, probe.for_model or "unknown", for_model)

@@ -50,7 +50,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from medclf_core.errors import ModelError
+from medclf_core.io.atomic import read_versioned_npz, write_npz
 from medclf_core.registry.store import GATE_FILE
 
 GATE_VERSION = 2  # 2: adds ``near_threshold`` (the "unfamiliar source" tier); version 1 files still load
@@ -157,11 +157,8 @@ class OODGate:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/ood.npz`` (float32, atomically: temporary file then rename)."""
-        folder = Path(folder)
-        target = folder / GATE_FILE
-        tmp = folder / f".{GATE_FILE}.{os.getpid()}.tmp.npz"
-        np.savez_compressed(
-            tmp, version=np.int32(GATE_VERSION), means=self.means.astype(np.float32),
+        return write_npz(
+            Path(folder) / GATE_FILE, version=np.int32(GATE_VERSION), means=self.means.astype(np.float32),
             classes=self.classes.astype(np.int32), components=self.components.astype(np.float32),
             eigenvalues=self.eigenvalues.astype(np.float32), floor=np.float64(self.floor),
             threshold=np.float64(self.threshold), rule=np.str_(self.rule),
@@ -170,8 +167,6 @@ class OODGate:
             n_train=np.int64(self.n_train), n_val=np.int64(self.n_val),
             shrinkage=np.float64(np.nan if self.shrinkage is None else self.shrinkage),
             near_threshold=np.float64(np.nan if self.near_threshold is None else self.near_threshold))
-        os.replace(tmp, target)
-        return target
 
 
 def _nan_none(v) -> float | None:
@@ -187,20 +182,12 @@ def load_gate(folder: str | os.PathLike) -> OODGate | None:
     path = Path(folder) / GATE_FILE
     if not path.is_file():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) > GATE_VERSION:
-                raise ModelError(f"{GATE_FILE} was written by a newer medclf (version {int(z['version'])}).")
-            return OODGate(means=z["means"], classes=z["classes"], components=z["components"],
-                           eigenvalues=z["eigenvalues"], floor=float(z["floor"]), threshold=float(z["threshold"]),
-                           rule=str(z["rule"]), percentile=_nan_none(z["percentile"]),
-                           val_fraction_flagged=_nan_none(z["val_fraction_flagged"]), n_train=int(z["n_train"]),
-                           n_val=int(z["n_val"]), shrinkage=_nan_none(z["shrinkage"]),
-                           near_threshold=_nan_none(z["near_threshold"]) if "near_threshold" in z.files else None)
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip, key and value errors on a damaged file
-        raise ModelError(f"The out-of-distribution gate {path.name} is damaged ({type(exc).__name__}).") from None
+    return read_versioned_npz(path, GATE_VERSION, "out-of-distribution gate", lambda z: OODGate(
+        means=z["means"], classes=z["classes"], components=z["components"], eigenvalues=z["eigenvalues"],
+        floor=float(z["floor"]), threshold=float(z["threshold"]), rule=str(z["rule"]),
+        percentile=_nan_none(z["percentile"]), val_fraction_flagged=_nan_none(z["val_fraction_flagged"]),
+        n_train=int(z["n_train"]), n_val=int(z["n_val"]), shrinkage=_nan_none(z["shrinkage"]),
+        near_threshold=_nan_none(z["near_threshold"]) if "near_threshold" in z.files else None))
 
 
 def fit_gate(train_features, train_labels, val_features, *, percentile: float = DEFAULT_PERCENTILE,

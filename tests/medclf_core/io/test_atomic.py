@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medclf_core.io.atomic import json_text, read_json, write_bytes_atomically, write_json
+from medclf_core.errors import ModelError
+from medclf_core.io.atomic import (json_text, read_json, read_versioned_npz, write_bytes_atomically, write_json,
+                                   write_npz)
 
 
 def test_write_json_turns_numpy_and_paths_into_plain_json(tmp_path):
@@ -54,3 +56,16 @@ def test_damaged_side_files_read_as_absent(tmp_path):
     assert read_json(tmp_path, "history.json", default=[]) == []
     assert read_json(tmp_path, "evaluation.json") is None
     assert read_json(tmp_path, "missing.json", default={}) == {}
+
+
+def test_a_versioned_npz_reads_back_and_a_newer_or_damaged_one_is_a_plain_error(tmp_path):
+    path = write_npz(tmp_path / "thing.npz", version=np.int32(2), values=np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["thing.npz"]  # no temporary file left beside it
+    assert read_versioned_npz(path, 2, "thing", lambda z: z["values"].tolist()) == [0, 1, 2]
+    with pytest.raises(ModelError, match=r"thing.npz was written by a newer medclf \(version 2\)"):
+        read_versioned_npz(path, 1, "thing", lambda z: None)
+    with pytest.raises(ModelError, match=r"The thing thing.npz is damaged \(KeyError\)"):
+        read_versioned_npz(path, 2, "thing", lambda z: z["missing"])
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="is damaged"):
+        read_versioned_npz(path, 2, "thing", lambda z: None)
