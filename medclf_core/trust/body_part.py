@@ -7,8 +7,8 @@ imaging-modality model's penultimate features (the frozen trunk the router runs 
 locations by ``configs/make_body_part.py`` and kept beside that model as ``body_part.npz``. The router adds its
 ``P(head)`` to each image's probabilities (key :data:`HEAD`);
 :func:`medclf_core.trust.population.body_part_reason` refuses below :data:`MAX_P_HEAD` for a model whose card
-declares head body parts only. ``bench/body_part_probe.py`` measured the rule: grouped by case, it refuses 33% of
-MedPix MRIs of other body parts and 1.5% of head MRIs, and 0-0.7% of web brain MRIs it never saw.
+declares head body parts only. ``bench/body_part_probe.py`` measured the rule: grouped by case, it refuses 46% of
+MedPix MRIs of other body parts and 2.8% of head MRIs, and 0-0.7% of web brain MRIs it never saw.
 
 Example (a probe fitted on two made-up clusters)::
 
