@@ -110,10 +110,10 @@ def _record(predictor, result: dict, data) -> Path:
 
 def cmd_refit_trust(args) -> int:
     from medclf_core.training.refit import refit_trust
+    from medclf_core.trust.ood import refuse_factor_problem
 
-    if args.refuse_factor is not None and not args.refuse_factor >= 1:
-        console.message("error: --refuse-factor must be at least 1 (the refuse threshold cannot be below the "
-                        "unfamiliar one)")
+    if args.refuse_factor is not None and (why := refuse_factor_problem(args.refuse_factor)):
+        console.message(f"error: --refuse-factor {why}")
         return 2
     res = refit_trust(args.model, args.data, models_dir=args.models_dir, percentile=args.percentile,
                       refuse_factor=args.refuse_factor,

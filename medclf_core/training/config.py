@@ -51,7 +51,7 @@ from medclf_core.training.crossfit import SMALL_DATA_IMAGES
 from medclf_core.training.devices import DISTRIBUTE_CHOICES, MIXED_PRECISION_CHOICES, XLA_CHOICES
 from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.registry.store import default_models_dir
-from medclf_core.trust.ood import REFUSE_FACTOR
+from medclf_core.trust.ood import REFUSE_FACTOR, refuse_factor_problem
 
 CHEST_HINTS = ("chest", "xray", "x-ray", "cxr", "pneumonia")
 CLASS_WEIGHT_MODES = ("auto", "on", "off")
@@ -228,9 +228,8 @@ class TrainConfig:
                                   "init_from (or ResNet-50's ImageNet weights), not on a model trained from scratch.")
         else:
             transfer = self.recipe == "transfer"
-        if not self.ood_refuse_factor >= 1:
-            raise MedclfError(f"ood_refuse_factor must be at least 1 (the refuse threshold cannot be below the "
-                              f"unfamiliar one), not {self.ood_refuse_factor}.")
+        if why := refuse_factor_problem(self.ood_refuse_factor):
+            raise MedclfError(f"ood_refuse_factor {why}.")
         if transfer and self.ensemble > 1:
             raise MedclfError("The transfer recipe trains one head on one frozen backbone; an ensemble of identical "
                               "backbones adds nothing. Use ensemble 1.")

@@ -30,13 +30,14 @@ import numpy as np
 from medclf_core.data.audit import audit_dataset
 from medclf_core.data.scan import scan_dataset, split_counts
 from medclf_core.data.split import split_dataset
-from medclf_core.errors import DatasetError
+from medclf_core.errors import DatasetError, MedclfError
 from medclf_core.io.atomic import read_json, write_json
 from medclf_core.registry.store import CARD_FILE, GATE_FILE, load_run, resolve_run
 from medclf_core.trust.calibration import (apply_temperature, calibration_entry, expected_calibration_error,
                                            fit_temperature, map_threshold, stored_temperature, temperature_of)
 from medclf_core.trust.features import feature_model, features_and_probabilities
-from medclf_core.trust.ood import REFUSE_FACTOR, fit_gate, load_gate, with_refuse_tier
+from medclf_core.trust.ood import (REFUSE_FACTOR, fit_gate, load_gate, refuse_factor_problem,
+                                   with_refuse_tier)
 
 REFIT_CHUNK = 256  # images decoded and run at a time: bounded memory on large datasets
 
@@ -53,6 +54,8 @@ def refit_trust(run: str | os.PathLike, data: str | os.PathLike | None = None, *
     ``"threshold"``, and that config key; every other key kept verbatim). Returns ``{"run_dir", "ood",
     "calibration", "threshold", "gate_file"}``.
     """
+    if refuse_factor is not None and (why := refuse_factor_problem(refuse_factor)):
+        raise MedclfError(f"refuse_factor {why}.")  # before any image is read
     run_dir = Path(resolve_run(run, models_dir))
     model, card = load_run(run_dir)
     card.pop("run_dir", None)

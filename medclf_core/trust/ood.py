@@ -252,6 +252,21 @@ def fit_gate(train_features, train_labels, val_features, *, percentile: float = 
     return gate
 
 
+def refuse_factor_problem(factor) -> str | None:
+    """Why ``factor`` cannot place the refuse tier (it must be a number >= 1), or None: the one check behind
+    ``TrainConfig.validate``, ``refit_trust`` and ``refit-trust --refuse-factor``.
+
+    >>> refuse_factor_problem(2.0) is None, refuse_factor_problem(0.5)
+    (True, 'must be at least 1 (the refuse threshold cannot be below the unfamiliar one), not 0.5')
+    """
+    try:
+        fine = float(factor) >= 1
+    except (TypeError, ValueError):
+        fine = False
+    return None if fine else ("must be at least 1 (the refuse threshold cannot be below the unfamiliar one), "
+                              f"not {factor}")
+
+
 def with_refuse_tier(gate: OODGate, near_threshold: float, factor: float = REFUSE_FACTOR,
                      val_scores=None) -> OODGate:
     """The gate with two tiers: ``near_threshold`` (unfamiliar: caution) and ``factor`` times it (refuse).

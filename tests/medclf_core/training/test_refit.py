@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import CHEST_SAMPLE
 
+from medclf_core.errors import MedclfError
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import GATE_FILE
 from medclf_core.training.refit import refit_trust
@@ -71,5 +72,7 @@ def test_a_refuse_factor_given_to_refit_is_the_runs_from_then_on(refitted, tmp_p
                                                                                       f"threshold ({near:.4g})")
     assert card["ood"]["threshold"] == pytest.approx(2.5 * near) == res["ood"]["threshold"]
     assert load_gate(run).threshold == pytest.approx(2.5 * near)
+    with pytest.raises(MedclfError, match="refuse_factor must be at least 1"):
+        refit_trust(run, CHEST_SAMPLE, refuse_factor=0.5)  # refused before any image is read
     refit_trust(run, CHEST_SAMPLE)  # no factor given: the run's stays
     assert read_json(run, "card.json")["ood"]["threshold"] == pytest.approx(2.5 * near)
