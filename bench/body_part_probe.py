@@ -39,7 +39,7 @@ def main() -> None:
 
     from medclf_core.trust.body_part import fit_probe
 
-    features = router_features(REPO / "models")
+    features, _ = router_features(REPO / "models")
     files, y, cases, modality = medpix(SHARED)
     x = features(files)
     oof = np.zeros(len(y))

@@ -149,8 +149,6 @@ def main() -> None:
 
 def report(a, paths, size, channels, sweep, best, rows, cpu, warm_up, same) -> None:
     """The tables: throughputs, then each cache row against the raw TensorFlow and the raw LiteRT forward."""
-    import numpy as np
-
     print(f"{len(paths)} images from {a.data}, {size} px, {channels} channel(s); views {', '.join(a.views)}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {a.repeats} interleaved repeats\n")
     print("raw TensorFlow batch-size sweep (images/s, one pass each): "

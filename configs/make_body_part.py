@@ -40,8 +40,8 @@ def medpix(shared: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray
 
 
 def router_features(models_dir: Path):
-    """``paths -> (N, D)`` penultimate features of the bundled imaging-modality model (the router's); its card's
-    ``created`` is the function's ``created``."""
+    """``(features, created)``: ``features(paths) -> (N, D)``, the penultimate features of the bundled
+    imaging-modality model (the router's), and that model's card ``created``, which the probe is bound to."""
     from medclf_core.inference.predictor import Predictor
     from medclf_core.io.images import load_image
 
@@ -51,8 +51,7 @@ def router_features(models_dir: Path):
         return np.concatenate([router.predict_batch_with_features(np.stack(
             [router.prepare(load_image(p).pixels) for p in paths[i:i + 64]]))[1] for i in range(0, len(paths), 64)])
 
-    features.created = router.card.get("created", "")
-    return features
+    return features, router.card.get("created", "")
 
 
 def main() -> None:
@@ -65,8 +64,8 @@ def main() -> None:
     files, is_head, cases, _ = medpix(a.shared)
     if not files:
         raise SystemExit(f"No MedPix rows in {a.shared / 'manifests' / 'modality.csv'}.")
-    features = router_features(a.models_dir)
-    probe = fit_probe(features(files), is_head, for_model=features.created,
+    features, router_created = router_features(a.models_dir)
+    probe = fit_probe(features(files), is_head, for_model=router_created,
                       source=SOURCE.format(n=len(files), n_head=int(is_head.sum()), cases=len(set(cases))))
     print(f"{probe.source}: written to {probe.save(a.models_dir / 'imaging-modality')}")
 

@@ -44,26 +44,30 @@ def warm_up_steps(predictor, methods: Sequence[str] = WARM_METHODS) -> Iterator[
     background they ran just when an image uploaded soon after the page opened needed the model and the CPU
     (docs/BENCHMARKS.md, session 15: such an upload 0.89 s -> 0.46 s, median of 7 server starts with the file
     cache dropped)."""
-    on_litert = _on_litert(predictor)
     side = predictor.image_size
     ramp = np.add.outer(np.arange(side), np.arange(side)) * (255.0 / max(2 * side - 2, 1))
     dummy = np.repeat(ramp.astype(np.uint8)[..., None], predictor.channels, axis=2)
-    predictor.predict([dummy])
-    yield "predict"
-    for k, method in enumerate(methods[:1] if on_litert else methods):
-        try:
-            maps = predictor.explain([dummy], method, 0)
-        except Exception:  # noqa: BLE001 - no heat map of this kind for this model
-            continue
-        yield method
-        if k == 0 and not on_litert:
-            predictor.check_faithfulness(maps)
-            yield "faithfulness"
+    first_maps = None
+    for step in warm_up_plan(predictor, methods):
+        if step == "predict":
+            predictor.predict([dummy])
+        elif step == "faithfulness":
+            if first_maps is None:  # the first method had no map to score
+                continue
+            predictor.check_faithfulness(first_maps)
+        else:
+            try:
+                maps = predictor.explain([dummy], step, 0)
+            except Exception:  # noqa: BLE001 - no heat map of this kind for this model
+                continue
+            if step == methods[0]:
+                first_maps = maps
+        yield step
 
 
 def warm_up_plan(predictor, methods: Sequence[str] = WARM_METHODS) -> list[str]:
-    """The names :func:`warm_up_steps` yields at most, in order (a method this model has no map for is skipped,
-    and with it a faithfulness step it would have led to).
+    """The steps :func:`warm_up_steps` runs, in order; it yields each name when that step is done (a method this
+    model has no map for is skipped, and with it a faithfulness step it would have led to).
 
     >>> class OnLiteRT: lite = object()
     >>> warm_up_plan(OnLiteRT())

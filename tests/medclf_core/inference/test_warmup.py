@@ -15,6 +15,33 @@ def test_the_warm_up_steps_come_in_the_order_a_first_image_needs_them(trained_ru
     assert list(warm_up_steps(p)) == warm_up_plan(p) == ["predict", "gradcam", "faithfulness", "gradcam++", "scorecam"]
 
 
+class _NoGradCam:
+    """A predictor stand-in without a Grad-CAM map: what each warm-up step called."""
+
+    image_size, channels, lite = 8, 1, None
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, images):
+        self.calls.append("predict")
+
+    def explain(self, images, method, index):
+        if method == "gradcam":
+            raise ValueError("no Grad-CAM for this model")
+        self.calls.append(method)
+        return [method]
+
+    def check_faithfulness(self, maps):
+        self.calls.append(("faithfulness", maps))
+
+
+def test_a_first_method_without_a_map_skips_its_faithfulness_step_and_warms_the_rest():
+    p = _NoGradCam()
+    assert list(warm_up_steps(p)) == ["predict", "gradcam++", "scorecam"]
+    assert p.calls == ["predict", "gradcam++", "scorecam"]  # no faithfulness check on another method's map
+
+
 def test_ready_after_the_first_map_and_the_rest_waits_for_the_models_lock(trained_run, sample_images, traces):
     fresh = Predictor.from_run(trained_run)
     lock, done = ModelLock(), []
