@@ -7,7 +7,8 @@ regression on the bundled imaging-modality model's penultimate features, fitted 
 MRI folders; ``manifests/modality.csv`` gives each file's case and body location). This bench reports:
 
 - grouped 5-fold cross-validation on MedPix (a case's images stay in one fold): the share of other-body-part images
-  a ``P(head) < cut`` rule would refuse, and of head images it would wrongly refuse, for MRI and CT;
+  a ``P(head) < cut`` rule would refuse, and of head images it would wrongly refuse, for MRI and CT, then the
+  other body parts by location at the shipped cut (``BODY_PART_PASSED=file`` lists the MRIs it lets through);
 - the probe fitted on all of MedPix (as shipped), on web brain MRIs it never saw (Sartaj, Br35H, Navoneel: all
   heads; a refusal there is the second-worst defect) and on Kermany chest X-rays.
 
@@ -40,7 +41,7 @@ def main() -> None:
     from medclf_core.trust.body_part import fit_probe
 
     features, _ = router_features(REPO / "models")
-    files, y, cases, modality = medpix(SHARED)
+    files, y, cases, modality, location = medpix(SHARED)
     x = features(files)
     oof = np.zeros(len(y))
     for train, test in GroupKFold(5).split(x, y, cases):
@@ -52,6 +53,17 @@ def main() -> None:
         for cut in CUTS:
             print(f"| {m} | P(head) < {cut} | {np.mean(oof[other] < cut):.1%} of {other.sum()} | "
                   f"{np.mean(oof[head] < cut):.1%} of {head.sum()} |")
+    cut = CUTS[0]
+    print(f"\nBy body location, other body parts (the shipped cut, P(head) < {cut}; grouped out-of-fold):\n")
+    print("| modality | location | n | refused | median P(head) |\n|---|---|---|---|---|")
+    for m in ("MRI", "CT"):
+        for place in sorted(set(location[(modality == m) & (y == 0)])):
+            rows = (modality == m) & (location == place)
+            print(f"| {m} | {place} | {rows.sum()} | {np.mean(oof[rows] < cut):.1%} | {np.median(oof[rows]):.3f} |")
+    if os.environ.get("BODY_PART_PASSED"):  # the other-body-part MRIs the cut lets through, for a look
+        passed = (modality == "MRI") & (y == 0) & (oof >= cut)
+        Path(os.environ["BODY_PART_PASSED"]).write_text("".join(
+            f"{oof[i]:.3f}\t{location[i]}\t{files[i]}\n" for i in np.flatnonzero(passed)[np.argsort(-oof[passed])]))
     fitted = fit_probe(x, y, source="all")
     print("\n| never seen | n | median P(head) | " + " | ".join(f"P(head) < {c}" for c in CUTS) + " |\n|---|---|---|"
           + "---|" * len(CUTS))

@@ -25,18 +25,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SOURCE = "MedPix CT and MRI of ../shared/data/modality ({n} images, {n_head} of the head, {cases} cases)"
 
 
-def medpix(shared: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
-    """MedPix files, is-head labels (0/1), case ids and folder (``"MRI"`` / ``"CT"``) from the manifest."""
-    files, head, case, modality = [], [], [], []
+def medpix(shared: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MedPix files, is-head labels (0/1), case ids, folder (``"MRI"`` / ``"CT"``) and body location (``"Head"``,
+    ``"Thorax"``, ...) from the manifest."""
+    files, case, modality, location = [], [], [], []
     with open(shared / "manifests" / "modality.csv", newline="") as f:
         for row in csv.DictReader(f):
             fields = dict(x.strip().split("=", 1) for x in row["processing"].split(";") if "=" in x)
             if "case" in fields:
                 files.append(shared / row["file"])
-                head.append(fields.get("location", "").startswith("Head"))
                 case.append(fields["case"])
                 modality.append(Path(row["file"]).parent.name)
-    return files, np.array(head, int), np.array(case), np.array(modality)
+                location.append(fields.get("location", "").strip('" '))  # 20 rows end in a stray quote
+    location = np.array(location)
+    return files, (location == "Head").astype(int), np.array(case), np.array(modality), location
 
 
 def router_features(models_dir: Path):
@@ -61,7 +63,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--models-dir", type=Path, default=REPO / "models")
     a = ap.parse_args()
-    files, is_head, cases, _ = medpix(a.shared)
+    files, is_head, cases, _, _ = medpix(a.shared)
     if not files:
         raise SystemExit(f"No MedPix rows in {a.shared / 'manifests' / 'modality.csv'}.")
     features, router_created = router_features(a.models_dir)
