@@ -3,8 +3,7 @@
 :class:`Predictor` holds a loaded model and its card and applies the model's
 operating threshold: for binary tasks the positive class is predicted when its
 probability reaches the threshold chosen on validation data; otherwise argmax.
-Images go through :func:`medclf_core.io.images.to_model_input`, the same path as
-training.
+Images go through :func:`medclf_core.io.images.to_model_input`, the same path as training.
 
 The trust layer (issue 14):
 
@@ -345,9 +344,10 @@ class Predictor:
             out["positive_class"] = self.class_names[self.positive]
         if self.tta:
             out["tta"] = list(self.tta)
-        members = (self.card.get("ensemble") or {}).get("members")
-        if members:
-            out["ensemble"] = int(members)
+        if (self.card.get("ensemble") or {}).get("members"):
+            out["ensemble"] = int(self.card["ensemble"]["members"])
+        if (self.intended_use or {}).get("class_labels"):
+            out["class_labels"] = dict(self.intended_use["class_labels"])  # the headline's plain words
         return out
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int = 32, *,

@@ -129,18 +129,25 @@ def headline(result: Mapping) -> Headline:
     ('NORMAL (P(PNEUMONIA) = 62.0%)', False)
     >>> headline({"label": "MRI", "probabilities": {"CT": 0.001, "MRI": 0.998, "XRAY": 0.001}}).title
     'MRI (P(MRI) > 99%)'
+
+    A card's ``intended_use.class_labels`` (in the result as ``class_labels``) give the classes' plain words:
+
+    >>> headline({"label": "no", "probabilities": {"no": 0.976, "yes": 0.024}, "threshold": 0.75,
+    ...           "positive_class": "yes", "class_labels": {"no": "no tumour", "yes": "tumour"}}).title
+    'no tumour (P(tumour) = 2.4%)'
     """
     probs = {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
     decision = str(result.get("label"))
+    words = result.get("class_labels") or {}  # the card's plain words for its classes ("yes" -> "tumour")
     pos, threshold = result.get("positive_class"), result.get("threshold")
     if threshold is not None and pos in probs:
         p = probs[pos]
-        return Headline(decision, str(pos), p, float(threshold), abs(p - float(threshold)) < BORDERLINE_MARGIN,
-                        decision == pos)
+        return Headline(words.get(decision, decision), words.get(pos, str(pos)), p, float(threshold),
+                        abs(p - float(threshold)) < BORDERLINE_MARGIN, decision == pos)
     ranked = sorted(probs.values(), reverse=True)
     lead = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
-    return Headline(decision, decision, probs.get(decision, float("nan")), None, lead < 2 * BORDERLINE_MARGIN,
-                    decision == pos)
+    return Headline(words.get(decision, decision), words.get(decision, decision), probs.get(decision, float("nan")),
+                    None, lead < 2 * BORDERLINE_MARGIN, decision == pos)
 
 
 def table_row(result: Mapping) -> dict:

@@ -20,6 +20,7 @@ from helpers import REPO
 from medclf_core.explain.cams import heatmaps
 from medclf_core.io.images import load_image
 from medclf_core.inference.predictor import Predictor
+from medclf_core.inference.results import Prediction
 from medclf_core.registry.card import BUNDLED_MODEL_NAMES, CARD_KEYS
 from medclf_core.registry.store import list_runs
 
@@ -102,6 +103,15 @@ def test_bundled_model_predicts_and_explains_every_input_kind(bundled, sample_im
     maps = heatmaps(bundled.model, pixels, cam_layer=bundled.cam_layer)
     for px, hm in zip(pixels, maps, strict=True):
         assert hm.shape == px.shape[:2] and np.isfinite(hm).all() and hm.max() <= 1.0
+
+
+def test_the_brain_models_headline_says_tumour_not_yes(sample_images):
+    """Its classes are its data folders' names, "no" and "yes"; the card's class_labels give the headline words."""
+    brain = Predictor.from_run(MODELS / "brain-mri-tumour")
+    result = brain.predict_files(sample_images[:1])[0]
+    assert result["label"] in ("no", "yes")  # the exports keep the class names
+    title = Prediction(result).headline.title
+    assert title.startswith(("tumour (P(tumour)", "no tumour (P(tumour)")), title
 
 
 def test_chest_model_on_its_try_a_sample_images(sample_images):

@@ -119,6 +119,9 @@ def test_schema_2_fields_are_read():
     ({"intended_use": "chest"}, "'intended_use' must be an object"),
     ({"intended_use": {"modalities": "CR"}}, "'intended_use.modalities' must be a list"),
     ({"intended_use": {"modalities": ["<img src=x>"]}}, "DICOM Modality codes"),
+    ({"intended_use": {"class_labels": {"TUMOUR": "tumour"}}}, "'intended_use.class_labels'"),  # not a class
+    ({"intended_use": {"class_labels": {"PNEUMONIA": ""}}}, "'intended_use.class_labels'"),
+    ({"intended_use": {"class_labels": ["pneumonia"]}}, "'intended_use.class_labels'"),
     ({"training_data": 3}, "'training_data' must be a text"),
     ({"calibration": {"temperature": -1}}, "'calibration.temperature'"),
     ({"ood": [1]}, "'ood' must be an object"),
