@@ -112,8 +112,7 @@ def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> 
     text = "Caution: this image is unlike this model's training images, so the finding is less certain"
     acc = ((other_source or {}).get("metrics") or {}).get("accuracy")
     if acc is not None and (other_source or {}).get("n"):
-        text += (f" (on images from another source, {other_source.get('dataset', 'recorded')}, its accuracy was "
-                 f"{percent(acc)} on {int(other_source['n'])} images)")
+        text += f" (on {int(other_source['n'])} images from another source, its accuracy was {percent(acc)})"
     return text + "."
 
 

@@ -97,7 +97,9 @@ def test_unfamiliar_message_quotes_an_other_source_figure_when_there_is_one():
     plain = unfamiliar_message(r)
     assert plain.startswith("Caution: this image is unlike this model's training images") and "accuracy" not in plain
     rec = {"dataset": "Sartaj", "n": 120, "metrics": {"accuracy": 0.873}}
-    assert "its accuracy was 87.3% on 120 images" in unfamiliar_message(r, rec)
+    quoted = unfamiliar_message(r, rec)
+    assert "(on 120 images from another source, its accuracy was 87.3%)" in quoted
+    assert "Sartaj" not in quoted  # a data set's folder name means nothing to a clinician
 
 
 def test_ood_block_reports_coverage_and_unfamiliar():
