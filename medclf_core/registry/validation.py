@@ -154,8 +154,8 @@ def _validate_schema_2_fields(c: dict) -> None:
     """The optional fields schema 2 added: intended use, training data, calibration, OOD gate, pretrained."""
     _validate_intended_use(c["intended_use"])
     labels = (c["intended_use"] or {}).get("class_labels")
-    if labels is not None and not (isinstance(labels, dict) and set(labels) <= set(c["class_names"])
-                                   and all(isinstance(v, str) and 0 < len(v.strip()) <= 40 for v in labels.values())):
+    if labels is not None and not (isinstance(labels, dict) and all(
+            isinstance(v, str) and 0 < len(v.strip()) <= 40 for v in labels.values())):  # a key that is no class: unused
         raise InvalidField("'intended_use.class_labels' must map class names to plain words of 1-40 characters, "
                            'e.g. {"yes": "tumour"}')
     _opt(c["training_data"], "training_data", (str,), "a text")

@@ -35,17 +35,19 @@ from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
 from medclf_core.trust.population import age_reason, body_part_reason, router_reason
+from medclf_core.trust.resolution import small_image_reason
 
 #: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
 #: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
 #: ``"unfamiliar": None`` (no gate, or a version-1 gate without the unfamiliar tier).
 NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None,
-               "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_reason": None}
+               "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_reason": None, "unfamiliar_checks": []}
 
 
 def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Mapping | None = None,
             dicom: Mapping | None = None, *, score: float | None = None,
-            router: Mapping[str, float] | None = None, chroma: float | None = None) -> dict:
+            router: Mapping[str, float] | None = None, chroma: float | None = None,
+            size: Sequence[int] | None = None, input_side: int | None = None) -> dict:
     """The two-tier OOD fields of one result: refused (``ood``) or shown with a caution (``unfamiliar``).
 
     - ``ood`` (refused, no finding) is True when the features are above the gate's refuse
@@ -61,7 +63,9 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
     - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's
       unfamiliar and refuse thresholds, False below, None without that tier; ``unfamiliar_score``
       is the score, ``unfamiliar_reason`` a plain fragment (None unless unfamiliar). A refused
-      image is not also unfamiliar.
+      image is not also unfamiliar. An image whose original ``size`` (height, width) has a shorter side under
+      half the model's ``input_side`` is unfamiliar too (:func:`~medclf_core.trust.resolution.small_image_reason`,
+      with or without a gate). ``unfamiliar_checks`` names what made it unfamiliar (``"features"``, ``"size"``).
     - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
       ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``).
 
@@ -94,11 +98,23 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
         reasons += [r for r in (colour_reason(intended_use, chroma),) if r]
     if reasons:
         out["ood"] = True
-    if out["ood"]:
-        out["unfamiliar"], out["unfamiliar_reason"] = (False if out["unfamiliar"] is not None else None), None
+    _caution(out, small_image_reason(size, input_side))
     out["ood_reason"] = "; ".join(reasons) or None
     out["ood_checks"] = checks
     return out
+
+
+def _caution(out: dict, small: str | None) -> None:
+    """The unfamiliar tier's fields once the refusal is known: a refused image has no caution; else the feature
+    tier's, and the small-image caution (``small``, its reason) beside it."""
+    if out["ood"]:
+        out["unfamiliar"], out["unfamiliar_reason"] = (False if out["unfamiliar"] is not None else None), None
+        out["unfamiliar_checks"] = []
+        return
+    out["unfamiliar_checks"] = ["features"] if out["unfamiliar"] else []
+    if small:
+        out["unfamiliar"], out["unfamiliar_checks"] = True, [*out["unfamiliar_checks"], "size"]
+        out["unfamiliar_reason"] = "; ".join(r for r in (out["unfamiliar_reason"], small) if r)
 
 
 def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> str | None:
@@ -109,11 +125,17 @@ def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> 
     """
     if result.get("unfamiliar") is not True:
         return None
-    text = "Caution: this image is unlike this model's training images, so the finding is less certain"
-    acc = ((other_source or {}).get("metrics") or {}).get("accuracy")
-    if acc is not None and (other_source or {}).get("n"):
-        text += f" (on {int(other_source['n'])} images from another source, its accuracy was {percent(acc)})"
-    return text + "."
+    checks = result.get("unfamiliar_checks") or ["features"]  # results written before the size check
+    what = []
+    if "features" in checks:
+        what.append("unlike this model's training images")
+        acc = ((other_source or {}).get("metrics") or {}).get("accuracy")
+        if acc is not None and (other_source or {}).get("n"):
+            what[-1] += f" (on {int(other_source['n'])} images from another source, its accuracy was {percent(acc)})"
+    if "size" in checks:  # the reason's parts come in the order of the checks
+        parts = dict(zip(checks, (result.get("unfamiliar_reason") or "").split("; "), strict=False))
+        what.append(f"small ({parts['size']})" if parts.get("size") else "small")
+    return f"Caution: this image is {' and '.join(what)}, so the finding is less certain."
 
 
 def ood_message(result: Mapping) -> str | None:

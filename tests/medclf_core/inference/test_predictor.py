@@ -182,7 +182,8 @@ def test_predict_gives_the_decision_probabilities_and_verdict_of_describe(predic
     imgs = [load_image(p).pixels for p in sample_images[:3]]
     results = predictor.predict(imgs)
     probs, feats = predictor.predict_batch_with_features(np.stack([predictor.prepare(a) for a in imgs]))
-    for r, row, v in zip(results, probs, predictor.verdicts(feats, None, len(imgs)), strict=True):
+    verdicts = predictor.verdicts(feats, None, len(imgs), sizes=[a.shape[:2] for a in imgs])
+    for r, row, v in zip(results, probs, verdicts, strict=True):
         assert isinstance(r, Prediction) and r == predictor.describe(row, v)
         assert r.label == r["label"] in predictor.class_names
         assert r.flagged is (r["ood"] is True) and r.verdict_words == ood_message(r)

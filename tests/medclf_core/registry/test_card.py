@@ -119,7 +119,7 @@ def test_schema_2_fields_are_read():
     ({"intended_use": "chest"}, "'intended_use' must be an object"),
     ({"intended_use": {"modalities": "CR"}}, "'intended_use.modalities' must be a list"),
     ({"intended_use": {"modalities": ["<img src=x>"]}}, "DICOM Modality codes"),
-    ({"intended_use": {"class_labels": {"TUMOUR": "tumour"}}}, "'intended_use.class_labels'"),  # not a class
+    ({"intended_use": {"class_labels": {"PNEUMONIA": 3}}}, "'intended_use.class_labels'"),
     ({"intended_use": {"class_labels": {"PNEUMONIA": ""}}}, "'intended_use.class_labels'"),
     ({"intended_use": {"class_labels": ["pneumonia"]}}, "'intended_use.class_labels'"),
     ({"training_data": 3}, "'training_data' must be a text"),
