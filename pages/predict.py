@@ -303,7 +303,7 @@ WRITE_HELP = ("Into the same study, as new series: a DICOM Structured Report wit
 def write_one(entry: dict, series, with_pdf: bool) -> dict:
     """One PACS image's result written back: the Grad-CAM of its decided class (the panel's default map) as
     the overlay, the PDF report when asked."""
-    result, names, heat = entry["result"], predictor.class_names, None
+    result, names, heat, opacity = entry["result"], predictor.class_names, None, 0.45  # one opacity: overlay, PDF
     if not result.flagged:  # a refused image gets an SR that says so, and no map
         index = names.index(result.label)
         try:
@@ -311,10 +311,10 @@ def write_one(entry: dict, series, with_pdf: bool) -> dict:
                         lambda: predictor.explain([entry["pixels"]], "gradcam", index, compact=True)[0])
         except Exception:  # noqa: BLE001 - no map for this model: the SR is still written
             heat = None
-    pdf = report_bytes({"file": entry["name"], **result}, entry["pixels"], heat,
-                       predictor.card, identifying=entry.get("identifying") or []) if with_pdf else None
+    pdf = report_bytes({"file": entry["name"], **result}, entry["pixels"], heat, predictor.card,
+                       identifying=entry.get("identifying") or [], opacity=opacity) if with_pdf else None
     return write_results(st.session_state["pacs_conn"], entry["pacs"]["data"], result, predictor.card,
-                         overlay=heat.overlay(0.45) if heat else None, pdf=pdf, series=series)
+                         overlay=heat.overlay(opacity) if heat else None, pdf=pdf, series=series)
 
 
 def pacs_writeback() -> None:

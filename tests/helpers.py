@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,36 @@ COLOUR_SCALE_CAPTION = "Heat-map colours"  # the Predict page's legend (its read
 def result_images(at) -> list:
     """The Predict page's images of results (originals, overlays, gallery), not its colour-scale legend."""
     return [im for im in at.image if not any(COLOUR_SCALE_CAPTION in str(c) for c in im.captions)]
+
+
+def page_texts(data: bytes) -> list[list[str]]:
+    """The text drawn on each page of a PDF written by fpdf2 (built-in font), page by page: the (...) Tj strings
+    of its content streams (fpdf2 writes one per page, in page order; an image's stream holds no text)."""
+    streams = []
+    # each stream's bytes by its dictionary's /Length: a compressed stream may itself end in a \r byte, which a
+    # "stream ... \r?\nendstream" pattern would eat (1 PDF in ~256: the text then reads as empty)
+    for m in re.finditer(rb"/Length (\d+)[^>]*>>\s*stream\r?\n", data):
+        body = data[m.end():m.end() + int(m.group(1))]
+        try:
+            streams.append(zlib.decompress(body))
+        except zlib.error:
+            streams.append(body)  # an uncompressed stream, or an image (DCT)
+    pages = []
+    for s in streams:
+        out = []
+        for lit in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", s, re.S):
+            lit = re.sub(rb"\\([0-7]{1,3})", lambda g: bytes([int(g.group(1), 8)]), lit)
+            out.append(re.sub(rb"\\(.)", rb"\1", lit).decode("latin-1"))
+        if out:
+            pages.append(out)
+    return pages
+
+
+def pdf_text(data: bytes) -> str:
+    """All the text drawn in a PDF written by fpdf2, one string a line."""
+    return "\n".join(line for page in page_texts(data) for line in page)
+
+
+def page_count(data: bytes) -> int:
+    """The number of page objects in a PDF (``/Type /Page``, not the ``/Type /Pages`` tree)."""
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))

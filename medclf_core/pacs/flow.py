@@ -122,7 +122,7 @@ def _store(predictor, conn: PacsConnection, study_uid: str, results: list[dict],
     series, objects = WriteSeries(), []
     for r, overlay in zip(todo, overlays, strict=True):
         source = read_dataset(r["_source"], stop_before_pixels=True)
-        pdf = _pdf(predictor, r, overlay) if report else None
+        pdf = _pdf(predictor, r, overlay, opacity) if report else None
         built = build_objects(source, r, predictor.card, series, overlay=overlay["overlay"] if overlay else None,
                               pdf=pdf, method=method)
         r["stored"] = {k: str(built[k].SOPInstanceUID) if k in built else None for k in ("sr", "sc", "pdf")}
@@ -154,8 +154,9 @@ def _overlays(predictor, todo: list[dict], method: str, opacity: float) -> list[
     return out
 
 
-def _pdf(predictor, result: dict, overlay: dict | None) -> bytes | None:
-    """The PDF report of one result (identifiers of its header scrubbed), or None when it cannot be made."""
+def _pdf(predictor, result: dict, overlay: dict | None, opacity: float) -> bytes | None:
+    """The PDF report of one result (identifiers of its header scrubbed), its heat map at the ``opacity`` of the
+    overlay stored beside it, or None when it cannot be made."""
     from medclf_core.reports.pdf import report_bytes
 
     img = result["_decoded"]
@@ -163,7 +164,7 @@ def _pdf(predictor, result: dict, overlay: dict | None) -> bytes | None:
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     try:
         return report_bytes(public, img.pixels, overlay["map"] if overlay else None, predictor.card,
-                            identifying=values)
+                            identifying=values, opacity=opacity)
     except Exception:  # noqa: BLE001 - the SR and overlay are still written; the result says the PDF is missing
         result["report_error"] = "The PDF report could not be made."
         return None

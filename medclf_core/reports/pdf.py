@@ -40,7 +40,6 @@ Example (``predict --report`` does this for each file, with the image's Grad-CAM
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,17 +48,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medclf_core.formatting import number, probability_text
+from medclf_core.formatting import number, percent, probability_text
 from medclf_core.io.atomic import write_bytes_atomically
 from medclf_core.io.deid import redact, safe_file_label, safe_file_stem
 from medclf_core.io.images import as_gray_or_rgb_uint8, load_image
+from medclf_core.reports.pdf_layout import NOTICE, NOTICE_DETAIL, Page, latin1
 
 if TYPE_CHECKING:
     from medclf_core.inference.results import HeatMap
 
-NOTICE = "Research demo, not for clinical use."
-NOTICE_DETAIL = ("The models are not medical devices. This report shows what a model computed; it is not a "
-                 "diagnosis and must not be used to make clinical decisions.")
 _MAX_IMAGE_SIDE = 800  # pixels embedded per picture: enough for print, keeps a report small
 _IMAGE_W = 85.0  # mm per picture (two side by side on A4)
 
@@ -89,7 +86,7 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
 
     identifying = [str(v) for v in identifying]
     c = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card))
-    page = _Page()
+    page = Page()
     _title(page, result, c.name, identifying)
     _pictures(page, pixels, getattr(heatmap, "heatmap", heatmap), opacity)
     _decision(page, result, c, identifying)
@@ -100,71 +97,7 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     return bytes(page.pdf.output())
 
 
-@functools.cache
-def _report_document_class():
-    """An A4 ``FPDF`` whose every page carries the research-use notice in its header and footer
-    (fpdf2 is imported here, when a report is made: it takes half a second)."""
-    from fpdf import FPDF
-    from fpdf.enums import XPos, YPos
-
-    class ReportDocument(FPDF):
-        def header(self):
-            self.set_font("Helvetica", "B", 9)
-            self.set_text_color(160, 0, 0)
-            self.cell(0, 5, _t(f"{NOTICE} Not a diagnosis."), align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-            self.set_text_color(0, 0, 0)
-            self.ln(1)
-
-        def footer(self):
-            self.set_y(-12)
-            self.set_font("Helvetica", "", 7)
-            self.set_text_color(90, 90, 90)
-            self.cell(0, 4, _t(f"medclf report, page {self.page_no()}. {NOTICE}"), align="C")
-
-    return ReportDocument
-
-
-class _Page:
-    """The report being written, with its three kinds of text: lines, headings and key/value rows."""
-
-    def __init__(self):
-        pdf = _report_document_class()(format="A4", unit="mm")
-        pdf.set_auto_page_break(True, margin=15)
-        pdf.set_title("medclf prediction report")
-        pdf.set_creator("medclf")
-        pdf.set_author("")
-        pdf.set_image_filter("DCTDecode")  # pictures as JPEG: a printable report, not an archive of the image
-        pdf.add_page()
-        self.pdf = pdf
-        self.width = pdf.w - pdf.l_margin - pdf.r_margin
-
-    def line(self, text: str, size: float = 9, style: str = "", h: float = 4.6, wrap_chars: bool = False) -> None:
-        """A paragraph across the page (wrapped at words, or anywhere with ``wrap_chars``)."""
-        from fpdf.enums import WrapMode, XPos, YPos
-
-        self.pdf.set_font("Helvetica", style, size)
-        self.pdf.multi_cell(self.width, h, _t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
-                            wrapmode=WrapMode.CHAR if wrap_chars else WrapMode.WORD, align="L")
-
-    def heading(self, text: str) -> None:
-        self.pdf.ln(2)
-        self.line(text, 11, "B", 6)
-
-    def rows(self, pairs: Sequence[tuple[str, str]], key_w: float = 48) -> None:
-        """A two-column table: the key in bold, its value wrapped beside it."""
-        from fpdf.enums import XPos, YPos
-
-        pdf = self.pdf
-        for key, value in pairs:
-            pdf.set_font("Helvetica", "B", 8.5)
-            y = pdf.get_y()
-            pdf.multi_cell(key_w, 4.4, _t(key), new_x=XPos.RIGHT, new_y=YPos.TOP, align="L")
-            pdf.set_font("Helvetica", "", 8.5)
-            pdf.multi_cell(self.width - key_w, 4.4, _t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
-            pdf.set_y(max(pdf.get_y(), y + 4.4))
-
-
-def _title(page: _Page, result: Mapping, model_name: str, identifying: list[str]) -> None:
+def _title(page: Page, result: Mapping, model_name: str, identifying: list[str]) -> None:
     """The title, the de-identified image name, the model, the date and the boxed research-use notice."""
     from fpdf.enums import XPos, YPos
 
@@ -175,11 +108,11 @@ def _title(page: _Page, result: Mapping, model_name: str, identifying: list[str]
     pdf = page.pdf
     pdf.set_font("Helvetica", "B", 9)
     pdf.set_fill_color(255, 235, 235)
-    pdf.multi_cell(page.width, 5, _t(f"{NOTICE} {NOTICE_DETAIL}"), border=1, fill=True, new_x=XPos.LMARGIN,
+    pdf.multi_cell(page.width, 5, latin1(f"{NOTICE} {NOTICE_DETAIL}"), border=1, fill=True, new_x=XPos.LMARGIN,
                    new_y=YPos.NEXT, align="L")
 
 
-def _pictures(page: _Page, pixels: np.ndarray | None, heatmap: np.ndarray | None, opacity: float) -> None:
+def _pictures(page: Page, pixels: np.ndarray | None, heatmap: np.ndarray | None, opacity: float) -> None:
     """The image and its heat-map overlay side by side (or a line saying what is missing)."""
     pdf = page.pdf
     pdf.ln(2)
@@ -191,8 +124,8 @@ def _pictures(page: _Page, pixels: np.ndarray | None, heatmap: np.ndarray | None
     base = as_gray_or_rgb_uint8(pixels)
     pictures = [("Image", base)]
     if heatmap is not None:
-        pictures.append((f"Heat map (opacity {opacity:.1f})", overlay(base, np.asarray(heatmap, np.float32),
-                                                                      opacity=opacity)))
+        pictures.append((f"Heat map (opacity {number(opacity, 2)})", overlay(base, np.asarray(heatmap, np.float32),
+                                                                             opacity=opacity)))
     top = bottom = pdf.get_y()
     for k, (caption, arr) in enumerate(pictures):
         x = pdf.l_margin + k * (_IMAGE_W + 10)
@@ -202,16 +135,16 @@ def _pictures(page: _Page, pixels: np.ndarray | None, heatmap: np.ndarray | None
         pdf.image(im, x=x, y=top, w=w, h=h)
         pdf.set_xy(x, top + h + 0.5)
         pdf.set_font("Helvetica", "", 8)
-        pdf.cell(_IMAGE_W, 4, _t(caption))
+        pdf.cell(_IMAGE_W, 4, latin1(caption))
         bottom = max(bottom, top + h + 5)
     if heatmap is None:
         pdf.set_xy(pdf.l_margin + _IMAGE_W + 10, top)
         pdf.set_font("Helvetica", "", 8)
-        pdf.multi_cell(_IMAGE_W, 4, _t("No heat map in this report."))
+        pdf.multi_cell(_IMAGE_W, 4, latin1("No heat map in this report."))
     pdf.set_xy(pdf.l_margin, bottom + 1)
 
 
-def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> None:
+def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None:
     """The verdict, then the headline (:func:`medclf_core.inference.results.headline`) with the rule behind
     it, the calibration in use and how else the probabilities were made (a refused image: its reason first,
     and the model's output only as what it output, not a finding)."""
@@ -233,7 +166,7 @@ def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> Non
         page.line(f"Decision: {h.title}", 12, "B", 6)
         page.line(h.sentence, 9)
     pos, threshold = result.get("positive_class"), result.get("threshold")
-    page.line(f"Decision threshold: {number(threshold)} (decision {pos} when P({pos}) >= {number(threshold)})."
+    page.line(f"Decision threshold: {percent(threshold)} (decision {pos} when P({pos}) >= {percent(threshold)})."
               if threshold is not None and pos else "Decision rule: argmax (the most probable class; this model has "
               "no operating threshold).", 9)
     page.line(f"Calibration in use: {calibration_in_use(card)}.", 8.5)
@@ -245,7 +178,7 @@ def _decision(page: _Page, result: Mapping, card, identifying: list[str]) -> Non
                   + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
 
 
-def _heat_map_facts(page: _Page, heat) -> None:
+def _heat_map_facts(page: Page, heat) -> None:
     """What the heat map shows: method, target class and its faithfulness score with the verdict in words
     (``heat``: a :class:`~medclf_core.inference.results.HeatMap`; a bare array says only that it is a map)."""
     from medclf_core.explain.cams import METHOD_NAMES
@@ -274,16 +207,17 @@ def _probabilities_of(result: Mapping) -> dict[str, float]:
     return {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
 
 
-def _probabilities(page: _Page, result: Mapping) -> None:
+def _probabilities(page: Page, result: Mapping) -> None:
     """One bar per class (the output's in bold), with the threshold marked in red on the positive class."""
     page.heading("Class probabilities")
     pdf = page.pdf
     pos, threshold = result.get("positive_class"), result.get("threshold")
     bar_w = page.width - 75
     for name, p in _probabilities_of(result).items():
+        page.room(5)  # a bar and its name on one page
         pdf.set_font("Helvetica", "B" if name == result.get("label") else "", 9)
         y = pdf.get_y()
-        pdf.cell(50, 5, _t(name))
+        pdf.cell(50, 5, latin1(name))
         pdf.cell(20, 5, probability_text(p), align="R")
         x0 = pdf.get_x() + 4
         pdf.set_fill_color(220, 220, 220)
@@ -359,7 +293,7 @@ def _card_facts(c) -> list[tuple[str, str]]:
     n = c.test_n
     facts.append((f"Images in the {split} split", str(n) if n is not None else "not recorded"))
     if c.threshold is not None:
-        facts.append(("Operating threshold", f"{number(c.threshold)} on P({c.positive_class})"
+        facts.append(("Operating threshold", f"{percent(c.threshold)} on P({c.positive_class})"
                       + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))
     use = c.get("intended_use")
     if isinstance(use, dict) and use:
@@ -383,12 +317,6 @@ def _card_facts(c) -> list[tuple[str, str]]:
 
 def _scrub(text: str, identifying: list[str]) -> str:
     return redact(str(text), identifying) if identifying else str(text)
-
-
-def _t(text) -> str:
-    """Text the PDF's built-in Latin-1 font can write (other characters as '?')."""
-    s = str(text).translate({0x2013: "-", 0x2014: "-", 0x2019: "'", 0x2264: "<=", 0x2265: ">="})
-    return s.encode("latin-1", "replace").decode("latin-1")
 
 
 def _pil(arr: np.ndarray):

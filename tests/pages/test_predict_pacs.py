@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from helpers import SAMPLES, rendered, result_images
+from helpers import SAMPLES, pdf_text, rendered, result_images
 from pacs_dicom import PATIENT_ID, PATIENT_NAME, chest_dicom
 from pacs_server import OrthancServer, require_orthanc
 
@@ -117,7 +117,8 @@ def test_search_pick_predict_and_write_back(older_env, pacs_env, page, tmp_path)
     sc = next(iter(back.values()))[0]
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.SOPInstanceUID in at.success[0].value
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == uids["sop"] and sc.BurnedInAnnotation == "YES"
-    assert _only(pacs_env, uids["study"], "DOC").EncapsulatedDocument[:4] == b"%PDF"
+    pdf = bytes(_only(pacs_env, uids["study"], "DOC").EncapsulatedDocument)
+    assert pdf[:4] == b"%PDF" and "Heat map (opacity 0.45)" in pdf_text(pdf)  # the opacity of the overlay stored
 
 
 def test_an_image_the_gate_refuses_gets_a_refused_sr_and_no_heat_map(refitted_env, pacs_env, page):

@@ -37,10 +37,16 @@ def test_a_study_with_no_images_is_a_plain_error(orthanc, dicom_samples, tiny_pr
         predict_from_pacs(tiny_predictor, PacsConnection.from_env(orthanc.url), src.StudyInstanceUID)
 
 
-def test_non_image_series_and_our_own_results_are_skipped_with_a_note(orthanc, dicom_samples, tiny_predictor):
+def test_non_image_series_and_our_own_results_are_skipped_with_a_note(orthanc, dicom_samples, tiny_predictor,
+                                                                     monkeypatch):
+    from medclf_core.reports import pdf
+
+    made, report_bytes = [], pdf.report_bytes
+    monkeypatch.setattr(pdf, "report_bytes", lambda *a, **k: made.append(k.get("opacity")) or report_bytes(*a, **k))
     src = _header(dicom_samples, "CR_")
     conn = PacsConnection.from_env(orthanc.url)
-    predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, store=True, report=True)
+    predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, store=True, report=True, opacity=0.65)
+    assert made == [0.65]  # the PDF's heat map at the opacity of the overlay stored beside it
     notes: list = []
     results = predict_from_pacs(tiny_predictor, conn, src.StudyInstanceUID, notes=notes)
     assert [r["sop_instance_uid"] for r in results] == [src.SOPInstanceUID]  # the SR, SC and PDF are not read

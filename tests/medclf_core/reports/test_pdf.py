@@ -5,36 +5,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medclf_core.formatting import probability_text
+from helpers import page_count, page_texts, pdf_text
+from medclf_core.formatting import percent, probability_text
 from medclf_core.reports.pdf import NOTICE, report_bytes, report_file_name, write_report, write_reports
 
 PATIENT_DICOM = "CR_RG1_J2KI.dcm"  # PatientName 'CompressedSamples^RG1', PatientID '9RG1'
 MRN = "9988776655"
-
-
-def pdf_text(data: bytes) -> str:
-    """The text drawn in a PDF written by fpdf2 (built-in font): the (...) Tj strings of its content streams."""
-    streams = []
-    # each stream's bytes by its dictionary's /Length: a compressed stream may itself end in a \r byte, which a
-    # "stream ... \r?\nendstream" pattern would eat (1 PDF in ~256: the text then reads as empty)
-    for m in re.finditer(rb"/Length (\d+)[^>]*>>\s*stream\r?\n", data):
-        body = data[m.end():m.end() + int(m.group(1))]
-        try:
-            streams.append(zlib.decompress(body))
-        except zlib.error:
-            streams.append(body)  # an uncompressed stream, or an image (DCT)
-    out = []
-    for s in streams:
-        for lit in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", s, re.S):
-            lit = re.sub(rb"\\([0-7]{1,3})", lambda g: bytes([int(g.group(1), 8)]), lit)
-            out.append(re.sub(rb"\\(.)", rb"\1", lit).decode("latin-1"))
-    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +66,7 @@ def test_the_report_holds_classes_decision_threshold_card_and_notice(reports, pr
         for name in predictor.class_names:
             assert name in text
         assert NOTICE in text
-        assert f"Decision threshold: {predictor.threshold:.3f}" in text
+        assert f"Decision threshold: {percent(predictor.threshold)}" in text  # as the page shows it
         assert f"P({predictor.class_names[predictor.positive]})" in text
         assert f"Decision: {r['label']} (P({predictor.class_names[predictor.positive]})" in text  # the headline
         for c, p in r["probabilities"].items():
@@ -128,7 +109,7 @@ def test_ood_verdict_intended_use_and_scrubbed_reason(predictor, tmp_path):
     text = pdf_text(path.read_bytes())
     assert "Verdict: refused, OUT OF DISTRIBUTION" in text and "not a finding" in text
     assert "Decision: " not in text  # a refused image gets no decision headline
-    assert "Decision threshold: 0.350" in text and "80.0%" in text
+    assert "Decision threshold: 35.0%" in text and "80.0%" in text
     assert "Adult frontal chest radiographs" in text and "CR, DX / CHEST" in text and "children" in text
     assert "Doe" not in text and "Jane" not in text and "12345" not in text and "secret" not in text
     assert [p.name for p in tmp_path.iterdir()] == ["r.pdf"]
@@ -218,3 +199,55 @@ def test_an_unfamiliar_image_is_a_finding_with_its_caution_and_a_site_calibratio
     assert "passed, the image resembles the training images" not in text
     assert "Decision: PNEUMONIA" in text
     assert "Calibration in use: site 'north': T = 1.8, threshold 0.4, fitted on the site's own images (2026-12-06)" in text
+
+
+CHEST_CARD = {  # the bundled chest model's card, as far as the report prints it
+    "name": "chest-xray-pneumonia", "task": "Chest X-ray: pneumonia vs normal", "class_names": ["NORMAL", "PNEUMONIA"],
+    "positive_class": "PNEUMONIA", "architecture": "efficientnet_lite0", "input_shape": [224, 224, 1],
+    "threshold": 0.77, "threshold_method": "balanced", "created": "2026-12-06T15:15:30",
+    "metrics": {"split": "test", "n": 779, "accuracy": 0.965, "auc": 0.998, "sensitivity": 0.958, "specificity": 0.985,
+                "ci95": {"accuracy": [0.953, 0.977], "auc": [0.997, 0.999]}},
+    "calibration": {"method": "temperature scaling (validation NLL, T >= 1: never sharpened)", "temperature": 1.0,
+                    "fitted_on": "val", "n": 779},
+    "intended_use": {"summary": "Research demo: flags pneumonia on a frontal chest radiograph of a child (the training "
+                                "images are pediatric AP films from one Chinese hospital).",
+                     "modalities": ["CR", "DX"], "body_parts": ["CHEST"],
+                     "population": "pediatric (1-5 years), Guangzhou Women and Children's Medical Center",
+                     "not_for": ["adults (not validated)", "lateral films", "CT or MRI", "any clinical decision"]}}
+CHEST_RESULT = {"file": "person1023_bacteria_2954.jpeg", "label": "NORMAL", "threshold": 0.77,
+                "probabilities": {"NORMAL": 0.254, "PNEUMONIA": 0.746}, "positive_class": "PNEUMONIA", "ood": False,
+                "ood_score": 33.1}
+CARD_KEYS = ("Name", "Task", "Classes", "Architecture", "Input", "Accuracy (test split)", "ROC-AUC (test split)",
+             "Sensitivity (test split)", "Specificity (test split)", "Images in the test split", "Operating threshold",
+             "Intended use", "Modalities / body parts", "Population", "Not for", "Figures", "Model created")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_a_one_image_report_fills_a_page_before_it_starts_the_next(method):
+    """Walk-through: a one-image chest report ran to 8 pages (Score-CAM: 6), pages 2-8 each one model-card row on
+    an otherwise blank page. The rows flow on a page and move on only when it is full: at most 2 pages, every
+    page with more than the notice and one row on it, and every card row printed once."""
+    from medclf_core.inference.results import HeatMap
+
+    px = np.tile(np.arange(224, dtype=np.uint8), (224, 1))
+    heat = HeatMap(heatmap=px / 255.0, image=px, method=method, class_index=0, class_name="NORMAL", faithfulness=0.0)
+    data = report_bytes(CHEST_RESULT, px, heat, CHEST_CARD, opacity=0.45)
+    pages = page_texts(data)
+    assert len(pages) == page_count(data) and 1 <= len(pages) <= 2, [p[:3] for p in pages]
+    for k, page in enumerate(pages):
+        assert any(NOTICE in line for line in page)  # the notice on every page (its header and footer)
+        body = [line for line in page if NOTICE not in line]
+        assert len(body) > 4, (k, body)  # never a page holding a single row (a key and its value's 1-3 lines)
+    text = pdf_text(data)
+    assert [key for key in CARD_KEYS if key in text.splitlines()] == list(CARD_KEYS)  # each row, in order
+
+
+def test_the_report_prints_the_opacity_and_threshold_as_the_page_shows_them():
+    """Walk-through: the slider said 0.45, the PDF "opacity 0.5"; the page said 77.0%, the PDF "0.770"."""
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    text = pdf_text(report_bytes(CHEST_RESULT, px, px / 255.0, CHEST_CARD, opacity=0.45))
+    assert "Heat map (opacity 0.45)" in text
+    assert f"Decision threshold: {percent(0.77)} (decision PNEUMONIA when P(PNEUMONIA) >= {percent(0.77)})" in text
+    assert f"{percent(0.77)} on P(PNEUMONIA) (balanced)" in text  # the card's operating threshold
+    assert "0.770" not in text and "77.0%" in text
+    assert "Heat map (opacity 0.40)" in pdf_text(report_bytes(CHEST_RESULT, px, px / 255.0, CHEST_CARD))
