@@ -336,7 +336,7 @@ class Predictor:
         label = self.class_names[int(self.decide(probs_row[None])[0])]
         out = Prediction(label=label,
                          probabilities={c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)})
-        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
+        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": [], "ood_refused_by": []})
         if self.temperature is not None:
             out["temperature"] = self.temperature
         if self.site is not None:
