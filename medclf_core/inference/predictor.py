@@ -59,6 +59,7 @@ from medclf_core.explain.views import cam_view, view_forward
 from medclf_core.inference.lite import FAST_METHODS, LiteModel, lite_heatmaps, load_lite
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.inference.sites import use_site, with_site
+from medclf_core.io.dicom_header import AGE_COMPUTED_FROM
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
 from medclf_core.registry.card import positive_class_index
@@ -334,7 +335,7 @@ class Predictor:
         label = self.class_names[int(self.decide(probs_row[None])[0])]
         out = Prediction(label=label,
                          probabilities={c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)})
-        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": []})
+        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": [], "ood_refused_by": []})
         if self.temperature is not None:
             out["temperature"] = self.temperature
         if self.site is not None:
@@ -390,11 +391,10 @@ class Predictor:
         return results
 
     def dicom_facts(self, img: DecodedImage) -> dict | None:
-        """Modality and BodyPartExamined of a decoded DICOM (from the parse that decoded its pixels),
-        when the card declares an intended use to check them against; None otherwise, for other formats,
-        or when the header could not be summarised (which never flags an image)."""
+        """Modality, BodyPartExamined and the patient's age of a decoded DICOM (from the parse that decoded its pixels)
+        when the card declares an intended use to check them against; else (other formats too) None, never a flag."""
         if not self.intended_use or img.dicom is None:
             return None
-        facts = img.dicom.metadata
-        return {k: facts[k] for k in ("Modality", "BodyPartExamined", "PatientAge") if k in facts}
+        keys = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM)
+        return {k: v for k, v in img.dicom.metadata.items() if k in keys}
 

@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from medclf_core.io.dicom_header import read_header, shown_patient_age
+from medclf_core.io.dicom_header import AGE_COMPUTED_FROM, header_patient_age, read_header, shown_patient_age
 from medclf_core.io.pixels import DicomFacts
 
 REDACTED = "[redacted]"
@@ -231,9 +231,12 @@ def safe_metadata(source) -> dict:
         if keyword in ds:
             out[keyword] = _plain(ds[keyword].value)
     out.setdefault("NumberOfFrames", 1)
-    age = shown_patient_age(ds.get("PatientAge")) if "PatientAge" in ds else None
+    age, computed_from = header_patient_age(ds)
+    age = shown_patient_age(age)
     if age:  # for the card's age range (trust.population.age_reason); over 89 years it reads "090Y"
         out["PatientAge"] = age
+        if computed_from:  # no PatientAge: from the birth date and study date, which are not carried
+            out[AGE_COMPUTED_FROM] = computed_from
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax:
         out["TransferSyntax"] = str(getattr(syntax, "name", "") or syntax)

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medclf_core.errors import ImageError, brief
+from medclf_core.errors import ImageError, log
 from medclf_core.io import pixels as _pixels  # limits read at call time, so tests can lower them
 from medclf_core.io.dicom import decode_dicom, looks_like_dicom
 from medclf_core.io.pixels import DecodedImage, limit_size, read_bytes, to_uint8
@@ -247,6 +247,22 @@ def _unidentified_message(data: bytes) -> str:
     return f"This file is {kind}. Supported: PNG, JPEG, BMP, TIFF, GIF, WebP and DICOM."
 
 
+def damaged_message(exc: BaseException, data: bytes) -> str:
+    """The plain sentence for a file Pillow recognised but could not decode: a file that ends too soon (Pillow's
+    "image file is truncated", an ``EOFError``) or other damage, with the format when its signature names one. The
+    decoder's own words and exception type go to the server log only (logger ``medclf``).
+
+    >>> damaged_message(OSError("image file is truncated (12 bytes not processed)"), b"GIF89a")
+    'The GIF file is damaged or incomplete (it ends before the image data does); export it again.'
+    """
+    log.warning("image not decoded, shown to the user as damaged: %s: %s", type(exc).__name__, exc)
+    kind = next((name for sig, name in _SIGNATURES.items() if data.startswith(sig)), None) or \
+        ("WebP" if data[8:12] == b"WEBP" else "BMP" if data.startswith(b"BM") else "image")
+    if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return f"The {kind} file is damaged or incomplete (it ends before the image data does); export it again."
+    return f"The {kind} file is damaged (its image data cannot be decoded); export it again."
+
+
 def _mostly_text(head: bytes) -> bool:
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
     return bool(head) and printable / len(head) > 0.95
@@ -292,10 +308,8 @@ def _decode_pillow(data: bytes) -> DecodedImage:
         raise ImageError(_unidentified_message(data)) from None
     except MemoryError:
         raise ImageError("The image is too large to decode with the memory available.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"The image file is damaged or truncated and cannot be decoded ({brief(exc)}).") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
-        raise ImageError(f"The image file is damaged and cannot be decoded ({type(exc).__name__}).") from None
+        raise ImageError(damaged_message(exc, data)) from None
     damage = [_JPEG_DAMAGED] if damaged else []
     return DecodedImage(limit_size(pixels, notes), fmt, notes, damage)
 

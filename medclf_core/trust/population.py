@@ -2,7 +2,8 @@
 its body-part probe.
 
 - :func:`~medclf_core.io.dicom_header.parse_patient_age` reads a DICOM ``PatientAge`` (``nnnD``, ``nnnW``,
-  ``nnnM`` or ``nnnY``) in years; :func:`age_reason` refuses an age outside the card's
+  ``nnnM`` or ``nnnY``) in years (a header without one has it computed from the birth date and study date,
+  :func:`~medclf_core.io.dicom_header.header_patient_age`, and the reason says so); :func:`age_reason` refuses an age outside the card's
   ``intended_use.age_years`` (``[min, max]``, in years) with a plain sentence ("adult patient (45 years): this model was trained on children aged 1-5").
 - :func:`body_part_reason`: the router's body-part probe (:mod:`medclf_core.trust.body_part`) refuses an image
   it gives P(head) < 0.1, for a model whose card declares head body parts only.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from medclf_core.io.dicom_header import parse_patient_age
+from medclf_core.io.dicom_header import AGE_COMPUTED_FROM, parse_patient_age
 from medclf_core.trust.body_part import HEAD, MAX_P_HEAD
 
 ROUTER_MIN_CONFIDENCE = 0.9
@@ -57,13 +58,19 @@ def _years(x: float) -> str:
 
 
 def age_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str | None:
-    """A plain refuse reason when the header's ``PatientAge`` is outside the card's age range, else None."""
+    """A plain refuse reason when the header's ``PatientAge`` is outside the card's age range, else None.
+
+    An age the header facts say was computed (``AGE_COMPUTED_FROM``: no ``PatientAge``, so from the birth date and
+    study date, :func:`~medclf_core.io.dicom_header.header_patient_age`) says so in the reason."""
     rng = age_range(intended_use)
     age = parse_patient_age((dicom or {}).get("PatientAge"))
     if rng is None or age is None or rng[0] <= age <= rng[1]:
         return None
     lo, hi = rng
     shown = f"{age:g} years" if age >= 1 else f"{_years(age)}"
+    computed_from = (dicom or {}).get(AGE_COMPUTED_FROM)
+    if computed_from:
+        shown += f", computed from the {computed_from}"
     if hi < ADULT_YEARS <= age:
         return f"adult patient ({shown}): this model was trained on children aged {_years(lo)}-{_years(hi)}"
     if age < ADULT_YEARS <= lo:

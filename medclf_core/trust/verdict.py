@@ -67,12 +67,13 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
       half the model's ``input_side`` is unfamiliar too (:func:`~medclf_core.trust.resolution.small_image_reason`,
       with or without a gate). ``unfamiliar_checks`` names what made it unfamiliar (``"features"``, ``"size"``).
     - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
-      ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``).
+      ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``),
+      ``ood_refused_by`` those that refused (empty when none did; :func:`ood_message` words the refusal by them).
 
     ``score`` is the gate's score of ``features`` when the caller has already computed it.
     """
     out = dict(NOT_CHECKED)
-    checks, reasons = [], []
+    checks, reasons = [], []  # reasons: (the check that refused, its plain reason)
     if gate is not None and (features is not None or score is not None):
         score = float(gate.score(np.asarray(features)[None])[0] if score is None else score)
         checks.append("features")
@@ -80,8 +81,8 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
         out["ood_score"] = score if np.isfinite(score) else None
         out["ood"] = tier == "refuse"
         if out["ood"]:
-            reasons.append(feature_reason(score, gate.threshold) if np.isfinite(score)
-                           else "its features could not be computed as numbers")
+            reasons.append(("features", feature_reason(score, gate.threshold) if np.isfinite(score)
+                            else "its features could not be computed as numbers"))
         if gate.near_threshold is not None:
             out["unfamiliar"] = tier == "unfamiliar"
             out["unfamiliar_score"] = out["ood_score"]
@@ -89,18 +90,20 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
                 out["unfamiliar_reason"] = NEAR_REASON.format(score=score, threshold=gate.near_threshold)
     if intended_use and dicom:
         checks.append("dicom_header")
-        reasons += [r for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom)) if r]
+        reasons += [("dicom_header", r) for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom))
+                    if r]
     if intended_use and router:
         checks.append("modality_router")
-        reasons += [r for r in (router_reason(intended_use, router), body_part_reason(intended_use, router)) if r]
+        reasons += [("modality_router", r) for r in (router_reason(intended_use, router),
+                                                     body_part_reason(intended_use, router)) if r]
     if chroma is not None and colour_applies(intended_use):
         checks.append("colour")
-        reasons += [r for r in (colour_reason(intended_use, chroma),) if r]
+        reasons += [("colour", r) for r in (colour_reason(intended_use, chroma),) if r]
     if reasons:
         out["ood"] = True
     _caution(out, small_image_reason(size, input_side))
-    out["ood_reason"] = "; ".join(reasons) or None
-    out["ood_checks"] = checks
+    out["ood_reason"] = "; ".join(r for _, r in reasons) or None
+    out["ood_checks"], out["ood_refused_by"] = checks, list(dict.fromkeys(c for c, _ in reasons))
     return out
 
 
@@ -138,12 +141,36 @@ def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> 
     return f"Caution: this image is {' and '.join(what)}, so the finding is less certain."
 
 
+#: The checks that read the DICOM header (modality, body part, the patient's age), not the pixels: a refusal by them
+#: says the model is not meant for this image, not that the image looks unlike the training images.
+HEADER_CHECKS = frozenset({"dicom_header"})
+NOT_FOR_THIS_IMAGE = "This model is not for this image"
+LOOKS_UNLIKE = "This image does not look like the images this model was trained on"
+
+
+def ood_lead_in(result: Mapping) -> str:
+    """The words before a refusal's reason, by the checks that refused (``ood_refused_by``): "This model is not for
+    this image" for the header's facts only, "This image does not look like the images this model was trained on"
+    for what the pixels show (the feature gate, the router, colour; also a result that does not say), both when
+    both refused.
+
+    >>> ood_lead_in({"ood_refused_by": ["dicom_header"]}), ood_lead_in({"ood_refused_by": ["features"]})[:24]
+    ('This model is not for this image', 'This image does not look')
+    """
+    by = set(result.get("ood_refused_by") or ())
+    if by and by <= HEADER_CHECKS:
+        return NOT_FOR_THIS_IMAGE
+    if by & HEADER_CHECKS:
+        return f"{NOT_FOR_THIS_IMAGE}, and it does not look like the images this model was trained on"
+    return LOOKS_UNLIKE
+
+
 def ood_message(result: Mapping) -> str | None:
-    """The plain warning the app shows for a flagged result (None when not flagged)."""
+    """The plain warning the app shows for a flagged result (None when not flagged): :func:`ood_lead_in`, then
+    the reason."""
     if result.get("ood") is not True:
         return None
-    return ("This image does not look like the images this model was trained on: "
-            f"{result.get('ood_reason') or 'it is out of distribution'}. "
+    return (f"{ood_lead_in(result)}: {result.get('ood_reason') or 'it is out of distribution'}. "
             "The model's answer is not shown as a finding.")
 
 

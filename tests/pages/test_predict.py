@@ -136,7 +136,8 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     at.run()
     _upload(at, (mr.name, mr.read_bytes(), "application/dicom"))
     warning = rendered(at.warning[0].value)  # the page escapes the message's Markdown characters
-    assert warning.startswith("This image does not look like the images this model was trained on: ")
+    # the header's facts refuse it (modality MR on a chest X-ray model): the model is not for it, whatever it looks like
+    assert warning.startswith("This model is not for this image")
     assert "modality MR" in warning and warning.endswith("The model's answer is not shown as a finding.")
     assert at.subheader[0].value == f"{mr.name}: not an image this model knows"
     assert not any("Decision" in m.value for m in at.markdown)

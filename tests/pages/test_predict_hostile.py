@@ -3,6 +3,8 @@ and no patient identifier from a DICOM header reaches the page or the CSV export
 
 from __future__ import annotations
 
+import re
+
 import bad_inputs
 from helpers import SAMPLES, rendered
 
@@ -36,6 +38,7 @@ def test_every_corpus_file_predicts_or_gets_its_message(app_env, page):
         if case.error:
             assert name in warnings, f"{name} got no message"
             assert case.error.lower() in warnings[name].lower(), warnings[name]
+            assert not re.search(r"[A-Z]\w*(Error|Exception)\b", warnings[name]), warnings[name]  # plain words
         else:
             assert name not in warnings, warnings.get(name)
             row = table[table["file"] == name].iloc[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 import numpy as np
@@ -107,6 +108,7 @@ def test_generated_dicom_corpus(case, tmp_path):
             with pytest.raises(ImageError, match=case.error) as info:
                 load_image(source)
             assert "\n" not in str(info.value)
+            assert not re.search(r"[A-Z]\w*(Error|Exception)\b", str(info.value)), str(info.value)  # plain words
 
 
 def _ct_with_window(**extra) -> bytes:

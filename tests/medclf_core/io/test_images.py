@@ -92,6 +92,24 @@ def test_bad_inputs_raise_image_error_with_message(data, fragment):
         load_image(data)
 
 
+def test_a_truncated_jpeg_says_so_in_plain_words(caplog):
+    """The walk-through's truncated_chest.jpeg read "(OSError: image file is truncated (12 bytes not processed))":
+    the user reads what is wrong and what to do; the decoder's words go to the server log only."""
+    whole = _encode(Image.fromarray(GRADIENT).resize((256, 256)), "JPEG", quality=95)
+    with caplog.at_level("WARNING", logger="medclf"), pytest.raises(ImageError) as info:
+        load_image(whole[: len(whole) * 3 // 4])
+    assert str(info.value) == ("The JPEG file is damaged or incomplete (it ends before the image data does); "
+                               "export it again.")
+    assert "image file is truncated" in caplog.text  # the technical detail, for whoever reads the log
+    # other damage keeps a plain message of its own, without the exception's name
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    png = bytearray(_encode(Image.fromarray(noise), "PNG"))
+    png[len(png) // 2:len(png) // 2 + 64] = bytes(64)  # zeroed data in the middle: "broken data stream"
+    with pytest.raises(ImageError) as info:
+        load_image(bytes(png))
+    assert str(info.value) == "The PNG file is damaged (its image data cannot be decoded); export it again."
+
+
 def test_missing_file():
     with pytest.raises(ImageError, match="not found"):
         load_image("/nonexistent/file.png")

@@ -12,7 +12,7 @@ def test_verdict_convention():
     rng = np.random.default_rng(0)
     gate = fit_gate(rng.normal(size=(100, 4)), rng.integers(0, 2, 100), rng.normal(size=(40, 4)))
     use = {"modalities": ["CR", "DX"], "body_parts": ["CHEST"]}
-    assert verdict(None, None) == {**NOT_CHECKED, "ood_checks": []}
+    assert verdict(None, None) == {**NOT_CHECKED, "ood_checks": [], "ood_refused_by": []}
     v = verdict(gate, np.zeros(4), use, {"Modality": "CR"})
     assert v["ood"] is False and v["ood_reason"] is None and v["ood_checks"] == ["features", "dicom_header"]
     v = verdict(gate, np.full(4, 50.0))
@@ -21,9 +21,36 @@ def test_verdict_convention():
     assert v["ood"] is True and v["ood_score"] is None and "modality MR" in v["ood_reason"]
     assert verdict(None, None, use, {"Modality": "CR"})["ood"] is None  # no gate, nothing flagged: not checked
     msg = ood_message(v)
-    assert msg.startswith("This image does not look like the images this model was trained on: ")
+    assert msg.startswith("This model is not for this image: the DICOM header says modality MR")  # the header's facts, not its looks
     assert msg.endswith("The model's answer is not shown as a finding.")
     assert ood_message({"ood": None}) is None
+
+
+def test_the_lead_in_names_the_kind_of_refusal():
+    """A refusal by the header's facts (modality, body part, the patient's age) says the model is not for the image;
+    one by what the pixels show (feature gate, modality router, body-part probe, colour) says it looks unlike the
+    training images; both say both. The walk-through's adult chest film read "does not look like" for its age."""
+    rng = np.random.default_rng(0)
+    gate = fit_gate(rng.normal(size=(100, 4)), rng.integers(0, 2, 100), rng.normal(size=(40, 4)))
+    use = {"modalities": ["CR", "DX"], "body_parts": ["CHEST"], "age_years": [1, 5]}
+    looks = "This image does not look like the images this model was trained on: "
+    not_for = "This model is not for this image: "
+    aged = verdict(gate, np.zeros(4), use, {"Modality": "CR", "PatientAge": "064Y"})
+    assert aged["ood_refused_by"] == ["dicom_header"]
+    assert ood_message(aged) == (not_for + "adult patient (64 years): this model was trained on children aged 1-5. "
+                                 "The model's answer is not shown as a finding.")
+    assert ood_message(verdict(None, None, use, {"BodyPartExamined": "HEAD"})).startswith(not_for + "the DICOM header says body part HEAD")
+    far = verdict(gate, np.full(4, 50.0), use, {"Modality": "CR", "PatientAge": "003Y"})
+    assert far["ood_refused_by"] == ["features"] and ood_message(far).startswith(looks + "its features")
+    routed = verdict(None, None, use, router={"CT": 0.99, "MRI": 0.0, "XRAY": 0.01})
+    assert routed["ood_refused_by"] == ["modality_router"] and ood_message(routed).startswith(looks)
+    both = verdict(gate, np.full(4, 50.0), use, {"Modality": "CR", "PatientAge": "064Y"})
+    assert both["ood_refused_by"] == ["features", "dicom_header"]
+    assert ood_message(both).startswith("This model is not for this image, and it does not look like the images "
+                                        "this model was trained on: its features")
+    # a result that does not say which check refused (an older one) keeps the general words
+    assert ood_message({"ood": True, "ood_reason": "x"}).startswith(looks + "x.")
+    assert verdict(gate, np.zeros(4), use, {"Modality": "CR"})["ood_refused_by"] == []
 
 
 def test_ood_block_metrics_without_flagged():
