@@ -20,6 +20,9 @@ import math
 import numbers
 
 MIN_RELIABLE_N = 30  # below this many test images a metric is shown with a warning
+# The split a cross-validated (small-data) run's figures come from (training/crossfit.py): out-of-fold predictions
+# of every labelled image, recorded as the card's metrics["split"] and evaluation.json's "split".
+CROSS_VALIDATION = "cross-validation (out-of-fold)"
 NOT_AVAILABLE = "n/a"
 
 
@@ -136,3 +139,29 @@ def too_few_images(n) -> str | None:
         return None
     return (f"These figures rest on {n if has_n else 'an unknown number of'} test images "
             f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")
+
+
+def figures_source(split, n=None) -> str:
+    """What a run's same-source figures (its card's ``metrics``) were computed on, in words: the split, or the
+    out-of-fold predictions of every image of a cross-validated run. An unknown split reads as the test split
+    (cards written before the split was recorded).
+
+    >>> figures_source("test", 120), figures_source("val", 30)
+    ('test split, 120 images', 'validation split, 30 images')
+    >>> figures_source(CROSS_VALIDATION, 80)
+    'out-of-fold predictions of all 80 images'
+    """
+    has_n = isinstance(n, int) and not isinstance(n, bool)
+    if split == CROSS_VALIDATION:
+        return f"out-of-fold predictions of all {n if has_n else 'its'} images"
+    name = "validation" if split == "val" else "test"
+    return f"{name} split" + (f", {n} images" if has_n else "")
+
+
+def source_tag(split) -> str:
+    """What a figure shown under a held-out-test heading adds when it is not one: ``" (cross-validated)"``.
+
+    >>> metric_with_n(0.95, n=80) + source_tag(CROSS_VALIDATION), source_tag("test")
+    ('0.950 (n = 80) (cross-validated)', '')
+    """
+    return " (cross-validated)" if split == CROSS_VALIDATION else ""

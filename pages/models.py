@@ -1,8 +1,9 @@
 """Models: the registry, model cards, training curves, comparisons, download and delete.
 
 Every figure is shown with its n (:func:`medclf_core.formatting.metric_with_n`); same-source figures (the
-run's own test split) sit beside the evaluations recorded on other data. Runs whose figures rest on
-fewer than 30 test images are marked and listed after the others. A run whose card cannot be read is
+run's own test split, or out-of-fold predictions of all its images, marked "cross-validated", for a run on few
+images) sit beside the evaluations recorded on other data. Runs whose figures rest on fewer than 30 images are
+marked and listed after the others. A run whose card cannot be read is
 listed with the reason and never breaks the page.
 """
 
@@ -16,7 +17,8 @@ from medclf_core.reports import plots
 from medclf_core.reports.tables import fitted_widths
 from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.errors import MedclfError, user_message
-from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded
+from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded, source_tag
+from medclf_core.reports.curves import has_epoch_curves, run_curves
 from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archive
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import MODEL_FILE, delete_run
@@ -88,7 +90,8 @@ ordered = sorted(all_runs, key=lambda r: r.is_toy)
 evaluations = {r.name: _evaluations(r) for r in ordered}
 table = pd.DataFrame([{
     "name": r.name, "task": r.task, "architecture": r.architecture, "classes": ", ".join(r.class_names),
-    "n": r.test_n, "accuracy": r.format_metric("accuracy"), "AUC": r.format_metric("auc"),
+    "n": r.test_n, "accuracy": r.format_metric("accuracy") + source_tag(r.metrics.get("split")),
+    "AUC": r.format_metric("auc") + source_tag(r.metrics.get("split")),
     "other-source accuracy": _other_source(evaluations[r.name], "accuracy"),
     "other-source AUC": _other_source(evaluations[r.name], "auc"),
     "note": _note(r), "created": (r.created or "").replace("T", " ")[:19],
@@ -97,11 +100,12 @@ table = pd.DataFrame([{
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     **{c: st.column_config.Column(c, width=w) for c, w in fitted_widths(dict(table.items())).items()},
     "n": st.column_config.NumberColumn("n", width=fitted_widths({"n": table["n"]})["n"],
-                                       help="test images behind the same-source figures (the run's own held-out "
-                                            "split)")})
-st.caption(f"accuracy and AUC: the run's own held-out test split (same source as its training data), with n. "
-           f"Other-source: evaluations recorded on other data. Runs with fewer than {MIN_RELIABLE_N} test images "
-           "are listed last.")
+                                       help="images behind the same-source figures (the run's own held-out "
+                                            "test split, or all its images when cross-validated)")})
+st.caption(f"accuracy and AUC: the run's own held-out test split (same source as its training data), with n; "
+           "marked (cross-validated): a run on few images, which keeps no test split, reports out-of-fold "
+           "predictions of all its images instead. Other-source: evaluations recorded on other data. Runs with "
+           f"fewer than {MIN_RELIABLE_N} images behind their figures are listed last.")
 _show_unreadable()
 
 by_name = {r.name: r for r in ordered}
@@ -119,13 +123,16 @@ with tab_card:
     c[1].metric("ROC-AUC", number(metrics.get("auc")))
     c[2].metric("Sensitivity", percent(metrics.get("sensitivity")))
     c[3].metric("Specificity", percent(metrics.get("specificity")))
-    c[4].metric("Test images", card.test_n if card.test_n is not None else "n/a")
+    c[4].metric("Images (cross-validated)" if card.is_cross_validated else "Test images",
+                card.test_n if card.test_n is not None else "n/a")
     if card.is_toy:
         st.caption(f":warning: These figures rest on "
                    f"{card.test_n if card.test_n is not None else 'an unknown number of'} test images "
                    f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")
-    st.caption("Same source: the run's own held-out split of its training data. Expect lower figures on images "
-               "from other hospitals (see the evaluations on other data below).")
+    st.caption((f"Same source, cross-validated: {card.figures_source}, the run's whole training data (the final "
+                "model was fitted on all of them; there is no held-out test split)." if card.is_cross_validated else
+                "Same source: the run's own held-out split of its training data.")
+               + " Expect lower figures on images from other hospitals (see the evaluations on other data below).")
     ds, tr, cfg = card.dataset, card.training, card.config
     use = card.intended_use or {}
     facts = {
@@ -133,10 +140,9 @@ with tab_card:
         "Positive class": card.positive_class,
         "Operating threshold": (f"{card.threshold:.3f} on P({card.positive_class}) ({card.threshold_method})"
                                 if card.threshold is not None else "argmax"),
-        "Accuracy (same source)": card.format_metric("accuracy"),
-        "ROC-AUC (same source)": card.format_metric("auc"),
-        "Sensitivity (same source)": card.format_metric("sensitivity"),
-        "Specificity (same source)": card.format_metric("specificity"),
+        **{f"{label} (same source)": card.format_metric(key) + source_tag(metrics.get("split"))
+           for label, key in (("Accuracy", "accuracy"), ("ROC-AUC", "auc"), ("Sensitivity", "sensitivity"),
+                              ("Specificity", "specificity"))},
         "Test-time augmentation": ", ".join(card.tta) or "none",
         "Seed ensemble": _ensemble_text(card.ensemble),
         "Architecture": card.architecture, "Input": " x ".join(str(v) for v in card.input_shape or []),
@@ -152,8 +158,9 @@ with tab_card:
         "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
                                       for split, per in (ds.get("counts") or {}).items()),
         "Audit warnings": "; ".join(str(w) for w in ds.get("audit_warnings") or []) or "none",
-        "Epochs": f"{_per_member(tr.get('epochs_run'))} run, best {_per_member(tr.get('best_epoch'))} "
-                  f"(of {cfg.get('epochs')})",
+        "Epochs": ("none: the head was fitted by cross-validation (the epochs setting does not apply)"
+                   if card.is_cross_validated else f"{_per_member(tr.get('epochs_run'))} run, best "
+                   f"{_per_member(tr.get('best_epoch'))} (of {cfg.get('epochs')})"),
         "Batch size / learning rate": f"{cfg.get('batch_size')} / {cfg.get('learning_rate')}",
         "Training time": f"{tr.get('seconds')} s on {tr.get('devices')}",
         "Versions": ", ".join(f"{k} {v}" for k, v in card.versions.items()),
@@ -179,10 +186,13 @@ with tab_card:
     history = read_json(card.run_dir, "history.json", default=[]) or []
     if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
         try:
-            st.plotly_chart(plots.training_curves(history), key=f"models-curves-{name}",
-                            config={"displayModeBar": False})
+            figure, why = run_curves(history, card)  # a cross-validated head: no epoch curves, and says so
         except Exception:  # noqa: BLE001 - a damaged history must not break the card
-            st.caption("The training history of this run cannot be drawn.")
+            figure, why = None, "The training history of this run cannot be drawn."
+        if why:
+            st.caption(app_ui.md_escape(why))
+        if figure is not None:
+            st.plotly_chart(figure, key=f"models-curves-{name}", config={"displayModeBar": False})
     with st.expander("The full model card (card.json)"):
         st.json(card.to_dict())
 
@@ -252,8 +262,13 @@ with tab_compare:
     else:
         histories = {n: h if isinstance(h := read_json(by_name[n].run_dir, "history.json", default=[]), list) else []
                      for n in chosen}
-        st.plotly_chart(plots.training_curves(histories, height=400), key="compare-curves",
-                        config={"displayModeBar": False})
+        curves = {n: h for n, h in histories.items() if has_epoch_curves(h)}
+        if curves:
+            st.plotly_chart(plots.training_curves(curves, height=400), key="compare-curves",
+                            config={"displayModeBar": False})
+        if without := [n for n in chosen if n not in curves]:
+            st.caption(app_ui.md_escape(f"No epoch curves for {', '.join(without)}: a head fitted by "
+                                        "cross-validation trains no epochs, or no history was recorded."))
         rows = {}
         for n in chosen:
             r = by_name[n]
@@ -265,7 +280,7 @@ with tab_compare:
                        "balanced accuracy": rounded(m.get("balanced_accuracy")), "AUC": rounded(m.get("auc")),
                        "macro F1": rounded(m.get("macro_f1")), "sensitivity": rounded(m.get("sensitivity")),
                        "specificity": rounded(m.get("specificity")), "threshold": rounded(r.get("threshold")),
-                       "test images": r.test_n, "reliable (n >= 30)": "no" if r.is_toy else "yes",
+                       "figures on": r.figures_source, "reliable (n >= 30)": "no" if r.is_toy else "yes",
                        "other-source accuracy": _other_source(evaluations[n], "accuracy"),
                        "created": (r.created or "")[:19]}
         compared = pd.DataFrame(rows).astype(str)

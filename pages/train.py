@@ -16,7 +16,9 @@ from medclf_core.models.architectures import get_architecture, image_size_choice
 from medclf_core.data.augment import AugmentConfig
 from medclf_core.data.audit import audit_source
 from medclf_core.errors import MedclfError
-from medclf_core.formatting import too_few_images
+from medclf_core.formatting import figures_source, too_few_images
+from medclf_core.reports.curves import run_curves
+from medclf_core.training.plan import dataset_plan
 from medclf_core.data.uploads import remove_stale_uploads
 from medclf_core.io.atomic import read_json
 
@@ -37,13 +39,23 @@ root = jobs.jobs_dir(app_ui.models_dir())
 
 def _cm_for(run_dir: str | None):
     ev = read_json(run_dir, "evaluation.json") if run_dir else None
-    m = (ev or {}).get("test") or {}
-    return m.get("confusion_matrix"), m.get("class_names")
+    m = (ev or {}).get("test") or {}  # the reported split's figures (out-of-fold ones for a cross-validated run)
+    return m.get("confusion_matrix"), m.get("class_names"), figures_source((ev or {}).get("split"), m.get("n"))
 
 
 def _open_model(name: str) -> None:
     st.session_state["model_name"] = name
     st.session_state["models_selected"] = name
+
+
+def _curves(p: dict, job_id: str) -> None:
+    """The job's epoch curves; a cross-validated head has none, and gets its cross-validation and a sentence."""
+    card = read_json(p["run_dir"], "card.json") if p["state"] == "done" and p["run_dir"] else None
+    figure, why = run_curves(p["history"], card)
+    if why:
+        st.caption(app_ui.md_escape(why))
+    if figure is not None:
+        st.plotly_chart(figure, key=f"curves-{job_id}", config={"displayModeBar": False})
 
 
 def monitor(job_id: str, polling: bool) -> None:
@@ -73,19 +85,19 @@ def monitor(job_id: str, polling: bool) -> None:
         st.info(app_ui.md_escape(p["message"] or "Training was cancelled; no model was saved."))
     else:
         st.error(f"Training failed: {app_ui.md_escape(p['message'] or 'unknown reason')}")
-    if p["history"]:
-        st.plotly_chart(plots.training_curves(p["history"]), key=f"curves-{job_id}", config={"displayModeBar": False})
+    _curves(p, job_id)
     if state == "done":
         metrics = p["metrics"] or {}
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Final metrics** ({app_ui.md_escape(metrics.get('split', 'test'))} split)")
+            on = figures_source(metrics.get("split"), metrics.get("n"))  # out-of-fold, or a split
+            st.markdown(f"**Final metrics** ({app_ui.md_escape(on)})")
             if too_few := too_few_images(metrics.get("n")):  # the Models page's rule (formatting.MIN_RELIABLE_N)
                 st.warning(too_few)
             st.dataframe(pd.DataFrame(plots.metrics_table(metrics)), hide_index=True, width="stretch")
-        cm, names = _cm_for(p["run_dir"])
+        cm, names, on = _cm_for(p["run_dir"])
         if cm and names:
-            right.plotly_chart(plots.confusion_matrix_figure(cm, names, title="Confusion matrix (test)"),
+            right.plotly_chart(plots.confusion_matrix_figure(cm, names, title=f"Confusion matrix ({on})"),
                                key=f"cm-{job_id}", config={"displayModeBar": False})
         name = p["name"]
         try:
@@ -178,8 +190,8 @@ if report:
     c3.metric("Imbalance", f"{report['imbalance_ratio']:.2f} : 1" if report["imbalance_ratio"] else "a class is empty")
     c4.metric("Unreadable", len(report["unreadable"]))
     c5.metric("Duplicate groups", len(report["duplicate_groups"]) + len(report["near_duplicate_groups"]))
-    st.markdown("**Images per class and split**" + ("" if report["presplit"] else
-                                                     " (not pre-split: medclf splits 70/15/15, stratified)"))
+    st.markdown("**Images per class and split**" + ("" if report["presplit"] else " (not pre-split)"))
+    st.info(app_ui.md_escape(dataset_plan(report, list_architectures())))  # the trainer's own rule (training.plan)
     st.dataframe(counts, width="stretch")
     for w in report["warnings"]:
         st.warning(app_ui.md_escape(w))
@@ -254,7 +266,8 @@ with st.form("train_form"):
     epochs = _number_input(c2, "Epochs", "epochs", int(default_spec.defaults["epochs"]),
                            help="Pretrained architectures: epochs of the classifier head on cached backbone "
                                 "features (a fraction of a second each; early stopping ends sooner). "
-                                "Others: epochs over the images.")
+                                "Others: epochs over the images. Not used when the head is fitted by "
+                                "cross-validation (few images: see the dataset's plan above).")
     batch_size = _number_input(c3, "Batch size", "batch_size", 16 if is_sample else 32)
     c1, c2, c3 = st.columns(3)
     lr = _number_input(c1, "Learning rate", "learning_rate", 1e-3, format="%.5f", step=1e-4)

@@ -41,7 +41,7 @@ import json
 from typing import Any
 
 from medclf_core.errors import ModelError
-from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n
+from medclf_core.formatting import CROSS_VALIDATION, MIN_RELIABLE_N, figures_source, metric_with_n
 from medclf_core.registry.validation import InvalidField, describe, is_whole_number, validate_fields
 
 CARD_SCHEMA_VERSION = 2
@@ -205,6 +205,16 @@ class ModelCard(dict):
     def test_n(self) -> int | None:
         """Images behind the same-source figures (``metrics["n"]``), None if unknown."""
         return self["metrics"].get("n")
+
+    @property
+    def is_cross_validated(self) -> bool:
+        """Its same-source figures are out-of-fold predictions of every image (a small-data run), not a test split."""
+        return self["metrics"].get("split") == CROSS_VALIDATION
+
+    @property
+    def figures_source(self) -> str:
+        """What its same-source figures were computed on, in words (:func:`medclf_core.formatting.figures_source`)."""
+        return figures_source(self["metrics"].get("split"), self.test_n)
 
     @property
     def is_toy(self) -> bool:

@@ -14,7 +14,7 @@ from medclf_core import __version__
 from medclf_core.registry.card import CARD_SCHEMA_VERSION, ModelCard
 from medclf_core.models.ensemble import member_layer_names, member_prefix
 from medclf_core.trust.metrics import THRESHOLD_RULES
-from medclf_core.training.evaluate import CROSS_VALIDATION
+from medclf_core.formatting import CROSS_VALIDATION
 from medclf_core.training.session import TrainingSession
 from medclf_core.trust.calibration import calibration_entry
 

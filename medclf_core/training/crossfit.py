@@ -69,12 +69,22 @@ def use_cross_fit(n_images: int, dense_units: int, fine_tune_epochs: int = 0,
     return n_images < below and not dense_units and not fine_tune_epochs
 
 
+def fold_count(smallest_class: int, n_groups: int, max_folds: int = MAX_FOLDS) -> int:
+    """How many folds cross-validation takes: at most ``max_folds``, no more than the images of the smallest
+    class or the groups kept whole (fewer than 2: it cannot cross-validate).
+
+    >>> fold_count(40, 80), fold_count(3, 80), fold_count(40, 1)
+    (5, 3, 1)
+    """
+    return int(min(max_folds, smallest_class, n_groups))
+
+
 def group_folds(labels, groups: list[list[int]], seed: int, max_folds: int = MAX_FOLDS) -> np.ndarray:
     """A fold number per image: stratified by class, each group whole (:func:`stratified_group_split`)."""
     from medclf_core.data.split import stratified_group_split
 
     labels = np.asarray(labels, dtype=int)
-    k = int(min(max_folds, np.bincount(labels).min(), len(groups)))
+    k = fold_count(int(np.bincount(labels).min()), len(groups), max_folds)
     if k < 2:
         raise ValueError("Cross-validation needs at least two images (and groups) of every class.")
     parts = stratified_group_split(labels.tolist(), groups, {f"f{i}": 1.0 / k for i in range(k)}, seed)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medclf_core.formatting import CROSS_VALIDATION
 from medclf_core.trust.calibration import apply_temperature, fit_temperature
 from medclf_core.registry.card import positive_class_index
 from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
@@ -23,9 +24,6 @@ from medclf_core.training.crossfit import calibrate_out_of_fold
 from medclf_core.training.labels import all_items, labels_of
 from medclf_core.training.session import TrainingSession
 from medclf_core.trust.features import features_and_probabilities
-
-
-CROSS_VALIDATION = "cross-validation (out-of-fold)"  # the split a small-data run's figures come from
 
 
 @dataclass

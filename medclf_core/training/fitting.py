@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclf_core.data.pipeline import make_dataset
-from medclf_core.errors import MedclfError
 from medclf_core.models.architectures import build_model, set_trainable_from
 from medclf_core.models.ensemble import split_member
 from medclf_core.training.crossfit import use_cross_fit
@@ -25,6 +24,7 @@ from medclf_core.training.callbacks import BestCheckpoint, CleanBatchNormStatist
 from medclf_core.training.devices import DevicePlan, precision_policy
 from medclf_core.training.head_phase import fit_cross_validated_head, fit_transfer_head
 from medclf_core.training.labels import all_items, labels_of
+from medclf_core.training.plan import resolve_recipe
 from medclf_core.training.session import MemberSlot, TrainingSession
 from medclf_core.training.tf_compat import fix_symbolic_build_for_multi_worker, forget_restored_epoch, synced_backup
 
@@ -74,7 +74,7 @@ def fit_member(s: TrainingSession, m: MemberSlot) -> Member:
     best = BestCheckpoint.new(m.work)
     finished = m.work / "member.done"
     train_features, views, crossfit, fine_tuned = None, None, None, None
-    recipe = _recipe(cfg, pretrained)
+    recipe = resolve_recipe(cfg.recipe, pretrained, cfg.init_from)
     if finished.is_file() and best.weights_path.is_file():
         s.log.emit("notice", message=f"Member {m.k} of {m.members} was already trained; resuming after it.")
     else:
@@ -153,16 +153,6 @@ def _take_over_init(s: TrainingSession, m: MemberSlot):
     if s.init_card["class_names"] != s.class_names:
         model = _replace_head(model, len(s.class_names))
     return model
-
-
-def _recipe(cfg, pretrained: bool) -> str:
-    """``transfer`` (head on cached features) or ``scratch`` (fit on images), resolving ``auto``."""
-    if cfg.recipe == "transfer" and not pretrained:
-        raise MedclfError("The transfer recipe needs a pretrained backbone (an architecture with ImageNet weights, "
-                          "weights not 'none').")
-    if cfg.recipe == "auto":
-        return "transfer" if pretrained and not cfg.init_from else "scratch"
-    return cfg.recipe
 
 
 def _callbacks(s: TrainingSession, m: MemberSlot, phase: str, epochs: int, steps: int, best, backup: str) -> list:

@@ -272,3 +272,51 @@ def test_wide_columns_are_as_wide_as_their_text(own_models, page):
     assert widths["_index"] >= 7 * len("reliable (n >= 30)")
     for run in compared.value.columns:
         assert widths.get(run) == fitted_widths({run: compared.value[run]})[run], run
+
+
+# ---------------------------------------------------------------------------- walk-through: a cross-validated run
+
+CV_METRICS = {"split": "cross-validation (out-of-fold)", "n": 80, "accuracy": 0.95, "auc": 0.986,
+              "sensitivity": 0.925, "specificity": 0.975, "ci95": {"accuracy": [0.9, 0.9875], "auc": [0.96, 1.0]}}
+CV_HEAD = {"C": 0.0316, "folds": 5, "cv_log_loss": {"0.001": 0.27, "0.0316": 0.16, "1": 0.19}}
+
+
+def _as_cross_validated(run):
+    """The run as the 80-image sample's default recipe writes it: out-of-fold figures, one cross-validation
+    record in its history, the cross-validation of its head on its card."""
+    import json
+
+    card = json.loads((run / "card.json").read_text())
+    _edit_card(run, metrics=CV_METRICS, validation_metrics=CV_METRICS,
+               recipe={**(card.get("recipe") or {}), "name": "transfer", "cross_validated_head": CV_HEAD})
+    (run / "history.json").write_text(json.dumps([{"epoch": 0, "phase": "cross_validation", "cv_log_loss": 0.16,
+                                                   "C": 0.0316, "folds": 5, "seconds": 0.8}]))
+
+
+def test_a_cross_validated_runs_figures_say_so_and_it_has_no_empty_curves(own_models, page):
+    """Walk-through: the table listed a run's cross-validation accuracy 0.950 under the held-out test heading,
+    the card said 'Test images 80', and its accuracy and loss charts were empty axes."""
+    import json
+
+    _as_cross_validated(own_models / "tiny-b")
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    assert not at.exception
+    rows = {r["name"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows["tiny-b"]["accuracy"] == "0.950 (95% CI 0.900-0.988, n = 80) (cross-validated)"
+    assert rows["tiny-b"]["AUC"].endswith("(cross-validated)") and "cross-validated" not in rows["tiny-a"]["accuracy"]
+    assert any("marked (cross-validated)" in c.value for c in at.caption)
+    assert [m.label for m in at.metric][4] == "Images (cross-validated)"
+    assert any("out-of-fold predictions of all 80 images" in c.value and "no held-out test split" in c.value
+               for c in at.caption)
+    assert any("no accuracy or loss curves" in c.value for c in at.caption)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [a.get("text") for c in charts for a in c["layout"].get("annotations", [])]
+    assert titles.count("accuracy") == 1  # the other run's curves in the comparison only, none for tiny-b
+    card_chart = charts[0]
+    assert card_chart["layout"]["xaxis"]["type"] == "log" and card_chart["data"][0]["y"] == [0.27, 0.16, 0.19]
+    compared = at.dataframe[-1].value
+    assert compared.loc["figures on", "tiny-b"] == "out-of-fold predictions of all 80 images"
+    assert any("No epoch curves for tiny-b" in c.value for c in at.caption)

@@ -287,3 +287,60 @@ def test_a_finished_job_on_few_images_says_so_names_its_speed_and_colours_its_cu
     curves = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     colour = {t["name"]: t["line"]["color"] for t in curves if t.get("showlegend", True) is not False}
     assert set(colour) == {"train", "val"} and colour["train"] != colour["val"]
+
+
+# ---------------------------------------------------------------------------- walk-through: the bundled sample
+
+CROSS_VALIDATION = "cross-validation (out-of-fold)"
+
+
+def _finished_cross_validated_job(jobs_root, run_dir):
+    """A finished job on the 80-image sample with the page's defaults, as the trainer records it: one
+    cross-validation 'epoch', out-of-fold figures of all 80 images, the run's card and evaluation."""
+    import json
+
+    name = "walk-sample"
+    run_dir.mkdir(parents=True)
+    cm = {"n": 80, "class_names": ["NORMAL", "PNEUMONIA"], "confusion_matrix": [[39, 1], [3, 37]]}
+    (run_dir / "evaluation.json").write_text(json.dumps({"split": CROSS_VALIDATION, "test": cm, "val": cm,
+                                                         "predictions": []}))
+    (run_dir / "card.json").write_text(json.dumps({"name": name, "recipe": {"name": "transfer", "cross_validated_head": {
+        "C": 0.0316, "folds": 5, "cv_log_loss": {"0.001": 0.27, "0.0316": 0.16, "1": 0.19}}}}))
+    job = jobs_root / "20260102-000000-c0ffee"
+    job.mkdir(parents=True)
+    config = {"data": "/data/chest", "arch": "efficientnet_lite0", "epochs": 60, "name": name}
+    (job / "config.json").write_text(json.dumps({"job_id": job.name, "config": config, "created": "2026-01-02"}))
+    events = [{"event": "start", "config": config},
+              {"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"},
+              {"event": "epoch", "epoch": 1, "epochs": 1, "metrics": {"cv_log_loss": 0.16}, "seconds": 0.8,
+               "eta_s": 0.0, "phase": "cross_validation"},
+              {"event": "evaluate", "split": "cross-validation"},
+              {"event": "done", "run_dir": str(run_dir), "name": name,
+               "metrics": {"accuracy": 0.95, "auc": 0.986, "ci95": {"accuracy": [0.9, 0.9875]}, "n": 80,
+                           "split": CROSS_VALIDATION},
+               "message": f"Training finished: model '{name}' is registered."}]
+    (job / "events.jsonl").write_text("".join(json.dumps({**e, "time": i}) + "\n" for i, e in enumerate(events)))
+
+
+def test_the_bundled_sample_is_planned_and_reported_as_cross_validated(app_env, page, tmp_path):
+    """Walk-through: after training the 80-image sample with the defaults, the accuracy and loss charts were
+    empty axes (-1 to 6), the out-of-fold confusion matrix of all 80 images was titled '(test)', and the audit
+    said 'medclf splits 70/15/15' though the run cross-validated on all 80 images and ignored 'Epochs 60'."""
+    import json
+
+    _finished_cross_validated_job(tmp_path / "jobs", tmp_path / "walk-sample")
+    at = page("train")
+    at.run()
+    assert not at.exception
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [a.get("text") for c in charts for a in c["layout"].get("annotations", [])]
+    assert "accuracy" not in titles and "loss" not in titles  # no empty epoch axes
+    assert charts[0]["layout"]["xaxis"]["type"] == "log" and charts[0]["data"][0]["y"] == [0.27, 0.16, 0.19]
+    assert any("5-fold cross-validation" in c.value and "no accuracy or loss curves" in c.value for c in at.caption)
+    assert any(m.value == "**Final metrics** (out-of-fold predictions of all 80 images)" for m in at.markdown)
+    assert charts[1]["layout"]["title"]["text"] == "Confusion matrix (out-of-fold predictions of all 80 images)"
+    # the audit, before training: the recipe this data size gets, computed by the trainer's rule
+    assert not any("medclf splits 70/15/15" in m.value for m in at.markdown)
+    plan = next(i.value for i in at.info if "fewer than 400" in i.value)
+    assert "fitted on all 80 images" in plan and "5-fold cross-validation" in plan
+    assert "Epochs, Learning rate and Early-stopping patience settings do not apply" in plan
