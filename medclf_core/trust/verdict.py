@@ -99,8 +99,7 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
     if chroma is not None and colour_applies(intended_use):
         checks.append("colour")
         reasons += [("colour", r) for r in (colour_reason(intended_use, chroma),) if r]
-    if reasons:
-        out["ood"] = True
+    out["ood"] = True if reasons else out["ood"]
     _caution(out, small_image_reason(size, input_side))
     out["ood_reason"] = "; ".join(r for _, r in reasons) or None
     out["ood_checks"], out["ood_refused_by"] = checks, list(dict.fromkeys(c for c, _ in reasons))
