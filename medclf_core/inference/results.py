@@ -35,7 +35,7 @@ import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
 from medclf_core.explain.render import DISPLAY_SIDE, colour_scale, fit_for_display, overlay
-from medclf_core.formatting import percent, probability_text
+from medclf_core.formatting import percent, probability_of, probability_text
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.verdict import ood_message
 
@@ -86,8 +86,7 @@ class Headline:
     def probability_text(self) -> str:
         """``P(PNEUMONIA) = 62.0%``, or ``P(PNEUMONIA) > 99%`` (capped:
         :func:`medclf_core.formatting.probability_text`)."""
-        text = probability_text(self.probability)
-        return f"P({self.shown_class}) " + (f"{text[0]} {text[1:]}" if text[0] in "<>" else f"= {text}")
+        return probability_of(self.shown_class, self.probability)
 
     @property
     def title(self) -> str:
