@@ -86,6 +86,17 @@ def probability_text(value, digits: int = 1) -> str:
     return percent(value, digits)
 
 
+def probability_of(name: str, value, digits: int = 1) -> str:
+    """``P(name) = 62.0%``, or ``P(name) > 99%`` / ``P(name) < 1%``: a class's probability as shown to a person
+    (:func:`probability_text`), in every headline, reason and caption that names the class.
+
+    >>> probability_of("CT", 0.92), probability_of("CT", 0.9996), probability_of("head", 0.003)
+    ('P(CT) = 92.0%', 'P(CT) > 99%', 'P(head) < 1%')
+    """
+    text = probability_text(value, digits)
+    return f"P({name}) " + (f"{text[0]} {text[1:]}" if text[0] in "<>" else f"= {text}")
+
+
 def rounded(value, digits: int = 3):
     """A float rounded to ``digits`` decimals, anything else as it is: for tables that stay sortable.
 

@@ -137,7 +137,7 @@ with tab_card:
     use = card.intended_use or {}
     facts = {
         "Task": card.task, "Classes": ", ".join(card.class_names),
-        "Positive class": card.positive_class,
+        "Positive class": card.positive_class_text,
         "Operating threshold": (f"{card.threshold:.3f} on P({card.positive_class}) ({card.threshold_method})"
                                 if card.threshold is not None else "argmax"),
         **{f"{label} (same source)": card.format_metric(key) + source_tag(metrics.get("split"))

@@ -11,8 +11,8 @@ import pacs_ui
 import site_ui
 from medclf_core.errors import MedclfError
 from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
-from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, for_display, image_digest,
-                                           result_key, table_row)
+from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, feature_score_caption, for_display, gallery_caption,
+                                           image_digest, result_key, results_table)
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -238,11 +238,11 @@ def show_out_of_distribution(entry: dict) -> None:
             st.caption("These probabilities come from a model that was not trained on images like this one; "
                        "they say nothing about this image.")
             model_notes(result)
-            st.plotly_chart(plots.probability_bars(result["probabilities"], label=result["label"]),
-                            key=f"probs-{entry['sha']}", config={"displayModeBar": False})
-            if result.get("ood_score") is not None and predictor.gate is not None:
-                st.caption(f"Out-of-distribution score {result['ood_score']:.3g} "
-                           f"(threshold {predictor.gate.threshold:.3g}, {predictor.gate.rule}).")
+            st.plotly_chart(plots.probability_bars(result["probabilities"], label=result["label"], refused=True),
+                            key=f"probs-{entry['sha']}", config={"displayModeBar": False})  # grey: not a finding
+            score = feature_score_caption(result, predictor.gate)  # each threshold with its own value
+            if score:
+                st.caption(esc(score))
 
 
 def model_notes(result: dict) -> None:
@@ -346,16 +346,12 @@ if len(good) == 1 and not bad:
     st.stop()
 
 # ---- many images: table, CSV, gallery, then details of one
-rows = []
-for e in entries:
-    if "error" in e:
-        rows.append({"file": e["name"], "decision": "not read: " + e["error"], "probability": None})
-        continue
-    rows.append({"file": e["name"], **table_row(e["result"])})  # a refused image: not presented as a finding
-table = pd.DataFrame(rows)
+# a refused image is not presented as a finding; a file not read says so, its message in a "note" column, last
+table = pd.DataFrame(results_table([{"file": e["name"], "error": e["error"]} if "error" in e
+                                    else {**e["result"], "file": e["name"]} for e in entries]))
 st.subheader(f"Results for {len(entries)} files")
 # every column as wide as its longest text, header included (medclf_core.reports.tables): nothing is cut off,
-# the grid scrolls sideways instead; the out-of-distribution reason has its own column
+# the grid scrolls sideways instead; the long texts (reasons, notes) have their own columns, last
 widths = fitted_widths(dict(table.items()))
 st.dataframe(table, hide_index=True, width="stretch",  # probabilities as text, capped at >99% / <1%
              column_config={c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()})
@@ -372,10 +368,8 @@ st.download_button("Download results (CSV, without patient identifiers)", st.ses
 st.subheader("Gallery")
 cols = st.columns(4)
 for i, e in enumerate(good):
-    r = e["result"]
     cols[i % 4].image(for_display(e["pixels"], DISPLAY_SIDE // 2), width="stretch",
-                      caption=esc(f"{e['name']}: out of distribution" if r.get("ood")
-                                  else f"{e['name']}: {r.headline.title}"))
+                      caption=esc(gallery_caption(e["name"], e["result"])))  # "· unfamiliar" when it is
 
 st.divider()
 names = [e["name"] for e in good]

@@ -93,6 +93,10 @@ DELETION_GRID = 16           # pixels are deleted by cells of a 16 x 16 grid on 
 # pattern score >= 0.3 in 4/4 (hand-built) and 11/24 and 13/24 (trained).
 RELIES_ON_MAP = 0.3
 BETTER_THAN_RANDOM = 0.1
+# At or below WORSE_THAN_RANDOM blanking the map's regions lowers the class's evidence clearly *less* than random
+# regions do (the map points away from what the model used): the mirror of RELIES_ON_MAP (noise maps, the null,
+# ranged -0.44 to 0.44 on brain MRIs and -0.13 to 0.34 on chest films: docs/BENCHMARKS.md, issue 24's table).
+WORSE_THAN_RANDOM = -RELIES_ON_MAP
 FAITHFULNESS_DIGITS = 2
 OUTPUTS = ("probabilities", "logits")   # what ``predict`` returns
 SCALES = ("log-odds", "probability")    # what is deleted: the score, or the old saturated one
@@ -215,12 +219,16 @@ def faithfulness_verdict(score: float) -> str:
     'somewhat better than random regions'
     >>> faithfulness_verdict(0.1)
     'no better than random regions: do not read much into this map'
+    >>> faithfulness_verdict(-0.63)
+    'worse than random regions: do not rely on this map'
     """
     if score >= RELIES_ON_MAP:
         return "the model relies on the highlighted regions"
     if score > BETTER_THAN_RANDOM:
         return "somewhat better than random regions"
-    return "no better than random regions: do not read much into this map"
+    if score > WORSE_THAN_RANDOM:
+        return "no better than random regions: do not read much into this map"
+    return "worse than random regions: do not rely on this map"
 
 
 def format_faithfulness(value: float | None) -> str:

@@ -6,14 +6,16 @@ refusals and cautions, the heat map, and its faithfulness score. Kept beside the
     True
 """
 
+from medclf_core.explain.faithfulness import WORSE_THAN_RANDOM
 from medclf_core.inference.results import BORDERLINE_MARGIN
 
 FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
                      "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
                      "faster this class's log-odds (its evidence: they fall even at 100%) fall compared with random "
                      "regions, the higher the score. 1: they fall at once; 0: no better than random regions (the map "
-                     "does not show what the model used); below 0: worse than random. 'n/a': the blank image reads "
-                     "as this class, so blanking cannot test the map.")
+                     f"does not show what the model used); {WORSE_THAN_RANDOM:g} or below: worse than random (the "
+                     "map points away from what the model used). 'n/a': the blank image reads as this class, so "
+                     "blanking cannot test the map.")
 READING_GUIDE = (
     "##### The decision\n"
     "The headline is the model's decision at its operating threshold, with the probability of the finding class "

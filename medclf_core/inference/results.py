@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
 from medclf_core.explain.render import DISPLAY_SIDE, colour_scale, fit_for_display, overlay
-from medclf_core.formatting import percent, probability_text
+from medclf_core.formatting import percent, probability_of, probability_text
 from medclf_core.trust.calibration import temperature_of
+from medclf_core.trust.ood import score_caption
 from medclf_core.trust.verdict import ood_message
 
 
@@ -86,8 +87,7 @@ class Headline:
     def probability_text(self) -> str:
         """``P(PNEUMONIA) = 62.0%``, or ``P(PNEUMONIA) > 99%`` (capped:
         :func:`medclf_core.formatting.probability_text`)."""
-        text = probability_text(self.probability)
-        return f"P({self.shown_class}) " + (f"{text[0]} {text[1:]}" if text[0] in "<>" else f"= {text}")
+        return probability_of(self.shown_class, self.probability)
 
     @property
     def title(self) -> str:
@@ -150,36 +150,97 @@ def headline(result: Mapping) -> Headline:
                     None, lead < 2 * BORDERLINE_MARGIN, decision == pos)
 
 
+REFUSED_DECISION = "out of distribution: not a finding"  # a refused image's decision in the results table
+UNREAD_DECISION = "not read"  # a file that could not be read: its message goes in the table's NOTE column
+REASON = "reason (refused or unfamiliar)"  # the table's column with why an image was refused or shown with a caution
+NOTE = "note"
+_FLAG_WORDS = {True: "yes", False: "no", None: "not checked"}
+
+
 def table_row(result: Mapping) -> dict:
     """One accepted or refused result as a row of the results table a clinician reads (the Predict page's):
-    ``decision``, ``probability`` (the headline's: P(positive class), capped), ``borderline``, the
-    out-of-distribution verdict and reason, then each class's capped probability ``P(<class>)``. A refused
-    image's decision says it is not a finding, with no probability beside it.
+    ``decision``, ``probability`` (the headline's: P(positive class), capped), ``borderline``, ``unfamiliar``
+    (shown with a caution), ``out of distribution`` (refused), each class's capped probability ``P(<class>)``,
+    then the long texts last: why it was refused or unfamiliar (:data:`REASON`). A refused image's decision
+    says it is not a finding, with an empty probability, borderline and unfamiliar beside it.
 
     >>> row = table_row({"label": "NORMAL", "probabilities": {"NORMAL": 0.38, "PNEUMONIA": 0.62},
-    ...                  "threshold": 0.75, "positive_class": "PNEUMONIA", "ood": False})
-    >>> row["decision"], row["probability"], row["P(NORMAL)"]
-    ('NORMAL', 'P(PNEUMONIA) = 62.0%', '38.0%')
+    ...                  "threshold": 0.75, "positive_class": "PNEUMONIA", "ood": False, "unfamiliar": True})
+    >>> row["decision"], row["probability"], row["unfamiliar"], row["P(NORMAL)"]
+    ('NORMAL', 'P(PNEUMONIA) = 62.0%', 'yes', '38.0%')
     """
     h, ood = headline(result), result.get("ood")
-    row = {"decision": h.decision, "probability": h.probability_text, "borderline": "yes" if h.borderline else ""}
     if ood:
-        row = {"decision": "out of distribution: not a finding", "probability": None, "borderline": ""}
-    row["out of distribution"] = {True: "yes", False: "no", None: "not checked"}[ood]
-    row["out-of-distribution reason"] = (result.get("ood_reason") or "") if ood else ""
+        row = {"decision": REFUSED_DECISION, "probability": "", "borderline": "", "unfamiliar": ""}
+        reason = result.get("ood_reason") or ""
+    else:
+        row = {"decision": h.decision, "probability": h.probability_text, "borderline": "yes" if h.borderline else "",
+               "unfamiliar": _FLAG_WORDS[result.get("unfamiliar")]}
+        reason = (result.get("unfamiliar_reason") or "") if result.get("unfamiliar") else ""
+    row["out of distribution"] = _FLAG_WORDS[ood]
     row.update({f"P({c})": probability_text(p) for c, p in (result.get("probabilities") or {}).items()})
+    row[REASON] = reason
     return row
+
+
+def results_table(items: Sequence[Mapping]) -> list[dict]:
+    """The rows of the results table for many files: each item ``{"file", **result}`` (:func:`table_row`) or
+    ``{"file", "error"}`` for a file that could not be read (decision :data:`UNREAD_DECISION`, its message in
+    the :data:`NOTE` column, which is there only when a file was not read). Every row has every column, in one
+    order (empty text where a column does not apply: never None), the long texts last so that one long
+    message does not push the probabilities out of sight.
+
+    >>> rows = results_table([{"file": "a.png", "label": "CT", "probabilities": {"CT": 0.9, "MRI": 0.1}},
+    ...                       {"file": "b.png", "error": "This file is not an image."}])
+    >>> [(r["decision"], r["P(CT)"], r["note"]) for r in rows]
+    [('CT', '90.0%', ''), ('not read', '', 'This file is not an image.')]
+    """
+    rows = [{"file": item.get("file", ""),
+             **({"decision": UNREAD_DECISION, NOTE: str(item["error"])} if "error" in item else table_row(item))}
+            for item in items]
+    columns = ["file", "decision", "probability", "borderline", "unfamiliar", "out of distribution"]
+    columns += [c for row in rows for c in row if c.startswith("P(")]
+    columns += [REASON] + ([NOTE] if any(NOTE in row for row in rows) else [])
+    columns = list(dict.fromkeys(columns))
+    return [{c: row.get(c, "") for c in columns} for row in rows]
+
+
+def gallery_caption(name: str, result: Mapping) -> str:
+    """An image's caption in a gallery of results: its headline, marked when it is unfamiliar (shown with a
+    caution), or that it was refused.
+
+    >>> gallery_caption("a.png", {"label": "CT", "probabilities": {"CT": 0.9, "MRI": 0.1}, "unfamiliar": True})
+    'a.png: CT (P(CT) = 90.0%) · unfamiliar'
+    >>> gallery_caption("b.png", {"label": "CT", "probabilities": {"CT": 0.9, "MRI": 0.1}, "ood": True})
+    'b.png: out of distribution (not a finding)'
+    """
+    if result.get("ood"):
+        return f"{name}: out of distribution (not a finding)"
+    return f"{name}: {headline(result).title}" + (" · unfamiliar" if result.get("unfamiliar") is True else "")
+
+
+def feature_score_caption(result: Mapping, gate) -> str | None:
+    """The result's feature score against the gate's two thresholds, each with its own value and rule
+    (:func:`~medclf_core.trust.ood.score_caption`); None without a gate or a score."""
+    score = result.get("ood_score")
+    return None if gate is None or score is None else score_caption(gate, float(score))
 
 
 def exported(result: Mapping) -> dict:
     """A result as the JSON and CSV exports give it: a refused image (``ood`` True: no finding) has no
     ``label`` (None), so no spreadsheet or script reads the model's output on it as a finding; its
-    probabilities stay (what the model output, exactly).
+    probabilities stay (what the model output, exactly). A result with probabilities gets ``borderline``
+    (the headline's rule, :func:`headline`; None for a refused image: it has no decision).
 
     >>> exported({"label": "PNEUMONIA", "ood": True})["label"] is None
     True
+    >>> exported({"label": "NORMAL", "probabilities": {"NORMAL": 0.27, "PNEUMONIA": 0.73}, "threshold": 0.75,
+    ...           "positive_class": "PNEUMONIA", "ood": False})["borderline"]
+    True
     """
     out = dict(result)
+    if out.get("probabilities") and "label" in out:
+        out["borderline"] = None if out.get("ood") is True else headline(out).borderline
     if out.get("ood") is True and "label" in out:
         out["label"] = None
     return out

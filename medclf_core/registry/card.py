@@ -194,6 +194,17 @@ class ModelCard(dict):
         return positive_class_index(self["class_names"], self["positive_class"])
 
     @property
+    def positive_class_text(self) -> str:
+        """The positive class as a card shows it: the class (:attr:`positive_index`), or for a model without one
+        (more than two classes) that its decision is the top class, never "None".
+
+        >>> ModelCard.from_dict({"name": "m", "class_names": ["CT", "MRI", "XRAY"]}).positive_class_text
+        'none (multi-class: the top class is the decision)'
+        """
+        index = self.positive_index
+        return "none (multi-class: the top class is the decision)" if index is None else self["class_names"][index]
+
+    @property
     def image_size(self) -> int | None:
         return self["input_shape"][0] if self["input_shape"] else None
 

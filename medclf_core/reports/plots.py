@@ -64,22 +64,29 @@ def _legend_below(fig: go.Figure, height: int, axis_px: int = 60) -> int:
     return height
 
 
+#: Below this probability a bar is too short to hold its label inside: the label goes beside it (Plotly draws no
+#: label at all for a bar it places "auto" and that is too short to be drawn, such as 2.6e-6).
+LABEL_OUTSIDE_BELOW = 0.15
+
+
 def probability_bars(probabilities: Mapping[str, float], *, label: str | None = None, threshold: float | None = None,
-                     positive: str | None = None, height: int | None = None) -> go.Figure:
+                     positive: str | None = None, height: int | None = None, refused: bool = False) -> go.Figure:
     """Horizontal bars, one per class (0-100 %), each labelled with its capped probability
     (:func:`medclf_core.formatting.probability_text`); ``label`` (the decision; default: the most probable)
-    highlighted. With a ``positive`` class, red marks a finding only: a decision for another class (NORMAL
-    below the threshold) is drawn in a calm colour, never red, whatever its probability."""
+    highlighted. Red marks a finding only: the ``positive`` class when it is the decision. A decision for
+    another class (NORMAL below the threshold), or any decision of a model without a positive class (a
+    multi-class model), is drawn in a calm colour, never red, whatever its probability. ``refused``: the
+    output on an image the model refused (not a finding): every bar the same neutral grey."""
     names = list(probabilities)
     values = [float(probabilities[n]) for n in names]
     label = label if label in names else (names[int(np.argmax(values))] if names else None)
-    decided = DECIDED_NOT_FINDING if positive in names and label != positive else HIGHLIGHT
+    decided = HIGHLIGHT if positive in names and label == positive else DECIDED_NOT_FINDING
     shown = [probability_text(v) for v in values]
     fig = go.Figure(go.Bar(
         x=[v * 100 for v in values], y=names, orientation="h",
-        marker_color=[decided if n == label else MUTED for n in names],
-        text=shown, textposition="auto", customdata=shown,
-        hovertemplate="%{y}: %{customdata}<extra></extra>"))
+        marker_color=[decided if n == label and not refused else MUTED for n in names],
+        text=shown, textposition=["outside" if v < LABEL_OUTSIDE_BELOW else "auto" for v in values],
+        customdata=shown, hovertemplate="%{y}: %{customdata}<extra></extra>"))
     fig.update_xaxes(range=[0, 100], title_text="probability (%)")
     fig.update_yaxes(autorange="reversed")
     if threshold is not None and positive in names:

@@ -14,9 +14,9 @@ Example (``results`` as :meth:`~medclf_core.inference.predictor.Predictor.predic
     ...             "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": False},
     ...            {"file": "b.dcm", "error": "The file is empty (0 bytes)."}]
     >>> print(predictions_csv(results, identifying=["Doe", "Jane"]), end="")
-    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,ood,ood_score,ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes
-    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,,,not checked,,,,
-    b.dcm,,,,,,,,,,,,The file is empty (0 bytes).,
+    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,borderline,ood,ood_score,ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes
+    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,false,,,not checked,,,,
+    b.dcm,,,,,,,,,,,,,The file is empty (0 bytes).,
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = ()) -> str:
-    """CSV text: one row per result, columns ``file, label, p_<class>..., threshold,
-    positive_class, ood, ood_score, ood_reason, unfamiliar, unfamiliar_score, unfamiliar_reason, error, notes``.
+    """CSV text: one row per result, columns ``file, label, p_<class>..., threshold, positive_class,
+    borderline, ood, ood_score, ood_reason, unfamiliar, unfamiliar_score, unfamiliar_reason, error, notes``.
 
     ``results`` are dicts with ``file`` and either ``label``/``probabilities``
     (optionally ``threshold``, ``positive_class``, ``ood``, ``ood_score``, ``ood_reason``,
     ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
     (the model has no out-of-distribution gate); empty for a file that could not be read. ``unfamiliar``
     (a finding shown with a caution: unlike the training images, not refused) is written the same way.
+    ``borderline`` (the headline's rule, :func:`medclf_core.inference.results.headline`) is ``true`` or
+    ``false``; empty for a refused image (no decision) and a file that could not be read.
     A row with ``ood`` true is refused, not a finding: its ``label`` is empty
     (:func:`medclf_core.inference.results.exported`); its probabilities are what the model output.
     A result's own ``identifying`` values (:func:`~medclf_core.io.deid.identifying_values` of that
@@ -52,8 +54,8 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     """
     identifying = list(identifying)
     classes = _class_names(results)
-    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "ood", "ood_score",
-               "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
+    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline", "ood",
+               "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
@@ -63,7 +65,7 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
         texts = [*identifying, *(own or ())]
         row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "",
                *(_probability(probs.get(c)) for c in classes),
-               _number(r.get("threshold")), r.get("positive_class", ""), _ood(r),
+               _number(r.get("threshold")), r.get("positive_class", ""), _flag(r.get("borderline")), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
                _ood(r, "unfamiliar"), _number(r.get("unfamiliar_score")),
                _scrub(r.get("unfamiliar_reason") or "", texts), _scrub(r.get("error", ""), texts),
@@ -87,6 +89,10 @@ def _ood(r: Mapping, key: str = "ood") -> str:
         return ""
     v = r.get(key)
     return "not checked" if v is None else ("true" if v else "false")
+
+
+def _flag(v) -> str:
+    return "" if v is None else ("true" if v else "false")
 
 
 def _probability(p) -> str:

@@ -365,3 +365,21 @@ def header_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str | 
 
 def feature_reason(score: float, threshold: float) -> str:
     return FEATURE_REASON.format(score=score, threshold=threshold)
+
+
+def score_caption(gate: OODGate, score: float) -> str:
+    """The feature score of one image against the gate's tiers, in one plain sentence: each threshold with
+    its own value and how it was chosen (the refuse threshold as a multiple of the unfamiliar one).
+
+    >>> g = OODGate(np.zeros((1, 1)), np.zeros(1), np.zeros((1, 0)), np.zeros(0), 1.0, threshold=118.1,
+    ...             near_threshold=67.51, rule="unfamiliar: 99th percentile of validation scores | "
+    ...             "refuse: 1.75 x the unfamiliar threshold (67.51)")
+    >>> score_caption(g, 254.6)
+    'Feature score 255; unfamiliar above 67.5 (99th percentile of validation scores), refused above 118 (1.75 x that).'
+    """
+    text = f"Feature score {score:.3g}; "
+    if gate.near_threshold is None:
+        return text + f"refused above {gate.threshold:.3g} ({gate.rule})."
+    near_rule = gate.rule.split(" | refuse: ")[0].removeprefix("unfamiliar: ")
+    return text + (f"unfamiliar above {gate.near_threshold:.3g} ({near_rule}), refused above "
+                   f"{gate.threshold:.3g} ({gate.threshold / gate.near_threshold:.3g} x that).")

@@ -19,17 +19,18 @@ Example::
     >>> age_reason({"age_years": [1, 5]}, {"PatientAge": "045Y"})
     'adult patient (45 years): this model was trained on children aged 1-5'
     >>> router_reason({"modalities": ["MR"]}, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01})
-    'the imaging-modality model calls it CT (P = 0.95); this model is for MR'
+    'the imaging-modality model calls it CT (P(CT) = 95.0%); this model is for MR'
     >>> router_reason({"modalities": ["MR"]}, {"CT": 0.6, "MRI": 0.4, "XRAY": 0.0}) is None
     True
     >>> body_part_reason({"body_parts": ["HEAD", "BRAIN"]}, {"MRI": 0.99, "HEAD": 0.03})
-    'the body-part check calls it another body part than the head (P(head) = 0.03); this model is for BRAIN or HEAD'
+    'the body-part check calls it another body part than the head (P(head) = 3.0%); this model is for BRAIN or HEAD'
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from medclf_core.formatting import probability_of
 from medclf_core.io.dicom_header import AGE_COMPUTED_FROM, parse_patient_age
 from medclf_core.trust.body_part import HEAD, MAX_P_HEAD
 
@@ -99,7 +100,7 @@ def router_reason(intended_use: Mapping | None, probabilities: Mapping[str, floa
     if top in wanted or p < min_confidence:
         return None
     declared = " or ".join(str(m) for m in (intended_use or {}).get("modalities") or [])
-    return f"the imaging-modality model calls it {top} (P = {p:.2f}); this model is for {declared}"
+    return f"the imaging-modality model calls it {top} ({probability_of(top, p)}); this model is for {declared}"
 
 
 def body_part_reason(intended_use: Mapping | None, probabilities: Mapping[str, float] | None,
@@ -110,5 +111,5 @@ def body_part_reason(intended_use: Mapping | None, probabilities: Mapping[str, f
     p_head = (probabilities or {}).get(HEAD)
     if not parts or not parts <= HEAD_PARTS or p_head is None or p_head >= max_p_head:
         return None
-    return (f"the body-part check calls it another body part than the head (P(head) = {p_head:.2f}); this model "
-            f"is for {' or '.join(sorted(parts))}")
+    return (f"the body-part check calls it another body part than the head ({probability_of('head', p_head)}); "
+            f"this model is for {' or '.join(sorted(parts))}")

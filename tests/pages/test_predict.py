@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from helpers import SAMPLES, rendered, result_images
 
+from medclf_core.inference.results import REASON
+
 JPEG = sorted((SAMPLES / "images" / "chest_xray").glob("*.jpeg"))[0]
 
 
@@ -68,9 +70,14 @@ def test_bad_upload_shows_a_message_and_the_good_file_still_goes_through(app_env
     assert len(at.warning) == 1
     table = at.dataframe[0].value
     assert list(table["file"]) == [JPEG.name, "broken.png"]
-    assert table["decision"][1].startswith("not read")
     assert table["decision"][0] in ("NORMAL", "PNEUMONIA")
     assert table["probability"][0].startswith("P(PNEUMONIA) ")  # the headline's probability: P(positive class)
+    # walk-through: the unread file's long message filled the decision column and pushed the probability,
+    # borderline and out-of-distribution columns out of sight; now a short decision and the message last
+    assert table["decision"][1] == "not read" and "not an image" in table["note"][1]
+    columns = list(table.columns)
+    assert columns[:6] == ["file", "decision", "probability", "borderline", "unfamiliar", "out of distribution"]
+    assert columns[-1] == "note" and table["probability"][1] == ""
 
 
 def test_sample_buttons_and_many_images(app_env, page):
@@ -142,6 +149,16 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     assert at.subheader[0].value == f"{mr.name}: not an image this model knows"
     assert not any("Decision" in m.value for m in at.markdown)
     assert at.expander and any("not a finding" in e.label for e in at.expander)
+    # walk-through: the refused image's output was drawn in the finding's red, and its score caption read as if
+    # the unfamiliar threshold were the refuse one: grey bars, each threshold with its own value
+    import json as _json
+
+    from medclf_core.reports.plots import MUTED
+
+    (chart,) = at.get("plotly_chart")
+    assert set(_json.loads(chart.proto.spec)["data"][0]["marker"]["color"]) == {MUTED}
+    score = [rendered(c.value) for c in at.caption if rendered(c.value).startswith("Feature score ")]
+    assert len(score) == 1 and "; unfamiliar above " in score[0] and ", refused above " in score[0], score
 
     # with a chest X-ray beside it: the table does not present the MR's class either
     _upload(at, [(JPEG.name, JPEG.read_bytes(), "image/jpeg"), (mr.name, mr.read_bytes(), "application/dicom")])
@@ -153,11 +170,11 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
 
     from medclf_core.reports.tables import fitted_widths
 
-    reason = row["out-of-distribution reason"]
+    reason = row[REASON]
     assert "modality MR" in reason
-    width = json.loads(at.dataframe[0].proto.columns)["out-of-distribution reason"]["width"]
+    width = json.loads(at.dataframe[0].proto.columns)[REASON]["width"]
     assert width == fitted_widths({"r": [reason]})["r"] and width >= 7 * len(reason)
-    assert row["probability"] is None or row["probability"] != row["probability"]  # None or NaN: no finding
+    assert row["probability"] == ""  # no finding: empty, never the text "None"
     assert set(table["out of distribution"]) <= {"yes", "no"}
     csv_text = at.session_state["predict_csv"]
     assert "ood,ood_score,ood_reason" in csv_text.splitlines()[0]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medclf_core.explain.cams import METHODS, heatmaps
-from medclf_core.explain.faithfulness import (BETTER_THAN_RANDOM, RELIES_ON_MAP, deletion_faithfulness,
-                                              faithfulness_verdict, format_faithfulness)
+from medclf_core.explain.faithfulness import (BETTER_THAN_RANDOM, RELIES_ON_MAP, WORSE_THAN_RANDOM,
+                                              deletion_faithfulness, faithfulness_verdict, format_faithfulness)
 
 
 def _box_model(box, size=32):
@@ -216,12 +216,15 @@ def test_scales_and_outputs_are_checked():
 # ----------------------------------------------------------------------------- the words shown with a score
 
 def test_verdict_words_change_at_the_named_thresholds():
-    """The same words the Predict page showed before (0.3 inclusive, 0.1 exclusive), from one place."""
+    """The same words the Predict page showed before (0.3 inclusive, 0.1 exclusive), from one place; a clearly
+    negative score (-0.3 or below: a CT scored -0.63 in the walk-through, said "no better than random") says
+    the map is worse than random."""
     relies, somewhat, random_ = ("the model relies on the highlighted regions", "somewhat better than random regions",
                                  "no better than random regions: do not read much into this map")
-    assert (RELIES_ON_MAP, BETTER_THAN_RANDOM) == (0.3, 0.1)
-    assert [faithfulness_verdict(s) for s in (1.0, 0.3, 0.2999, 0.1001, 0.1, 0.0, -4.0)] == [
-        relies, relies, somewhat, somewhat, random_, random_, random_]
+    worse = "worse than random regions: do not rely on this map"
+    assert (RELIES_ON_MAP, BETTER_THAN_RANDOM, WORSE_THAN_RANDOM) == (0.3, 0.1, -0.3)
+    assert [faithfulness_verdict(s) for s in (1.0, 0.3, 0.2999, 0.1001, 0.1, 0.0, -0.2999, -0.3, -0.63, -4.0)] == [
+        relies, relies, somewhat, somewhat, random_, random_, random_, worse, worse, worse]
 
 
 def test_format_faithfulness_has_two_decimals_and_no_negative_zero():

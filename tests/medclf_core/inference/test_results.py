@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from medclf_core.inference.results import (BORDERLINE_MARGIN, HeatMap, Prediction, exported, headline, image_digest,
-                                           result_key, table_row)
+from medclf_core.explain.faithfulness import WORSE_THAN_RANDOM
+from medclf_core.inference.results import (BORDERLINE_MARGIN, REASON, HeatMap, Prediction, exported,
+                                           feature_score_caption, gallery_caption, headline, image_digest, result_key,
+                                           results_table, table_row)
 
 
 def _map(faithfulness=None, note=None) -> HeatMap:
@@ -24,8 +26,12 @@ def _map(faithfulness=None, note=None) -> HeatMap:
     (0.11, "Faithfulness 0.11 (somewhat better than random regions)."),
     (0.1, "Faithfulness 0.10 (no better than random regions: do not read much into this map)."),
     (-0.0012, "Faithfulness 0.00 (no better than random regions: do not read much into this map)."),
+    (-0.2999, "Faithfulness -0.30 (no better than random regions: do not read much into this map)."),
+    (-0.3, "Faithfulness -0.30 (worse than random regions: do not rely on this map)."),
+    (-0.63, "Faithfulness -0.63 (worse than random regions: do not rely on this map)."),  # a CT, the modality model
 ])
 def test_the_score_comes_with_its_verdict_in_words(score, words):
+    assert WORSE_THAN_RANDOM == -0.3
     assert _map(score).faithfulness_caption == words
 
 
@@ -117,7 +123,63 @@ def test_a_refused_image_is_no_finding_in_the_table_or_the_exports():
     refused = {"label": "PNEUMONIA", "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, **CHEST, "ood": True,
                "ood_reason": "modality MR"}
     row = table_row(refused)
-    assert row["decision"].startswith("out of distribution") and row["probability"] is None
-    assert row["out-of-distribution reason"] == "modality MR" and row["P(PNEUMONIA)"] == "90.0%"
+    assert row["decision"].startswith("out of distribution") and row["probability"] == ""  # empty, not "None"
+    assert row["borderline"] == row["unfamiliar"] == "" and row["out of distribution"] == "yes"
+    assert row[REASON] == "modality MR" and row["P(PNEUMONIA)"] == "90.0%"
     assert exported(refused)["label"] is None and refused["label"] == "PNEUMONIA"
+    assert exported(refused)["borderline"] is None  # no decision, so neither borderline nor not
     assert exported({**refused, "ood": False})["label"] == "PNEUMONIA"
+
+
+def _files() -> list[dict]:
+    """The walk-through's batch: a borderline film, an unfamiliar one, a refused one and a corrupt file."""
+    return [{"file": "person1023_bacteria_2954.jpeg", **_chest(0.746, "NORMAL"), "ood": False, "unfamiliar": False},
+            {"file": "CR_RG1_J2KI.dcm", **_chest(0.65, "NORMAL"), "ood": False, "unfamiliar": True,
+             "unfamiliar_reason": "unlike this model's training images (score 71.8 above 67.5)"},
+            {"file": "brain_yes_y0.jpg", **_chest(0.956, "PNEUMONIA"), "ood": True, "ood_reason": "far away"},
+            {"file": "corrupt.png", "error": "This file is not an image Pillow or pydicom can read. " + "x" * 80}]
+
+
+def test_an_unreadable_file_keeps_every_column_and_puts_its_message_in_a_note_column_last():
+    """Walk-through: one corrupt file's long 'not read: ...' in the decision column pushed probability,
+    borderline and out of distribution out of sight. Now the decision says "not read" and the message sits
+    in the last column; every row has every column, as text (never None)."""
+    rows = results_table(_files())
+    columns = list(rows[0])
+    assert all(list(r) == columns for r in rows)
+    assert columns[:6] == ["file", "decision", "probability", "borderline", "unfamiliar", "out of distribution"]
+    assert columns[6:8] == ["P(NORMAL)", "P(PNEUMONIA)"] and columns[-2:] == [REASON, "note"]
+    assert all(isinstance(v, str) for r in rows for v in r.values())
+    bad = rows[3]
+    assert bad["decision"] == "not read" and bad["note"].startswith("This file is not an image")
+    assert bad["probability"] == "" and bad["out of distribution"] == ""
+    assert rows[0]["probability"] == "P(PNEUMONIA) = 74.6%" and rows[0]["borderline"] == "yes"
+    assert "note" not in results_table(_files()[:3])[0]  # no file unread: no empty note column
+
+
+def test_the_table_and_the_gallery_mark_an_unfamiliar_image():
+    """Walk-through: an unfamiliar film read "out of distribution: no" with no caution in the table or gallery."""
+    rows = results_table(_files())
+    assert [r["unfamiliar"] for r in rows] == ["no", "yes", "", ""]
+    assert rows[1]["out of distribution"] == "no" and rows[1][REASON].startswith("unlike this model's training")
+    assert rows[0][REASON] == "" and rows[2][REASON] == "far away"
+    assert table_row({**_chest(0.5, "NORMAL"), "ood": None, "unfamiliar": None})["unfamiliar"] == "not checked"
+    captions = [gallery_caption(f["file"], f) for f in _files()[:3]]
+    assert captions[1] == "CR_RG1_J2KI.dcm: NORMAL (P(PNEUMONIA) = 65.0%) · unfamiliar"
+    assert "unfamiliar" not in captions[0] and captions[2] == "brain_yes_y0.jpg: out of distribution (not a finding)"
+
+
+def test_the_feature_score_caption_needs_a_gate_and_a_score():
+    from medclf_core.trust.ood import OODGate
+
+    gate = OODGate(np.zeros((1, 1)), np.zeros(1), np.zeros((1, 0)), np.zeros(0), 1.0, threshold=118.14,
+                   near_threshold=67.51, rule="unfamiliar: 99th percentile | refuse: 1.75 x (67.51)")
+    refused = {**_chest(0.956, "PNEUMONIA"), "ood": True, "ood_score": 254.6}
+    assert feature_score_caption(refused, gate) == ("Feature score 255; unfamiliar above 67.5 (99th percentile), "
+                                                    "refused above 118 (1.75 x that).")
+    assert feature_score_caption(refused, None) is None and feature_score_caption(_chest(0.5, "NORMAL"), gate) is None
+
+
+def test_the_exports_say_whether_a_decision_is_borderline():
+    assert [exported(f).get("borderline") for f in _files()] == [True, False, None, None]
+    assert "borderline" not in exported(_files()[3])  # a file not read has no result

@@ -196,3 +196,11 @@ def test_card_positive_index_follows_the_one_rule():
     unnamed = ModelCard.from_dict({**MINIMAL, "class_names": ["PNEUMONIA", "NORMAL"]})
     multi = ModelCard.from_dict({**MINIMAL, "class_names": ["CT", "MRI", "XRAY"]})
     assert (named.positive_index, unnamed.positive_index, multi.positive_index) == (0, 0, None)
+
+
+def test_a_card_without_a_positive_class_says_so_in_words():
+    """Walk-through: the modality model's card read "Positive class: None"."""
+    multi = ModelCard.from_dict({**MINIMAL, "class_names": ["CT", "MRI", "XRAY"]})
+    assert multi.positive_class_text == "none (multi-class: the top class is the decision)"
+    unnamed = ModelCard.from_dict({**MINIMAL, "class_names": ["NORMAL", "PNEUMONIA"]})
+    assert unnamed.positive_class_text == "PNEUMONIA"  # the one rule's choice, as everywhere else

@@ -13,7 +13,24 @@ def test_probability_bars_highlight_and_threshold():
     assert bar.marker.color[1] == plots.HIGHLIGHT and bar.marker.color[0] == plots.MUTED
     assert fig.layout.shapes[0].x0 == pytest.approx(42)
     fig = plots.probability_bars({"a": 0.2, "b": 0.5, "c": 0.3}, label="c")
-    assert fig.data[0].marker.color[2] == plots.HIGHLIGHT and not fig.layout.shapes
+    assert fig.data[0].marker.color[2] == plots.DECIDED_NOT_FINDING and not fig.layout.shapes
+
+
+def test_no_red_without_a_finding_and_grey_for_a_refused_image():
+    """Walk-through: the modality model (no positive class) drew its top class red, the finding colour, and a
+    brain MRI refused by the chest model had its PNEUMONIA 95.6% drawn red under "not a finding"."""
+    fig = plots.probability_bars({"CT": 0.92, "MRI": 0.08, "XRAY": 0.000003}, label="CT")
+    assert list(fig.data[0].marker.color) == [plots.DECIDED_NOT_FINDING, plots.MUTED, plots.MUTED]
+    fig = plots.probability_bars({"NORMAL": 0.044, "PNEUMONIA": 0.956}, label="PNEUMONIA", refused=True)
+    assert set(fig.data[0].marker.color) == {plots.MUTED}
+
+
+def test_a_bar_too_short_to_draw_still_has_its_label():
+    """Walk-through: a bar at 2.6e-6 had no label (Plotly draws no text on a bar too short to draw when the text
+    is placed "auto"), while the others read "<1%": a short bar's label goes beside it."""
+    fig = plots.probability_bars({"CT": 0.92, "MRI": 0.08, "XRAY": 2.6e-6}, label="CT")
+    assert list(fig.data[0].text) == ["92.0%", "8.0%", "<1%"]
+    assert list(fig.data[0].textposition) == ["auto", "outside", "outside"]
 
 
 def test_a_decision_below_the_threshold_is_not_drawn_as_a_finding_and_labels_are_capped():

@@ -26,9 +26,9 @@ def _rows(text: str) -> list[dict]:
 
 def test_columns_and_values():
     rows = _rows(predictions_csv(RESULTS))
-    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "ood",
-                             "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error",
-                             "notes"]
+    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "borderline",
+                             "ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason",
+                             "error", "notes"]
     assert rows[0]["file"] == "chest_001.dcm" and rows[0]["label"] == "PNEUMONIA"
     assert float(rows[0]["p_PNEUMONIA"]) == 0.8 and float(rows[0]["threshold"]) == 0.35
     assert rows[0]["notes"] == "MONOCHROME1 inverted for display"
@@ -53,8 +53,23 @@ def test_formula_cells_are_neutralised():
 
 
 def test_empty_results():
-    assert predictions_csv([]).strip() == ("file,label,threshold,positive_class,ood,ood_score,ood_reason,"
+    assert predictions_csv([]).strip() == ("file,label,threshold,positive_class,borderline,ood,ood_score,ood_reason,"
                                            "unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes")
+
+
+def test_the_borderline_column_follows_the_headline_rule():
+    """Walk-through: the CSV had no borderline column although the table shows one (the headline's rule:
+    P(positive) less than 0.05 from the threshold); empty for a refused image (no decision) and a file not read."""
+    chest = {"threshold": 0.7696, "positive_class": "PNEUMONIA", "ood": False}
+    results = [{"file": "person1023.jpeg", "label": "NORMAL", "probabilities": {"NORMAL": 0.254, "PNEUMONIA": 0.746},
+                **chest},
+               {"file": "normal.jpeg", "label": "NORMAL", "probabilities": {"NORMAL": 0.995, "PNEUMONIA": 0.005},
+                **chest},
+               {"file": "brain.jpg", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.04, "PNEUMONIA": 0.96},
+                **chest, "ood": True, "ood_reason": "far away"},
+               {"file": "corrupt.png", "error": "not an image"},
+               {"file": "ct.png", "label": "CT", "probabilities": {"CT": 0.5, "MRI": 0.46, "XRAY": 0.04}}]
+    assert [r["borderline"] for r in _rows(predictions_csv(results))] == ["true", "false", "", "", "true"]
 
 
 def test_out_of_distribution_columns():

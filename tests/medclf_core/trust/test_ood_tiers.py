@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medclf_core.registry.store import GATE_FILE
-from medclf_core.trust.ood import REFUSE_FACTOR, fit_gate, load_gate, with_refuse_tier
+from medclf_core.trust.ood import REFUSE_FACTOR, fit_gate, load_gate, score_caption, with_refuse_tier
 from medclf_core.trust.verdict import ood_block, unfamiliar_message, verdict
 
 
@@ -23,6 +23,18 @@ def _at(gate, score):
     direction = gate.components[:, 0].astype(np.float64)
     unit = gate.score((base + direction)[None])[0]
     return base + direction * (score / unit)
+
+
+def test_the_score_caption_gives_each_threshold_its_own_value():
+    """Walk-through: "score 255 (threshold 118, unfamiliar: 99th percentile ... | refuse: 1.75 x the unfamiliar
+    threshold (67.51))" read as if 67.51 were the refuse threshold. Each tier now has its own value and rule."""
+    gate, rng = _gate()
+    with_refuse_tier(gate, 67.50924430904242)  # the chest model's unfamiliar threshold
+    text = score_caption(gate, 254.621)
+    assert text == ("Feature score 255; unfamiliar above 67.5 (99th percentile of the validation split's scores), "
+                    "refused above 118 (1.75 x that).")
+    one = fit_gate(rng.normal(size=(50, 6)), np.zeros(50), rng.normal(size=(10, 6)), threshold=3.0, rule="given")
+    assert score_caption(one, 4.0) == "Feature score 4; refused above 3 (given)."
 
 
 def test_fit_gate_gives_two_tiers():

@@ -41,7 +41,9 @@ def test_age_reason_in_plain_words():
 def test_router_rule_refuses_only_a_confident_other_modality():
     mr = {"modalities": ["MR"]}
     assert router_reason(mr, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01}) == \
-        "the imaging-modality model calls it CT (P = 0.95); this model is for MR"
+        "the imaging-modality model calls it CT (P(CT) = 95.0%); this model is for MR"
+    # walk-through: "(P = 1.00)": every probability shown to a person is capped by the one formatter
+    assert "calls it CT (P(CT) > 99%)" in router_reason(mr, {"CT": 0.9996, "MRI": 0.0004, "XRAY": 0.0})
     assert router_reason(mr, {"CT": ROUTER_MIN_CONFIDENCE, "MRI": 0.1, "XRAY": 0.0}) is not None  # >= is refused
     assert router_reason(mr, {"CT": 0.89, "MRI": 0.1, "XRAY": 0.01}) is None    # not confident enough
     assert router_reason(mr, {"CT": 0.01, "MRI": 0.98, "XRAY": 0.01}) is None   # its own modality
@@ -58,8 +60,9 @@ def test_router_rule_refuses_only_a_confident_other_modality():
 def test_the_body_part_rule_refuses_only_a_model_for_the_head_and_only_below_the_cut():
     head_model = {"modalities": ["MR"], "body_parts": ["HEAD", "BRAIN"]}
     reason = body_part_reason(head_model, {"MRI": 0.98, "HEAD": 0.02})
-    assert reason == ("the body-part check calls it another body part than the head (P(head) = 0.02); this model is "
+    assert reason == ("the body-part check calls it another body part than the head (P(head) = 2.0%); this model is "
                       "for BRAIN or HEAD")
+    assert "(P(head) < 1%)" in body_part_reason(head_model, {"MRI": 0.98, "HEAD": 0.004})
     assert body_part_reason(head_model, {"MRI": 0.98, "HEAD": 0.1}) is None           # at the cut: kept
     assert body_part_reason(head_model, {"MRI": 0.98}) is None                         # no probe: no check
     assert body_part_reason({"body_parts": ["CHEST"]}, {"HEAD": 0.0}) is None          # a chest model: not this check
@@ -69,6 +72,6 @@ def test_the_body_part_rule_refuses_only_a_model_for_the_head_and_only_below_the
 
 def test_the_modality_rule_reads_the_modalities_and_not_the_probes_head():
     assert router_reason({"modalities": ["MR"]}, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01, "HEAD": 0.99}) == \
-        "the imaging-modality model calls it CT (P = 0.95); this model is for MR"
+        "the imaging-modality model calls it CT (P(CT) = 95.0%); this model is for MR"
     assert router_reason({"modalities": ["MR"]}, {"MRI": 0.5, "CT": 0.5, "HEAD": 0.99}) is None
     assert router_reason({"modalities": ["MR"]}, {"HEAD": 0.99}) is None
