@@ -4,8 +4,11 @@ A site that lets a reader take the cases the model is least sure about (or that 
 its training images) answers fewer images, more accurately. :func:`selective_prediction` gives,
 for each *ordering* of the images (which go to the human first):
 
-- ``"confidence"`` (least confident first): the smallest margin ``|P(positive) - threshold|`` to
-  the operating threshold for a binary model, the lowest top-class probability otherwise;
+- ``"confidence"`` (least confident first): for a binary model with an operating threshold, the
+  smallest distance to it in log-odds, ``|logit(P(positive)) - logit(threshold)|`` (P and the threshold
+  clipped to [1e-6, 1 - 1e-6]): equal evidence either side of the threshold counts the same, so at a
+  threshold of 0.77 a NORMAL call at P = 0.15 is not more confident than a PNEUMONIA call at P = 0.999
+  (the plain distance ``|P - threshold|`` said it was); the lowest top-class probability otherwise;
 - ``"unfamiliar"`` (most unfamiliar first): the highest out-of-distribution score (``ood_score``;
   a missing score counts as the most unfamiliar); absent when no image has a score,
 
@@ -49,16 +52,22 @@ DEFINITION = ("coverage = share of all images answered; refused images (ood) are
               "ordering's images; tied scores are deferred together (expected value over their orders)")
 
 
+def _logit(p):
+    """Log-odds of ``p`` clipped to [1e-6, 1 - 1e-6] (finite for a saturated model's 0 and 1)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
 def deferral_scores(probs, *, threshold: float | None, positive: int | None, ood_score=None) -> dict:
     """Per ordering, one score per image, higher = deferred sooner; ``"unfamiliar"`` is None when no
     image has an OOD score.
 
     >>> deferral_scores(np.array([[0.2, 0.8], [0.6, 0.4]]), threshold=0.5, positive=1)["confidence"].round(2)
-    array([-0.3, -0.1])
+    array([-1.39, -0.41])
     """
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape[1] == 2 and threshold is not None and positive is not None:
-        conf = -np.abs(probs[:, positive] - threshold)
+    if probs.ndim == 2 and probs.shape[1] == 2 and threshold is not None and positive is not None:
+        conf = -np.abs(_logit(probs[:, positive]) - _logit(threshold))
     else:
         conf = -probs.max(axis=1) if probs.size else np.zeros(len(probs))
     out = {"confidence": conf, "unfamiliar": None}

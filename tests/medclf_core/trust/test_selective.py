@@ -46,12 +46,31 @@ def test_hand_worked_curve_and_table():
     assert s["orderings"]["unfamiliar"] is None and s["n_refused"] == 0 and s["accepted_coverage"] == 1.0
 
 
-def test_confidence_is_the_margin_to_the_operating_threshold():
-    """At threshold 0.8, P = 0.79 is closer to the decision than P = 0.5; multi-class uses the top probability."""
+def test_confidence_is_the_distance_to_the_operating_threshold_in_log_odds():
+    """At threshold 0.8, P = 0.79 is closest to the decision (deferred first); P = 0.99 (3.2 log-odds above it)
+    is kept longer than P = 0.5 (1.4 below); multi-class uses the top probability."""
     sc = deferral_scores(_binary([0.79, 0.5, 0.99]), threshold=0.8, positive=1)["confidence"]
-    assert np.argmax(sc) == 0 and np.argmin(sc) == 1  # deferred first: 0.79; kept longest: 0.5 (margin 0.3)
+    assert np.argmax(sc) == 0 and np.argmin(sc) == 2
+    assert sc[1] == pytest.approx(-np.log(4))  # |logit(0.5) - logit(0.8)| = log 4
     multi = np.array([[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.5, 0.5, 0.0]])
     assert np.argmax(deferral_scores(multi, threshold=None, positive=None)["confidence"]) == 0
+
+
+def test_a_mistake_far_below_a_high_threshold_is_deferred_before_sure_positive_calls():
+    """Threshold 0.77: a pneumonia film called NORMAL at P = 0.15 is 0.62 from the threshold and every PNEUMONIA call
+    at most 0.23, so the plain distance kept the mistake longest and deferred right answers first (accuracy fell
+    from 1.0 as soon as it was answered). In log-odds the mistake (2.9) is less sure than P = 0.995 (4.1)."""
+    p1 = np.array([0.15, 0.995, 0.999, 0.9995, 0.002, 0.001])
+    y = np.array([1, 1, 1, 1, 0, 0])
+    probs = _binary(p1)
+    s = selective_prediction(y, probs, decide(probs, 0.77, 1), threshold=0.77, positive=1, bootstrap=0)
+    c = s["orderings"]["confidence"]
+    assert c["curve"]["accuracy"] == pytest.approx([1, 1, 1, 1, 1, 5 / 6], abs=1e-5)  # the mistake is deferred first
+    assert c["excess_aurc"] == pytest.approx(0)
+    plain = -np.abs(p1 - 0.77)  # the old rule: the mistake has the lowest score, kept to the end
+    assert risk_coverage(y == decide(probs, 0.77, 1), plain)["curve"]["accuracy"][-2] < 1
+    # P stuck at 0 or 1 stays finite (clipped to [1e-6, 1 - 1e-6])
+    assert np.isfinite(deferral_scores(_binary([0.0, 1.0]), threshold=0.77, positive=1)["confidence"]).all()
 
 
 def test_perfect_ordering_reaches_the_oracle_and_others_do_not():
