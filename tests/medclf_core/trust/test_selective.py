@@ -110,7 +110,7 @@ def test_refused_images_are_deferred_first():
         full, rest = o["table"]
         assert full["accuracy"] == pytest.approx(0.8) and full["includes_refused"]
         assert rest["n_kept"] == 4 and rest["accuracy"] == 1.0 and not rest["includes_refused"]
-    assert "the 1 refused first, then the least confident" in deferral_sentence(s, coverage=0.8)
+    assert deferral_sentence(s, coverage=0.8).startswith("deferring 1 image (20%): the 1 refused: accuracy")
     # without a score the image counts as the most unfamiliar: with the refused one gone, it goes next
     assert s["orderings"]["unfamiliar"]["curve"]["accuracy"][:3] == pytest.approx([1, 1, 1])
 
@@ -147,7 +147,33 @@ def test_the_sentence_and_caption():
     probs = _binary([0.1, 0.48, 0.9, 0.2, 0.8, 0.3, 0.7, 0.6, 0.05, 0.95])
     y = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 1])  # #1 (margin 0.02) is the only error
     s = selective_prediction(y, probs, decide(probs, 0.5, 1), threshold=0.5, positive=1, bootstrap=0)
-    assert deferral_sentence(s) == "deferring the 10% least confident: accuracy 0.900 -> 1.000 (n 9 of 10)"
+    assert deferral_sentence(s) == "deferring the least confident image (10%): accuracy 0.900 -> 1.000 (n 9 of 10)"
     assert deferral_sentence(s, "unfamiliar") is None
-    assert deferral_caption(s).startswith("Deferring the 10% least confident")
+    assert deferral_caption(s).startswith("Deferring the least confident image (10%)")
     assert "not available" in deferral_caption(s, "unfamiliar")
+
+
+def test_the_sentence_counts_the_images_really_deferred():
+    """The walk-through's 14 images, 2 refused: deferring "10%" keeps round(0.9 x 14) = 13, so 1 image is deferred
+    (7%), one of the refused; the other refused image is still answered. The sentence said "10% (the 2 refused
+    first, ...)"."""
+    y = np.array([0] * 7 + [1] * 7)
+    p1 = np.array([0.1, 0.2, 0.05, 0.3, 0.01, 0.995, 0.6, 0.9, 0.95, 0.99, 0.999, 0.2, 0.3, 0.7])
+    refused = [False] * 5 + [True, False, False, False, False, False, True, False, False]
+    probs = _binary(p1)
+    s = selective_prediction(y, probs, decide(probs, 0.77, 1), threshold=0.77, positive=1, refused=refused,
+                             bootstrap=0)
+    line = deferral_sentence(s)
+    assert line.startswith("deferring 1 image (7%): 1 of the 2 refused (1 refused image still answered, with "
+                           "the model's output): accuracy ") and line.endswith("(n 13 of 14)")
+    assert "the 2 refused first" not in line and "10%" not in line
+    # 3 of 20 refused, 2 deferred at 90%: all of them refused; at 80%, 4 deferred: the 3 refused, then 1 more
+    y, p1 = np.array([0, 1] * 10), np.linspace(0.02, 0.98, 20)
+    s = selective_prediction(y, _binary(p1), decide(_binary(p1), 0.5, 1), threshold=0.5, positive=1,
+                             refused=[i < 3 for i in range(20)], bootstrap=0)
+    assert deferral_sentence(s).startswith("deferring 2 images (10%): 2 of the 3 refused (1 refused image still")
+    assert deferral_sentence(s, coverage=0.8).startswith(
+        "deferring 4 images (20%): the 3 refused, then the 1 least confident: accuracy ")
+    # too few images for 10% to be one image
+    s = selective_prediction([0, 1, 1], _binary([0.1, 0.9, 0.8]), [0, 1, 1], threshold=0.5, positive=1, bootstrap=0)
+    assert deferral_sentence(s) == "10% of 3 images is less than one image: none deferred, accuracy 1.000 (n 3 of 3)"
