@@ -21,7 +21,7 @@ from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
 from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
-from medclf_core.inference.results import DISPLAY_SIDE, for_display, headline, result_key
+from medclf_core.inference.results import DISPLAY_SIDE, for_display, result_key
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
@@ -29,10 +29,10 @@ from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX
                                       stage_studies)
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
-from medclf_core.reports import plots
+from medclf_core.reports import evaluation_text, plots
 from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
-from medclf_core.trust.metrics import decide, evaluate_probabilities
+from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.selective import ORDERINGS, deferral_caption
 
 MAX_MISTAKES = 12
@@ -65,8 +65,7 @@ def _evaluate(predictor, lock, folder, split) -> dict:
     except BaseException:
         bar.empty()
         raise
-    total = len(out["predictions"]["files"]) + len(out["skipped"])
-    bar.progress(1.0, text=f"{total} of {total} images read and classified.")
+    bar.progress(1.0, text=evaluation_text.progress_done(evaluation_text.image_counts(out["predictions"])))
     return out
 
 
@@ -229,6 +228,8 @@ m = evaluated if evaluated is not None else stored_metrics(
     tuple(y_true.tolist()), tuple(map(tuple, probs.tolist())), tuple(class_names), threshold, positive)
 
 st.subheader(f"{app_ui.md_escape(name)} on {len(y_true)} images")
+if evaluated is not None:  # every count true: files found, read, not read, refused, answered
+    st.caption(evaluation_text.counts_sentence(evaluation_text.image_counts(data)))
 for warning in ("site_message", "message"):  # the site's fitting images; the model's own training images
     if ((evaluated or {}).get("overlap") or {}).get(warning):
         st.warning(app_ui.md_escape(evaluated["overlap"][warning]))
@@ -311,14 +312,12 @@ elif m.get("roc"):
 
 # ---- the mistakes, with where the model looked
 st.subheader("Misclassified images")
-y_pred = decide(probs, threshold if binary else None, positive)
-wrong = np.flatnonzero(y_pred != y_true)
+mis = evaluation_text.mistakes(data, threshold=threshold if binary else None, positive=positive)
+y_pred, wrong = mis["y_pred"], mis["wrong"]  # answered images only: a refused image has no finding
 if not len(wrong):
-    st.success("No image was misclassified at the model's threshold.")
+    st.success(evaluation_text.mistakes_caption(mis, MAX_MISTAKES))
 else:
-    st.caption(f"{len(wrong)} of {len(y_true)} images are misclassified at the model's threshold"
-               + (f"; showing the first {MAX_MISTAKES}" if len(wrong) > MAX_MISTAKES else "")
-               + ". The heat map (Grad-CAM) shows what drove the wrong prediction.")
+    st.caption(evaluation_text.mistakes_caption(mis, MAX_MISTAKES))
     shown = wrong[:MAX_MISTAKES]
     pixels, missing = [], []
     for i in shown:
@@ -369,11 +368,7 @@ else:
                    + f" ({len(faith) - len(scores)} not testable).", help=faith_help)
     cols = st.columns(4)
     for k, i in enumerate(shown):
-        true_c, pred_c = class_names[y_true[i]], class_names[y_pred[i]]
-        shown_name = deid.safe_file_label(data["rel"][i], deid.file_identifiers(data["files"][i]))  # one name rule
-        caption = f"{shown_name}: true {true_c}, predicted " + headline(  # with P(positive class), capped
-            {"label": pred_c, "probabilities": dict(zip(class_names, map(float, probs[i]), strict=True)),
-             "threshold": threshold if binary else None, "positive_class": class_names[positive] if binary else None}).title
+        caption = evaluation_text.mistake_caption(data, mis, i, threshold=threshold, positive=positive)
         if faith.get(k) is not None:
             caption += f"; faithfulness {format_faithfulness(faith[k])}"
         caption = app_ui.md_escape(caption)  # file and class names; image captions are Markdown too
@@ -384,3 +379,8 @@ else:
             col.image(explanations[k].overlay(0.4, DISPLAY_SIDE // 2), caption=caption, width="stretch")
         else:
             col.image(for_display(pixels[k], DISPLAY_SIDE // 2), caption=caption, width="stretch")
+if len(mis["refused"]):  # listed apart, with the reason: no finding was shown for them
+    st.markdown("**Refused (no finding)**")
+    st.caption(evaluation_text.refused_caption(mis))
+    st.dataframe(pd.DataFrame(evaluation_text.refused_rows(data, mis)), hide_index=True, width="stretch",
+                 key="eval-refused")

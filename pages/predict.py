@@ -17,6 +17,7 @@ from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
 from medclf_core.pacs.writeback import WriteSeries, write_results
+from medclf_core.registry.card import threshold_rule_text
 from medclf_core.registry.performance import performance_rows
 from medclf_core.reports import plots
 from medclf_core.reports.pdf import report_bytes, report_file_name
@@ -249,8 +250,8 @@ def model_notes(result: dict) -> None:
     """How the probabilities were made: calibration, seed ensemble, test-time views."""
     site_ui.calibration_caption(predictor)  # the card's calibration, or the site's picked in the sidebar
     rule = predictor.card.get("threshold_rule") or {}
-    if "threshold" in result and rule.get("chosen_for"):
-        st.caption(esc(f"Operating threshold: {rule['chosen_for']} ({rule.get('on')})."))
+    if "threshold" in result and (words := threshold_rule_text(rule)):
+        st.caption(esc(words))  # each part once: the rule often says "validation split, calibrated" itself
     if result.get("ensemble"):
         st.caption(f"This model averages {result['ensemble']} networks trained from different random seeds "
                    "(a seed ensemble); the heat map combines where each of them looked.")

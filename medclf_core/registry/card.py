@@ -267,6 +267,25 @@ def parse_card_text(text: str | bytes, *, source: str | None = None) -> ModelCar
     return ModelCard.from_dict(d, source=source)
 
 
+def threshold_rule_text(rule: dict) -> str | None:
+    """The card's ``threshold_rule`` in one sentence: what the threshold was chosen for, then the parts of
+    ``on`` (comma-separated) the rule does not already say, so nothing is said twice; None without a rule.
+
+    >>> threshold_rule_text({"chosen_for": "the median over bootstrap resamples of the validation split, on "
+    ...                      "calibrated probabilities", "on": "validation split, calibrated probabilities"})
+    'Operating threshold: the median over bootstrap resamples of the validation split, on calibrated probabilities.'
+    >>> threshold_rule_text({"chosen_for": "a validation sensitivity at or above the target",
+    ...                      "on": "validation split, calibrated probabilities"})[-65:]
+    'or above the target (validation split, calibrated probabilities).'
+    """
+    said = str(rule.get("chosen_for") or "")
+    if not said:
+        return None
+    rest = [part.strip() for part in str(rule.get("on") or "").split(",")]
+    rest = [part for part in rest if part and part.lower() not in said.lower()]
+    return f"Operating threshold: {said}" + (f" ({', '.join(rest)})" if rest else "") + "."
+
+
 def positive_class_index(class_names: list[str], positive_class: str | None = None) -> int | None:
     """The one positive-class rule: the index of ``positive_class`` when it is one of ``class_names``;
     else, for two classes, the finding (the class whose name is not 'normal', 'no', ...; the second

@@ -4,8 +4,11 @@ A site that lets a reader take the cases the model is least sure about (or that 
 its training images) answers fewer images, more accurately. :func:`selective_prediction` gives,
 for each *ordering* of the images (which go to the human first):
 
-- ``"confidence"`` (least confident first): the smallest margin ``|P(positive) - threshold|`` to
-  the operating threshold for a binary model, the lowest top-class probability otherwise;
+- ``"confidence"`` (least confident first): for a binary model with an operating threshold, the
+  smallest distance to it in log-odds, ``|logit(P(positive)) - logit(threshold)|`` (P and the threshold
+  clipped to [1e-6, 1 - 1e-6]): equal evidence either side of the threshold counts the same, so at a
+  threshold of 0.77 a NORMAL call at P = 0.15 is not more confident than a PNEUMONIA call at P = 0.999
+  (the plain distance ``|P - threshold|`` said it was); the lowest top-class probability otherwise;
 - ``"unfamiliar"`` (most unfamiliar first): the highest out-of-distribution score (``ood_score``;
   a missing score counts as the most unfamiliar); absent when no image has a score,
 
@@ -49,16 +52,22 @@ DEFINITION = ("coverage = share of all images answered; refused images (ood) are
               "ordering's images; tied scores are deferred together (expected value over their orders)")
 
 
+def _logit(p):
+    """Log-odds of ``p`` clipped to [1e-6, 1 - 1e-6] (finite for a saturated model's 0 and 1)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
 def deferral_scores(probs, *, threshold: float | None, positive: int | None, ood_score=None) -> dict:
     """Per ordering, one score per image, higher = deferred sooner; ``"unfamiliar"`` is None when no
     image has an OOD score.
 
     >>> deferral_scores(np.array([[0.2, 0.8], [0.6, 0.4]]), threshold=0.5, positive=1)["confidence"].round(2)
-    array([-0.3, -0.1])
+    array([-1.39, -0.41])
     """
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape[1] == 2 and threshold is not None and positive is not None:
-        conf = -np.abs(probs[:, positive] - threshold)
+    if probs.ndim == 2 and probs.shape[1] == 2 and threshold is not None and positive is not None:
+        conf = -np.abs(_logit(probs[:, positive]) - _logit(threshold))
     else:
         conf = -probs.max(axis=1) if probs.size else np.zeros(len(probs))
     out = {"confidence": conf, "unfamiliar": None}
@@ -203,25 +212,47 @@ def selective_prediction(y_true, probs, y_pred, *, threshold: float | None, posi
             "definition": DEFINITION, "orderings": orderings}
 
 
+def _deferred_who(n_deferred: int, n: int, refused: int, label: str) -> str:
+    """Which images deferring ``n_deferred`` of ``n`` sends to the reader: refused ones first, then ``label``'s."""
+    share = f"{round(100 * n_deferred / n)}%"
+    if not refused:
+        return f"the {label} image ({share})" if n_deferred == 1 else f"the {n_deferred} {label} images ({share})"
+    head = f"{n_deferred} image{'s' if n_deferred != 1 else ''} ({share}): "
+    if n_deferred > refused:
+        return head + f"the {refused} refused, then the {n_deferred - refused} {label}"
+    if n_deferred == refused:
+        return head + f"the {refused} refused"
+    left = refused - n_deferred
+    return head + (f"{n_deferred} of the {refused} refused ({left} refused image{'s' if left != 1 else ''} still "
+                   "answered, with the model's output)")
+
+
 def deferral_sentence(selective: dict | None, ordering: str = "confidence", coverage: float = 0.9) -> str | None:
-    """One line such as ``deferring the 10% least confident: accuracy 0.910 -> 0.950 (n 180 of 200)``;
-    None when the ordering or the row is missing.
+    """One line such as ``deferring the 20 least confident images (10%): accuracy 0.910 -> 0.950 (n 180 of 200)``
+    that gives the images really deferred at ``coverage`` (round(coverage x n) are kept), refused ones
+    first; None when the ordering or the row is missing.
 
     >>> s = {"n": 200, "n_refused": 0, "orderings": {"confidence": {"label": "least confident", "table": [
     ...     {"coverage": 1.0, "n_kept": 200, "accuracy": 0.91}, {"coverage": 0.9, "n_kept": 180, "accuracy": 0.95}]}}}
     >>> deferral_sentence(s)
-    'deferring the 10% least confident: accuracy 0.910 -> 0.950 (n 180 of 200)'
+    'deferring the 20 least confident images (10%): accuracy 0.910 -> 0.950 (n 180 of 200)'
+    >>> s = {"n": 14, "n_refused": 2, "orderings": {"confidence": {"label": "least confident", "table": [
+    ...     {"coverage": 1.0, "n_kept": 14, "accuracy": 0.786}, {"coverage": 0.9, "n_kept": 13, "accuracy": 0.846}]}}}
+    >>> deferral_sentence(s)
+    "deferring 1 image (7%): 1 of the 2 refused (1 refused image still answered, with the model's output): \
+accuracy 0.786 -> 0.846 (n 13 of 14)"
     """
     o = ((selective or {}).get("orderings") or {}).get(ordering)
     rows = {r["coverage"]: r for r in (o or {}).get("table", [])}
     if not o or 1.0 not in rows or coverage not in rows:
         return None
-    share = f"{round(100 * (1 - coverage))}%"
-    refused = selective.get("n_refused") or 0
-    who = (f"{share} (the {refused} refused first, then the {o['label']})" if refused
-           else f"the {share} {o['label']}")
-    return (f"deferring {who}: accuracy {number(rows[1.0]['accuracy'])} -> {number(rows[coverage]['accuracy'])} "
-            f"(n {rows[coverage]['n_kept']} of {selective['n']})")
+    n, kept = selective["n"], rows[coverage]["n_kept"]
+    before = f"accuracy {number(rows[1.0]['accuracy'])}"
+    if kept >= n:
+        return (f"{round(100 * (1 - coverage))}% of {n} images is less than one image: none deferred, {before} "
+                f"(n {n} of {n})") if n else None
+    who = _deferred_who(n - kept, n, selective.get("n_refused") or 0, o["label"])
+    return f"deferring {who}: {before} -> {number(rows[coverage]['accuracy'])} (n {kept} of {n})"
 
 
 def deferral_caption(selective: dict | None, ordering: str = "confidence") -> str:

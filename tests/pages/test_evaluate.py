@@ -182,7 +182,7 @@ def test_an_uploaded_zip_gets_the_full_evaluation_with_progress_and_leaves_no_fo
     at.run()
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 10 images"  # auto: the test folder
-    assert at.get("progress")[0].proto.text == "10 of 10 images read and classified."
+    assert at.get("progress")[0].proto.text == "10 of 10 files read and classified."
     assert _charts(at) == 6 and at.subheader[-1].value == "Misclassified images"
     first = at.session_state["_eval_staged"].folder
     assert first.is_dir() and len(_staged_folders() - before) == 1
@@ -355,3 +355,53 @@ def test_a_new_evaluation_starts_at_the_operating_threshold_and_draws_at_the_sli
                                 threshold=moved, bootstrap=0,
                                 positive=positive_class_index(card["class_names"], card.get("positive_class")))
     assert at.metric[0].value == percent(tm["sensitivity"]) and at.metric[1].value == percent(tm["specificity"])
+
+
+# ---------------------------------------------------------------------------- the walk-through's upload (s18)
+
+def test_an_upload_with_refused_and_unreadable_files_counts_them_and_lists_the_refused_apart(refitted_env, page,
+                                                                                              tmp_path):
+    """The same film as an MR DICOM (the card's intended use is CR/DX chest: refused) under both classes, so the
+    model's raw output is wrong for exactly one of them, plus a file that is not an image. The page said
+    "9 of 9 images read and classified", listed a refused image as an ordinary mistake with a prediction, and
+    "deferring 10% (the 2 refused first, ...)" when one image was deferred."""
+    import pydicom
+
+    from pacs_dicom import chest_dicom
+
+    film = _sample("PNEUMONIA", 1)[0]
+    mr = []
+    for cls in ("NORMAL", "PNEUMONIA"):
+        path = tmp_path / f"mr_{cls.lower()}.dcm"
+        chest_dicom(film, path)
+        ds = pydicom.dcmread(path)
+        ds.Modality = "MR"
+        ds.save_as(path)
+        mr.append((path.name, path.read_bytes(), "application/dicom"))
+    at = _upload_source(page)
+    at.radio(key="eval_upload_mode").set_value("images")
+    at.run()
+    for i, cls in enumerate(["NORMAL", "PNEUMONIA"]):
+        files = [(p.name, p.read_bytes(), "image/jpeg") for p in _sample(cls, 3)] + [mr[i]]
+        at.file_uploader(key=f"eval_images_{i}").set_value(files + ([("junk.png", b"not an image", "image/png")]
+                                                                    if i else []))
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert at.get("progress")[0].proto.text == "8 of 9 files read and classified; 1 could not be read (listed below)."
+    assert at.subheader[0].value == "tiny-chest on 8 images"
+    assert any(c.value == "9 files: 8 read and evaluated, 1 could not be read. 2 of the 8 were refused (no finding "
+               "shown), 6 answered." for c in at.caption)
+    # no refused image among the misclassified, with a prediction; both listed apart with the reason
+    shown = [rendered(c) for im in at.image for c in im.captions] + [rendered(m.value) for m in at.markdown]
+    assert not [c for c in shown if "mr_" in c and "predicted" in c], shown
+    assert any("answered images" in c.value and ("misclassified" in c.value) for c in [*at.caption, *at.success])
+    refused = next(d.value for d in at.dataframe if "reason" in d.value.columns and "true class" in d.value.columns)
+    assert sorted(refused["file"]) == ["mr_normal.dcm", "mr_pneumonia.dcm"]
+    assert all("MR" in r for r in refused["reason"])
+    assert any(c.value.startswith("2 images were refused") and "(1 of the 2 wrong" in c.value for c in at.caption)
+    # deferring 10% of 8 keeps 7: one image deferred, one of the two refused
+    words = next(c.value for c in at.caption if "Coverage is the share of all images" in c.value)
+    assert words.startswith("Deferring 1 image (12%): 1 of the 2 refused") and "(n 7 of 8)" in words
+    at.session_state["_eval_staged"].remove()

@@ -25,6 +25,10 @@ def test_upload_shows_prediction_decision_chart_and_overlay(app_env, page):
     assert "(P(PNEUMONIA) " in rendered(at.subheader[0].value)  # decision + P(positive)
     assert any("Decision at the model's operating threshold" in rendered(m.value) for m in at.markdown)
     assert len(result_images(at)) == 2  # the original and the Grad-CAM overlay
+    # the threshold's rule says "validation split" and "calibrated probabilities" once each (the walk-through read
+    # "... on calibrated probabilities (validation split, calibrated probabilities).")
+    rule = [rendered(c.value) for c in at.caption if c.value.startswith("Operating threshold: ")]
+    assert len(rule) == 1 and rule[0].count("calibrated probabilities") == 1, rule
     assert len(at.get("plotly_chart")) == 1
 
     # the heat-map controls rerun the fragment only and keep the page intact

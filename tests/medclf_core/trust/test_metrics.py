@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medclf_core.registry.card import positive_class_index
-from medclf_core.trust.metrics import choose_threshold, decide, evaluate_probabilities
+from medclf_core.registry.card import positive_class_index, threshold_rule_text
+from medclf_core.trust.metrics import THRESHOLD_RULES, choose_threshold, decide, evaluate_probabilities
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 
@@ -126,3 +126,16 @@ def test_positive_class_zero_gets_the_same_midpoint():
     p = _binary([.1, .2, .25, .3, .45, .5, .7, .8, .85, .9])
     assert choose_threshold(1 - y, p[:, ::-1], positive=0, method="youden") == pytest.approx(
         choose_threshold(y, p, positive=1, method="youden"))
+
+
+def test_the_threshold_rule_says_each_part_once():
+    """The card's rule already says "validation split" and "on calibrated probabilities"; "on" said them again."""
+    on = "validation split, calibrated probabilities"
+    balanced = threshold_rule_text({"chosen_for": THRESHOLD_RULES["balanced"], "on": on})
+    assert balanced == f"Operating threshold: {THRESHOLD_RULES['balanced']}."
+    youden = threshold_rule_text({"chosen_for": THRESHOLD_RULES["youden"], "on": on})
+    assert youden.endswith("(calibrated probabilities).") and youden.count("validation split") == 1
+    site = threshold_rule_text({"chosen_for": "sensitivity 0.95 on the site's images",
+                                "on": "the images of site 'st marys', site-calibrated probabilities"})
+    assert site.endswith("(the images of site 'st marys', site-calibrated probabilities).")
+    assert threshold_rule_text({"on": on}) is None

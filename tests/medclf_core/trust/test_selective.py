@@ -46,12 +46,31 @@ def test_hand_worked_curve_and_table():
     assert s["orderings"]["unfamiliar"] is None and s["n_refused"] == 0 and s["accepted_coverage"] == 1.0
 
 
-def test_confidence_is_the_margin_to_the_operating_threshold():
-    """At threshold 0.8, P = 0.79 is closer to the decision than P = 0.5; multi-class uses the top probability."""
+def test_confidence_is_the_distance_to_the_operating_threshold_in_log_odds():
+    """At threshold 0.8, P = 0.79 is closest to the decision (deferred first); P = 0.99 (3.2 log-odds above it)
+    is kept longer than P = 0.5 (1.4 below); multi-class uses the top probability."""
     sc = deferral_scores(_binary([0.79, 0.5, 0.99]), threshold=0.8, positive=1)["confidence"]
-    assert np.argmax(sc) == 0 and np.argmin(sc) == 1  # deferred first: 0.79; kept longest: 0.5 (margin 0.3)
+    assert np.argmax(sc) == 0 and np.argmin(sc) == 2
+    assert sc[1] == pytest.approx(-np.log(4))  # |logit(0.5) - logit(0.8)| = log 4
     multi = np.array([[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.5, 0.5, 0.0]])
     assert np.argmax(deferral_scores(multi, threshold=None, positive=None)["confidence"]) == 0
+
+
+def test_a_mistake_far_below_a_high_threshold_is_deferred_before_sure_positive_calls():
+    """Threshold 0.77: a pneumonia film called NORMAL at P = 0.15 is 0.62 from the threshold and every PNEUMONIA call
+    at most 0.23, so the plain distance kept the mistake longest and deferred right answers first (accuracy fell
+    from 1.0 as soon as it was answered). In log-odds the mistake (2.9) is less sure than P = 0.995 (4.1)."""
+    p1 = np.array([0.15, 0.995, 0.999, 0.9995, 0.002, 0.001])
+    y = np.array([1, 1, 1, 1, 0, 0])
+    probs = _binary(p1)
+    s = selective_prediction(y, probs, decide(probs, 0.77, 1), threshold=0.77, positive=1, bootstrap=0)
+    c = s["orderings"]["confidence"]
+    assert c["curve"]["accuracy"] == pytest.approx([1, 1, 1, 1, 1, 5 / 6], abs=1e-5)  # the mistake is deferred first
+    assert c["excess_aurc"] == pytest.approx(0)
+    plain = -np.abs(p1 - 0.77)  # the old rule: the mistake has the lowest score, kept to the end
+    assert risk_coverage(y == decide(probs, 0.77, 1), plain)["curve"]["accuracy"][-2] < 1
+    # P stuck at 0 or 1 stays finite (clipped to [1e-6, 1 - 1e-6])
+    assert np.isfinite(deferral_scores(_binary([0.0, 1.0]), threshold=0.77, positive=1)["confidence"]).all()
 
 
 def test_perfect_ordering_reaches_the_oracle_and_others_do_not():
@@ -91,7 +110,7 @@ def test_refused_images_are_deferred_first():
         full, rest = o["table"]
         assert full["accuracy"] == pytest.approx(0.8) and full["includes_refused"]
         assert rest["n_kept"] == 4 and rest["accuracy"] == 1.0 and not rest["includes_refused"]
-    assert "the 1 refused first, then the least confident" in deferral_sentence(s, coverage=0.8)
+    assert deferral_sentence(s, coverage=0.8).startswith("deferring 1 image (20%): the 1 refused: accuracy")
     # without a score the image counts as the most unfamiliar: with the refused one gone, it goes next
     assert s["orderings"]["unfamiliar"]["curve"]["accuracy"][:3] == pytest.approx([1, 1, 1])
 
@@ -128,7 +147,33 @@ def test_the_sentence_and_caption():
     probs = _binary([0.1, 0.48, 0.9, 0.2, 0.8, 0.3, 0.7, 0.6, 0.05, 0.95])
     y = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 1])  # #1 (margin 0.02) is the only error
     s = selective_prediction(y, probs, decide(probs, 0.5, 1), threshold=0.5, positive=1, bootstrap=0)
-    assert deferral_sentence(s) == "deferring the 10% least confident: accuracy 0.900 -> 1.000 (n 9 of 10)"
+    assert deferral_sentence(s) == "deferring the least confident image (10%): accuracy 0.900 -> 1.000 (n 9 of 10)"
     assert deferral_sentence(s, "unfamiliar") is None
-    assert deferral_caption(s).startswith("Deferring the 10% least confident")
+    assert deferral_caption(s).startswith("Deferring the least confident image (10%)")
     assert "not available" in deferral_caption(s, "unfamiliar")
+
+
+def test_the_sentence_counts_the_images_really_deferred():
+    """The walk-through's 14 images, 2 refused: deferring "10%" keeps round(0.9 x 14) = 13, so 1 image is deferred
+    (7%), one of the refused; the other refused image is still answered. The sentence said "10% (the 2 refused
+    first, ...)"."""
+    y = np.array([0] * 7 + [1] * 7)
+    p1 = np.array([0.1, 0.2, 0.05, 0.3, 0.01, 0.995, 0.6, 0.9, 0.95, 0.99, 0.999, 0.2, 0.3, 0.7])
+    refused = [False] * 5 + [True, False, False, False, False, False, True, False, False]
+    probs = _binary(p1)
+    s = selective_prediction(y, probs, decide(probs, 0.77, 1), threshold=0.77, positive=1, refused=refused,
+                             bootstrap=0)
+    line = deferral_sentence(s)
+    assert line.startswith("deferring 1 image (7%): 1 of the 2 refused (1 refused image still answered, with "
+                           "the model's output): accuracy ") and line.endswith("(n 13 of 14)")
+    assert "the 2 refused first" not in line and "10%" not in line
+    # 3 of 20 refused, 2 deferred at 90%: all of them refused; at 80%, 4 deferred: the 3 refused, then 1 more
+    y, p1 = np.array([0, 1] * 10), np.linspace(0.02, 0.98, 20)
+    s = selective_prediction(y, _binary(p1), decide(_binary(p1), 0.5, 1), threshold=0.5, positive=1,
+                             refused=[i < 3 for i in range(20)], bootstrap=0)
+    assert deferral_sentence(s).startswith("deferring 2 images (10%): 2 of the 3 refused (1 refused image still")
+    assert deferral_sentence(s, coverage=0.8).startswith(
+        "deferring 4 images (20%): the 3 refused, then the 1 least confident: accuracy ")
+    # too few images for 10% to be one image
+    s = selective_prediction([0, 1, 1], _binary([0.1, 0.9, 0.8]), [0, 1, 1], threshold=0.5, positive=1, bootstrap=0)
+    assert deferral_sentence(s) == "10% of 3 images is less than one image: none deferred, accuracy 1.000 (n 3 of 3)"
