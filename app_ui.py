@@ -110,12 +110,12 @@ def sidebar_model_picker() -> str | None:
         if st.session_state.get("_model_note"):
             st.warning(md_escape(st.session_state["_model_note"]))
         st.selectbox("Model", names, key="model_name", on_change=lambda: st.session_state.pop("_model_note", None),
-                     format_func=lambda n: f"{n}  ·  {by_name[n].get('task', '')}",
-                     help="The model used by the Predict and Evaluate pages.")
+                     help="The model used by the Predict and Evaluate pages.")  # the name alone: the task is below
         card = by_name[st.session_state["model_name"]]
         if st.query_params.get(MODEL_QUERY_PARAM) != card["name"]:
             st.query_params[MODEL_QUERY_PARAM] = card["name"]
-        st.caption(md_escape(f"{card.architecture or '?'} · classes: {', '.join(card.class_names)}"))
+        st.caption(md_escape(f"{card.get('task') or ''} · {card.architecture or '?'} · classes: "
+                             f"{', '.join(card.class_names)}").lstrip(" ·"))
         sidebar_site_picker(card)
         st.divider()
         st.caption(NOTICE)

@@ -157,7 +157,7 @@ with tab_card:
         "Dataset": f"{ds.get('name')} ({ds.get('layout')})",
         "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
                                       for split, per in (ds.get("counts") or {}).items()),
-        "Audit warnings": "; ".join(str(w) for w in ds.get("audit_warnings") or []) or "none",
+        "Audit warnings": " ".join(str(w) for w in ds.get("audit_warnings") or []) or "none",  # sentences
         "Epochs": ("none: the head was fitted by cross-validation (the epochs setting does not apply)"
                    if card.is_cross_validated else f"{_per_member(tr.get('epochs_run'))} run, best "
                    f"{_per_member(tr.get('best_epoch'))} (of {cfg.get('epochs')})"),

@@ -229,7 +229,7 @@ def cam_panel(entry: dict) -> None:
 def show_out_of_distribution(entry: dict) -> None:
     """A flagged image: the warning, the image, and the model's output de-emphasised (not a finding)."""
     result = entry["result"]
-    st.subheader(f"{esc(entry['name'])}: not an image this model knows")
+    st.subheader(f"{esc(entry['name'])}: {result.refusal_heading}")  # "not for this model" for an age, modality
     st.warning(esc(result.verdict_words))
     left, right = st.columns(2)
     with left:

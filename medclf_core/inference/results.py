@@ -38,7 +38,7 @@ from medclf_core.explain.render import DISPLAY_SIDE, colour_scale, fit_for_displ
 from medclf_core.formatting import percent, probability_of, probability_text
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.ood import score_caption
-from medclf_core.trust.verdict import ood_message
+from medclf_core.trust.verdict import ood_message, refusal_heading
 
 
 class Prediction(dict):
@@ -65,6 +65,11 @@ class Prediction(dict):
     def verdict_words(self) -> str | None:
         """The plain warning for a flagged image (:func:`medclf_core.trust.verdict.ood_message`), else None."""
         return ood_message(self)
+
+    @property
+    def refusal_heading(self) -> str:
+        """What a refused image's heading says after its name (:func:`medclf_core.trust.verdict.refusal_heading`)."""
+        return refusal_heading(self)
 
 
 BORDERLINE_MARGIN = 0.05  # |P(positive) - threshold| below this (absolute) marks a decision "borderline"

@@ -4,7 +4,7 @@ its body-part probe.
 - :func:`~medclf_core.io.dicom_header.parse_patient_age` reads a DICOM ``PatientAge`` (``nnnD``, ``nnnW``,
   ``nnnM`` or ``nnnY``) in years (a header without one has it computed from the birth date and study date,
   :func:`~medclf_core.io.dicom_header.header_patient_age`, and the reason says so); :func:`age_reason` refuses an age outside the card's
-  ``intended_use.age_years`` (``[min, max]``, in years) with a plain sentence ("adult patient (45 years): this model was trained on children aged 1-5").
+  ``intended_use.age_years`` (``[min, max]``, in years) with a plain sentence ("adult patient (45 years), but this model was trained on children aged 1-5").
 - :func:`body_part_reason`: the router's body-part probe (:mod:`medclf_core.trust.body_part`) refuses an image
   it gives P(head) < 0.1, for a model whose card declares head body parts only.
 - :func:`router_reason`: the bundled imaging-modality model (CT / MRI / XRAY) as a router. A model whose
@@ -17,7 +17,7 @@ Example::
     >>> parse_patient_age("045Y"), parse_patient_age("018M"), parse_patient_age("")
     (45.0, 1.5, None)
     >>> age_reason({"age_years": [1, 5]}, {"PatientAge": "045Y"})
-    'adult patient (45 years): this model was trained on children aged 1-5'
+    'adult patient (45 years), but this model was trained on children aged 1-5'
     >>> router_reason({"modalities": ["MR"]}, {"CT": 0.95, "MRI": 0.04, "XRAY": 0.01})
     'the imaging-modality model calls it CT (P(CT) = 95.0%); this model is for MR'
     >>> router_reason({"modalities": ["MR"]}, {"CT": 0.6, "MRI": 0.4, "XRAY": 0.0}) is None
@@ -73,10 +73,10 @@ def age_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str | Non
     if computed_from:
         shown += f", computed from the {computed_from}"
     if hi < ADULT_YEARS <= age:
-        return f"adult patient ({shown}): this model was trained on children aged {_years(lo)}-{_years(hi)}"
+        return f"adult patient ({shown}), but this model was trained on children aged {_years(lo)}-{_years(hi)}"
     if age < ADULT_YEARS <= lo:
-        return f"child ({shown}): this model was trained on adults aged {_years(lo)}-{_years(hi)}"
-    return f"patient aged {shown}: this model was trained on patients aged {_years(lo)}-{_years(hi)} years"
+        return f"child ({shown}), but this model was trained on adults aged {_years(lo)}-{_years(hi)}"
+    return f"patient aged {shown}, but this model was trained on patients aged {_years(lo)}-{_years(hi)} years"
 
 
 def router_classes(intended_use: Mapping | None) -> set[str]:

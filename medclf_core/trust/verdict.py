@@ -164,6 +164,17 @@ def ood_lead_in(result: Mapping) -> str:
     return LOOKS_UNLIKE
 
 
+def refusal_heading(result: Mapping) -> str:
+    """The few words a refused image's heading gives after its name, by the checks that refused it, as
+    :func:`ood_lead_in`: "not for this model" when only the header's facts refused it (an adult on a children's
+    model), else "not an image this model knows".
+
+    >>> refusal_heading({"ood_refused_by": ["dicom_header"]}), refusal_heading({"ood_refused_by": ["colour"]})
+    ('not for this model', 'not an image this model knows')
+    """
+    return "not for this model" if ood_lead_in(result) == NOT_FOR_THIS_IMAGE else "not an image this model knows"
+
+
 def ood_message(result: Mapping) -> str | None:
     """The plain warning the app shows for a flagged result (None when not flagged): :func:`ood_lead_in`, then
     the reason."""

@@ -150,7 +150,7 @@ def test_an_out_of_distribution_image_gets_a_warning_not_a_finding(refitted_env,
     # the header's facts refuse it (modality MR on a chest X-ray model): the model is not for it, whatever it looks like
     assert warning.startswith("This model is not for this image")
     assert "modality MR" in warning and warning.endswith("The model's answer is not shown as a finding.")
-    assert at.subheader[0].value == f"{mr.name}: not an image this model knows"
+    assert at.subheader[0].value == f"{mr.name}: not an image this model knows"  # its features refused it too
     assert not any("Decision" in m.value for m in at.markdown)
     assert at.expander and any("not a finding" in e.label for e in at.expander)
     # walk-through: the refused image's output was drawn in the finding's red, and its score caption read as if

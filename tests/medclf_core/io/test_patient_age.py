@@ -105,8 +105,8 @@ def test_an_adult_without_patient_age_is_refused_by_the_chest_model():
     assert "PatientBirthDate" not in facts and "StudyDate" not in facts  # the dates themselves are not carried
     v = verdict(None, None, CHEST_USE, facts)
     assert v["ood"] is True
-    assert v["ood_reason"] == ("adult patient (64 years, computed from the birth date and study date): "
-                               "this model was trained on children aged 1-5")
+    assert v["ood_reason"] == ("adult patient (64 years, computed from the birth date and study date), "
+                               "but this model was trained on children aged 1-5")
     # a child of 3 by the same dates is not refused; a very old patient's computed age is carried as 090Y
     child = safe_metadata(_dataset(PatientBirthDate="20010305", StudyDate="20040826"))
     assert child["PatientAge"] == "003Y" and age_reason(CHEST_USE, child) is None
@@ -128,4 +128,4 @@ def test_the_committed_adult_chest_film_is_refused_through_the_decoder():
     for facts in (img.dicom.metadata, predictor.dicom_facts(img)):
         v = verdict(None, None, CHEST_USE, facts)
         assert v["ood"] is True and v["ood_reason"].startswith(
-            "adult patient (64 years, computed from the birth date and study date): "), v
+            "adult patient (64 years, computed from the birth date and study date), but "), v

@@ -24,13 +24,13 @@ def test_high_ages_are_capped_for_what_a_result_carries():
 
 def test_age_reason_in_plain_words():
     assert age_reason(CHILDREN, {"PatientAge": "045Y"}) == \
-        "adult patient (45 years): this model was trained on children aged 1-5"
+        "adult patient (45 years), but this model was trained on children aged 1-5"
     assert age_reason(CHILDREN, {"PatientAge": "003Y"}) is None          # inside the range
     assert age_reason(CHILDREN, {"PatientAge": "012Y"}) == \
-        "patient aged 12 years: this model was trained on patients aged 1-5 years"
+        "patient aged 12 years, but this model was trained on patients aged 1-5 years"
     assert age_reason(CHILDREN, {"PatientAge": "006M"}).startswith("patient aged 6 months")
     assert age_reason({"age_years": [18, 90]}, {"PatientAge": "004Y"}) == \
-        "child (4 years): this model was trained on adults aged 18-90"
+        "child (4 years), but this model was trained on adults aged 18-90"
     # nothing declared, nothing in the header, or a header that is not an age: never refuses
     assert age_reason({}, {"PatientAge": "045Y"}) is None
     assert age_reason(CHILDREN, {"Modality": "CR"}) is None and age_reason(CHILDREN, None) is None

@@ -37,7 +37,7 @@ def test_the_lead_in_names_the_kind_of_refusal():
     not_for = "This model is not for this image: "
     aged = verdict(gate, np.zeros(4), use, {"Modality": "CR", "PatientAge": "064Y"})
     assert aged["ood_refused_by"] == ["dicom_header"]
-    assert ood_message(aged) == (not_for + "adult patient (64 years): this model was trained on children aged 1-5. "
+    assert ood_message(aged) == (not_for + "adult patient (64 years), but this model was trained on children aged 1-5. "
                                  "The model's answer is not shown as a finding.")
     assert ood_message(verdict(None, None, use, {"BodyPartExamined": "HEAD"})).startswith(not_for + "the DICOM header says body part HEAD")
     far = verdict(gate, np.full(4, 50.0), use, {"Modality": "CR", "PatientAge": "003Y"})
