@@ -138,8 +138,8 @@ with tab_card:
     facts = {
         "Task": card.task, "Classes": ", ".join(card.class_names),
         "Positive class": card.positive_class_text,
-        "Operating threshold": (f"{card.threshold:.3f} on P({card.positive_class}) ({card.threshold_method})"
-                                if card.threshold is not None else "argmax"),
+        "Operating threshold": (f"{percent(card.threshold)} on P({card.positive_class}) ({card.threshold_method})"
+                                if card.threshold is not None else "argmax (the most probable class)"),
         **{f"{label} (same source)": card.format_metric(key) + source_tag(metrics.get("split"))
            for label, key in (("Accuracy", "accuracy"), ("ROC-AUC", "auc"), ("Sensitivity", "sensitivity"),
                               ("Specificity", "specificity"))},
