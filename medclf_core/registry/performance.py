@@ -28,7 +28,8 @@ def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> 
         >>> performance_rows(card, [])[0]["accuracy"]
         '1.000 (n = 12, too few images for a reliable figure)'
     """
-    rows = [{"data": f"own test split ({(card.dataset or {}).get('name') or 'training source'}, same source)",
+    own = "own cross-validation" if card.is_cross_validated else "own test split"
+    rows = [{"data": f"{own} ({(card.dataset or {}).get('name') or 'training source'}, same source)",
              "n": card.test_n,
              **{label: card.format_metric(key) for label, key in PERFORMANCE_METRICS}}]
     if evaluations is None:

@@ -285,13 +285,12 @@ def _card_facts(c) -> list[tuple[str, str]]:
     facts = [("Name", c.name), ("Task", c.task or "not stated"), ("Classes", ", ".join(c.class_names)),
              ("Architecture", c.architecture or "not stated"),
              ("Input", " x ".join(str(v) for v in c.input_shape or []) or "not stated")]
-    split = (c.metrics or {}).get("split") or "test"
+    on = "cross-validated" if c.is_cross_validated else f"{(c.metrics or {}).get('split') or 'test'} split"
     for key, title in (("accuracy", "Accuracy"), ("auc", "ROC-AUC"), ("sensitivity", "Sensitivity"),
                        ("specificity", "Specificity")):
         if c.metric(key) is not None:
-            facts.append((f"{title} ({split} split)", c.format_metric(key)))
-    n = c.test_n
-    facts.append((f"Images in the {split} split", str(n) if n is not None else "not recorded"))
+            facts.append((f"{title} ({on})", c.format_metric(key)))
+    facts.append(("Figures computed on", c.figures_source if c.test_n is not None else "not recorded"))
     if c.threshold is not None:
         facts.append(("Operating threshold", f"{percent(c.threshold)} on P({c.positive_class})"
                       + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))

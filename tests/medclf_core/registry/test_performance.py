@@ -29,3 +29,9 @@ def test_given_evaluations_are_used_and_a_card_without_a_folder_has_one_row():
     rows = performance_rows(card, [{"dataset": "d", "date": "2026-02-03T00:00:00+00:00", "n": 40,
                                     "metrics": {"auc": 0.8}, "ci95": {}}])
     assert rows[1]["data"] == "d (other data, 2026-02-03)" and rows[1]["AUC"] == "0.800 (n = 40)"
+
+
+def test_a_cross_validated_run_is_not_called_a_test_split():
+    """Walk-through: a small-data run's out-of-fold figures were listed as its 'own test split'."""
+    cv = ModelCard.from_dict({**CARD, "metrics": {**CARD["metrics"], "split": "cross-validation (out-of-fold)"}})
+    assert performance_rows(cv, [])[0]["data"] == "own cross-validation (chest, same source)"

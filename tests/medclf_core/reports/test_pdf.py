@@ -218,7 +218,7 @@ CHEST_RESULT = {"file": "person1023_bacteria_2954.jpeg", "label": "NORMAL", "thr
                 "probabilities": {"NORMAL": 0.254, "PNEUMONIA": 0.746}, "positive_class": "PNEUMONIA", "ood": False,
                 "ood_score": 33.1}
 CARD_KEYS = ("Name", "Task", "Classes", "Architecture", "Input", "Accuracy (test split)", "ROC-AUC (test split)",
-             "Sensitivity (test split)", "Specificity (test split)", "Images in the test split", "Operating threshold",
+             "Sensitivity (test split)", "Specificity (test split)", "Figures computed on", "Operating threshold",
              "Intended use", "Modalities / body parts", "Population", "Not for", "Figures", "Model created")
 
 
@@ -251,3 +251,16 @@ def test_the_report_prints_the_opacity_and_threshold_as_the_page_shows_them():
     assert f"{percent(0.77)} on P(PNEUMONIA) (balanced)" in text  # the card's operating threshold
     assert "0.770" not in text and "77.0%" in text
     assert "Heat map (opacity 0.40)" in pdf_text(report_bytes(CHEST_RESULT, px, px / 255.0, CHEST_CARD))
+
+
+def test_a_cross_validated_runs_figures_are_not_called_a_test_split():
+    """Train helper's walk-through: a small-data run's out-of-fold figures were printed under '(test split)'."""
+    from medclf_core.formatting import CROSS_VALIDATION
+    from medclf_core.registry.card import ModelCard
+    from medclf_core.reports.pdf import _card_facts
+
+    card = ModelCard.from_dict({"name": "small", "class_names": ["NORMAL", "PNEUMONIA"],
+                                "metrics": {"n": 80, "accuracy": 0.95, "split": CROSS_VALIDATION}})
+    facts = dict(_card_facts(card))
+    assert "Accuracy (cross-validated)" in facts and not any("test split" in k for k in facts)
+    assert facts["Figures computed on"] == "out-of-fold predictions of all 80 images"
