@@ -72,7 +72,7 @@ from medclf_core.trust.metrics import decide
 from medclf_core.inference.router import router_for
 from medclf_core.inference.warmup import WARM_METHODS, warm_up_steps
 from medclf_core.trust.ood import load_gate
-from medclf_core.trust.verdict import NOT_CHECKED, verdict
+from medclf_core.trust.verdict import verdict
 
 
 class Predictor:
@@ -335,7 +335,7 @@ class Predictor:
         label = self.class_names[int(self.decide(probs_row[None])[0])]
         out = Prediction(label=label,
                          probabilities={c: float(p) for c, p in zip(self.class_names, probs_row, strict=True)})
-        out.update(ood if ood is not None else {**NOT_CHECKED, "ood_checks": [], "ood_refused_by": []})
+        out.update(ood if ood is not None else verdict(None, None))  # nothing checked: the one "not checked" record
         if self.temperature is not None:
             out["temperature"] = self.temperature
         if self.site is not None:

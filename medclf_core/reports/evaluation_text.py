@@ -60,10 +60,10 @@ def counts_sentence(counts: Mapping) -> str:
 
 
 def mistakes(predictions: Mapping, *, threshold: float | None, positive: int | None) -> dict:
-    """``{"y_pred", "wrong", "refused", "n_answered", "n_refused_wrong", "rule"}``: the decisions (at the
-    threshold for a binary model that has one, else the top class), the answered images whose decision is
-    wrong, the refused images (no finding: never among ``wrong``), how many refused ones the metrics over all
-    images count as wrong, and the decision rule in words."""
+    """``{"y_pred", "wrong", "refused", "n_answered", "n_refused_wrong", "binary", "rule"}``: the decisions (at
+    the threshold for a binary model that has one, ``binary``, else the top class), the answered images whose
+    decision is wrong, the refused images (no finding: never among ``wrong``), how many refused ones the metrics
+    over all images count as wrong, and the decision rule in words."""
     probs, y_true = np.asarray(predictions["probs"]), np.asarray(predictions["y_true"])
     binary = probs.ndim == 2 and probs.shape[1] == 2 and threshold is not None and positive is not None
     y_pred = decide(probs, threshold if binary else None, positive)
@@ -71,7 +71,7 @@ def mistakes(predictions: Mapping, *, threshold: float | None, positive: int | N
     refused = np.array([f is True for f in flags], dtype=bool)
     wrong = y_pred != y_true
     return {"y_pred": y_pred, "wrong": np.flatnonzero(wrong & ~refused), "refused": np.flatnonzero(refused),
-            "n_answered": int((~refused).sum()), "n_refused_wrong": int((wrong & refused).sum()),
+            "n_answered": int((~refused).sum()), "n_refused_wrong": int((wrong & refused).sum()), "binary": binary,
             "rule": "at the model's threshold" if binary else "(the prediction is the most probable class)"}
 
 
@@ -112,7 +112,7 @@ def mistake_caption(predictions: Mapping, m: Mapping, i: int, *, threshold: floa
                     positive: int | None) -> str:
     """``file: true NORMAL, predicted PNEUMONIA (P(PNEUMONIA) = 81.0%)``: the headline with P(positive class)."""
     names, probs = predictions["class_names"], np.asarray(predictions["probs"])
-    binary = m["rule"].startswith("at ")
+    binary = m["binary"]
     result = {"label": names[int(m["y_pred"][i])], "probabilities": dict(zip(names, map(float, probs[i]), strict=True)),
               "threshold": threshold if binary else None, "positive_class": names[positive] if binary else None}
     return f"{shown_name(predictions, i)}: true {names[int(predictions['y_true'][i])]}, predicted " + \
