@@ -281,7 +281,8 @@ def threshold_panel() -> None:
     slider_key = "eval-thr-" + hashlib.sha1(repr(evaluation_id).encode()).hexdigest()[:16]
     t = float(st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
                         key=slider_key,
-                        help=f"The operating threshold in use is {start:.3f}, chosen on "
+                        help=f"The operating threshold in use is {percent(start)} ({start:.3f} on this scale), "
+                        "chosen on "
                         + (f"the images of site '{site['site']}'." if (site := card.get("site_calibration"))
                            else "the model's validation split.")))
     tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)

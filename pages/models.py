@@ -135,10 +135,11 @@ with tab_card:
                + " Expect lower figures on images from other hospitals (see the evaluations on other data below).")
     ds, tr, cfg = card.dataset, card.training, card.config
     use = card.intended_use or {}
+    positive = card.positive_class and card.class_word(card.positive_class)  # the card's words: "tumour" for "yes"
     facts = {
         "Task": card.task, "Classes": ", ".join(card.class_names),
-        "Positive class": card.positive_class_text,
-        "Operating threshold": (f"{percent(card.threshold)} on P({card.positive_class}) ({card.threshold_method})"
+        "Positive class": card.positive_class_text + (f" ({positive})" if positive != card.positive_class else ""),
+        "Operating threshold": (f"{percent(card.threshold)} on P({positive}) ({card.threshold_method})"
                                 if card.threshold is not None else "argmax (the most probable class)"),
         **{f"{label} (same source)": card.format_metric(key) + source_tag(metrics.get("split"))
            for label, key in (("Accuracy", "accuracy"), ("ROC-AUC", "auc"), ("Sensitivity", "sensitivity"),

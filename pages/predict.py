@@ -11,8 +11,8 @@ import pacs_ui
 import site_ui
 from medclf_core.errors import MedclfError
 from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
-from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, feature_score_caption, for_display, gallery_caption,
-                                           image_digest, result_key, results_table)
+from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, class_word, feature_score_caption, for_display,
+                                           gallery_caption, image_digest, result_key, results_table)
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
@@ -193,7 +193,8 @@ def cam_panel(entry: dict) -> None:
     pref_method, pref_opacity = st.session_state["heatmap-pref-method"], st.session_state["heatmap-pref-opacity"]
     method = c1.selectbox("Method", list(CAM_METHODS), index=list(CAM_METHODS).index(pref_method),
                           format_func=CAM_METHODS.get, key=f"cam-method-{sha}")
-    target = c2.selectbox("Target class", names, index=names.index(entry["result"].label), key=f"cam-class-{sha}")
+    target = c2.selectbox("Target class", names, index=names.index(entry["result"].label), key=f"cam-class-{sha}",
+                          format_func=lambda name: class_word(entry["result"], name))  # "tumour", not "yes"
     opacity = c3.slider("Opacity", 0.0, 1.0, pref_opacity, 0.05, key=f"cam-opacity-{sha}")
     key = result_key(predictor.card, sha, method, names.index(target))
     try:
@@ -210,7 +211,8 @@ def cam_panel(entry: dict) -> None:
         st.warning(f"The heat map could not be computed ({type(exc).__name__}).")
         return
     st.image(shown.overlay(opacity, DISPLAY_SIDE), width="stretch",
-             caption=f"{CAM_METHODS[method]} for {esc(target)}: red = regions that raised this class's score")
+             caption=f"{CAM_METHODS[method]} for {esc(class_word(entry['result'], target))}: "
+                     "red = regions that raised this class's score")
     try:
         with st.spinner("Checking the map (deletion test) ..."):  # ~38 forward passes
             scored = kept("_faithfulness", key, lambda: predictor.check_faithfulness([shown])[0])
@@ -239,7 +241,8 @@ def show_out_of_distribution(entry: dict) -> None:
             st.caption("These probabilities come from a model that was not trained on images like this one; "
                        "they say nothing about this image.")
             model_notes(result)
-            st.plotly_chart(plots.probability_bars(result["probabilities"], label=result["label"], refused=True),
+            st.plotly_chart(plots.probability_bars(result["probabilities"], label=result["label"], refused=True,
+                                                   class_labels=result.get("class_labels")),
                             key=f"probs-{entry['sha']}", config={"displayModeBar": False})  # grey: not a finding
             score = feature_score_caption(result, predictor.gate)  # each threshold with its own value
             if score:
@@ -291,7 +294,8 @@ def show_detail(entry: dict) -> None:
     with right:
         cam_panel(entry)
     st.plotly_chart(plots.probability_bars(result["probabilities"], label=label, threshold=result.get("threshold"),
-                                           positive=result.get("positive_class")),
+                                           positive=result.get("positive_class"),
+                                           class_labels=result.get("class_labels")),
                     key=f"probs-{entry['sha']}", config={"displayModeBar": False})
 
 

@@ -18,6 +18,7 @@ from medclf_core.data.audit import audit_source
 from medclf_core.errors import MedclfError
 from medclf_core.formatting import figures_source, too_few_images
 from medclf_core.reports.curves import run_curves
+from medclf_core.training.events import split_caption
 from medclf_core.training.plan import dataset_plan
 from medclf_core.data.uploads import remove_stale_uploads
 from medclf_core.io.atomic import read_json
@@ -112,7 +113,7 @@ def monitor(job_id: str, polling: bool) -> None:
             if p["devices"]:
                 st.write(app_ui.md_escape(f"Devices: {p['devices']}"))
             if p["split"]:
-                st.write("Images per split:")
+                st.write(app_ui.md_escape(split_caption(p)))
                 st.dataframe(pd.DataFrame(p["split"]), width="stretch")
 
 

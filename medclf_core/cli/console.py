@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 
-from medclf_core.formatting import MIN_RELIABLE_N, number, percent, probability_text
+from medclf_core.formatting import CROSS_VALIDATION, MIN_RELIABLE_N, number, percent, probability_text
 from medclf_core.io.deid import safe_file_label
 from medclf_core.trust.selective import deferral_sentence
 from medclf_core.trust.sites import metric_texts
@@ -302,10 +302,11 @@ def print_runs(runs: Sequence, unreadable: Sequence[Mapping]) -> None:
     ones with their reason."""
     for r in runs:
         m, n = r.metrics, r.test_n
-        toy = f"  (n < {MIN_RELIABLE_N}: too few test images)" if r.is_toy else ""
+        cv = m.get("split") == CROSS_VALIDATION  # figures from out-of-fold predictions of every image
+        toy = f"  (n < {MIN_RELIABLE_N}: too few {'' if cv else 'test '}images)" if r.is_toy else ""
         print(f"{r.name:<32} {r.architecture or '?':<11} {','.join(r.class_names):<28} "
-              f"acc {number(m.get('accuracy'))} auc {number(m.get('auc'))} n {n if n is not None else '?'}  "
-              f"{r.created or ''}{toy}")
+              f"acc {number(m.get('accuracy'))} auc {number(m.get('auc'))} n {n if n is not None else '?'}"
+              f"{' cross-validated' if cv else ''}  {r.created or ''}{toy}")
     for u in unreadable:
         print(f"{u['name']:<32} UNREADABLE: {u['reason']}")
     if not runs and not unreadable:

@@ -117,6 +117,16 @@ class Headline:
         return text
 
 
+def class_word(result: Mapping, name) -> str:
+    """A class's plain words from the card's ``intended_use.class_labels`` (in the result as ``class_labels``),
+    else its name: what every view a clinician reads (headline, table, bars, PDF) calls the class.
+
+    >>> class_word({"class_labels": {"yes": "tumour"}}, "yes"), class_word({}, "PNEUMONIA")
+    ('tumour', 'PNEUMONIA')
+    """
+    return str((result.get("class_labels") or {}).get(name, name))
+
+
 def headline(result: Mapping) -> Headline:
     """The headline of a prediction result (a :class:`Prediction` or its dict).
 
@@ -173,6 +183,8 @@ def table_row(result: Mapping) -> dict:
     ...                  "threshold": 0.75, "positive_class": "PNEUMONIA", "ood": False, "unfamiliar": True})
     >>> row["decision"], row["probability"], row["unfamiliar"], row["P(NORMAL)"]
     ('NORMAL', 'P(PNEUMONIA) = 62.0%', 'yes', '38.0%')
+
+    The class columns take the card's plain words (:func:`class_word`): ``P(tumour)``, not ``P(yes)``.
     """
     h, ood = headline(result), result.get("ood")
     if ood:
@@ -183,7 +195,8 @@ def table_row(result: Mapping) -> dict:
                "unfamiliar": _FLAG_WORDS[result.get("unfamiliar")]}
         reason = (result.get("unfamiliar_reason") or "") if result.get("unfamiliar") else ""
     row["out of distribution"] = _FLAG_WORDS[ood]
-    row.update({f"P({c})": probability_text(p) for c, p in (result.get("probabilities") or {}).items()})
+    row.update({f"P({class_word(result, c)})": probability_text(p)
+                for c, p in (result.get("probabilities") or {}).items()})
     row[REASON] = reason
     return row
 

@@ -204,6 +204,16 @@ class ModelCard(dict):
         index = self.positive_index
         return "none (multi-class: the top class is the decision)" if index is None else self["class_names"][index]
 
+    def class_word(self, name) -> str:
+        """A class in the plain words of ``intended_use.class_labels`` where the card gives them, else its name.
+
+        >>> ModelCard.from_dict({"name": "m", "class_names": ["no", "yes"],
+        ...                      "intended_use": {"class_labels": {"yes": "tumour"}}}).class_word("yes")
+        'tumour'
+        """
+        use = self.get("intended_use")
+        return str(((use.get("class_labels") if isinstance(use, dict) else None) or {}).get(name, name))
+
     @property
     def image_size(self) -> int | None:
         return self["input_shape"][0] if self["input_shape"] else None

@@ -91,7 +91,7 @@ def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
     _pictures(page, pixels, getattr(heatmap, "heatmap", heatmap), opacity)
     _decision(page, result, c, identifying)
     _probabilities(page, result)
-    _heat_map_facts(page, heatmap)
+    _heat_map_facts(page, heatmap, result)
     page.heading("Model card")
     page.rows(_card_facts(c))
     return bytes(page.pdf.output())
@@ -148,7 +148,7 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
     """The verdict, then the headline (:func:`medclf_core.inference.results.headline`) with the rule behind
     it, the calibration in use and how else the probabilities were made (a refused image: its reason first,
     and the model's output only as what it output, not a finding)."""
-    from medclf_core.inference.results import headline
+    from medclf_core.inference.results import class_word, headline
     from medclf_core.trust.calibration import calibration_in_use
 
     page.heading("Decision")
@@ -157,7 +157,8 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
         reason = _scrub(result.get("ood_reason") or "the image does not look like the training images", identifying)
         page.line(f"Verdict: refused, OUT OF DISTRIBUTION: {reason}. Not a finding; below is only what the model "
                   "output.", 9.5, "B")
-        page.line(f"Model output (not a finding): {result.get('label', 'n/a')} ({h.probability_text})", 10, "B")
+        page.line(f"Model output (not a finding): {class_word(result, result.get('label', 'n/a'))} "
+                  f"({h.probability_text})", 10, "B")
     else:  # an unfamiliar image (issue 24's second tier) is a finding shown with its caution
         caution = result.get("unfamiliar") and _scrub(result.get("unfamiliar_reason") or "unfamiliar", identifying)
         page.line(f"Verdict: accepted with a caution, UNFAMILIAR: {caution}." if caution else
@@ -166,7 +167,8 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
         page.line(f"Decision: {h.title}", 12, "B", 6)
         page.line(h.sentence, 9)
     pos, threshold = result.get("positive_class"), result.get("threshold")
-    page.line(f"Decision threshold: {percent(threshold)} (decision {pos} when P({pos}) >= {percent(threshold)})."
+    page.line(f"Decision threshold: {percent(threshold)} (decision {class_word(result, pos)} when "
+              f"P({class_word(result, pos)}) >= {percent(threshold)})."
               if threshold is not None and pos else "Decision rule: argmax (the most probable class; this model has "
               "no operating threshold).", 9)
     page.line(f"Calibration in use: {calibration_in_use(card)}.", 8.5)
@@ -178,16 +180,18 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
                   + (f" (score {float(score):.3g})" if isinstance(score, int | float) else "") + ".", 8.5)
 
 
-def _heat_map_facts(page: Page, heat) -> None:
+def _heat_map_facts(page: Page, heat, result: Mapping) -> None:
     """What the heat map shows: method, target class and its faithfulness score with the verdict in words
     (``heat``: a :class:`~medclf_core.inference.results.HeatMap`; a bare array says only that it is a map)."""
     from medclf_core.explain.cams import METHOD_NAMES
+    from medclf_core.inference.results import class_word
 
     if not hasattr(heat, "method"):  # no map, or a bare map: nothing known about it
         return
     page.heading("Heat map")
     page.rows([("Method", METHOD_NAMES.get(heat.method, str(heat.method))),
-               ("Target class", f"{heat.class_name} (red = regions that raised this class's score)"),
+               ("Target class",
+                f"{class_word(result, heat.class_name)} (red = regions that raised this class's score)"),
                ("Faithfulness", heat.faithfulness_caption.removeprefix("Faithfulness").lstrip(": ")
                 + " Deletion test: the hottest regions blanked 10% at a time against random regions; "
                   "1 = the score falls at once, 0 = no better than random.")])
@@ -209,6 +213,8 @@ def _probabilities_of(result: Mapping) -> dict[str, float]:
 
 def _probabilities(page: Page, result: Mapping) -> None:
     """One bar per class (the output's in bold), with the threshold marked in red on the positive class."""
+    from medclf_core.inference.results import class_word
+
     page.heading("Class probabilities")
     pdf = page.pdf
     pos, threshold = result.get("positive_class"), result.get("threshold")
@@ -217,7 +223,7 @@ def _probabilities(page: Page, result: Mapping) -> None:
         page.room(5)  # a bar and its name on one page
         pdf.set_font("Helvetica", "B" if name == result.get("label") else "", 9)
         y = pdf.get_y()
-        pdf.cell(50, 5, latin1(name))
+        pdf.cell(50, 5, latin1(class_word(result, name)))
         pdf.cell(20, 5, probability_text(p), align="R")
         x0 = pdf.get_x() + 4
         pdf.set_fill_color(220, 220, 220)
@@ -292,7 +298,7 @@ def _card_facts(c) -> list[tuple[str, str]]:
             facts.append((f"{title} ({on})", c.format_metric(key)))
     facts.append(("Figures computed on", c.figures_source if c.test_n is not None else "not recorded"))
     if c.threshold is not None:
-        facts.append(("Operating threshold", f"{percent(c.threshold)} on P({c.positive_class})"
+        facts.append(("Operating threshold", f"{percent(c.threshold)} on P({c.class_word(c.positive_class)})"
                       + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))
     use = c.get("intended_use")
     if isinstance(use, dict) and use:

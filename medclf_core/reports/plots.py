@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medclf_core.formatting import MIN_RELIABLE_N, probability_text
+from medclf_core.formatting import MIN_RELIABLE_N, percent, probability_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
@@ -70,20 +70,23 @@ LABEL_OUTSIDE_BELOW = 0.15
 
 
 def probability_bars(probabilities: Mapping[str, float], *, label: str | None = None, threshold: float | None = None,
-                     positive: str | None = None, height: int | None = None, refused: bool = False) -> go.Figure:
+                     positive: str | None = None, height: int | None = None, refused: bool = False,
+                     class_labels: Mapping[str, str] | None = None) -> go.Figure:
     """Horizontal bars, one per class (0-100 %), each labelled with its capped probability
     (:func:`medclf_core.formatting.probability_text`); ``label`` (the decision; default: the most probable)
     highlighted. Red marks a finding only: the ``positive`` class when it is the decision. A decision for
     another class (NORMAL below the threshold), or any decision of a model without a positive class (a
     multi-class model), is drawn in a calm colour, never red, whatever its probability. ``refused``: the
-    output on an image the model refused (not a finding): every bar the same neutral grey."""
+    output on an image the model refused (not a finding): every bar the same neutral grey. ``class_labels``: the
+    card's plain words for the classes, shown in place of the names ("tumour" for "yes")."""
     names = list(probabilities)
     values = [float(probabilities[n]) for n in names]
     label = label if label in names else (names[int(np.argmax(values))] if names else None)
     decided = HIGHLIGHT if positive in names and label == positive else DECIDED_NOT_FINDING
     shown = [probability_text(v) for v in values]
+    words = {n: str((class_labels or {}).get(n, n)) for n in names}
     fig = go.Figure(go.Bar(
-        x=[v * 100 for v in values], y=names, orientation="h",
+        x=[v * 100 for v in values], y=[words[n] for n in names], orientation="h",
         marker_color=[decided if n == label and not refused else MUTED for n in names],
         text=shown, textposition=["outside" if v < LABEL_OUTSIDE_BELOW else "auto" for v in values],
         customdata=shown, hovertemplate="%{y}: %{customdata}<extra></extra>"))
@@ -91,7 +94,8 @@ def probability_bars(probabilities: Mapping[str, float], *, label: str | None = 
     fig.update_yaxes(autorange="reversed")
     if threshold is not None and positive in names:
         fig.add_vline(x=threshold * 100, line_dash="dash", line_color="black",
-                      annotation_text=f"threshold for {positive}: {threshold:.0%}", annotation_position="top")
+                      annotation_text=f"threshold for {words[positive]}: {percent(threshold)}",
+                      annotation_position="top")
         # the label sits above the plot area: the top margin (10 px otherwise) must hold it
         _layout(fig, (height or (90 + 40 * max(1, len(names)))) + 24)
         return fig.update_layout(margin=dict(t=34))

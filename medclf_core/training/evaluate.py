@@ -99,7 +99,7 @@ def _evaluate_cross_validated(s: TrainingSession, positive: int | None) -> RunEv
     cfg, cf = s.cfg, s.trained[0].crossfit
     items = all_items(s)
     y = labels_of(items)
-    s.log.emit("evaluate", split="cross-validation")
+    s.log.emit("evaluate", split="cross-validation", folds=cf.folds, n=len(items))
     val_features = features_and_probabilities(s.model, s.val_ds)[0]
     gate = fit_gate(_train_features(s), labels_of(s.splits["train"]), val_features,
                     refuse_factor=cfg.ood_refuse_factor)

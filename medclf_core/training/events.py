@@ -92,7 +92,8 @@ class TrainingProgress:
         self.state: dict = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": None,
                             "eta_s": None, "fraction": 0.0, "history": [], "audit": None, "split": None,
                             "notices": [], "devices": None, "images_per_s": None, "run_dir": None, "name": None,
-                            "metrics": None, "message": None, "outcome": None, "speed": None}
+                            "metrics": None, "message": None, "outcome": None, "speed": None,
+                            "cross_validation": None}
         self._on_features = False  # the transfer recipe: the head's epochs run on cached backbone features
 
     def add(self, ev: dict) -> None:
@@ -135,6 +136,9 @@ class TrainingProgress:
                 out["speed"] = speed_text(ev["images_per_s"], on_features=self._on_features)
             if out["batches"]:
                 out["batch"] = out["batches"]
+        elif kind == "evaluate" and ev.get("split") == "cross-validation":  # a small-data run: every image
+            out["cross_validation"] = {"folds": ev.get("folds"), "n": ev.get("n")}
+            out["phase"] = "evaluating by cross-validation (out-of-fold predictions of every image)"
         elif kind == "evaluate":
             out["phase"] = f"evaluating on the {ev.get('split')} split"
         elif kind == "done":
@@ -201,3 +205,20 @@ def format_eta(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def split_caption(state: dict) -> str:
+    """What the Train page says above a run's table of images per split. A small-data run's classifier and
+    figures use every image by cross-validation; its split still fits the out-of-distribution check.
+
+    >>> split_caption({"cross_validation": None})
+    'Images per split:'
+    >>> split_caption({"cross_validation": {"folds": 5, "n": 80}})[:94]
+    'Images per split: the classifier and its figures use all 80 images (5-fold cross-validation, o'
+    """
+    cv = state.get("cross_validation")
+    if not cv:
+        return "Images per split:"
+    return (f"Images per split: the classifier and its figures use all {cv.get('n')} images ({cv.get('folds')}-fold "
+            "cross-validation, out-of-fold predictions); this split only fits the out-of-distribution check "
+            "(the training split's features, its threshold on the validation split).")

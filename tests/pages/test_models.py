@@ -320,3 +320,17 @@ def test_a_cross_validated_runs_figures_say_so_and_it_has_no_empty_curves(own_mo
     compared = at.dataframe[-1].value
     assert compared.loc["figures on", "tiny-b"] == "out-of-fold predictions of all 80 images"
     assert any("No epoch curves for tiny-b" in c.value for c in at.caption)
+
+
+def test_the_positive_class_and_threshold_use_the_cards_plain_words(own_models, page):
+    """The brain card's facts read "on P(yes)" where every other view reads "tumour"."""
+    card = _edit_card(own_models / "tiny-a", intended_use={"summary": "demo",
+                                                           "class_labels": {"PNEUMONIA": "pneumonia found"}})
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value("tiny-a")
+    at.run()
+    assert not at.exception
+    facts = _facts(at)
+    assert facts["Positive class"] == "PNEUMONIA (pneumonia found)"
+    assert facts["Operating threshold"].startswith(f"{card['threshold'] * 100:.1f}% on P(pneumonia found) (")

@@ -314,7 +314,11 @@ def _finished_cross_validated_job(jobs_root, run_dir):
               {"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"},
               {"event": "epoch", "epoch": 1, "epochs": 1, "metrics": {"cv_log_loss": 0.16}, "seconds": 0.8,
                "eta_s": 0.0, "phase": "cross_validation"},
-              {"event": "evaluate", "split": "cross-validation"},
+              {"event": "split", "counts": {"train": {"NORMAL": 28, "PNEUMONIA": 28}, "val": {"NORMAL": 6,
+                                                                                      "PNEUMONIA": 6},
+                                            "test": {"NORMAL": 6, "PNEUMONIA": 6}}},
+              {"event": "evaluate", "split": "cross-validation", "folds": 5, "n": 80},
+              {"event": "notice", "message": "Out-of-distribution gate: fitted on the training split."},
               {"event": "done", "run_dir": str(run_dir), "name": name,
                "metrics": {"accuracy": 0.95, "auc": 0.986, "ci95": {"accuracy": [0.9, 0.9875]}, "n": 80,
                            "split": CROSS_VALIDATION},
@@ -344,3 +348,6 @@ def test_the_bundled_sample_is_planned_and_reported_as_cross_validated(app_env, 
     plan = next(i.value for i in at.info if "fewer than 400" in i.value)
     assert "fitted on all 80 images" in plan and "5-fold cross-validation" in plan
     assert "Epochs, Learning rate and Early-stopping patience settings do not apply" in plan
+    # the split table (56/12/12) is not where its figures come from: it only fits the out-of-distribution check
+    split = next(m.value.replace("\\", "") for m in at.markdown if m.value.startswith("Images per split"))
+    assert "use all 80 images (5-fold cross-validation" in split and "out-of-distribution check" in split

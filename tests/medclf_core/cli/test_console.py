@@ -82,6 +82,20 @@ def test_runs_list_marks_small_test_sets_and_unreadable_runs(capsys):
     assert capsys.readouterr().out == "No models registered yet.\n"
 
 
+def test_runs_list_says_which_figures_are_cross_validated(capsys):
+    """A small-data run's figures are out-of-fold predictions of every image, not a test split."""
+    from medclf_core.formatting import CROSS_VALIDATION
+
+    run = SimpleNamespace(name="sample", architecture="efficientnet_lite0", class_names=["NORMAL", "PNEUMONIA"],
+                          metrics={"accuracy": 0.95, "auc": 0.986, "split": CROSS_VALIDATION}, test_n=80,
+                          created="2026-01-01", is_toy=False)
+    small = SimpleNamespace(**{**vars(run), "name": "tiny", "test_n": 20, "is_toy": True})
+    console.print_runs([run, small], [])
+    lines = capsys.readouterr().out.splitlines()
+    assert "n 80 cross-validated  2026-01-01" in lines[0] and "too few" not in lines[0]
+    assert lines[1].endswith("(n < 30: too few images)") and "test" not in lines[1]
+
+
 def test_messages_and_progress_go_to_stderr(capsys):
     console.message("Wrote 2 PDF report(s) to out")
     bar = console.progress_bar("Reading", enabled=True)

@@ -169,6 +169,17 @@ def test_the_table_and_the_gallery_mark_an_unfamiliar_image():
     assert "unfamiliar" not in captions[0] and captions[2] == "brain_yes_y0.jpg: out of distribution (not a finding)"
 
 
+def test_the_table_names_the_classes_in_the_cards_plain_words():
+    """Walk-through: the brain model's headline read "tumour" but its table columns read P(no) and P(yes)."""
+    brain = {"label": "yes", "probabilities": {"no": 0.1, "yes": 0.9}, "threshold": 0.75, "positive_class": "yes",
+             "ood": False, "unfamiliar": False, "class_labels": {"no": "no tumour", "yes": "tumour"}}
+    row = results_table([{"file": "a.png", **brain}])[0]
+    assert row["decision"] == "tumour" and row["P(no tumour)"] == "10.0%" and row["P(tumour)"] == "90.0%"
+    assert "P(yes)" not in row and "P(no)" not in row
+    plain = table_row({**brain, "class_labels": None})
+    assert plain["P(yes)"] == "90.0%" and plain["decision"] == "yes"
+
+
 def test_the_feature_score_caption_needs_a_gate_and_a_score():
     from medclf_core.trust.ood import OODGate
 

@@ -185,6 +185,23 @@ def test_the_report_names_method_target_faithfulness_calibration_and_the_headlin
     assert "Calibration in use: none" in text
 
 
+def test_the_report_names_the_classes_in_the_cards_plain_words():
+    """The brain model's report said "decision yes when P(yes) >= 75.0%" under a "tumour" headline."""
+    from medclf_core.inference.results import HeatMap
+
+    card = {"name": "brain-demo", "class_names": ["no", "yes"], "threshold": 0.75, "positive_class": "yes",
+            "intended_use": {"summary": "demo", "class_labels": {"no": "no tumour", "yes": "tumour"}}}
+    result = {"file": "a.png", "label": "yes", "probabilities": {"no": 0.1, "yes": 0.9}, "threshold": 0.75,
+              "positive_class": "yes", "ood": False, "class_labels": {"no": "no tumour", "yes": "tumour"}}
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    heat = HeatMap(heatmap=px / 255.0, image=px, method="gradcam", class_index=1, class_name="yes")
+    text = pdf_text(report_bytes(result, px, heat, card))
+    assert "Decision: tumour (P(tumour) = 90.0%)" in text and "decision tumour when P(tumour) >= 75.0%" in text
+    assert "no tumour" in text and "tumour (red = regions" in text and "P(yes)" not in text
+    refused = pdf_text(report_bytes({**result, "ood": True, "ood_reason": "far"}, px, None, card))
+    assert "Model output (not a finding): tumour (P(tumour) = 90.0%)" in refused
+
+
 def test_an_unfamiliar_image_is_a_finding_with_its_caution_and_a_site_calibration_is_named():
     """Issue 24: the second tier (unlike the training images, not refused) and a site's calibration reach the PDF."""
     card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.4, "positive_class": "PNEUMONIA",

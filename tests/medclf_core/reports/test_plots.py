@@ -16,6 +16,13 @@ def test_probability_bars_highlight_and_threshold():
     assert fig.data[0].marker.color[2] == plots.DECIDED_NOT_FINDING and not fig.layout.shapes
 
 
+def test_the_bars_and_the_threshold_name_the_classes_in_the_cards_plain_words():
+    fig = plots.probability_bars({"no": 0.1, "yes": 0.9}, label="yes", threshold=0.77, positive="yes",
+                                 class_labels={"no": "no tumour", "yes": "tumour"})
+    assert list(fig.data[0].y) == ["no tumour", "tumour"] and fig.data[0].marker.color[1] == plots.HIGHLIGHT
+    assert fig.layout.annotations[0].text == "threshold for tumour: 77.0%"
+
+
 def test_no_red_without_a_finding_and_grey_for_a_refused_image():
     """Walk-through: the modality model (no positive class) drew its top class red, the finding colour, and a
     brain MRI refused by the chest model had its PNEUMONIA 95.6% drawn red under "not a finding"."""

@@ -104,3 +104,17 @@ def test_the_speed_says_what_it_counts():
     fine_tuned = fold_events([{"event": "epoch_begin", "epoch": 1, "epochs": 1, "phase": "features"},
                               *epoch("train"), *epoch("fine_tune")])
     assert fine_tuned["speed"] == "10069 images/s"  # fine-tuning runs on images again
+
+
+def test_a_cross_validated_run_says_its_split_only_fits_the_out_of_distribution_check():
+    """Walk-through: a run on the 80-image sample showed 'Images per split' (56/12/12) as if its figures came
+    from a 12-image test split; its classifier and figures use all 80 images by cross-validation."""
+    from medclf_core.training.events import split_caption
+
+    p = TrainingProgress(epochs=60)
+    p.add({"event": "split", "counts": {"train": {"a": 28}, "val": {"a": 6}, "test": {"a": 6}}})
+    assert split_caption(p.state) == "Images per split:"
+    p.add({"event": "evaluate", "split": "cross-validation", "folds": 5, "n": 80})
+    assert p.state["cross_validation"] == {"folds": 5, "n": 80} and "cross-validation" in p.state["phase"]
+    words = split_caption(p.state)
+    assert "use all 80 images (5-fold cross-validation" in words and "out-of-distribution check" in words
