@@ -24,7 +24,7 @@ from medclf_core.data.scan import scan_dataset
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.inference.overlap import training_overlap
 from medclf_core.io.images import load_image
-from medclf_core.trust.colour import mean_chroma
+from medclf_core.trust.pixel_facts import pixel_facts
 from medclf_core.trust.metrics import decide, evaluate_probabilities
 from medclf_core.trust.selective import selective_prediction
 from medclf_core.trust.sites import site_overlap_message
@@ -47,16 +47,14 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     """
     index, items, split, label_of = _items(predictor, data, split)
     arrays, headers, out = [], [], {"files": [], "rel": [], "labels": [], "skipped": [], "hashes": {}}
-    chroma, sizes = [], []
-    for n, (item, (arr, err, facts, digest, colour, size)) in enumerate(zip(items, _read(predictor, items),
-                                                                             strict=True), 1):
+    pixels = []
+    for n, (item, (arr, err, facts, digest, seen)) in enumerate(zip(items, _read(predictor, items), strict=True), 1):
         if err:
             out["skipped"].append({"file": item.rel, "error": err})
         else:
             arrays.append(arr)
             headers.append(facts)
-            chroma.append(colour)
-            sizes.append(size)
+            pixels.append(seen)
             out["hashes"][item.rel] = digest
             out["labels"].append(label_of[index.class_names[item.label].lower()])
             out["files"].append(item.path)
@@ -67,7 +65,7 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
         raise DatasetError("None of the images could be read.")
     prepared = np.stack(arrays)
     probs, feats = predictor.predict_batch_with_features(prepared)
-    verdicts = predictor.verdicts(feats, headers, len(arrays), prepared, chroma, sizes)
+    verdicts = predictor.verdicts(feats, headers, len(arrays), prepared, pixels)
     return {"files": out["files"], "rel": out["rel"], "y_true": np.asarray(out["labels"], dtype=int),
             "probs": probs, "skipped": out["skipped"], "split": split,
             "class_names": list(predictor.class_names), "dataset": str(data),
@@ -93,19 +91,19 @@ def _items(predictor, data, split: str):
 
 
 def _read(predictor, items):
-    """``(prepared input or None, error or None, DICOM facts or None, pixel digest or None, mean chroma and size
-    of the original pixels or None)`` per item, in
+    """``(prepared input or None, error or None, DICOM facts or None, pixel digest or None, the original pixels'
+    facts (:func:`~medclf_core.trust.pixel_facts.pixel_facts`) or None)`` per item, in
     order, read by four threads (decoding is most of an evaluation's time; the digest, for
     :func:`~medclf_core.inference.overlap.training_overlap`, is a few ms)."""
     def prepare(item):
         try:
             img = load_image(item.path)
             return (predictor.prepare(img.pixels), None, predictor.dicom_facts(img), pixel_digest(img.pixels),
-                    mean_chroma(img.pixels), img.pixels.shape[:2])
+                    pixel_facts(img.pixels))
         except ImageError as exc:
-            return None, str(exc), None, None, None, None
+            return None, str(exc), None, None, None
         except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the evaluation
-            return None, f"The file could not be processed ({type(exc).__name__}).", None, None, None, None
+            return None, f"The file could not be processed ({type(exc).__name__}).", None, None, None
 
     with ThreadPoolExecutor(4) as pool:
         yield from pool.map(prepare, items)

@@ -66,7 +66,7 @@ from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.model_limits import class_outputs, image_input
 from medclf_core.registry.store import MODEL_FILE, load_model_file, read_card, resolve_run
 from medclf_core.trust.calibration import apply_temperature, temperature_of
-from medclf_core.trust.colour import mean_chroma
+from medclf_core.trust.pixel_facts import PixelFacts, pixel_facts
 from medclf_core.trust.features import feature_model
 from medclf_core.trust.metrics import decide
 from medclf_core.inference.router import router_for
@@ -203,19 +203,20 @@ class Predictor:
 
     def verdicts(self, features: np.ndarray | None, dicom: Sequence[dict | None] | None = None,
                  n: int | None = None, prepared: np.ndarray | None = None,
-                 chroma: Sequence[float | None] | None = None, sizes: Sequence | None = None) -> list[dict]:
+                 pixels: Sequence[PixelFacts | None] | None = None) -> list[dict]:
         """The OOD fields (:func:`medclf_core.trust.verdict.verdict`) of ``n`` results, from their features (or None
         without a gate), their DICOM header facts (``Modality``, ``BodyPartExamined``, ``PatientAge``; None for
-        non-DICOM), with a router the modality probabilities of their ``prepared`` inputs, and their original pixels'
-        mean ``chroma`` (:func:`medclf_core.trust.colour.mean_chroma`) and ``sizes`` (height, width); None: unknown."""
+        non-DICOM), with a router the modality probabilities of their ``prepared`` inputs, and the facts of their
+        original ``pixels`` (:func:`medclf_core.trust.pixel_facts.pixel_facts`: colour, size; None: unknown)."""
         n = len(features) if features is not None else (len(dicom) if dicom is not None else n or 0)
-        dicom, chroma, sizes = (list(v) if v is not None else [None] * n for v in (dicom, chroma, sizes))
+        dicom = list(dicom) if dicom is not None else [None] * n
+        facts = [f or PixelFacts() for f in pixels] if pixels is not None else [PixelFacts()] * n
         scores = self.gate.score(features) if self.gate is not None and features is not None else None
         routes = self.router.probabilities(prepared, features, routed=self) if self.router is not None and \
             prepared is not None else [None] * n
         return [verdict(self.gate, None if features is None else features[i], self.intended_use, dicom[i],
-                        score=None if scores is None else scores[i], router=routes[i], chroma=chroma[i],
-                        size=sizes[i], input_side=self.image_size) for i in range(n)]
+                        score=None if scores is None else scores[i], router=routes[i], chroma=facts[i].chroma,
+                        size=facts[i].size, input_side=self.image_size) for i in range(n)]
 
     def predict(self, images: Sequence[np.ndarray | DecodedImage], dicom: Sequence[dict | None] | None = None,
                 batch_size: int = 32) -> list[Prediction]:
@@ -230,8 +231,7 @@ class Predictor:
             return []
         prepared = np.stack([self.prepare(a) for a in arrays])
         probs, feats = self.predict_batch_with_features(prepared, batch_size)
-        verdicts = self.verdicts(feats, dicom, len(arrays), prepared, [mean_chroma(a) for a in arrays],
-                                 [a.shape[:2] for a in arrays])
+        verdicts = self.verdicts(feats, dicom, len(arrays), prepared, [pixel_facts(a) for a in arrays])
         return [self.describe(row, v) for row, v in zip(probs, verdicts, strict=True)]
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
@@ -361,7 +361,7 @@ class Predictor:
         that also draws them (``predict --cam``) does not decode them again.
         """
         results: list[dict] = []
-        good: list[tuple] = []  # (index in results, prepared input, chroma, original size)
+        good: list[tuple] = []  # (index in results, prepared input, pixel facts)
         headers: list[dict | None] = []
         for f in files:
             entry = {"file": str(f)}
@@ -369,7 +369,7 @@ class Predictor:
                 img = load_image(f)
                 if decoded is not None:
                     decoded[len(results)] = img
-                good.append((len(results), self.prepare(img.pixels), mean_chroma(img.pixels), img.pixels.shape[:2]))
+                good.append((len(results), self.prepare(img.pixels), pixel_facts(img.pixels)))
                 headers.append(self.dicom_facts(img))
                 if img.notes:
                     entry["notes"] = img.notes
@@ -383,9 +383,9 @@ class Predictor:
                 entry["error"] = f"The file could not be processed ({type(exc).__name__})."
             results.append(entry)
         if good:
-            prepared = np.stack([a for _, a, _, _ in good])
+            prepared = np.stack([a for _, a, _ in good])
             probs, feats = self.predict_batch_with_features(prepared, batch_size)
-            verdicts = self.verdicts(feats, headers, len(good), prepared, [g[2] for g in good], [g[3] for g in good])
+            verdicts = self.verdicts(feats, headers, len(good), prepared, [g[2] for g in good])
             for (i, *_), row, v in zip(good, probs, verdicts, strict=True):
                 results[i].update(self.describe(row, v))
         return results

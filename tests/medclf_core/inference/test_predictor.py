@@ -8,6 +8,7 @@ import pytest
 from medclf_core.io.images import load_image
 from medclf_core.inference.predictor import Predictor
 from medclf_core.inference.results import HeatMap, Prediction
+from medclf_core.trust.pixel_facts import pixel_facts
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_predict_gives_the_decision_probabilities_and_verdict_of_describe(predic
     imgs = [load_image(p).pixels for p in sample_images[:3]]
     results = predictor.predict(imgs)
     probs, feats = predictor.predict_batch_with_features(np.stack([predictor.prepare(a) for a in imgs]))
-    verdicts = predictor.verdicts(feats, None, len(imgs), sizes=[a.shape[:2] for a in imgs])
+    verdicts = predictor.verdicts(feats, None, len(imgs), pixels=[pixel_facts(a) for a in imgs])
     for r, row, v in zip(results, probs, verdicts, strict=True):
         assert isinstance(r, Prediction) and r == predictor.describe(row, v)
         assert r.label == r["label"] in predictor.class_names
