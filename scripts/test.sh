@@ -20,4 +20,7 @@ if { [ ! -x /usr/sbin/Orthanc ] || [ ! -f /usr/share/orthanc/plugins/libOrthancD
     || echo "Could not install Orthanc; the PACS tests will be skipped." >&2
 fi
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), each test file on one of them (--dist loadfile: a module's fixtures are made once):
+# many tests wait on a browser, a server or a subprocess, so two cores do two of them at once.
+# MEDCLF_TEST_WORKERS=0 runs everything in this process (for --pdb); N runs N workers.
+exec .venv/bin/python -m pytest -n "${MEDCLF_TEST_WORKERS:-2}" --dist loadfile "$@"
