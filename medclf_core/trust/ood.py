@@ -60,6 +60,7 @@ DEFAULT_PERCENTILE = 99.0
 #: at most 1.80x (95th percentile 1.62x) while chest X-rays start at 2.1x and photographs at 1.8x; on the chest
 #: model, other-preprocessing chest films reach 1.10x and brain MRIs start well above 2x.
 REFUSE_FACTOR = 1.75
+RULE_SEPARATOR = " | refuse: "  # between the two tiers' rules in a two-tier gate's ``rule``
 REFUSE_RULE = "{factor:g} x the unfamiliar threshold ({near})"
 DEFAULT_RULE = "99th percentile of the validation split's scores"
 #: Below this many validation scores the empirical 99th percentile is about the largest score, so roughly
@@ -102,6 +103,12 @@ class OODGate:
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
+
+    @property
+    def near_rule(self) -> str:
+        """How the unfamiliar tier's threshold was chosen: the first part of ``rule`` (which
+        :func:`with_refuse_tier` writes as ``"unfamiliar: <rule> | refuse: <rule>"``), or all of a one-tier rule."""
+        return self.rule.split(RULE_SEPARATOR)[0].removeprefix("unfamiliar: ")
 
     def score(self, features) -> np.ndarray:
         """``(N,)`` distance to the nearest class mean, in units of the shared covariance (float64)."""
@@ -280,11 +287,11 @@ def with_refuse_tier(gate: OODGate, near_threshold: float, factor: float = REFUS
     """
     if not (np.isfinite(near_threshold) and factor >= 1):
         raise ValueError(f"near_threshold must be finite and factor >= 1 (got {near_threshold}, {factor}).")
-    near_rule = gate.rule.split(" | refuse: ")[0]
+    near_rule = gate.near_rule
     gate.near_threshold = float(near_threshold)
     gate.threshold = float(factor * near_threshold)
-    gate.rule = f"unfamiliar: {near_rule.removeprefix('unfamiliar: ')} | refuse: " + \
-        REFUSE_RULE.format(factor=factor, near=f"{near_threshold:.4g}")
+    gate.rule = (f"unfamiliar: {near_rule}{RULE_SEPARATOR}"
+                 + REFUSE_RULE.format(factor=factor, near=f"{near_threshold:.4g}"))
     if val_scores is not None and len(val_scores):
         gate.val_fraction_flagged = float(np.mean(np.asarray(val_scores) > gate.threshold))
     return gate
@@ -380,6 +387,5 @@ def score_caption(gate: OODGate, score: float) -> str:
     text = f"Feature score {score:.3g}; "
     if gate.near_threshold is None:
         return text + f"refused above {gate.threshold:.3g} ({gate.rule})."
-    near_rule = gate.rule.split(" | refuse: ")[0].removeprefix("unfamiliar: ")
-    return text + (f"unfamiliar above {gate.near_threshold:.3g} ({near_rule}), refused above "
+    return text + (f"unfamiliar above {gate.near_threshold:.3g} ({gate.near_rule}), refused above "
                    f"{gate.threshold:.3g} ({gate.threshold / gate.near_threshold:.3g} x that).")

@@ -37,6 +37,17 @@ def test_the_score_caption_gives_each_threshold_its_own_value():
     assert score_caption(one, 4.0) == "Feature score 4; refused above 3 (given)."
 
 
+def test_the_unfamiliar_tiers_rule_survives_a_new_refuse_factor():
+    """``refit-trust --refuse-factor`` re-tiers a two-tier gate: the unfamiliar rule must not gain a second
+    "unfamiliar:" or keep the old refuse rule."""
+    gate, _ = _gate()
+    with_refuse_tier(gate, 10.0, 1.75)
+    with_refuse_tier(gate, 10.0, 2.5)
+    assert gate.near_rule == "99th percentile of the validation split's scores"
+    assert gate.rule == "unfamiliar: 99th percentile of the validation split's scores | refuse: 2.5 x the " \
+                        "unfamiliar threshold (10)"
+
+
 def test_fit_gate_gives_two_tiers():
     gate, rng = _gate()
     assert gate.threshold == pytest.approx(REFUSE_FACTOR * gate.near_threshold)
