@@ -260,7 +260,7 @@ def job_progress(job_id: str, root: str | os.PathLike | None = None) -> dict:
 
     Keys: those of :class:`medclf_core.training.events.TrainingProgress` (``phase, epoch, epochs,
     batch, batches, eta_s, fraction, text, history, audit, split, notices, devices,
-    images_per_s, run_dir, name, metrics, message, outcome``) and the job's own: ``job_id, state
+    images_per_s, run_dir, name, metrics, message, outcome, cross_validation``) and the job's own: ``job_id, state
     (queued|running|done|cancelled|failed), config, created, cancel_requested``. The state is the
     events' outcome; without one, the worker's process says queued or running, and a worker that
     died without an outcome is reported as failed.

@@ -64,7 +64,9 @@ def test_freeze_long_lived_skips_what_is_alive_and_still_collects_what_comes_lat
     try:
         kept = cycle()
         frozen = memory.freeze_long_lived()
-        assert frozen == gc.get_freeze_count() > 0
+        # Only a freeze adds to the permanent generation; another thread (pytest-xdist's channel, Streamlit's
+        # server) may free frozen objects in the meantime, so the count read now is at most the one returned.
+        assert 0 < gc.get_freeze_count() <= frozen
 
         later = weakref.ref(cycle())  # made after the freeze: collected as usual
         gc.collect()
