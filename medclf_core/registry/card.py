@@ -257,9 +257,37 @@ class ModelCard(dict):
         return (ci[0], ci[1]) if ci else None
 
     def format_metric(self, key: str, split: str = "test", *, pct: bool = False) -> str:
-        """A same-source figure with its interval and ``n`` (:func:`medclf_core.formatting.metric_with_n`)."""
+        """A same-source figure with its interval and ``n`` (:func:`medclf_core.formatting.metric_with_n`;
+        :meth:`metric_n`: a sensitivity's n is the positive images, not all of them)."""
         m = self["metrics"] if split == "test" else self["validation_metrics"]
-        return metric_with_n(m.get(key), self.ci(key, split), m.get("n"), pct=pct)
+        return metric_with_n(m.get(key), self.ci(key, split), self.metric_n(key, split), pct=pct)
+
+    def metric_n(self, key: str, split: str = "test") -> int | None:
+        """The images behind one same-source figure: all of them (``n``), but for ``sensitivity`` the images of
+        the positive class and for ``specificity`` the others, from the dataset's per-class counts of the split
+        the figures were computed on (None when those counts do not add up to ``n``: no n is better than a
+        wrong one).
+
+        >>> card = ModelCard.from_dict({"name": "m", "class_names": ["NORMAL", "PNEUMONIA"],
+        ...     "positive_class": "PNEUMONIA", "metrics": {"split": "test", "n": 779},
+        ...     "dataset": {"counts": {"test": {"NORMAL": 201, "PNEUMONIA": 578}}}})
+        >>> card.metric_n("accuracy"), card.metric_n("sensitivity"), card.metric_n("specificity")
+        (779, 578, 201)
+        """
+        m = self["metrics"] if split == "test" else self["validation_metrics"]
+        n, pos = m.get("n"), self["positive_class"]
+        if key not in ("sensitivity", "specificity") or pos is None:
+            return n
+        counts = (self["dataset"] or {}).get("counts") or {}
+        figures_on = m.get("split") or split
+        per_class: dict = {}
+        for name, split_counts in counts.items():
+            if (figures_on == CROSS_VALIDATION or name == figures_on) and isinstance(split_counts, dict):
+                for c, k in split_counts.items():
+                    per_class[c] = per_class.get(c, 0) + (k if is_whole_number(k) else float("nan"))
+        if not per_class or sum(per_class.values()) != n or pos not in per_class:
+            return None
+        return per_class[pos] if key == "sensitivity" else n - per_class[pos]
 
 
 def parse_card_text(text: str | bytes, *, source: str | None = None) -> ModelCard:

@@ -167,7 +167,7 @@ def test_importing_the_card_module_does_not_import_tensorflow():
 def test_card_format_metric_uses_its_own_n_and_interval():
     card = ModelCard.from_dict(_raw("brain-mri-tumour"))
     assert card.format_metric("accuracy") == "0.853 (95% CI 0.735-0.971, n = 34)"
-    assert card.format_metric("sensitivity") == "0.905 (n = 34)"
+    assert card.format_metric("sensitivity") == "0.905 (n = 21, too few images for a reliable figure)"  # 21 positives
     toy = ModelCard.from_dict({**MINIMAL, "metrics": {"n": 12, "accuracy": 1.0, "ci95": {"accuracy": [1.0, 1.0]}}})
     assert toy.is_toy and toy.format_metric("accuracy") == "1.000 (n = 12, too few images for a reliable figure)"
 
@@ -204,3 +204,22 @@ def test_a_card_without_a_positive_class_says_so_in_words():
     assert multi.positive_class_text == "none (multi-class: the top class is the decision)"
     unnamed = ModelCard.from_dict({**MINIMAL, "class_names": ["NORMAL", "PNEUMONIA"]})
     assert unnamed.positive_class_text == "PNEUMONIA"  # the one rule's choice, as everywhere else
+
+
+def test_sensitivity_and_specificity_give_the_n_of_their_own_class():
+    """Walk-through: the PDF printed "Sensitivity (test split) 0.958 (n = 779)" where 578 positives stand behind
+    it; a cross-validated run's counts are every split's together, and counts that do not add up give no n."""
+    from medclf_core.formatting import CROSS_VALIDATION
+
+    counts = {"train": {"NORMAL": 20, "PNEUMONIA": 30}, "test": {"NORMAL": 6, "PNEUMONIA": 24}}
+    base = {"name": "m", "class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
+            "dataset": {"counts": counts}}
+    card = ModelCard.from_dict({**base, "metrics": {"split": "test", "n": 30, "sensitivity": 0.9, "specificity": 1.0}})
+    assert card.format_metric("sensitivity") == "0.900 (n = 24, too few images for a reliable figure)"
+    assert card.metric_n("specificity") == 6 and card.metric_n("accuracy") == 30
+    cv = ModelCard.from_dict({**base, "metrics": {"split": CROSS_VALIDATION, "n": 80}})
+    assert (cv.metric_n("sensitivity"), cv.metric_n("specificity")) == (54, 26)
+    odd = ModelCard.from_dict({**base, "metrics": {"split": "test", "n": 29}})
+    assert odd.metric_n("sensitivity") is None and odd.metric_n("auc") == 29
+    multi = ModelCard.from_dict({"name": "m", "class_names": ["CT", "MRI", "XRAY"], "metrics": {"n": 9}})
+    assert multi.metric_n("sensitivity") == 9
