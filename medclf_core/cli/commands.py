@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from medclf_core.cli import console
-from medclf_core.cli.parser import build_parser, train_config_from_args, tta_views
+from medclf_core.cli.parser import parse_command_line, train_config_from_args, tta_views
 from medclf_core.errors import MedclfError
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``medclf`` command; the exit status: 0 done, 1 refused (one-line message), 2 bad
     arguments or a rejected input file, 130 interrupted."""
     _quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     try:
         return COMMANDS[args.command](args)
     except MedclfError as exc:

@@ -31,6 +31,25 @@ _TTA_HELP = "test-time views to average: 'none', or e.g. 'hflip' (default: the m
 _SITE_HELP = "use this site's calibration (temperature and threshold, from `recalibrate --site`) instead of the card's"
 
 
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """:func:`build_parser`'s arguments, with a command's list of files (or models) also taken after its
+    options: argparse ends ``predict MODEL FILE...`` at the first option, so ``predict MODEL --site A a.png``
+    was refused with "unrecognized arguments: a.png".
+
+    >>> parse_command_line(["predict", "m", "--tta", "none", "a.png", "b.png"]).files
+    ['a.png', 'b.png']
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    spill = next((k for k in ("files", "models") if isinstance(getattr(args, k, None), list)), None)
+    if extra and spill and not any(e.startswith("-") for e in extra):
+        getattr(args, spill).extend(extra)
+        extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every sub-command (``audit``, ``train``, ``evaluate``, ``predict``, ``refit-trust``,
     ``export``, ``list``)."""

@@ -9,7 +9,7 @@ import pytest
 from helpers import REPO
 
 from medclf_core.cli.commands import main
-from medclf_core.cli.parser import build_parser, train_config_from_args, tta_views
+from medclf_core.cli.parser import build_parser, parse_command_line, train_config_from_args, tta_views
 
 
 def test_every_command_has_its_sub_parser_and_the_common_options():
@@ -105,3 +105,16 @@ def test_recalibrate_and_site_flags():
         parser.parse_args(["recalibrate", "run", "data"])
     assert parser.parse_args(["predict", "run", "a.png"]).site is None
     assert parser.parse_args(["evaluate", "run", "d", "--site", "x"]).site == "x"
+
+
+def test_files_may_come_after_the_options(capsys):
+    """Walk-through: `predict MODEL --models-dir D img.png` was refused with "unrecognized arguments: img.png"."""
+    args = parse_command_line(["predict", "m", "a.png", "--models-dir", "D", "b.png", "--tta", "none", "c.png"])
+    assert args.files == ["a.png", "b.png", "c.png"] and args.models_dir == "D" and args.tta == "none"
+    assert parse_command_line(["export-lite", "--all", "a", "--stale", "b"]).models == ["a", "b"]
+    with pytest.raises(SystemExit):
+        parse_command_line(["predict", "m", "a.png", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_command_line(["evaluate", "m", "data", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
