@@ -317,6 +317,8 @@ def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:
     if rest is None:
         st.warning("Every image was refused: there are no metrics without them.")
         return
+    if not ob["n_flagged"]:  # nothing refused: a second column would repeat the first
+        return
     both = pd.DataFrame(all_rows).set_index("metric")
     wo = pd.DataFrame(metrics_table(rest)).set_index("metric")
     side = pd.DataFrame({"all images": both["value"], "all: 95% interval": both["95% interval"],

@@ -10,6 +10,7 @@ import app_ui
 import pacs_ui
 import site_ui
 from medclf_core.errors import MedclfError
+from medclf_core.explain.render import OVERLAY_OPACITY
 from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
 from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, class_word, feature_score_caption, for_display,
                                            gallery_caption, image_digest, result_key, results_table)
@@ -82,7 +83,7 @@ with st.expander("How to read a result, and heat-map settings"):
         c1, c2 = st.columns(2)
         c1.selectbox("Method for new images", list(CAM_METHODS), format_func=CAM_METHODS.get,
                      key="heatmap-pref-method")
-        c2.slider("Opacity for new images", 0.0, 1.0, 0.45, 0.05, key="heatmap-pref-opacity")
+        c2.slider("Opacity for new images", 0.0, 1.0, OVERLAY_OPACITY, 0.05, key="heatmap-pref-opacity")
         st.caption("The score beside each map (its faithfulness) says how much the model relied on the highlighted "
                    "regions; hover the ? for how it is tested.", help=FAITHFULNESS_HELP)
 
@@ -308,7 +309,7 @@ WRITE_HELP = ("Into the same study, as new series: a DICOM Structured Report wit
 def write_one(entry: dict, series, with_pdf: bool) -> dict:
     """One PACS image's result written back: the Grad-CAM of its decided class (the panel's default map) as
     the overlay, the PDF report when asked."""
-    result, names, heat, opacity = entry["result"], predictor.class_names, None, 0.45  # one opacity: overlay, PDF
+    result, names, heat, opacity = entry["result"], predictor.class_names, None, OVERLAY_OPACITY  # one opacity: overlay, PDF
     if not result.flagged:  # a refused image gets an SR that says so, and no map
         index = names.index(result.label)
         try:

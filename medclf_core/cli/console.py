@@ -222,7 +222,7 @@ def _print_ood_summary(ood: Mapping) -> None:
         print(f"  coverage (share not refused) {percent(ood['coverage'])}"
               + (f"; {ood['n_unfamiliar']} shown with a caution (unfamiliar)" if ood.get("n_unfamiliar") else ""))
     rest = ood.get("metrics_without_flagged")
-    if rest:
+    if rest and ood.get("n_flagged"):  # nothing refused: the figures above are already those
         print(f"  without them (n={rest['n']}): accuracy {number(rest['accuracy'], 4)}"
               + (f", ROC-AUC {number(rest['auc'], 4)}" if rest.get("auc") is not None else "")
               + (f", sensitivity {number(rest['sensitivity'], 4)}, specificity {number(rest['specificity'], 4)}"

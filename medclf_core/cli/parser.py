@@ -112,6 +112,7 @@ def _add_evaluate(sub) -> None:
 
 def _add_predict(sub) -> None:
     from medclf_core.explain.cams import METHODS
+    from medclf_core.explain.render import OVERLAY_OPACITY
 
     pr = sub.add_parser("predict", help="classify image files (exit 2 if any file was rejected)")
     pr.add_argument("model", help=_MODEL_HELP)
@@ -119,7 +120,8 @@ def _add_predict(sub) -> None:
     pr.add_argument("--cam", metavar="DIR", help="write a heat-map overlay PNG per image into DIR, for the predicted "
                                                  "class, with its faithfulness score (deletion curve against random "
                                                  "order: 0 = no better than random, 1 = best; ~38 forward passes)")
-    pr.add_argument("--opacity", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    pr.add_argument("--opacity", type=float, default=OVERLAY_OPACITY,
+                    help=f"overlay opacity (default {OVERLAY_OPACITY}, as the Predict page)")
     pr.add_argument("--report", metavar="DIR", help="write a printable PDF report per image into DIR (image, heat "
                                                     "map, probabilities, decision, model card; no patient identifiers)")
     pr.add_argument("--cam-method", default="gradcam", choices=list(METHODS),

@@ -24,9 +24,10 @@ import numpy as np
 MAP_SIDE = 512  # px on the longer side of a map kept for display (compact_map)
 DISPLAY_SIDE = 1024  # px on the longer side of an image sent to a browser (fit_for_display): a half-page column
 #                      is ~730 CSS px wide; Streamlit itself caps images at 1460 px
+OVERLAY_OPACITY = 0.45  # the heat map's default weight over the image: the Predict page, the CLI and the PDF alike
 
 
-def overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = OVERLAY_OPACITY,
             colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     """RGB uint8 image: the heat map in colour blended over the (grayscale or RGB) original.
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
-from medclf_core.explain.render import DISPLAY_SIDE, colour_scale, fit_for_display, overlay
+from medclf_core.explain.render import DISPLAY_SIDE, OVERLAY_OPACITY, colour_scale, fit_for_display, overlay
 from medclf_core.formatting import percent, probability_of, probability_text
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.ood import score_caption
@@ -282,7 +282,7 @@ class HeatMap:
     faithfulness: float | None = None
     deletion: dict | None = None
 
-    def overlay(self, opacity: float = 0.4, max_side: int | None = None) -> np.ndarray:
+    def overlay(self, opacity: float = OVERLAY_OPACITY, max_side: int | None = None) -> np.ndarray:
         """The map in colour over the image (RGB uint8 at the image's size): cheap, for any opacity.
         ``max_side``: blended on the image shrunk to fit it (:func:`~medclf_core.explain.render.fit_for_display`),
         what a screen shows; the full size is for files (a PACS object, a report)."""

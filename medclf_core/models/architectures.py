@@ -103,7 +103,7 @@ def image_size_choices(suggested=()) -> list[int]:
 
 
 @register("simple_cnn", cam_layer="conv3", feature_layer="flatten",
-          description="Seed 001: Conv32-Pool, Conv64-Pool, Conv128-Pool, Dense128, Dropout 0.5.",
+          description="Small CNN: Conv32-Pool, Conv64-Pool, Conv128-Pool, Dense128, Dropout 0.5.",
           image_size=224, channels=3, batch_size=32, learning_rate=1e-3, epochs=10)
 def simple_cnn(num_classes: int, image_size: int = 224, channels: int = 3, *, dense_units: int = 128,
                dropout: float = 0.5, filters: tuple[int, ...] = (32, 64, 128)):
@@ -121,7 +121,7 @@ def simple_cnn(num_classes: int, image_size: int = 224, channels: int = 3, *, de
 
 
 @register("bn_cnn", cam_layer="block4_relu",
-          description="Seed 000: blocks of Conv2D + BatchNorm + MaxPool, global pooling, Dense, Dropout.",
+          description="BatchNorm CNN: blocks of Conv2D + BatchNorm + MaxPool, global pooling, Dense, Dropout.",
           image_size=224, channels=3, batch_size=32, learning_rate=1e-3, epochs=30)
 def bn_cnn(num_classes: int, image_size: int = 224, channels: int = 3, *,
            filters: tuple[int, ...] = (32, 64, 128, 256), convs_per_block: int = 2, dense_units: int = 128,
@@ -171,7 +171,7 @@ def resolve_imagenet_weights(weights: str | None) -> str | None:
 
 
 @register("resnet50", cam_layer="conv5_block3_out",
-          description="Seed 004: ResNet-50 transfer learning; early layers frozen, new head, optional fine-tuning.",
+          description="ResNet-50 transfer learning: early layers frozen, new head, optional fine-tuning.",
           pretrained=f"ImageNet via Keras (download), or a local file in ${IMAGENET_WEIGHTS_ENV}",
           preprocessing="RGB -> BGR, minus the ImageNet channel means (caffe style)",
           fine_tune_from="conv4_block1_1_conv",

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medclf_core.explain.render import OVERLAY_OPACITY
 from medclf_core.formatting import number, percent, probability_text
 from medclf_core.io.atomic import write_bytes_atomically
 from medclf_core.io.deid import redact, safe_file_label, safe_file_stem
@@ -62,7 +63,7 @@ _IMAGE_W = 85.0  # mm per picture (two side by side on A4)
 
 
 def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | HeatMap | None, card: Mapping,
-                 path: str | os.PathLike, *, identifying: Iterable[str] = (), opacity: float = 0.4) -> Path:
+                 path: str | os.PathLike, *, identifying: Iterable[str] = (), opacity: float = OVERLAY_OPACITY) -> Path:
     """Write the report of one image to ``path`` (atomically: a temporary file, then a rename).
 
     ``result``: the image's prediction (``file``, ``label``, ``probabilities``, and optionally
@@ -80,7 +81,7 @@ def write_report(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray
 
 
 def report_bytes(result: Mapping, pixels: np.ndarray | None, heatmap: np.ndarray | HeatMap | None, card: Mapping, *,
-                 identifying: Iterable[str] = (), opacity: float = 0.4) -> bytes:
+                 identifying: Iterable[str] = (), opacity: float = OVERLAY_OPACITY) -> bytes:
     """The PDF of :func:`write_report` as bytes: title, pictures, decision, class probabilities, model card."""
     from medclf_core.registry.card import ModelCard
 
@@ -240,7 +241,7 @@ def _probabilities(page: Page, result: Mapping) -> None:
 
 
 def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike, *, method: str = "gradcam",
-                  opacity: float = 0.4, decoded: Mapping | None = None, explanations: Mapping | None = None
+                  opacity: float = OVERLAY_OPACITY, decoded: Mapping | None = None, explanations: Mapping | None = None
                   ) -> list[Path]:
     """One report per readable result of ``predictor.predict_files`` in ``out_dir``; each result gets
     ``"report"`` (its PDF's path). Without a heat map (the model has none) the report says so; a file

@@ -43,12 +43,32 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     assert at.subheader[-1].value == "Misclassified images"
 
 
-def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page):
-    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+def _with_colour_photos(root):
+    """The chest sample plus two colour pictures filed as NORMAL: the colour check refuses them."""
+    import numpy as np
+    from PIL import Image
+
+    for c in ("NORMAL", "PNEUMONIA"):
+        (root / c).mkdir(parents=True)
+        for f in (CHEST_SAMPLE / c).iterdir():
+            (root / c / f.name).symlink_to(f)
+    rng = np.random.default_rng(0)
+    for i, rgb in enumerate([(200, 40, 40), (30, 160, 60)]):
+        colour = np.clip(np.asarray(rgb) + rng.integers(-30, 30, (96, 96, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(colour).save(root / "NORMAL" / f"photo{i}.png")
+    return root
+
+
+def test_a_refitted_model_shows_flagged_images_metrics_without_them_and_calibration(refitted_env, page, tmp_path):
+    at = server_folder(page, "evaluate", _with_colour_photos(tmp_path / "mixed"))
     assert not at.exception and not at.error
-    assert any("of 80 images" in m.value and "images refused" in m.value and "coverage" in m.value for m in at.markdown)
+    assert any("2 of 82 images refused" in m.value and "coverage" in m.value for m in at.markdown)
     side = [d.value for d in at.dataframe if "without the refused" in d.value.columns]
     assert side and {"all images", "without the refused"} <= set(side[0].columns)
+    # walk-through, round two: with nothing refused, no second column that repeats the first
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    assert any("0 of 80 images refused" in m.value for m in at.markdown)
+    assert not [d for d in at.dataframe if "without the refused" in d.value.columns]
     assert any("Calibration in use: temperature scaling" in c.value and "T = " in c.value for c in at.caption)
     assert _charts(at) == 6
     # the own test split: calibrated stored predictions, no flags stored

@@ -128,6 +128,11 @@ def test_an_unfamiliar_result_prints_its_caution_and_the_summary_its_coverage(ca
     _print_ood_summary({"checked": True, "n": 10, "n_flagged": 1, "fraction_flagged": 0.1, "coverage": 0.9,
                         "n_unfamiliar": 3, "metrics_without_flagged": None})
     assert "coverage (share not refused) 90.0%; 3 shown with a caution" in capsys.readouterr().out
+    # walk-through, round two: "without them (n=30)" when none of the 30 was refused
+    _print_ood_summary({"checked": True, "n": 30, "n_flagged": 0, "fraction_flagged": 0.0, "coverage": 1.0,
+                        "metrics_without_flagged": {"n": 30, "accuracy": 0.9}})
+    out = capsys.readouterr().out
+    assert "0 of 30 images flagged" in out and "without them" not in out
 
 
 def test_an_epoch_line_leaves_out_metrics_the_phase_does_not_compute(capsys):
