@@ -16,6 +16,7 @@ import streamlit as st
 
 from app_ui import md_escape
 from medclf_core.pacs.client import PASSWORD_ENV, USER_ENV, PacsConnection, PacsError
+from medclf_core.pacs.labels import instance_labels, study_labels
 
 URL_ENV = "MEDCLF_PACS_URL"
 DEFAULT_URL = "http://127.0.0.1:8042/dicom-web"
@@ -38,7 +39,8 @@ def connection(prefix: str) -> PacsConnection | None:
     password = c2.text_input("PACS password", type="password", key=f"{prefix}-password",
                              placeholder=f"from {PASSWORD_ENV} on the server" if env_password else "none")
     try:
-        return PacsConnection(url, user.strip() or env_user or None, password or env_password or None)
+        typed = bool(user.strip() or password)  # a refusal then says to check what was typed, not the environment
+        return PacsConnection(url, user.strip() or env_user or None, password or env_password or None, typed=typed)
     except PacsError as exc:
         st.warning(md_escape(exc))
         return None
@@ -55,14 +57,6 @@ def _remember(key: str, compute, what: str):
             st.error(md_escape(exc))
             return None
     return store[key]
-
-
-def _study_label(s) -> str:
-    date = s.study_date or "no date"
-    if len(date) == 8 and date.isdigit():
-        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    counts = ", ".join(f"{n} {w}" for n, w in ((s.n_series, "series"), (s.n_instances, "instance(s)")) if n is not None)
-    return f"{date} · {'/'.join(s.modalities) or '?'} · {counts} · …{s.study_uid[-8:]}"
 
 
 def _series_label(s) -> str:
@@ -108,7 +102,8 @@ def _search_fields():
 
 def pick_instances(conn: PacsConnection, studies: list) -> tuple[list, object, object] | None:
     """Study, series and instances chosen; ``(instance records, study, series)`` or None."""
-    study = st.selectbox("Study", studies, format_func=_study_label, key="pacs-study",
+    labels = dict(zip((s.study_uid for s in studies), study_labels(studies), strict=True))  # each one distinct
+    study = st.selectbox("Study", studies, format_func=lambda s: labels[s.study_uid], key="pacs-study",
                          help="Date · modalities · counts · the end of the Study Instance UID. Patient names and "
                               "IDs are not shown.")
     if study is None:
@@ -141,11 +136,12 @@ def pick_instances(conn: PacsConnection, studies: list) -> tuple[list, object, o
     if len(records) > MAX_PICKED:
         st.info(f"This series has {len(records)} images; at most {MAX_PICKED} are classified at once. The first "
                 f"{MAX_PICKED} are chosen below; pick others to see them.")
+    # distinct words per instance: the multiselect keys its options by them (two "image 3" were one option)
+    names = instance_labels(records)
     numbers = list(range(len(records)))
     picked = st.multiselect("Images", numbers, default=numbers[:MAX_PICKED], max_selections=MAX_PICKED,
-                            key=f"pacs-instances-{chosen.series_uid}",
-                            format_func=lambda i: f"image {records[i]['instance_number'] or i + 1}")
-    return [records[i] for i in picked], study, chosen
+                            key=f"pacs-instances-{chosen.series_uid}", format_func=lambda i: names[i])
+    return [{**records[i], "label": names[i]} for i in dict.fromkeys(picked)], study, chosen
 
 
 def predict_source() -> None:
@@ -164,7 +160,7 @@ def predict_source() -> None:
                 for r in records:
                     data = conn.fetch_instance(study.study_uid, series.series_uid, r["sop_instance_uid"])
                     fetched.append({"name": f"PACS {series.modality or ''} series {series.series_number or '?'} "
-                                            f"image {r['instance_number'] or len(fetched) + 1}.dcm",
+                                            f"{r['label']}.dcm",
                                     "data": data, "study_uid": study.study_uid, "series_uid": series.series_uid,
                                     "sop_uid": r["sop_instance_uid"]})
         except PacsError as exc:

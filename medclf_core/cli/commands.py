@@ -170,13 +170,17 @@ def cmd_predict(args) -> int:
         written = write_reports(predictor, results, args.report, method=args.cam_method, opacity=args.opacity,
                                 decoded=decoded, explanations=explained)
         console.message(f"Wrote {len(written)} PDF report(s) to {args.report}")
-    if predictor.site is not None:
-        console.message(f"Calibration: site {args.site} (its temperature and threshold, not the card's)")
+    _say_calibration(predictor, args)
     if args.json:  # a refused image's label is empty (medclf_core.inference.results.exported)
         console.print_json([exported(r) for r in results])
     else:
         console.print_predictions(results)
     return 2 if any("error" in r for r in results) else 0
+
+
+def _say_calibration(predictor, args) -> None:
+    if predictor.site is not None:
+        console.message(f"Calibration: site {args.site} (its temperature and threshold, not the card's)")
 
 
 def _predict_pacs(predictor, args) -> int:
@@ -194,6 +198,7 @@ def _predict_pacs(predictor, args) -> int:
                                 progress=console.progress_bar("Reading from the PACS", not args.no_progress))
     for note in notes:
         console.message(f"note: {note}")
+    _say_calibration(predictor, args)  # the SRs written name it too (pacs.writeback.calibration_words)
     failed = next((r["store_error"] for r in results if "store_error" in r), None)
     if failed:
         console.message(f"error: {failed}")

@@ -41,6 +41,8 @@ NON_IMAGE_MODALITIES = frozenset({"SR", "DOC", "KO", "PR", "REG", "RWV", "FID", 
 #: key object selection, presentation states (...11.*).
 NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.104.",
                           "1.2.840.10008.5.1.4.1.1.11.")
+#: What a call that writes to the PACS says it is doing: after a fault there, something may have changed.
+WRITES = frozenset({"storing results", "removing a stored result"})
 _ALL_SYNTAXES = (("application/dicom", "*"),)  # the stored transfer syntax: no transcoding asked of the PACS
 
 
@@ -93,10 +95,12 @@ def _int_or_none(value) -> int | None:
 
 
 class PacsConnection:
-    """A DICOMweb service (``url``: its root, e.g. ``http://127.0.0.1:8042/dicom-web``) with a user and password."""
+    """A DICOMweb service (``url``: its root, e.g. ``http://127.0.0.1:8042/dicom-web``) with a user and password.
+    ``typed``: the user name or password was typed in a form (a refusal then says to check them), not taken
+    from ``MEDCLF_PACS_USER`` / ``MEDCLF_PACS_PASSWORD`` (a refusal then says to set those)."""
 
     def __init__(self, url: str, user: str | None = None, password: str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT_S):
+                 timeout: float = DEFAULT_TIMEOUT_S, typed: bool = False):
         parts = urlsplit(str(url or "").strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PacsError("The PACS address must be a DICOMweb root URL such as http://127.0.0.1:8042/dicom-web.")
@@ -104,6 +108,7 @@ class PacsConnection:
         self.where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self.timeout = float(timeout)
         self._auth = (user, password or "") if user else None
+        self.typed = bool(typed)
         self._client = None
 
     @classmethod
@@ -145,12 +150,13 @@ class PacsConnection:
             return f"The PACS at {self.where} did not answer within {self.timeout:g} s ({what}). Try again later."
         if isinstance(exc, requests.exceptions.ConnectionError):
             return (f"The PACS at {self.where} could not be reached ({what}): is it running, and is the address "
-                    "right? Nothing was changed.")
+                    "right?" + ("" if what in WRITES else " Nothing was changed."))
         if isinstance(exc, requests.exceptions.HTTPError):
             status = getattr(exc.response, "status_code", None)
             if status in (401, 403):
-                return (f"The PACS at {self.where} refused the user name or password ({what}). Set "
-                        f"{USER_ENV} and {PASSWORD_ENV}.")
+                advice = ("Check the user name and password typed." if self.typed else
+                          f"Set {USER_ENV} and {PASSWORD_ENV}.")
+                return f"The PACS at {self.where} refused the user name or password ({what}). {advice}"
             if status == 404:
                 return f"The PACS at {self.where} does not have what was asked for ({what}); it may have been removed."
             return f"The PACS at {self.where} answered with an error (HTTP {status}) ({what})."

@@ -25,6 +25,9 @@ def plan_instances(conn: PacsConnection, study_uid: str, series_uid: str | None 
     """``(instances to read, notes)``: each instance ``{"series", "sop_instance_uid", "instance_number"}``
     of the study's image series (or of ``series_uid``), at most ``max_instances``; notes say what was skipped."""
     series = conn.list_series(study_uid)
+    if not series:  # a study exists in a PACS only with its series: none means no such study
+        raise PacsError(f"The PACS at {conn.where} has no study with the Study Instance UID given: check the UID "
+                        "(it may also have been removed).")
     if series_uid:
         series = [s for s in series if s.series_uid == series_uid]
         if not series:

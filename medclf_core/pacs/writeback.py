@@ -5,7 +5,9 @@ For one source instance and its result (a row of ``Predictor.predict_files``):
 - a **Comprehensive SR** (:func:`build_sr`): the verdict (``finding``, ``unfamiliar`` or ``refused: not this
   kind of image``), and unless refused the decided class, the headline the page shows (decision with
   P(positive class), borderline), that probability with the class it is of, and the operating threshold; the model's
-  name, version, card fingerprint and intended use; "research use only"; a reference to the source image.
+  name, version, card fingerprint, the calibration in use (the card's, or a site's: its name) and intended use;
+  "research use only"; a reference to the source image. Its series description names a site calibration too,
+  so two SRs of one image made with different calibrations are told apart.
   A refused image's SR carries no class and no probability: it is never a finding;
 - a **Secondary Capture** of the heat-map overlay (:func:`build_overlay_sc`), labelled as such, with
   "NOT FOR DIAGNOSIS" burned into the pixels (none for a refused image);
@@ -75,12 +77,42 @@ def model_version(card: Mapping) -> str:
 
 
 def intended_use_text(card: Mapping) -> str:
+    """The card's intended use in one text: its summary as a sentence, then the modalities and body parts.
+
+    >>> intended_use_text({"intended_use": {"summary": "Chest X-rays (any hospital).", "modalities": ["CR"]}})
+    'Chest X-rays (any hospital). Modalities: CR.'
+    """
     use = card.get("intended_use") if isinstance(card.get("intended_use"), Mapping) else {}
-    parts = [str(use["summary"])] if use.get("summary") else []
-    for key, label in (("modalities", "modalities"), ("body_parts", "body parts")):
-        if use.get(key):
-            parts.append(f"{label}: {', '.join(map(str, use[key]))}")
-    return "; ".join(parts) or "not stated on the model card"
+    summary = str(use.get("summary") or "").strip()
+    lists = "; ".join(f"{label}: {', '.join(map(str, use[key]))}"
+                      for key, label in (("modalities", "modalities"), ("body_parts", "body parts")) if use.get(key))
+    if summary and lists:
+        return f"{summary if summary.endswith(('.', '!', '?')) else summary + '.'} {lists[0].upper()}{lists[1:]}."
+    return summary or lists or "not stated on the model card"
+
+
+def calibration_words(card: Mapping) -> str:
+    """Which calibration made the probabilities, as the PDF report says it
+    (:func:`~medclf_core.trust.calibration.calibration_in_use`): the card's, or a site's with its name."""
+    from medclf_core.trust.calibration import calibration_in_use
+
+    site = _site_name(card)
+    return f"{'site ' + site if site else 'model card'}: {calibration_in_use(card)}"
+
+
+def _site_name(card: Mapping) -> str | None:
+    site = card.get("site_calibration")
+    return str(site["site"]) if isinstance(site, Mapping) and site.get("site") else None
+
+
+def series_description(kind: str, card: Mapping) -> str:
+    """The description of the new series of ``kind``; the SR's names the calibration in use (DICOM: at most
+    64 characters)."""
+    text = _SERIES[kind][1]
+    if kind == "sr":
+        site = _site_name(card)
+        text = text.replace("(SR, ", f"(SR, site {site}, " if site else "(SR, card calibration, ")
+    return text if len(text) <= 64 else text[:63] + "…"
 
 
 def _code(value: str, meaning: str, scheme: str = SCHEME):
@@ -137,6 +169,7 @@ def build_sr(source, result: Mapping, card: Mapping, series: WriteSeries):
         _text(_code("111001", "Algorithm Name", "DCM"), card.get("name") or "unnamed"),
         _text(_code("111003", "Algorithm Version", "DCM"), model_version(card)),
         _text(_code("CARDFP", "Model card fingerprint"), card_fingerprint(card)),
+        _text(_code("CALIB", "Calibration in use"), calibration_words(card)),
         _text(_code("USE", "Intended use"), intended_use_text(card)),
         _text(_code("NOTICE", "Notice"), RESEARCH_NOTICE),
         ImageContentItem(name=_code("121112", "Source of Measurement", "DCM"),
@@ -147,7 +180,7 @@ def build_sr(source, result: Mapping, card: Mapping, series: WriteSeries):
     series_uid, series_number, sop_uid, number = series.next("sr")
     return ComprehensiveSR(evidence=[source], content=root, series_instance_uid=series_uid,
                            series_number=series_number, sop_instance_uid=sop_uid, instance_number=number,
-                           manufacturer=MANUFACTURER, series_description=_SERIES["sr"][1],
+                           manufacturer=MANUFACTURER, series_description=series_description("sr", card),
                            manufacturer_model_name=str(card.get("name") or "medclf")[:64],
                            software_versions=f"medclf {__version__}")
 
@@ -262,11 +295,19 @@ def store_all_or_nothing(conn: PacsConnection, study_uid: str, datasets: Sequenc
                 raise PacsError(f"The PACS at {conn.where} refused {len(failed)} of the result objects.")
     except PacsError as exc:
         left = _roll_back(conn, sent)
-        tail = ("Nothing was left in the PACS." if not left else
-                f"Up to {left} object(s) may have been stored and could not be removed (the PACS stopped "
-                f"answering): look for incomplete series named '{_SERIES['sr'][1]}' or '{_SERIES['sc'][1]}'.")
-        raise PacsError(f"Writing the results back failed: {exc} {tail}") from None
+        raise PacsError(f"Writing the results back failed: {exc} {_rollback_words(sent, left)}") from None
     return [str(d.SOPInstanceUID) for d in datasets]
+
+
+def _rollback_words(sent: Sequence, left: int) -> str:
+    """What a failed write left in the PACS, naming every series that was being written."""
+    if not left:
+        return "Nothing was left in the PACS: no result was stored."
+    names = list(dict.fromkeys(str(getattr(d, "SeriesDescription", "") or "") for d in sent))
+    quoted = [f"'{n}'" for n in names if n] or ["'medclf ...'"]
+    named = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return (f"Up to {left} object(s) may have been stored and could not be removed (the PACS stopped answering): "
+            f"look in the study for incomplete series named {named}, and remove them.")
 
 
 def _roll_back(conn: PacsConnection, sent: Sequence) -> int:

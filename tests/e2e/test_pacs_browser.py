@@ -96,7 +96,7 @@ def test_pacs_source_predicts_and_writes_back_and_orthanc_shows_it(browser_page,
     try:
         explorer = context.new_page()
         explorer.goto(f"{orthanc.rest}/app/explorer.html#study?uuid={study_id}")
-        explorer.get_by_text("medclf result (SR, research use only)").first.wait_for(timeout=60_000)
+        explorer.get_by_text("medclf result (SR, card calibration, research use only)").first.wait_for(timeout=60_000)
         explorer.get_by_text("PA chest").first.wait_for()
         explorer.wait_for_timeout(1000)
         explorer.screenshot(path=str(shots / "pacs-orthanc.png"), full_page=True)

@@ -153,7 +153,8 @@ def test_wrong_password_then_the_pacs_down_mid_way_lose_nothing(older_env, tmp_p
         at.text_input(key="pacs-password").set_value("not-the-password")
         _search(at)
         assert "refused the user name or password" in at.error[0].value
-        assert "not-the-password" not in _page_text(at)
+        assert "Check the user name and password typed" in at.error[0].value  # typed: not the server's variables
+        assert "MEDCLF_PACS" not in at.error[0].value and "not-the-password" not in _page_text(at)
         at.text_input(key="pacs-password").set_value(own.password)
         _search(at)
         assert not at.error
@@ -165,11 +166,37 @@ def test_wrong_password_then_the_pacs_down_mid_way_lose_nothing(older_env, tmp_p
         at.run()
         assert not at.exception
         assert "could not be reached" in at.error[0].value and at.subheader[0].value == shown
+        assert "Nothing was changed" not in at.error[0].value  # it may also say what may have been stored
         _search(at)  # a search while it is down: a message, the earlier study list kept
         assert "could not be reached" in at.error[0].value
         assert len(at.selectbox(key="pacs-study").options) == 1 and at.subheader[0].value == shown
     finally:
         own.stop()
+
+
+def test_two_instances_with_the_same_number_are_each_classified_once(older_env, pacs_env, page, tmp_path):
+    """Two instances numbered 3 in one series: two options, two images classified, two SRs each referencing its
+    own instance (the multiselect keyed them by their words: one was classified twice, the other never)."""
+    uids = chest_dicom(JPEGS[0], tmp_path / "a.dcm", patient_id="TWINS", instance_number=3)
+    other = chest_dicom(JPEGS[1], tmp_path / "b.dcm", study_uid=uids["study"], series_uid=uids["series"],
+                        patient_id="TWINS", instance_number=3)
+    pacs_env.upload([tmp_path / "a.dcm", tmp_path / "b.dcm"])
+    at = _search(page("predict").run(), patient="TWINS")
+    names = at.multiselect[0].options
+    assert len(names) == 2 and len(set(names)) == 2 and all(n.startswith("image 3 (…") for n in names)
+    assert at.multiselect[0].value == [0, 1]
+    at.button(key="pacs-fetch").click()
+    at.run()
+    assert not at.exception, at.exception
+    text = _page_text(at)
+    assert all(f"PACS CR series 1 {n}.dcm" in text for n in names)
+    at.button(key="pacs-write").click()
+    at.run()
+    assert not at.exception and not at.error, at.error
+    from medclf_core.pacs.writeback import sr_fields
+
+    srs = _stored(pacs_env, uids["study"])["SR"]
+    assert sorted(sr_fields(sr)["Source of Measurement"] for sr in srs) == sorted([uids["sop"], other["sop"]])
 
 
 def test_no_match_a_study_without_images_and_a_huge_series(older_env, pacs_env, page, tmp_path):

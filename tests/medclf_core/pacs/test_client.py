@@ -125,3 +125,23 @@ def test_bad_dates_and_non_image_classes():
     assert not is_image_sop_class("1.2.840.10008.5.1.4.1.1.88.33")  # Comprehensive SR
     assert not is_image_sop_class("1.2.840.10008.5.1.4.1.1.104.1")  # Encapsulated PDF
     assert is_image_sop_class("1.2.840.10008.5.1.4.1.1.1")  # CR
+
+
+def test_a_refused_password_typed_in_a_form_says_to_check_it(orthanc):
+    """Typed in the app's form: check what was typed; from the environment (CLI): set the variables."""
+    typed = PacsConnection(orthanc.url, orthanc.user, "not-the-password", typed=True)
+    with pytest.raises(PacsError, match="refused the user name or password") as e:
+        typed.search_studies()
+    assert "Check the user name and password typed" in str(e.value) and "MEDCLF_PACS" not in str(e.value)
+    with pytest.raises(PacsError, match="Set MEDCLF_PACS_USER and MEDCLF_PACS_PASSWORD"):
+        PacsConnection(orthanc.url, orthanc.user, "not-the-password").search_studies()
+
+
+def test_nothing_was_changed_is_said_only_of_reads():
+    import requests
+
+    conn = PacsConnection("http://127.0.0.1:9/dicom-web")
+    fault = requests.exceptions.ConnectionError("refused")
+    assert conn.explain(fault, "searching studies").endswith("Nothing was changed.")
+    assert "Nothing was changed" not in conn.explain(fault, "storing results")
+    assert "Nothing was changed" not in conn.explain(fault, "removing a stored result")

@@ -37,6 +37,12 @@ def test_a_study_with_no_images_is_a_plain_error(orthanc, dicom_samples, tiny_pr
         predict_from_pacs(tiny_predictor, PacsConnection.from_env(orthanc.url), src.StudyInstanceUID)
 
 
+def test_a_study_the_pacs_does_not_have_says_so(orthanc, tiny_predictor):
+    with pytest.raises(PacsError, match="has no study with the Study Instance UID given") as e:
+        predict_from_pacs(tiny_predictor, PacsConnection.from_env(orthanc.url), "1.2.3.4")
+    assert "no images to classify" not in str(e.value) and "1.2.3.4" not in str(e.value)
+
+
 def test_non_image_series_and_our_own_results_are_skipped_with_a_note(orthanc, dicom_samples, tiny_predictor,
                                                                      monkeypatch):
     from medclf_core.reports import pdf
@@ -104,6 +110,7 @@ def test_cli_predict_from_the_pacs_and_store(orthanc, dicom_samples, tiny_run, c
     (r,) = json.loads(out.out.strip().splitlines()[-1])
     assert r["sop_instance_uid"] == src.SOPInstanceUID and r["stored"]["sr"] and r["stored"]["sc"]
     assert orthanc.password not in out.out + out.err
+    assert "Calibration:" not in out.err  # the card's own: no site line
     series = PacsConnection.from_env(orthanc.url).list_series(src.StudyInstanceUID)
     sr_series = [s for s in series if s.modality == "SR"]
     assert len(sr_series) == 1
@@ -118,3 +125,23 @@ def test_cli_wrong_password_and_bad_arguments(orthanc, dicom_samples, tiny_run, 
     assert "refused the user name or password" in err and "Traceback" not in err and "wrong-one" not in err
     assert main(["predict", "tiny-chest", "--models-dir", str(tiny_run), "--pacs", orthanc.url]) == 2
     assert "--study" in capsys.readouterr().err
+
+
+def test_cli_pacs_mode_names_the_site_calibration_and_the_sr_says_it(orthanc, dicom_samples, tiny_run, capsys):
+    """``--site`` in PACS mode: the "Calibration: site" line is printed (it was skipped), and the SR written
+    names the site (two SRs of one image made with different calibrations are told apart)."""
+    site = {"site": "wardA", "model": "tiny-chest", "temperature": 0.9, "threshold": 0.4, "date": "2026-12-01"}
+    (tiny_run / "tiny-chest" / "sites").mkdir()
+    (tiny_run / "tiny-chest" / "sites" / "wardA.json").write_text(json.dumps(site))
+    src = _header(dicom_samples, "CR_")
+    assert main(["predict", "tiny-chest", "--models-dir", str(tiny_run), "--pacs", orthanc.url, "--study",
+                 src.StudyInstanceUID, "--site", "wardA", "--store", "--json", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "Calibration: site wardA" in out.err
+    (r,) = json.loads(out.out.strip().splitlines()[-1])
+    conn = PacsConnection.from_env(orthanc.url)
+    sr = next(conn.client.retrieve_instance(src.StudyInstanceUID, s.series_uid, r["stored"]["sr"])
+              for s in conn.list_series(src.StudyInstanceUID) if r["stored"]["sr"] in conn.list_instances(
+                  src.StudyInstanceUID, s.series_uid))
+    assert sr.SeriesDescription == "medclf result (SR, site wardA, research use only)"
+    assert writeback.sr_fields(sr)["Calibration in use"].startswith("site wardA: site 'wardA'")

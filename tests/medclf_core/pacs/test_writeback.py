@@ -128,3 +128,57 @@ def test_the_sr_carries_the_headline_not_the_decided_class_probability(dicom_sam
     near = writeback.sr_fields(writeback.build_sr(src, {**result, "probabilities": {"NORMAL": 0.28, "PNEUMONIA": 0.72}},
                                                   card, writeback.WriteSeries()))
     assert near["Borderline"] == "yes" and near["Headline"].endswith("borderline)")
+
+
+def test_the_sr_names_the_calibration_in_use_so_two_srs_of_one_image_differ(dicom_samples):
+    """The card's calibration and a site's (trust.sites.site_card) give SRs that say which one made them, in
+    the content and in the series description (two SRs of one image, series 9101, told apart)."""
+    from medclf_core.trust.sites import site_card
+
+    src = pydicom.dcmread(next(p for p in dicom_samples if p.name.startswith("CR_")), stop_before_pixels=True)
+    card = {"name": "m", "created": "2026-12-06", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.7696,
+            "calibration": {"method": "temperature scaling (validation NLL)", "temperature": 1.2, "fitted_on": "val"}}
+    ward = site_card(card, {"site": "wardA", "temperature": 0.9, "threshold": 0.6388, "date": "2026-12-01"})
+    result = {"label": "NORMAL", "probabilities": {"NORMAL": 0.35, "PNEUMONIA": 0.65}, "threshold": 0.7696,
+              "positive_class": "PNEUMONIA", "ood": False}
+    by_card = writeback.build_sr(src, result, card, writeback.WriteSeries())
+    by_site = writeback.build_sr(src, {**result, "label": "PNEUMONIA", "threshold": 0.6388}, ward,
+                                 writeback.WriteSeries())
+    card_words = writeback.sr_fields(by_card)["Calibration in use"]
+    site_words = writeback.sr_fields(by_site)["Calibration in use"]
+    assert card_words.startswith("model card: temperature scaling (validation NLL), T = 1.2")
+    assert site_words.startswith("site wardA: site 'wardA': T = 0.9") and "not the model card's" in site_words
+    assert by_card.SeriesDescription == "medclf result (SR, card calibration, research use only)"
+    assert by_site.SeriesDescription == "medclf result (SR, site wardA, research use only)"
+    assert by_card.SeriesNumber == by_site.SeriesNumber == 9101
+    long = site_card(card, {"site": "x" * 100, "temperature": 1.0, "threshold": 0.5})
+    assert len(writeback.series_description("sr", long)) <= 64  # DICOM's limit for a series description
+
+
+def test_intended_use_reads_as_sentences():
+    card = {"intended_use": {"summary": "Chest X-rays of children (any hospital).", "modalities": ["CR", "DX"],
+                             "body_parts": ["CHEST"]}}
+    text = writeback.intended_use_text(card)
+    assert text == "Chest X-rays of children (any hospital). Modalities: CR, DX; body parts: CHEST."
+    assert ".;" not in text
+    assert writeback.intended_use_text({"intended_use": {"summary": "adults"}}) == "adults"
+    assert writeback.intended_use_text({"intended_use": {"modalities": ["CR"]}}) == "modalities: CR"
+    assert writeback.intended_use_text({}) == "not stated on the model card"
+
+
+def test_a_write_to_a_stopped_pacs_says_one_thing_and_names_every_series(dicom_samples):
+    """Nothing answers: the message does not say "Nothing was changed" and then "may have been stored", and it
+    names each series being written (the SR, the overlay and the PDF report)."""
+    src = pydicom.dcmread(next(p for p in dicom_samples if p.name.startswith("CR_")), stop_before_pixels=True)
+    card = {"name": "m", "created": "2026-12-06"}
+    result = {"label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}, "ood": False}
+    objects = writeback.build_objects(src, result, card, writeback.WriteSeries(),
+                                      overlay=np.zeros((32, 32, 3), np.uint8), pdf=b"%PDF-1.4 test")
+    conn = PacsConnection("http://127.0.0.1:9/dicom-web", timeout=2)  # the discard port: nothing listens
+    with pytest.raises(PacsError) as e:
+        writeback.store_all_or_nothing(conn, str(src.StudyInstanceUID), list(objects.values()))
+    text = str(e.value)
+    assert "could not be reached (storing results)" in text and "Nothing was changed" not in text
+    assert "Up to 3 object(s) may have been stored" in text
+    for name in ("medclf result (SR, card calibration", "medclf heat-map overlay", "medclf PDF report"):
+        assert name in text
