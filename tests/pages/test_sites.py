@@ -147,3 +147,21 @@ def test_the_evaluate_page_reads_the_site_calibration_once_per_version_of_its_fi
     save_site(own_models / "tiny-a", {**rec, "threshold": 0.123})  # adopted again: a new version of the file
     at.run()
     assert reads.count("north.json") == 2 and at.slider[0].value == 0.123
+
+
+def test_the_evaluate_page_opens_every_source_with_a_site_picked(own_models, page):
+    """With a site picked, the card in use is still a ModelCard (``card.class_names``): the upload and the PACS
+    sources, which read it before anything is evaluated, open without an error (they crashed: site_card gave a
+    plain dict)."""
+    _add_site(own_models / "tiny-a")
+    at = page("evaluate")
+    at.session_state["model_name"] = "tiny-a"
+    at.session_state["site_model"], at.session_state["site_name"] = "tiny-a", "north"
+    at.run()
+    for source, mode in (("upload", "zip"), ("upload", "images"), ("pacs", None)):
+        at.radio(key="eval_source").set_value(source)
+        if mode:
+            at.run()
+            at.radio(key="eval_upload_mode").set_value(mode)
+        at.run()
+        assert not at.exception, (source, mode, at.exception)
