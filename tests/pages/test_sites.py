@@ -97,6 +97,12 @@ def test_the_evaluate_page_adopts_an_uploaded_evaluation_as_a_site(own_models, p
     assert any(t.startswith("Before (card calibration): ECE") and "n = 20" in t for t in texts), texts
     assert any(t.startswith("After (site, cross-fitted): ECE") for t in texts), texts
     assert list_sites(own_models / "tiny-a") == []  # nothing saved until asked
+    warnings = " ".join(w.value for w in at.warning)  # shown before the Save button, in plain words
+    assert "Only 10 images of PNEUMONIA" in warnings and "images this model was trained or tuned on" in warnings
+    assert at.button(key="adopt_site_save").disabled  # a warning that needs a decision: not saved by one click
+    at.checkbox(key="adopt_site_force").check()
+    at.run()
+    assert not at.button(key="adopt_site_save").disabled
     at.button(key="adopt_site_save").click()
     at.run()
     assert not at.exception and list_sites(own_models / "tiny-a") == ["north"]
