@@ -334,7 +334,9 @@ def site_card(card: Mapping, record: Mapping) -> Mapping:
     out["calibration"] = cal
     out["site_calibration"] = {k: record.get(k) for k in ("site", "date", "temperature", "threshold")}
     if len(card.get("class_names") or []) == 2:
+        out["site_calibration"]["card_threshold"] = card.get("threshold")  # where the card's own figures were measured
         out["threshold"] = record.get("threshold")
+        out["threshold_method"] = f"site '{record['site']}'"  # not the card's rule (e.g. "balanced")
         out["threshold_rule"] = {"method": "site", "chosen_for": (record.get("rule") or {}).get("threshold"),
                                  "on": f"the images of site '{record['site']}', site-calibrated probabilities"}
     return out
