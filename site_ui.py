@@ -92,6 +92,7 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
     gives the predictor the predictions were made with (the page's ``app_ui.load_predictor`` with the site)."""
     from medclf_core.data.fingerprint import dataset_fingerprint
     from medclf_core.inference.sites import adopt_site
+    from medclf_core.trust.site_checks import needs_confirmation
     from medclf_core.trust.sites import metric_texts, save_site
 
     with st.expander("Adopt as this site's calibration"):
@@ -115,10 +116,15 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
         kept, rec = st.session_state.get("_adopt_site") or (None, None)
         if kept != key:
             return
+        for w in rec.get("warnings") or []:  # before the figures and the Save button
+            st.warning(md_escape(w["text"]))
         for label, block in (("Before (card calibration)", rec["before"]),
                              ("After (site, cross-fitted)", rec["after"])):
             st.text(f"{label}: " + "; ".join(metric_texts(block)))
-        if st.button(f"Save as site '{rec['site']}'", type="primary", key="adopt_site_save"):
+        confirmed = not needs_confirmation(rec.get("warnings")) or st.checkbox(
+            "Save anyway (I have read the warnings above)", key="adopt_site_force",
+            help="The model card's calibration stays in use unless this site is picked in the sidebar.")
+        if st.button(f"Save as site '{rec['site']}'", type="primary", key="adopt_site_save", disabled=not confirmed):
             try:
                 st.success(md_escape(f"Saved {save_site(card['run_dir'], rec)}; pick it in the sidebar."))
             except MedclfError as exc:

@@ -137,12 +137,13 @@ def cmd_recalibrate(args) -> int:
     check_site_name(args.site)  # before the model loads
     predictor = Predictor.from_run(args.model, args.models_dir)
     rec = recalibrate(predictor, args.data, args.site, split=args.split, target_sensitivity=args.target_sensitivity,
-                      bootstrap=args.bootstrap, progress=console.progress_bar("Reading images", not args.no_progress))
+                      bootstrap=args.bootstrap, progress=console.progress_bar("Reading images", not args.no_progress),
+                      force=args.force)
     if args.json:
         console.print_json(rec)
     else:
         console.print_site(rec)
-    return 0
+    return 1 if rec.get("not_saved") else 0
 
 
 def cmd_predict(args) -> int:

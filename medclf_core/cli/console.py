@@ -247,11 +247,15 @@ def print_site(rec: Mapping) -> None:
     print(f"Temperature {rec['temperature']:.4g} ({rec['rule']['temperature']})")
     if rec.get("threshold") is not None:
         print(f"Threshold {number(rec['threshold'], 4)} on P({rec['positive_class']}) ({rec['rule']['threshold']})")
+    for w in rec.get("warnings") or []:
+        print(f"WARNING: {w['text']}")
     print(f"Checked {rec['rule']['check']}:")
     for label, m in (("before (card) ", rec["before"]), ("after (site)  ", rec["after"])):
         print(f"  {label}" + ";  ".join(metric_texts(m)))
     if rec.get("path"):
         print(f"Saved {rec['path']}; use it with --site {rec['site']}")
+    elif rec.get("not_saved"):
+        print(rec["not_saved"])
 
 
 def _cam_text(r: Mapping) -> str:

@@ -180,6 +180,10 @@ def _add_recalibrate(sub) -> None:
     rc.add_argument("--split", default="all", choices=["auto", "all", "train", "val", "test"],
                     help="which images of a pre-split folder (default: all)")
     rc.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
+    rc.add_argument("--force", action="store_true",
+                    help="save even when a warning needs a decision: the checked sensitivity misses the target, the "
+                         "site's calibration does worse than the card's, or the images are the model's training "
+                         "images (without --force such a fit is printed, not saved, and the exit status is 1)")
     _add_common(rc)
 
 

@@ -87,6 +87,7 @@ class Headline:
     threshold: float | None
     borderline: bool
     finding: bool  # the decision is the positive class (a binary model's finding); False otherwise
+    site: str | None = None  # the site whose calibration's threshold decided (result "calibration": "site:NAME")
 
     @property
     def probability_text(self) -> str:
@@ -108,7 +109,8 @@ class Headline:
             why = f"the two most probable classes are less than {percent(2 * BORDERLINE_MARGIN, 0)} apart"
         else:
             side = "at or above" if self.probability >= self.threshold else "below"
-            text = (f"Decision at the model's operating threshold: {self.decision} ({self.probability_text}, "
+            whose = f"site '{self.site}''s threshold" if self.site else "the model's operating threshold"
+            text = (f"Decision at {whose}: {self.decision} ({self.probability_text}, "
                     f"{side} the threshold {percent(self.threshold)}).")
             why = (f"P({self.shown_class}) is less than {percent(BORDERLINE_MARGIN, 0)} (absolute) from the "
                    "threshold")
@@ -157,8 +159,10 @@ def headline(result: Mapping) -> Headline:
     pos, threshold = result.get("positive_class"), result.get("threshold")
     if threshold is not None and pos in probs:
         p = probs[pos]
+        cal = str(result.get("calibration") or "")
         return Headline(words.get(decision, decision), words.get(pos, str(pos)), p, float(threshold),
-                        abs(p - float(threshold)) < BORDERLINE_MARGIN, decision == pos)
+                        abs(p - float(threshold)) < BORDERLINE_MARGIN, decision == pos,
+                        cal.removeprefix("site:") if cal.startswith("site:") else None)
     ranked = sorted(probs.values(), reverse=True)
     lead = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
     return Headline(words.get(decision, decision), words.get(decision, decision), probs.get(decision, float("nan")),

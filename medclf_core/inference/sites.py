@@ -23,8 +23,10 @@ from pathlib import Path
 
 from medclf_core.data.fingerprint import dataset_fingerprint
 from medclf_core.inference.folder import predict_folder
+from medclf_core.inference.overlap import training_overlap
 from medclf_core.registry.names import check_site_name
 from medclf_core.trust.calibration import apply_temperature, temperature_of
+from medclf_core.trust.site_checks import needs_confirmation, site_warnings
 from medclf_core.trust.sites import DEFAULT_TARGET_SENSITIVITY, load_site, save_site, site_calibration, site_card
 
 
@@ -70,30 +72,42 @@ def raw_probabilities(predictor, probs):
 
 def adopt_site(predictor, predictions: dict, name: str, *, dataset: str, fingerprint: str | None,
                target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, bootstrap: int = 1000,
-               save: bool = True) -> dict:
+               save: bool = True, force: bool = False) -> dict:
     """Fit, cross-fit and (``save``) write the site calibration ``name`` from labelled ``predictions`` of
-    ``predictor`` (what :func:`medclf_core.inference.folder.predict_folder` returns: ``y_true``, ``probs``).
+    ``predictor`` (what :func:`medclf_core.inference.folder.predict_folder` returns: ``y_true``, ``probs`` and,
+    for the training-image check, ``hashes``).
 
-    The record (:func:`medclf_core.trust.sites.site_calibration`) is returned with ``"path"`` added when saved.
+    The record (:func:`medclf_core.trust.sites.site_calibration`) is returned with ``"warnings"``
+    (:func:`medclf_core.trust.site_checks.site_warnings`, with
+    :func:`~medclf_core.inference.overlap.training_overlap` of the images) and ``"path"`` added when saved. A
+    record with a warning that needs confirmation (worse than the card's, misses its target, the model's
+    training images) is saved only with ``force``; otherwise it is returned unsaved, with ``"not_saved"``
+    saying why (the fitted result is never lost).
     """
     check_site_name(name)
     card = base_card(predictor)
     raw = raw_probabilities(predictor, predictions["probs"])
     rec = site_calibration(name, predictions["y_true"], raw, card, target_sensitivity=target_sensitivity,
                            dataset=dataset, fingerprint=fingerprint, bootstrap=bootstrap)
-    if save:
+    overlap = training_overlap(card, predictions["hashes"]) if predictions.get("hashes") else None
+    rec["warnings"] = site_warnings(rec, overlap)
+    if save and needs_confirmation(rec["warnings"]) and not force:
+        rec["not_saved"] = ("Not saved: the warnings above need a decision (keep the card's calibration, or fit "
+                            "again on more or other images of the site; to save it anyway, add --force).")
+    elif save:
         rec["path"] = str(save_site(card["run_dir"], rec))
     return rec
 
 
 def recalibrate(predictor, data: str | os.PathLike, name: str, *, split: str = "all",
                 target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, bootstrap: int = 1000,
-                progress=None) -> dict:
+                progress=None, force: bool = False) -> dict:
     """``medclf recalibrate``: the model over a site's labelled folder or zip (``<class>/`` images, as
     ``evaluate`` takes; every image unless ``split`` says otherwise), then :func:`adopt_site`; the record
-    with ``"path"``. The weights and the card are not touched."""
+    with ``"warnings"`` and ``"path"`` (or ``"not_saved"``: a warning needs ``force``). The weights and the card
+    are not touched."""
     check_site_name(name)  # before the model runs over the whole folder
     predictions = predict_folder(predictor, data, split, progress=progress)
     return adopt_site(predictor, predictions, name, dataset=Path(data).name or str(data),
                       fingerprint=dataset_fingerprint(data, split=predictions["split"]),
-                      target_sensitivity=target_sensitivity, bootstrap=bootstrap)
+                      target_sensitivity=target_sensitivity, bootstrap=bootstrap, force=force)

@@ -293,14 +293,15 @@ def _card_facts(c) -> list[tuple[str, str]]:
              ("Architecture", c.architecture or "not stated"),
              ("Input", " x ".join(str(v) for v in c.input_shape or []) or "not stated")]
     on = "cross-validated" if c.is_cross_validated else f"{(c.metrics or {}).get('split') or 'test'} split"
+    site = c.get("site_calibration") or {}
     for key, title in (("accuracy", "Accuracy"), ("auc", "ROC-AUC"), ("sensitivity", "Sensitivity"),
                        ("specificity", "Specificity")):
         if c.metric(key) is not None:
-            facts.append((f"{title} ({on})", c.format_metric(key)))
+            at = _measured_at(site, key)
+            facts.append((f"{title} ({on}{at})", c.format_metric(key)))
     facts.append(("Figures computed on", c.figures_source if c.test_n is not None else "not recorded"))
     if c.threshold is not None:
-        facts.append(("Operating threshold", f"{percent(c.threshold)} on P({c.class_word(c.positive_class)})"
-                      + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")))
+        facts.append(_threshold_fact(c, site))
     use = c.get("intended_use")
     if isinstance(use, dict) and use:
         facts.append(("Intended use", str(use.get("summary") or "not stated")))
@@ -319,6 +320,25 @@ def _card_facts(c) -> list[tuple[str, str]]:
     if c.created:
         facts.append(("Model created", str(c.created)[:19].replace("T", " ")))
     return facts
+
+
+def _measured_at(site, key: str) -> str:
+    """With a site's calibration in use, where a threshold-dependent card figure was measured: at the card's own
+    threshold, not the site's (empty without a site, or for ROC-AUC, which has no threshold)."""
+    if not site or key == "auc":
+        return ""
+    card_thr = site.get("card_threshold")
+    return f", at the model card's threshold{' ' + percent(card_thr) if card_thr is not None else ''}, not the site's"
+
+
+def _threshold_fact(c, site) -> tuple[str, str]:
+    """The operating threshold in use, named by whose it is: a site's (its name and rule) or the card's (method)."""
+    text = f"{percent(c.threshold)} on P({c.class_word(c.positive_class)})"
+    if site:
+        rule = (c.get("threshold_rule") or {}).get("chosen_for")
+        return (f"Operating threshold (site '{site.get('site')}')",
+                text + ", the site's own calibration" + (f": {rule}" if rule else ""))
+    return "Operating threshold", text + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")
 
 
 def _scrub(text: str, identifying: list[str]) -> str:

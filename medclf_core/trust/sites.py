@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -308,7 +309,7 @@ def site_overlap_message(record: Mapping | None, fingerprint: str | None) -> str
             "in its record.")
 
 
-def site_card(card: Mapping, record: Mapping) -> dict:
+def site_card(card: Mapping, record: Mapping) -> Mapping:
     """A copy of a model's ``card`` that reads as calibrated by the site ``record``: its calibration temperature
     and (two-class model) threshold are the site's, ``site_calibration`` names the site, and the temperature
     already applied to the stored test predictions is kept, so every reader of a card (the Evaluate page,
@@ -321,8 +322,11 @@ def site_card(card: Mapping, record: Mapping) -> dict:
     ...                      "rule": {"threshold": "sensitivity >= 0.95"}})
     >>> c["threshold"], c["calibration"]["temperature"], c["calibration"]["stored_temperature"], card["threshold"]
     (0.4, 1.5, 0.8, 0.7)
+
+    The copy is of the card's own type (a :class:`~medclf_core.registry.card.ModelCard` stays one, with its
+    attributes such as ``class_names``; a plain dict stays a dict).
     """
-    out = dict(card)
+    out = copy.copy(card) if isinstance(card, dict) else dict(card)
     cal = dict(card.get("calibration") or {})
     if cal.get("stored_predictions") == "calibrated":  # what evaluation.json holds does not change with the site
         cal["stored_temperature"] = stored_temperature(card)
@@ -330,7 +334,9 @@ def site_card(card: Mapping, record: Mapping) -> dict:
     out["calibration"] = cal
     out["site_calibration"] = {k: record.get(k) for k in ("site", "date", "temperature", "threshold")}
     if len(card.get("class_names") or []) == 2:
+        out["site_calibration"]["card_threshold"] = card.get("threshold")  # where the card's own figures were measured
         out["threshold"] = record.get("threshold")
+        out["threshold_method"] = f"site '{record['site']}'"  # not the card's rule (e.g. "balanced")
         out["threshold_rule"] = {"method": "site", "chosen_for": (record.get("rule") or {}).get("threshold"),
                                  "on": f"the images of site '{record['site']}', site-calibrated probabilities"}
     return out

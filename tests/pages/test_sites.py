@@ -97,6 +97,12 @@ def test_the_evaluate_page_adopts_an_uploaded_evaluation_as_a_site(own_models, p
     assert any(t.startswith("Before (card calibration): ECE") and "n = 20" in t for t in texts), texts
     assert any(t.startswith("After (site, cross-fitted): ECE") for t in texts), texts
     assert list_sites(own_models / "tiny-a") == []  # nothing saved until asked
+    warnings = " ".join(w.value for w in at.warning)  # shown before the Save button, in plain words
+    assert "Only 10 images of PNEUMONIA" in warnings and "images this model was trained or tuned on" in warnings
+    assert at.button(key="adopt_site_save").disabled  # a warning that needs a decision: not saved by one click
+    at.checkbox(key="adopt_site_force").check()
+    at.run()
+    assert not at.button(key="adopt_site_save").disabled
     at.button(key="adopt_site_save").click()
     at.run()
     assert not at.exception and list_sites(own_models / "tiny-a") == ["north"]
@@ -147,3 +153,21 @@ def test_the_evaluate_page_reads_the_site_calibration_once_per_version_of_its_fi
     save_site(own_models / "tiny-a", {**rec, "threshold": 0.123})  # adopted again: a new version of the file
     at.run()
     assert reads.count("north.json") == 2 and at.slider[0].value == 0.123
+
+
+def test_the_evaluate_page_opens_every_source_with_a_site_picked(own_models, page):
+    """With a site picked, the card in use is still a ModelCard (``card.class_names``): the upload and the PACS
+    sources, which read it before anything is evaluated, open without an error (they crashed: site_card gave a
+    plain dict)."""
+    _add_site(own_models / "tiny-a")
+    at = page("evaluate")
+    at.session_state["model_name"] = "tiny-a"
+    at.session_state["site_model"], at.session_state["site_name"] = "tiny-a", "north"
+    at.run()
+    for source, mode in (("upload", "zip"), ("upload", "images"), ("pacs", None)):
+        at.radio(key="eval_source").set_value(source)
+        if mode:
+            at.run()
+            at.radio(key="eval_upload_mode").set_value(mode)
+        at.run()
+        assert not at.exception, (source, mode, at.exception)

@@ -38,7 +38,12 @@ def test_recalibrate_then_site_flags(models, chest_sample, sample_images, capsys
     card_bytes = (models / "tiny" / "card.json").read_bytes()
 
     assert main(["recalibrate", "tiny", str(chest_sample), "--site", "north", "--models-dir", str(models),
-                 "--json", "--no-progress", "--bootstrap", "50"]) == 0
+                 "--no-progress", "--bootstrap", "50"]) == 1  # the model's own training images: refused
+    text = capsys.readouterr().out
+    assert "WARNING: " in text and "of the 80 evaluated images are identical" in text and "after (site)" in text
+    assert "Not saved" in text and "--force" in text and not (models / "tiny" / "sites").exists()
+    assert main(["recalibrate", "tiny", str(chest_sample), "--site", "north", "--models-dir", str(models),
+                 "--json", "--no-progress", "--bootstrap", "50", "--force"]) == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["path"] == str(models / "tiny" / "sites" / "north.json")
     assert rec["n"] == 80 and rec["target"]["value"] == 0.95 and {"before", "after"} <= set(rec)
@@ -56,7 +61,7 @@ def test_recalibrate_then_site_flags(models, chest_sample, sample_images, capsys
     assert "calibrated on" not in before[2]
 
     assert main(["recalibrate", "tiny", str(chest_sample), "--site", "south", "--models-dir", str(models),
-                 "--no-progress", "--bootstrap", "0", "--target-sensitivity", "0.9"]) == 0
+                 "--no-progress", "--bootstrap", "0", "--target-sensitivity", "0.9", "--force"]) == 0
     text = capsys.readouterr().out
     assert "before (card)" in text and "after (site)" in text and "sensitivity >= 0.9" in text
 

@@ -194,3 +194,14 @@ def test_the_feature_score_caption_needs_a_gate_and_a_score():
 def test_the_exports_say_whether_a_decision_is_borderline():
     assert [exported(f).get("borderline") for f in _files()] == [True, False, None, None]
     assert "borderline" not in exported(_files()[3])  # a file not read has no result
+
+
+def test_the_headline_names_a_sites_threshold():
+    """A result made with a site's calibration is decided at the site's threshold, and says so."""
+    from medclf_core.inference.results import headline
+
+    r = {"label": "PNEUMONIA", "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.639,
+         "positive_class": "PNEUMONIA"}
+    assert headline({**r, "calibration": "site:wardA"}).sentence.startswith("Decision at site 'wardA''s threshold:")
+    assert headline({**r, "calibration": "card"}).sentence.startswith("Decision at the model's operating threshold:")
+    assert headline(r).sentence.startswith("Decision at the model's operating threshold:")

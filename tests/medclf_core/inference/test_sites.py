@@ -24,8 +24,22 @@ def site_run(refitted, tmp_path_factory):
     run = tmp_path_factory.mktemp("sites") / "tiny-site"
     shutil.copytree(refitted[0], run)
     before = {f: (run / f).read_bytes() for f in ("card.json", "model.keras")}
-    rec = recalibrate(Predictor.from_run(run), CHEST_SAMPLE, "north", bootstrap=100)
+    refused = recalibrate(Predictor.from_run(run), CHEST_SAMPLE, "north", bootstrap=100)
+    assert "path" not in refused and list_sites(run) == []  # the model's own training images: not without force
+    rec = recalibrate(Predictor.from_run(run), CHEST_SAMPLE, "north", bootstrap=100, force=True)
+    rec["refused"] = refused
     return run, rec, before
+
+
+def test_recalibrating_on_the_training_images_warns_and_saves_only_when_forced(site_run):
+    """The tiny run was trained on the chest sample: recalibrating on it says so (as ``evaluate`` does), and the
+    record is not saved without ``force`` (it was saved silently, its 'before' figures flattered by the overlap)."""
+    run, rec, _ = site_run
+    refused = rec["refused"]
+    kinds = {w["kind"]: w for w in refused["warnings"]}
+    assert kinds["training_images"]["confirm"] and "trained or tuned on" in kinds["training_images"]["text"]
+    assert "--force" in refused["not_saved"] and refused["temperature"] == rec["temperature"]  # nothing lost
+    assert load_site(run, "north")["warnings"] == rec["warnings"]  # kept in the record saved with force
 
 
 def test_recalibrate_writes_the_site_and_touches_nothing_else(site_run):
@@ -125,6 +139,7 @@ def test_adopt_from_predictions_already_made(site_run, tmp_path):
     again = adopt_site(p, ev["predictions"], "north", dataset="x", fingerprint=None, bootstrap=100, save=False)
     assert again["temperature"] == pytest.approx(rec["temperature"]) and again["threshold"] == pytest.approx(
         rec["threshold"])
-    assert "path" not in again
+    assert "path" not in again and "not_saved" not in again  # not asked to save: nothing refused
+    assert "training_images" in {w["kind"] for w in again["warnings"]}  # the page's panel shows the same warning
     with pytest.raises(ModelError, match="site name"):
         adopt_site(p, ev["predictions"], "../x", dataset="x", fingerprint=None)

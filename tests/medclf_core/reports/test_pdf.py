@@ -286,3 +286,29 @@ def test_a_cross_validated_runs_figures_are_not_called_a_test_split():
     facts = dict(_card_facts(card))
     assert "Accuracy (cross-validated)" in facts and not any("test split" in k for k in facts)
     assert facts["Figures computed on"] == "out-of-fold predictions of all 80 images"
+
+
+def test_a_site_calibrated_report_names_the_sites_threshold_and_where_the_card_figures_were_measured():
+    """With a site's calibration in use the PDF said "Operating threshold 63.9% ... (balanced)" (the card's rule)
+    beside test-split sensitivity measured at the card's 77.0%, and "Decision at the model's operating threshold"."""
+    from medclf_core.inference.results import HeatMap
+    from medclf_core.trust.sites import site_card
+
+    card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.77, "positive_class":
+            "PNEUMONIA", "threshold_method": "balanced", "metrics": {"split": "test", "accuracy": 0.9,
+                                                                    "sensitivity": 0.93, "specificity": 0.85}}
+    site = site_card(card, {"site": "wardA", "temperature": 1.2, "threshold": 0.639,
+                            "rule": {"threshold": "sensitivity >= 0.95 on the site's images"}})
+    result = {"file": "a.png", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8},
+              "threshold": 0.639, "positive_class": "PNEUMONIA", "ood": False, "calibration": "site:wardA"}
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    heat = HeatMap(heatmap=px / 255.0, image=px, method="gradcam", class_index=1, class_name="PNEUMONIA")
+    text = " ".join(pdf_text(report_bytes(result, px, heat, site)).split())
+    assert "(balanced)" not in text and "model's operating threshold" not in text
+    assert "Operating threshold (site 'wardA')" in text and "sensitivity >= 0.95" in text
+    assert "Decision at site 'wardA''s threshold" in text
+    assert "at the model card's threshold 77.0%, not the site's" in text
+    plain = " ".join(pdf_text(report_bytes({**result, "calibration": "card", "threshold": 0.77}, px, heat,
+                                           card)).split())
+    assert "(balanced)" in plain and "Decision at the model's operating threshold" in plain
+    assert "not the site's" not in plain

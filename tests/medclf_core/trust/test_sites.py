@@ -186,3 +186,17 @@ def test_site_card_reads_as_the_site_and_keeps_the_stored_temperature():
         {**card, "calibration": {"temperature": 2.0}}, raw))  # the site's T on the raw probabilities
     multi = site_card({**card, "class_names": ["a", "b", "c"]}, rec)
     assert multi["threshold"] == 0.7 and multi["calibration"]["temperature"] == 2.0  # argmax decides: no threshold
+
+
+def test_site_card_of_a_model_card_is_a_model_card():
+    """The pages read ``card.class_names`` of the card in use: a ModelCard in gives a ModelCard out (it gave a plain
+    dict, and the Evaluate page crashed whenever a site was picked); the original is not changed."""
+    from medclf_core.registry.card import ModelCard
+    from medclf_core.trust.sites import site_card
+
+    card = ModelCard.from_dict({"name": "m", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.7,
+                                "run_dir": "/runs/m"})
+    c = site_card(card, {"site": "north", "temperature": 2.0, "threshold": 0.3})
+    assert isinstance(c, ModelCard) and c.class_names == ["NORMAL", "PNEUMONIA"] and c.threshold == 0.3
+    assert c.run_dir == "/runs/m" and card.threshold == 0.7 and card.calibration is None
+    assert type(site_card(dict(card), {"site": "north", "temperature": 2.0, "threshold": 0.3})) is dict
