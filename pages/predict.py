@@ -10,10 +10,9 @@ import app_ui
 import pacs_ui
 import site_ui
 from medclf_core.errors import MedclfError
-from medclf_core.explain.render import OVERLAY_OPACITY
 from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
-from medclf_core.inference.results import (DISPLAY_SIDE, HeatMap, class_word, feature_score_caption, for_display,
-                                           gallery_caption, image_digest, result_key, results_table)
+from medclf_core.inference.results import (DISPLAY_SIDE, OVERLAY_OPACITY, HeatMap, class_word, feature_score_caption,
+                                           for_display, gallery_caption, image_digest, result_key, results_table)
 from medclf_core.io import deid
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError

@@ -23,7 +23,7 @@ def test_every_command_has_its_sub_parser_and_the_common_options():
         assert ("models_dir" in dests) is (name != "audit"), name
     args = parser.parse_args(["predict", "run", "a.png", "b.dcm", "--cam", "maps", "--report", "pdfs"])
     assert (args.command, args.files, args.cam, args.report, args.cam_method, args.opacity) == (
-        "predict", ["a.png", "b.dcm"], "maps", "pdfs", "gradcam", 0.4)
+        "predict", ["a.png", "b.dcm"], "maps", "pdfs", "gradcam", 0.45)
 
 
 def test_tta_views():
