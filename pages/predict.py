@@ -308,7 +308,8 @@ WRITE_HELP = ("Into the same study, as new series: a DICOM Structured Report wit
 def write_one(entry: dict, series, with_pdf: bool) -> dict:
     """One PACS image's result written back: the Grad-CAM of its decided class (the panel's default map) as
     the overlay, the PDF report when asked."""
-    result, names, heat, opacity = entry["result"], predictor.class_names, None, OVERLAY_OPACITY  # one opacity: overlay, PDF
+    result, names, heat = entry["result"], predictor.class_names, None
+    opacity = OVERLAY_OPACITY  # one opacity: overlay, PDF
     if not result.flagged:  # a refused image gets an SR that says so, and no map
         index = names.index(result.label)
         try:

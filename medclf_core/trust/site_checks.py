@@ -59,7 +59,8 @@ def site_warnings(rec: Mapping, overlap: Mapping | None = None) -> list[dict]:
     if target is not None and sens is not None and sens < target:
         out.append(_warning("misses_target", (
             "Checked on held-back halves, the site calibration's sensitivity is "
-            f"{number(sens)}{_ci(after, 'sensitivity')}, below the target of {number(target, 2)}: on new images of this site it would miss more "
+            f"{number(sens)}{_ci(after, 'sensitivity')}, below the target of {number(target, 2)}: on new images of "
+            "this site it would miss more "
             f"{rec.get('positive_class')} cases than the target allows.")))
     worse = []
     if sens is not None and before.get("sensitivity") is not None and sens < before["sensitivity"]:
