@@ -50,7 +50,7 @@ import numpy as np
 
 from medclf_core import __version__
 from medclf_core.errors import ModelError
-from medclf_core.formatting import number
+from medclf_core.formatting import metric_with_n, number
 from medclf_core.io.atomic import read_json, write_json
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.names import check_site_name
@@ -344,17 +344,16 @@ def site_card(card: Mapping, record: Mapping) -> Mapping:
 
 def metric_texts(m: Mapping) -> list[str]:
     """``ECE 0.031 (95% CI ...)``, ``accuracy ...``, ``sensitivity ...``, ``specificity ...`` of a site record's
-    ``before`` or ``after`` block, each with its n and interval."""
+    ``before`` or ``after`` block, each with its n and interval (:func:`medclf_core.formatting.metric_with_n`: no
+    interval whose ends print the same, as a bootstrap gives when every image was right, and a warning below 30).
+
+    >>> metric_texts({"n": 40, "n_positive": 20, "accuracy": 1.0, "ci95": {"accuracy": [1.0, 1.0]}})
+    ['accuracy 1.000 (n = 40)']
+    """
     ci = m.get("ci95") or {}
-    out = []
-    for key, n in (("ece", m["n"]), ("accuracy", m["n"]), ("sensitivity", m.get("n_positive")),
-                   ("specificity", m.get("n_negative"))):
-        if key in m:
-            interval = ci.get(key)
-            out.append(f"{'ECE' if key == 'ece' else key} {number(m[key])}"
-                       + (f" (95% CI {number(interval[0])}-{number(interval[1])}, n = {n})" if interval
-                          else f" (n = {n})"))
-    return out
+    return [f"{'ECE' if key == 'ece' else key} {metric_with_n(m[key], ci.get(key), n)}"
+            for key, n in (("ece", m["n"]), ("accuracy", m["n"]), ("sensitivity", m.get("n_positive")),
+                           ("specificity", m.get("n_negative"))) if key in m]
 
 
 def calibration_caption(card: Mapping, site: Mapping | None = None) -> str:
