@@ -115,7 +115,7 @@ def sidebar_model_picker() -> str | None:
         if st.query_params.get(MODEL_QUERY_PARAM) != card["name"]:
             st.query_params[MODEL_QUERY_PARAM] = card["name"]
         st.caption(md_escape(f"{card.get('task') or ''} · {card.architecture or '?'} · classes: "
-                             f"{', '.join(card.class_names)}").lstrip(" ·"))
+                             f"{card.classes_text}").lstrip(" ·"))
         sidebar_site_picker(card)
         st.divider()
         st.caption(NOTICE)

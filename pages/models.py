@@ -89,7 +89,7 @@ def _note(card) -> str:
 ordered = sorted(all_runs, key=lambda r: r.is_toy)
 evaluations = {r.name: _evaluations(r) for r in ordered}
 table = pd.DataFrame([{
-    "name": r.name, "task": r.task, "architecture": r.architecture, "classes": ", ".join(r.class_names),
+    "name": r.name, "task": r.task, "architecture": r.architecture, "classes": r.classes_text,
     "n": r.test_n, "accuracy": r.format_metric("accuracy") + source_tag(r.metrics.get("split")),
     "AUC": r.format_metric("auc") + source_tag(r.metrics.get("split")),
     "other-source accuracy": _other_source(evaluations[r.name], "accuracy"),
@@ -137,7 +137,7 @@ with tab_card:
     use = card.intended_use or {}
     positive = card.positive_class and card.class_word(card.positive_class)  # the card's words: "tumour" for "yes"
     facts = {
-        "Task": card.task, "Classes": ", ".join(card.class_names),
+        "Task": card.task, "Classes": card.classes_text,
         "Positive class": card.positive_class_text + (f" ({positive})" if positive != card.positive_class else ""),
         "Operating threshold": (f"{percent(card.threshold)} on P({positive}) ({card.threshold_method})"
                                 if card.threshold is not None else "argmax (the most probable class)"),

@@ -92,7 +92,7 @@ predictor, lock = app_ui.load_predictor(card, site=True)
 esc = app_ui.md_escape
 with about:
     st.markdown(f"Model **{esc(card['name'])}** ({esc(card.get('task', ''))}): classes "
-                f"{esc(', '.join(predictor.class_names))}. Images are resized to {predictor.image_size} px "
+                f"{esc(card.classes_text)}. Images are resized to {predictor.image_size} px "
                 f"({'grayscale' if predictor.channels == 1 else 'colour'}).")
     with st.expander("What this model is for, and how well it did"):
         use = card.get("intended_use") or {}

@@ -269,14 +269,14 @@ def print_predictions(results: Sequence[Mapping]) -> None:
     """One line per file: its headline (:func:`medclf_core.inference.results.headline`: the decision and
     P(positive class), borderline when it is) and every class's probability, capped at >99% / <1%; a refused
     (out-of-distribution) image says so and gives no decision; or the file's error."""
-    from medclf_core.inference.results import headline
+    from medclf_core.inference.results import class_word, headline
 
     for r in results:
         name = r.get("file_label") or safe_file_label(r["file"])  # never the path: the one file-name rule
         if "error" in r:
             print(f"{name}: ERROR {r['error']}")
             continue
-        probs = ", ".join(f"{c} {probability_text(p)}" for c, p in r["probabilities"].items())
+        probs = ", ".join(f"{class_word(r, c)} {probability_text(p)}" for c, p in r["probabilities"].items())
         if r.get("ood"):
             print(f"{name}: OUT OF DISTRIBUTION ({r['ood_reason']}); not a finding. "
                   f"Model output (not a finding): {probs}" + _cam_text(r) + _stored_text(r))

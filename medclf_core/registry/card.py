@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from medclf_core.errors import ModelError
@@ -215,6 +216,16 @@ class ModelCard(dict):
         return str(((use.get("class_labels") if isinstance(use, dict) else None) or {}).get(name, name))
 
     @property
+    def classes_text(self) -> str:
+        """The classes as a card shows them: each name, with the card's plain words where they differ.
+
+        >>> ModelCard.from_dict({"name": "m", "class_names": ["no", "yes"],
+        ...                      "intended_use": {"class_labels": {"no": "no tumour", "yes": "tumour"}}}).classes_text
+        'no (no tumour), yes (tumour)'
+        """
+        return ", ".join(c if self.class_word(c) == c else f"{c} ({self.class_word(c)})" for c in self["class_names"])
+
+    @property
     def image_size(self) -> int | None:
         return self["input_shape"][0] if self["input_shape"] else None
 
@@ -275,9 +286,6 @@ class ModelCard(dict):
         (779, 578, 201)
         """
         m = self["metrics"] if split == "test" else self["validation_metrics"]
-        n, pos = m.get("n"), self["positive_class"]
-        if key not in ("sensitivity", "specificity") or pos is None:
-            return n
         counts = (self["dataset"] or {}).get("counts") or {}
         figures_on = m.get("split") or split
         per_class: dict = {}
@@ -285,9 +293,23 @@ class ModelCard(dict):
             if (figures_on == CROSS_VALIDATION or name == figures_on) and isinstance(split_counts, dict):
                 for c, k in split_counts.items():
                     per_class[c] = per_class.get(c, 0) + (k if is_whole_number(k) else float("nan"))
-        if not per_class or sum(per_class.values()) != n or pos not in per_class:
-            return None
-        return per_class[pos] if key == "sensitivity" else n - per_class[pos]
+        return figure_n(key, m.get("n"), per_class, self["positive_class"])
+
+
+def figure_n(key: str, n, per_class: Mapping | None, positive) -> int | None:
+    """The images behind one figure of a binary evaluation of ``n`` images: ``n``, but for ``sensitivity`` the
+    ``positive`` class's count in ``per_class`` ({class: images}) and for ``specificity`` the others'; None for
+    those two when the counts are missing or do not add up to ``n`` (no n is better than a wrong one).
+
+    >>> figure_n("sensitivity", 87, {"no": 41, "yes": 46}, "yes"), figure_n("specificity", 87, {}, "yes")
+    (46, None)
+    """
+    if key not in ("sensitivity", "specificity") or positive is None:
+        return n
+    per_class = dict(per_class or {})
+    if not per_class or positive not in per_class or sum(per_class.values()) != n:
+        return None
+    return per_class[positive] if key == "sensitivity" else n - per_class[positive]
 
 
 def parse_card_text(text: str | bytes, *, source: str | None = None) -> ModelCard:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def record_evaluation(run_dir: str | os.PathLike, result: dict, *, dataset: str,
         "threshold": result.get("threshold"),
         "positive_class": result.get("positive_class"),
         "class_names": result.get("class_names"),
+        "n_per_class": per_class_counts(result),
         "skipped": len(result.get("skipped") or []),
         "model": result.get("model"),
         "date": now.isoformat(timespec="seconds"),
@@ -70,6 +72,22 @@ def record_evaluation(run_dir: str | os.PathLike, result: dict, *, dataset: str,
     except OSError as exc:
         raise ModelError(f"The evaluation could not be recorded in {folder} ({exc.strerror or exc}).") from None
     return path
+
+
+def per_class_counts(result: Mapping) -> dict[str, int] | None:
+    """``{class: images}`` of an evaluation result, from its confusion matrix's rows (true classes), so a
+    sensitivity can be shown with the number of positive images behind it; None without a matrix.
+
+    >>> per_class_counts({"class_names": ["no", "yes"], "confusion_matrix": [[39, 2], [4, 42]]})
+    {'no': 41, 'yes': 46}
+    """
+    cm, names = result.get("confusion_matrix"), result.get("class_names")
+    if not isinstance(cm, list) or not isinstance(names, list) or len(cm) != len(names):
+        return None
+    try:
+        return {str(c): int(sum(row)) for c, row in zip(names, cm, strict=True)}
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_recordable(run_dir: Path, result, dataset, fingerprint) -> str:

@@ -9,7 +9,7 @@ says so. The Predict and Models pages and the reports show these rows as they ar
 from __future__ import annotations
 
 from medclf_core.formatting import metric_with_n
-from medclf_core.registry.card import ModelCard
+from medclf_core.registry.card import ModelCard, figure_n
 from medclf_core.registry.evaluations import list_evaluations
 
 PERFORMANCE_METRICS = (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
@@ -36,7 +36,9 @@ def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> 
         evaluations = list_evaluations(card.run_dir) if card.run_dir else []
     for e in evaluations:
         ci = e.get("ci95") or {}
+        n_of = {key: figure_n(key, e.get("n"), e.get("n_per_class"), e.get("positive_class"))
+                for _, key in PERFORMANCE_METRICS}  # a sensitivity's n: the positive images (none if unrecorded)
         rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]})", "n": e.get("n"),
-                     **{label: metric_with_n((e.get("metrics") or {}).get(key), ci.get(key), e.get("n"))
+                     **{label: metric_with_n((e.get("metrics") or {}).get(key), ci.get(key), n_of[key])
                         for label, key in PERFORMANCE_METRICS}})
     return rows

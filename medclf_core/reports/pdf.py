@@ -237,7 +237,7 @@ def _probabilities(page: Page, result: Mapping) -> None:
             pdf.set_draw_color(0, 0, 0)
         pdf.set_xy(pdf.l_margin, y + 5)
     if threshold is not None and pos:
-        page.line(f"The red mark on the {pos} bar is the threshold.", 7.5)
+        page.line(f"The red mark on the {class_word(result, pos)} bar is the threshold.", 7.5)
 
 
 def write_reports(predictor, results: Sequence[dict], out_dir: str | os.PathLike, *, method: str = "gradcam",
@@ -289,7 +289,7 @@ def report_file_name(file: str | os.PathLike, identifying: Iterable[str] = (), *
 
 
 def _card_facts(c) -> list[tuple[str, str]]:
-    facts = [("Name", c.name), ("Task", c.task or "not stated"), ("Classes", ", ".join(c.class_names)),
+    facts = [("Name", c.name), ("Task", c.task or "not stated"), ("Classes", c.classes_text),
              ("Architecture", c.architecture or "not stated"),
              ("Input", " x ".join(str(v) for v in c.input_shape or []) or "not stated")]
     on = "cross-validated" if c.is_cross_validated else f"{(c.metrics or {}).get('split') or 'test'} split"

@@ -145,3 +145,12 @@ def test_an_epoch_line_leaves_out_metrics_the_phase_does_not_compute(capsys):
     first, second = capsys.readouterr().err.strip().splitlines()
     assert " acc " not in first and "val_acc 0.9" in first and "loss 0.25" in first
     assert "acc 0.75" in second
+
+
+def test_a_prediction_line_names_every_class_in_the_cards_words(capsys):
+    """Walk-through, round three: "no tumour (P(tumour) = 2.4%) ... [no 97.6%, yes 2.4%]" on one line."""
+    console.print_predictions([{"file": "a.png", "label": "no", "probabilities": {"no": 0.976, "yes": 0.024},
+                                "threshold": 0.75, "positive_class": "yes", "ood": False,
+                                "class_labels": {"no": "no tumour", "yes": "tumour"}}])
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("a.png: no tumour (P(tumour) = 2.4%)") and "[no tumour 97.6%, tumour 2.4%]" in line

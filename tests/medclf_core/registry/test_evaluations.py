@@ -32,6 +32,7 @@ def test_record_evaluation_writes_one_atomic_record(tmp_path):
     assert rec["ci95"] == RESULT["ci95"] and rec["threshold"] == 0.14 and rec["skipped"] == 1
     assert rec["medclf_version"] and datetime.fromisoformat(rec["date"]).tzinfo is not None
     assert "roc" not in rec and "confusion_matrix" not in rec  # a summary, not the whole result
+    assert rec["n_per_class"] == {"NORMAL": 3, "PNEUMONIA": 7}  # the matrix's rows: a sensitivity's own n
     # the same data on the same day replaces that day's record
     assert record_evaluation(tmp_path, {**RESULT, "accuracy": 0.71}, dataset="hospital-b", fingerprint=fp) == path
     assert [e["metrics"]["accuracy"] for e in list_evaluations(tmp_path)] == [0.71]

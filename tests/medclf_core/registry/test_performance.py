@@ -35,3 +35,18 @@ def test_a_cross_validated_run_is_not_called_a_test_split():
     """Walk-through: a small-data run's out-of-fold figures were listed as its 'own test split'."""
     cv = ModelCard.from_dict({**CARD, "metrics": {**CARD["metrics"], "split": "cross-validation (out-of-fold)"}})
     assert performance_rows(cv, [])[0]["data"] == "own cross-validation (chest, same source)"
+
+
+def test_an_evaluations_sensitivity_and_specificity_give_their_own_class_n(tmp_path):
+    """Walk-through, round three: the brain card's held-out row read "sensitivity 0.913 (n = 87)" and
+    "specificity 0.951 (n = 87)": 46 tumour and 41 no-tumour images stand behind them."""
+    card = ModelCard.from_dict({**CARD, "run_dir": str(tmp_path), "positive_class": "PNEUMONIA"})
+    record_evaluation(tmp_path, {"n": 87, "sensitivity": 0.913, "specificity": 0.951, "accuracy": 0.931,
+                                 "class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
+                                 "confusion_matrix": [[39, 2], [4, 42]]}, dataset="held-out", fingerprint="cd" * 32)
+    other = performance_rows(card)[1]
+    assert other["sensitivity"] == "0.913 (n = 46)" and other["specificity"] == "0.951 (n = 41)"
+    assert other["accuracy"] == "0.931 (n = 87)"
+    old = performance_rows(card, [{"dataset": "d", "n": 87, "positive_class": "PNEUMONIA",
+                                   "metrics": {"sensitivity": 0.913}}])[1]  # recorded before the counts were
+    assert old["sensitivity"] == "0.913"

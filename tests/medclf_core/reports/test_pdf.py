@@ -198,6 +198,8 @@ def test_the_report_names_the_classes_in_the_cards_plain_words():
     text = pdf_text(report_bytes(result, px, heat, card))
     assert "Decision: tumour (P(tumour) = 90.0%)" in text and "decision tumour when P(tumour) >= 75.0%" in text
     assert "no tumour" in text and "tumour (red = regions" in text and "P(yes)" not in text
+    assert "The red mark on the tumour bar is the threshold." in text  # walk-through, round three: "yes bar"
+    assert "no (no tumour), yes (tumour)" in text  # the card's classes with their words
     refused = pdf_text(report_bytes({**result, "ood": True, "ood_reason": "far"}, px, None, card))
     assert "Model output (not a finding): tumour (P(tumour) = 90.0%)" in refused
 
