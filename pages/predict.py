@@ -10,7 +10,7 @@ import app_ui
 import pacs_ui
 import site_ui
 from medclf_core.errors import MedclfError
-from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, READING_GUIDE
+from medclf_core.inference.reading import FAITHFULNESS_HELP, HEATMAP_GUIDE, reading_guide
 from medclf_core.inference.results import (DISPLAY_SIDE, OVERLAY_OPACITY, HeatMap, class_word, feature_score_caption,
                                            for_display, gallery_caption, image_digest, result_key, results_table)
 from medclf_core.io import deid
@@ -74,7 +74,7 @@ with st.expander("... or open a study from a PACS (DICOMweb)",
 # rather than on the first upload (docs/BENCHMARKS.md, issue 22 item 7, session 14).
 with st.expander("How to read a result, and heat-map settings"):
     left, right = st.columns(2)
-    left.markdown(READING_GUIDE)
+    left.markdown(reading_guide(card))  # this model's rule: at its threshold, or the most probable class
     with right:
         st.markdown(HEATMAP_GUIDE)
         st.image(HeatMap.legend(), width="stretch", caption="Heat-map colours: from blue (the class's score was "
