@@ -195,7 +195,7 @@ def table_row(result: Mapping) -> dict:
         row = {"decision": REFUSED_DECISION, "probability": "", "borderline": "", "unfamiliar": ""}
         reason = result.get("ood_reason") or ""
     else:
-        row = {"decision": h.decision, "probability": h.probability_text, "borderline": "yes" if h.borderline else "",
+        row = {"decision": h.decision, "probability": h.probability_text, "borderline": "yes" if h.borderline else "no",
                "unfamiliar": _FLAG_WORDS[result.get("unfamiliar")]}
         reason = (result.get("unfamiliar_reason") or "") if result.get("unfamiliar") else ""
     row["out of distribution"] = _FLAG_WORDS[ood]

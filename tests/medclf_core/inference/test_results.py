@@ -154,6 +154,7 @@ def test_an_unreadable_file_keeps_every_column_and_puts_its_message_in_a_note_co
     assert bad["decision"] == "not read" and bad["note"].startswith("This file is not an image")
     assert bad["probability"] == "" and bad["out of distribution"] == ""
     assert rows[0]["probability"] == "P(PNEUMONIA) = 74.6%" and rows[0]["borderline"] == "yes"
+    assert table_row(_chest(0.2, "NORMAL"))["borderline"] == "no"  # said, as unfamiliar and refused are
     assert "note" not in results_table(_files()[:3])[0]  # no file unread: no empty note column
 
 
