@@ -57,11 +57,7 @@ def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trai
     shutil.copy(trained_run / "model.keras", run / "model.keras")  # the page reads the card, not the weights
     monkeypatch.setenv("MEDCLF_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("MEDCLF_JOBS_DIR", str(tmp_path / "jobs"))
-    at = page("models")
-    at.run()
-    at.selectbox(key="models_pick").set_value("imaging-modality")
-    at.run()
-    assert not at.exception
+    at = _picked(page, "imaging-modality")
     facts = _facts(at)
     assert facts["Seed ensemble"].startswith("3 models (seeds 1337, 1338, 1339), mean of logits")
     assert facts["Epochs"].count(" / ") == 4  # one figure per model, for epochs run and best epoch
@@ -72,6 +68,16 @@ def test_a_seed_ensemble_card_lists_its_models(page, monkeypatch, tmp_path, trai
 def _shown(text) -> str:
     """What the browser shows for a Markdown table cell: the escaping backslashes gone."""
     return re.sub(r"\\(.)", r"\1", str(text))
+
+
+def _picked(page, name: str):
+    """The Models page with the model ``name`` picked, after a run without an exception."""
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value(name)
+    at.run()
+    assert not at.exception
+    return at
 
 
 def _facts(at) -> dict:
@@ -326,11 +332,6 @@ def test_the_positive_class_and_threshold_use_the_cards_plain_words(own_models, 
     """The brain card's facts read "on P(yes)" where every other view reads "tumour"."""
     card = _edit_card(own_models / "tiny-a", intended_use={"summary": "demo",
                                                            "class_labels": {"PNEUMONIA": "pneumonia found"}})
-    at = page("models")
-    at.run()
-    at.selectbox(key="models_pick").set_value("tiny-a")
-    at.run()
-    assert not at.exception
-    facts = _facts(at)
+    facts = _facts(_picked(page, "tiny-a"))
     assert facts["Positive class"] == "PNEUMONIA (pneumonia found)"
     assert facts["Operating threshold"].startswith(f"{card['threshold'] * 100:.1f}% on P(pneumonia found) (")
