@@ -296,7 +296,8 @@ with st.form("train_form"):
     last_augment = last.get("augment") if same_data and isinstance(last.get("augment"), dict) else preset
     for i, (key, (label, _)) in enumerate(AUG_SWITCHES.items()):
         switches[key] = cols[i % 4].checkbox(label, value=bool(last_augment.get(key)), key=f"aug-{key}")
-    st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
+    if preset_name == "chest_xray":  # only for chest data: CT/MRI data flips by default
+        st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
     tta_flip = st.checkbox("Test-time flip averaging", value=same_data and "hflip" in (last.get("tta") or []),
                            key="train_tta",
                            help="Average each prediction with that of the mirrored image (validation, threshold and "
