@@ -15,7 +15,7 @@ import streamlit as st
 import app_ui
 from medclf_core.reports import plots
 from medclf_core.reports.tables import fitted_widths
-from medclf_core.registry.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
+from medclf_core.trust.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
 from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded, source_tag

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medclf_core.formatting import CROSS_VALIDATION
 from medclf_core.registry.card import threshold_rule_text
-from medclf_core.registry.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
+from medclf_core.trust.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
 from medclf_core.trust.calibration import calibration_in_use
 from medclf_core.trust.gate_size import MIN_GATE_VAL_IMAGES, small_gate_notice
 
