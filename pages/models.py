@@ -15,6 +15,7 @@ import streamlit as st
 import app_ui
 from medclf_core.reports import plots
 from medclf_core.reports.tables import fitted_widths
+from medclf_core.trust.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
 from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded, source_tag
@@ -22,6 +23,7 @@ from medclf_core.reports.curves import has_epoch_curves, run_curves
 from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archive
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import MODEL_FILE, delete_run
+from medclf_core.trust.gate_size import small_gate_notice
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without streamlit_app.py
 st.title("Models")
@@ -129,6 +131,8 @@ with tab_card:
         st.caption(f":warning: These figures rest on "
                    f"{card.test_n if card.test_n is not None else 'an unknown number of'} test images "
                    f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")
+    if weak_gate := small_gate_notice(card.get("ood")):
+        st.caption(f":warning: {weak_gate}")
     st.caption((f"Same source, cross-validated: {card.figures_source}, the run's whole training data (the final "
                 "model was fitted on all of them; there is no held-out test split)." if card.is_cross_validated else
                 "Same source: the run's own held-out split of its training data.")
@@ -156,13 +160,13 @@ with tab_card:
                                else ", ".join(f"{k} {v}" for k, v in card.pretrained.items()) if card.pretrained
                                else "none recorded"),
         "Dataset": f"{ds.get('name')} ({ds.get('layout')})",
-        "Images per split": "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
-                                      for split, per in (ds.get("counts") or {}).items()),
+        "Images per split": split_counts_text(card),
+        "Out-of-distribution check": ood_check_text(card),
         "Audit warnings": " ".join(str(w) for w in ds.get("audit_warnings") or []) or "none",  # sentences
         "Epochs": ("none: the head was fitted by cross-validation (the epochs setting does not apply)"
                    if card.is_cross_validated else f"{_per_member(tr.get('epochs_run'))} run, best "
                    f"{_per_member(tr.get('best_epoch'))} (of {cfg.get('epochs')})"),
-        "Batch size / learning rate": f"{cfg.get('batch_size')} / {cfg.get('learning_rate')}",
+        "Batch size / learning rate": batch_and_learning_rate_text(card),
         "Training time": f"{tr.get('seconds')} s on {tr.get('devices')}",
         "Versions": ", ".join(f"{k} {v}" for k, v in card.versions.items()),
         "Card schema": f"version {card.schema_version}",

@@ -20,7 +20,7 @@ from medclf_core.formatting import figures_source, too_few_images
 from medclf_core.reports.curves import run_curves
 from medclf_core.training.events import split_caption
 from medclf_core.training.plan import dataset_plan
-from medclf_core.data.uploads import remove_stale_uploads
+from medclf_core.data.uploads import remove_stale_uploads, upload_extract_folder
 from medclf_core.io.atomic import read_json
 
 SAMPLE_DATASET = app_ui.SAMPLES / "datasets" / "chest_xray"
@@ -163,7 +163,7 @@ else:
             zpath.write_bytes(data)
         else:
             folder.touch()  # in use again: kept another day (data.uploads.remove_stale_uploads)
-        source, extract_to = str(zpath), str(folder / "data")
+        source, extract_to = str(zpath), str(upload_extract_folder(folder, up.name))  # named as the zip
 
 
 @st.cache_data(ttl=120, max_entries=8, show_spinner="Checking the dataset (every image is decoded once) ...")
@@ -296,7 +296,8 @@ with st.form("train_form"):
     last_augment = last.get("augment") if same_data and isinstance(last.get("augment"), dict) else preset
     for i, (key, (label, _)) in enumerate(AUG_SWITCHES.items()):
         switches[key] = cols[i % 4].checkbox(label, value=bool(last_augment.get(key)), key=f"aug-{key}")
-    st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
+    if preset_name == "chest_xray":  # only for chest data: CT/MRI data flips by default
+        st.caption("Horizontal flips are off by default for chest X-rays: they move the heart to the wrong side.")
     tta_flip = st.checkbox("Test-time flip averaging", value=same_data and "hflip" in (last.get("tta") or []),
                            key="train_tta",
                            help="Average each prediction with that of the mirrored image (validation, threshold and "

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -61,10 +62,25 @@ class DatasetIndex:
     presplit: bool
     skipped: list[dict] = field(default_factory=list)  # files ignored by the scan, with the reason
     extracted_to: str | None = None  # the temporary folder a zip was extracted into (removed by release_dataset)
+    source_name: str | None = None  # a zip's stem when its classes sit at the top of the zip (no wrapping folder)
 
     @property
     def name(self) -> str:
-        return Path(self.root).name
+        """The dataset's name: its folder's, or for a zip without a wrapping folder the zip's (never the
+        extraction folder's)."""
+        return self.source_name or Path(self.root).name
+
+
+def dataset_name_from_file(file_name: str) -> str:
+    """A dataset name from an uploaded file's name: its stem with anything but letters, digits, ``.``, ``_``
+    and ``-`` made ``-`` (``data`` when nothing is left).
+
+    >>> dataset_name_from_file("CT MRI (v2).zip")
+    'CT-MRI-v2'
+    """
+    stem = Path(str(file_name).replace("\\", "/")).name
+    stem = stem[:-4] if stem.lower().endswith(".zip") else Path(stem).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "data"
 
 
 def _single_child_root(root: Path) -> Path:
@@ -109,7 +125,10 @@ def scan_dataset(source: str | os.PathLike, extract_to: str | os.PathLike | None
         try:
             skipped = safe_extract_zip(path, dest)
             # Messages name the zip, never the server's extraction folder.
-            index = _scan_folder(_single_child_root(dest), source, skipped, shown=Path(source).name)
+            root = _single_child_root(dest)
+            index = _scan_folder(root, source, skipped, shown=Path(source).name)
+            if root == dest:
+                index.source_name = dataset_name_from_file(path.name)
         except BaseException:
             if temp is not None:
                 remove_extraction(temp)

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from medclf_core.data.extract import EXTRACTION_PREFIX, remove_stale_extractions
-from medclf_core.data.scan import scan_dataset
+from medclf_core.data.scan import dataset_name_from_file, scan_dataset
 from medclf_core.errors import DatasetError
 from medclf_core.io.stale import remove_stale_folders
 
@@ -115,6 +115,17 @@ def stage_images(by_class: Mapping[str, Sequence[tuple[str, bytes]]]) -> StagedD
         staged.remove()
         raise
     return staged
+
+
+def upload_extract_folder(folder: str | os.PathLike, upload_name: str) -> Path:
+    """Where the Train page extracts a kept dataset zip: ``folder/<the zip's stem, made safe>``. The folder's
+    name is the dataset's name (the default run name, the task, the card's training data), so a model trained
+    on ``ctmri.zip`` is ``ctmri-...``, not ``data-...``.
+
+    >>> upload_extract_folder("/jobs/uploads/ab12", "CT MRI.zip").name
+    'CT-MRI'
+    """
+    return Path(folder) / dataset_name_from_file(upload_name)
 
 
 def remove_stale_uploads(uploads_dir: str | os.PathLike, *, in_use: Iterable[str | os.PathLike] = (),

@@ -341,9 +341,24 @@ def threshold_rule_text(rule: dict) -> str | None:
     said = str(rule.get("chosen_for") or "")
     if not said:
         return None
-    rest = [part.strip() for part in str(rule.get("on") or "").split(",")]
-    rest = [part for part in rest if part and part.lower() not in said.lower()]
-    return f"Operating threshold: {said}" + (f" ({', '.join(rest)})" if rest else "") + "."
+    rest = [part for part in _top_level_parts(str(rule.get("on") or "")) if part.lower() not in said.lower()]
+    if not rest:
+        return f"Operating threshold: {said}."
+    # Already in brackets ("... (a threshold ... follows single images)"): no second pair around them.
+    return f"Operating threshold: {said}" + (f"; {', '.join(rest)}." if said.endswith(")") else f" ({', '.join(rest)}).")
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets: "rule, not fitted (40 images, cross-validated)" is
+    ["rule", "not fitted (40 images, cross-validated)"]."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
 
 
 def positive_class_index(class_names: list[str], positive_class: str | None = None) -> int | None:

@@ -17,6 +17,7 @@ from medclf_core.formatting import CROSS_VALIDATION
 from medclf_core.trust.calibration import apply_temperature, fit_temperature
 from medclf_core.registry.card import positive_class_index
 from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
+from medclf_core.trust.gate_size import small_gate_notice
 from medclf_core.trust.ood import fit_gate
 from medclf_core.data.pipeline import make_dataset
 from medclf_core.data.tta import tf_view
@@ -63,6 +64,8 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
     gate = fit_gate(_train_features(s), labels_of(splits["train"]), val_features, refuse_factor=cfg.ood_refuse_factor)
     log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                f"{gate.val_fraction_flagged:.1%} of the validation images.")
+    if small := small_gate_notice(gate.summary()):
+        log.emit("notice", message=small)
     # Temperature scaling on validation, never below 1 (a near-perfect validation set is not sharpened into
     # certainty); the threshold and every reported figure use calibrated probabilities.
     temperature = fit_temperature(y_val, raw_val_probs, lower=1.0)
@@ -105,6 +108,8 @@ def _evaluate_cross_validated(s: TrainingSession, positive: int | None) -> RunEv
                     refuse_factor=cfg.ood_refuse_factor)
     s.log.emit("notice", message=f"Out-of-distribution gate: {gate.rule}; flags "
                                  f"{gate.val_fraction_flagged:.1%} of the validation images.")
+    if small := small_gate_notice(gate.summary()):
+        s.log.emit("notice", message=small)
     cal = calibrate_out_of_fold(y, cf.oof, positive if len(s.class_names) == 2 else None, folds=cf.folds)
     s.log.emit("notice", message=f"Calibration: {cal.calibration_method}, {cal.calibration_fitted_on}"
                                  + (f"; threshold {cal.threshold:.3f} ({cal.threshold_rule})."

@@ -232,7 +232,8 @@ def calibration_in_use(card: Mapping) -> str:
         return "none: the model's own probabilities (uncalibrated)"
     where = cal.get("fitted_on")
     where = "the model's validation split" if where == "val" else str(where or "not recorded")
-    n = f" (n = {cal['n']})" if isinstance(cal.get("n"), int) else ""
+    said = isinstance(cal.get("n"), int) and f"({cal['n']} images)" in where  # a cross-validated fit says it
+    n = f" (n = {cal['n']})" if isinstance(cal.get("n"), int) and not said else ""
     return f"{cal.get('method') or 'temperature scaling'}, T = {t:.3g}, fitted on {where}{n}"
 
 

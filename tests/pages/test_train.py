@@ -242,6 +242,8 @@ def test_the_augmentation_default_follows_trainings_chest_rule(app_env, page, tm
     at.run()
     assert not at.exception and not at.error and at.metric[0].value == "8"
     assert at.checkbox(key="aug-horizontal_flip").value is flips
+    # The chest X-ray flip caption only for chest data (it showed for CT/MRI data too).
+    assert any("Horizontal flips are off by default" in c.value for c in at.caption) is not flips
 
 
 # ---------------------------------------------------------------------------- issue 26

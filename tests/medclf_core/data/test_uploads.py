@@ -80,3 +80,18 @@ def test_stale_uploads_go_but_a_running_jobs_data_and_recent_uploads_stay(tmp_pa
     assert removed == ["old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "fresh"]
     assert uploads.remove_stale_uploads(tmp_path / "missing") == []
+
+
+def test_a_kept_upload_is_named_after_the_zip_not_the_extraction_folder(tmp_path):
+    """ctmri.zip with CT/ and MRI/ at its top was named "data" (the extraction folder): the run was
+    "data-efficientnet_lite0", task "data". The zip's stem names it now, for the audit and for the
+    training job, which scans the extracted folder again."""
+    from medclf_core.data.audit import audit_source
+
+    zpath = tmp_path / "ct mri.zip"
+    zpath.write_bytes(_zip({f"{c}/{n}": b for c in ("NORMAL", "PNEUMONIA") for n, b in _images(c, 3)}))
+    extract = uploads.upload_extract_folder(tmp_path, zpath.name)
+    report = audit_source(zpath, extract_to=extract)
+    assert report["name"] == "ct-mri" and report["root"] == str(extract)
+    assert scan_dataset(report["root"]).name == "ct-mri"  # what the training job sees
+    assert scan_dataset(zpath, extract_to=tmp_path / "data").name == "ct-mri"  # a zip anywhere else too

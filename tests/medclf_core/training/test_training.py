@@ -41,6 +41,10 @@ def test_train_registers_a_complete_run(arch, chest_sample, tmp_path):
     kinds = [e["event"] for e in read_events(events)]
     assert kinds[0] == "start" and kinds[-1] == "done" and "epoch" in kinds and "batch" in kinds
     assert not (tmp_path / "models" / ".work").exists()
+    # 86 images: the out-of-distribution gate is fitted on about a dozen validation images, and the log says
+    # that it is weak (it said nothing, and a 40-image CT/MRI model answered a chest X-ray "MRI" unflagged).
+    assert card["ood"]["n_val"] < 30
+    assert any("fitted on only" in str(e.get("message")) for e in read_events(events) if e["event"] == "notice")
 
     # The registry model, fed through the Predict path (decode -> to_model_input), reproduces the
     # probabilities the tf.data evaluation path recorded: one preprocessing path for both.
