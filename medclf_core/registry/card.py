@@ -345,7 +345,8 @@ def threshold_rule_text(rule: dict) -> str | None:
     if not rest:
         return f"Operating threshold: {said}."
     # Already in brackets ("... (a threshold ... follows single images)"): no second pair around them.
-    return f"Operating threshold: {said}" + (f"; {', '.join(rest)}." if said.endswith(")") else f" ({', '.join(rest)}).")
+    rest_text = ", ".join(rest)
+    return f"Operating threshold: {said}" + (f"; {rest_text}." if said.endswith(")") else f" ({rest_text}).")
 
 
 def _top_level_parts(text: str) -> list[str]:

@@ -134,7 +134,8 @@ def test_the_threshold_rule_says_each_part_once():
     balanced = threshold_rule_text({"chosen_for": THRESHOLD_RULES["balanced"], "on": on})
     assert balanced == f"Operating threshold: {THRESHOLD_RULES['balanced']}."
     youden = threshold_rule_text({"chosen_for": THRESHOLD_RULES["youden"], "on": on})
-    assert youden.endswith("(calibrated probabilities).") and youden.count("validation split") == 1
+    # the rule ends in its own brackets: the rest follows after a semicolon, not in a second pair
+    assert youden.endswith("separates); calibrated probabilities.") and youden.count("validation split") == 1
     site = threshold_rule_text({"chosen_for": "sensitivity 0.95 on the site's images",
                                 "on": "the images of site 'st marys', site-calibrated probabilities"})
     assert site.endswith("(the images of site 'st marys', site-calibrated probabilities).")
