@@ -132,7 +132,7 @@ with tab_card:
                    f"{card.test_n if card.test_n is not None else 'an unknown number of'} test images "
                    f"(fewer than {MIN_RELIABLE_N}): too few for a reliable figure.")
     if weak_gate := small_gate_notice(card.get("ood")):
-        st.caption(f":warning: {weak_gate}")
+        st.caption(f":warning: {app_ui.md_escape(weak_gate)}")
     st.caption((f"Same source, cross-validated: {card.figures_source}, the run's whole training data (the final "
                 "model was fitted on all of them; there is no held-out test split)." if card.is_cross_validated else
                 "Same source: the run's own held-out split of its training data.")

@@ -74,7 +74,7 @@ with st.expander("... or open a study from a PACS (DICOMweb)",
 # rather than on the first upload (docs/BENCHMARKS.md, issue 22 item 7, session 14).
 with st.expander("How to read a result, and heat-map settings"):
     left, right = st.columns(2)
-    left.markdown(reading_guide(card))  # this model's rule: at its threshold, or the most probable class
+    left.markdown(reading_guide(card, escape=app_ui.md_escape))  # this model's rule: at its threshold, or the most probable class
     with right:
         st.markdown(HEATMAP_GUIDE)
         st.image(HeatMap.legend(), width="stretch", caption="Heat-map colours: from blue (the class's score was "

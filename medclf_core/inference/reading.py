@@ -6,7 +6,7 @@ refusals and cautions, the heat map, and its faithfulness score. Kept beside the
     True
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from medclf_core.explain.faithfulness import WORSE_THAN_RANDOM
 from medclf_core.inference.results import BORDERLINE_MARGIN
@@ -25,11 +25,12 @@ _REFUSED_OR_CAUTION = (
     "expect lower accuracy than on the model card.")
 
 
-def reading_guide(card: Mapping) -> str:
+def reading_guide(card: Mapping, escape: Callable[[str], str] = str) -> str:
     """How to read this model's headline (Markdown): a model with an operating threshold decides at it and shows
     P(its finding class), in the card's plain words; a model without one (the modality model) shows the most
     probable class, borderline by the gap to the next one (:func:`~medclf_core.inference.results.headline`'s
-    rules).
+    rules). ``escape`` is applied to the class's words, which come from the card (a data folder's name): the page
+    passes its Markdown escape, so a class named like a link or an image never makes the browser fetch it.
 
     >>> "P(tumour)" in reading_guide({"threshold": 0.75, "positive_class": "yes",
     ...                               "intended_use": {"class_labels": {"yes": "tumour"}}})
@@ -43,7 +44,7 @@ def reading_guide(card: Mapping) -> str:
         words = (use.get("class_labels") or {}) if isinstance(use, Mapping) else {}
         decision = (
             "The headline is the model's decision at its operating threshold, with the probability of the finding "
-            f"class, P({words.get(pos, pos)}), whichever class was decided. *Borderline*: that probability is less "
+            f"class, P({escape(str(words.get(pos, pos)))}), whichever class was decided. *Borderline*: that probability is less "
             f"than {BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image "
             "could change the decision.")
     else:

@@ -24,8 +24,8 @@ def small_gate_notice(ood: Mapping | None) -> str | None:
     if not isinstance(ood, Mapping):
         return None
     n_train, n_val = ood.get("n_train"), ood.get("n_val")
-    if not isinstance(n_val, int) or n_val >= MIN_GATE_VAL_IMAGES:
-        return None
+    if not (isinstance(n_val, int) and isinstance(n_train, int)) or n_val >= MIN_GATE_VAL_IMAGES:
+        return None  # unknown sizes (or a damaged card's texts): nothing to say
     return (f"The out-of-distribution check was fitted on only {n_train} training and {n_val} validation images "
             f"(fewer than {MIN_GATE_VAL_IMAGES} validation images): its thresholds rest on too few images to catch "
             "every other kind of image. An image unlike the training data (another body part or modality) may "
