@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+from medclf_core.explain.render import OVERLAY_OPACITY
 from medclf_core.pacs.client import PacsConnection, PacsError
 from medclf_core.pacs.writeback import WriteSeries, build_objects, store_all_or_nothing, verdict_of
 
@@ -61,7 +62,7 @@ def plan_instances(conn: PacsConnection, study_uid: str, series_uid: str | None 
 
 def predict_from_pacs(predictor, conn: PacsConnection, study_uid: str, series_uid: str | None = None, *,
                       store: bool = False, max_instances: int = MAX_INSTANCES, method: str = "gradcam",
-                      opacity: float = 0.4, report: bool = False, notes: list | None = None,
+                      opacity: float = OVERLAY_OPACITY, report: bool = False, notes: list | None = None,
                       progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """One result per image instance read (as ``medclf predict --json`` gives, plus ``sop_instance_uid`` and
     ``series_instance_uid``; ``file`` is a label without identifiers). With ``store``: each result also gets
