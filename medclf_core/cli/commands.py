@@ -81,14 +81,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from medclf_core.data.split import pattern_problem
     from medclf_core.inference.folder import evaluate_folder
     from medclf_core.inference.predictor import Predictor
 
     predictor = Predictor.from_run(args.model, args.models_dir, tta=tta_views(args.tta), site=args.site)
+    if args.group_pattern and (why := pattern_problem(args.group_pattern)):
+        console.message(f"error: --group-pattern {why}")
+        return 2
     result = evaluate_folder(predictor, args.data, args.split, bootstrap=args.bootstrap,
-                             progress=console.progress_bar("Evaluating", not args.no_progress))
+                             progress=console.progress_bar("Evaluating", not args.no_progress),
+                             group_pattern=args.group_pattern)
     if args.record:
-        result["recorded"] = str(_record(predictor, result, args.data))
+        result["recorded"] = str(_record(predictor, result, args.data, args.group_pattern))
     if args.json:
         console.print_json(result)
     else:
@@ -96,7 +101,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _record(predictor, result: dict, data) -> Path:
+def _record(predictor, result: dict, data, group_pattern: str | None = None) -> Path:
     """Keep this evaluation beside the model (``evaluations/``): the card and the app show it as other-source data."""
     from medclf_core.data.fingerprint import dataset_fingerprint
     from medclf_core.registry.evaluations import record_evaluation
@@ -105,7 +110,9 @@ def _record(predictor, result: dict, data) -> Path:
     return record_evaluation(predictor.card["run_dir"], result, dataset=Path(data).name or str(data),
                              fingerprint=dataset_fingerprint(data, split=result["split"]),
                              extra={"ood": {k: ood.get(k) for k in ("checked", "n_flagged", "fraction_flagged", "n_unfamiliar")},
-                                    "data_path": str(data)})
+                                    "data_path": str(data),
+                                    **({"n_groups": result["n_groups"], "group_pattern": group_pattern}
+                                       if result.get("n_groups") else {})})
 
 
 def cmd_refit_trust(args) -> int:

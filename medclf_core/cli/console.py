@@ -167,9 +167,12 @@ def print_evaluation(result: Mapping) -> None:
     print(f"Model {result['model']} on {result['dataset']} ({result['split']}, n={result['n']})")
     _print_overlap(result.get("overlap"))
     print(f"Accuracy {number(result['accuracy'], 4)}"
-          + (f"  95% CI {number(ci['accuracy'][0])}-{number(ci['accuracy'][1])}" if ci else ""))
+          + (f"  95% CI {number(ci['accuracy'][0])}-{number(ci['accuracy'][1])}" if ci else "")
+          + (f" (resampling {result['n_groups']} patients or cases, not images)"
+             if ci and result.get("n_groups") else ""))
     if result.get("auc") is not None:
-        print(f"ROC-AUC  {number(result['auc'], 4)}")
+        print(f"ROC-AUC  {number(result['auc'], 4)}"
+              + (f"  95% CI {number(ci['auc'][0])}-{number(ci['auc'][1])}" if ci and ci.get("auc") else ""))
     if "sensitivity" in result:
         print(f"At threshold {number(result['threshold'])} on P({result['positive_class']}): "
               f"sensitivity {number(result['sensitivity'], 4)}, specificity {number(result['specificity'], 4)}")

@@ -102,6 +102,10 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test"],
                    help="auto: the test folder of a pre-split dataset, else all images")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
+    e.add_argument("--group-pattern", metavar="REGEX",
+                   help="regular expression on file names giving a patient or case id (its first group, else the "
+                        "match): the 95%% intervals resample whole patients, since one patient's images are not "
+                        "independent; a name it does not match is a patient of its own")
     e.add_argument("--tta", help=_TTA_HELP)
     e.add_argument("--site", metavar="NAME", help=_SITE_HELP)
     e.add_argument("--record", action="store_true",

@@ -50,6 +50,19 @@ def group_key(rel: str, pattern: str | None) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot serve as a group pattern (a plain clause), or None.
+
+    >>> pattern_problem(r"person\\d+") is None, pattern_problem("person(")
+    (True, 'is not a regular expression (missing ), unterminated subpattern at position 6)')
+    """
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"is not a regular expression ({exc})"
+    return None
+
+
 def duplicate_components(items: list[Item], report: AuditReport, group_pattern: str | None = None) -> list[list[int]]:
     """Groups of item indices that must stay together: exact and near duplicates, and the
     images of one patient when ``group_pattern`` extracts a patient id from file names."""

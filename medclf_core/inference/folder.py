@@ -21,6 +21,7 @@ import numpy as np
 from medclf_core.data.audit import pixel_digest
 from medclf_core.data.fingerprint import dataset_fingerprint, evaluated_split
 from medclf_core.data.scan import scan_dataset
+from medclf_core.data.split import group_key
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.inference.overlap import training_overlap
 from medclf_core.io.images import load_image
@@ -110,19 +111,21 @@ def _read(predictor, items):
 
 
 def evaluate_predictions(predictions: dict, *, threshold: float | None, positive: int | None,
-                         bootstrap: int = 1000) -> dict:
+                         bootstrap: int = 1000, groups=None) -> dict:
     """:func:`medclf_core.trust.metrics.evaluate_probabilities` of ``predictions`` (``y_true``, ``probs``,
     ``class_names`` and optionally ``ood`` flags, as :func:`predict_folder` returns them) at this
     threshold, plus ``"ood"``: :func:`medclf_core.trust.verdict.ood_block` (how many images were
     flagged and the metrics without them), or None when the predictions carry no flags, and
     ``"selective"``: :func:`medclf_core.trust.selective.selective_prediction` (accuracy against
-    coverage when the least confident or most unfamiliar images are deferred; refused ones first)."""
+    coverage when the least confident or most unfamiliar images are deferred; refused ones first). ``groups`` (a
+    key per image): the 95% intervals resample whole groups (patients, cases), not images."""
     y, probs, names = predictions["y_true"], predictions["probs"], list(predictions["class_names"])
-    result = evaluate_probabilities(y, probs, names, threshold=threshold, positive=positive, bootstrap=bootstrap)
+    result = evaluate_probabilities(y, probs, names, threshold=threshold, positive=positive, bootstrap=bootstrap,
+                                    groups=groups)
     flags = predictions.get("ood")
     result["ood"] = None if flags is None else ood_block(y, probs, flags, names, threshold=threshold,
                                                          positive=positive, bootstrap=bootstrap,
-                                                         unfamiliar=predictions.get("unfamiliar"))
+                                                         unfamiliar=predictions.get("unfamiliar"), groups=groups)
     thr, pos = result["threshold"], (names.index(result["positive_class"]) if result["positive_class"] else None)
     result["selective"] = selective_prediction(y, probs, decide(probs, thr, pos), threshold=thr, positive=pos,
                                                ood_score=predictions.get("ood_score"), refused=flags,
@@ -131,7 +134,7 @@ def evaluate_predictions(predictions: dict, *, threshold: float | None, positive
 
 
 def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, bootstrap: int = 1000,
-                    progress=None, with_predictions: bool = False) -> dict:
+                    progress=None, with_predictions: bool = False, group_pattern: str | None = None) -> dict:
     """Metrics of a model on a dataset folder or zip (see :func:`predict_folder` for ``split`` and
     ``progress``): :func:`evaluate_predictions` at the model's threshold, plus ``split``, ``dataset``,
     ``skipped`` (unreadable files), ``model``, ``temperature`` (None when uncalibrated), in ``ood``
@@ -139,9 +142,14 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
     (are these images the model's training images? its ``message`` goes before the metrics; with a site
     calibration in use, also ``site_message``: :func:`~medclf_core.trust.sites.site_overlap_message`); the
     top-level metrics stay over every image. ``with_predictions``: also
-    ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them)."""
+    ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them). ``group_pattern`` (a
+    regular expression on file names, as training's): images whose names give one patient or case id are
+    resampled together for the 95% intervals (``n_groups`` says how many groups; a name it does not match is a
+    group of its own)."""
     p = predict_folder(predictor, data, split, progress=progress)
-    result = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=bootstrap)
+    groups = None if not group_pattern else [group_key(rel, group_pattern) or rel for rel in p["rel"]]
+    result = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=bootstrap,
+                                  groups=groups)
     ood = result.pop("ood")  # after the run's facts, as `evaluate --json` has always printed it
     result = {"overlap": training_overlap(predictor.card, p["hashes"]), **result}
     result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],

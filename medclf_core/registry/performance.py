@@ -11,6 +11,7 @@ from __future__ import annotations
 from medclf_core.formatting import metric_with_n
 from medclf_core.registry.card import ModelCard, figure_n
 from medclf_core.registry.evaluations import list_evaluations
+from medclf_core.registry.validation import is_whole_number
 
 PERFORMANCE_METRICS = (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
                        ("specificity", "specificity"), ("ECE", "ece"))
@@ -38,7 +39,9 @@ def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> 
         ci = e.get("ci95") or {}
         n_of = {key: figure_n(key, e.get("n"), e.get("n_per_class"), e.get("positive_class"))
                 for _, key in PERFORMANCE_METRICS}  # a sensitivity's n: the positive images (none if unrecorded)
-        rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]})", "n": e.get("n"),
+        groups = f", {e['n_groups']} patients or cases" if is_whole_number(e.get("n_groups")) else ""
+        rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]}{groups})",
+                     "n": e.get("n"),
                      **{label: metric_with_n((e.get("metrics") or {}).get(key), ci.get(key), n_of[key])
                         for label, key in PERFORMANCE_METRICS}})
     return rows

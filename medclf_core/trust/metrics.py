@@ -135,14 +135,34 @@ def _auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int, positive: int | 
 
 
 def bootstrap_intervals(y_true, probs, y_pred, n_classes: int, positive: int | None, *, n_boot: int = 1000,
-                        seed: int = 0, alpha: float = 0.05) -> dict[str, list[float] | None]:
-    """Percentile bootstrap 95% intervals for accuracy and ROC-AUC."""
+                        seed: int = 0, alpha: float = 0.05, groups=None) -> dict[str, list[float] | None]:
+    """Percentile bootstrap 95% intervals for accuracy and ROC-AUC.
+
+    ``groups`` (one key per image, for example a patient or case id): resample whole groups instead of
+    images, so that images of one patient, which are not independent, do not make an interval look narrower
+    than the data allow (a cluster bootstrap).
+
+    >>> y = np.array([0, 0, 1, 1] * 10); probs = np.eye(2)[y]; wrong = y.copy(); wrong[:8] = 1 - wrong[:8]
+    >>> by_image = bootstrap_intervals(y, probs, wrong, 2, 1)["accuracy"]
+    >>> by_case = bootstrap_intervals(y, probs, wrong, 2, 1, groups=np.arange(40) // 8)["accuracy"]
+    >>> by_case[1] - by_case[0] > by_image[1] - by_image[0]   # the 8 mistakes are one case
+    True
+    """
     rng = np.random.default_rng(seed)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     n = len(y_true)
+    if groups is None:
+        def draw():
+            return rng.integers(0, n, n)
+    else:
+        _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+
+        def draw():
+            return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
     accs, aucs = [], []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        idx = draw()
         accs.append(float(np.mean(y_true[idx] == y_pred[idx])))
         a = _auc(y_true[idx], probs[idx], n_classes, positive)
         if a is not None:
@@ -173,8 +193,9 @@ def roc_points(y_true, probs, class_names: list[str], positive: int | None, max_
 
 
 def evaluate_probabilities(y_true, probs, class_names: list[str], *, threshold: float | None = None,
-                           positive: int | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
-    """All metrics for one set of predictions; see the module docstring for the keys."""
+                           positive: int | None = None, bootstrap: int = 1000, seed: int = 0, groups=None) -> dict:
+    """All metrics for one set of predictions; see the module docstring for the keys. ``groups`` (a key per
+    image): the intervals resample whole groups (:func:`bootstrap_intervals`) and ``n_groups`` says how many."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
@@ -213,5 +234,8 @@ def evaluate_probabilities(y_true, probs, class_names: list[str], *, threshold: 
         result["sensitivity"] = float(tp / (tp + fn)) if tp + fn else None
         result["specificity"] = float(tn / (tn + fp)) if tn + fp else None
     if bootstrap and len(y_true) > 1:
-        result["ci95"] = bootstrap_intervals(y_true, probs, y_pred, n_classes, positive, n_boot=bootstrap, seed=seed)
+        result["ci95"] = bootstrap_intervals(y_true, probs, y_pred, n_classes, positive, n_boot=bootstrap, seed=seed,
+                                             groups=groups)
+    if groups is not None:
+        result["n_groups"] = len(set(map(str, groups)))
     return result

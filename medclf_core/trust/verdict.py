@@ -186,14 +186,15 @@ def ood_message(result: Mapping) -> str | None:
 
 def ood_block(y_true, probs, ood: Sequence, class_names: list[str], *, threshold: float | None = None,
               positive: int | None = None, bootstrap: int = 1000, seed: int = 0,
-              unfamiliar: Sequence | None = None) -> dict:
+              unfamiliar: Sequence | None = None, groups: Sequence | None = None) -> dict:
     """``evaluate``'s ``"ood"`` entry: how many images were flagged, and the metrics without them.
 
     ``ood`` holds each image's flag (True, False, or None = not checked); ``unfamiliar`` (optional) each
     image's caution flag. Returns ``{"checked", "n", "n_flagged", "fraction_flagged", "coverage", "n_unfamiliar",
     "n_not_checked", "metrics_without_flagged"}`` (``coverage``: the share *not* refused, whose metrics follow);
     ``metrics_without_flagged`` is :func:`~medclf_core.trust.metrics.evaluate_probabilities` over
-    the images that were not flagged (None when none are left or nothing was checked).
+    the images that were not flagged (None when none are left or nothing was checked), its intervals resampling
+    ``groups`` (a key per image) when given.
     """
     flags = list(ood)
     n = len(flags)
@@ -209,5 +210,5 @@ def ood_block(y_true, probs, ood: Sequence, class_names: list[str], *, threshold
     if checked and keep.any():
         out["metrics_without_flagged"] = evaluate_probabilities(
             np.asarray(y_true)[keep], np.asarray(probs)[keep], class_names, threshold=threshold, positive=positive,
-            bootstrap=bootstrap, seed=seed)
+            bootstrap=bootstrap, seed=seed, groups=None if groups is None else np.asarray(groups)[keep])
     return out

@@ -163,6 +163,25 @@ def test_evaluate_record_keeps_the_result_beside_the_model(trained_run, chest_sa
     assert record["fingerprint"] and record["ood"]["checked"] is (result["ood"]["checked"])
 
 
+def test_evaluate_group_pattern_resamples_patients_and_is_recorded(trained_run, chest_sample, tmp_path, capsys):
+    import shutil
+
+    from medclf_core.registry.evaluations import list_evaluations
+
+    run = tmp_path / "models" / "tiny"
+    shutil.copytree(trained_run, run)
+    assert main(["evaluate", str(run), str(chest_sample), "--group-pattern", "person(", "--no-progress"]) == 2
+    assert "--group-pattern is not a regular expression" in capsys.readouterr().err
+    assert main(["evaluate", str(run), str(chest_sample), "--bootstrap", "50", "--no-progress",
+                 "--group-pattern", r"^(IM|NORMAL2|person)"]) == 0
+    assert "(resampling 3 patients or cases, not images)" in capsys.readouterr().out
+    assert main(["evaluate", str(run), str(chest_sample), "--json", "--bootstrap", "50", "--no-progress",
+                 "--group-pattern", r"^(IM|NORMAL2|person)", "--record"]) == 0
+    assert _json_out(capsys)["n_groups"] == 3
+    (record,) = list_evaluations(run)
+    assert record["n_groups"] == 3 and record["group_pattern"] == r"^(IM|NORMAL2|person)"
+
+
 def test_predict_with_cam_and_report_decodes_and_explains_each_image_once(trained_run, sample_images, tmp_path,
                                                                           monkeypatch, capsys):
     """One decode and one heat map per image serve its prediction, its overlay PNG and its PDF report."""

@@ -22,6 +22,16 @@ def test_evaluate_folder(predictor, chest_sample):
     assert "predictions" not in r
 
 
+def test_a_group_pattern_makes_the_intervals_resample_patients(predictor, chest_sample):
+    by_image = evaluate_folder(predictor, chest_sample, bootstrap=200)
+    by_class = evaluate_folder(predictor, chest_sample, bootstrap=200, group_pattern=r"^(IM|NORMAL2|person)")
+    assert "n_groups" not in by_image and by_class["n_groups"] == 3  # IM-..., NORMAL2-IM-..., person...
+    assert by_class["accuracy"] == by_image["accuracy"] and by_class["auc"] == by_image["auc"]
+    assert by_class["ci95"] != by_image["ci95"]
+    unmatched = evaluate_folder(predictor, chest_sample, bootstrap=0, group_pattern=r"^no-such-name")
+    assert unmatched["n_groups"] == unmatched["n"] == 80  # a name the pattern does not match is its own patient
+
+
 def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):
     with pytest.raises(DatasetError, match="does not know"):
         evaluate_folder(predictor, pattern_dataset)

@@ -50,3 +50,13 @@ def test_an_evaluations_sensitivity_and_specificity_give_their_own_class_n(tmp_p
     old = performance_rows(card, [{"dataset": "d", "n": 87, "positive_class": "PNEUMONIA",
                                    "metrics": {"sensitivity": 0.913}}])[1]  # recorded before the counts were
     assert old["sensitivity"] == "0.913"
+
+
+def test_an_evaluation_that_resampled_patients_says_how_many():
+    """Intervals from `evaluate --group-pattern` resample patients or cases: the row says how many there were."""
+    card = ModelCard.from_dict(CARD)
+    record = {"dataset": "medpix", "date": "2026-12-07T00:00:00+00:00", "n": 256, "n_groups": 67,
+              "metrics": {"accuracy": 0.52}, "ci95": {"accuracy": [0.40, 0.64]}}
+    rows = performance_rows(card, [record, {**record, "n_groups": "67; drop"}])
+    assert rows[1]["data"] == "medpix (other data, 2026-12-07, 67 patients or cases)"
+    assert rows[2]["data"] == "medpix (other data, 2026-12-07)"  # a damaged count is left out, not quoted

@@ -77,6 +77,31 @@ def test_bootstrap_interval_brackets_the_estimate():
     assert lo < r["auc"] < hi
 
 
+def test_intervals_resample_whole_groups_when_images_of_one_patient_err_together():
+    """Ten patients of 20 images; one patient's images are all wrong. By image the 20 mistakes look like 20
+    independent draws; by patient they are one draw, and the interval must be wider (and say how many groups)."""
+    y = np.tile([0, 1], 100)
+    probs = _binary(np.where(y == 1, 0.9, 0.1))
+    probs[:20] = probs[:20, ::-1]  # patient 0: every image wrong
+    groups = np.repeat([f"patient{i}" for i in range(10)], 20)
+    by_image = evaluate_probabilities(y, probs, CLASSES, bootstrap=400)
+    by_patient = evaluate_probabilities(y, probs, CLASSES, bootstrap=400, groups=groups)
+    assert by_patient["accuracy"] == by_image["accuracy"] == 0.9
+    assert by_patient["n_groups"] == 10 and "n_groups" not in by_image
+    (lo_i, hi_i), (lo_p, hi_p) = by_image["ci95"]["accuracy"], by_patient["ci95"]["accuracy"]
+    assert lo_p <= lo_i and hi_p >= hi_i and (hi_p - lo_p) > 1.5 * (hi_i - lo_i)
+    assert hi_p == 1.0  # a resample without patient 0 has no mistake at all
+
+
+def test_groups_of_one_image_give_an_image_bootstrap():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    probs = _binary(np.clip(y * 0.5 + rng.normal(0.25, 0.25, 300), 0, 1))
+    by_image = evaluate_probabilities(y, probs, CLASSES, bootstrap=500)["ci95"]["accuracy"]
+    singletons = evaluate_probabilities(y, probs, CLASSES, bootstrap=500, groups=np.arange(300))["ci95"]["accuracy"]
+    assert np.allclose(by_image, singletons, atol=0.02)  # the same distribution, other draws
+
+
 @pytest.mark.parametrize("names,expected", [(["NORMAL", "PNEUMONIA"], 1), (["no", "yes"], 1), (["tumour", "normal"], 0),
                                             (["cat", "dog"], 1), (["a", "b", "c"], None)])
 def test_positive_class_follows_the_card_rule(names, expected):
