@@ -17,6 +17,7 @@ from medclf_core.reports import plots
 from medclf_core.reports.tables import fitted_widths
 from medclf_core.trust.card_facts import batch_and_learning_rate_text, ood_check_text, split_counts_text
 from medclf_core.registry.evaluations import list_evaluations
+from medclf_core.registry.performance import evaluation_figures
 from medclf_core.errors import MedclfError, user_message
 from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded, source_tag
 from medclf_core.reports.curves import has_epoch_curves, run_curves
@@ -180,9 +181,7 @@ with tab_card:
     if evals:
         st.dataframe(pd.DataFrame([{
             "dataset": e["dataset"], "date": str(e["date"])[:10], "n": e["n"],
-            **{label: metric_with_n(e["metrics"].get(key), e["ci95"].get(key), e["n"])
-               for label, key in (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"),
-                                  ("specificity", "specificity"), ("ECE", "ece"))},
+            "patients or cases": e.get("n_groups") or "", **evaluation_figures(e),
             "fingerprint": str(e.get("fingerprint") or "")[:12],
         } for e in evals]), hide_index=True, width="stretch")
     else:

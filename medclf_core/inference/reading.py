@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from medclf_core.explain.faithfulness import WORSE_THAN_RANDOM
 from medclf_core.inference.results import BORDERLINE_MARGIN
+from medclf_core.registry.card_reading import class_labels, class_word
 
 FAITHFULNESS_HELP = ("How much the model relies on the highlighted regions: the most highlighted regions of the "
                      "image are blanked (set to the image's mean grey) 10% at a time and the model re-run; the "
@@ -40,11 +41,9 @@ def reading_guide(card: Mapping, escape: Callable[[str], str] = str) -> str:
     """
     pos = card.get("positive_class")
     if card.get("threshold") is not None and pos is not None:
-        use = card.get("intended_use")
-        words = (use.get("class_labels") or {}) if isinstance(use, Mapping) else {}
         decision = (
             "The headline is the model's decision at its operating threshold, with the probability of the finding "
-            f"class, P({escape(str(words.get(pos, pos)))}), whichever class was decided. *Borderline*: that probability is less "
+            f"class, P({escape(class_word(class_labels(card), pos))}), whichever class was decided. *Borderline*: that probability is less "
             f"than {BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image "
             "could change the decision.")
     else:

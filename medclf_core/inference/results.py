@@ -36,6 +36,7 @@ import numpy as np
 from medclf_core.explain.faithfulness import faithfulness_verdict, format_faithfulness
 from medclf_core.explain.render import DISPLAY_SIDE, OVERLAY_OPACITY, colour_scale, fit_for_display, overlay
 from medclf_core.formatting import percent, probability_of, probability_text
+from medclf_core.registry.card_reading import class_word as card_class_word
 from medclf_core.trust.calibration import temperature_of
 from medclf_core.trust.ood import score_caption
 from medclf_core.trust.verdict import ood_message, refusal_heading
@@ -121,12 +122,12 @@ class Headline:
 
 def class_word(result: Mapping, name) -> str:
     """A class's plain words from the card's ``intended_use.class_labels`` (in the result as ``class_labels``),
-    else its name: what every view a clinician reads (headline, table, bars, PDF) calls the class.
+    else its name (:func:`medclf_core.registry.card.class_word`).
 
     >>> class_word({"class_labels": {"yes": "tumour"}}, "yes"), class_word({}, "PNEUMONIA")
     ('tumour', 'PNEUMONIA')
     """
-    return str((result.get("class_labels") or {}).get(name, name))
+    return card_class_word(result.get("class_labels"), name)
 
 
 def headline(result: Mapping) -> Headline:
@@ -155,17 +156,16 @@ def headline(result: Mapping) -> Headline:
     """
     probs = {str(k): float(v) for k, v in (result.get("probabilities") or {}).items()}
     decision = str(result.get("label"))
-    words = result.get("class_labels") or {}  # the card's plain words for its classes ("yes" -> "tumour")
     pos, threshold = result.get("positive_class"), result.get("threshold")
     if threshold is not None and pos in probs:
         p = probs[pos]
         cal = str(result.get("calibration") or "")
-        return Headline(words.get(decision, decision), words.get(pos, str(pos)), p, float(threshold),
+        return Headline(class_word(result, decision), class_word(result, pos), p, float(threshold),
                         abs(p - float(threshold)) < BORDERLINE_MARGIN, decision == pos,
                         cal.removeprefix("site:") if cal.startswith("site:") else None)
     ranked = sorted(probs.values(), reverse=True)
     lead = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
-    return Headline(words.get(decision, decision), words.get(decision, decision), probs.get(decision, float("nan")),
+    return Headline(class_word(result, decision), class_word(result, decision), probs.get(decision, float("nan")),
                     None, lead < 2 * BORDERLINE_MARGIN, decision == pos)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from medclf_core.errors import ModelError
 from medclf_core.formatting import CROSS_VALIDATION, MIN_RELIABLE_N, figures_source, metric_with_n
+from medclf_core.registry.card_reading import class_labels, class_word, is_cross_validated
 from medclf_core.registry.validation import InvalidField, describe, is_whole_number, validate_fields
 
 CARD_SCHEMA_VERSION = 2
@@ -212,8 +213,7 @@ class ModelCard(dict):
         ...                      "intended_use": {"class_labels": {"yes": "tumour"}}}).class_word("yes")
         'tumour'
         """
-        use = self.get("intended_use")
-        return str(((use.get("class_labels") if isinstance(use, dict) else None) or {}).get(name, name))
+        return class_word(class_labels(self), name)
 
     @property
     def classes_text(self) -> str:
@@ -241,7 +241,7 @@ class ModelCard(dict):
     @property
     def is_cross_validated(self) -> bool:
         """Its same-source figures are out-of-fold predictions of every image (a small-data run), not a test split."""
-        return self["metrics"].get("split") == CROSS_VALIDATION
+        return is_cross_validated(self)
 
     @property
     def figures_source(self) -> str:

@@ -36,12 +36,21 @@ def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> 
     if evaluations is None:
         evaluations = list_evaluations(card.run_dir) if card.run_dir else []
     for e in evaluations:
-        ci = e.get("ci95") or {}
-        n_of = {key: figure_n(key, e.get("n"), e.get("n_per_class"), e.get("positive_class"))
-                for _, key in PERFORMANCE_METRICS}  # a sensitivity's n: the positive images (none if unrecorded)
         groups = f", {e['n_groups']} patients or cases" if is_whole_number(e.get("n_groups")) else ""
         rows.append({"data": f"{e.get('dataset')} (other data, {str(e.get('date') or '')[:10]}{groups})",
-                     "n": e.get("n"),
-                     **{label: metric_with_n((e.get("metrics") or {}).get(key), ci.get(key), n_of[key])
-                        for label, key in PERFORMANCE_METRICS}})
+                     "n": e.get("n"), **evaluation_figures(e)})
     return rows
+
+
+def evaluation_figures(record: dict) -> dict[str, str]:
+    """One recorded evaluation's figures as the tables print them, each with its interval and its own n (a
+    sensitivity's n is the positive images, a specificity's the others; :func:`~medclf_core.registry.card.figure_n`).
+
+    >>> evaluation_figures({"n": 87, "n_per_class": {"no": 41, "yes": 46}, "positive_class": "yes",
+    ...                     "metrics": {"sensitivity": 0.913}, "ci95": {}})["sensitivity"]
+    '0.913 (n = 46)'
+    """
+    ci = record.get("ci95") or {}
+    return {label: metric_with_n((record.get("metrics") or {}).get(key), ci.get(key),
+                                 figure_n(key, record.get("n"), record.get("n_per_class"), record.get("positive_class")))
+            for label, key in PERFORMANCE_METRICS}

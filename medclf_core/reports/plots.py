@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from medclf_core.formatting import MIN_RELIABLE_N, percent, probability_text
+from medclf_core.registry.card_reading import class_word
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 HIGHLIGHT, MUTED = "#d62728", "#9aa5b1"
@@ -84,7 +85,7 @@ def probability_bars(probabilities: Mapping[str, float], *, label: str | None = 
     label = label if label in names else (names[int(np.argmax(values))] if names else None)
     decided = HIGHLIGHT if positive in names and label == positive else DECIDED_NOT_FINDING
     shown = [probability_text(v) for v in values]
-    words = {n: str((class_labels or {}).get(n, n)) for n in names}
+    words = {n: class_word(class_labels, n) for n in names}
     fig = go.Figure(go.Bar(
         x=[v * 100 for v in values], y=[words[n] for n in names], orientation="h",
         marker_color=[decided if n == label and not refused else MUTED for n in names],

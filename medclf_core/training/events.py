@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from medclf_core.trust.card_facts import CV_SPLIT_PURPOSE
+
 
 class EventLog:
     """Append events to a JSON-lines file and/or pass them to listeners."""
@@ -220,5 +222,4 @@ def split_caption(state: dict) -> str:
     if not cv:
         return "Images per split:"
     return (f"Images per split: the classifier and its figures use all {cv.get('n')} images ({cv.get('folds')}-fold "
-            "cross-validation, out-of-fold predictions); this split only fits the out-of-distribution check "
-            "(the training split's features, its threshold on the validation split).")
+            f"cross-validation, out-of-fold predictions); this split {CV_SPLIT_PURPOSE}.")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from medclf_core.formatting import CROSS_VALIDATION
-from medclf_core.trust.gate_size import small_gate_notice
+from medclf_core.registry.card_reading import is_cross_validated
 
 
-def _is_cross_validated(card: Mapping) -> bool:
-    return (card.get("metrics") or {}).get("split") == CROSS_VALIDATION
+#: What a cross-validated run's train/val/test split is still for (the Models page's row, the Train page's caption).
+CV_SPLIT_PURPOSE = ("only fits the out-of-distribution check (the training split's features, its threshold on the "
+                    "validation split)")
 
 
 def split_counts_text(card: Mapping) -> str:
@@ -30,17 +30,16 @@ def split_counts_text(card: Mapping) -> str:
     """
     counts = "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per.items())
                        for split, per in ((card.get("dataset") or {}).get("counts") or {}).items())
-    if not _is_cross_validated(card):
+    if not is_cross_validated(card):
         return counts
     n = (card.get("metrics") or {}).get("n")
-    return (f"{counts}. This split only fits the out-of-distribution check (the training split's features, its "
-            f"threshold on the validation split); the classifier and its figures use all {n} images by "
+    return (f"{counts}. This split {CV_SPLIT_PURPOSE}; the classifier and its figures use all {n} images by "
             "cross-validation (out-of-fold predictions), so no image is held out for a test.")
 
 
 def batch_and_learning_rate_text(card: Mapping) -> str:
     """The "Batch size / learning rate" row; a cross-validated head used neither setting."""
-    if _is_cross_validated(card):
+    if is_cross_validated(card):
         return ("not used: the head was chosen by cross-validation (a regularised fit on all the images, "
                 "no epochs, batches or learning rate)")
     cfg = card.get("config") or {}
@@ -48,7 +47,8 @@ def batch_and_learning_rate_text(card: Mapping) -> str:
 
 
 def ood_check_text(card: Mapping) -> str:
-    """The "Out-of-distribution check" row: what it was fitted on, and a plain warning when that is few images.
+    """The "Out-of-distribution check" row: what it was fitted on (the Models page warns above the facts when that
+    is few images, :func:`~medclf_core.trust.gate_size.small_gate_notice`; the row does not say it twice).
 
     >>> ood_check_text({"ood": {"n_train": 1527, "n_val": 329}})
     'fitted on 1527 training and 329 validation images'
@@ -58,4 +58,4 @@ def ood_check_text(card: Mapping) -> str:
     ood = card.get("ood")
     if not isinstance(ood, Mapping) or ood.get("n_val") is None:
         return "none recorded"
-    return small_gate_notice(ood) or f"fitted on {ood.get('n_train')} training and {ood.get('n_val')} validation images"
+    return f"fitted on {ood.get('n_train')} training and {ood.get('n_val')} validation images"

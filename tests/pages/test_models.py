@@ -167,8 +167,11 @@ def test_other_source_evaluations_sit_beside_same_source_figures(own_models, pag
     from medclf_core.registry.evaluations import record_evaluation
 
     result = {"n": 200, "accuracy": 0.7, "auc": 0.81, "sensitivity": 0.95, "specificity": 0.64, "ece": 0.04,
-              "ci95": {"accuracy": [0.64, 0.76], "auc": [0.75, 0.86]}, "threshold": 0.5, "split": "all"}
-    record_evaluation(own_models / "tiny-a", result, dataset="hospital-b", fingerprint="ab" * 32)
+              "ci95": {"accuracy": [0.64, 0.76], "auc": [0.75, 0.86]}, "threshold": 0.5, "split": "all",
+              "class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
+              "confusion_matrix": [[51, 29], [6, 114]]}
+    record_evaluation(own_models / "tiny-a", result, dataset="hospital-b", fingerprint="ab" * 32,
+                      extra={"n_groups": 150})
     (own_models / "tiny-a" / "evaluations" / "2026-01-01-damaged.json").write_text("{")
     at = page("models")
     at.run()
@@ -182,6 +185,25 @@ def test_other_source_evaluations_sit_beside_same_source_figures(own_models, pag
     evals = at.dataframe[1].value  # the table, then the evaluations (the card's facts are a static table)
     assert list(evals["dataset"]) == ["hospital-b"] and list(evals["n"]) == [200]
     assert list(evals["ECE"]) == ["0.040 (n = 200)"] and list(evals["fingerprint"]) == ["ab" * 6]
+    # a sensitivity's n is the positive images, a specificity's the others (it printed n = 200 for both)
+    assert list(evals["sensitivity"]) == ["0.950 (n = 120)"] and list(evals["specificity"]) == ["0.640 (n = 80)"]
+    assert list(evals["patients or cases"]) == [150]  # its intervals resampled patients (evaluate --group-pattern)
+
+
+def test_a_weak_gate_is_said_once_above_the_facts(own_models, page):
+    """Walk-through: the weak-gate notice was a caption and again the "Out-of-distribution check" row."""
+    import json
+
+    card = json.loads((own_models / "tiny-b" / "card.json").read_text())
+    _edit_card(own_models / "tiny-b", ood={**(card.get("ood") or {}), "n_train": 28, "n_val": 6})
+    at = page("models")
+    at.run()
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    assert not at.exception
+    shown = [c.value for c in at.caption] + [str(v) for t in at.table for v in t.value.to_numpy().ravel()]
+    assert sum("only 28 training and 6 validation images" in text for text in shown) == 1
+    assert "fitted on 28 training and 6 validation images" in shown
 
 
 def _bundled(own_models, how):

@@ -46,7 +46,7 @@ def test_a_gate_fitted_on_few_images_is_called_weak():
     no caution, and nothing said that its check was weak."""
     notice = small_gate_notice(CV_CARD["ood"])
     assert "only 28 training and 6 validation images" in notice and f"fewer than {MIN_GATE_VAL_IMAGES}" in notice
-    assert ood_check_text(CV_CARD) == notice
+    assert ood_check_text(CV_CARD) == "fitted on 28 training and 6 validation images"  # the page warns once, above
     assert small_gate_notice({"n_train": 200, "n_val": MIN_GATE_VAL_IMAGES}) is None
     assert small_gate_notice({"n_train": "![x](http://x-md.evil.test/x.png)", "n_val": 6}) is None  # a damaged card
     assert ood_check_text({"ood": {"n_train": 200, "n_val": 40}}) == "fitted on 200 training and 40 validation images"
