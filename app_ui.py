@@ -282,13 +282,14 @@ def password_gate() -> None:
 
 def unfamiliar_caution(result: dict, card: dict) -> None:
     """The caution beside a finding on an image unlike the model's training images (the "unfamiliar source"
-    tier): one line, quoting the newest recorded other-source evaluation's accuracy when the run has one."""
+    tier): one line, quoting the recorded other-source evaluations' accuracy (the lowest and highest) when the run
+    has any."""
     from medclf_core.registry.evaluations import list_evaluations
     from medclf_core.trust.verdict import unfamiliar_message
 
     if result.get("unfamiliar") is True:
         records = list_evaluations(card["run_dir"]) if card.get("run_dir") else []
-        st.warning(md_escape(unfamiliar_message(result, records[0] if records else None)))
+        st.warning(md_escape(unfamiliar_message(result, records)))
 
 
 def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:

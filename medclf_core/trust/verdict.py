@@ -119,25 +119,37 @@ def _caution(out: dict, small: str | None) -> None:
         out["unfamiliar_reason"] = "; ".join(r for r in (out["unfamiliar_reason"], small) if r)
 
 
-def unfamiliar_message(result: Mapping, other_source: Mapping | None = None) -> str | None:
+def unfamiliar_message(result: Mapping, other_source: Mapping | Sequence[Mapping] | None = None) -> str | None:
     """The plain caution shown beside an unfamiliar result's finding (None when not unfamiliar).
 
-    ``other_source`` is a recorded other-source evaluation (``{"dataset", "n", "metrics": {"accuracy"}}``,
-    :func:`medclf_core.registry.evaluations.list_evaluations`); its accuracy is quoted when there is one.
+    ``other_source`` is one recorded other-source evaluation (``{"dataset", "n", "metrics": {"accuracy"}}``,
+    :func:`medclf_core.registry.evaluations.list_evaluations`) or all of them; their accuracy is quoted, the
+    lowest and the highest when there are several (a clinician should hear the worst figure, not the newest).
     """
     if result.get("unfamiliar") is not True:
         return None
     checks = result.get("unfamiliar_checks") or ["features"]  # results written before the size check
     what = []
     if "features" in checks:
-        what.append("unlike this model's training images")
-        acc = ((other_source or {}).get("metrics") or {}).get("accuracy")
-        if acc is not None and (other_source or {}).get("n"):
-            what[-1] += f" (on {int(other_source['n'])} images from another source, its accuracy was {percent(acc)})"
+        what.append("unlike this model's training images" + _other_source_accuracy(other_source))
     if "size" in checks:  # the reason's parts come in the order of the checks
         parts = dict(zip(checks, (result.get("unfamiliar_reason") or "").split("; "), strict=False))
         what.append(f"small ({parts['size']})" if parts.get("size") else "small")
     return f"Caution: this image is {' and '.join(what)}, so the finding is less certain."
+
+
+def _other_source_accuracy(records: Mapping | Sequence[Mapping] | None) -> str:
+    """" (on 256 images from another source, its accuracy was 52.3%)", or with several records the range
+    " (on other sources, its accuracy was 52.3% on 256 images to 93.1% on 87)"; "" with none usable."""
+    records = [records] if isinstance(records, Mapping) else list(records or [])
+    usable = sorted(((float(acc), int(r["n"])) for r in records if isinstance(r, Mapping) and r.get("n")
+                     and (acc := (r.get("metrics") or {}).get("accuracy")) is not None))
+    if not usable:
+        return ""
+    (low, n_low), (high, n_high) = usable[0], usable[-1]
+    if len(usable) == 1:
+        return f" (on {n_low} images from another source, its accuracy was {percent(low)})"
+    return f" (on other sources, its accuracy was {percent(low)} on {n_low} images to {percent(high)} on {n_high})"
 
 
 #: The checks that read the DICOM header (modality, body part, the patient's age), not the pixels: a refusal by them

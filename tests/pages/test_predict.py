@@ -435,3 +435,26 @@ def test_the_predict_page_computes_nothing_itself():
                                                          "medclf_core.server.memory", "medclf_core.models"))]
     assert not below, below
     assert {"hashlib", "numpy"}.isdisjoint(imported)
+
+
+def test_the_unfamiliar_caution_quotes_the_worst_and_best_recorded_other_source(tmp_path):
+    """The brain card records two other sources; the caution quoted only the newest record, whichever it was."""
+    from streamlit.testing.v1 import AppTest
+
+    from medclf_core.registry.evaluations import record_evaluation
+
+    for n, acc, fp in ((87, 0.931, "aa"), (256, 0.523, "bb")):
+        record_evaluation(tmp_path, {"n": n, "accuracy": acc}, dataset=f"d{n}", fingerprint=fp * 32)
+
+    def script(run_dir):
+        import app_ui
+
+        app_ui.unfamiliar_caution({"unfamiliar": True, "unfamiliar_checks": ["features"]}, {"run_dir": run_dir})
+        app_ui.unfamiliar_caution({"unfamiliar": False}, {"run_dir": run_dir})
+
+    at = AppTest.from_function(script, args=(str(tmp_path),), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert [w.value.replace("\\", "") for w in at.warning] == [  # the Markdown source: escapes dropped
+        "Caution: this image is unlike this model's training images (on other sources, its accuracy was 52.3% on "
+        "256 images to 93.1% on 87), so the finding is less certain."]

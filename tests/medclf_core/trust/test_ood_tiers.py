@@ -123,6 +123,18 @@ def test_unfamiliar_message_quotes_an_other_source_figure_when_there_is_one():
     quoted = unfamiliar_message(r, rec)
     assert "(on 120 images from another source, its accuracy was 87.3%)" in quoted
     assert "Sartaj" not in quoted  # a data set's folder name means nothing to a clinician
+    assert unfamiliar_message(r, [rec]) == quoted
+
+
+def test_unfamiliar_message_quotes_the_lowest_and_highest_of_several_other_source_figures():
+    """The brain card records two other sources (Navoneel 93.1% on 87, MedPix 52.3% on 256); the caution quoted
+    only the newest, whichever it was."""
+    r = {"ood": False, "unfamiliar": True}
+    records = [{"n": 87, "metrics": {"accuracy": 0.931}}, {"n": 256, "metrics": {"accuracy": 0.523}},
+               {"n": 10, "metrics": {}}, {"n": None, "metrics": {"accuracy": 0.1}}]
+    assert ("(on other sources, its accuracy was 52.3% on 256 images to 93.1% on 87)"
+            in unfamiliar_message(r, records))
+    assert "accuracy" not in unfamiliar_message(r, records[2:])  # nothing usable: no figure
 
 
 def test_ood_block_reports_coverage_and_unfamiliar():
