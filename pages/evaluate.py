@@ -21,7 +21,7 @@ from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
 from medclf_core.inference.folder import evaluate_folder, evaluate_predictions
-from medclf_core.inference.results import DISPLAY_SIDE, for_display, result_key
+from medclf_core.inference.results import DISPLAY_SIDE, OVERLAY_OPACITY, for_display, result_key
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
@@ -30,6 +30,7 @@ from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
 from medclf_core.reports import evaluation_text, plots
+from medclf_core.reports.predictions_csv import evaluation_csv
 from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
 from medclf_core.trust.metrics import evaluate_probabilities
@@ -241,6 +242,9 @@ with left:
 with right:
     st.markdown("**Per class**")
     st.dataframe(pd.DataFrame(m["per_class"]).T.round(3), width="stretch")
+st.download_button("Download each image's result (CSV, without patient identifiers)", mime="text/csv",
+                   file_name="medclf_evaluation.csv", key="eval-csv",  # made on click; decided as the metrics are
+                   data=lambda: evaluation_csv(data, threshold=threshold if binary else None, positive=positive))
 
 
 st.subheader("Out-of-distribution check")
@@ -377,7 +381,7 @@ else:
         if pixels[k] is None:
             col.markdown(caption)
         elif explanations[k] is not None:
-            col.image(explanations[k].overlay(0.4, DISPLAY_SIDE // 2), caption=caption, width="stretch")
+            col.image(explanations[k].overlay(OVERLAY_OPACITY, DISPLAY_SIDE // 2), caption=caption, width="stretch")
         else:
             col.image(for_display(pixels[k], DISPLAY_SIDE // 2), caption=caption, width="stretch")
 if len(mis["refused"]):  # listed apart, with the reason: no finding was shown for them

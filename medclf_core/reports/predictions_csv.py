@@ -25,14 +25,19 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from medclf_core.formatting import number
-from medclf_core.inference.results import exported
+from medclf_core.inference.results import exported, headline
+from medclf_core.io import deid
 from medclf_core.io.deid import redact, safe_file_label
+from medclf_core.trust.metrics import decide
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = ()) -> str:
+def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = (),
+                    truth: Sequence[str] | None = None) -> str:
     """CSV text: one row per result, columns ``file, label, p_<class>..., threshold, positive_class,
     borderline, ood, ood_score, ood_reason, unfamiliar, unfamiliar_score, unfamiliar_reason, error, notes``.
 
@@ -50,20 +55,23 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     (:func:`~medclf_core.io.deid.safe_file_label`): a file's label is the same whether it is exported
     alone or with others. ``identifying`` (all files') is scrubbed from the free text (reasons, errors,
     notes) and from the name of a result that carries no values of its own.
-    Any other key in a result (a DICOM header, a path to a heat map) is ignored.
+    Any other key in a result (a DICOM header, a path to a heat map) is ignored. ``truth`` (an evaluation's
+    true class per result) adds ``true_label`` and ``correct`` after ``label`` (``correct`` empty where there is no
+    finding: a refused image, a file not read).
     """
     identifying = list(identifying)
     classes = _class_names(results)
-    columns = ["file", "label", *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline", "ood",
+    columns = ["file", "label", *(["true_label", "correct"] if truth is not None else []), *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline", "ood",
                "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
-    for r in map(exported, results):
+    for i, r in enumerate(map(exported, results)):
         probs = r.get("probabilities") or {}
         own = r.get("identifying")
         texts = [*identifying, *(own or ())]
-        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "",
+        known = [] if truth is None else [truth[i], _flag(None if not r.get("label") else r["label"] == truth[i])]
+        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "", *known,
                *(_probability(probs.get(c)) for c in classes),
                _number(r.get("threshold")), r.get("positive_class", ""), _flag(r.get("borderline")), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
@@ -72,6 +80,35 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
                _scrub("; ".join(r.get("notes") or []), texts)]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
+
+
+def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: int | None) -> str:
+    """An evaluation's images as CSV (the Evaluate page's download): :func:`predictions_csv`'s columns, each image's
+    true class and whether the decision was right, decided as the page decides (at ``threshold`` for a binary
+    model that has one, else the most probable class). ``predictions`` as
+    :func:`medclf_core.inference.folder.predict_folder` or the stored test split give them.
+
+    >>> import numpy as np
+    >>> print(evaluation_csv({"rel": ["NORMAL/a.png", "PNEUMONIA/b.png"], "files": ["/x/a.png", "/x/b.png"],
+    ...                       "y_true": np.array([0, 1]), "probs": np.array([[0.8, 0.2], [0.7, 0.3]]),
+    ...                       "class_names": ["NORMAL", "PNEUMONIA"], "ood": [False, False]},
+    ...                      threshold=0.5, positive=1).splitlines()[2][:50])
+    b.png,NORMAL,PNEUMONIA,false,0.700000,0.300000,0.5
+    """
+    names, probs = list(predictions["class_names"]), np.asarray(predictions["probs"], dtype=float)
+    binary = len(names) == 2 and threshold is not None and positive is not None
+    decided = decide(probs, threshold if binary else None, positive)
+    n = len(decided)
+    column = {k: predictions.get(k) or [None] * n for k in ("ood", "ood_score", "ood_reason", "unfamiliar")}
+    results = []
+    for i in range(n):
+        r = {"file": predictions["rel"][i], "label": names[int(decided[i])],
+             "probabilities": dict(zip(names, map(float, probs[i]), strict=True)),
+             "threshold": threshold if binary else None, "positive_class": names[positive] if binary else "",
+             **{k: v[i] for k, v in column.items()},
+             "identifying": deid.file_identifiers(predictions["files"][i])}
+        results.append({**r, "borderline": headline(r).borderline})
+    return predictions_csv(results, truth=[names[int(y)] for y in predictions["y_true"]])
 
 
 def _class_names(results: Sequence[Mapping]) -> list[str]:

@@ -21,3 +21,13 @@ def test_app_module_and_function_sizes(path: Path):
     lines, long = oversized(path.read_text(encoding="utf-8"))
     assert lines <= MAX_MODULE_LINES, f"{path.name}: {lines} lines"
     assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize("path", APP_MODULES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_heat_map_overlay_uses_the_one_opacity(path: Path):
+    """The Evaluate page drew its misclassified images' maps at 0.4 after every other view moved to
+    OVERLAY_OPACITY (0.45): an overlay's opacity is the constant or the user's own choice, never a literal."""
+    import re
+
+    literal = re.findall(r"\.overlay\(\s*[0-9.]+", path.read_text(encoding="utf-8"))
+    assert not literal, f"{path.name}: {literal}"

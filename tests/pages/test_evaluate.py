@@ -36,6 +36,8 @@ def test_another_folder_and_a_bad_folder(app_env, page):
     at.run()
     assert not at.exception and not at.error
     assert at.subheader[0].value == "tiny-chest on 80 images"
+    downloads = [b.proto.label for b in at.get("download_button")]
+    assert downloads == ["Download each image's result (CSV, without patient identifiers)"]
     # issue 24: the model was trained on this folder, and the page says so above the metrics
     assert any("evaluated images are identical" in rendered(w.value) and "overstate" in w.value for w in at.warning)
     assert _charts(at) == 6

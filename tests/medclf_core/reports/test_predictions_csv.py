@@ -7,7 +7,9 @@ import io
 
 from bad_inputs import PATIENT_STRINGS
 
-from medclf_core.reports.predictions_csv import predictions_csv
+import numpy as np
+
+from medclf_core.reports.predictions_csv import evaluation_csv, predictions_csv
 
 RESULTS = [
     {"file": "/home/dr/uploads/ward3/chest_001.dcm", "label": "PNEUMONIA",
@@ -112,3 +114,42 @@ def test_unfamiliar_columns():
     assert rows[0]["unfamiliar_reason"].startswith("unlike") and rows[0]["ood"] == "false"
     assert rows[1]["unfamiliar"] == "not checked" and rows[1]["unfamiliar_score"] == ""
     assert rows[2]["unfamiliar"] == ""
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_an_evaluation_csv_gives_each_images_truth_decision_and_whether_it_was_right():
+    """The Evaluate page's download: decided at the threshold as its metrics are; a refused image has no finding."""
+    predictions = {"rel": ["NORMAL/a.png", "NORMAL/b.png", "PNEUMONIA/c.png", "PNEUMONIA/Doe_Jane.png"],
+                   "files": ["/d/NORMAL/a.png", "/d/NORMAL/b.png", "/d/PNEUMONIA/c.png", "/d/PNEUMONIA/Doe_Jane.png"],
+                   "y_true": np.array([0, 0, 1, 1]), "class_names": ["NORMAL", "PNEUMONIA"],
+                   "probs": np.array([[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.1, 0.9]]),
+                   "ood": [False, False, False, True], "ood_reason": [None, None, None, "unlike the training images"],
+                   "ood_score": [1.0, 2.0, 3.0, 99.0], "unfamiliar": [False, True, False, False]}
+    rows = _rows(evaluation_csv(predictions, threshold=0.58, positive=1))
+    assert [r["true_label"] for r in rows] == ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"]
+    assert [r["label"] for r in rows] == ["NORMAL", "PNEUMONIA", "NORMAL", ""]  # 0.55 < 0.58; refused: no label
+    assert [r["correct"] for r in rows] == ["true", "false", "false", ""]
+    assert [r["threshold"] for r in rows] == ["0.58"] * 4 and rows[1]["unfamiliar"] == "true"
+    assert rows[2]["borderline"] == "true" and rows[0]["borderline"] == "false"
+    assert rows[3]["ood"] == "true" and rows[3]["ood_reason"] == "unlike the training images"
+    argmax = _rows(evaluation_csv(predictions, threshold=None, positive=1))  # no threshold: the top class
+    assert [r["label"] for r in argmax][:3] == ["NORMAL", "PNEUMONIA", "PNEUMONIA"] and argmax[0]["threshold"] == ""
+
+
+def test_an_evaluation_csv_of_a_folder_matches_the_evaluations_figures(trained_run, chest_sample):
+    from medclf_core.inference.folder import evaluate_folder
+    from medclf_core.inference.predictor import Predictor
+
+    predictor = Predictor.from_run(trained_run)
+    result = evaluate_folder(predictor, chest_sample, bootstrap=0, with_predictions=True)
+    rows = _rows(evaluation_csv(result["predictions"], threshold=predictor.threshold, positive=predictor.positive))
+    assert len(rows) == result["n"] == 80 and all("/" not in r["file"] for r in rows)
+    from medclf_core.reports.evaluation_text import mistakes
+
+    mis = mistakes(result["predictions"], threshold=predictor.threshold, positive=predictor.positive)
+    assert [i for i, r in enumerate(rows) if r["correct"] == "false"] == list(mis["wrong"])  # the page's list
+    assert [i for i, r in enumerate(rows) if r["correct"] == ""] == list(mis["refused"])
+    assert {r["true_label"] for r in rows} == {"NORMAL", "PNEUMONIA"}
