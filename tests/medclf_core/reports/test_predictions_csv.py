@@ -116,10 +116,6 @@ def test_unfamiliar_columns():
     assert rows[2]["unfamiliar"] == ""
 
 
-def _rows(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def test_an_evaluation_csv_gives_each_images_truth_decision_and_whether_it_was_right():
     """The Evaluate page's download: decided at the threshold as its metrics are; a refused image has no finding."""
     predictions = {"rel": ["NORMAL/a.png", "NORMAL/b.png", "PNEUMONIA/c.png", "PNEUMONIA/Doe_Jane.png"],
