@@ -94,9 +94,13 @@ def probability_bars(probabilities: Mapping[str, float], *, label: str | None = 
     fig.update_xaxes(range=[0, 100], title_text="probability (%)")
     fig.update_yaxes(autorange="reversed")
     if threshold is not None and positive in names:
-        fig.add_vline(x=threshold * 100, line_dash="dash", line_color="black",
-                      annotation_text=f"threshold for {words[positive]}: {percent(threshold)}",
-                      annotation_position="top")
+        # on the finding class's bar only: the threshold is on P(finding), and a line through the other bars
+        # read as a threshold for them too
+        row, x = names.index(positive), threshold * 100
+        fig.add_shape(type="line", x0=x, x1=x, y0=row - 0.45, y1=row + 0.45, xref="x", yref="y",
+                      line=dict(dash="dash", color="black"))
+        fig.add_annotation(x=x, y=1, xref="x", yref="paper", yanchor="bottom", showarrow=False,
+                           text=f"threshold for {words[positive]}: {percent(threshold)}")
         # the label sits above the plot area: the top margin (10 px otherwise) must hold it
         _layout(fig, (height or (90 + 40 * max(1, len(names)))) + 24)
         return fig.update_layout(margin=dict(t=34))

@@ -12,6 +12,11 @@ def test_probability_bars_highlight_and_threshold():
     assert list(bar.y) == ["NORMAL", "PNEUMONIA"] and list(bar.x) == pytest.approx([30, 70])
     assert bar.marker.color[1] == plots.HIGHLIGHT and bar.marker.color[0] == plots.MUTED
     assert fig.layout.shapes[0].x0 == pytest.approx(42)
+    # the line crosses the PNEUMONIA bar (row 1) only: the threshold is on P(PNEUMONIA), not on P(NORMAL)
+    line = fig.layout.shapes[0]
+    assert (line.yref, line.y0, line.y1) == ("y", pytest.approx(0.55), pytest.approx(1.45))
+    first = plots.probability_bars({"yes": 0.7, "no": 0.3}, threshold=0.42, positive="yes").layout.shapes[0]
+    assert (first.y0, first.y1) == (pytest.approx(-0.45), pytest.approx(0.45))
     fig = plots.probability_bars({"a": 0.2, "b": 0.5, "c": 0.3}, label="c")
     assert fig.data[0].marker.color[2] == plots.DECIDED_NOT_FINDING and not fig.layout.shapes
 
