@@ -15,6 +15,9 @@ import logging
 import re
 
 log = logging.getLogger("medclf")
+#: ``extra=`` of a log record whose plain meaning the user was already given (a damaged file, a summarised
+#: third-party error): the server log keeps the detail, the CLI leaves it off the terminal beside the message.
+SHOWN_TO_USER = {"shown_to_user": True}
 
 MAX_MESSAGE = 600  # characters of a message shown to a user
 MAX_DETAIL = 160  # characters of a third-party exception's text kept in a message
@@ -65,7 +68,8 @@ def brief(exc: BaseException, limit: int = MAX_DETAIL) -> str:
     >>> len(brief(ValueError("x" * 3000))) <= MAX_DETAIL
     True
     """
-    log.warning("third-party error, shown to the user as a summary: %s: %s", type(exc).__name__, exc)
+    log.warning("third-party error, shown to the user as a summary: %s: %s", type(exc).__name__, exc,
+                extra=SHOWN_TO_USER)
     return _summary(exc, limit)
 
 

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``medclf`` command; the exit status: 0 done, 1 refused (one-line message), 2 bad
     arguments or a rejected input file, 130 interrupted."""
     _quiet_tensorflow()
+    console.log_to_terminal()
     args = parse_command_line(argv)
     try:
         return COMMANDS[args.command](args)

@@ -15,6 +15,7 @@ result: :mod:`medclf_core.cli.commands` hands over what the core returned. Numbe
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +32,26 @@ _EPOCH_METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"
 def print_json(obj) -> None:
     """``obj`` as one line of JSON (values JSON does not know, such as paths, as text)."""
     print(json.dumps(obj, default=str))
+
+
+class _TerminalLog(logging.Handler):
+    """medclf's log warnings on the terminal as "warning: ...", except what the user was already told in plain
+    words (``extra=SHOWN_TO_USER``: the damaged file's decoder detail beside "The JPEG file is damaged ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "shown_to_user", False)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message(f"{record.levelname.lower()}: {record.getMessage()}")  # stderr as it is now (tests swap it)
+
+
+def log_to_terminal() -> None:
+    """Send the package's log warnings (loggers ``medclf`` and ``medclf_core.*``) to stderr through
+    :class:`_TerminalLog`; once per process. Without it Python prints every warning, the ones already shown too."""
+    for name in ("medclf", "medclf_core"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _TerminalLog) for h in logger.handlers):
+            logger.addHandler(_TerminalLog(logging.WARNING))
 
 
 def message(text: str) -> None:

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from medclf_core.io import pixels as _limits  # read at call time, so tests can lower the limits
-from medclf_core.errors import ImageError, log
+from medclf_core.errors import ImageError, SHOWN_TO_USER, log
 from medclf_core.io.dicom_header import read_dataset
 from medclf_core.io.pixels import DecodedImage, limit_size, to_uint8
 
@@ -94,7 +94,8 @@ def decode_dicom(data: bytes, *, frame: int | None = None) -> DecodedImage:
     except MemoryError:
         raise ImageError("The DICOM image is too large to decode with the memory available.") from None
     except Exception as exc:  # noqa: BLE001 - hostile headers reach deep into pydicom and numpy
-        log.warning("DICOM not decoded (%s); its text is not logged, it may quote a header value", type(exc).__name__)
+        log.warning("DICOM not decoded (%s); its text is not logged, it may quote a header value",
+                    type(exc).__name__, extra=SHOWN_TO_USER)
         raise ImageError("The DICOM file has header values that cannot be interpreted; export it again.") from None
 
 
@@ -187,7 +188,8 @@ def _pixels(ds, index: int | None) -> np.ndarray:
         raise ImageError(f"The compressed DICOM pixel data ('{_syntax_name(syntax)}') is damaged and cannot be "
                          "decoded.") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
-        log.warning("DICOM pixel data not decoded (%s)", type(exc).__name__)
+        log.warning("DICOM pixel data not decoded (%s)", type(exc).__name__,
+                    extra=SHOWN_TO_USER)
         raise ImageError("The DICOM pixel data is damaged or incomplete and cannot be decoded; export it "
                          "again.") from None
 

@@ -25,7 +25,7 @@ import io
 import re
 import warnings
 
-from medclf_core.errors import ImageError, log
+from medclf_core.errors import ImageError, SHOWN_TO_USER, log
 from medclf_core.io.pixels import read_bytes
 
 
@@ -39,7 +39,8 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False):
             warnings.simplefilter("ignore")
             return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        log.warning("DICOM not parsed (%s); its text is not logged, it may quote a header value", type(exc).__name__)
+        log.warning("DICOM not parsed (%s); its text is not logged, it may quote a header value",
+                    type(exc).__name__, extra=SHOWN_TO_USER)
         raise ImageError("The DICOM file is damaged or incomplete and cannot be read; export it again.") from None
 
 

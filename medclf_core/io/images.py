@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medclf_core.errors import ImageError, log
+from medclf_core.errors import ImageError, SHOWN_TO_USER, log
 from medclf_core.io import pixels as _pixels  # limits read at call time, so tests can lower them
 from medclf_core.io.dicom import decode_dicom, looks_like_dicom
 from medclf_core.io.pixels import DecodedImage, limit_size, read_bytes, to_uint8
@@ -255,7 +255,8 @@ def damaged_message(exc: BaseException, data: bytes) -> str:
     >>> damaged_message(OSError("image file is truncated (12 bytes not processed)"), b"GIF89a")
     'The GIF file is damaged or incomplete (it ends before the image data does); export it again.'
     """
-    log.warning("image not decoded, shown to the user as damaged: %s: %s", type(exc).__name__, exc)
+    log.warning("image not decoded, shown to the user as damaged: %s: %s", type(exc).__name__, exc,
+                extra=SHOWN_TO_USER)
     kind = next((name for sig, name in _SIGNATURES.items() if data.startswith(sig)), None) or \
         ("WebP" if data[8:12] == b"WEBP" else "BMP" if data.startswith(b"BM") else "image")
     if isinstance(exc, EOFError) or "truncated" in str(exc).lower():

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medclf_core.errors import ImageError, log
+from medclf_core.errors import ImageError, SHOWN_TO_USER, log
 
 # Images larger than this many pixels are refused as likely decompression bombs
 # (a 16k x 16k grayscale scan is still accepted; MAX_DECODED_BYTES bounds colour).
@@ -113,7 +113,8 @@ def read_bytes(source: str | os.PathLike | bytes | io.IOBase) -> bytes:
                 source.seek(0)
             data = source.read(MAX_FILE_BYTES + 1)
         except (OSError, ValueError) as exc:
-            log.warning("upload not read: %s: %s", type(exc).__name__, exc)
+            log.warning("upload not read: %s: %s", type(exc).__name__, exc,
+                        extra=SHOWN_TO_USER)
             raise ImageError("The upload could not be read (the transfer may have been cut off); upload it "
                              "again.") from None
         if isinstance(data, str):

@@ -154,3 +154,34 @@ def test_a_prediction_line_names_every_class_in_the_cards_words(capsys):
                                 "class_labels": {"no": "no tumour", "yes": "tumour"}}])
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("a.png: no tumour (P(tumour) = 2.4%)") and "[no tumour 97.6%, tumour 2.4%]" in line
+
+
+def test_the_terminal_gets_medclf_warnings_but_not_what_the_user_was_already_told(capsys):
+    """A damaged JPEG printed the decoder's "OSError: image file is truncated" on stderr beside the plain message
+    ("The JPEG file is damaged or incomplete ..."); the detail belongs to a server log, not the terminal."""
+    import logging
+
+    from medclf_core.errors import SHOWN_TO_USER
+
+    console.log_to_terminal()
+    console.log_to_terminal()  # once per process, however often main() runs
+    logging.getLogger("medclf").warning("decoder detail: %s", "OSError", extra=SHOWN_TO_USER)
+    logging.getLogger("medclf_core.trust.body_part").warning("the probe is stale")
+    err = capsys.readouterr().err
+    assert "decoder detail" not in err and err.count("warning: the probe is stale") == 1
+
+
+def test_a_damaged_file_reads_one_plain_line_on_the_terminal(trained_run, tmp_path):
+    """In a real process (pytest's own log handlers would hide Python's last-resort printing of warnings)."""
+    import subprocess
+    import sys
+
+    from helpers import CHEST_SAMPLE, REPO
+
+    jpeg = next((CHEST_SAMPLE / "NORMAL").iterdir()).read_bytes()
+    (tmp_path / "cut.jpeg").write_bytes(jpeg[: len(jpeg) // 3])
+    command = [sys.executable, "-m", "medclf_core", "predict", str(trained_run), str(tmp_path / "cut.jpeg")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "cut.jpeg: ERROR The JPEG file is damaged or incomplete" in done.stdout
+    assert "truncated" not in done.stderr and "not decoded" not in done.stderr, done.stderr
