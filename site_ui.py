@@ -95,7 +95,8 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
     from medclf_core.trust.site_checks import needs_confirmation
     from medclf_core.trust.sites import metric_texts, save_site
 
-    with st.expander("Adopt as this site's calibration"):
+    # the key keeps the panel's identity across reruns: without it, typing the site's name collapsed it
+    with st.expander("Adopt as this site's calibration", key="adopt_site_panel"):
         st.caption("Fits a temperature (never sharper than the model's own) and, for a two-class model, the threshold "
                    "that keeps sensitivity at the target on these images; checks both on held-back halves; saves it "
                    "beside the model (the weights and the card are not changed). The sidebar then offers it.")

@@ -134,3 +134,32 @@ def test_evaluate_and_models_pages(browser_page, server, shots):
     page.wait_for_timeout(3000)
     assert "Traceback" not in page.content()
     _screenshot(page, shots / "models.png")
+
+
+def test_the_site_panel_stays_open_while_its_name_is_typed(browser_page, server, tmp_path):
+    """Walk-through: after an evaluation by upload, typing the site's name (Enter) collapsed "Adopt as this site's
+    calibration", hiding the button the user was about to press."""
+    import zipfile
+
+    from helpers import CHEST_SAMPLE
+
+    archive = tmp_path / "site.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(CHEST_SAMPLE.glob("*/*"))[::4]:
+            z.write(f, f"{f.parent.name}/{f.name}")
+    page = browser_page
+    _go(page, server, "evaluate")
+    page.locator("label").filter(has_text="upload a zip or images").click()
+    _wait_idle(page)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(archive))
+    _wait_idle(page)
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.get_by_text("Adopt as this site's calibration").wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.get_by_text("Adopt as this site's calibration").click()
+    page.get_by_role("textbox", name="Site name").fill("ward-b")
+    page.keyboard.press("Enter")
+    _wait_idle(page)
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("button", name="Fit and check").is_visible()
+    assert "Traceback" not in page.content()
