@@ -18,6 +18,7 @@ from medclf_core.io.images import IMAGE_SUFFIXES, load_image
 from medclf_core.pacs.client import PacsError
 from medclf_core.pacs.writeback import WriteSeries, write_results
 from medclf_core.registry.card import threshold_rule_text
+from medclf_core.registry.card_reading import finding_mimics
 from medclf_core.registry.performance import performance_rows
 from medclf_core.reports import plots
 from medclf_core.reports.pdf import report_bytes, report_file_name
@@ -283,6 +284,8 @@ def show_detail(entry: dict) -> None:
     label, h = result["label"], result.headline  # the decision and P(positive class), borderline when it is
     st.subheader(f"{esc(entry['name'])}: {esc(h.title)}")
     st.markdown(esc(h.sentence))
+    if h.finding and (mimics := finding_mimics(predictor.card)):  # measured on the card, read where it matters
+        st.caption(esc(f"Known limit of this model: {mimics}"))
     app_ui.unfamiliar_caution(result, predictor.card)
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "

@@ -1,6 +1,6 @@
 """Readings of a model card that work on a plain dict as well as on a :class:`~medclf_core.registry.card.ModelCard`
-(a prediction result, a card read by hand, a page's copy): the classes' plain words and whether its figures are
-cross-validated. :class:`~medclf_core.registry.card.ModelCard`'s own properties use them, so there is one rule.
+(a prediction result, a card read by hand, a page's copy): the classes' plain words, what else the model calls a
+finding, and whether its figures are cross-validated. :class:`~medclf_core.registry.card.ModelCard`'s own properties use them, so there is one rule.
 
     >>> class_word(class_labels({"intended_use": {"class_labels": {"yes": "tumour"}}}), "yes")
     'tumour'
@@ -38,3 +38,16 @@ def is_cross_validated(card: Mapping) -> bool:
     """Whether a card's same-source figures are out-of-fold predictions of every image (a small-data run), not a
     test split's."""
     return (card.get("metrics") or {}).get("split") == CROSS_VALIDATION
+
+
+def finding_mimics(card: Mapping) -> str | None:
+    """What else the model is known to call a finding (``intended_use.finding_mimics``, a sentence the card's author
+    measured), shown under every finding so that a clinician reads it where it matters; None when the card says
+    nothing.
+
+    >>> finding_mimics({"intended_use": {"finding_mimics": "It also calls a stroke tumour."}})
+    'It also calls a stroke tumour.'
+    """
+    use = card.get("intended_use")
+    text = use.get("finding_mimics") if isinstance(use, Mapping) else None
+    return text.strip() if isinstance(text, str) and text.strip() else None

@@ -192,7 +192,7 @@ def _validate_intended_use(u) -> None:
     _opt(u, "intended_use", (dict,), "an object")
     if u is None:
         return
-    for k in ("summary", "population"):
+    for k in ("summary", "population", "finding_mimics"):
         _opt(u.get(k), f"intended_use.{k}", (str,), "a text")
     for k in ("modalities", "body_parts", "not_for"):
         if u.get(k) is not None:

@@ -150,6 +150,7 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
     it, the calibration in use and how else the probabilities were made (a refused image: its reason first,
     and the model's output only as what it output, not a finding)."""
     from medclf_core.inference.results import class_word, headline
+    from medclf_core.registry.card_reading import finding_mimics
     from medclf_core.trust.calibration import calibration_in_use
 
     page.heading("Decision")
@@ -167,6 +168,8 @@ def _decision(page: Page, result: Mapping, card, identifying: list[str]) -> None
                   "Verdict: accepted, not checked for out-of-distribution images (this model has no gate).", 9.5, "B")
         page.line(f"Decision: {h.title}", 12, "B", 6)
         page.line(h.sentence, 9)
+        if h.finding and (mimics := finding_mimics(card)):
+            page.line(f"Known limit of this model: {mimics}", 9, "B")
     pos, threshold = result.get("positive_class"), result.get("threshold")
     page.line(f"Decision threshold: {percent(threshold)} (decision {class_word(result, pos)} when "
               f"P({class_word(result, pos)}) >= {percent(threshold)})."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import SAMPLES, rendered, result_images
 
 from medclf_core.inference.results import REASON
@@ -458,3 +460,23 @@ def test_the_unfamiliar_caution_quotes_the_worst_and_best_recorded_other_source(
     assert [w.value.replace("\\", "") for w in at.warning] == [  # the Markdown source: escapes dropped
         "Caution: this image is unlike this model's training images (on other sources, its accuracy was 52.3% on "
         "256 images to 93.1% on 87), so the finding is less certain."]
+
+
+@pytest.mark.parametrize("threshold, shown", [(0.0, True), (1.0, False)])
+def test_a_finding_is_shown_with_the_cards_known_mimics(own_models, page, threshold, shown):
+    """MedPix: the brain model called 62% of slices of other brain disease tumour. Under a finding (never under a
+    negative) the page says what else the model calls a finding, in the card's words."""
+    import json
+
+    path = own_models / "tiny-a" / "card.json"
+    card = json.loads(path.read_text())
+    card.update(threshold=threshold, positive_class="PNEUMONIA", schema_version=2,
+                intended_use={"summary": "demo", "finding_mimics": "it also calls *some* other things pneumonia."})
+    path.write_text(json.dumps(card))
+    (own_models / "tiny-b" / "card.json").unlink()  # one model: the page's default
+    at = page("predict")
+    at.run()
+    _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
+    assert not at.exception
+    limits = [c.value for c in at.caption if c.value.startswith("Known limit of this model")]
+    assert limits == (["Known limit of this model: it also calls \\*some\\* other things pneumonia."] if shown else [])

@@ -8,7 +8,7 @@ import pytest
 from medclf_core.inference.reading import reading_guide
 from medclf_core.inference.results import class_word as result_class_word
 from medclf_core.registry.card import ModelCard
-from medclf_core.registry.card_reading import class_labels, class_word, is_cross_validated
+from medclf_core.registry.card_reading import class_labels, class_word, finding_mimics, is_cross_validated
 from medclf_core.reports.plots import probability_bars
 
 BRAIN = {"name": "b", "class_names": ["no", "yes"], "positive_class": "yes", "threshold": 0.75,
@@ -34,3 +34,13 @@ def test_cross_validated_is_read_the_same_from_a_dict_and_a_card():
     cv = {**BRAIN, "metrics": {"split": "cross-validation (out-of-fold)", "n": 80}}
     assert is_cross_validated(cv) and ModelCard.from_dict(cv).is_cross_validated
     assert not is_cross_validated(BRAIN) and not is_cross_validated({"metrics": None})
+
+
+def test_known_mimics_are_a_sentence_on_the_card_or_nothing():
+    from medclf_core.registry.card import CardError
+
+    said = {**BRAIN, "intended_use": {"finding_mimics": "  it also calls a stroke tumour.  "}}
+    assert finding_mimics(said) == "it also calls a stroke tumour." and finding_mimics(ModelCard.from_dict(said))
+    assert finding_mimics(BRAIN) is None and finding_mimics({"intended_use": {"finding_mimics": " "}}) is None
+    with pytest.raises(CardError, match="finding_mimics"):
+        ModelCard.from_dict({**BRAIN, "schema_version": 2, "intended_use": {"finding_mimics": ["a list"]}})

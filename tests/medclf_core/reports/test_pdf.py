@@ -204,6 +204,21 @@ def test_the_report_names_the_classes_in_the_cards_plain_words():
     assert "Model output (not a finding): tumour (P(tumour) = 90.0%)" in refused
 
 
+def test_a_finding_carries_the_cards_known_mimics_and_a_negative_does_not():
+    """MedPix: the brain model called 62% of other brain disease tumour; the report says so under a tumour finding."""
+    mimics = "it also calls other brain disease tumour (110 of 178 MedPix slices)."
+    card = {"name": "brain-demo", "class_names": ["no", "yes"], "threshold": 0.75, "positive_class": "yes",
+            "intended_use": {"summary": "demo", "finding_mimics": mimics}}
+    result = {"file": "a.png", "label": "yes", "probabilities": {"no": 0.1, "yes": 0.9}, "threshold": 0.75,
+              "positive_class": "yes", "ood": False}
+    px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    finding = re.sub(r"\s+", " ", pdf_text(report_bytes(result, px, None, card)))
+    assert f"Known limit of this model: {mimics}" in finding
+    negative = {**result, "label": "no", "probabilities": {"no": 0.9, "yes": 0.1}}
+    assert "Known limit" not in pdf_text(report_bytes(negative, px, None, card))
+    assert "Known limit" not in pdf_text(report_bytes({**result, "ood": True, "ood_reason": "far"}, px, None, card))
+
+
 def test_an_unfamiliar_image_is_a_finding_with_its_caution_and_a_site_calibration_is_named():
     """Issue 24: the second tier (unlike the training images, not refused) and a site's calibration reach the PDF."""
     card = {"name": "chest-demo", "class_names": ["NORMAL", "PNEUMONIA"], "threshold": 0.4, "positive_class": "PNEUMONIA",
