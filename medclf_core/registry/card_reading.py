@@ -1,6 +1,7 @@
 """Readings of a model card that work on a plain dict as well as on a :class:`~medclf_core.registry.card.ModelCard`
 (a prediction result, a card read by hand, a page's copy): the classes' plain words, what else the model calls a
-finding, and whether its figures are cross-validated. :class:`~medclf_core.registry.card.ModelCard`'s own properties use them, so there is one rule.
+finding, and whether its figures are cross-validated. :class:`~medclf_core.registry.card.ModelCard`'s own
+properties use them, so there is one rule.
 
     >>> class_word(class_labels({"intended_use": {"class_labels": {"yes": "tumour"}}}), "yes")
     'tumour'
