@@ -31,6 +31,7 @@ import numpy as np
 from medclf_core import __version__
 from medclf_core.inference.results import headline
 from medclf_core.pacs.client import PacsConnection, PacsError
+from medclf_core.registry.card_reading import finding_mimics
 
 MANUFACTURER = "medclf"
 RESEARCH_NOTICE = "Research use only. Not for clinical use: not a diagnosis."
@@ -134,10 +135,11 @@ def _num(name, value: float):
                           relationship_type=RelationshipTypeValues.CONTAINS)
 
 
-def _finding_items(result: Mapping, verdict: str) -> list:
+def _finding_items(result: Mapping, verdict: str, card: Mapping) -> list:
     """The verdict, and unless refused: the decided class, the headline (:func:`~medclf_core.inference.results.headline`:
     the decision with P(positive class) for a thresholded model, capped at ">99%" / "<1%", and "borderline"),
-    that probability exactly with the class it is of, borderline yes/no, and the threshold (with its class)."""
+    that probability exactly with the class it is of, borderline yes/no, the threshold (with its class), and under
+    a finding the card's known mimics (:func:`~medclf_core.registry.card_reading.finding_mimics`)."""
     items = [_text(_code("VERDICT", "Verdict"), REFUSED_TEXT if verdict == "refused" else verdict)]
     if verdict == "refused":
         items.append(_text(_code("REASON", "Reason"), result.get("ood_reason") or "the out-of-distribution gate"))
@@ -154,6 +156,8 @@ def _finding_items(result: Mapping, verdict: str) -> list:
     if verdict == "unfamiliar":
         items.append(_text(_code("CAUTION", "Caution"), result.get("unfamiliar_reason")
                            or "unlike this model's training images"))
+    if head.finding and (mimics := finding_mimics(card)):
+        items.append(_text(_code("MIMICS", "Known limit of this model"), mimics))
     return items
 
 
@@ -165,7 +169,7 @@ def build_sr(source, result: Mapping, card: Mapping, series: WriteSeries):
     verdict = verdict_of(result)
     root = ContainerContentItem(name=_code("RESULT", "medclf classification result"))
     root.ContentSequence = [
-        *_finding_items(result, verdict),
+        *_finding_items(result, verdict, card),
         _text(_code("111001", "Algorithm Name", "DCM"), card.get("name") or "unnamed"),
         _text(_code("111003", "Algorithm Version", "DCM"), model_version(card)),
         _text(_code("CARDFP", "Model card fingerprint"), card_fingerprint(card)),

@@ -130,6 +130,18 @@ def test_the_sr_carries_the_headline_not_the_decided_class_probability(dicom_sam
     assert near["Borderline"] == "yes" and near["Headline"].endswith("borderline)")
 
 
+def test_the_sr_of_a_finding_carries_the_cards_known_mimics(dicom_samples):
+    src = pydicom.dcmread(next(p for p in dicom_samples if p.name.startswith("CR_")))
+    card = {"name": "m", "created": "2026-12-06", "intended_use": {"finding_mimics": "it also calls atelectasis."}}
+    result = {"label": "PNEUMONIA", "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "threshold": 0.75,
+              "positive_class": "PNEUMONIA", "ood": False}
+    sr = writeback.sr_fields(writeback.build_sr(src, result, card, writeback.WriteSeries()))
+    assert sr["Known limit of this model"] == "it also calls atelectasis."
+    negative = {**result, "label": "NORMAL", "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1}}
+    assert "Known limit of this model" not in writeback.sr_fields(
+        writeback.build_sr(src, negative, card, writeback.WriteSeries()))
+
+
 def test_the_sr_names_the_calibration_in_use_so_two_srs_of_one_image_differ(dicom_samples):
     """The card's calibration and a site's (trust.sites.site_card) give SRs that say which one made them, in
     the content and in the series description (two SRs of one image, series 9101, told apart)."""
