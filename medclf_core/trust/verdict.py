@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from medclf_core.formatting import percent
+from medclf_core.formatting import is_number, percent
+from medclf_core.registry.validation import is_whole_number
 from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
@@ -142,8 +143,9 @@ def _other_source_accuracy(records: Mapping | Sequence[Mapping] | None) -> str:
     """" (on 256 images from another source, its accuracy was 52.3%)", or with several records the range
     " (on other sources, its accuracy was 52.3% on 256 images to 93.1% on 87)"; "" with none usable."""
     records = [records] if isinstance(records, Mapping) else list(records or [])
-    usable = sorted(((float(acc), int(r["n"])) for r in records if isinstance(r, Mapping) and r.get("n")
-                     and (acc := (r.get("metrics") or {}).get("accuracy")) is not None))
+    usable = sorted((float(r["metrics"]["accuracy"]), int(r["n"])) for r in records
+                    if isinstance(r, Mapping) and is_whole_number(r.get("n")) and r["n"] > 0
+                    and isinstance(r.get("metrics"), Mapping) and is_number(r["metrics"].get("accuracy")))
     if not usable:
         return ""
     (low, n_low), (high, n_high) = usable[0], usable[-1]

@@ -131,7 +131,8 @@ def test_unfamiliar_message_quotes_the_lowest_and_highest_of_several_other_sourc
     only the newest, whichever it was."""
     r = {"ood": False, "unfamiliar": True}
     records = [{"n": 87, "metrics": {"accuracy": 0.931}}, {"n": 256, "metrics": {"accuracy": 0.523}},
-               {"n": 10, "metrics": {}}, {"n": None, "metrics": {"accuracy": 0.1}}]
+               {"n": 10, "metrics": {}}, {"n": None, "metrics": {"accuracy": 0.1}}, {"n": "12", "metrics": None},
+               {"n": "lots", "metrics": {"accuracy": 0.2}}, {"n": 5, "metrics": {"accuracy": "high"}}]
     assert ("(on other sources, its accuracy was 52.3% on 256 images to 93.1% on 87)"
             in unfamiliar_message(r, records))
     assert "accuracy" not in unfamiliar_message(r, records[2:])  # nothing usable: no figure
