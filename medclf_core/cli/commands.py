@@ -159,6 +159,7 @@ def cmd_predict(args) -> int:
     explained once, and that one map serves both its overlay PNG and its PDF report."""
     from medclf_core.inference.predictor import Predictor
     from medclf_core.inference.results import exported
+    from medclf_core.registry.card_reading import finding_mimics
 
     if bool(args.files) == bool(args.pacs) or bool(args.pacs) != bool(args.study):
         console.message("error: give image files, or --pacs URL with --study UID (not both)")
@@ -183,7 +184,7 @@ def cmd_predict(args) -> int:
     if args.json:  # a refused image's label is empty (medclf_core.inference.results.exported)
         console.print_json([exported(r) for r in results])
     else:
-        console.print_predictions(results)
+        console.print_predictions(results, finding_mimics(predictor.card))
     return 2 if any("error" in r for r in results) else 0
 
 
@@ -198,6 +199,7 @@ def _predict_pacs(predictor, args) -> int:
     from medclf_core.inference.results import exported
     from medclf_core.pacs.client import PacsConnection
     from medclf_core.pacs.flow import predict_from_pacs
+    from medclf_core.registry.card_reading import finding_mimics
 
     conn = PacsConnection.from_env(args.pacs)
     notes: list[str] = []
@@ -214,7 +216,7 @@ def _predict_pacs(predictor, args) -> int:
     if args.json:
         console.print_json([exported(r) for r in results])
     else:
-        console.print_predictions(results)
+        console.print_predictions(results, finding_mimics(predictor.card))
     return 1 if failed else (2 if any("error" in r for r in results) else 0)
 
 

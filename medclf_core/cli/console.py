@@ -289,12 +289,15 @@ def _cam_text(r: Mapping) -> str:
     return f" -> {r['cam']} (faithfulness {number(r.get('faithfulness'), 2)})"
 
 
-def print_predictions(results: Sequence[Mapping]) -> None:
+def print_predictions(results: Sequence[Mapping], mimics: str | None = None) -> None:
     """One line per file: its headline (:func:`medclf_core.inference.results.headline`: the decision and
     P(positive class), borderline when it is) and every class's probability, capped at >99% / <1%; a refused
-    (out-of-distribution) image says so and gives no decision; or the file's error."""
+    (out-of-distribution) image says so and gives no decision; or the file's error. ``mimics``: the card's known
+    limit (:func:`~medclf_core.registry.card_reading.finding_mimics`), printed once after the lines when any
+    image got a finding."""
     from medclf_core.inference.results import class_word, headline
 
+    findings = 0
     for r in results:
         name = r.get("file_label") or safe_file_label(r["file"])  # never the path: the one file-name rule
         if "error" in r:
@@ -311,6 +314,9 @@ def print_predictions(results: Sequence[Mapping]) -> None:
         print(f"{name}: {h.title}{side} [{probs}]" + _cam_text(r) + _stored_text(r))
         if r.get("unfamiliar"):  # a finding shown with a caution (the "unfamiliar source" tier)
             print(f"  caution: {r.get('unfamiliar_reason') or 'unlike the training images'}")
+        findings += h.finding
+    if findings and mimics:
+        print(f"Known limit of this model: {mimics}")
 
 
 def _stored_text(r: Mapping) -> str:

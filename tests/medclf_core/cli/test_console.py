@@ -185,3 +185,14 @@ def test_a_damaged_file_reads_one_plain_line_on_the_terminal(trained_run, tmp_pa
     assert done.returncode == 2, done.stderr
     assert "cut.jpeg: ERROR The JPEG file is damaged or incomplete" in done.stdout
     assert "truncated" not in done.stderr and "not decoded" not in done.stderr, done.stderr
+
+
+def test_the_cards_known_limit_follows_the_lines_once_when_any_image_got_a_finding(capsys):
+    finding = {"file": "a.png", "label": "yes", "probabilities": {"no": 0.1, "yes": 0.9}, "threshold": 0.75,
+               "positive_class": "yes", "ood": False}
+    negative = {**finding, "file": "b.png", "label": "no", "probabilities": {"no": 0.9, "yes": 0.1}}
+    console.print_predictions([finding, finding, negative], "it also calls a stroke tumour.")
+    assert capsys.readouterr().out.count("Known limit of this model: it also calls a stroke tumour.") == 1
+    console.print_predictions([negative, {**finding, "ood": True, "ood_reason": "far"}], "it also calls a stroke.")
+    console.print_predictions([finding], None)
+    assert "Known limit" not in capsys.readouterr().out
