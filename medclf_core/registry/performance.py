@@ -30,7 +30,9 @@ def performance_rows(card: ModelCard, evaluations: list[dict] | None = None) -> 
         '1.000 (n = 12, too few images for a reliable figure)'
     """
     own = "own cross-validation" if card.is_cross_validated else "own test split"
-    rows = [{"data": f"{own} ({(card.dataset or {}).get('name') or 'training source'}, same source)",
+    n_groups = card["metrics"].get("n_groups")  # its intervals resampled patients and near-duplicate groups
+    groups = f", {n_groups} patients or groups" if is_whole_number(n_groups) else ""
+    rows = [{"data": f"{own} ({(card.dataset or {}).get('name') or 'training source'}, same source{groups})",
              "n": card.test_n,
              **{label: card.format_metric(key) for label, key in PERFORMANCE_METRICS}}]
     if evaluations is None:

@@ -167,7 +167,8 @@ def _cam_layer(model, layer: str | list[str], members: int) -> str | list[str]:
 
 def _summary(m: dict, split: str) -> dict:
     """The card's figures of one split; a small-data run's are out-of-fold over every image, and say so."""
-    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "ci95")
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "ci95",
+            "n_groups")  # n_groups: the ci95 resampled patients and near-duplicate groups, not images
     out = {"split": split, **{k: m.get(k) for k in keys if k in m}}
     if split == CROSS_VALIDATION:
         out["note"] = (f"cross-validated: out-of-fold predictions of all {m.get('n')} labelled images (the final "

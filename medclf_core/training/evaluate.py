@@ -20,6 +20,7 @@ from medclf_core.trust.metrics import choose_threshold, evaluate_probabilities
 from medclf_core.trust.gate_size import small_gate_notice
 from medclf_core.trust.ood import fit_gate
 from medclf_core.data.pipeline import make_dataset
+from medclf_core.data.split import duplicate_components
 from medclf_core.data.tta import tf_view
 from medclf_core.training.crossfit import calibrate_out_of_fold
 from medclf_core.training.labels import all_items, labels_of
@@ -75,15 +76,15 @@ def evaluate_run(s: TrainingSession) -> RunEvaluation:
         threshold = choose_threshold(y_val, val_probs, positive, cfg.threshold_method, cfg.target_sensitivity,
                                      seed=cfg.seed)
     val_metrics = evaluate_probabilities(y_val, val_probs, class_names, threshold=threshold, positive=positive,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, groups=split_groups(splits["val"], s))
     eval_split = "test" if splits["test"] else "val"
     if splits["test"]:
         log.emit("evaluate", split="test")
         test_ds = make_dataset([it.path for it in splits["test"]], labels_of(splits["test"]), training=False,
                                cache=False, **common)
         test_probs = apply_temperature(predict_probabilities(model, test_ds, tta), temperature, positive=positive)
-        test_metrics = evaluate_probabilities(labels_of(splits["test"]), test_probs, class_names,
-                                              threshold=threshold, positive=positive, seed=cfg.seed)
+        test_metrics = evaluate_probabilities(labels_of(splits["test"]), test_probs, class_names, threshold=threshold,
+                                              positive=positive, seed=cfg.seed, groups=split_groups(splits["test"], s))
         scored = zip(splits["test"], test_probs, strict=True)
     else:
         test_metrics = val_metrics
@@ -116,11 +117,27 @@ def _evaluate_cross_validated(s: TrainingSession, positive: int | None) -> RunEv
                                     if cal.threshold is not None else "."))
     probs = apply_temperature(cf.oof, cal.temperature, positive=positive)
     metrics = evaluate_probabilities(y, probs, s.class_names, threshold=cal.threshold, positive=positive,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, groups=split_groups(items, s))
     predictions = [{"file": it.rel, "label": s.class_names[it.label], "probabilities": p.round(6).tolist()}
                    for it, p in zip(items, probs, strict=True)]
     return RunEvaluation(s.tta, positive, cal.threshold, cal.temperature, y, cf.oof, metrics, metrics,
                          CROSS_VALIDATION, predictions, gate, None, cal, cf.summary())
+
+
+def split_groups(items: list, s: TrainingSession) -> list[int] | None:
+    """Each item's group by the rule the split kept together (exact and near duplicates, and one patient's images
+    by ``group_pattern``; :func:`~medclf_core.data.split.duplicate_components`), so that the card's 95% intervals
+    resample patients, not images; None when every image is its own group (the image bootstrap, as before)."""
+    if s.report is None:
+        return None
+    components = duplicate_components(items, s.report, s.cfg.group_pattern)
+    if all(len(c) == 1 for c in components):
+        return None
+    ids = [0] * len(items)
+    for g, members in enumerate(components):
+        for k in members:
+            ids[k] = g
+    return ids
 
 
 def _member_validation(s: TrainingSession, positive: int | None) -> list[dict]:

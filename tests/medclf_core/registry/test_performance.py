@@ -60,3 +60,8 @@ def test_an_evaluation_that_resampled_patients_says_how_many():
     rows = performance_rows(card, [record, {**record, "n_groups": "67; drop"}])
     assert rows[1]["data"] == "medpix (other data, 2026-12-07, 67 patients or cases)"
     assert rows[2]["data"] == "medpix (other data, 2026-12-07)"  # a damaged count is left out, not quoted
+
+
+def test_the_own_split_says_how_many_patients_its_intervals_resampled():
+    card = ModelCard.from_dict({**CARD, "metrics": {**CARD["metrics"], "n_groups": 61}})
+    assert performance_rows(card, [])[0]["data"] == "own test split (chest, same source, 61 patients or groups)"
