@@ -59,7 +59,6 @@ from medclf_core.explain.views import cam_view, view_forward
 from medclf_core.inference.lite import FAST_METHODS, LiteModel, lite_heatmaps, load_lite
 from medclf_core.inference.results import HeatMap, Prediction
 from medclf_core.inference.sites import use_site, with_site
-from medclf_core.io.dicom_header import AGE_COMPUTED_FROM
 from medclf_core.io.images import load_image, to_model_input
 from medclf_core.io.pixels import DecodedImage
 from medclf_core.registry.card import positive_class_index
@@ -72,7 +71,7 @@ from medclf_core.trust.metrics import decide
 from medclf_core.inference.router import router_for
 from medclf_core.inference.warmup import WARM_METHODS, warm_up_steps
 from medclf_core.trust.ood import load_gate
-from medclf_core.trust.verdict import verdict
+from medclf_core.trust.verdict import HEADER_FACTS, verdict
 
 
 class Predictor:
@@ -391,10 +390,10 @@ class Predictor:
         return results
 
     def dicom_facts(self, img: DecodedImage) -> dict | None:
-        """Modality, BodyPartExamined and the patient's age of a decoded DICOM (from the parse that decoded its pixels)
-        when the card declares an intended use to check them against; else (other formats too) None, never a flag."""
+        """The header facts the checks read (:data:`~medclf_core.trust.verdict.HEADER_FACTS`: modality, body part, age,
+        image type) of a decoded DICOM (from the parse that decoded its pixels) when the card declares an intended use
+        to check them against; else (other formats too) None, never a flag."""
         if not self.intended_use or img.dicom is None:
             return None
-        keys = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM)
-        return {k: v for k, v in img.dicom.metadata.items() if k in keys}
+        return {k: v for k, v in img.dicom.metadata.items() if k in HEADER_FACTS}
 

@@ -105,7 +105,8 @@ VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComme
 # Shown by default: describe the image, never the patient, the place or the time.
 SAFE_DISPLAY_KEYWORDS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
                          "PhotometricInterpretation", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
-                         "BitsStored", "PixelSpacing", "SliceThickness", "Manufacturer", "SOPClassUID")
+                         "BitsStored", "PixelSpacing", "SliceThickness", "Manufacturer", "SOPClassUID",
+                         "ImageType", "AngioFlag")  # the last two: trust.mr_sequence (DWI, ADC, angiography ...)
 
 _MIN_REDACT_LENGTH = 3  # shorter fragments ("M", "02") would scrub ordinary words and numbers
 

@@ -84,7 +84,8 @@ DEFAULTS: dict[str, Any] = {
 }
 REQUIRED = ("name", "class_names")
 KNOWN_KEYS = ("schema_version", *REQUIRED, *DEFAULTS)
-INTENDED_USE_KEYS = ("summary", "modalities", "body_parts", "population", "age_years", "not_for", "finding_mimics")
+INTENDED_USE_KEYS = ("summary", "modalities", "body_parts", "population", "age_years", "not_for", "finding_mimics",
+                     "mr_sequences")
 # Class names that mean "no finding": the other class of a binary task is the positive one.
 NEGATIVE_NAMES = {"normal", "no", "negative", "healthy", "benign", "0", "false", "absent", "none"}
 

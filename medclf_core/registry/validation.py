@@ -201,6 +201,8 @@ def _validate_intended_use(u) -> None:
     if bad:
         raise InvalidField(f"'intended_use.modalities' must be DICOM Modality codes such as CT, MR, CR, DX "
                            f"(found {bad[0][:20]!r})")
+    if u.get("mr_sequences") not in (None, "structural"):
+        raise InvalidField("'intended_use.mr_sequences' must be \"structural\" (T1, T2, FLAIR only) or absent")
     age = u.get("age_years")
     if age is not None and not (isinstance(age, list) and len(age) == 2
                                 and all(isinstance(a, int | float) and not isinstance(a, bool) for a in age)

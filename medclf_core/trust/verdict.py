@@ -31,15 +31,21 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medclf_core.formatting import is_number, percent
+from medclf_core.io.dicom_header import AGE_COMPUTED_FROM
 from medclf_core.registry.validation import is_whole_number
 from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
+from medclf_core.trust.mr_sequence import sequence_reason
 from medclf_core.trust.population import age_reason, body_part_reason, router_reason
 from medclf_core.trust.resolution import small_image_reason
 
 #: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
 #: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
+#: The DICOM header facts the "not for this image" checks read (modality, body part, the patient's age, whether
+#: the MR image is diffusion or angiography): what :meth:`~medclf_core.inference.predictor.Predictor.dicom_facts`
+#: passes on from a decoded file's non-identifying header fields (:func:`medclf_core.io.deid.safe_metadata`).
+HEADER_FACTS = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM, "ImageType", "AngioFlag")
 #: ``"unfamiliar": None`` (no gate, or a version-1 gate without the unfamiliar tier).
 NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None,
                "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_reason": None, "unfamiliar_checks": []}
@@ -53,12 +59,12 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
 
     - ``ood`` (refused, no finding) is True when the features are above the gate's refuse
       threshold, the DICOM header contradicts the card's ``intended_use`` (modality, body part,
-      ``PatientAge`` outside ``age_years``), or the modality ``router``'s probabilities
+      ``PatientAge`` outside ``age_years``, a diffusion or angiography image on a structural-MRI model:
+      :func:`~medclf_core.trust.mr_sequence.sequence_reason`), or the modality ``router``'s probabilities
       (``{"CT": p, "MRI": p, "XRAY": p}``) confidently name another modality
       (:func:`~medclf_core.trust.population.router_reason`), or the router's body-part probe (its ``"HEAD"``)
       puts a head model's image elsewhere (:func:`~medclf_core.trust.population.body_part_reason`), or the
-      original pixels' mean ``chroma``
-      shows a colour image on a model whose card declares CT / MR / X-ray
+      original pixels' mean ``chroma`` shows a colour image on a model whose card declares CT / MR / X-ray
       (:func:`~medclf_core.trust.colour.colour_reason`); False when the feature gate ran and
       nothing refused; **None ("not checked")** when the model has no gate and nothing refused.
     - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's
@@ -91,8 +97,8 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
                 out["unfamiliar_reason"] = NEAR_REASON.format(score=score, threshold=gate.near_threshold)
     if intended_use and dicom:
         checks.append("dicom_header")
-        reasons += [("dicom_header", r) for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom))
-                    if r]
+        reasons += [("dicom_header", r) for r in (header_reason(intended_use, dicom), age_reason(intended_use, dicom),
+                                                  sequence_reason(intended_use, dicom)) if r]
     if intended_use and router:
         checks.append("modality_router")
         reasons += [("modality_router", r) for r in (router_reason(intended_use, router),

@@ -206,3 +206,25 @@ def test_the_bundled_router_knows_the_head_and_keeps_the_committed_head_mr(dicom
     assert len(heads) == 2 and all("body-part" not in (r["ood_reason"] or "") for r in heads), heads
     chest = Predictor.from_run(MODELS / "chest-xray-pneumonia")
     assert all("body-part" not in (r["ood_reason"] or "") for r in chest.predict_files(dicom_samples))
+
+
+def test_the_brain_model_refuses_a_diffusion_or_angiography_series_by_its_header(dicom_samples, tmp_path):
+    """A brain MRI study in a PACS holds DWI, ADC and angiography series beside T1, T2 and FLAIR; the brain model
+    was trained on the latter only, and gave a finding on any of them."""
+    import pydicom
+
+    src = next(f for f in dicom_samples if f.name == "MR_MR_small.dcm")
+    marked = []
+    for name, image_type, angio in (("adc", ["DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND"], None),
+                                    ("tof", ["ORIGINAL", "PRIMARY", "M", "ND"], "Y")):
+        ds = pydicom.dcmread(src)
+        ds.ImageType = image_type
+        if angio:
+            ds.AngioFlag = angio
+        ds.save_as(tmp_path / f"{name}.dcm")
+        marked.append(tmp_path / f"{name}.dcm")
+    brain = Predictor.from_run(MODELS / "brain-mri-tumour")
+    plain, adc, tof = brain.predict_files([src, *marked])
+    assert "marks it as" not in (plain["ood_reason"] or "")  # the committed head MR (ImageType OTHER) is not refused
+    assert adc["ood"] and "an ADC map (ImageType ADC)" in adc["ood_reason"] and "dicom_header" in adc["ood_refused_by"]
+    assert tof["ood"] and "an angiography image (AngioFlag Y)" in tof["ood_reason"]
