@@ -285,7 +285,7 @@ def show_detail(entry: dict) -> None:
     st.subheader(f"{esc(entry['name'])}: {esc(h.title)}")
     st.markdown(esc(h.sentence))
     if h.finding and (mimics := finding_mimics(predictor.card)):  # measured on the card, read where it matters
-        st.caption(esc(f"Known limit of this model: {mimics}"))
+        st.info(esc(f"Known limit of this model: {mimics}"))
     app_ui.unfamiliar_caution(result, predictor.card)
     if result.get("ood") is None:
         st.caption("Not checked for out-of-distribution images: this model has no gate (ood.npz). "

@@ -478,5 +478,5 @@ def test_a_finding_is_shown_with_the_cards_known_mimics(own_models, page, thresh
     at.run()
     _upload(at, (JPEG.name, JPEG.read_bytes(), "image/jpeg"))
     assert not at.exception
-    limits = [c.value for c in at.caption if c.value.startswith("Known limit of this model")]
+    limits = [c.value for c in at.info if c.value.startswith("Known limit of this model")]  # a box, not a caption
     assert limits == (["Known limit of this model: it also calls \\*some\\* other things pneumonia."] if shown else [])
