@@ -61,8 +61,9 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     """
     identifying = list(identifying)
     classes = _class_names(results)
-    columns = ["file", "label", *(["true_label", "correct"] if truth is not None else []), *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline", "ood",
-               "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
+    known = ["true_label", "correct"] if truth is not None else []
+    columns = ["file", "label", *known, *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline",
+               "ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_cell(c) for c in columns])
@@ -70,8 +71,9 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
         probs = r.get("probabilities") or {}
         own = r.get("identifying")
         texts = [*identifying, *(own or ())]
-        known = [] if truth is None else [truth[i], _flag(None if not r.get("label") else r["label"] == truth[i])]
-        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "", *known,
+        truth_cells = [] if truth is None else [truth[i], _flag(r["label"] == truth[i] if r.get("label") else None)]
+        row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "",
+               *truth_cells,
                *(_probability(probs.get(c)) for c in classes),
                _number(r.get("threshold")), r.get("positive_class", ""), _flag(r.get("borderline")), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
@@ -99,7 +101,8 @@ def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: i
     binary = len(names) == 2 and threshold is not None and positive is not None
     decided = decide(probs, threshold if binary else None, positive)
     n = len(decided)
-    column = {k: predictions.get(k) or [None] * n for k in ("ood", "ood_score", "ood_reason", "unfamiliar")}
+    column = {k: [None] * n if predictions.get(k) is None else list(predictions[k])
+              for k in ("ood", "ood_score", "ood_reason", "unfamiliar")}
     results = []
     for i in range(n):
         r = {"file": predictions["rel"][i], "label": names[int(decided[i])],
