@@ -181,7 +181,7 @@ with tab_card:
     if evals:
         st.dataframe(pd.DataFrame([{
             "dataset": e["dataset"], "date": str(e["date"])[:10], "n": e["n"],
-            "patients or cases": e.get("n_groups") or "", **evaluation_figures(e),
+            "patients or cases": str(e.get("n_groups") or ""), **evaluation_figures(e),
             "fingerprint": str(e.get("fingerprint") or "")[:12],
         } for e in evals]), hide_index=True, width="stretch")
     else:

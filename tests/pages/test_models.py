@@ -187,7 +187,7 @@ def test_other_source_evaluations_sit_beside_same_source_figures(own_models, pag
     assert list(evals["ECE"]) == ["0.040 (n = 200)"] and list(evals["fingerprint"]) == ["ab" * 6]
     # a sensitivity's n is the positive images, a specificity's the others (it printed n = 200 for both)
     assert list(evals["sensitivity"]) == ["0.950 (n = 120)"] and list(evals["specificity"]) == ["0.640 (n = 80)"]
-    assert list(evals["patients or cases"]) == [150]  # its intervals resampled patients (evaluate --group-pattern)
+    assert list(evals["patients or cases"]) == ["150"]  # its intervals resampled patients (evaluate --group-pattern)
 
 
 def test_a_weak_gate_is_said_once_above_the_facts(own_models, page):
