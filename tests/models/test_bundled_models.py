@@ -228,3 +228,18 @@ def test_the_brain_model_refuses_a_diffusion_or_angiography_series_by_its_header
     assert "marks it as" not in (plain["ood_reason"] or "")  # the committed head MR (ImageType OTHER) is not refused
     assert adc["ood"] and "an ADC map (ImageType ADC)" in adc["ood_reason"] and "dicom_header" in adc["ood_refused_by"]
     assert tof["ood"] and "an angiography image (AngioFlag Y)" in tof["ood_reason"]
+
+
+def test_the_brain_card_records_its_fourth_source_and_says_what_else_it_calls_tumour():
+    """MedPix (bench/brain_medpix.py): 110 of 178 slices of other brain disease were called tumour. The card records
+    that evaluation with the cases its intervals resampled, and says it where a clinician reads a finding."""
+    from medclf_core.registry.card_reading import finding_mimics
+    from medclf_core.registry.evaluations import list_evaluations
+
+    brain = Predictor.from_run(MODELS / "brain-mri-tumour")
+    records = {e["dataset"]: e for e in list_evaluations(brain.card["run_dir"])}
+    medpix = records["brain_mri_medpix"]
+    assert medpix["n"] == 256 and medpix["n_groups"] == 67 and medpix["n_per_class"] == {"no": 178, "yes": 78}
+    assert medpix["metrics"]["specificity"] < 0.5 and records["brain_mri_navoneel_held_out"]["n"] == 87
+    assert "110 of 178" in finding_mimics(brain.card) and brain.card["intended_use"]["mr_sequences"] == "structural"
+    assert any("other brain disease" in item for item in brain.card["intended_use"]["not_for"])
