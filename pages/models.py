@@ -19,7 +19,7 @@ from medclf_core.trust.card_facts import batch_and_learning_rate_text, ood_check
 from medclf_core.registry.evaluations import list_evaluations
 from medclf_core.registry.performance import evaluation_figures
 from medclf_core.errors import MedclfError, user_message
-from medclf_core.formatting import MIN_RELIABLE_N, metric_with_n, number, percent, rounded, source_tag
+from medclf_core.formatting import MIN_RELIABLE_N, NOT_AVAILABLE, number, percent, rounded, source_tag
 from medclf_core.reports.curves import has_epoch_curves, run_curves
 from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archive
 from medclf_core.io.atomic import read_json
@@ -71,10 +71,10 @@ def _evaluations(card) -> list[dict]:
         return []
 
 
-def _other_source(evals: list[dict], key: str) -> str:
-    """Each recorded other-source figure with its n: '0.640 (95% CI 0.57-0.70, n = 200) on hospital-b'."""
-    shown = [f"{metric_with_n(e['metrics'].get(key), e['ci95'].get(key), e['n'])} on {e['dataset']}"
-             for e in evals if e["metrics"].get(key) is not None]
+def _other_source(evals: list[dict], label: str) -> str:
+    """Each recorded other-source figure (``label`` of :func:`evaluation_figures`: "accuracy", "AUC") with its n:
+    '0.640 (95% CI 0.57-0.70, n = 200) on hospital-b'."""
+    shown = [f"{text} on {e['dataset']}" for e in evals if (text := evaluation_figures(e)[label]) != NOT_AVAILABLE]
     return "; ".join(shown) or "none recorded"
 
 
@@ -96,7 +96,7 @@ table = pd.DataFrame([{
     "n": r.test_n, "accuracy": r.format_metric("accuracy") + source_tag(r.metrics.get("split")),
     "AUC": r.format_metric("auc") + source_tag(r.metrics.get("split")),
     "other-source accuracy": _other_source(evaluations[r.name], "accuracy"),
-    "other-source AUC": _other_source(evaluations[r.name], "auc"),
+    "other-source AUC": _other_source(evaluations[r.name], "AUC"),
     "note": _note(r), "created": (r.created or "").replace("T", " ")[:19],
 } for r in ordered])
 # every column as wide as its longest text, header included (medclf_core.reports.tables): none is cut off

@@ -43,9 +43,9 @@ def reading_guide(card: Mapping, escape: Callable[[str], str] = str) -> str:
     if card.get("threshold") is not None and pos is not None:
         decision = (
             "The headline is the model's decision at its operating threshold, with the probability of the finding "
-            f"class, P({escape(class_word(class_labels(card), pos))}), whichever class was decided. *Borderline*: that probability is less "
-            f"than {BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a small change in the image "
-            "could change the decision.")
+            f"class, P({escape(class_word(class_labels(card), pos))}), whichever class was decided. *Borderline*: "
+            f"that probability is less than {BORDERLINE_MARGIN * 100:g} percentage points from the threshold, so a "
+            "small change in the image could change the decision.")
     else:
         decision = (
             "The headline is the most probable class, with its probability (this model has no operating threshold). "

@@ -40,12 +40,13 @@ from medclf_core.trust.mr_sequence import sequence_reason
 from medclf_core.trust.population import age_reason, body_part_reason, router_reason
 from medclf_core.trust.resolution import small_image_reason
 
-#: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
-#: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
 #: The DICOM header facts the "not for this image" checks read (modality, body part, the patient's age, whether
 #: the MR image is diffusion or angiography): what :meth:`~medclf_core.inference.predictor.Predictor.dicom_facts`
 #: passes on from a decoded file's non-identifying header fields (:func:`medclf_core.io.deid.safe_metadata`).
 HEADER_FACTS = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM, "ImageType", "AngioFlag")
+
+#: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
+#: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise
 #: ``"unfamiliar": None`` (no gate, or a version-1 gate without the unfamiliar tier).
 NOT_CHECKED = {"ood": None, "ood_score": None, "ood_reason": None,
                "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_reason": None, "unfamiliar_checks": []}
