@@ -326,3 +326,23 @@ def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:
                          "without the refused": wo["value"].reindex(both.index),
                          "without: 95% interval": wo["95% interval"].reindex(both.index)})
     st.dataframe(side.reset_index(), hide_index=True, width="stretch", key="ood-metrics")
+
+
+def refused_and_cautioned(predictions: dict, mis: dict) -> None:
+    """Under the Evaluate page's misclassified images: the refused images (no finding, with the reason) and the
+    answered ones shown with a caution (right or wrong, with the reason), each listed apart
+    (:mod:`medclf_core.reports.evaluation_text`)."""
+    import pandas as pd
+
+    from medclf_core.reports import evaluation_text
+
+    if len(mis["refused"]):
+        st.markdown("**Refused (no finding)**")
+        st.caption(evaluation_text.refused_caption(mis))
+        st.dataframe(pd.DataFrame(evaluation_text.refused_rows(predictions, mis)), hide_index=True, width="stretch",
+                     key="eval-refused")
+    rows = evaluation_text.cautioned_rows(predictions, mis)
+    if rows:
+        st.markdown("**Answered with a caution**")
+        st.caption(evaluation_text.cautioned_caption(predictions, mis))
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval-cautioned")

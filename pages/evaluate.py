@@ -17,6 +17,7 @@ import app_ui
 import pacs_ui
 import site_ui
 from medclf_core.data import uploads
+from medclf_core.data.split import pattern_problem
 from medclf_core.errors import MedclfError
 from medclf_core.explain.faithfulness import format_faithfulness
 from medclf_core.formatting import number, percent
@@ -25,8 +26,8 @@ from medclf_core.inference.results import DISPLAY_SIDE, OVERLAY_OPACITY, for_dis
 from medclf_core.io import deid
 from medclf_core.io.atomic import read_json
 from medclf_core.io.images import IMAGE_SUFFIXES, load_image
-from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX_STUDIES, read_study_labels,
-                                      stage_studies)
+from medclf_core.pacs.evaluate import (DEFAULT_MAX_INSTANCES, MAX_INSTANCES, MAX_STUDIES, STUDY_PATTERN,
+                                      read_study_labels, stage_studies)
 from medclf_core.registry.card import positive_class_index
 from medclf_core.registry.store import stored_test_predictions
 from medclf_core.reports import evaluation_text, plots
@@ -51,7 +52,7 @@ st.caption(f"Model: **{app_ui.md_escape(name)}** (the model chosen in the sideba
 kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", format_func=SOURCES.get)
 
 
-def _evaluate(predictor, lock, folder, split) -> dict:
+def _evaluate(predictor, lock, folder, split, group_pattern) -> dict:
     """evaluate_folder (its predictions kept for the charts) with a progress bar by image count (reading
     and decoding is most of the time)."""
     bar = st.progress(0.0, text="Finding the images ...")
@@ -62,7 +63,8 @@ def _evaluate(predictor, lock, folder, split) -> dict:
 
     try:
         with lock:
-            out = evaluate_folder(predictor, folder, split, progress=progress, with_predictions=True)
+            out = evaluate_folder(predictor, folder, split, progress=progress, with_predictions=True,
+                                  group_pattern=group_pattern)
     except BaseException:
         bar.empty()
         raise
@@ -178,6 +180,14 @@ else:
         go = st.button("Evaluate", type="primary", key="eval_go", disabled=not files)
         key = result_key(card, "upload", mode, _upload_key(files) if files else "", split)
         run = (lambda: _stage(mode, zip_file, by_class).root) if go else None
+    pattern = STUDY_PATTERN if kind == "pacs" else st.text_input(
+        "One patient's images (optional)", key="eval_group_pattern", placeholder=r"e.g. person\d+",
+        help="A regular expression on file names that finds the patient or case id (its first group, else the "
+             "match). The 95% intervals then resample patients, since one patient's images are not independent.")
+    if go and pattern and (why := pattern_problem(pattern)):
+        st.warning(f"The patient pattern {app_ui.md_escape(why)}.")
+        go = False
+    key = (key, pattern)
     if go:
         store.clear()
         st.session_state["_eval_seq"] = st.session_state.get("_eval_seq", 0) + 1  # new, even on the same data
@@ -186,7 +196,7 @@ else:
         try:
             source = run()
             predictor, lock = app_ui.load_predictor(card, site=True)
-            store[key] = _evaluate(predictor, lock, source, split)
+            store[key] = _evaluate(predictor, lock, source, split, pattern or None)
         except MedclfError as exc:
             st.error(f"This dataset cannot be evaluated: {app_ui.md_escape(exc)}")
         except Exception as exc:  # noqa: BLE001
@@ -237,7 +247,8 @@ for warning in ("site_message", "message"):  # the site's fitting images; the mo
 metric_rows = plots.metrics_table(m)  # the table here and the out-of-distribution panel's "all images" column
 left, right = st.columns(2)
 with left:
-    st.markdown("**Metrics** (95% bootstrap intervals)")
+    groups = f", resampling {m.get('n_groups')} {'studies' if kind == 'pacs' else 'patients or cases'}"
+    st.markdown(f"**Metrics** (95% bootstrap intervals{groups if m.get('n_groups') else ''})")
     st.dataframe(pd.DataFrame(metric_rows), hide_index=True, width="stretch")
 with right:
     st.markdown("**Per class**")
@@ -384,8 +395,4 @@ else:
             col.image(explanations[k].overlay(OVERLAY_OPACITY, DISPLAY_SIDE // 2), caption=caption, width="stretch")
         else:
             col.image(for_display(pixels[k], DISPLAY_SIDE // 2), caption=caption, width="stretch")
-if len(mis["refused"]):  # listed apart, with the reason: no finding was shown for them
-    st.markdown("**Refused (no finding)**")
-    st.caption(evaluation_text.refused_caption(mis))
-    st.dataframe(pd.DataFrame(evaluation_text.refused_rows(data, mis)), hide_index=True, width="stretch",
-                 key="eval-refused")
+app_ui.refused_and_cautioned(data, mis)

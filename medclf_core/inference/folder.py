@@ -42,7 +42,7 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     ``progress(done, total)`` is called after each image is read.
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
     "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
-    "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "hashes"
+    "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "unfamiliar_reason" (N), "hashes"
     ({rel: pixel digest})}``: what a threshold slider or a
     metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
@@ -72,7 +72,7 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
             "class_names": list(predictor.class_names), "dataset": str(data),
             "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
             "ood_reason": [v["ood_reason"] for v in verdicts], "unfamiliar": [v["unfamiliar"] for v in verdicts],
-            "hashes": out["hashes"]}
+            "unfamiliar_reason": [v["unfamiliar_reason"] for v in verdicts], "hashes": out["hashes"]}
 
 
 def _items(predictor, data, split: str):

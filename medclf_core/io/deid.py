@@ -102,11 +102,12 @@ TopicAuthor TopicKeywords TopicSubject TopicTitle TransactionUID UID VerifyingOb
 VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComments
 """.split())
 
-# Shown by default: describe the image, never the patient, the place or the time.
+# Shown by default: describe the image, never the patient, the place or the time. ImageType to
+# DiffusionDirectionality are read by trust.mr_sequence (DWI, ADC, angiography ...).
 SAFE_DISPLAY_KEYWORDS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
                          "PhotometricInterpretation", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
                          "BitsStored", "PixelSpacing", "SliceThickness", "Manufacturer", "SOPClassUID",
-                         "ImageType", "AngioFlag")  # the last two: trust.mr_sequence (DWI, ADC, angiography ...)
+                         "ImageType", "AngioFlag", "DiffusionBValue", "DiffusionDirectionality")
 
 _MIN_REDACT_LENGTH = 3  # shorter fragments ("M", "02") would scrub ordinary words and numbers
 

@@ -5,7 +5,8 @@ UID, at most :data:`MAX_STUDIES` rows); :func:`stage_studies` fetches the image 
 (at most ``max_instances`` per study, in series and instance order) into a private temporary
 dataset folder, ``<label>/line<NNN>-<k>.dcm`` (``NNN``: the study's line in the CSV, so a result
 names the user's own row and no identifier). The Evaluate page then runs the usual
-:func:`medclf_core.inference.folder.evaluate_folder` on it: a PACS gets exactly the metrics, the
+:func:`medclf_core.inference.folder.evaluate_folder` on it with ``group_pattern=`` :data:`STUDY_PATTERN` (a study's
+images are not independent: the 95% intervals resample studies): a PACS gets exactly the metrics, the
 out-of-distribution check and the misclassified-images panel that a folder gets.
 
 A study that cannot be read from the PACS (the PACS down, the password refused) stops the whole run with
@@ -19,7 +20,7 @@ Example::
     >>> [(r.line, r.study_uid, r.label) for r in rows]
     [(2, '1.2.3', 'NORMAL'), (3, '1.2.4', 'PNEUMONIA')]
     >>> staged = stage_studies(conn, rows, max_instances=4)          # doctest: +SKIP
-    >>> evaluate_folder(predictor, staged.root, "all")                 # doctest: +SKIP
+    >>> evaluate_folder(predictor, staged.root, "all", group_pattern=STUDY_PATTERN)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from medclf_core.pacs.client import PacsError
 MAX_STUDIES = 500  # rows of one CSV
 DEFAULT_MAX_INSTANCES = 4  # image instances fetched per study (a CT series may hold hundreds)
 MAX_INSTANCES = 64
+#: The staged files' study (``line012`` of ``line012-3.dcm``): the group a study's images are resampled in.
+STUDY_PATTERN = r"^(line\d+)-"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _HEADER_NAMES = {"studyinstanceuid", "study_instance_uid", "study_uid", "study"}
 

@@ -23,6 +23,9 @@ from medclf_core.registry.names import check_run_name
 
 UNIT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision", "macro_recall", "auc",
                 "sensitivity", "specificity", "ece")  # figures that are fractions between 0 and 1
+#: The one value of ``intended_use.mr_sequences``: the model is for structural MRI (T1, T2, FLAIR) only, and
+#: :mod:`medclf_core.trust.mr_sequence` refuses what the DICOM header marks as diffusion, angiography and the rest.
+STRUCTURAL_MRI = "structural"
 _MODALITY_RE = re.compile(r"^[A-Za-z0-9_ -]{1,16}$")  # a DICOM code string (CS): CT, MR, CR, DX, ... (any case)
 _ISO_DATE = "an ISO date text such as 2026-11-23T07:49:25+00:00"
 
@@ -201,8 +204,8 @@ def _validate_intended_use(u) -> None:
     if bad:
         raise InvalidField(f"'intended_use.modalities' must be DICOM Modality codes such as CT, MR, CR, DX "
                            f"(found {bad[0][:20]!r})")
-    if u.get("mr_sequences") not in (None, "structural"):
-        raise InvalidField("'intended_use.mr_sequences' must be \"structural\" (T1, T2, FLAIR only) or absent")
+    if u.get("mr_sequences") not in (None, STRUCTURAL_MRI):
+        raise InvalidField(f"'intended_use.mr_sequences' must be \"{STRUCTURAL_MRI}\" (T1, T2, FLAIR only) or absent")
     age = u.get("age_years")
     if age is not None and not (isinstance(age, list) and len(age) == 2
                                 and all(isinstance(a, int | float) and not isinstance(a, bool) for a in age)

@@ -8,7 +8,9 @@ did. The metrics cover every read image (``evaluated``), refused ones included, 
 always reported them; the out-of-distribution check gives them without the refused.
 
 Mistakes (:func:`mistakes`): a refused image has no finding, so it is never listed as misclassified with a
-prediction; it is listed apart, with the reason it was refused (:func:`refused_rows`).
+prediction; it is listed apart, with the reason it was refused (:func:`refused_rows`). An answered image that was
+shown with a caution (unlike the training images, or small) is listed too, right or wrong
+(:func:`cautioned_rows`), so a site sees which of its images the model finds unfamiliar and how it did on them.
 
     >>> c = image_counts({"files": ["a"] * 14, "skipped": [{"file": "x"}], "ood": [True, True] + [False] * 12})
     >>> progress_done(c)
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from medclf_core.formatting import percent
 from medclf_core.inference.results import headline
 from medclf_core.io import deid
 from medclf_core.trust.metrics import decide
@@ -106,6 +109,41 @@ def refused_rows(predictions: Mapping, m: Mapping) -> list[dict]:
     return [{"file": shown_name(predictions, int(i)), "true class": names[int(predictions["y_true"][i])],
              "reason": reasons[i] or "it does not look like the images this model was trained on"}
             for i in m["refused"]]
+
+
+def cautioned(predictions: Mapping, m: Mapping) -> np.ndarray:
+    """The answered images that were shown with a caution (``unfamiliar`` True and not refused), in order."""
+    flags = predictions.get("unfamiliar") or []
+    refused = set(map(int, m["refused"]))
+    return np.array([i for i, f in enumerate(flags) if f is True and i not in refused], dtype=int)
+
+
+def cautioned_caption(predictions: Mapping, m: Mapping) -> str:
+    """Above the cautioned images' list: how many, and their accuracy beside the other answered images'.
+
+    >>> p = {"y_true": np.array([0, 1, 1, 0]), "unfamiliar": [True, True, False, False], "ood": [False] * 4}
+    >>> cautioned_caption(p, {"y_pred": np.array([0, 0, 1, 0]), "refused": np.array([], dtype=int)})
+    '2 answered images were shown with a caution: 1 of them (50.0%) decided right, against 2 of the other 2 (100.0%).'
+    """
+    shown = cautioned(predictions, m)
+    right = np.asarray(m["y_pred"]) == np.asarray(predictions["y_true"])
+    others = np.setdiff1d(np.arange(len(right)), np.concatenate([shown, np.asarray(m["refused"], dtype=int)]))
+    k, ok = len(shown), int(right[shown].sum())
+    text = (f"{_images(k, 'answered image')} {'was' if k == 1 else 'were'} shown with a caution: {ok} of "
+            f"{'it' if k == 1 else 'them'} ({percent(ok / k)}) decided right" if k else "")
+    if k and len(others):
+        text += f", against {int(right[others].sum())} of the other {len(others)} ({percent(right[others].mean())})"
+    return text + "." if text else text
+
+
+def cautioned_rows(predictions: Mapping, m: Mapping) -> list[dict]:
+    """One row per answered image shown with a caution: ``file``, ``true class``, ``decision``, ``right``,
+    ``reason`` (why it got the caution)."""
+    names, reasons = predictions["class_names"], predictions.get("unfamiliar_reason") or [None] * len(m["y_pred"])
+    return [{"file": shown_name(predictions, int(i)), "true class": names[int(predictions["y_true"][i])],
+             "decision": names[int(m["y_pred"][i])], "right": bool(m["y_pred"][i] == predictions["y_true"][i]),
+             "reason": reasons[i] or "unlike this model's training images"}
+            for i in cautioned(predictions, m)]
 
 
 def mistake_caption(predictions: Mapping, m: Mapping, i: int, *, threshold: float | None,

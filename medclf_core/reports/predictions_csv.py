@@ -102,7 +102,7 @@ def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: i
     decided = decide(probs, threshold if binary else None, positive)
     n = len(decided)
     column = {k: [None] * n if predictions.get(k) is None else list(predictions[k])
-              for k in ("ood", "ood_score", "ood_reason", "unfamiliar")}
+              for k in ("ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_reason")}
     results = []
     for i in range(n):
         r = {"file": predictions["rel"][i], "label": names[int(decided[i])],

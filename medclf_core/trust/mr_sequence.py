@@ -5,8 +5,10 @@ A brain MRI study in a PACS holds many series (T1, T2, FLAIR, but also DWI, ADC 
 projections), and the PACS source reads the first images of every series. A model whose card says
 ``intended_use.mr_sequences: "structural"`` (the brain model: its training slices are T1, T1 with contrast, T2
 and FLAIR) refuses an MR image whose header marks it as one of the others, with a plain reason. Only the
-header is read (``ImageType`` values, ``AngioFlag``), so a PNG or JPEG, or a header that says nothing, is not
-refused by this check.
+header is read (``ImageType`` values, ``AngioFlag``, and the standard diffusion attributes ``DiffusionBValue`` above 0
+and ``DiffusionDirectionality`` other than NONE, which some scanners write where ``ImageType`` says only
+``ORIGINAL\\PRIMARY``), so a PNG or JPEG, or a header that says nothing, is not refused by this check. A b = 0 image
+of a diffusion series is not refused: it reads like a T2 slice, and some scanners write b = 0 on every image.
 
     >>> sequence_reason({"mr_sequences": "structural"}, {"Modality": "MR", "ImageType": ["DERIVED", "PRIMARY",
     ...                                                                                  "DIFFUSION", "ADC"]})
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-STRUCTURAL = "structural"
+from medclf_core.registry.validation import STRUCTURAL_MRI as STRUCTURAL
 #: ``ImageType`` values that mark an MR image as not structural, most specific first, with their plain names.
 NOT_STRUCTURAL = {"ADC": "an ADC map", "EADC": "an exponential ADC map", "TRACEW": "a diffusion trace image",
                   "FA": "a fractional anisotropy map", "DIFFUSION": "a diffusion image",
@@ -42,6 +44,8 @@ def sequence_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str 
         return None
     if _values(dicom.get("AngioFlag")) == ["Y"]:
         what = "an angiography image (AngioFlag Y)"
+    elif (why := _diffusion(dicom)) is not None:
+        what = f"a diffusion image ({why})"
     else:
         marked = set(_values(dicom.get("ImageType")))
         kind = next((k for k in NOT_STRUCTURAL if k in marked), None)
@@ -49,3 +53,17 @@ def sequence_reason(intended_use: Mapping | None, dicom: Mapping | None) -> str 
             return None
         what = f"{NOT_STRUCTURAL[kind]} (ImageType {kind})"
     return f"the DICOM header marks it as {what}; this model is for structural MRI (T1, T2, FLAIR)"
+
+
+def _diffusion(dicom: Mapping) -> str | None:
+    """The diffusion attribute that marks the image, in words ("DiffusionBValue 1000"), or None."""
+    b = _values(dicom.get("DiffusionBValue"))
+    try:
+        if b and float(b[0]) > 0:
+            return f"DiffusionBValue {float(b[0]):g}"
+    except ValueError:
+        pass
+    direction = _values(dicom.get("DiffusionDirectionality"))
+    if direction and direction[0] in ("DIRECTIONAL", "ISOTROPIC", "BMATRIX"):
+        return f"DiffusionDirectionality {direction[0]}"
+    return None

@@ -43,7 +43,8 @@ from medclf_core.trust.resolution import small_image_reason
 #: The DICOM header facts the "not for this image" checks read (modality, body part, the patient's age, whether
 #: the MR image is diffusion or angiography): what :meth:`~medclf_core.inference.predictor.Predictor.dicom_facts`
 #: passes on from a decoded file's non-identifying header fields (:func:`medclf_core.io.deid.safe_metadata`).
-HEADER_FACTS = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM, "ImageType", "AngioFlag")
+HEADER_FACTS = ("Modality", "BodyPartExamined", "PatientAge", AGE_COMPUTED_FROM, "ImageType", "AngioFlag",
+                "DiffusionBValue", "DiffusionDirectionality")
 
 #: The fields of a result whose images could not be checked: no ``ood.npz`` for the model (and no
 #: contradicting DICOM header). ``"ood": None`` means "not checked", never "in distribution"; likewise

@@ -216,15 +216,19 @@ def test_the_brain_model_refuses_a_diffusion_or_angiography_series_by_its_header
     src = next(f for f in dicom_samples if f.name == "MR_MR_small.dcm")
     marked = []
     for name, image_type, angio in (("adc", ["DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND"], None),
-                                    ("tof", ["ORIGINAL", "PRIMARY", "M", "ND"], "Y")):
+                                    ("tof", ["ORIGINAL", "PRIMARY", "M", "ND"], "Y"),
+                                    ("dwi", ["ORIGINAL", "PRIMARY", "M", "ND"], None)):
         ds = pydicom.dcmread(src)
         ds.ImageType = image_type
         if angio:
             ds.AngioFlag = angio
+        if name == "dwi":  # what ImageType does not say, the standard diffusion attribute does (session 21)
+            ds.DiffusionBValue = 1000
         ds.save_as(tmp_path / f"{name}.dcm")
         marked.append(tmp_path / f"{name}.dcm")
     brain = Predictor.from_run(MODELS / "brain-mri-tumour")
-    plain, adc, tof = brain.predict_files([src, *marked])
+    plain, adc, tof, dwi = brain.predict_files([src, *marked])
+    assert dwi["ood"] and "a diffusion image (DiffusionBValue 1000)" in dwi["ood_reason"]
     assert "marks it as" not in (plain["ood_reason"] or "")  # the committed head MR (ImageType OTHER) is not refused
     assert adc["ood"] and "an ADC map (ImageType ADC)" in adc["ood_reason"] and "dicom_header" in adc["ood_refused_by"]
     assert tof["ood"] and "an angiography image (AngioFlag Y)" in tof["ood_reason"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from helpers import CHEST_SAMPLE, rendered, server_folder
 
 
@@ -427,3 +429,54 @@ def test_an_upload_with_refused_and_unreadable_files_counts_them_and_lists_the_r
     words = next(c.value for c in at.caption if "Coverage is the share of all images" in c.value)
     assert words.startswith("Deferring 1 image (12%): 1 of the 2 refused") and "(n 7 of 8)" in words
     at.session_state["_eval_staged"].remove()
+
+
+def test_images_shown_with_a_caution_are_listed_with_how_the_model_did_on_them(app_env, page, tmp_path):
+    """Session 21: the page said "N more were answered with a caution" and never which. A film shrunk to 12 x 12
+    (under half the model's 32-pixel side: the small-image caution) under each class is listed with its decision,
+    whether it was right and why it got the caution; the other answered images are the comparison."""
+    from PIL import Image
+
+    at = _upload_source(page)
+    at.radio(key="eval_upload_mode").set_value("images")
+    at.run()
+    for i, cls in enumerate(["NORMAL", "PNEUMONIA"]):
+        films = _sample(cls, 3)
+        small = tmp_path / f"small_{cls.lower()}.png"
+        Image.open(films[0]).convert("L").resize((12, 12)).save(small)
+        at.file_uploader(key=f"eval_images_{i}").set_value(
+            [(p.name, p.read_bytes(), "image/jpeg") for p in films] + [(small.name, small.read_bytes(), "image/png")])
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert "**Answered with a caution**" in [m.value for m in at.markdown]
+    rows = next(d.value for d in at.dataframe if "decision" in d.value.columns)
+    assert sorted(rows["file"]) == ["small_normal.png", "small_pneumonia.png"]
+    assert list(rows.columns) == ["file", "true class", "decision", "right", "reason"]
+    assert all("12 x 12 pixels" in r for r in rows["reason"])
+    assert sorted(rows["true class"]) == ["NORMAL", "PNEUMONIA"]
+    words = next(c.value for c in at.caption if "shown with a caution:" in c.value)
+    assert words.startswith("2 answered images were shown with a caution") and "of the other 6" in words
+    at.session_state["_eval_staged"].remove()
+
+
+def test_a_patient_pattern_makes_the_intervals_resample_patients(app_env, page):
+    """Session 21: `evaluate --group-pattern` had no field on the page. The chest sample holds one film per patient,
+    so the pattern here groups by what the names share (bacteria, virus: two groups, each NORMAL film a group of
+    its own): the intervals resample those groups and the metrics' heading says how many; a pattern that is not a
+    regular expression is a plain warning and nothing is evaluated."""
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    at.text_input(key="eval_group_pattern").set_value("person(")
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and any("is not a regular expression" in w.value for w in at.warning)
+    assert not [m for m in at.markdown if m.value.startswith("**Metrics**")]
+    at.text_input(key="eval_group_pattern").set_value(r"_(bacteria|virus)_")
+    at.button(key="eval_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    heading = next(m.value for m in at.markdown if m.value.startswith("**Metrics**"))
+    groups = {(m.group(1) if (m := re.search(r"_(bacteria|virus)_", p.name)) else p.name)
+              for p in CHEST_SAMPLE.glob("*/*")}
+    assert len(groups) == 42 and heading == "**Metrics** (95% bootstrap intervals, resampling 42 patients or cases)"

@@ -245,6 +245,8 @@ def test_evaluate_a_labelled_list_of_studies(older_env, pacs_env, page, tmp_path
     assert not at.exception and not at.error, at.error
     assert not at.warning, [w.value for w in at.warning]
     assert any(s.value.endswith("on 4 images") for s in at.subheader)
+    # a study's images are resampled together (session 21): here one image per study
+    assert "**Metrics** (95% bootstrap intervals, resampling 4 studies)" in [m.value for m in at.markdown]
     assert any("note(s) on the studies" in e.label for e in at.expander)
     # a bad list: a plain message naming the line
     at.file_uploader(key="eval_pacs_csv").set_value(("bad.csv", b"1.2.3,CAT\n", "text/csv"))

@@ -9,7 +9,7 @@ import pytest
 
 from medclf_core.errors import DatasetError
 from medclf_core.pacs.client import PacsConnection, PacsError
-from medclf_core.pacs.evaluate import MAX_STUDIES, read_study_labels, stage_studies
+from medclf_core.pacs.evaluate import MAX_STUDIES, STUDY_PATTERN, read_study_labels, stage_studies
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 
@@ -79,3 +79,12 @@ def test_stage_studies_without_any_image_or_with_the_pacs_down_leaves_nothing(pr
     with pytest.raises(PacsError, match="could not be reached"):
         stage_studies(conn, rows)
     assert made and not made[0].folder.exists()
+
+
+def test_the_staged_names_give_the_study_as_the_group():
+    """A study's images are resampled together (the Evaluate page passes STUDY_PATTERN as the group pattern)."""
+    from medclf_core.data.split import group_key
+
+    assert group_key("NORMAL/line012-3.dcm", STUDY_PATTERN) == "line012"
+    assert group_key("PNEUMONIA/line012-0.dcm", STUDY_PATTERN) == group_key("NORMAL/line012-3.dcm", STUDY_PATTERN)
+    assert group_key("NORMAL/line013-0.dcm", STUDY_PATTERN) == "line013"

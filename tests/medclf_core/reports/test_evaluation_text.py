@@ -65,3 +65,23 @@ def test_a_model_without_a_threshold_says_top_class_not_threshold():
     assert et.mistake_caption(data, m, 1, threshold=None, positive=None) == "b: true XRAY, predicted MRI (P(MRI) = 50.0%)"
     none = et.mistakes({**data, "y_true": np.array([0, 1, 2])}, threshold=None, positive=None)
     assert et.mistakes_caption(none, 12) == "No image was misclassified (the prediction is the most probable class)."
+
+
+def test_images_shown_with_a_caution_are_listed_right_or_wrong_with_the_reason():
+    """Session 21: the page counted the cautioned images and never listed them. A refused image that the gate
+    also called unfamiliar is refused, not listed again; an unfamiliar one without a reason gets the plain words."""
+    data = {**_walk(), "unfamiliar": [True, False, True, True] + [False] * 10,
+            "unfamiliar_reason": [None, None, "it is 12 x 12 pixels, enlarged", None] + [None] * 10}
+    m = et.mistakes(data, threshold=0.77, positive=1)
+    assert et.cautioned(data, m).tolist() == [2, 3]
+    assert et.cautioned_rows(data, m) == [
+        {"file": "f2.jpeg", "true class": "PNEUMONIA", "decision": "NORMAL", "right": False,
+         "reason": "it is 12 x 12 pixels, enlarged"},
+        {"file": "f3.jpeg", "true class": "NORMAL", "decision": "NORMAL", "right": True,
+         "reason": "unlike this model's training images"}]
+    assert et.cautioned_caption(data, m) == ("2 answered images were shown with a caution: 1 of them (50.0%) decided "
+                                             "right, against 10 of the other 10 (100.0%).")
+    none = {**_walk(), "unfamiliar": [None] * 14}  # a model without the tier
+    assert not len(et.cautioned(none, m)) and et.cautioned_rows(none, m) == [] and et.cautioned_caption(none, m) == ""
+    stored = {k: v for k, v in _walk().items() if k not in ("ood", "ood_reason")}  # the stored test split: no flags
+    assert et.cautioned_rows(stored, et.mistakes(stored, threshold=0.77, positive=1)) == []

@@ -35,6 +35,10 @@ def test_what_is_not_structural_is_refused_with_what_the_header_says(image_type,
     (STRUCTURAL, {"Modality": "CT", "ImageType": ["DERIVED", "PRIMARY", "MIP"]}),  # not MR: other checks' business
     ({"modalities": ["MR"]}, {"Modality": "MR", "ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]}),
     (STRUCTURAL, None),
+    # a b = 0 image of a diffusion series, and a scanner that writes b = 0 and NONE on every image
+    (STRUCTURAL, {"Modality": "MR", "ImageType": ["ORIGINAL", "PRIMARY"], "DiffusionBValue": 0.0,
+                  "DiffusionDirectionality": "NONE"}),
+    (STRUCTURAL, {"Modality": "MR", "DiffusionBValue": "not a number"}),
 ])
 def test_structural_images_other_modalities_and_cards_that_say_nothing_pass(use, dicom):
     assert sequence_reason(use, dicom) is None
@@ -47,3 +51,18 @@ def test_a_card_asks_for_structural_mri_in_one_way_only():
     assert ModelCard.from_dict({**card, "intended_use": STRUCTURAL})["intended_use"]["mr_sequences"] == "structural"
     with pytest.raises(CardError, match="mr_sequences"):
         ModelCard.from_dict({**card, "intended_use": {"mr_sequences": "T1"}})
+
+
+@pytest.mark.parametrize("extra, called", [
+    ({"DiffusionBValue": 1000.0}, "DiffusionBValue 1000"),
+    ({"DiffusionBValue": "800"}, "DiffusionBValue 800"),
+    ({"DiffusionBValue": 0.0, "DiffusionDirectionality": "ISOTROPIC"}, "DiffusionDirectionality ISOTROPIC"),
+    ({"DiffusionDirectionality": "DIRECTIONAL"}, "DiffusionDirectionality DIRECTIONAL"),
+])
+def test_a_diffusion_image_that_imagetype_does_not_mark_is_refused_by_the_diffusion_attributes(extra, called):
+    """Session 21: some scanners write ImageType ORIGINAL\\PRIMARY on a DWI and put what it is in the standard
+    diffusion attributes only; the check read ImageType and AngioFlag and let such an image through."""
+    dicom = {"Modality": "MR", "ImageType": ["ORIGINAL", "PRIMARY", "OTHER"], **extra}
+    assert sequence_reason(STRUCTURAL, dicom) == (f"the DICOM header marks it as a diffusion image ({called}); this "
+                                                  "model is for structural MRI (T1, T2, FLAIR)")
+    assert sequence_reason({"modalities": ["MR"]}, dicom) is None  # a card that does not ask says nothing
