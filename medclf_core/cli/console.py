@@ -60,10 +60,12 @@ def message(text: str) -> None:
 
 
 def progress_bar(desc: str, enabled: bool):
-    """A ``progress(done, total)`` callback that draws a bar on stderr (nothing when not ``enabled``)."""
+    """A ``progress(done, total)`` callback that draws a bar on stderr: nothing when not ``enabled`` or when stderr
+    is not a terminal (a log file or a pipe got one redrawn line per image)."""
     from tqdm import tqdm
 
     state = {"bar": None}
+    enabled = enabled and sys.stderr.isatty()
 
     def update(done: int, total: int) -> None:
         if not enabled:
@@ -158,7 +160,7 @@ class TrainProgressPrinter:
         if kind == "epoch_begin":
             self._close()
             self.bar = tqdm(total=None, desc=f"{p['phase'].capitalize()}: epoch {p['epoch']}/{p['epochs']}",
-                            unit="batch", file=sys.stderr)
+                            unit="batch", file=sys.stderr, disable=not sys.stderr.isatty())  # the epoch lines stay
         elif kind == "batch" and self.bar is not None:
             self.bar.total = p["batches"]
             self.bar.n = p["batch"]

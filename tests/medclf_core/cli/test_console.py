@@ -96,15 +96,19 @@ def test_runs_list_says_which_figures_are_cross_validated(capsys):
     assert lines[1].endswith("(n < 30: too few images)") and "test" not in lines[1]
 
 
-def test_messages_and_progress_go_to_stderr(capsys):
+def test_messages_and_progress_go_to_stderr(capsys, monkeypatch):
+    import sys
+
     console.message("Wrote 2 PDF report(s) to out")
+    console.progress_bar("Piped", enabled=True)(1, 2)  # stderr into a file or a pipe: no bar (session 21)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal
     bar = console.progress_bar("Reading", enabled=True)
     bar(1, 2)
     bar(2, 2)
     console.progress_bar("Silent", enabled=False)(1, 2)
     captured = capsys.readouterr()
     assert captured.out == "" and "Wrote 2 PDF report(s)" in captured.err
-    assert "Reading" in captured.err and "Silent" not in captured.err
+    assert "Reading" in captured.err and "Silent" not in captured.err and "Piped" not in captured.err
 
 
 def test_refit_text(capsys):
