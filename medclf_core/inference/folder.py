@@ -42,8 +42,8 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     ``progress(done, total)`` is called after each image is read.
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
     "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
-    "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "unfamiliar_reason" (N), "hashes"
-    ({rel: pixel digest})}``: what a threshold slider or a
+    "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "unfamiliar_reason"
+    (N), "hashes" ({rel: pixel digest})}``: what a threshold slider or a
     metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
     index, items, split, label_of = _items(predictor, data, split)
