@@ -203,6 +203,8 @@ def print_evaluation(result: Mapping) -> None:
     for c, m in result["per_class"].items():
         print(f"{c:<16}{number(m['precision'], 4):>10}{number(m['recall'], 4):>10}{number(m['f1'], 4):>10}"
               f"{m['support']:>9}")
+    if result.get("macro_f1") is not None:
+        print(f"{'macro F1':<36}{number(result['macro_f1'], 4):>10}")
     print("Confusion matrix (rows true, columns predicted):")
     for c, row in zip(result["class_names"], result["confusion_matrix"], strict=True):
         print(f"  {c:<14}" + " ".join(f"{v:>6}" for v in row))

@@ -8,8 +8,8 @@ index it without ``.get()`` chains: every known key is present (``card["tta"]``,
 
 Schema versions:
 
-- 1: the cards written before this module (no ``schema_version`` key; the bundled
-  models). Read leniently: missing keys get the defaults in :data:`DEFAULTS`.
+- 1: the cards written before this module (no ``schema_version`` key; the bundled models carry 2 since
+  they were retrained). Read leniently: missing keys get the defaults in :data:`DEFAULTS`.
 - 2 (:data:`CARD_SCHEMA_VERSION`): ``schema_version`` is written, and the optional
   fields ``intended_use``, ``training_data``, ``calibration``, ``ood``, ``pretrained``
   and ``bundled`` are known.

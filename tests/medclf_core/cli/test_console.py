@@ -13,7 +13,7 @@ EVALUATION = {
     "sensitivity": 0.95, "specificity": 0.875, "class_names": ["NORMAL", "PNEUMONIA"],
     "per_class": {"NORMAL": {"precision": 0.9, "recall": 0.875, "f1": 0.8874, "support": 40},
                   "PNEUMONIA": {"precision": 0.88, "recall": 0.95, "f1": 0.9137, "support": 40}},
-    "confusion_matrix": [[35, 5], [2, 38]], "ece": 0.0412, "temperature": 1.37,
+    "confusion_matrix": [[35, 5], [2, 38]], "ece": 0.0412, "temperature": 1.37, "macro_f1": 0.91,
     "ood": {"checked": True, "n": 80, "n_flagged": 4, "fraction_flagged": 0.05,
             "metrics_without_flagged": {"n": 76, "accuracy": 0.92, "auc": None}},
     "skipped": [{"file": "bad.png", "error": "not an image"}],
@@ -63,6 +63,7 @@ def test_evaluation_text(capsys):
     assert "Accuracy 0.9123  95% CI 0.851-0.963" in out
     assert "At threshold 0.350 on P(PNEUMONIA): sensitivity 0.9500, specificity 0.8750" in out
     assert "NORMAL              0.9000    0.8750    0.8874       40" in out
+    assert "macro F1                                0.9100\n" in out  # the README lists it (session 21)
     assert "Expected calibration error 0.0412 (temperature 1.37)" in out
     assert "4 of 80 images flagged (5.0%)" in out and "without them (n=76): accuracy 0.9200\n" in out
     assert "skipped bad.png: not an image" in out
