@@ -310,7 +310,8 @@ def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:
                 "`python -m medclf_core refit-trust` adds one.")
         return
     caution = "" if ob.get("n_unfamiliar") is None else \
-        f" {ob['n_unfamiliar']} more were answered with a caution (unlike the training images, not refused)."
+        f" {ob['n_unfamiliar']} more {'was' if ob['n_unfamiliar'] == 1 else 'were'} answered with a caution (unlike " \
+        "the training images, not refused)."
     st.markdown(f"**{ob['n_flagged']} of {ob['n']} images refused** ({percent(ob['fraction_flagged'])}: not the kind "
                 f"of image this model reads; coverage {percent(ob.get('coverage'))}).{caution} The metrics above are "
                 "over every image, refused ones included.")
@@ -346,3 +347,12 @@ def refused_and_cautioned(predictions: dict, mis: dict) -> None:
         st.markdown("**Answered with a caution**")
         st.caption(evaluation_text.cautioned_caption(predictions, mis))
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval-cautioned")
+
+
+def metrics_heading(m: dict, unit: str) -> None:
+    """The Evaluate page's "Metrics" heading: what its intervals resample (``m["n_groups"]`` groups, in ``unit``
+    words, else images), and the note when the patient pattern left file names without a patient."""
+    groups = f", resampling {m['n_groups']} {unit}" if m.get("n_groups") else ""
+    st.markdown(f"**Metrics** (95% bootstrap intervals{groups})")
+    if m.get("group_note"):
+        st.info(md_escape(m["group_note"]))

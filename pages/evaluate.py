@@ -1,10 +1,8 @@
 """Evaluate: metrics with intervals, confusion matrices, ROC, a live threshold, and the mistakes.
 
-The model is the one chosen in the sidebar (app_ui's shared picker): one choice drives Predict
-and Evaluate. The data is the model's own test split, a folder or zip on the server, or a zip
-or images uploaded from the browser (staged by medclf_core.data.uploads), or a labelled list of studies
-in a PACS (fetched into the same kind of staged folder by medclf_core.pacs.evaluate); all give the same
-result block below.
+The model is the sidebar's (app_ui's shared picker). The data is the model's own test split, a folder or zip on the
+server, a zip or images uploaded (staged by medclf_core.data.uploads), or a labelled list of studies in a PACS
+(staged the same way by medclf_core.pacs.evaluate); all give the same result block below.
 """
 
 import hashlib
@@ -36,6 +34,7 @@ from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.selective import ORDERINGS, deferral_caption
+from medclf_core.trust.sites import calibration_label
 
 MAX_MISTAKES = 12
 SPLITS = {"auto": "auto (test folder if the dataset is pre-split, else all images)", "all": "all images",
@@ -247,15 +246,15 @@ for warning in ("site_message", "message"):  # the site's fitting images; the mo
 metric_rows = plots.metrics_table(m)  # the table here and the out-of-distribution panel's "all images" column
 left, right = st.columns(2)
 with left:
-    groups = f", resampling {m.get('n_groups')} {'studies' if kind == 'pacs' else 'patients or cases'}"
-    st.markdown(f"**Metrics** (95% bootstrap intervals{groups if m.get('n_groups') else ''})")
+    app_ui.metrics_heading(m, "studies" if kind == "pacs" else "patients or cases")
     st.dataframe(pd.DataFrame(metric_rows), hide_index=True, width="stretch")
 with right:
     st.markdown("**Per class**")
     st.dataframe(pd.DataFrame(m["per_class"]).T.round(3), width="stretch")
 st.download_button("Download each image's result (CSV, without patient identifiers)", mime="text/csv",
                    file_name="medclf_evaluation.csv", key="eval-csv",  # made on click; decided as the metrics are
-                   data=lambda: evaluation_csv(data, threshold=threshold if binary else None, positive=positive))
+                   data=lambda: evaluation_csv(data, threshold=threshold if binary else None, positive=positive,
+                                               calibration=calibration_label(card.get("site_calibration"))))
 
 
 st.subheader("Out-of-distribution check")
@@ -294,12 +293,13 @@ def threshold_panel() -> None:
     # its state is keyed by the evaluation shown, so a new evaluation (another model, dataset or press of
     # Evaluate) starts at the operating threshold instead of a value left in the browser by an earlier one.
     slider_key = "eval-thr-" + hashlib.sha1(repr(evaluation_id).encode()).hexdigest()[:16]
-    t = float(st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
-                        key=slider_key,
-                        help=f"The operating threshold in use is {percent(start)} ({start:.3f} on this scale), "
-                        "chosen on "
-                        + (f"the images of site '{site['site']}'." if (site := card.get("site_calibration"))
-                           else "the model's validation split.")))
+    shown = float(st.slider(f"Threshold on P({pos_name})", 0.0, 1.0, round(start, 3), 0.001, format="%.3f",
+                            key=slider_key,
+                            help=f"The operating threshold in use is {percent(start)} ({start:.3f} on this scale), "
+                            "chosen on "
+                            + (f"the images of site '{site['site']}'." if (site := card.get("site_calibration"))
+                               else "the model's validation split.")))
+    t = start if shown == round(start, 3) else shown  # at its start, the exact threshold (the metrics above use it)
     tm = evaluate_probabilities(y_true, probs, class_names, threshold=t, positive=positive, bootstrap=0)
     c1, c2, c3 = st.columns(3)
     c1.metric("Sensitivity", percent(tm["sensitivity"]))
@@ -328,7 +328,8 @@ elif m.get("roc"):
 
 # ---- the mistakes, with where the model looked
 st.subheader("Misclassified images")
-mis = evaluation_text.mistakes(data, threshold=threshold if binary else None, positive=positive)
+mis = evaluation_text.mistakes(data, threshold=threshold if binary else None, positive=positive,
+                               site=(card.get("site_calibration") or {}).get("site"))
 y_pred, wrong = mis["y_pred"], mis["wrong"]  # answered images only: a refused image has no finding
 if not len(wrong):
     st.success(evaluation_text.mistakes_caption(mis, MAX_MISTAKES))

@@ -193,6 +193,8 @@ def print_evaluation(result: Mapping) -> None:
           + (f"  95% CI {number(ci['accuracy'][0])}-{number(ci['accuracy'][1])}" if ci else "")
           + (f" (resampling {result['n_groups']} patients or cases, not images)"
              if ci and result.get("n_groups") else ""))
+    if result.get("group_note"):
+        print(f"Note: {result['group_note']}")
     if result.get("auc") is not None:
         print(f"ROC-AUC  {number(result['auc'], 4)}"
               + (f"  95% CI {number(ci['auc'][0])}-{number(ci['auc'][1])}" if ci and ci.get("auc") else ""))

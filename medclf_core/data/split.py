@@ -63,6 +63,27 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+def unmatched_note(rels: list[str], pattern: str | None) -> str | None:
+    """A plain note when ``pattern`` gives no patient id for some of the file names ``rels`` (each of those then
+    counts as a patient of its own), or for none (the intervals resample images as without a pattern); None
+    when every name gives one, or without a pattern.
+
+    >>> unmatched_note(["a/person1_x.png", "a/person1_y.png", "b/IM-3.png"], r"person\\d+")
+    'The patient pattern matched 2 of the 3 file names; the other one counts as a patient of its own.'
+    """
+    if not pattern or not rels:
+        return None
+    matched = sum(group_key(r, pattern) is not None for r in rels)
+    if matched == len(rels):
+        return None
+    if not matched:
+        return (f"The patient pattern matched none of the {len(rels)} file names: the intervals resample images, "
+                "as without a pattern.")
+    rest = len(rels) - matched
+    others = "the other one counts" if rest == 1 else f"each of the other {rest} counts"
+    return f"The patient pattern matched {matched} of the {len(rels)} file names; {others} as a patient of its own."
+
+
 def duplicate_components(items: list[Item], report: AuditReport, group_pattern: str | None = None) -> list[list[int]]:
     """Groups of item indices that must stay together: exact and near duplicates, and the
     images of one patient when ``group_pattern`` extracts a patient id from file names."""

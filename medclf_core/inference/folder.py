@@ -21,7 +21,7 @@ import numpy as np
 from medclf_core.data.audit import pixel_digest
 from medclf_core.data.fingerprint import dataset_fingerprint, evaluated_split
 from medclf_core.data.scan import scan_dataset
-from medclf_core.data.split import group_key
+from medclf_core.data.split import group_key, unmatched_note
 from medclf_core.errors import DatasetError, ImageError
 from medclf_core.inference.overlap import training_overlap
 from medclf_core.io.images import load_image
@@ -43,7 +43,7 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
     Returns ``{"files" (absolute paths), "rel", "y_true" (N,), "probs" (N, K), "skipped",
     "split", "class_names", "dataset", "ood" (N flags: True/False/None = not checked),
     "ood_score" (N, None without a gate), "ood_reason" (N), "unfamiliar" (N: True/False/None), "unfamiliar_reason"
-    (N), "hashes" ({rel: pixel digest})}``: what a threshold slider or a
+    (N), "unfamiliar_score" (N), "hashes" ({rel: pixel digest})}``: what a threshold slider or a
     metrics report needs. ``probs`` are calibrated like every Predictor output.
     """
     index, items, split, label_of = _items(predictor, data, split)
@@ -72,7 +72,8 @@ def predict_folder(predictor, data: str | os.PathLike, split: str = "auto", *, p
             "class_names": list(predictor.class_names), "dataset": str(data),
             "ood": [v["ood"] for v in verdicts], "ood_score": [v["ood_score"] for v in verdicts],
             "ood_reason": [v["ood_reason"] for v in verdicts], "unfamiliar": [v["unfamiliar"] for v in verdicts],
-            "unfamiliar_reason": [v["unfamiliar_reason"] for v in verdicts], "hashes": out["hashes"]}
+            "unfamiliar_reason": [v["unfamiliar_reason"] for v in verdicts],
+            "unfamiliar_score": [v["unfamiliar_score"] for v in verdicts], "hashes": out["hashes"]}
 
 
 def _items(predictor, data, split: str):
@@ -145,13 +146,17 @@ def evaluate_folder(predictor, data: str | os.PathLike, split: str = "auto", *, 
     ``"predictions"``, what :func:`predict_folder` returned (for a page that draws them). ``group_pattern`` (a
     regular expression on file names, as training's): images whose names give one patient or case id are
     resampled together for the 95% intervals (``n_groups`` says how many groups; a name it does not match is a
-    group of its own)."""
+    group of its own, and ``group_note`` says how many did not match: :func:`~medclf_core.data.split.unmatched_note`;
+    a pattern that matches no name leaves the intervals resampling images)."""
     p = predict_folder(predictor, data, split, progress=progress)
-    groups = None if not group_pattern else [group_key(rel, group_pattern) or rel for rel in p["rel"]]
+    keys = [group_key(rel, group_pattern) for rel in p["rel"]] if group_pattern else []
+    groups = [k or rel for k, rel in zip(keys, p["rel"], strict=True)] if any(keys) else None  # none: images
     result = evaluate_predictions(p, threshold=predictor.threshold, positive=predictor.positive, bootstrap=bootstrap,
                                   groups=groups)
     ood = result.pop("ood")  # after the run's facts, as `evaluate --json` has always printed it
     result = {"overlap": training_overlap(predictor.card, p["hashes"]), **result}
+    if group_pattern:
+        result["group_note"] = unmatched_note(p["rel"], group_pattern)
     result.update({"split": p["split"], "dataset": str(data), "skipped": p["skipped"],
                    "model": predictor.card.get("name"), "temperature": predictor.temperature, "ood": ood})
     result["ood"]["flagged_files"] = [r for r, f in zip(p["rel"], p["ood"], strict=True) if f]

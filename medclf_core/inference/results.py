@@ -110,7 +110,7 @@ class Headline:
             why = f"the two most probable classes are less than {percent(2 * BORDERLINE_MARGIN, 0)} apart"
         else:
             side = "at or above" if self.probability >= self.threshold else "below"
-            whose = f"site '{self.site}''s threshold" if self.site else "the model's operating threshold"
+            whose = f"the threshold of site '{self.site}'" if self.site else "the model's operating threshold"
             text = (f"Decision at {whose}: {self.decision} ({self.probability_text}, "
                     f"{side} the threshold {percent(self.threshold)}).")
             why = (f"P({self.shown_class}) is less than {percent(BORDERLINE_MARGIN, 0)} (absolute) from the "

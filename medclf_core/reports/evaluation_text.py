@@ -62,11 +62,11 @@ def counts_sentence(counts: Mapping) -> str:
     return text
 
 
-def mistakes(predictions: Mapping, *, threshold: float | None, positive: int | None) -> dict:
+def mistakes(predictions: Mapping, *, threshold: float | None, positive: int | None, site: str | None = None) -> dict:
     """``{"y_pred", "wrong", "refused", "n_answered", "n_refused_wrong", "binary", "rule"}``: the decisions (at
     the threshold for a binary model that has one, ``binary``, else the top class), the answered images whose
     decision is wrong, the refused images (no finding: never among ``wrong``), how many refused ones the metrics
-    over all images count as wrong, and the decision rule in words."""
+    over all images count as wrong, and the decision rule in words (``site``: the site whose threshold it is)."""
     probs, y_true = np.asarray(predictions["probs"]), np.asarray(predictions["y_true"])
     binary = probs.ndim == 2 and probs.shape[1] == 2 and threshold is not None and positive is not None
     y_pred = decide(probs, threshold if binary else None, positive)
@@ -75,7 +75,8 @@ def mistakes(predictions: Mapping, *, threshold: float | None, positive: int | N
     wrong = y_pred != y_true
     return {"y_pred": y_pred, "wrong": np.flatnonzero(wrong & ~refused), "refused": np.flatnonzero(refused),
             "n_answered": int((~refused).sum()), "n_refused_wrong": int((wrong & refused).sum()), "binary": binary,
-            "rule": "at the model's threshold" if binary else "(the prediction is the most probable class)"}
+            "rule": ("(the prediction is the most probable class)" if not binary else
+                     f"at the threshold of site '{site}'" if site else "at the model's threshold")}
 
 
 def mistakes_caption(m: Mapping, max_shown: int) -> str:
@@ -129,8 +130,11 @@ def cautioned_caption(predictions: Mapping, m: Mapping) -> str:
     right = np.asarray(m["y_pred"]) == np.asarray(predictions["y_true"])
     others = np.setdiff1d(np.arange(len(right)), np.concatenate([shown, np.asarray(m["refused"], dtype=int)]))
     k, ok = len(shown), int(right[shown].sum())
-    text = (f"{_images(k, 'answered image')} {'was' if k == 1 else 'were'} shown with a caution: {ok} of "
-            f"{'it' if k == 1 else 'them'} ({percent(ok / k)}) decided right" if k else "")
+    if k == 1:
+        text = f"1 answered image was shown with a caution: it was decided {'right' if ok else 'wrong'}"
+    else:
+        text = f"{k} answered images were shown with a caution: {ok} of them ({percent(ok / k)}) decided right" \
+            if k else ""
     if k and len(others):
         text += f", against {int(right[others].sum())} of the other {len(others)} ({percent(right[others].mean())})"
     return text + "." if text else text

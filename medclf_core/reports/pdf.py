@@ -340,7 +340,8 @@ def _threshold_fact(c, site) -> tuple[str, str]:
     if site:
         rule = (c.get("threshold_rule") or {}).get("chosen_for")
         return (f"Operating threshold (site '{site.get('site')}')",
-                text + ", the site's own calibration" + (f": {rule}" if rule else ""))
+                text + ", the site's own calibration" + (f": {rule}" if rule else "")
+                + (f" ({site['check']})" if site.get("check") else ""))
     return "Operating threshold", text + (f" ({c.get('threshold_method')})" if c.get("threshold_method") else "")
 
 

@@ -301,7 +301,10 @@ def risk_coverage_figure(selective: Mapping, ordering: str = "confidence", *, he
                       annotation_text=f"{selective['n_refused']} refused deferred", annotation_position="top left")
     fig.update_xaxes(title_text="coverage (share of all images the model answers)", range=[0, 1.02],
                      tickformat=".0%")
-    fig.update_yaxes(title_text="accuracy of the answered images")
+    shown = [float(v) for t in fig.data for v in (t.y if t.y is not None else ()) if v is not None]
+    # a range of its own: plotly's default ran from 0 to 2 when every answer was right (walk-through, session 21)
+    fig.update_yaxes(title_text="accuracy of the answered images", range=[max(0.0, min(shown, default=0.0) - 0.05),
+                                                                          1.02])
     _layout(fig, height, f"Accuracy against coverage (AURC {o['aurc']:.3f}, lower is better)")
     _legend_below(fig, height)
     return fig
@@ -328,6 +331,8 @@ def metrics_table(metrics: Mapping) -> list[dict]:
             continue
         interval = ci.get(key)
         shown = f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else ""
+        if interval and f"{interval[0]:.3f}" == f"{interval[1]:.3f}":  # every resample alike (e.g. all right):
+            shown = ""  # no interval rather than a zero-width one (formatting.metric_with_n's rule)
         rows.append({"metric": label, "value": (f"{v:.3f}" if isinstance(v, float) else str(v)),
                      "95% interval": f"none: too few images (n = {n})" if few and key not in ("n", "threshold")
                      else shown})

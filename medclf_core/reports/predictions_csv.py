@@ -14,9 +14,9 @@ Example (``results`` as :meth:`~medclf_core.inference.predictor.Predictor.predic
     ...             "probabilities": {"NORMAL": 0.1, "PNEUMONIA": 0.9}, "ood": False},
     ...            {"file": "b.dcm", "error": "The file is empty (0 bytes)."}]
     >>> print(predictions_csv(results, identifying=["Doe", "Jane"]), end="")
-    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,borderline,ood,ood_score,ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes
-    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,false,false,,,not checked,,,,
-    b.dcm,,,,,,,,,,,,,The file is empty (0 bytes).,
+    file,label,p_NORMAL,p_PNEUMONIA,threshold,positive_class,calibration,borderline,ood,ood_score,ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes
+    [redacted]_[redacted]_chest.png,PNEUMONIA,0.100000,0.900000,,,card,false,false,,,not checked,,,,
+    b.dcm,,,,,,,,,,,,,,The file is empty (0 bytes).,
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = (),
                     truth: Sequence[str] | None = None) -> str:
-    """CSV text: one row per result, columns ``file, label, p_<class>..., threshold, positive_class,
+    """CSV text: one row per result, columns ``file, label, p_<class>..., threshold, positive_class, calibration,
     borderline, ood, ood_score, ood_reason, unfamiliar, unfamiliar_score, unfamiliar_reason, error, notes``.
 
     ``results`` are dicts with ``file`` and either ``label``/``probabilities``
@@ -46,7 +46,9 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     ``notes``) or ``error``. ``ood`` is written ``true``, ``false``, or ``not checked``
     (the model has no out-of-distribution gate); empty for a file that could not be read. ``unfamiliar``
     (a finding shown with a caution: unlike the training images, not refused) is written the same way.
-    ``borderline`` (the headline's rule, :func:`medclf_core.inference.results.headline`) is ``true`` or
+    ``calibration`` is ``card`` or ``site:<name>`` (whose temperature and threshold made the row; empty for a file
+    that could not be read). ``borderline`` (the headline's rule, :func:`medclf_core.inference.results.headline`)
+    is ``true`` or
     ``false``; empty for a refused image (no decision) and a file that could not be read.
     A row with ``ood`` true is refused, not a finding: its ``label`` is empty
     (:func:`medclf_core.inference.results.exported`); its probabilities are what the model output.
@@ -62,7 +64,8 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     identifying = list(identifying)
     classes = _class_names(results)
     known = ["true_label", "correct"] if truth is not None else []
-    columns = ["file", "label", *known, *(f"p_{c}" for c in classes), "threshold", "positive_class", "borderline",
+    columns = ["file", "label", *known, *(f"p_{c}" for c in classes), "threshold", "positive_class", "calibration",
+               "borderline",
                "ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason", "error", "notes"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -75,7 +78,8 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
         row = [safe_file_label(r.get("file", ""), identifying if own is None else own), r.get("label") or "",
                *truth_cells,
                *(_probability(probs.get(c)) for c in classes),
-               _number(r.get("threshold")), r.get("positive_class", ""), _flag(r.get("borderline")), _ood(r),
+               _number(r.get("threshold")), r.get("positive_class", ""),
+               ("" if r.get("error") else r.get("calibration") or "card"), _flag(r.get("borderline")), _ood(r),
                _number(r.get("ood_score")), _scrub(r.get("ood_reason") or "", texts),
                _ood(r, "unfamiliar"), _number(r.get("unfamiliar_score")),
                _scrub(r.get("unfamiliar_reason") or "", texts), _scrub(r.get("error", ""), texts),
@@ -84,10 +88,12 @@ def predictions_csv(results: Sequence[Mapping], *, identifying: Iterable[str] = 
     return buf.getvalue()
 
 
-def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: int | None) -> str:
+def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: int | None,
+                   calibration: str = "card") -> str:
     """An evaluation's images as CSV (the Evaluate page's download): :func:`predictions_csv`'s columns, each image's
     true class and whether the decision was right, decided as the page decides (at ``threshold`` for a binary
-    model that has one, else the most probable class). ``predictions`` as
+    model that has one, else the most probable class), with ``calibration`` (``card`` or ``site:<name>``: whose
+    temperature and threshold the page used) on every row. ``predictions`` as
     :func:`medclf_core.inference.folder.predict_folder` or the stored test split give them.
 
     >>> import numpy as np
@@ -102,13 +108,13 @@ def evaluation_csv(predictions: Mapping, *, threshold: float | None, positive: i
     decided = decide(probs, threshold if binary else None, positive)
     n = len(decided)
     column = {k: [None] * n if predictions.get(k) is None else list(predictions[k])
-              for k in ("ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_reason")}
+              for k in ("ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason")}
     results = []
     for i in range(n):
         r = {"file": predictions["rel"][i], "label": names[int(decided[i])],
              "probabilities": dict(zip(names, map(float, probs[i]), strict=True)),
              "threshold": threshold if binary else None, "positive_class": names[positive] if binary else "",
-             **{k: v[i] for k, v in column.items()},
+             **{k: v[i] for k, v in column.items()}, "calibration": calibration,
              "identifying": deid.file_identifiers(predictions["files"][i])}
         results.append({**r, "borderline": headline(r).borderline})
     return predictions_csv(results, truth=[names[int(y)] for y in predictions["y_true"]])

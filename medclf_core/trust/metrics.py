@@ -136,7 +136,8 @@ def _auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int, positive: int | 
 
 def bootstrap_intervals(y_true, probs, y_pred, n_classes: int, positive: int | None, *, n_boot: int = 1000,
                         seed: int = 0, alpha: float = 0.05, groups=None) -> dict[str, list[float] | None]:
-    """Percentile bootstrap 95% intervals for accuracy and ROC-AUC.
+    """Percentile bootstrap 95% intervals for accuracy and ROC-AUC, and for a two-class model with a ``positive``
+    class also sensitivity and specificity (of the decisions ``y_pred``).
 
     ``groups`` (one key per image, for example a patient or case id): resample whole groups instead of
     images, so that images of one patient, which are not independent, do not make an interval look narrower
@@ -160,16 +161,27 @@ def bootstrap_intervals(y_true, probs, y_pred, n_classes: int, positive: int | N
 
         def draw():
             return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-    accs, aucs = [], []
+    accs, aucs, rates = [], [], {"sensitivity": [], "specificity": []}
+    binary = n_classes == 2 and positive is not None
     for _ in range(n_boot):
         idx = draw()
         accs.append(float(np.mean(y_true[idx] == y_pred[idx])))
         a = _auc(y_true[idx], probs[idx], n_classes, positive)
         if a is not None:
             aucs.append(a)
+        if binary:
+            sick, called = y_true[idx] == positive, y_pred[idx] == positive
+            if sick.any():
+                rates["sensitivity"].append(float(np.mean(called[sick])))
+            if (~sick).any():
+                rates["specificity"].append(float(np.mean(~called[~sick])))
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
-    return {"accuracy": [float(v) for v in np.percentile(accs, q)] if accs else None,
-            "auc": [float(v) for v in np.percentile(aucs, q)] if len(aucs) >= n_boot // 2 else None}
+    out = {"accuracy": [float(v) for v in np.percentile(accs, q)] if accs else None,
+           "auc": [float(v) for v in np.percentile(aucs, q)] if len(aucs) >= n_boot // 2 else None}
+    if binary:
+        out.update({k: [float(v) for v in np.percentile(d, q)] if len(d) >= n_boot // 2 else None
+                    for k, d in rates.items()})
+    return out
 
 
 def roc_points(y_true, probs, class_names: list[str], positive: int | None, max_points: int = 200) -> dict:

@@ -27,6 +27,11 @@ from collections.abc import Mapping
 from medclf_core.formatting import number
 
 CONFIRM_KINDS = ("misses_target", "worse", "training_images")
+#: A saved site calibration's check in words, by the kind of warning it was saved over
+#: (:data:`CONFIRM_KINDS`).
+SAVED_OVER = {"misses_target": "its checked sensitivity misses the target",
+              "worse": "it did worse than the model card's calibration on the site's images",
+              "training_images": "it was fitted on the model's own training images"}
 ECE_MARGIN = 0.02  # a worse ECE by less than this is within what a small set's ECE moves by on its own
 THRESHOLD_SPREAD = 0.15  # the two halves' thresholds further apart than this: the threshold rests on a few images
 
@@ -93,3 +98,26 @@ def site_warnings(rec: Mapping, overlap: Mapping | None = None) -> list[dict]:
 def needs_confirmation(warnings: list[Mapping] | None) -> bool:
     """Whether saving needs an explicit "save anyway" (any warning of a :data:`CONFIRM_KINDS` kind)."""
     return any(w.get("confirm") for w in warnings or [])
+
+
+def check_note(record: Mapping) -> str | None:
+    """What the site's own check found, for every place that names the site's calibration: the sensitivity
+    on held-back halves against the target, and the warnings it was saved over (None for a record without a
+    check, e.g. a multi-class model's, or one written before checks).
+
+    >>> check_note({"target": {"value": 0.95}, "after": {"sensitivity": 0.7333, "n_positive": 15},
+    ...             "warnings": [{"kind": "misses_target", "confirm": True}, {"kind": "few_positives"}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    'checked on held-back halves: sensitivity 0.733 (n = 15, target 0.95);
+     saved over a warning: its checked sensitivity misses the target'
+    """
+    after, target = record.get("after") or {}, (record.get("target") or {}).get("value")
+    parts = []
+    if target is not None and after.get("sensitivity") is not None:
+        parts.append(f"checked on held-back halves: sensitivity {number(after['sensitivity'])} "
+                     f"(n = {after.get('n_positive')}, target {number(target, 2)})")
+    over = [SAVED_OVER.get(w.get("kind"), str(w.get("kind"))) for w in record.get("warnings") or []
+            if isinstance(w, Mapping) and w.get("confirm")]
+    if over:
+        parts.append(f"saved over {'a warning' if len(over) == 1 else 'warnings'}: " + "; ".join(over))
+    return "; ".join(parts) or None

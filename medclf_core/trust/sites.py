@@ -63,6 +63,7 @@ from medclf_core.trust.calibration import (
     temperature_of,
 )
 from medclf_core.trust.metrics import bootstrap_intervals, choose_threshold, decide
+from medclf_core.trust.site_checks import check_note
 
 SITES_DIR = "sites"
 MIN_TEMPERATURE = 1.0
@@ -70,8 +71,10 @@ DEFAULT_TARGET_SENSITIVITY = 0.95
 MIN_PER_CLASS = 4  # fewer images of a class in either half and the cross-fit says nothing
 TEMPERATURE_RULE = ("temperature scaling by NLL on the site's images, bounded T >= {:g} (never sharper than the "
                     "model's own probabilities)")
-THRESHOLD_RULE = ("the 10th percentile, over 200 bootstrap resamples of the site's images, of the highest threshold "
-                  "on the site-calibrated P({}) that keeps sensitivity >= {:g} (room for new images)")
+THRESHOLD_RULE = ("the highest threshold on the site-calibrated P({}) that keeps sensitivity >= {:g} on the site's "
+                  "images, or lower: the 10th percentile of that threshold over 200 bootstrap resamples of them, "
+                  "when that is lower (room for new images)")
+
 
 
 # ---------------------------------------------------------------------------- fitting
@@ -333,6 +336,7 @@ def site_card(card: Mapping, record: Mapping) -> Mapping:
     cal["temperature"] = float(record["temperature"])
     out["calibration"] = cal
     out["site_calibration"] = {k: record.get(k) for k in ("site", "date", "temperature", "threshold")}
+    out["site_calibration"]["check"] = check_note(record)
     if len(card.get("class_names") or []) == 2:
         out["site_calibration"]["card_threshold"] = card.get("threshold")  # where the card's own figures were measured
         out["threshold"] = record.get("threshold")
@@ -367,8 +371,10 @@ def calibration_caption(card: Mapping, site: Mapping | None = None) -> str:
         target = site.get("target") or {}
         thr = (f", threshold {number(site['threshold'])} on P({site.get('positive_class')}) for "
                f"{target.get('metric')} {number(target.get('value'), 2)}") if site.get("threshold") is not None else ""
+        check = f" Its {note[0].lower()}{note[1:]}." if (note := check_note(site)) else ""
         return (f"Calibration: site '{site['site']}' (T = {number(site['temperature'], 2)}{thr}; fitted on "
-                f"{site.get('n')} of the site's own images, {str(site.get('date') or '')[:10]}), not the model card's.")
+                f"{site.get('n')} of the site's own images, {str(site.get('date') or '')[:10]}), not the model "
+                f"card's.{check}")
     return f"Calibration in use: {calibration_in_use(card)}."
 
 

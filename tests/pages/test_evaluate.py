@@ -480,3 +480,38 @@ def test_a_patient_pattern_makes_the_intervals_resample_patients(app_env, page):
     groups = {(m.group(1) if (m := re.search(r"_(bacteria|virus)_", p.name)) else p.name)
               for p in CHEST_SAMPLE.glob("*/*")}
     assert len(groups) == 42 and heading == "**Metrics** (95% bootstrap intervals, resampling 42 patients or cases)"
+    # the 40 NORMAL names hold neither word: the page says so (walk-through, session 21: it said nothing)
+    assert any(i.value == "The patient pattern matched 40 of the 80 file names; each of the other 40 counts as a "
+               "patient of its own." for i in at.info)
+
+
+def test_at_its_start_the_slider_gives_the_figures_above_it_exactly(own_models, page):
+    """Walk-through, session 21: a site threshold of 0.745583 equal to a PNEUMONIA film's P; the slider starts at
+    0.746 (its 0.001 steps) and the panel under it missed that film (sensitivity 93.3%) while the metrics above,
+    at the exact threshold, did not (1.000). Here the card's threshold is set to a positive image's own P, one
+    that rounds up: at its start the slider's panel must agree with the metrics table."""
+    import json
+
+    import numpy as np
+
+    from medclf_core.formatting import percent
+    from medclf_core.io.atomic import read_json
+    from medclf_core.registry.store import read_card, stored_test_predictions
+    from medclf_core.trust.calibration import stored_probabilities
+
+    run = read_card(own_models / "tiny-a")
+    stored = stored_test_predictions(run, read_json(own_models / "tiny-a", "evaluation.json"))
+    pos = run.class_names.index("PNEUMONIA")
+    p = stored_probabilities(run, stored["probs"])[:, pos][np.asarray(stored["y_true"]) == pos]
+    rounds_up = [float(x) for x in p if round(float(x), 3) > float(x) and 0.02 < x < 0.98]
+    assert rounds_up, p
+    for name in ("tiny-a", "tiny-b"):
+        card = json.loads((own_models / name / "card.json").read_text())
+        card["threshold"] = rounds_up[0]
+        (own_models / name / "card.json").write_text(json.dumps(card))
+    at = page("evaluate")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("metric")["value"]
+    panel = at.metric[0].value
+    assert at.slider[0].value == round(rounds_up[0], 3) and panel == percent(float(table["Sensitivity"]))

@@ -174,7 +174,13 @@ def test_evaluate_group_pattern_resamples_patients_and_is_recorded(trained_run, 
     assert "--group-pattern is not a regular expression" in capsys.readouterr().err
     assert main(["evaluate", str(run), str(chest_sample), "--bootstrap", "50", "--no-progress",
                  "--group-pattern", r"^(IM|NORMAL2|person)"]) == 0
-    assert "(resampling 3 patients or cases, not images)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(resampling 3 patients or cases, not images)" in out and "Note: The patient pattern" not in out
+    # a pattern that matches no name says so (walk-through, session 21: it was silently accepted)
+    assert main(["evaluate", str(run), str(chest_sample), "--bootstrap", "50", "--no-progress",
+                 "--group-pattern", r"zzz\d+"]) == 0
+    out = capsys.readouterr().out
+    assert "Note: The patient pattern matched none of the 80 file names" in out and "resampling" not in out
     assert main(["evaluate", str(run), str(chest_sample), "--json", "--bootstrap", "50", "--no-progress",
                  "--group-pattern", r"^(IM|NORMAL2|person)", "--record"]) == 0
     assert _json_out(capsys)["n_groups"] == 3

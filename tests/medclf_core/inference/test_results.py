@@ -203,6 +203,7 @@ def test_the_headline_names_a_sites_threshold():
 
     r = {"label": "PNEUMONIA", "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "threshold": 0.639,
          "positive_class": "PNEUMONIA"}
-    assert headline({**r, "calibration": "site:wardA"}).sentence.startswith("Decision at site 'wardA''s threshold:")
+    assert headline({**r, "calibration": "site:wardA"}).sentence.startswith(
+        "Decision at the threshold of site 'wardA':")
     assert headline({**r, "calibration": "card"}).sentence.startswith("Decision at the model's operating threshold:")
     assert headline(r).sentence.startswith("Decision at the model's operating threshold:")

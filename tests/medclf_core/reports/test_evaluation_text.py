@@ -85,3 +85,19 @@ def test_images_shown_with_a_caution_are_listed_right_or_wrong_with_the_reason()
     assert not len(et.cautioned(none, m)) and et.cautioned_rows(none, m) == [] and et.cautioned_caption(none, m) == ""
     stored = {k: v for k, v in _walk().items() if k not in ("ood", "ood_reason")}  # the stored test split: no flags
     assert et.cautioned_rows(stored, et.mistakes(stored, threshold=0.77, positive=1)) == []
+
+
+def test_one_cautioned_image_reads_as_one():
+    """Walk-through, session 21: "1 of it (100.0%) decided right"."""
+    data = {**_walk(), "unfamiliar": [False, False, False, True] + [False] * 10}
+    m = et.mistakes(data, threshold=0.77, positive=1)
+    assert et.cautioned_caption(data, m) == ("1 answered image was shown with a caution: it was decided right, "
+                                             "against 10 of the other 11 (90.9%).")
+
+
+def test_with_a_site_the_rule_names_the_sites_threshold():
+    """Walk-through, session 21: "misclassified at the model's threshold" when the site's threshold decided."""
+    m = et.mistakes(_walk(), threshold=0.77, positive=1, site="st-marys")
+    assert m["rule"] == "at the threshold of site 'st-marys'"
+    assert et.mistakes_caption(m, 12).startswith("1 of the 12 answered images is misclassified at the threshold of "
+                                                 "site 'st-marys'.")

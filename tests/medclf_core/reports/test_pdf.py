@@ -315,7 +315,9 @@ def test_a_site_calibrated_report_names_the_sites_threshold_and_where_the_card_f
             "PNEUMONIA", "threshold_method": "balanced", "metrics": {"split": "test", "accuracy": 0.9,
                                                                     "sensitivity": 0.93, "specificity": 0.85}}
     site = site_card(card, {"site": "wardA", "temperature": 1.2, "threshold": 0.639,
-                            "rule": {"threshold": "sensitivity >= 0.95 on the site's images"}})
+                            "rule": {"threshold": "sensitivity >= 0.95 on the site's images"},
+                            "target": {"value": 0.95}, "after": {"sensitivity": 0.9, "n_positive": 20},
+                            "warnings": [{"kind": "misses_target", "confirm": True}]})
     result = {"file": "a.png", "label": "PNEUMONIA", "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8},
               "threshold": 0.639, "positive_class": "PNEUMONIA", "ood": False, "calibration": "site:wardA"}
     px = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
@@ -323,7 +325,10 @@ def test_a_site_calibrated_report_names_the_sites_threshold_and_where_the_card_f
     text = " ".join(pdf_text(report_bytes(result, px, heat, site)).split())
     assert "(balanced)" not in text and "model's operating threshold" not in text
     assert "Operating threshold (site 'wardA')" in text and "sensitivity >= 0.95" in text
-    assert "Decision at site 'wardA''s threshold" in text
+    # the site's own check, and that it was saved over its warning (session 21)
+    assert text.count("checked on held-back halves: sensitivity 0.900 (n = 20, target 0.95); saved over a warning: "
+                      "its checked sensitivity misses the target") == 2  # the threshold line and the calibration line
+    assert "Decision at the threshold of site 'wardA'" in text
     assert "at the model card's threshold 77.0%, not the site's" in text
     plain = " ".join(pdf_text(report_bytes({**result, "calibration": "card", "threshold": 0.77}, px, heat,
                                            card)).split())

@@ -151,5 +151,7 @@ def test_risk_coverage_figure_draws_the_ordering_the_oracle_and_the_refusals():
     assert all(a >= b - 1e-5 for a, b in zip(oracle.y, curve.y))  # nothing beats the oracle (5 decimals)
     assert fig.layout.shapes[0].x0 == pytest.approx(0.9) and f"AURC {o['aurc']:.3f}" in fig.layout.title.text
     assert plots.risk_coverage_figure(sel, "confidence").data[1].name == "deferring the least confident"
+    low, high = fig.layout.yaxis.range  # accuracy never above 1 (plotly's own range ran to 2 when all were right)
+    assert high == 1.02 and 0 <= low <= min(v for t in fig.data for v in t.y if v is not None)
     empty = plots.risk_coverage_figure({**sel, "orderings": {"confidence": None}})
     assert not empty.data and "No curve" in empty.layout.annotations[0].text

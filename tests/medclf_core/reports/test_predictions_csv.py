@@ -28,9 +28,13 @@ def _rows(text: str) -> list[dict]:
 
 def test_columns_and_values():
     rows = _rows(predictions_csv(RESULTS))
-    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "borderline",
-                             "ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score", "unfamiliar_reason",
-                             "error", "notes"]
+    assert list(rows[0]) == ["file", "label", "p_NORMAL", "p_PNEUMONIA", "threshold", "positive_class", "calibration",
+                             "borderline", "ood", "ood_score", "ood_reason", "unfamiliar", "unfamiliar_score",
+                             "unfamiliar_reason", "error", "notes"]
+    # whose calibration made each row (walk-through, session 21: the CSV did not say, the CLI's JSON did)
+    assert [r["calibration"] for r in rows] == ["card", "", "card", "card"]
+    site = _rows(predictions_csv([{**RESULTS[0], "calibration": "site:wardA"}]))
+    assert site[0]["calibration"] == "site:wardA"
     assert rows[0]["file"] == "chest_001.dcm" and rows[0]["label"] == "PNEUMONIA"
     assert float(rows[0]["p_PNEUMONIA"]) == 0.8 and float(rows[0]["threshold"]) == 0.35
     assert rows[0]["notes"] == "MONOCHROME1 inverted for display"
@@ -55,8 +59,8 @@ def test_formula_cells_are_neutralised():
 
 
 def test_empty_results():
-    assert predictions_csv([]).strip() == ("file,label,threshold,positive_class,borderline,ood,ood_score,ood_reason,"
-                                           "unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes")
+    assert predictions_csv([]).strip() == ("file,label,threshold,positive_class,calibration,borderline,ood,ood_score,"
+                                           "ood_reason,unfamiliar,unfamiliar_score,unfamiliar_reason,error,notes")
 
 
 def test_the_borderline_column_follows_the_headline_rule():
@@ -123,8 +127,12 @@ def test_an_evaluation_csv_gives_each_images_truth_decision_and_whether_it_was_r
                    "y_true": np.array([0, 0, 1, 1]), "class_names": ["NORMAL", "PNEUMONIA"],
                    "probs": np.array([[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.1, 0.9]]),
                    "ood": [False, False, False, True], "ood_reason": [None, None, None, "unlike the training images"],
-                   "ood_score": [1.0, 2.0, 3.0, 99.0], "unfamiliar": [False, True, False, False]}
-    rows = _rows(evaluation_csv(predictions, threshold=0.58, positive=1))
+                   "ood_score": [1.0, 2.0, 3.0, 99.0], "unfamiliar": [False, True, False, False],
+                   "unfamiliar_score": [1.0, 2.0, 3.0, None], "unfamiliar_reason": [None, "unlike", None, None]}
+    rows = _rows(evaluation_csv(predictions, threshold=0.58, positive=1, calibration="site:wardA"))
+    # walk-through, session 21: the cautioned image's score and reason, and whose calibration, were empty
+    assert rows[1]["unfamiliar_score"] == "2" and rows[1]["unfamiliar_reason"] == "unlike"
+    assert {r["calibration"] for r in rows} == {"site:wardA"}
     assert [r["true_label"] for r in rows] == ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"]
     assert [r["label"] for r in rows] == ["NORMAL", "PNEUMONIA", "NORMAL", ""]  # 0.55 < 0.58; refused: no label
     assert [r["correct"] for r in rows] == ["true", "false", "false", ""]

@@ -165,3 +165,22 @@ def test_the_threshold_rule_says_each_part_once():
                                 "on": "the images of site 'st marys', site-calibrated probabilities"})
     assert site.endswith("(the images of site 'st marys', site-calibrated probabilities).")
     assert threshold_rule_text({"on": on}) is None
+
+
+def test_a_two_class_evaluation_gives_sensitivity_and_specificity_intervals():
+    """Walk-through, session 21: the Evaluate page's table gave sensitivity 0.933 on 15 positives with no interval
+    (only accuracy and AUC had one). The intervals hold the point figures and are wider for fewer images."""
+    import numpy as np
+
+    from medclf_core.trust.metrics import evaluate_probabilities
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 60 + [1] * 15)
+    p1 = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.25, len(y)), 0, 1)
+    m = evaluate_probabilities(y, np.stack([1 - p1, p1], 1), ["NORMAL", "PNEUMONIA"], threshold=0.5, positive=1,
+                               bootstrap=500)
+    (s_lo, s_hi), (c_lo, c_hi) = m["ci95"]["sensitivity"], m["ci95"]["specificity"]
+    assert s_lo <= m["sensitivity"] <= s_hi and c_lo <= m["specificity"] <= c_hi
+    assert s_hi - s_lo > c_hi - c_lo  # 15 positives against 60 negatives
+    multi = evaluate_probabilities(np.array([0, 1, 2] * 10), np.eye(3)[[0, 1, 2] * 10], ["a", "b", "c"], bootstrap=50)
+    assert "sensitivity" not in multi["ci95"]

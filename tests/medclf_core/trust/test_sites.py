@@ -200,3 +200,31 @@ def test_site_card_of_a_model_card_is_a_model_card():
     assert isinstance(c, ModelCard) and c.class_names == ["NORMAL", "PNEUMONIA"] and c.threshold == 0.3
     assert c.run_dir == "/runs/m" and card.threshold == 0.7 and card.calibration is None
     assert type(site_card(dict(card), {"site": "north", "temperature": 2.0, "threshold": 0.3})) is dict
+
+
+def test_a_site_saved_over_its_warnings_says_so_wherever_its_calibration_is_named():
+    """Walk-through, session 21: a site calibration whose check missed its target (sensitivity 0.733 on held-back
+    halves, target 0.95) was saved with "Save anyway"; the Predict page then read "threshold 0.746 on P(PNEUMONIA)
+    for sensitivity 0.95" and the PDF the rule, with no word of the check. Now the caption, the card's words for
+    the calibration in use (PDF, SR) and the PDF's threshold line carry the checked figure and the warnings."""
+    from medclf_core.trust.calibration import calibration_in_use
+    from medclf_core.trust.site_checks import check_note
+    from medclf_core.trust.sites import calibration_caption, site_card
+
+    card = {"name": "m", "class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA", "threshold": 0.77}
+    rec = {"site": "st-marys", "temperature": 1.0, "threshold": 0.745583, "date": "2026-12-08", "n": 30,
+           "positive_class": "PNEUMONIA", "target": {"metric": "sensitivity", "value": 0.95},
+           "after": {"sensitivity": 0.7333, "n_positive": 15},
+           "warnings": [{"kind": "misses_target", "confirm": True}, {"kind": "worse", "confirm": True},
+                        {"kind": "few_positives", "confirm": False}]}
+    note = check_note(rec)
+    assert note == ("checked on held-back halves: sensitivity 0.733 (n = 15, target 0.95); saved over warnings: its "
+                    "checked sensitivity misses the target; it did worse than the model card's calibration on the "
+                    "site's images")
+    assert calibration_caption(card, rec).endswith(f"not the model card's. Its {note}.")
+    assert calibration_in_use(site_card(card, rec)).endswith(f"not the model card's; {note}")
+    clean = {**rec, "after": {"sensitivity": 0.96, "n_positive": 40}, "warnings": []}
+    assert check_note(clean) == "checked on held-back halves: sensitivity 0.960 (n = 40, target 0.95)"
+    assert check_note({"site": "old", "temperature": 1.0}) is None  # a record without a check: nothing made up
+    assert calibration_in_use(site_card(card, {"site": "old", "temperature": 1.0, "threshold": 0.5})).endswith(
+        "not the model card's")
