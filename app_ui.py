@@ -356,3 +356,21 @@ def metrics_heading(m: dict, unit: str) -> None:
     st.markdown(f"**Metrics** (95% bootstrap intervals{groups})")
     if m.get("group_note"):
         st.info(md_escape(m["group_note"]))
+
+
+def deferral_panel(sel: dict, evaluation_id) -> None:
+    """The Evaluate page's "Deferring to a reader": accuracy against coverage for the ordering picked
+    (:func:`medclf_core.trust.selective.selective_prediction`'s ``sel``). The choice belongs to the evaluation shown
+    (``evaluation_id``): a new one starts at the first ordering, in the browser and here alike (a choice kept from
+    an earlier evaluation was drawn while the radio showed the first; walk-through, session 21)."""
+    from medclf_core.reports import plots
+    from medclf_core.trust.selective import ORDERINGS, deferral_caption
+
+    if st.session_state.get("_eval_defer_for") != evaluation_id:
+        st.session_state.pop("eval-defer", None)
+        st.session_state["_eval_defer_for"] = evaluation_id
+    order = st.radio("Defer first", [k for k, v in (sel.get("orderings") or {}).items() if v], horizontal=True,
+                     key="eval-defer", format_func=lambda k: f"the {ORDERINGS[k]} images")
+    if order:
+        st.caption(deferral_caption(sel, order))
+        st.plotly_chart(plots.risk_coverage_figure(sel, order), key="risk-coverage", config={"displayModeBar": False})

@@ -33,7 +33,6 @@ from medclf_core.reports.predictions_csv import evaluation_csv
 from medclf_core.server.access import data_roots, resolve_data_path
 from medclf_core.trust.calibration import calibration_in_use, stored_probabilities
 from medclf_core.trust.metrics import evaluate_probabilities
-from medclf_core.trust.selective import ORDERINGS, deferral_caption
 from medclf_core.trust.sites import calibration_label
 
 MAX_MISTAKES = 12
@@ -49,6 +48,9 @@ card = site_ui.card_in_use(app_ui.require_card())  # a site picked in the sideba
 name = card["name"]
 st.caption(f"Model: **{app_ui.md_escape(name)}** (the model chosen in the sidebar; change it there).")
 kind = st.radio("Dataset", list(SOURCES), horizontal=True, key="eval_source", format_func=SOURCES.get)
+for field in ("eval_folder", "eval_split", "eval_group_pattern"):  # kept while another source is shown: Streamlit
+    if field in st.session_state:  # drops an unshown widget's value unless the script sets it (its documented way)
+        st.session_state[field] = st.session_state[field]
 
 
 def _evaluate(predictor, lock, folder, split, group_pattern) -> dict:
@@ -269,12 +271,7 @@ if kind == "upload":  # labelled images of a site: fit and check its own calibra
     site_ui.adopt_site_panel(card, data, lambda c: app_ui.load_predictor(c, site=True)[0])
 
 st.subheader("Deferring to a reader")  # selective prediction: accuracy against coverage
-sel = m.get("selective") or {}
-order = st.radio("Defer first", [k for k, v in (sel.get("orderings") or {}).items() if v], horizontal=True,
-                 key="eval-defer", format_func=lambda k: f"the {ORDERINGS[k]} images")
-if order:
-    st.caption(deferral_caption(sel, order))
-    st.plotly_chart(plots.risk_coverage_figure(sel, order), key="risk-coverage", config={"displayModeBar": False})
+app_ui.deferral_panel(m.get("selective") or {}, evaluation_id)
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(plots.confusion_matrix_figure(m["confusion_matrix"], class_names, title="Confusion matrix (counts)"),

@@ -246,4 +246,8 @@ def test_the_brain_card_records_its_fourth_source_and_says_what_else_it_calls_tu
     assert medpix["n"] == 256 and medpix["n_groups"] == 67 and medpix["n_per_class"] == {"no": 178, "yes": 78}
     assert medpix["metrics"]["specificity"] < 0.5 and records["brain_mri_navoneel_held_out"]["n"] == 87
     assert "110 of 178" in finding_mimics(brain.card) and brain.card["intended_use"]["mr_sequences"] == "structural"
+    # session 21: its tumour calls on sagittal and coronal slices follow the plane (28 of 28 sagittal MedPix
+    # non-tumour slices called tumour; about 11 non-axial no-tumour slices in its training set)
+    assert "28 of 28 sagittal" in finding_mimics(brain.card)
+    assert any(item.startswith("sagittal and coronal slices") for item in brain.card["intended_use"]["not_for"])
     assert any("other brain disease" in item for item in brain.card["intended_use"]["not_for"])

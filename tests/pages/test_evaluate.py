@@ -515,3 +515,22 @@ def test_at_its_start_the_slider_gives_the_figures_above_it_exactly(own_models, 
     table = at.dataframe[0].value.set_index("metric")["value"]
     panel = at.metric[0].value
     assert at.slider[0].value == round(rounds_up[0], 3) and panel == percent(float(table["Sensitivity"]))
+
+
+def test_a_typed_folder_and_its_result_survive_a_look_at_another_source(app_env, page):
+    """Walk-through, session 21: folder -> own test split -> folder cleared the typed path and the result, and
+    Evaluate then said "Type the path of a dataset folder or zip first"."""
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    at.text_input(key="eval_group_pattern").set_value(r"_(bacteria|virus)_")
+    at.run()
+    at.button(key="eval_go").click()
+    at.run()
+    assert at.subheader[0].value == "tiny-chest on 80 images"
+    at.radio(key="eval_source").set_value("own")
+    at.run()
+    at.radio(key="eval_source").set_value("folder")
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="eval_folder").value == str(CHEST_SAMPLE)
+    assert at.text_input(key="eval_group_pattern").value == r"_(bacteria|virus)_"
+    assert at.subheader[0].value == "tiny-chest on 80 images"  # the result is shown again, not lost
