@@ -7,7 +7,7 @@ and turned by 90, 180 and 270 degrees; per view: AUC, accuracy, sensitivity and 
 Usage::
 
     python configs/make_brain_dataset.py --sartaj --hold-out navoneel
-    .venv/bin/python bench/brain_rotations.py [--data build/brain_mri_navoneel_held_out] [--model models/brain-mri-tumour]
+    .venv/bin/python bench/brain_rotations.py [--data FOLDER] [--model models/brain-mri-tumour]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main() -> None:
     from medclf_core.trust.metrics import evaluate_probabilities
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / "build" / "brain_mri_navoneel_held_out")
+    ap.add_argument("--data", type=Path, default=REPO / "build" / "brain_mri_navoneel_held_out",
+                    help="a labelled folder (no/ yes/); default: the 87 held-out Navoneel images")
     ap.add_argument("--model", type=Path, default=REPO / "models" / "brain-mri-tumour")
     a = ap.parse_args()
     p = Predictor.from_run(a.model)
