@@ -28,6 +28,7 @@ from medclf_core.io.images import to_model_input
 from medclf_core.registry.store import default_models_dir
 from medclf_core.trust.body_part import HEAD, BodyPartProbe, load_probe
 from medclf_core.trust.calibration import apply_temperature
+from medclf_core.trust.plane import PlaneProbe, load_plane_probe
 from medclf_core.trust.population import ROUTER_CLASSES, router_classes
 
 ROUTER_MODEL = "imaging-modality"
@@ -36,12 +37,13 @@ ROUTER_MODEL = "imaging-modality"
 class ModalityRouter:
     """Modality probabilities (``{"CT": p, "MRI": p, "XRAY": p}``) of images, from a modality Predictor."""
 
-    def __init__(self, predictor, body_part: BodyPartProbe | None = None):
+    def __init__(self, predictor, body_part: BodyPartProbe | None = None, plane: PlaneProbe | None = None):
         if set(predictor.class_names) != set(ROUTER_CLASSES):
             raise ValueError(f"A modality router needs the classes {sorted(ROUTER_CLASSES)}, "
                              f"not {predictor.class_names}.")
         self.predictor = predictor
         self.body_part = body_part  # its P(head) joins each image's probabilities as "HEAD" (trust.body_part)
+        self.plane = plane  # its P(axial / sagittal / coronal) join them as "AXIAL", ... (trust.plane)
         self._shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # routed LiteModel -> shares_trunk
         self._lock = threading.Lock()
 
@@ -49,7 +51,8 @@ class ModalityRouter:
                       routed=None) -> list[dict[str, float]]:
         """One ``{class: probability}`` per image of ``prepared`` ((N, S, S, C) uint8, any S and C): from the
         ``features`` (N, D) that the ``routed`` Predictor computed on them when the two share a trunk, else from
-        the router's own forward pass; with a body-part probe, also ``"HEAD"``: its P(head)."""
+        the router's own forward pass; with a body-part probe, also ``"HEAD"``: its P(head); with a plane probe,
+        also ``"AXIAL"``, ``"SAGITTAL"`` and ``"CORONAL"``."""
         if not len(prepared):
             return []
         p = self.predictor
@@ -63,6 +66,9 @@ class ModalityRouter:
         if self.body_part is not None and features is not None:
             for row, p_head in zip(out, self.body_part.p_head(features), strict=True):
                 row[HEAD] = float(p_head)
+        if self.plane is not None and features is not None:
+            for row, planes in zip(out, self.plane.probabilities(features), strict=True):
+                row.update(planes)
         return out
 
     def shares_trunk_with(self, routed) -> bool:
@@ -121,6 +127,7 @@ def router_for(card: dict, load: Callable[[str], object], models_dir: str | os.P
     with _LOCK:
         if str(run) not in _ROUTERS:
             predictor = load(str(run))
-            probe = load_probe(run, for_model=predictor.card.get("created", ""))
-            _ROUTERS[str(run)] = ModalityRouter(predictor, body_part=probe)
+            created = predictor.card.get("created", "")
+            _ROUTERS[str(run)] = ModalityRouter(predictor, body_part=load_probe(run, for_model=created),
+                                                plane=load_plane_probe(run, for_model=created))
         return _ROUTERS[str(run)]

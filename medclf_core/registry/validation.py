@@ -26,6 +26,9 @@ UNIT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision", 
 #: The one value of ``intended_use.mr_sequences``: the model is for structural MRI (T1, T2, FLAIR) only, and
 #: :mod:`medclf_core.trust.mr_sequence` refuses what the DICOM header marks as diffusion, angiography and the rest.
 STRUCTURAL_MRI = "structural"
+#: The values of ``intended_use.planes``: the planes a model can judge (:mod:`medclf_core.trust.plane` cautions
+#: on the others).
+IMAGING_PLANES = ("axial", "sagittal", "coronal")
 _MODALITY_RE = re.compile(r"^[A-Za-z0-9_ -]{1,16}$")  # a DICOM code string (CS): CT, MR, CR, DX, ... (any case)
 _ISO_DATE = "an ISO date text such as 2026-11-23T07:49:25+00:00"
 
@@ -206,6 +209,11 @@ def _validate_intended_use(u) -> None:
                            f"(found {bad[0][:20]!r})")
     if u.get("mr_sequences") not in (None, STRUCTURAL_MRI):
         raise InvalidField(f"'intended_use.mr_sequences' must be \"{STRUCTURAL_MRI}\" (T1, T2, FLAIR only) or absent")
+    if u.get("planes") is not None:
+        _str_list(u["planes"], "intended_use.planes")
+        if not u["planes"] or any(p.lower() not in IMAGING_PLANES for p in u["planes"]):
+            raise InvalidField(f"'intended_use.planes' must list some of {', '.join(IMAGING_PLANES)} (the planes "
+                               "the model can judge) or be absent")
     age = u.get("age_years")
     if age is not None and not (isinstance(age, list) and len(age) == 2
                                 and all(isinstance(a, int | float) and not isinstance(a, bool) for a in age)

@@ -36,6 +36,7 @@ from medclf_core.registry.validation import is_whole_number
 from medclf_core.trust.colour import colour_applies, colour_reason
 from medclf_core.trust.metrics import evaluate_probabilities
 from medclf_core.trust.ood import NEAR_REASON, OODGate, feature_reason, header_reason
+from medclf_core.trust.plane import plane_reason
 from medclf_core.trust.mr_sequence import sequence_reason
 from medclf_core.trust.population import age_reason, body_part_reason, router_reason
 from medclf_core.trust.resolution import small_image_reason
@@ -74,7 +75,9 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
       is the score, ``unfamiliar_reason`` a plain fragment (None unless unfamiliar). A refused
       image is not also unfamiliar. An image whose original ``size`` (height, width) has a shorter side under
       half the model's ``input_side`` is unfamiliar too (:func:`~medclf_core.trust.resolution.small_image_reason`,
-      with or without a gate). ``unfamiliar_checks`` names what made it unfamiliar (``"features"``, ``"size"``).
+      with or without a gate), and so is an image the router's plane probe puts in a plane the card does not declare
+      (``intended_use.planes``: :func:`~medclf_core.trust.plane.plane_reason`). ``unfamiliar_checks`` names what
+      made it unfamiliar (``"features"``, ``"size"``, ``"plane"``).
     - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
       ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``),
       ``ood_refused_by`` those that refused (empty when none did; :func:`ood_message` words the refusal by them).
@@ -109,23 +112,26 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
         checks.append("colour")
         reasons += [("colour", r) for r in (colour_reason(intended_use, chroma),) if r]
     out["ood"] = True if reasons else out["ood"]
-    _caution(out, small_image_reason(size, input_side))
+    _caution(out, {"size": small_image_reason(size, input_side),
+                   "plane": plane_reason(intended_use, router) if intended_use and router else None})
     out["ood_reason"] = "; ".join(r for _, r in reasons) or None
     out["ood_checks"], out["ood_refused_by"] = checks, list(dict.fromkeys(c for c, _ in reasons))
     return out
 
 
-def _caution(out: dict, small: str | None) -> None:
+def _caution(out: dict, more: dict[str, str | None]) -> None:
     """The unfamiliar tier's fields once the refusal is known: a refused image has no caution; else the feature
-    tier's, and the small-image caution (``small``, its reason) beside it."""
+    tier's, and beside it each other caution of ``more`` (``{check: its reason or None}``: the small image, the
+    plane), in that order."""
     if out["ood"]:
         out["unfamiliar"], out["unfamiliar_reason"] = (False if out["unfamiliar"] is not None else None), None
         out["unfamiliar_checks"] = []
         return
     out["unfamiliar_checks"] = ["features"] if out["unfamiliar"] else []
-    if small:
-        out["unfamiliar"], out["unfamiliar_checks"] = True, [*out["unfamiliar_checks"], "size"]
-        out["unfamiliar_reason"] = "; ".join(r for r in (out["unfamiliar_reason"], small) if r)
+    for check, reason in more.items():
+        if reason:
+            out["unfamiliar"], out["unfamiliar_checks"] = True, [*out["unfamiliar_checks"], check]
+            out["unfamiliar_reason"] = "; ".join(r for r in (out["unfamiliar_reason"], reason) if r)
 
 
 def unfamiliar_message(result: Mapping, other_source: Mapping | Sequence[Mapping] | None = None) -> str | None:
@@ -138,13 +144,18 @@ def unfamiliar_message(result: Mapping, other_source: Mapping | Sequence[Mapping
     if result.get("unfamiliar") is not True:
         return None
     checks = result.get("unfamiliar_checks") or ["features"]  # results written before the size check
+    parts = dict(zip(checks, (result.get("unfamiliar_reason") or "").split("; "), strict=False))  # checks' order
     what = []
     if "features" in checks:
         what.append("unlike this model's training images" + _other_source_accuracy(other_source))
-    if "size" in checks:  # the reason's parts come in the order of the checks
-        parts = dict(zip(checks, (result.get("unfamiliar_reason") or "").split("; "), strict=False))
+    if "size" in checks:
         what.append(f"small ({parts['size']})" if parts.get("size") else "small")
-    return f"Caution: this image is {' and '.join(what)}, so the finding is less certain."
+    text = f"Caution: this image is {' and '.join(what)}, so the finding is less certain." if what else ""
+    if "plane" in checks:  # the plane check's reason is a sentence of its own
+        plane = parts.get("plane") or "it looks like a slice in a plane this model cannot judge"
+        text = (f"{text} {plane[0].upper()}{plane[1:]}" if text else f"Caution: {plane}") + \
+            ": a finding on such a slice says little."
+    return text
 
 
 def _other_source_accuracy(records: Mapping | Sequence[Mapping] | None) -> str:

@@ -249,5 +249,7 @@ def test_the_brain_card_records_its_fourth_source_and_says_what_else_it_calls_tu
     # session 21: its tumour calls on sagittal and coronal slices follow the plane (28 of 28 sagittal MedPix
     # non-tumour slices called tumour; about 11 non-axial no-tumour slices in its training set)
     assert "28 of 28 sagittal" in finding_mimics(brain.card)
+    # and the router's plane probe serves its caution (trust.plane): fitted for this modality model, read back
+    assert brain.card["intended_use"]["planes"] == ["axial"] and brain.router.plane is not None
     assert any(item.startswith("sagittal and coronal slices") for item in brain.card["intended_use"]["not_for"])
     assert any("other brain disease" in item for item in brain.card["intended_use"]["not_for"])

@@ -213,3 +213,25 @@ def test_a_routers_body_part_probe_lets_a_model_for_the_head_refuse_another_body
         for r in brain.predict(list(prepared[..., 0])):
             assert ("body-part check calls it another body part" in (r["ood_reason"] or "")) == refused
             assert not refused or r["ood"] is True
+
+
+def test_a_routers_plane_probe_cautions_a_model_that_judges_axial_slices_only(tmp_path):
+    """Session 21: the brain model calls every sagittal slice tumour. With ``intended_use.planes: ["axial"]``, an
+    image the router's plane probe puts in another plane is answered with a caution, never refused."""
+    from medclf_core.trust.plane import PlaneProbe
+
+    router_model = _lite_run(tmp_path / "modality", None, ["CT", "MRI", "XRAY"], {}, gate=True)  # gated: features
+    card = {"class_names": ["no", "yes"], "intended_use": {"planes": ["axial"]}}  # no modality: no refusal by it
+    _lite_run(tmp_path / "brain", router_model, ["no", "yes"], card, gate=True)
+    modality = Predictor.from_run(tmp_path / "modality", tta=(), router=None)
+    prepared = _images(3)
+    for intercept, sagittal in (([0.0, 6.0, 0.0], True), ([6.0, 0.0, 0.0], False)):  # every image one plane
+        probe = PlaneProbe(coef=np.zeros((3, 8), np.float32), intercept=np.array(intercept), n=3, source="",
+                           fitted="")
+        router = ModalityRouter(modality, plane=probe)
+        assert all((p["SAGITTAL"] > 0.99) == sagittal for p in router.probabilities(prepared))
+        brain = Predictor.from_run(tmp_path / "brain", router=None)
+        brain.router = router
+        for r in brain.predict(list(prepared[..., 0])):
+            assert ("it looks like a sagittal slice" in (r["unfamiliar_reason"] or "")) == sagittal
+            assert ("plane" in r["unfamiliar_checks"]) == sagittal and "plane check" not in (r["ood_reason"] or "")
