@@ -74,7 +74,8 @@ def main() -> None:
         oof[c] = out_of_fold(x, plane, cases, c)
         guess = oof[c].argmax(1)
         recall = " | ".join(f"{np.mean(guess[head_mri & (plane == k)] == k):.2f}" for k in range(3))
-        print(f"| {c:g} | {np.mean(guess == plane):.3f} | {np.mean(guess[head_mri] == plane[head_mri]):.3f} | {recall} |")
+        head = np.mean(guess[head_mri] == plane[head_mri])
+        print(f"| {c:g} | {np.mean(guess == plane):.3f} | {head:.3f} | {recall} |")
     p = oof[0.1]
     print("\n2. the caution on MedPix head MRIs (out of fold, C 0.1): share cautioned\n")
     print("| MIN_P_PLANE | axial | sagittal | coronal |\n|---|---|---|---|")

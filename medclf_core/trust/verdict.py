@@ -70,14 +70,12 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
       original pixels' mean ``chroma`` shows a colour image on a model whose card declares CT / MR / X-ray
       (:func:`~medclf_core.trust.colour.colour_reason`); False when the feature gate ran and
       nothing refused; **None ("not checked")** when the model has no gate and nothing refused.
-    - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's
-      unfamiliar and refuse thresholds, False below, None without that tier; ``unfamiliar_score``
-      is the score, ``unfamiliar_reason`` a plain fragment (None unless unfamiliar). A refused
-      image is not also unfamiliar. An image whose original ``size`` (height, width) has a shorter side under
-      half the model's ``input_side`` is unfamiliar too (:func:`~medclf_core.trust.resolution.small_image_reason`,
-      with or without a gate), and so is an image the router's plane probe puts in a plane the card does not declare
-      (``intended_use.planes``: :func:`~medclf_core.trust.plane.plane_reason`). ``unfamiliar_checks`` names what
-      made it unfamiliar (``"features"``, ``"size"``, ``"plane"``).
+    - ``unfamiliar`` (finding shown with a caution) is True when the score is between the gate's unfamiliar and
+      refuse thresholds, when ``size`` (height, width) has a shorter side under half ``input_side``
+      (:func:`~medclf_core.trust.resolution.small_image_reason`), or when the router's plane probe puts the image in
+      a plane the card does not declare (:func:`~medclf_core.trust.plane.plane_reason`); else False, or None without
+      the gate's tier. A refused image is not also unfamiliar. ``unfamiliar_score`` is the gate's score,
+      ``unfamiliar_reason`` plain fragments, ``unfamiliar_checks`` what made it so (``features``, ``size``, ``plane``).
     - ``ood_score`` is the gate's distance, ``ood_reason`` the refusal's plain reason,
       ``ood_checks`` the checks that ran (``"features"``, ``"dicom_header"``, ``"modality_router"``, ``"colour"``),
       ``ood_refused_by`` those that refused (empty when none did; :func:`ood_message` words the refusal by them).
@@ -112,8 +110,7 @@ def verdict(gate: OODGate | None, features: np.ndarray | None, intended_use: Map
         checks.append("colour")
         reasons += [("colour", r) for r in (colour_reason(intended_use, chroma),) if r]
     out["ood"] = True if reasons else out["ood"]
-    _caution(out, {"size": small_image_reason(size, input_side),
-                   "plane": plane_reason(intended_use, router) if intended_use and router else None})
+    _caution(out, {"size": small_image_reason(size, input_side), "plane": plane_reason(intended_use, router)})
     out["ood_reason"] = "; ".join(r for _, r in reasons) or None
     out["ood_checks"], out["ood_refused_by"] = checks, list(dict.fromkeys(c for c, _ in reasons))
     return out
