@@ -32,7 +32,8 @@ def test_a_fitted_probe_tells_the_planes_apart_and_reads_back_the_same(tmp_path)
     assert np.mean([PLANES.index(max(row, key=row.get)) for row in p] == truth) > 0.95
     back = load_plane_probe(probe.save(tmp_path).parent, for_model="2026-12-01")
     again = back.probabilities(held)
-    assert all(a == pytest.approx(b, rel=1e-5) for a, b in zip(again, p, strict=True)) and back.source == "three clusters"
+    assert all(a == pytest.approx(b, rel=1e-5) for a, b in zip(again, p, strict=True))
+    assert back.source == "three clusters"
     assert [f.name for f in tmp_path.iterdir()] == [PLANE_FILE]  # written by rename: no temporary file left
     assert load_plane_probe(tmp_path, for_model="2027-01-01") is None  # fitted for another router: not used
     with pytest.raises(ValueError, match="all three planes"):
