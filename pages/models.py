@@ -25,6 +25,8 @@ from medclf_core.registry.export import FORMATS as EXPORT_FORMATS, export_archiv
 from medclf_core.io.atomic import read_json
 from medclf_core.registry.store import MODEL_FILE, delete_run
 from medclf_core.trust.gate_size import small_gate_notice
+from medclf_core.trust.site_checks import site_row
+from medclf_core.trust.sites import list_sites, load_site
 
 app_ui.start_page()  # here too: a page opened first on a fresh server runs without streamlit_app.py
 st.title("Models")
@@ -186,6 +188,16 @@ with tab_card:
         } for e in evals]), hide_index=True, width="stretch")
     else:
         st.caption("None recorded yet: `python -m medclf_core evaluate MODEL DATA --record` records one here.")
+
+    st.markdown("**Site calibrations**")  # each site's own temperature and threshold (trust.sites), and its check
+    sites = [site_row(load_site(card.run_dir, s)) for s in list_sites(card.run_dir)]
+    if sites:
+        st.dataframe(pd.DataFrame(sites), hide_index=True, width="stretch", key=f"models-sites-{name}")
+        st.caption("The card's figures above are at the card's own calibration; pick a site in the sidebar to use "
+                   "its temperature and threshold on Predict and Evaluate.")
+    else:
+        st.caption("None: `medclf recalibrate MODEL DATA --site NAME`, or the Evaluate page after an upload, fits "
+                   "one on a site's own labelled images.")
 
     history = read_json(card.run_dir, "history.json", default=[]) or []
     if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):

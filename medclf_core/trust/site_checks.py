@@ -121,3 +121,19 @@ def check_note(record: Mapping) -> str | None:
     if over:
         parts.append(f"saved over {'a warning' if len(over) == 1 else 'warnings'}: " + "; ".join(over))
     return "; ".join(parts) or None
+
+
+def site_row(record: Mapping) -> dict:
+    """One row of the Models page's site calibrations: what a reviewer needs to judge the site's fit at a glance.
+
+    >>> site_row({"site": "north", "date": "2026-12-08T10:00:00+00:00", "n": 100, "temperature": 1.2,
+    ...           "threshold": 0.41, "target": {"value": 0.95}, "after": {"sensitivity": 0.96, "n_positive": 50}})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'site': 'north', 'date': '2026-12-08', 'images': 100, 'temperature': '1.2', 'threshold': '0.410',
+     'check': 'checked on held-back halves: sensitivity 0.960 (n = 50, target 0.95)'}
+    """
+    threshold = record.get("threshold")
+    return {"site": str(record.get("site")), "date": str(record.get("date") or "")[:10], "images": record.get("n"),
+            "temperature": f"{float(record.get('temperature') or float('nan')):.3g}",
+            "threshold": number(threshold) if threshold is not None else "argmax",
+            "check": check_note(record) or "not recorded"}

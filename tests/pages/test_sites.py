@@ -171,3 +171,19 @@ def test_the_evaluate_page_opens_every_source_with_a_site_picked(own_models, pag
             at.radio(key="eval_upload_mode").set_value(mode)
         at.run()
         assert not at.exception, (source, mode, at.exception)
+
+
+def test_the_models_page_lists_a_models_site_calibrations_with_their_check(own_models, page):
+    """Walk-through, session 21: the sidebar read "Site: north" while the Models page showed no site at all."""
+    rec = _add_site(own_models / "tiny-a")
+    at = page("models")
+    at.session_state["models_selected"] = "tiny-a"
+    at.run()
+    assert not at.exception, at.exception
+    sites = next(d.value for d in at.dataframe if "check" in d.value.columns)
+    assert list(sites["site"]) == ["north"] and list(sites["images"]) == [rec["n"]]
+    assert sites["check"][0].startswith("checked on held-back halves: sensitivity")
+    at.selectbox(key="models_pick").set_value("tiny-b")
+    at.run()
+    assert not [d for d in at.dataframe if "check" in d.value.columns]
+    assert any(c.value.startswith("None: `medclf recalibrate") for c in at.caption)
