@@ -98,7 +98,8 @@ def resolve_data_path(text: str | os.PathLike, roots: list[Path] | None = None) 
     """The real path of a dataset folder or file typed into a page, if it lies inside a data root.
 
     ``~`` is expanded and symbolic links and ``..`` are resolved *before* the containment check, so a
-    link inside a root that points out of it is refused like the path it points to. Raises
+    link inside a root that points out of it is refused like the path it points to. A relative path is taken
+    from the first data root that holds it (``siteA`` for ``<root>/siteA``), else from the working directory. Raises
     :class:`~medclf_core.errors.AccessDenied` (a ``MedclfError``) with a plain message: outside every
     root (the same message whether the path exists or not), or inside a root but not readable
     (permission denied, an I/O error: no operating-system text, no traceback).
@@ -116,8 +117,11 @@ def resolve_data_path(text: str | os.PathLike, roots: list[Path] | None = None) 
     if not shown or "\x00" in str(text):
         raise AccessDenied("Type the path of a dataset folder or zip.")
     roots = data_roots() if roots is None else [_real(r) for r in roots]
+    typed = str(text).strip()
+    if not os.path.isabs(os.path.expanduser(typed)):  # relative: in the first data root that has it
+        typed = next((str(root / typed) for root in roots if os.path.lexists(root / typed)), typed)
     try:
-        path = _real(str(text).strip())
+        path = _real(typed)
     except _Unresolvable as exc:  # never followed: refused like any path outside, or unreadable inside
         if not any(_inside(exc.lexical, root) for root in roots):
             raise AccessDenied(refusal(shown, roots)) from None

@@ -156,3 +156,14 @@ def test_the_samples_folder_is_the_environments_or_the_working_directorys(tmp_pa
     monkeypatch.delenv("MEDCLF_SAMPLES_DIR")
     monkeypatch.chdir(tmp_path)
     assert access.samples_dir() == tmp_path / "samples"
+
+
+def test_a_relative_path_is_taken_from_the_data_root_that_holds_it(roots, monkeypatch, tmp_path):
+    """Walk-through, session 21: "siteA", a folder of a data root, was refused; only its absolute path worked."""
+    monkeypatch.chdir(tmp_path / "outside")  # the working directory is not a root
+    assert resolve_data_path("chest") == (roots["data"] / "chest").resolve()
+    assert resolve_data_path("chest/NORMAL") == (roots["data"] / "chest" / "NORMAL").resolve()
+    with pytest.raises(AccessDenied, match="not found in the folders this app may read"):
+        resolve_data_path("secret")  # in the working directory, outside every root: refused as before
+    with pytest.raises(AccessDenied, match="not found in the folders this app may read"):
+        resolve_data_path("../outside/secret")  # a root joined with ".." that leads out: refused
