@@ -341,12 +341,13 @@ def refused_and_cautioned(predictions: dict, mis: dict) -> None:
         st.markdown("**Refused (no finding)**")
         st.caption(evaluation_text.refused_caption(mis))
         st.dataframe(pd.DataFrame(evaluation_text.refused_rows(predictions, mis)), hide_index=True, width="stretch",
-                     key="eval-refused")
+                     key="eval-refused", column_config={"reason": st.column_config.TextColumn(width="large")})
     rows = evaluation_text.cautioned_rows(predictions, mis)
     if rows:
         st.markdown("**Answered with a caution**")
         st.caption(evaluation_text.cautioned_caption(predictions, mis))
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval-cautioned")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval-cautioned",
+                     column_config={"reason": st.column_config.TextColumn(width="large")})  # the whole reason
 
 
 def metrics_heading(m: dict, unit: str) -> None:
