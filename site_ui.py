@@ -84,8 +84,9 @@ def calibration_caption(predictor) -> None:
         st.caption(md_escape(text))
 
 
-def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
-    """The Evaluate page's "adopt as this site's calibration", after an evaluation of uploaded labelled images:
+def adopt_site_panel(card, predictions: dict, load_predictor, source: str = "upload") -> None:
+    """The Evaluate page's "adopt as this site's calibration", after an evaluation of a site's labelled images (an
+    upload, a folder on the server or studies from a PACS; ``source`` names them in the record):
     fit a site's temperature (and threshold) on these predictions with the same core call as ``medclf
     recalibrate`` (:func:`medclf_core.inference.sites.adopt_site`), show before (card) and after (site,
     cross-fitted on held-back halves), and save it beside the model only when asked. ``load_predictor(card)``
@@ -95,8 +96,11 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
     from medclf_core.trust.site_checks import needs_confirmation
     from medclf_core.trust.sites import metric_texts, save_site
 
+    saved = st.session_state.pop("_adopt_site_saved", None)  # said after the rerun that shows it in the sidebar
     # the key keeps the panel's identity across reruns: without it, typing the site's name collapsed it
-    with st.expander("Adopt as this site's calibration", key="adopt_site_panel"):
+    with st.expander("Adopt as this site's calibration", key="adopt_site_panel", expanded=bool(saved)):
+        if saved:
+            st.success(md_escape(saved))
         st.caption("Fits a temperature (never sharper than the model's own) and, for a two-class model, the threshold "
                    "that keeps sensitivity at the target on these images; checks both on held-back halves; saves it "
                    "beside the model (the weights and the card are not changed). The sidebar then offers it.")
@@ -110,7 +114,7 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
                 predictor = load_predictor(card)  # the calibration the predictions were made with
                 fp = dataset_fingerprint(predictions["dataset"], split=predictions["split"])
                 st.session_state["_adopt_site"] = (key, adopt_site(
-                    predictor, predictions, name.strip(), dataset="upload", fingerprint=fp,
+                    predictor, predictions, name.strip(), dataset=source, fingerprint=fp,
                     target_sensitivity=float(target), save=False))
             except MedclfError as exc:
                 st.error(md_escape(user_message(exc)))
@@ -127,6 +131,9 @@ def adopt_site_panel(card, predictions: dict, load_predictor) -> None:
             help="The model card's calibration stays in use unless this site is picked in the sidebar.")
         if st.button(f"Save as site '{rec['site']}'", type="primary", key="adopt_site_save", disabled=not confirmed):
             try:
-                st.success(md_escape(f"Saved {save_site(card['run_dir'], rec)}; pick it in the sidebar."))
+                st.session_state["_adopt_site_saved"] = f"Saved {save_site(card['run_dir'], rec)}; pick it in the " \
+                    "sidebar's Calibration list."
             except MedclfError as exc:
                 st.error(md_escape(user_message(exc)))
+            else:
+                st.rerun()  # the sidebar, drawn before this page, lists the new site only on the next run

@@ -6,6 +6,7 @@ server, a zip or images uploaded (staged by medclf_core.data.uploads), or a labe
 """
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -267,8 +268,9 @@ ece = m.get("ece")
 st.caption(f"Expected calibration error {number(ece)} (top class, 15 bins): how far the model's confidence "
            f"is from its accuracy. Calibration in use: {app_ui.md_escape(calibration_in_use(card))}.")
 st.plotly_chart(plots.reliability_figure(y_true, probs), key="reliability", config={"displayModeBar": False})
-if kind == "upload":  # labelled images of a site: fit and check its own calibration (medclf recalibrate's core)
-    site_ui.adopt_site_panel(card, data, lambda c: app_ui.load_predictor(c, site=True)[0])
+if kind != "own":  # labelled images of a site: fit and check its own calibration (medclf recalibrate's core)
+    site_ui.adopt_site_panel(card, data, lambda c: app_ui.load_predictor(c, site=True)[0],
+                             source=Path(data["dataset"]).name if kind == "folder" else kind)
 
 st.subheader("Deferring to a reader")  # selective prediction: accuracy against coverage
 app_ui.deferral_panel(m.get("selective") or {}, evaluation_id)

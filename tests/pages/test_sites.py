@@ -107,7 +107,22 @@ def test_the_evaluate_page_adopts_an_uploaded_evaluation_as_a_site(own_models, p
     at.run()
     assert not at.exception and list_sites(own_models / "tiny-a") == ["north"]
     assert load_site(own_models / "tiny-a", "north")["n"] == 20
+    # said after the rerun that puts the site in the sidebar's list (session 21: said before, with no list there)
+    assert any(m.value.startswith("Saved ") and "sidebar's Calibration list" in m.value for m in at.success)
+    assert load_site(own_models / "tiny-a", "north")["dataset"] == "upload"
     at.session_state["_eval_staged"].remove()
+
+
+def test_a_server_folder_can_be_adopted_as_a_site_too(own_models, page):
+    """Walk-through, session 21: only an upload offered "adopt as this site's calibration"."""
+    from helpers import CHEST_SAMPLE, server_folder
+
+    at = server_folder(page, "evaluate", CHEST_SAMPLE)
+    assert not at.exception and not at.error
+    assert "Adopt as this site's calibration" in [e.label for e in at.expander]
+    at.radio(key="eval_source").set_value("own")
+    at.run()
+    assert "Adopt as this site's calibration" not in [e.label for e in at.expander]  # its own test split: no site
 
 
 def test_the_evaluate_page_uses_the_site_picked_in_the_sidebar(own_models, page):
