@@ -28,8 +28,12 @@ def test_a_group_pattern_makes_the_intervals_resample_patients(predictor, chest_
     assert "n_groups" not in by_image and by_class["n_groups"] == 3  # IM-..., NORMAL2-IM-..., person...
     assert by_class["accuracy"] == by_image["accuracy"] and by_class["auc"] == by_image["auc"]
     assert by_class["ci95"] != by_image["ci95"]
+    assert by_class["group_note"] is None  # every name matched
+    some = evaluate_folder(predictor, chest_sample, bootstrap=0, group_pattern=r"^person")
+    assert some["n_groups"] == 41  # the 40 names it does not match: each a patient of its own
+    assert some["group_note"].startswith("The patient pattern matched 40 of the 80 file names")
     unmatched = evaluate_folder(predictor, chest_sample, bootstrap=0, group_pattern=r"^no-such-name")
-    assert unmatched["n_groups"] == unmatched["n"] == 80  # a name the pattern does not match is its own patient
+    assert "n_groups" not in unmatched and "matched none of the 80" in unmatched["group_note"]  # images, and says so
 
 
 def test_evaluate_folder_rejects_unknown_classes(predictor, pattern_dataset):

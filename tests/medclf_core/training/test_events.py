@@ -62,8 +62,12 @@ def test_the_fold_of_a_whole_log_and_its_summary():
     assert done["fraction"] == 1.0 and done["name"] == "r" and done["run_dir"] == "/m/r"
 
 
-def test_the_cli_progress_printer_reads_the_same_fold(capsys):
+def test_the_cli_progress_printer_reads_the_same_fold(capsys, monkeypatch):
+    import sys
+
     from medclf_core.cli.console import TrainProgressPrinter
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: bars (a pipe gets the epoch lines only)
 
     events = [{"event": "start", "config": {"epochs": 2}},
               {"event": "epoch_begin", "epoch": 1, "epochs": 2, "phase": "train"},
