@@ -310,8 +310,8 @@ def ood_panel(ob: dict | None, all_rows: list[dict]) -> None:
                 "`python -m medclf_core refit-trust` adds one.")
         return
     caution = "" if ob.get("n_unfamiliar") is None else \
-        f" {ob['n_unfamiliar']} more {'was' if ob['n_unfamiliar'] == 1 else 'were'} answered with a caution (unlike " \
-        "the training images, not refused)."
+        f" {ob['n_unfamiliar']} more {'was' if ob['n_unfamiliar'] == 1 else 'were'} answered with a caution (not " \
+        "refused; listed below with why)."
     st.markdown(f"**{ob['n_flagged']} of {ob['n']} images refused** ({percent(ob['fraction_flagged'])}: not the kind "
                 f"of image this model reads; coverage {percent(ob.get('coverage'))}).{caution} The metrics above are "
                 "over every image, refused ones included.")

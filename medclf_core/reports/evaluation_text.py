@@ -9,8 +9,8 @@ always reported them; the out-of-distribution check gives them without the refus
 
 Mistakes (:func:`mistakes`): a refused image has no finding, so it is never listed as misclassified with a
 prediction; it is listed apart, with the reason it was refused (:func:`refused_rows`). An answered image that was
-shown with a caution (unlike the training images, or small) is listed too, right or wrong
-(:func:`cautioned_rows`), so a site sees which of its images the model finds unfamiliar and how it did on them.
+shown with a caution (unlike the training images, small, or in a plane the model cannot judge) is listed too, right
+or wrong (:func:`cautioned_rows`), so a site sees which of its images the model finds unfamiliar and how it did.
 
     >>> c = image_counts({"files": ["a"] * 14, "skipped": [{"file": "x"}], "ood": [True, True] + [False] * 12})
     >>> progress_done(c)

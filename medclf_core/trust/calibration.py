@@ -224,7 +224,7 @@ def calibration_in_use(card: Mapping) -> str:
     site = card.get("site_calibration")  # a card as a site-calibrated Predictor holds it (trust.sites)
     if isinstance(site, Mapping) and site.get("site"):
         thr = f", threshold {site['threshold']:.3g}" if isinstance(site.get("threshold"), (int, float)) else ""
-        check = f"; {site['check']}" if site.get("check") else ""  # trust.sites.check_note
+        check = f"; {site['check']}" if site.get("check") else ""  # trust.site_checks.check_note
         return (f"site '{site['site']}': T = {site.get('temperature', float('nan')):.3g}{thr}, fitted on the site's "
                 f"own images ({str(site.get('date') or '')[:10]}), not the model card's{check}")
     cal = card.get("calibration") or {}

@@ -5,7 +5,8 @@ The shipped brain model calls nearly every sagittal slice tumour: its training s
 slices without a tumour against about 290 with one, and on MedPix it called 28 of 28 sagittal non-tumour slices
 tumour (docs/BENCHMARKS.md, "The brain model by plane"). A card that declares the planes its model can judge
 (``intended_use.planes``, e.g. ``["axial"]``) gets the unfamiliar tier's caution on an image the probe puts in
-another plane: the finding is still shown (sensitivity there is high; only a negative cannot be told), with why.
+another plane: the finding is still shown, with why (there its tumour calls are nearly all right; it is a negative
+it cannot tell).
 
 The probe is a multinomial logistic regression on the bundled imaging-modality model's penultimate features (the
 trunk the router runs anyway), fitted on MedPix's planes by ``configs/make_plane_probe.py`` and kept beside that
@@ -75,8 +76,8 @@ class PlaneProbe:
 
 def fit_plane_probe(features, plane, *, source: str, for_model: str = "", c: float = 0.1) -> PlaneProbe:
     """A multinomial logistic regression (L2, ``C`` = ``c``, balanced classes) of the plane (0 axial, 1 sagittal,
-    2 coronal) on router features ``(N, D)``. ``c`` 0.1 was chosen on MedPix by 5-fold cross-validation grouped by
-    case (``bench/plane_probe.py``); ``source`` and ``for_model`` are kept in the file."""
+    2 coronal) on router features ``(N, D)``. ``c`` 0.1: of 0.03, 0.1 and 1, tied best on MedPix's head MRIs by 5-fold
+    cross-validation grouped by case (``bench/plane_probe.py``); ``source`` and ``for_model`` are kept in the file."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = np.asarray(features, dtype=np.float64), np.asarray(plane, dtype=int)
