@@ -27,26 +27,22 @@ import csv
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from brain_medpix import auc  # noqa: E402  (ROC-AUC by ranks, as that bench computes it)
+
 PLANES = ("Axial", "Sagittal", "Coronal")
 
 
 def medpix_planes() -> dict[str, str]:
     with open(REPO / "configs" / "medpix_planes.csv", newline="") as f:
         return {row["image"]: row["plane"] for row in csv.DictReader(f)}
-
-
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    pos, neg = p[y == 1], p[y == 0]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
 
 
 def by_plane(record: dict, planes: dict[str, str]) -> None:
