@@ -192,7 +192,8 @@ with tab_card:
     st.markdown("**Site calibrations**")  # each site's own temperature and threshold (trust.sites), and its check
     sites = [site_row(load_site(card.run_dir, s)) for s in list_sites(card.run_dir)]
     if sites:
-        st.dataframe(pd.DataFrame(sites), hide_index=True, width="stretch", key=f"models-sites-{name}")
+        st.dataframe(pd.DataFrame(sites), hide_index=True, width="stretch", key=f"models-sites-{name}",
+                     column_config={"check": st.column_config.TextColumn(width="large")})
         st.caption("The card's figures above are at the card's own calibration; pick a site in the sidebar to use "
                    "its temperature and threshold on Predict and Evaluate.")
     else:

@@ -73,7 +73,7 @@ def unmatched_note(rels: list[str], pattern: str | None) -> str | None:
     """
     if not pattern or not rels:
         return None
-    matched = sum(group_key(r, pattern) is not None for r in rels)
+    matched = sum(bool(group_key(r, pattern)) for r in rels)  # an empty id is no patient
     if matched == len(rels):
         return None
     if not matched:

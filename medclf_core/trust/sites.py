@@ -371,7 +371,7 @@ def calibration_caption(card: Mapping, site: Mapping | None = None) -> str:
         target = site.get("target") or {}
         thr = (f", threshold {number(site['threshold'])} on P({site.get('positive_class')}) for "
                f"{target.get('metric')} {number(target.get('value'), 2)}") if site.get("threshold") is not None else ""
-        check = f" Its {note[0].lower()}{note[1:]}." if (note := check_note(site)) else ""
+        check = f" Its own check: {note}." if (note := check_note(site)) else ""
         return (f"Calibration: site '{site['site']}' (T = {number(site['temperature'], 2)}{thr}; fitted on "
                 f"{site.get('n')} of the site's own images, {str(site.get('date') or '')[:10]}), not the model "
                 f"card's.{check}")

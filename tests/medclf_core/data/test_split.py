@@ -73,3 +73,10 @@ def test_a_test_only_folder_is_an_evaluation_set_but_not_a_training_set(tmp_path
     with pytest.raises(DatasetError, match="no 'train' folder"):
         split_dataset(index, audit_dataset(index))
 
+
+
+def test_a_pattern_that_gives_an_empty_id_matches_no_patient():
+    """Walk-through, session 21: `\\d*` matched every name with the id "" and the page said nothing."""
+    from medclf_core.data.split import unmatched_note
+
+    assert "matched none of the 2" in unmatched_note(["a/x.png", "b/y.png"], r"\d*")

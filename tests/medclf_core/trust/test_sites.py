@@ -221,7 +221,7 @@ def test_a_site_saved_over_its_warnings_says_so_wherever_its_calibration_is_name
     assert note == ("checked on held-back halves: sensitivity 0.733 (n = 15, target 0.95); saved over warnings: its "
                     "checked sensitivity misses the target; it did worse than the model card's calibration on the "
                     "site's images")
-    assert calibration_caption(card, rec).endswith(f"not the model card's. Its {note}.")
+    assert calibration_caption(card, rec).endswith(f"not the model card's. Its own check: {note}.")
     assert calibration_in_use(site_card(card, rec)).endswith(f"not the model card's; {note}")
     clean = {**rec, "after": {"sensitivity": 0.96, "n_positive": 40}, "warnings": []}
     assert check_note(clean) == "checked on held-back halves: sensitivity 0.960 (n = 40, target 0.95)"
